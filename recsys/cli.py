@@ -1,0 +1,184 @@
+"""The command line: `recsys ...` and `python -m recsys ...` (contract section 4).
+
+Each command parses its arguments, builds the settings, opens the database and calls one stage
+function; the stages know nothing about argparse. Errors a user can fix (`RecsysError`) are printed
+as one line without a traceback and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from recsys.errors import RecsysError
+
+log = logging.getLogger("recsys")
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from e
+
+
+def _timestamp(text: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected an ISO 8601 timestamp, got {text!r}") from e
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from e
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
+    return value
+
+
+def cmd_db_migrate(args: argparse.Namespace) -> int:
+    from recsys.db import connect, database_url
+    from recsys.migrate import migrate
+    from recsys.settings import load_settings
+
+    settings = load_settings()
+    with connect(database_url(settings)) as conn:
+        result = migrate(conn, settings)
+    print(result.summary())
+    return 0
+
+
+def cmd_generate_data(args: argparse.Namespace) -> int:
+    from recsys.synth.generate import generate_data
+
+    summary = generate_data(
+        users=args.users, days=args.days, seed=args.seed, out=Path(args.out), end_date=args.end_date
+    )
+    print(summary.format_report())
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from recsys.db import connect, database_url
+    from recsys.extract import extract_path, load_inbox
+    from recsys.settings import load_settings
+
+    settings = load_settings()
+    with connect(database_url(settings)) as conn:
+        if args.inbox:
+            results = load_inbox(conn, settings, reference_at=args.reference_time)
+        else:
+            results = extract_path(
+                conn, settings, Path(args.source), reference_at=args.reference_time, force=args.force
+            )
+    for r in results:
+        print(r.describe())
+    return 1 if any(r.status == "refused" for r in results) else 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from recsys.db import connect, database_url
+    from recsys.features import build_feature_range
+    from recsys.settings import load_settings
+
+    if args.as_of is not None:
+        start = end = args.as_of
+    elif args.date_from is not None and args.date_to is not None:
+        start, end = args.date_from, args.date_to
+        if end < start:
+            raise RecsysError(f"--to {end} is before --from {start}")
+    else:
+        raise RecsysError("give --as-of DATE, or --from DATE --to DATE")
+    settings = load_settings()
+    with connect(database_url(settings)) as conn:
+        results = build_feature_range(conn, settings, start, end)
+    for r in results:
+        print(r.describe())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from recsys.demo import run_demo
+
+    return run_demo(users=args.users, days=args.days, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recsys",
+        description="Reinforcement-learning offer engine: nightly campaigns on PostgreSQL.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="the main job on a fresh machine: sample data through to a summary")
+    p.add_argument("--users", type=_positive, default=2000, help="sample users (default 2000)")
+    p.add_argument("--days", type=_positive, default=60, help="days of behaviour (default 60)")
+    p.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    p.set_defaults(func=cmd_demo)
+
+    db = sub.add_parser("db", help="database administration")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    p = db_sub.add_parser("migrate", help="apply sql/ migrations once each; re-apply changed views/functions")
+    p.set_defaults(func=cmd_db_migrate)
+
+    p = sub.add_parser("generate-data", help="synthetic behaviour in the input format, plus its hidden truth")
+    p.add_argument("--users", type=_positive, default=1000, help="number of users (default 1000)")
+    p.add_argument("--days", type=_positive, default=90, help="days of history (default 90)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--end-date", type=_date, default=None, help="events end before this date (default today, UTC)"
+    )
+    p.add_argument(
+        "--out", required=True, help="a .xlsx file, or a folder for CSV files (for more than ~1M rows)"
+    )
+    p.set_defaults(func=cmd_generate_data)
+
+    p = sub.add_parser("extract", help="validated, idempotent load of input files into PostgreSQL")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--source", help="an .xlsx or .csv file, or a folder of them")
+    src.add_argument(
+        "--inbox", action="store_true", help="load new files from the inbox folder and move them to loaded/"
+    )
+    p.add_argument(
+        "--reference-time",
+        type=_timestamp,
+        default=None,
+        help="timestamps after this are rejected as in the future (default now)",
+    )
+    p.add_argument("--force", action="store_true", help="load a file even if its checksum was loaded before")
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("features", help="build user features as of a date, or for every date in a range")
+    p.add_argument("--as-of", type=_date, default=None, help="features from events before this date")
+    p.add_argument("--from", dest="date_from", type=_date, default=None, help="first date of a range")
+    p.add_argument("--to", dest="date_to", type=_date, default=None, help="last date of a range (inclusive)")
+    p.set_defaults(func=cmd_features)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except RecsysError as e:
+        print(f"recsys {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"recsys {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,90 @@
+"""Settings: one object built from `RECSYS_*` environment variables, never at import time.
+
+Every stage takes a `Settings` (or the values it needs from one) explicitly, so the CLI, Airflow
+tasks and tests configure the same code the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from recsys.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+_ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration. Each field maps to `RECSYS_<FIELD NAME IN UPPER CASE>`."""
+
+    database_url: str | None = None
+    """PostgreSQL URL. Unset: an embedded server (pgserver) in `embedded_pgdata`."""
+    data_dir: Path = PROJECT_ROOT / "data"
+    """Where generated data, the inbox and local state live."""
+    inbox: Path = PROJECT_ROOT / "data" / "inbox"
+    """Folder the nightly run loads new input files from; loaded files move to `inbox/loaded/`."""
+    embedded_pgdata: Path = PROJECT_ROOT / ".pgdata"
+    """Data folder of the embedded PostgreSQL server (kept between runs)."""
+    sql_dir: Path = PROJECT_ROOT / "sql"
+    """Migrations, views and feature queries."""
+    sender_role: str = "recsys_sender"
+    """Database role for message senders: may call the sender functions and nothing else."""
+    analyst_role: str = "recsys_analyst"
+    """Database role for analysts: read-only on the analyst views."""
+    event_retention_days: int = 730
+    """Monthly `behavior_events` partitions wholly older than this are dropped."""
+    feature_retention_days: int = 400
+    """`user_features` partitions older than this (by `as_of`) are dropped."""
+    feature_window_days: int = 90
+    """Look-back window for frequency, monetary, engagement and preference features."""
+    recency_cap_days: int = 365
+    """Cap for recency-type features; also their value when there was no such event."""
+    attribution_days: int = 3
+    """Offers count towards responsiveness once their attribution window closed before `as_of`."""
+
+    @property
+    def loaded_dir(self) -> Path:
+        return self.inbox / "loaded"
+
+
+def _convert(name: str, raw: str, default: object) -> object:
+    if isinstance(default, bool):
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if isinstance(default, int):
+        try:
+            value = int(raw)
+        except ValueError as e:
+            raise ConfigError(f"RECSYS_{name.upper()}: expected a whole number, got {raw!r}") from e
+        if value < 0:
+            raise ConfigError(f"RECSYS_{name.upper()}: must be >= 0, got {value}")
+        return value
+    if isinstance(default, Path):
+        return Path(raw).expanduser()
+    return raw
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Build settings from the environment (or `env`), then apply keyword overrides."""
+    env = os.environ if env is None else env
+    values: dict[str, object] = {}
+    base = Settings()
+    for f in fields(Settings):
+        raw = env.get(f"RECSYS_{f.name.upper()}")
+        if raw is not None and raw != "":
+            values[f.name] = _convert(f.name, raw, getattr(base, f.name))
+    if "data_dir" in values and "inbox" not in values:
+        values["inbox"] = Path(values["data_dir"]) / "inbox"  # type: ignore[arg-type]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    settings = Settings(**values)  # type: ignore[arg-type]
+    for role in (settings.sender_role, settings.analyst_role):
+        if not _ROLE_NAME.match(role):
+            raise ConfigError(
+                f"role name {role!r} is not a plain lower-case PostgreSQL identifier (letters, digits, _)"
+            )
+    return settings

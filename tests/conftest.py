@@ -1,0 +1,79 @@
+"""Shared fixtures: a real PostgreSQL database, fresh for each test session.
+
+The server is `RECSYS_TEST_DATABASE_URL` when set (CI points it at the machine's server), else the
+embedded pgserver in `.pgdata-test/`. A database with a unique name is created for the session,
+migrated once, and dropped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+from psycopg2.extensions import make_dsn, parse_dsn
+
+from recsys.db import Connection, connect, embedded_url
+from recsys.migrate import migrate
+from recsys.settings import PROJECT_ROOT, Settings, load_settings
+
+DATA_TABLES = ("load_rejects", "load_log", "behavior_events", "users", "offer_history", "user_features")
+
+
+def _server_url() -> str:
+    url = os.environ.get("RECSYS_TEST_DATABASE_URL")
+    if url:
+        return url
+    return embedded_url(PROJECT_ROOT / ".pgdata-test")
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """URL of a fresh database on the test server; dropped after the session."""
+    server = _server_url()
+    name = f"recsys_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(server)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    params = parse_dsn(server)
+    params["dbname"] = name
+    try:
+        yield make_dsn(**params)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def migrated_url(database_url: str) -> str:
+    """The session database with the schema applied."""
+    settings = load_settings(env={}, database_url=database_url)
+    with connect(database_url) as conn:
+        migrate(conn, settings)
+    return database_url
+
+
+@pytest.fixture
+def settings(migrated_url: str, tmp_path: Path) -> Settings:
+    """Settings pointing at the test database, with data and inbox in a temporary folder."""
+    return load_settings(env={}, database_url=migrated_url, data_dir=tmp_path, inbox=tmp_path / "inbox")
+
+
+@pytest.fixture
+def db(migrated_url: str) -> Iterator[Connection]:
+    """A connection to the test database whose data tables start empty (schema kept)."""
+    with connect(migrated_url) as conn:
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("truncate {} restart identity cascade").format(
+                    sql.SQL(", ").join(sql.Identifier("recsys", t) for t in DATA_TABLES)
+                )
+            )
+        conn.commit()
+        yield conn
