@@ -17,3 +17,7 @@ class MigrationError(RecsysError):
 
 class InputFileError(RecsysError):
     """An input file cannot be read at all; nothing of it was loaded."""
+
+
+class GenerateError(RecsysError):
+    """Synthetic data cannot be generated or written as asked, or a ground truth file is unusable."""
