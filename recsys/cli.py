@@ -134,12 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--users", type=_positive, default=1000, help="number of users (default 1000)")
     p.add_argument("--days", type=_positive, default=90, help="days of history (default 90)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument(
-        "--end-date", type=_date, default=None, help="events end before this date (default today, UTC)"
-    )
-    p.add_argument(
-        "--out", required=True, help="a .xlsx file, or a folder for CSV files (for more than ~1M rows)"
-    )
+    p.add_argument("--end-date", type=_date, default=None, help="events end before this date (default today, UTC)")
+    p.add_argument("--out", required=True, help="a .xlsx file, or a folder for CSV files (for more than ~1M rows)")
     p.set_defaults(func=cmd_generate_data)
 
     p = sub.add_parser("extract", help="validated, idempotent load of input files into PostgreSQL")

@@ -31,9 +31,7 @@ def embedded_url(pgdata: Path) -> str:
     try:
         import pgserver
     except ImportError as e:  # pragma: no cover - pgserver is in requirements.txt
-        raise ConfigError(
-            "RECSYS_DATABASE_URL is not set and the embedded server (pgserver) is not installed"
-        ) from e
+        raise ConfigError("RECSYS_DATABASE_URL is not set and the embedded server (pgserver) is not installed") from e
     pgdata.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None keeps the server running after this process exits, so the next
     # command (or Airflow task) reuses it instead of paying the start-up again.
@@ -65,9 +63,7 @@ def connect(url: str, *, autocommit: bool = False, **session: Any) -> Iterator[C
         with conn.cursor() as cur:
             cur.execute("set time zone 'UTC'")
             for name, value in session.items():
-                cur.execute(
-                    sql.SQL("select set_config({}, %s, false)").format(sql.Literal(name)), (str(value),)
-                )
+                cur.execute(sql.SQL("select set_config({}, %s, false)").format(sql.Literal(name)), (str(value),))
         yield conn
         if not autocommit:
             conn.commit()

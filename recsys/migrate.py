@@ -72,9 +72,7 @@ def discover(sql_dir: Path) -> tuple[list[SqlFile], list[SqlFile]]:
     for path in sorted(mig_dir.glob("*.sql")):
         m = _VERSIONED.match(path.name)
         if not m:
-            raise MigrationError(
-                f"{path.name}: migration files are named NNN_lower_case_name.sql (three digits first)"
-            )
+            raise MigrationError(f"{path.name}: migration files are named NNN_lower_case_name.sql (three digits first)")
         if m.group(1) in seen:
             raise MigrationError(f"{path.name} and {seen[m.group(1)].name} share version {m.group(1)}")
         seen[m.group(1)] = path
@@ -114,9 +112,7 @@ def ensure_roles(cur: psycopg2.extensions.cursor, settings: Settings) -> None:
         "where n.nspname = 'recsys' and c.relkind = 'v' and c.relname like 'v\\_%%'"
     )
     for (view,) in cur.fetchall():
-        cur.execute(
-            sql.SQL("grant select on {} to {}").format(sql.Identifier("recsys", view), analyst)
-        )
+        cur.execute(sql.SQL("grant select on {} to {}").format(sql.Identifier("recsys", view), analyst))
 
 
 def migrate(conn: Connection, settings: Settings) -> MigrateResult:

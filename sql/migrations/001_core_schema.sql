@@ -79,9 +79,8 @@ create table recsys.behavior_events (
     free_shipping_used boolean,
     load_id bigint not null,
     constraint behavior_events_purchase_amount check (action <> 'purchase' or amount is not null),
-    primary key (event_id, event_at)
+    primary key (event_at, event_id)
 ) partition by range (event_at);
-create index behavior_events_user_idx on recsys.behavior_events (user_id, event_at);
 comment on table recsys.behavior_events is 'User behaviour: views, add-to-carts and purchases; monthly partitions by event_at.';
 comment on column recsys.behavior_events.event_id is 'Unique id: from the input, or derived from the row content and its occurrence in the file.';
 comment on column recsys.behavior_events.user_id is 'The user.';
