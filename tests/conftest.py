@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg2
@@ -31,10 +32,8 @@ def _server_url() -> str:
     return embedded_url(PROJECT_ROOT / ".pgdata-test")
 
 
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    """URL of a fresh database on the test server; dropped after the session."""
-    server = _server_url()
+@contextmanager
+def _scratch_database(server: str) -> Iterator[str]:
     name = f"recsys_test_{uuid.uuid4().hex[:10]}"
     admin = psycopg2.connect(server)
     admin.autocommit = True
@@ -48,6 +47,26 @@ def database_url() -> Iterator[str]:
         with admin.cursor() as cur:
             cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    """URL of the PostgreSQL server the tests run on."""
+    return _server_url()
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> Iterator[str]:
+    """URL of a fresh database on the test server; dropped after the session."""
+    with _scratch_database(server_url) as url:
+        yield url
+
+
+@pytest.fixture
+def empty_database_url(server_url: str) -> Iterator[str]:
+    """A brand-new database with nothing in it, for this test only."""
+    with _scratch_database(server_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
