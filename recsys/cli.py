@@ -56,6 +56,18 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_retention(args: argparse.Namespace) -> int:
+    from recsys.db import connect, database_url
+    from recsys.retention import apply_retention
+    from recsys.settings import load_settings
+
+    settings = load_settings()
+    today = args.today or dt.datetime.now(dt.UTC).date()
+    with connect(database_url(settings)) as conn:
+        print(apply_retention(conn, settings, today).describe())
+    return 0
+
+
 def cmd_generate_data(args: argparse.Namespace) -> int:
     from recsys.synth.generate import generate_data
 
@@ -129,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     p = db_sub.add_parser("migrate", help="apply sql/ migrations once each; re-apply changed views/functions")
     p.set_defaults(func=cmd_db_migrate)
+    p = db_sub.add_parser("retention", help="drop behaviour and feature partitions older than the retention windows")
+    p.add_argument("--today", type=_date, default=None, help="count the windows back from this date (default today)")
+    p.set_defaults(func=cmd_db_retention)
 
     p = sub.add_parser("generate-data", help="synthetic behaviour in the input format, plus its hidden truth")
     p.add_argument("--users", type=_positive, default=1000, help="number of users (default 1000)")
@@ -169,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # The embedded server's start-up chatter is not news to a user; its warnings are.
+    logging.getLogger("pgserver").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
