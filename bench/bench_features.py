@@ -1,0 +1,168 @@
+"""Benchmark of `recsys features`: how long one date takes on 1M users and 10M events.
+
+A script, not a test. It creates a scratch database with a unique name on the server, migrates it,
+generates the events and offers inside PostgreSQL with `generate_series` (nothing goes through
+Python), times `build_features` for one date (a first build, then a rebuild that replaces it) and
+prints the seconds and this process's peak RSS. The database is dropped at the end.
+
+    .venv/bin/python bench/bench_features.py [--url postgresql://postgres@127.0.0.1:5432/postgres]
+        [--users 1000000] [--events 10000000] [--offers 2000000] [--explain] [--keep]
+
+The bar: a rebuild of 1M users / 10M events in at most 60 s on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import time
+import uuid
+from datetime import date, timedelta
+
+import psycopg2
+from psycopg2 import sql
+from psycopg2.extensions import make_dsn, parse_dsn
+
+from recsys.db import connect, fetch_value
+from recsys.features import build_features, feature_query, query_params
+from recsys.migrate import migrate
+from recsys.settings import load_settings
+
+AS_OF = date(2026, 11, 1)
+HISTORY_DAYS = 400  # longer than the recency cap, so the scan has partitions to prune
+
+GENERATE_EVENTS = """
+insert into recsys.behavior_events (
+    event_id, user_id, session_id, event_at, action, product_category, channel, amount,
+    discount_used, free_shipping_used, load_id
+)
+select
+    'e' || g,
+    u.user_id,
+    u.user_id || '-' || s.session_no,
+    s.session_at + (random() * interval '40 minutes'),
+    a.action,
+    (array['shoes', 'bags', 'toys', 'books', 'garden', 'kitchen', 'beauty', 'sports', 'music',
+           'games', 'tools', 'pets'])[1 + floor(random() * 12)::int],
+    s.channel,
+    case when a.action = 'purchase' then round((5 + random() * 195)::numeric, 2) end,
+    case when a.action = 'purchase' then random() < 0.3 end,
+    case when a.action = 'purchase' then random() < 0.4 end,
+    0
+from generate_series(1, %(events)s) as g
+cross join lateral (select 1 + (g - 1) %% %(users)s as user_id, (g - 1) / %(users)s as event_no) as u
+cross join lateral (
+    select
+        u.event_no / 3 as session_no,
+        %(end_at)s::timestamptz - (hashint8(u.user_id * 100 + u.event_no / 3) & 65535) / 65535.0
+            * %(history_days)s * interval '1 day' as session_at,
+        (array['email', 'sms', 'push', 'web', 'app', null])[1 + (hashint8(u.user_id * 7 + u.event_no / 3) & 7) %% 6]
+            as channel
+) as s
+cross join lateral (
+    -- "g * 0" makes the subquery correlated, so random() is drawn per event, not once
+    select case when r < 0.7 then 'view' when r < 0.9 then 'add_to_cart' else 'purchase' end as action
+    from (select random() + g * 0 as r) as x
+) as a
+"""
+
+GENERATE_OFFERS = """
+insert into recsys.offer_history (
+    offer_id, user_id, sent_at, offer_type, offer_value, channel, timing, propensity,
+    opened, clicked, converted, revenue, load_id
+)
+select
+    'o' || g,
+    1 + floor(random() * %(users)s)::bigint,
+    %(end_at)s::timestamptz - random() * %(history_days)s * interval '1 day',
+    'discount', 10, (array['email', 'sms', 'push'])[1 + floor(random() * 3)::int], 'immediate', 0.25,
+    random() < 0.3,
+    case when random() < 0.1 then null else random() < 0.1 end,
+    random() < 0.05,
+    0,
+    0
+from generate_series(1, %(offers)s) as g
+"""
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--url", default=os.environ.get("RECSYS_BENCH_SERVER_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    )
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--offers", type=int, default=2_000_000)
+    parser.add_argument("--explain", action="store_true", help="also print EXPLAIN ANALYZE of the query")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch database (prints its name)")
+    args = parser.parse_args()
+
+    name = f"recsys_bench_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(args.url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    params = parse_dsn(args.url)
+    params["dbname"] = name
+    url = make_dsn(**params)
+    try:
+        settings = load_settings(env={}, database_url=url)
+        with connect(url) as conn:
+            migrate(conn, settings)
+        gen = {
+            "users": args.users,
+            "events": args.events,
+            "offers": args.offers,
+            "history_days": HISTORY_DAYS,
+            "end_at": f"{AS_OF.isoformat()} 00:00:00+00",
+        }
+        t0 = time.perf_counter()
+        with connect(url) as conn, conn.cursor() as cur:
+            cur.execute(
+                "select recsys.ensure_event_partitions(%s, %s)",
+                (AS_OF - timedelta(days=HISTORY_DAYS + 1), AS_OF),
+            )
+            cur.execute(GENERATE_EVENTS, gen)
+            cur.execute(GENERATE_OFFERS, gen)
+        with connect(url, autocommit=True) as conn, conn.cursor() as cur:
+            # A nightly database has had its hint bits set and statistics gathered long before.
+            cur.execute("vacuum (analyze) recsys.behavior_events")
+            cur.execute("vacuum (analyze) recsys.offer_history")
+            events = fetch_value(conn, "select count(*) from recsys.behavior_events")
+            size = fetch_value(
+                conn,
+                "select pg_size_pretty(sum(pg_total_relation_size(inhrelid))) "
+                "from pg_inherits where inhparent = 'recsys.behavior_events'::regclass",
+            )
+        print(
+            f"generated {events:,} events ({size} with indexes) and {args.offers:,} offers "
+            f"for {args.users:,} users in {time.perf_counter() - t0:.0f} s"
+        )
+
+        with connect(url) as conn:
+            if args.explain:
+                with conn.cursor() as cur:
+                    cur.execute("set local work_mem = '256MB'")
+                    cur.execute("explain (analyze, buffers) " + feature_query(settings), query_params(settings, AS_OF))
+                    print("\n".join(r[0] for r in cur.fetchall()))
+                conn.rollback()
+            for label in ("build", "rebuild"):
+                result = build_features(conn, settings, AS_OF)
+                print(f"{label}: {result.describe()} (peak RSS of this process {peak_rss_mb():.0f} MB)")
+    finally:
+        if args.keep:
+            print(f"kept database {name}")
+        else:
+            with admin.cursor() as cur:
+                cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        admin.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
