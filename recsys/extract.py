@@ -26,6 +26,7 @@ import re
 import shutil
 import time
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,10 @@ from recsys.settings import Settings
 log = logging.getLogger(__name__)
 
 XLSX_MAX_ROWS = 1_048_575  # data rows below the header of one worksheet
+HEADER_MAX_BYTES = 1 << 20  # a CSV header line is read up to this length
+# What reading a damaged workbook raises: a broken zip container or compressed member, missing
+# parts, and malformed XML (ElementTree's ParseError and lxml's XMLSyntaxError are SyntaxErrors).
+DAMAGED_WORKBOOK = (zipfile.BadZipFile, zlib.error, SyntaxError, KeyError, ValueError, OSError, EOFError)
 
 
 @dataclass(frozen=True)
@@ -204,7 +209,7 @@ def load_file(
     try:
         sha256, size = _file_digest(path)
     except OSError as e:
-        return LoadResult(path, "refused", message=f"cannot read the file: {e.strerror or e}")
+        return LoadResult(path, "refused", message=f"{path.name}: cannot read the file: {e.strerror or e}")
     if not force:
         previous = fetch_all(
             conn,
@@ -226,7 +231,8 @@ def load_file(
         load_id, sheets = _load_in_transaction(conn, settings, path, sha256, size, reference_at)
     except InputFileError as e:
         conn.rollback()
-        message = str(e)
+        # The message may quote the file (a header it could not read); PostgreSQL text holds no NUL.
+        message = str(e).replace("\x00", "\\x00")
         _record_refusal(conn, path, sha256, size, reference_at, message)
         log.warning("%s: refused: %s", path.name, message)
         return LoadResult(path, "refused", message=message, seconds=time.perf_counter() - started)
@@ -254,7 +260,7 @@ def _load_in_transaction(
     if kind is None:
         raise InputFileError(_unsupported_message(path))
     if kind == "feedback":
-        raise InputFileError("feedback files are loaded by `recsys ingest-feedback`, not `extract`")
+        raise InputFileError(f"{path.name}: feedback files are loaded by `recsys ingest-feedback`, not `extract`")
     with conn.cursor() as cur:
         _tune_session(cur)
         cur.execute(
@@ -340,8 +346,10 @@ def _validate_and_write(
     checked = sql.Identifier(f"{spec.name}_checked")
     counts = SheetCounts()
     step = _Steps(f"{path.name}, {spec.name}")
+    # Rows with formula cells are not staged; a row is one row however many formulas it holds.
+    formula_rows = len({row for row, _, _ in formula_rejects})
     cur.execute(sql.SQL("select count(*) from pg_temp.{}").format(stage))
-    counts.read = cur.fetchone()[0] + len(formula_rejects)
+    counts.read = cur.fetchone()[0] + formula_rows
     _run_check(cur, _sql(settings, f"{spec.name}_check"), params)
     if spec.name == "events":
         cur.execute("select exists (select from pg_temp.events_checked where event_id is null and not is_rejected)")
@@ -362,7 +370,7 @@ def _validate_and_write(
             ],
         )
     cur.execute(sql.SQL("select count(*) from pg_temp.{} where is_rejected").format(checked))
-    counts.rejected = cur.fetchone()[0] + len(formula_rejects)
+    counts.rejected = cur.fetchone()[0] + formula_rows
     if spec.name == "events":
         cur.execute("select min(event_at_v), max(event_at_v) from pg_temp.events_checked where not is_rejected")
         params["min_at"], params["max_at"] = cur.fetchone()
@@ -453,7 +461,9 @@ def _create_stage(cur: psycopg2.extensions.cursor, spec: SheetSpec, extra: list[
 
 def _stage_csv(cur: psycopg2.extensions.cursor, spec: SheetSpec, path: Path) -> None:
     with path.open("rb") as f:
-        first = f.readline()
+        # The header ends at the first line break of any style: old Mac CSV files end lines with
+        # a bare \r, which COPY reads but readline() does not split on.
+        first = re.split(rb"\r\n?|\n", f.readline(HEADER_MAX_BYTES), maxsplit=1)[0]
         if not first.strip():
             raise InputFileError(f"{path.name}: the file is empty (expected a header row)")
         try:
@@ -487,8 +497,13 @@ def _copy_problem(e: psycopg2.Error) -> str:
     message = (e.diag.message_primary or str(e)).strip()
     context = e.diag.context or ""
     line = re.search(r"line (\d+)", context)
-    if "invalid byte sequence" in message:
+    if "invalid byte sequence" in message and "0x00" in message:
+        message = "contains a NUL byte (0x00), which text cannot hold"
+    elif "invalid byte sequence" in message:
         message = f"not valid UTF-8 ({message.split(': ', 1)[-1]}); save the file as UTF-8"
+    # Name columns as the file does, not by their staging names (raw_<name>, extra_<index>).
+    message = re.sub(r'"raw_(\w+)"', r'"\1"', message)
+    message = re.sub(r'"extra_(\d+)"', lambda m: f"{int(m.group(1)) + 1}", message)
     return f"line {line.group(1)}: {message}" if line else message
 
 
@@ -566,7 +581,7 @@ def _workbook_sheets(path: Path) -> Iterator[tuple[str, Iterator[list[Any]], lis
 
     try:
         wb = openpyxl.load_workbook(path, read_only=True, data_only=False)
-    except (zipfile.BadZipFile, InvalidFileException, KeyError, ValueError, OSError, EOFError) as e:
+    except (InvalidFileException, *DAMAGED_WORKBOOK) as e:
         raise InputFileError(
             f"{path.name}: not a readable .xlsx workbook (corrupt, truncated or another format): "
             f"{type(e).__name__}: {e}"
@@ -592,7 +607,7 @@ def _workbook_sheets(path: Path) -> Iterator[tuple[str, Iterator[list[Any]], lis
                 positions = {c: i for i, c in enumerate(columns) if c.startswith("raw_")}
                 formula_rejects: list[tuple[int, str, str]] = []
                 staged = list(_sheet_rows(rows, spec, positions, formula_rejects, where))
-            except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as e:
+            except DAMAGED_WORKBOOK as e:
                 raise InputFileError(
                     f"{where}: the workbook is damaged and cannot be read: {type(e).__name__}: {e}"
                 ) from e
@@ -634,12 +649,12 @@ def _unsupported_message(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return (
-            f"cannot tell what '{path.name}' holds: name CSV files events*.csv, users*.csv, "
+            f"{path.name}: cannot tell what the file holds: name CSV files events*.csv, users*.csv, "
             "offers*.csv or feedback*.csv"
         )
     if suffix in {".xls", ".xlsm", ".xlsb", ".ods"}:
-        return f"'{suffix}' workbooks are not supported: save it as .xlsx"
-    return f"unsupported file type '{suffix or path.name}': expected .xlsx or .csv"
+        return f"{path.name}: '{suffix}' workbooks are not supported: save it as .xlsx"
+    return f"{path.name}: unsupported file type '{suffix or path.name}': expected .xlsx or .csv"
 
 
 def _file_digest(path: Path) -> tuple[str, int]:

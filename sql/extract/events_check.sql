@@ -36,7 +36,8 @@ with final as (
                 when t.amount is null and t.action = 'purchase' then 'a purchase needs an amount'
                 when t.amount is not null and t.amount_v is null then 'expected a number'
                 when t.amount_v < 0 then 'amount must be >= 0'
-                when t.amount_v >= 1e12 then 'amount is implausibly large (>= 1e12)'
+                -- bound on the value rounded to cents, as numeric(14, 2) stores it
+                when t.amount_v >= 999999999999.995 then 'amount is implausibly large (>= 1e12)'
             end as amount_reason,
             case
                 when t.discount_used is not null and t.discount_used_v is null then 'expected true or false'

@@ -38,10 +38,11 @@ inserted as (
         f.free_shipping_used_v,
         %(load_id)s as load_id
     from firsts as f
-    where not exists (
-        select from loaded as l
-        where l.event_id = f.event_id_v and l.event_at = f.event_at_v
-    )
+    where
+        not exists (
+            select from loaded as l
+            where l.event_id = f.event_id_v and l.event_at = f.event_at_v
+        )
     order by f.event_at_v
     returning 1
 )

@@ -55,7 +55,9 @@ reasons as (
         case
             when offer_value is null then 'required value is missing'
             when offer_value_v is null then 'expected a number'
-            when offer_value_v <= 0 or offer_value_v >= 1e10 then 'offer_value must be > 0 (and < 1e10)'
+            -- bounds on the value rounded to cents, as numeric(12, 2) stores it
+            when offer_value_v < 0.005 or offer_value_v >= 9999999999.995
+                then 'offer_value must be > 0 and < 1e10 once rounded to cents'
         end as offer_value_reason,
         case
             when channel is null then 'required value is missing'
@@ -76,7 +78,7 @@ reasons as (
             as converted_reason,
         case
             when revenue is not null and revenue_v is null then 'expected a number'
-            when revenue_v < 0 or revenue_v >= 1e12 then 'revenue must be >= 0 (and < 1e12)'
+            when revenue_v < 0 or revenue_v >= 999999999999.995 then 'revenue must be >= 0 (and < 1e12)'
         end as revenue_reason
     from typed
 ),
