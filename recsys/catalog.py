@@ -51,7 +51,11 @@ class Action:
             what = f"recommendation of {value} products"
         else:
             what = f"{self.offer_type} {value}"
-        return f"{what} via {self.channel} ({delivery} delivery)" if self.timing == "immediate" else f"{what} via {self.channel} ({delivery})"
+        return (
+            f"{what} via {self.channel} ({delivery} delivery)"
+            if self.timing == "immediate"
+            else f"{what} via {self.channel} ({delivery})"
+        )
 
 
 @dataclass(frozen=True)
@@ -116,9 +120,7 @@ def load_catalog(path: Path | None = None) -> Catalog:
     ):
         unknown = [x for x in got if x not in allowed]
         if unknown:
-            raise ConfigError(
-                f"{source}: [catalog] {name} has unknown entries {unknown}; allowed: {list(allowed)}"
-            )
+            raise ConfigError(f"{source}: [catalog] {name} has unknown entries {unknown}; allowed: {list(allowed)}")
     if not all(isinstance(v, int | float) and v > 0 for v in values):
         raise ConfigError(f"{source}: [catalog] values must be positive numbers, got {values}")
     units = dict(section.get("value_units", {}))
