@@ -117,7 +117,8 @@ class LoadResult:
 
     def describe(self) -> str:
         if self.status == "refused":
-            return f"{self.path.name}: refused, nothing loaded: {self.message}"
+            message = self.message.removeprefix(f"{self.path.name}: ")
+            return f"{self.path.name}: refused, nothing loaded: {message}"
         if self.status == "skipped":
             return f"{self.path.name}: skipped: {self.message}"
         parts = [
@@ -234,8 +235,9 @@ def load_file(
         # The message may quote the file (a header it could not read); PostgreSQL text holds no NUL.
         message = str(e).replace("\x00", "\\x00")
         _record_refusal(conn, path, sha256, size, reference_at, message)
-        log.warning("%s: refused: %s", path.name, message)
-        return LoadResult(path, "refused", message=message, seconds=time.perf_counter() - started)
+        refused = LoadResult(path, "refused", message=message, seconds=time.perf_counter() - started)
+        log.warning("%s", refused.describe())
+        return refused
     except BaseException:
         conn.rollback()
         raise
@@ -341,7 +343,12 @@ def _validate_and_write(
     reference_at: dt.datetime,
     formula_rejects: list[tuple[int, str, str]],
 ) -> SheetCounts:
-    params = {"load_id": load_id, "file_name": path.name, "reference_at": reference_at}
+    params = {
+        "load_id": load_id,
+        "file_name": path.name,
+        "reference_at": reference_at,
+        "oldest_at": reference_at - dt.timedelta(days=settings.event_retention_days),
+    }
     stage = sql.Identifier(f"stage_{spec.name}")
     checked = sql.Identifier(f"{spec.name}_checked")
     counts = SheetCounts()

@@ -359,7 +359,7 @@ def test_corpus_file(db: Connection, settings: Settings, name: str) -> None:
         assert result.status == "refused", result.describe()
         assert result.message.startswith(name), result.message
         assert case.refused in result.message
-        assert result.describe() == f"{name}: refused, nothing loaded: {result.message}"
+        assert result.describe() == f"{name}: refused, nothing loaded: {result.message.removeprefix(name + ': ')}"
         assert (entry["status"], entry["message"], entry["file_name"]) == ("refused", result.message, name)
         assert (entry["rows_read"], entry["rows_loaded"]) == (0, 0)
     else:
@@ -901,8 +901,8 @@ def test_cli_refused_file(db: Connection, settings: Settings, tmp_path: Path, na
     assert "Traceback" not in out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
-    assert f"{name}: refused: {name}" in lines[0] and CASES[name].refused in lines[0]  # type: ignore[operator]
-    assert out.stdout.strip() == f"{name}: refused, nothing loaded: " + lines[0].split(": refused: ", 1)[1]
+    assert f"{name}: refused, nothing loaded: " in lines[0] and CASES[name].refused in lines[0]  # type: ignore[operator]
+    assert out.stdout.strip() == lines[0].split("recsys.extract: ", 1)[1]
     assert fetch_all(db, "select status, file_name from recsys.load_log") == [{"status": "refused", "file_name": name}]
     assert _table_snapshot(db) == {"events": [], "users": [], "offers": []}
 
@@ -978,3 +978,36 @@ def test_derived_ids_keep_apart_rows_that_differ_only_in_which_column_is_empty(
     assert sorted(tuple(map(str, r.values())) for r in flags) == sorted(
         [("None", "web", "True", "None"), ("None", "web", "None", "True"), ("web", "None", "True", "None")]
     )
+
+
+def test_events_past_the_retention_window_and_overlong_ids_are_rejected(
+    db: Connection, settings: Settings, tmp_path: Path
+) -> None:
+    # A mistyped year would otherwise create a partition for every month back to it.
+    oldest = REF - dt.timedelta(days=settings.event_retention_days)
+    long_id = "x" * 201
+    path = _write(
+        tmp_path / "events.csv",
+        EVENT_HEADER,
+        f"old,1,s1,{(oldest - dt.timedelta(seconds=1)).isoformat()},view,,,",
+        f"edge,1,s1,{oldest.isoformat()},view,,,",
+        "typo,1,s1,1926-03-01T10:00:00Z,view,,,",
+        f"{long_id},1,s1,2026-03-01T10:00:00Z,view,,,",
+    )
+    partitions_before = fetch_value(
+        db, "select count(*) from pg_inherits where inhparent = 'recsys.behavior_events'::regclass"
+    )
+    result = _load(db, settings, path)
+    assert result.status == "loaded"
+    assert [(r["row_number"], r["column_name"]) for r in _rejects(db)] == [
+        (2, "timestamp"),
+        (4, "timestamp"),
+        (5, "event_id"),
+    ]
+    assert "older than the event retention window" in _rejects(db)[0]["reason"]
+    assert "longer than 200 characters" in _rejects(db)[2]["reason"]
+    assert [e[0] for e in _events(db)] == ["edge"]
+    partitions_after = fetch_value(
+        db, "select count(*) from pg_inherits where inhparent = 'recsys.behavior_events'::regclass"
+    )
+    assert partitions_after - partitions_before <= 1

@@ -1,6 +1,8 @@
 -- Validate the staged events of one file: type every column and name each column's problem.
 -- Reads pg_temp.stage_events (all text, as read from the file), writes pg_temp.events_checked.
--- Params: reference_at (timestamps after it are in the future).
+-- Params: reference_at (timestamps after it are in the future), oldest_at (timestamps before it
+-- are past the event retention window: they would be dropped at once, and a mistyped year would
+-- otherwise create a partition for every month back to it).
 -- The nested subqueries carry `offset 0` so that PostgreSQL computes each parsed value once per
 -- row and streams it upwards, instead of materialising every level or re-parsing per use.
 
@@ -9,13 +11,14 @@ with final as (
     select
         r.*,
         coalesce(
-            r.user_id_reason, r.session_id_reason, r.timestamp_reason, r.action_reason, r.amount_reason,
+            r.event_id_reason, r.user_id_reason, r.session_id_reason, r.timestamp_reason, r.action_reason, r.amount_reason,
             r.discount_used_reason, r.free_shipping_used_reason
         ) is not null as is_rejected
     from (
         select
             t.*,
             t.event_id as event_id_v,
+            case when length(t.event_id) > 200 then 'event_id is longer than 200 characters' end as event_id_reason,
             case
                 when t.user_id is null then 'required value is missing'
                 when t.user_id_v is null then 'expected a whole number'
@@ -26,6 +29,8 @@ with final as (
                 when t.event_at_v is null then 'expected an ISO 8601 timestamp such as 2026-05-01T13:45:00Z'
                 when t.event_at_v > %(reference_at)s
                     then 'timestamp is in the future (after the load''s reference time)'
+                when t.event_at_v < %(oldest_at)s
+                    then 'timestamp is older than the event retention window (RECSYS_EVENT_RETENTION_DAYS)'
             end as timestamp_reason,
             case
                 when t.action is null then 'required value is missing'

@@ -14,6 +14,7 @@ from pg_temp.events_checked as c
 cross join
     lateral (
         values
+        ('event_id', c.event_id, c.event_id_reason),
         ('user_id', c.user_id, c.user_id_reason),
         ('session_id', c.session_id, c.session_id_reason),
         ('timestamp', c.event_ts, c.timestamp_reason),

@@ -37,7 +37,10 @@ typed as materialized (
 reasons as (
     select
         *,
-        case when offer_id is null then 'required value is missing' end as offer_id_reason,
+        case
+            when offer_id is null then 'required value is missing'
+            when length(offer_id) > 200 then 'offer_id is longer than 200 characters'
+        end as offer_id_reason,
         case
             when user_id is null then 'required value is missing'
             when user_id_v is null then 'expected a whole number'
