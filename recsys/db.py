@@ -9,6 +9,7 @@ back on error and always closes. Values always travel as query parameters.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +34,9 @@ def embedded_url(pgdata: Path) -> str:
     except ImportError as e:  # pragma: no cover - pgserver is in requirements.txt
         raise ConfigError("RECSYS_DATABASE_URL is not set and the embedded server (pgserver) is not installed") from e
     pgdata.mkdir(parents=True, exist_ok=True)
+    # pgserver asks platformdirs for a runtime folder it does not need; without a login session
+    # (XDG_RUNTIME_DIR unset, as under cron, CI or Airflow) that only warns.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set", category=UserWarning)
     # cleanup_mode=None keeps the server running after this process exits, so the next
     # command (or Airflow task) reuses it instead of paying the start-up again.
     server = pgserver.get_server(pgdata, cleanup_mode=None)

@@ -10,6 +10,7 @@ Later stages (training, scoring, the Airflow DAG) join this job as they are buil
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import sys
 import time
 from collections.abc import Iterator
@@ -82,6 +83,8 @@ def run_demo(*, users: int = 2000, days: int = 60, seed: int = 7) -> int:
     from recsys.migrate import migrate
     from recsys.synth.generate import generate_data
 
+    # The stages' own log lines would repeat what the progress display says.
+    logging.getLogger("recsys").setLevel(logging.WARNING)
     settings = load_settings()
     today = dt.datetime.now(dt.UTC).date()
     out = settings.data_dir / "sample.xlsx"
