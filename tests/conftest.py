@@ -22,7 +22,15 @@ from recsys.db import Connection, connect, embedded_url
 from recsys.migrate import migrate
 from recsys.settings import PROJECT_ROOT, Settings, load_settings
 
-DATA_TABLES = ("load_rejects", "load_log", "behavior_events", "users", "offer_history", "user_features")
+DATA_TABLES = (
+    "load_rejects",
+    "load_log",
+    "behavior_events",
+    "users",
+    "offer_history",
+    "user_features",
+    "policy_models",
+)
 
 
 def _server_url() -> str:

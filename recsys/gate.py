@@ -1,0 +1,75 @@
+"""The promotion gate: a challenger becomes champion only if it is not worse than the champion.
+
+Checks, in order (each recorded with its numbers on the model row):
+1. sanity: the challenger beats uniform random in the simulator (otherwise it learned nothing);
+2. with no champion yet, a sane challenger becomes the first champion (`bootstrap`);
+3. simulator value: challenger >= champion - margin x |champion| on the same users, same night and
+   same response model;
+4. once logged offers exist for both, the doubly robust lower bound: challenger's lower bound >=
+   champion's lower bound - margin x |champion's estimate|.
+A challenger that fails any check is `rejected` and the champion stays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Promotion thresholds."""
+
+    margin: float = 0.02
+    """Relative tolerance: a challenger may be this much worse than the champion and still win."""
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    decision: str  # bootstrap | promoted | rejected
+    reasons: list[dict[str, Any]]
+
+    @property
+    def promoted(self) -> bool:
+        return self.decision in ("bootstrap", "promoted")
+
+    def describe(self) -> str:
+        lines = [f"gate: {self.decision}"]
+        lines += [f"  [{'pass' if r['passed'] else 'FAIL'}] {r['check']}: {r['detail']}" for r in self.reasons]
+        return "\n".join(lines)
+
+
+def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, config: GateConfig) -> GateDecision:
+    """Compare evaluation dicts with keys simulator_value, random_value and optionally dr_value, dr_lower."""
+    reasons: list[dict[str, Any]] = []
+
+    def check(name: str, passed: bool, detail: str) -> bool:
+        reasons.append({"check": name, "passed": bool(passed), "detail": detail})
+        return passed
+
+    sane = check(
+        "beats uniform random in the simulator",
+        challenger["simulator_value"] > challenger["random_value"],
+        f"challenger {challenger['simulator_value']:.5f} vs random {challenger['random_value']:.5f}",
+    )
+    if champion is None:
+        return GateDecision("bootstrap" if sane else "rejected", reasons)
+    floor = champion["simulator_value"] - config.margin * abs(champion["simulator_value"])
+    ok = check(
+        "simulator value not worse than the champion's",
+        challenger["simulator_value"] >= floor,
+        f"challenger {challenger['simulator_value']:.5f} vs champion {champion['simulator_value']:.5f} "
+        f"(floor {floor:.5f} at margin {config.margin:.0%})",
+    )
+    if challenger.get("dr_lower") is not None and champion.get("dr_lower") is not None:
+        dr_floor = champion["dr_lower"] - config.margin * abs(champion.get("dr_value") or 0.0)
+        ok = (
+            check(
+                "doubly robust lower bound not worse than the champion's",
+                challenger["dr_lower"] >= dr_floor,
+                f"challenger {challenger['dr_lower']:.5f} vs champion {champion['dr_lower']:.5f} "
+                f"(floor {dr_floor:.5f})",
+            )
+            and ok
+        )
+    return GateDecision("promoted" if sane and ok else "rejected", reasons)

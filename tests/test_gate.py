@@ -1,0 +1,48 @@
+"""The promotion gate: a worse model never replaces the champion."""
+
+from __future__ import annotations
+
+from recsys.gate import GateConfig, decide
+
+
+def _eval(sim: float, rnd: float = 0.01, dr: float | None = None, lower: float | None = None) -> dict:
+    e = {"simulator_value": sim, "random_value": rnd}
+    if dr is not None:
+        e.update(dr_value=dr, dr_lower=lower)
+    return e
+
+
+def test_first_sane_model_is_a_bootstrap_champion() -> None:
+    d = decide(_eval(0.05), None, GateConfig())
+    assert d.decision == "bootstrap" and d.promoted
+    assert d.reasons[0]["passed"] is True
+
+
+def test_a_model_no_better_than_random_is_rejected_even_without_champion() -> None:
+    d = decide(_eval(0.01, rnd=0.02), None, GateConfig())
+    assert d.decision == "rejected" and not d.promoted
+    assert "beats uniform random" in d.describe() and "FAIL" in d.describe()
+
+
+def test_worse_challenger_is_rejected_and_margin_is_honoured() -> None:
+    champion = _eval(0.100)
+    assert decide(_eval(0.097), champion, GateConfig(margin=0.05)).decision == "promoted"
+    rejected = decide(_eval(0.097), champion, GateConfig(margin=0.02))
+    assert rejected.decision == "rejected"
+    assert any(not r["passed"] and "champion" in r["check"] for r in rejected.reasons)
+    assert decide(_eval(0.12), champion, GateConfig(margin=0.0)).decision == "promoted"
+
+
+def test_doubly_robust_lower_bound_is_checked_once_logs_exist() -> None:
+    champion = _eval(0.10, dr=0.08, lower=0.06)
+    better_sim_worse_dr = _eval(0.11, dr=0.03, lower=0.01)
+    d = decide(better_sim_worse_dr, champion, GateConfig(margin=0.02))
+    assert d.decision == "rejected"
+    assert [r["passed"] for r in d.reasons] == [True, True, False]
+    assert decide(_eval(0.11, dr=0.09, lower=0.07), champion, GateConfig()).decision == "promoted"
+
+
+def test_negative_values_use_the_margin_on_magnitude() -> None:
+    champion = _eval(-0.10, rnd=-0.5)
+    assert decide(_eval(-0.101, rnd=-0.5), champion, GateConfig(margin=0.02)).decision == "promoted"
+    assert decide(_eval(-0.2, rnd=-0.5), champion, GateConfig(margin=0.02)).decision == "rejected"

@@ -1,0 +1,161 @@
+"""The batch policy API and the model registry, on a small real PPO model."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import io
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from recsys.baselines import choose
+from recsys.catalog import load_catalog
+from recsys.db import Connection, fetch_value
+from recsys.errors import RecsysError
+from recsys.observation import N_FEATURES, feature_fingerprint
+from recsys.policy import PPOPolicy, load_sb3_model, set_torch_threads
+from recsys.registry import ModelRecord, catalog_json, champion, get_model, record_decision, register
+
+
+class _Toy(gym.Env):
+    """16 features, 108 actions, one-step episodes: just enough to make a real PPO network."""
+
+    observation_space = gym.spaces.Box(0.0, 1.0, (N_FEATURES,), np.float32)
+    action_space = gym.spaces.Discrete(108)
+
+    def reset(self, *, seed=None, options=None):  # type: ignore[override]
+        super().reset(seed=seed)
+        return self.np_random.random(N_FEATURES, dtype=np.float32), {}
+
+    def step(self, action):  # type: ignore[override]
+        return self.np_random.random(N_FEATURES, dtype=np.float32), float(action % 7), True, False, {}
+
+
+@pytest.fixture(scope="module")
+def toy_model():
+    set_torch_threads()
+    from stable_baselines3 import PPO
+
+    model = PPO("MlpPolicy", _Toy(), n_steps=64, batch_size=32, n_epochs=1, seed=3, device="cpu")
+    model.learn(128)
+    return model
+
+
+def _artifact(model) -> bytes:
+    buffer = io.BytesIO()
+    model.save(buffer)
+    return buffer.getvalue()
+
+
+def test_batched_probabilities_match_sb3_and_respect_the_mask(toy_model) -> None:
+    catalog = load_catalog()
+    policy = PPOPolicy(toy_model, catalog)
+    rng = np.random.default_rng(0)
+    obs = rng.random((1000, N_FEATURES), dtype=np.float32)
+    full = np.ones((1000, catalog.n_actions), bool)
+    probs = policy.probabilities(obs, full)
+    assert np.allclose(probs.sum(axis=1), 1.0)
+    greedy, _ = choose(policy, obs, full)
+    expected, _ = toy_model.predict(obs, deterministic=True)
+    assert np.array_equal(greedy, expected)
+    # masked logits: a disallowed action never has probability, whatever the network prefers
+    mask = full.copy()
+    mask[np.arange(1000), greedy] = False
+    mask[:10] = False
+    masked = policy.probabilities(obs, mask)
+    assert (masked[~mask] == 0).all()
+    assert np.allclose(masked[10:].sum(axis=1), 1.0) and (masked[:10] == 0).all()
+    actions, p = choose(policy, obs, mask)
+    assert (actions[:10] == -1).all() and (p[:10] == 0).all()
+    assert mask[np.arange(10, 1000), actions[10:]].all()
+    # renormalised over the allowed set: ratios between allowed actions are unchanged
+    i = 500
+    allowed = np.flatnonzero(mask[i])
+    assert np.allclose(masked[i, allowed] / masked[i, allowed].sum(), probs[i, allowed] / probs[i, allowed].sum())
+
+
+def test_chunking_gives_identical_results(toy_model, monkeypatch: pytest.MonkeyPatch) -> None:
+    import recsys.policy
+
+    catalog = load_catalog()
+    obs = np.random.default_rng(1).random((700, N_FEATURES), dtype=np.float32)
+    mask = np.ones((700, catalog.n_actions), bool)
+    whole = PPOPolicy(toy_model, catalog).probabilities(obs, mask)
+    monkeypatch.setattr(recsys.policy, "CHUNK", 64)
+    chunked = PPOPolicy(toy_model, catalog).probabilities(obs, mask)
+    assert np.allclose(whole, chunked, atol=1e-6)
+
+
+def test_model_for_another_catalog_is_refused(toy_model) -> None:
+    catalog = load_catalog()
+    smaller = dataclasses.replace(catalog, values=(5.0, 10.0))
+    with pytest.raises(RecsysError, match="chooses among 108 actions but the catalog has 72"):
+        PPOPolicy(toy_model, smaller)
+
+
+def test_unreadable_artifact_is_a_clear_error(tmp_path) -> None:
+    bad = tmp_path / "model.zip"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(RecsysError, match="cannot load a PPO model"):
+        load_sb3_model(bad)
+
+
+def _record(version: str, artifact: bytes, **kw) -> ModelRecord:
+    catalog = load_catalog()
+    return ModelRecord(
+        model_version=version,
+        parent_version=kw.pop("parent_version", None),
+        algorithm="PPO",
+        training_mode=kw.pop("training_mode", "retrain"),
+        hyperparameters={"n_steps": 64},
+        seed=3,
+        catalog_fingerprint=kw.pop("catalog_fingerprint", catalog.fingerprint()),
+        feature_fingerprint=feature_fingerprint(),
+        catalog=catalog_json(catalog),
+        trained_on=dt.date(2026, 11, 1),
+        total_timesteps=128,
+        artifact=artifact,
+        **kw,
+    )
+
+
+def test_registry_keeps_one_champion_and_round_trips_the_artifact(db: Connection, toy_model) -> None:
+    with db.cursor() as cur:
+        cur.execute("delete from recsys.policy_models")
+    artifact = _artifact(toy_model)
+    register(db, _record("m1", artifact))
+    record_decision(db, "m1", decision="bootstrap", reasons=[{"check": "x", "passed": True}], evaluation={"a": 1})
+    register(db, _record("m2", artifact, parent_version="m1", training_mode="fine_tune"))
+    record_decision(db, "m2", decision="rejected", reasons=[], evaluation={"b": 2})
+    db.commit()
+    assert champion(db).model_version == "m1"
+    register(db, _record("m3", artifact))
+    record_decision(db, "m3", decision="promoted", reasons=[], evaluation={})
+    db.commit()
+    current = champion(db)
+    assert current.model_version == "m3"
+    assert fetch_value(db, "select count(*) from recsys.policy_models where is_champion") == 1
+    m2 = get_model(db, "m2")
+    assert m2.gate_decision == "rejected" and m2.evaluation == {"b": 2} and m2.parent_version == "m1"
+    assert m2.artifact == artifact
+    assert fetch_value(db, "select artifact_sha256 from recsys.policy_models where model_version = 'm2'") == (
+        m2.artifact_sha256
+    )
+    reloaded = load_sb3_model(current.artifact)
+    obs = np.random.default_rng(2).random((50, N_FEATURES), dtype=np.float32)
+    assert np.array_equal(reloaded.predict(obs, deterministic=True)[0], toy_model.predict(obs, deterministic=True)[0])
+    leaderboard = fetch_value(db, "select count(*) from recsys.v_model_leaderboard")
+    assert leaderboard == 3
+
+
+def test_registered_model_of_another_catalog_is_refused_at_use(db: Connection, toy_model) -> None:
+    with db.cursor() as cur:
+        cur.execute("delete from recsys.policy_models")
+    register(db, _record("old", _artifact(toy_model), catalog_fingerprint="0" * 64))
+    db.commit()
+    with pytest.raises(RecsysError, match="trained on a different offer catalog"):
+        get_model(db, "old").check_compatible(load_catalog())
+    with pytest.raises(RecsysError, match="no model 'nope'"):
+        get_model(db, "nope")
