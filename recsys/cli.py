@@ -117,6 +117,84 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def _latest_feature_date(conn: object) -> dt.date:
+    from recsys.db import fetch_value
+
+    as_of = fetch_value(conn, "select max(as_of) from recsys.user_features")  # type: ignore[arg-type]
+    if as_of is None:
+        raise RecsysError("no features have been built: run `recsys features --as-of DATE` first")
+    return as_of
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from recsys.db import connect, database_url
+    from recsys.features import build_features
+    from recsys.settings import load_settings
+    from recsys.train import TrainConfig, train
+
+    settings = load_settings()
+    config = TrainConfig()
+    for name in ("total_timesteps", "seed", "n_envs", "learning_rate", "horizon"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(config, name, value)
+    with connect(database_url(settings)) as conn:
+        if args.data:
+            from recsys.extract import extract_path
+            from recsys.migrate import migrate
+
+            migrate(conn, settings)
+            for r in extract_path(conn, settings, Path(args.data)):
+                print(r.describe())
+                if r.status == "refused":
+                    return 1
+            if args.as_of is None:
+                from recsys.db import fetch_value
+
+                last = fetch_value(conn, "select max(event_at) from recsys.behavior_events")
+                if last is None:
+                    raise RecsysError(f"{args.data}: no events were loaded, nothing to train on")
+                args.as_of = (last + dt.timedelta(days=1)).date()
+            print(build_features(conn, settings, args.as_of).describe())
+        as_of = args.as_of or _latest_feature_date(conn)
+        result = train(
+            conn,
+            settings,
+            as_of=as_of,
+            mode=args.mode,
+            config=config,
+            save=Path(args.save) if args.save else None,
+            progress_bar=sys.stderr.isatty(),
+        )
+    print(result.describe())
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from recsys.db import connect, database_url
+    from recsys.model_eval import evaluate_model
+    from recsys.settings import load_settings
+
+    settings = load_settings()
+    with connect(database_url(settings)) as conn:
+        result = evaluate_model(
+            conn, model_version=args.model, as_of=args.as_of, truth_path=Path(args.truth) if args.truth else None
+        )
+    print(result.report())
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from recsys.db import connect, database_url
+    from recsys.recommend import recommend
+    from recsys.settings import load_settings
+
+    settings = load_settings()
+    with connect(database_url(settings)) as conn:
+        print(recommend(conn, user_id=args.user_id, model=args.model, as_of=args.as_of).format())
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from recsys.demo import run_demo
 
@@ -173,6 +251,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="date_from", type=_date, default=None, help="first date of a range")
     p.add_argument("--to", dest="date_to", type=_date, default=None, help="last date of a range (inclusive)")
     p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("train", help="train PPO (retrain or fine-tune), run the gate, register the model")
+    p.add_argument("--data", help="load this file or folder first (extract + features), as in the seed")
+    p.add_argument("--save", help="also write the SB3 model zip here (e.g. models/ppo_recommender)")
+    p.add_argument("--mode", choices=("auto", "retrain", "fine_tune"), default="auto")
+    p.add_argument("--as-of", type=_date, default=None, help="train on features as of this date (default latest)")
+    p.add_argument("--timesteps", dest="total_timesteps", type=_positive, default=None, help="environment steps")
+    p.add_argument("--seed", type=int, default=None, help="the one seed (default 0)")
+    p.add_argument("--n-envs", dest="n_envs", type=_positive, default=None, help="parallel users in the env")
+    p.add_argument("--learning-rate", dest="learning_rate", type=float, default=None)
+    p.add_argument("--horizon", type=_positive, default=None, help="nights per episode")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="the evaluation table: simulator, off-policy estimates, truth where known")
+    p.add_argument("--model", default=None, help="a registered model version (default: the champion)")
+    p.add_argument("--as-of", type=_date, default=None, help="users as of this date (default: latest features)")
+    p.add_argument("--truth", default=None, help="the generator's truth file (e.g. data/sample.truth.npz)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("recommend", help="the recommended offer for one user, in the original sample format")
+    p.add_argument("--model", default=None, help="an SB3 zip path or a registered model version (default: champion)")
+    p.add_argument("--user-id", "--user_id", dest="user_id", type=int, required=True)
+    p.add_argument("--as-of", type=_date, default=None, help="features as of this date (default: the latest)")
+    p.set_defaults(func=cmd_recommend)
     return parser
 
 

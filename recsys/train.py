@@ -1,0 +1,266 @@
+"""Training: `recsys train`: retrain or fine-tune PPO, evaluate, gate, register.
+
+1. Tonight's users come from `user_features` as of the training date (their observations are the
+   environment's starting states).
+2. The response model is estimated from the logged offers (point-in-time features), or is the
+   documented business-rule prior when there are none.
+3. PPO (Stable-Baselines3) learns on the vectorised environment: from scratch (`retrain`), or
+   continuing the champion (`fine_tune`, `reset_num_timesteps=False`). `auto` fine-tunes unless
+   there is no champion or the catalog or feature set changed.
+4. The challenger and the champion are evaluated on the same users with the same response model
+   (and off-policy on the logs when there are any); the gate decides; the model is registered with
+   its artifact either way. `--save` also writes the SB3 zip.
+
+One seed feeds Python's, numpy's and torch's generators, the environment and PPO, and is stored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsys.catalog import Catalog, load_catalog
+from recsys.db import Connection
+from recsys.errors import RecsysError
+from recsys.gate import GateConfig, GateDecision, decide
+from recsys.observation import States, feature_fingerprint, load_states
+from recsys.policy import PPOPolicy, load_sb3_model, set_torch_threads
+from recsys.registry import ModelRecord, catalog_json, champion, record_decision, register
+from recsys.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MODES = ("auto", "retrain", "fine_tune")
+
+
+@dataclass
+class TrainConfig:
+    """PPO hyperparameters and the environment's shape. Defaults suit nightly runs on 2 cores."""
+
+    total_timesteps: int = 200_000
+    """Environment steps to learn for (user-nights); fine-tunes add to the parent's count."""
+    n_envs: int = 256
+    """Users stepped in parallel by the vectorised environment."""
+    n_steps: int = 16
+    """Steps per environment per rollout (rollout = n_envs x n_steps samples)."""
+    batch_size: int = 1024
+    """Minibatch size of each gradient step."""
+    n_epochs: int = 4
+    """Passes over each rollout."""
+    learning_rate: float = 3e-4
+    """Adam learning rate."""
+    gamma: float = 0.9
+    """Discount per night: offers echo for days (fatigue, recency), not months."""
+    gae_lambda: float = 0.9
+    """GAE smoothing."""
+    clip_range: float = 0.2
+    """PPO clipping of the policy ratio."""
+    ent_coef: float = 0.01
+    """Entropy bonus: keeps exploring 108 actions early on."""
+    vf_coef: float = 0.5
+    """Value-loss weight."""
+    net_arch: tuple[int, ...] = (64, 64)
+    """Hidden layers of the actor and of the critic."""
+    horizon: int = 7
+    """Nights per episode (one user followed for a week)."""
+    seed: int = 0
+    """The one seed for everything."""
+
+    def ppo_kwargs(self) -> dict[str, Any]:
+        return {
+            "n_steps": self.n_steps,
+            "batch_size": self.batch_size,
+            "n_epochs": self.n_epochs,
+            "learning_rate": self.learning_rate,
+            "gamma": self.gamma,
+            "gae_lambda": self.gae_lambda,
+            "clip_range": self.clip_range,
+            "ent_coef": self.ent_coef,
+            "vf_coef": self.vf_coef,
+        }
+
+
+@dataclass
+class TrainResult:
+    record: ModelRecord
+    decision: GateDecision
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    saved_to: Path | None = None
+
+    def describe(self) -> str:
+        e = self.evaluation
+        lines = [
+            f"model {self.record.model_version} ({self.record.training_mode}"
+            + (f" of {self.record.parent_version}" if self.record.parent_version else "")
+            + f", {self.record.total_timesteps:,} timesteps, {self.record.train_seconds:.0f} s)",
+            f"  simulator value per user-night: policy {e['simulator_value']:.5f}, "
+            f"random {e['random_value']:.5f}"
+            + (f", champion {e['champion_simulator_value']:.5f}" if "champion_simulator_value" in e else ""),
+            self.decision.describe(),
+        ]
+        if self.saved_to:
+            lines.append(f"saved to {self.saved_to}")
+        return "\n".join(lines)
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_mode(mode: str, current: ModelRecord | None, catalog: Catalog) -> tuple[str, str]:
+    """(mode, why) for `auto`; checks that `fine_tune` is possible."""
+    if mode not in MODES:
+        raise RecsysError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
+    reason = ""
+    if current is None:
+        reason = "there is no champion"
+    elif current.catalog_fingerprint != catalog.fingerprint():
+        reason = "the offer catalog changed since the champion was trained"
+    elif current.feature_fingerprint != feature_fingerprint():
+        reason = "the feature set changed since the champion was trained"
+    if mode == "fine_tune" and reason:
+        raise RecsysError(f"cannot fine-tune: {reason}; use --mode retrain")
+    if mode == "auto":
+        return ("retrain", reason) if reason else ("fine_tune", "a compatible champion exists")
+    return mode, "requested"
+
+
+def _make_vec_env(states: States, response: Any, catalog: Catalog, rules: Any, config: TrainConfig) -> Any:
+    from recsys.env import OfferVecEnv
+
+    return OfferVecEnv(
+        response, states.obs, states.channel_ok, num_envs=config.n_envs, horizon=config.horizon, seed=config.seed
+    )
+
+
+def simulator_values(policy: Any, states: States, response: Any, catalog: Catalog) -> dict[str, float]:
+    """Mean expected reward per user of the policy's greedy action, and of uniform random, under the
+    response model (one night, today's states)."""
+    from recsys.baselines import UniformRandomPolicy, choose
+
+    mask = states.action_mask(catalog)
+    rewards = response.reward_matrix(states.obs)
+    actions, _ = choose(policy, states.obs, mask)
+    has = actions >= 0
+    chosen = np.where(has, rewards[np.arange(len(actions)), np.maximum(actions, 0)], 0.0)
+    random_probs = UniformRandomPolicy(catalog).probabilities(states.obs, mask)
+    return {
+        "simulator_value": float(chosen.mean()) if len(chosen) else 0.0,
+        "random_value": float((random_probs * rewards).sum(axis=1).mean()) if len(chosen) else 0.0,
+    }
+
+
+def train(
+    conn: Connection,
+    settings: Settings,
+    *,
+    as_of: dt.date,
+    mode: str = "auto",
+    config: TrainConfig | None = None,
+    save: Path | None = None,
+    progress_bar: bool = False,
+    gate: GateConfig | None = None,
+) -> TrainResult:
+    """Train, evaluate, gate and register one model. Commits the registry rows."""
+    from stable_baselines3 import PPO
+
+    from recsys.response import fit_response_model
+    from recsys.rewards import load_reward_rules
+
+    config = config or TrainConfig()
+    gate = gate or GateConfig()
+    set_torch_threads()
+    seed_everything(config.seed)
+    catalog = load_catalog()
+    rules = load_reward_rules()
+    states = load_states(conn, as_of)
+    if len(states) == 0:
+        raise RecsysError(f"no user features as of {as_of}: run `recsys features --as-of {as_of}` first")
+    current = champion(conn)
+    mode, why = resolve_mode(mode, current, catalog)
+    log.info("train: %s (%s) on %d users as of %s", mode, why, len(states), as_of)
+
+    response = fit_response_model(conn, settings, catalog, rules, as_of, seed=config.seed)
+    env = _make_vec_env(states, response, catalog, rules, config)
+    started = time.perf_counter()
+    if mode == "fine_tune":
+        assert current is not None
+        model = load_sb3_model(current.artifact)
+        model.set_env(env)
+        model.set_random_seed(config.seed)
+        model.learn(total_timesteps=config.total_timesteps, reset_num_timesteps=False, progress_bar=progress_bar)
+    else:
+        model = PPO(
+            "MlpPolicy",
+            env,
+            seed=config.seed,
+            device="cpu",
+            policy_kwargs={"net_arch": list(config.net_arch)},
+            verbose=0,
+            **config.ppo_kwargs(),
+        )
+        model.learn(total_timesteps=config.total_timesteps, progress_bar=progress_bar)
+    seconds = time.perf_counter() - started
+    buffer = io.BytesIO()
+    model.save(buffer)
+    artifact = buffer.getvalue()
+
+    challenger = PPOPolicy(model, catalog)
+    evaluation: dict[str, Any] = simulator_values(challenger, states, response, catalog)
+    evaluation["users"] = len(states)
+    evaluation["env_steps_per_second"] = config.total_timesteps / seconds if seconds > 0 else None
+    champion_eval: dict[str, Any] | None = None
+    if current is not None and current.catalog_fingerprint == catalog.fingerprint():
+        current_policy = PPOPolicy(load_sb3_model(current.artifact), catalog, name="champion")
+        champion_eval = simulator_values(current_policy, states, response, catalog)
+        evaluation["champion_simulator_value"] = champion_eval["simulator_value"]
+    decision = decide(evaluation, champion_eval, gate)
+
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    record = ModelRecord(
+        model_version=f"ppo-{stamp}-{hashlib.sha256(artifact).hexdigest()[:8]}",
+        parent_version=current.model_version if mode == "fine_tune" and current else None,
+        algorithm="PPO",
+        training_mode=mode,
+        hyperparameters={**asdict(config), "net_arch": list(config.net_arch)},
+        seed=config.seed,
+        catalog_fingerprint=catalog.fingerprint(),
+        feature_fingerprint=feature_fingerprint(),
+        catalog=catalog_json(catalog),
+        trained_on=as_of,
+        total_timesteps=int(model.num_timesteps),
+        artifact=artifact,
+        train_seconds=seconds,
+        training_window_start=getattr(response, "window_start", None),
+        training_window_end=getattr(response, "window_end", None),
+        response_model=response.to_dict(),
+        evaluation=evaluation,
+    )
+    register(conn, record)
+    record_decision(
+        conn, record.model_version, decision=decision.decision, reasons=decision.reasons, evaluation=evaluation
+    )
+    conn.commit()
+    record.gate_decision = decision.decision
+    record.is_champion = decision.promoted
+    saved = None
+    if save is not None:
+        saved = save if save.suffix == ".zip" else save.with_name(save.name + ".zip")
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_bytes(artifact)
+    result = TrainResult(record, decision, evaluation, saved)
+    log.info("%s", result.describe())
+    return result
