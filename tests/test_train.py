@@ -1,0 +1,142 @@
+"""Training end to end on a small generated shop: smoke, determinism, fine-tune, gate, CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recsys.db import Connection, fetch_all, fetch_value
+from recsys.errors import RecsysError
+from recsys.extract import extract_path
+from recsys.features import build_features
+from recsys.registry import champion, get_model
+from recsys.settings import PROJECT_ROOT, Settings
+from recsys.train import TrainConfig, train
+
+END = dt.date(2026, 10, 1)
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from recsys.synth.generate import generate_data
+
+    out = tmp_path_factory.mktemp("shop") / "shop"
+    generate_data(users=600, days=30, seed=5, out=out, end_date=END)
+    return out
+
+
+@pytest.fixture
+def loaded(db: Connection, settings: Settings, shop: Path) -> Connection:
+    extract_path(db, settings, shop, reference_at=dt.datetime(2026, 10, 1, tzinfo=dt.UTC))
+    build_features(db, settings, END)
+    return db
+
+
+def _tiny(**kw: object) -> TrainConfig:
+    config = TrainConfig(total_timesteps=2048, n_envs=64, n_steps=16, batch_size=256, n_epochs=2, seed=7)
+    for k, v in kw.items():
+        setattr(config, k, v)
+    return config
+
+
+def test_smoke_train_registers_a_bootstrap_champion(loaded: Connection, settings: Settings, tmp_path: Path) -> None:
+    result = train(loaded, settings, as_of=END, mode="auto", config=_tiny(), save=tmp_path / "ppo_recommender")
+    assert result.record.training_mode == "retrain"
+    assert result.decision.decision == "bootstrap"
+    assert result.saved_to == tmp_path / "ppo_recommender.zip" and result.saved_to.stat().st_size > 1000
+    current = champion(loaded)
+    assert current is not None and current.model_version == result.record.model_version
+    assert current.total_timesteps == 2048
+    assert current.hyperparameters["seed"] == 7 and current.seed == 7
+    assert current.response_model["fit_report"]  # fitted on the shop's logged offers
+    assert result.evaluation["simulator_value"] > result.evaluation["random_value"]
+
+
+def test_same_seed_twice_gives_the_same_policy(loaded: Connection, settings: Settings) -> None:
+    from recsys.observation import load_states
+    from recsys.policy import PPOPolicy, load_sb3_model
+
+    a = train(loaded, settings, as_of=END, mode="retrain", config=_tiny())
+    b = train(loaded, settings, as_of=END, mode="retrain", config=_tiny())
+    c = train(loaded, settings, as_of=END, mode="retrain", config=_tiny(seed=8))
+    states = load_states(loaded, END)
+    from recsys.catalog import load_catalog
+
+    catalog = load_catalog()
+    mask = states.action_mask(catalog)
+
+    def probs(r):
+        return PPOPolicy(load_sb3_model(r.record.artifact), catalog).probabilities(states.obs, mask)
+
+    assert np.allclose(probs(a), probs(b), atol=1e-6)
+    assert not np.allclose(probs(a), probs(c), atol=1e-4)
+    assert a.evaluation["simulator_value"] == pytest.approx(b.evaluation["simulator_value"], abs=1e-9)
+
+
+def test_fine_tune_continues_the_champion(loaded: Connection, settings: Settings) -> None:
+    first = train(loaded, settings, as_of=END, mode="retrain", config=_tiny())
+    assert first.decision.promoted
+    second = train(loaded, settings, as_of=END, mode="auto", config=_tiny(total_timesteps=1024))
+    assert second.record.training_mode == "fine_tune"
+    assert second.record.parent_version == first.record.model_version
+    # reset_num_timesteps=False: the count goes on from the parent's
+    assert second.record.total_timesteps == first.record.total_timesteps + 1024
+    row = get_model(loaded, second.record.model_version)
+    assert row.gate_decision in ("promoted", "rejected") and row.gate_reasons
+
+
+def test_gate_refuses_a_deliberately_worse_model(loaded: Connection, settings: Settings) -> None:
+    good = train(loaded, settings, as_of=END, mode="retrain", config=_tiny(total_timesteps=8192))
+    assert champion(loaded).model_version == good.record.model_version
+    # learning rate 0: the network stays at its (near uniform) initialisation
+    bad = train(loaded, settings, as_of=END, mode="retrain", config=_tiny(learning_rate=0.0, seed=99))
+    assert bad.decision.decision == "rejected"
+    assert bad.evaluation["simulator_value"] < good.evaluation["simulator_value"]
+    assert champion(loaded).model_version == good.record.model_version
+    assert fetch_value(loaded, "select count(*) from recsys.policy_models where is_champion") == 1
+    board = fetch_all(loaded, "select model_version, gate_decision from recsys.v_model_leaderboard")
+    assert {r["model_version"]: r["gate_decision"] for r in board}[bad.record.model_version] == "rejected"
+
+
+def test_fine_tune_without_champion_or_features_is_a_clear_error(db: Connection, settings: Settings) -> None:
+    with pytest.raises(RecsysError, match="no user features as of"):
+        train(db, settings, as_of=END, mode="auto", config=_tiny())
+
+
+def test_cli_train_evaluate_recommend(loaded: Connection, settings: Settings, tmp_path: Path, shop: Path) -> None:
+    loaded.commit()
+    env = {**os.environ, "RECSYS_DATABASE_URL": settings.database_url or ""}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "recsys", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=PROJECT_ROOT,
+            timeout=300,
+        )
+
+    out = run("recommend", "--user-id", "1")
+    assert out.returncode == 2 and "no champion model yet" in out.stderr and "Traceback" not in out.stderr
+    out = run("train", "--timesteps", "2048", "--n-envs", "64", "--seed", "3", "--save", str(tmp_path / "m"))
+    assert out.returncode == 0, out.stderr
+    assert "gate: bootstrap" in out.stdout
+    user = fetch_value(loaded, "select min(user_id) from recsys.user_features where as_of = %s", (END,))
+    out = run("recommend", "--model", str(tmp_path / "m.zip"), "--user_id", str(user))
+    assert out.returncode == 0, out.stderr
+    assert f"Recommendation for User {user}:" in out.stdout and "Recommended Action:" in out.stdout
+    assert "- Recency:" in out.stdout and " via " in out.stdout
+    out = run("recommend", "--model", str(tmp_path / "missing.zip"), "--user-id", str(user))
+    assert out.returncode == 2 and "no model file" in out.stderr
+    truth = shop.parent / "shop.truth.npz"
+    out = run("evaluate", "--truth", str(truth))
+    assert out.returncode == 0, out.stderr
+    for needle in ("Simulator", "oracle", "rule heuristic", "doubly robust"):
+        assert needle in out.stdout
