@@ -10,6 +10,7 @@ is no per-user `model.predict` loop anywhere.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,26 +59,47 @@ class PPOPolicy:
                 "it was trained on another catalog"
             )
 
-    def logits(self, obs: np.ndarray) -> np.ndarray:
-        """Unmasked action log-probabilities, float32 (n, n_actions), one forward pass per chunk."""
+    def _masked_log_probs(self, obs: np.ndarray, mask: np.ndarray) -> Iterator[tuple[int, Any]]:
+        """(start row, masked log-probabilities as a float32 torch tensor) per chunk of users."""
         import torch
+        from stable_baselines3.common.policies import ActorCriticPolicy
 
         policy = self.model.policy
         policy.set_training_mode(False)
-        out = np.empty((len(obs), self.catalog.n_actions), dtype=np.float32)
         with torch.no_grad():
             for lo in range(0, len(obs), CHUNK):
                 x = torch.as_tensor(np.asarray(obs[lo : lo + CHUNK], dtype=np.float32))
-                # Categorical logits come back log-softmax normalised: the same softmax after masking.
-                out[lo : lo + CHUNK] = policy.get_distribution(x).distribution.logits.numpy()
-        return out
+                # the actor alone (SB3's get_distribution without building a distribution object)
+                features = super(ActorCriticPolicy, policy).extract_features(x, policy.pi_features_extractor)
+                logits = policy.action_net(policy.mlp_extractor.forward_actor(features))
+                allowed = torch.as_tensor(np.asarray(mask[lo : lo + CHUNK], dtype=bool))
+                logits = logits.masked_fill(~allowed, float("-inf"))
+                yield lo, torch.log_softmax(logits, dim=1)
 
     def probabilities(self, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Softmax over the allowed actions' logits; all zeros for a user with no allowed action."""
-        logits = self.logits(obs).astype(np.float64)
-        logits = np.where(mask, logits, -np.inf)
-        top = logits.max(axis=1, keepdims=True)
-        top = np.where(np.isfinite(top), top, 0.0)
-        weights = np.exp(logits - top)
-        total = weights.sum(axis=1, keepdims=True)
-        return np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
+        """Softmax over the allowed actions' logits; all zeros for a user with no allowed action.
+
+        Returns the whole (n, n_actions) matrix: for evaluation-sized batches. Scoring uses `act`.
+        """
+        out = np.zeros((len(obs), self.catalog.n_actions), dtype=np.float64)
+        for lo, log_probs in self._masked_log_probs(obs, mask):
+            probs = log_probs.exp().double().numpy()
+            out[lo : lo + len(probs)] = np.nan_to_num(probs, nan=0.0)
+        return out
+
+    def act(self, obs: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The greedy allowed action per user and the policy's probability of it, chunk by chunk
+        (never the whole probability matrix). -1 / 0.0 for a user with no allowed action."""
+        import torch
+
+        actions = np.empty(len(obs), dtype=np.int64)
+        chosen = np.empty(len(obs), dtype=np.float64)
+        for lo, log_probs in self._masked_log_probs(obs, mask):
+            best, index = torch.max(log_probs, dim=1)
+            hi = lo + len(index)
+            actions[lo:hi] = index.numpy()
+            chosen[lo:hi] = best.exp().double().numpy()
+        empty = ~np.isfinite(chosen) | ~np.asarray(mask, dtype=bool).any(axis=1)
+        actions[empty] = -1
+        chosen[empty] = 0.0
+        return actions, chosen

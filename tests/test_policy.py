@@ -159,3 +159,20 @@ def test_registered_model_of_another_catalog_is_refused_at_use(db: Connection, t
         get_model(db, "old").check_compatible(load_catalog())
     with pytest.raises(RecsysError, match="no model 'nope'"):
         get_model(db, "nope")
+
+
+def test_act_matches_the_probability_matrix_without_building_it(toy_model, monkeypatch: pytest.MonkeyPatch) -> None:
+    import recsys.policy
+
+    monkeypatch.setattr(recsys.policy, "CHUNK", 100)
+    catalog = load_catalog()
+    rng = np.random.default_rng(4)
+    obs = rng.random((450, N_FEATURES), dtype=np.float32)
+    mask = rng.random((450, catalog.n_actions)) < 0.3
+    mask[:5] = False
+    policy = PPOPolicy(toy_model, catalog)
+    actions, chosen = policy.act(obs, mask)
+    expected_actions, expected_probs = choose(policy, obs, mask)
+    assert np.array_equal(actions, expected_actions)
+    assert np.allclose(chosen, expected_probs, atol=1e-6)
+    assert (actions[:5] == -1).all() and (chosen[:5] == 0).all()

@@ -1,0 +1,173 @@
+"""Benchmark: decision quality and speed of the offer policy (issue "offer policy").
+
+Decision quality, per seed (default 3 seeds), on `generate-data` with 20k users x 90 days:
+  - retrain PPO on the night after the data and evaluate it under the generator's hidden truth:
+    normalised score (policy - random) / (oracle - random) (bar >= 0.75) and the gain over the best
+    single fixed offer (bar >= 10%);
+  - fine-tune: a champion trained on the previous night is fine-tuned on the new night with a
+    quarter of the timesteps; its truth value must reach the retrained policy's minus 2%.
+Speed: PPO env-steps/s end to end (bar >= 1,000), the batch policy API in users/s (bar >= 500k) next
+to a naive per-user `model.predict` loop. (The environment's own speed is bench/bench_env.py.)
+
+    python bench/bench_policy.py [--users 20000] [--days 90] [--seeds 1 2 3] [--timesteps 300000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import statistics
+import time
+import uuid
+
+import numpy as np
+import psycopg2
+from psycopg2 import sql
+from psycopg2.extensions import make_dsn, parse_dsn
+
+from recsys.baselines import RuleHeuristicPolicy
+from recsys.catalog import load_catalog
+from recsys.db import connect, database_url
+from recsys.evaluate import evaluate_against_truth
+from recsys.extract import extract_path
+from recsys.features import build_features
+from recsys.migrate import migrate
+from recsys.observation import load_states
+from recsys.policy import PPOPolicy, load_sb3_model
+from recsys.settings import PROJECT_ROOT, load_settings
+from recsys.synth.generate import generate_data, truth_path_for
+from recsys.train import TrainConfig, train
+
+END = dt.date(2026, 11, 1)
+
+
+def scratch_database(server: str) -> tuple[str, str]:
+    name = f"recsys_bench_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(server)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    admin.close()
+    params = parse_dsn(server)
+    params["dbname"] = name
+    return name, make_dsn(**params)
+
+
+def drop_database(server: str, name: str) -> None:
+    admin = psycopg2.connect(server)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+    admin.close()
+
+
+def one_seed(server: str, seed: int, users: int, days: int, timesteps: int) -> dict[str, float]:
+    data = PROJECT_ROOT / "data" / "bench" / f"policy_u{users}_d{days}_s{seed}"
+    if not (data / "events.csv").exists():
+        generate_data(users=users, days=days, seed=seed, out=data, end_date=END)
+    truth = truth_path_for(data)
+    name, url = scratch_database(server)
+    settings = load_settings(env={}, database_url=url)
+    catalog = load_catalog()
+    out: dict[str, float] = {}
+    try:
+        with connect(url) as conn:
+            migrate(conn, settings)
+            extract_path(conn, settings, data, reference_at=dt.datetime.combine(END, dt.time(), dt.UTC))
+            yesterday = END - dt.timedelta(days=1)
+            build_features(conn, settings, yesterday)
+            build_features(conn, settings, END)
+            config = TrainConfig(total_timesteps=timesteps, seed=seed)
+            # The champion of the previous night, then tonight: a full retrain and a quarter fine-tune.
+            train(conn, settings, as_of=yesterday, mode="retrain", config=config)
+            started = time.perf_counter()
+            retrained = train(conn, settings, as_of=END, mode="retrain", config=config)
+            out["train_steps_per_s"] = timesteps / (time.perf_counter() - started)
+            # the retrain may have replaced yesterday's champion: fine-tune yesterday's explicitly
+            with conn.cursor() as cur:
+                cur.execute("update recsys.policy_models set is_champion = false where is_champion")
+                cur.execute(
+                    "update recsys.policy_models set is_champion = true where model_version = "
+                    "(select model_version from recsys.policy_models where trained_on = %s "
+                    "order by created_at limit 1)",
+                    (yesterday,),
+                )
+            conn.commit()
+            quarter = TrainConfig(total_timesteps=timesteps // 4, seed=seed)
+            fine = train(conn, settings, as_of=END, mode="fine_tune", config=quarter)
+            policies = {
+                "ppo (retrain)": PPOPolicy(load_sb3_model(retrained.record.artifact), catalog),
+                "ppo (fine-tune, 1/4 steps)": PPOPolicy(load_sb3_model(fine.record.artifact), catalog),
+                "rule heuristic": RuleHeuristicPolicy(catalog),
+            }
+            result = evaluate_against_truth(conn, truth, END, policies, catalog=catalog, n_boot=200, seed=seed)
+            print(result.table(), flush=True)
+            r = result.row("ppo (retrain)")
+            f = result.row("ppo (fine-tune, 1/4 steps)")
+            out["normalised"] = r.normalised
+            out["gain_over_fixed"] = r.value / result.best_fixed.value - 1.0
+            out["fine_vs_retrain"] = f.value / r.value - 1.0
+            out["rule_normalised"] = result.row("rule heuristic").normalised
+            if seed == 1:
+                out.update(speed(conn, catalog, retrained.record.artifact))
+    finally:
+        drop_database(server, name)
+    return out
+
+
+def speed(conn, catalog, artifact: bytes) -> dict[str, float]:
+    model = load_sb3_model(artifact)
+    policy = PPOPolicy(model, catalog)
+    states = load_states(conn, END)
+    reps = max(1, 1_000_000 // len(states))
+    obs = np.tile(states.obs, (reps, 1))
+    mask = np.tile(states.action_mask(catalog), (reps, 1))
+    started = time.perf_counter()
+    policy.act(obs, mask)
+    batch = len(obs) / (time.perf_counter() - started)
+    n = 2000
+    started = time.perf_counter()
+    for i in range(n):
+        model.predict(states.obs[i % len(states)], deterministic=True)
+    naive = n / (time.perf_counter() - started)
+    return {"batch_users_per_s": batch, "naive_users_per_s": naive}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--timesteps", type=int, default=300_000)
+    args = parser.parse_args()
+    env_url = os.environ.get("RECSYS_BENCH_DATABASE_URL") or os.environ.get("RECSYS_DATABASE_URL")
+    server = env_url or database_url(load_settings())
+    results = []
+    for seed in args.seeds:
+        print(f"\n=== seed {seed}: {args.users:,} users x {args.days} days, {args.timesteps:,} timesteps", flush=True)
+        results.append(one_seed(server, seed, args.users, args.days, args.timesteps))
+        print({k: round(v, 4) for k, v in results[-1].items()}, flush=True)
+
+    def summary(key: str) -> str:
+        values = [r[key] for r in results]
+        return f"mean {statistics.mean(values):.3f} (per seed: {', '.join(f'{v:.3f}' for v in values)})"
+
+    print()
+    print(f"BAR normalised score >= 0.75:          {summary('normalised')}")
+    print(f"  rule heuristic, for reference:       {summary('rule_normalised')}")
+    print(f"BAR gain over best fixed >= 10%:       {summary('gain_over_fixed')}")
+    print(f"BAR fine-tune (1/4 steps) >= -2%:      {summary('fine_vs_retrain')}")
+    print(f"BAR PPO env-steps/s >= 1,000:          {summary('train_steps_per_s')}")
+    speed_row = next((r for r in results if "batch_users_per_s" in r), None)
+    if speed_row:
+        print(
+            f"BAR batch policy API >= 500k users/s:  {speed_row['batch_users_per_s']:,.0f} users/s "
+            f"(naive per-user predict: {speed_row['naive_users_per_s']:,.0f} users/s, "
+            f"{speed_row['batch_users_per_s'] / speed_row['naive_users_per_s']:,.0f}x)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
