@@ -1,0 +1,498 @@
+"""Tests of `recsys.rewards` and `recsys.response`: reward rules, priors, fitting from logged offers.
+
+The fit is checked on logs drawn from a known logistic ground truth (written straight into
+`recsys.user_features` and `recsys.offer_history`), so the direction of every effect is known; the
+point-in-time test loads generated data and lets the fit build the missing feature dates.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from psycopg2 import sql
+
+from recsys.catalog import DEFAULT_CONFIG, Catalog, load_catalog
+from recsys.db import Connection, fetch_all
+from recsys.errors import ConfigError
+from recsys.extract import extract_path
+from recsys.features import FEATURE_COLUMNS, build_features, feature_partitions, partition_name
+from recsys.observation import FEATURE_NAMES, FEATURES, N_FEATURES, load_states, normalise
+from recsys.response import (
+    FitConfig,
+    ResponseModel,
+    fit_response_model,
+    format_fit_report,
+    load_logged_offers,
+    prior_response_model,
+)
+from recsys.rewards import RewardRules, load_reward_rules
+from recsys.settings import Settings
+from recsys.synth.generate import generate_data
+
+COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Catalog:
+    return load_catalog()
+
+
+@pytest.fixture(scope="module")
+def rules() -> RewardRules:
+    return load_reward_rules()
+
+
+def _user(**raw: float) -> np.ndarray:
+    """One observation from raw feature values (defaults: an average, reachable user)."""
+    values = {
+        "recency_days": 10,
+        "frequency_sessions": 5,
+        "monetary_value": 120,
+        "engagement_score": 0.3,
+        "discount_sensitivity": 0.3,
+        "free_shipping_preference": 0.3,
+        "email_responsiveness": 0.33,
+        "sms_responsiveness": 0.33,
+        "push_responsiveness": 0.33,
+        "days_since_last_purchase": 20,
+        "purchase_count": 3,
+        "offers_last_7d": 0,
+        "days_since_last_offer": 30,
+        "email_consent": 1,
+        "sms_consent": 1,
+        "push_consent": 1,
+    } | raw
+    return normalise(np.array([[values[n] for n in FEATURE_NAMES]], dtype=np.float64))
+
+
+def _action(catalog: Catalog, offer_type: str, value: float, channel: str, timing: str = "immediate") -> int:
+    for a in catalog.actions:
+        if (a.offer_type, a.value, a.channel, a.timing) == (offer_type, value, channel, timing):
+            return a.action_id
+    raise AssertionError(f"no action {offer_type} {value} {channel} {timing}")
+
+
+def _config_with(tmp_path: Path, old: str, new: str) -> Path:
+    text = DEFAULT_CONFIG.read_text(encoding="utf-8")
+    assert old in text, old
+    path = tmp_path / "config.toml"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Reward rules and the prior
+
+
+def test_reward_rules_parse_the_packaged_config(rules: RewardRules, catalog: Catalog) -> None:
+    assert 0 < rules.margin_rate < 1
+    assert set(rules.contact_cost) == set(catalog.channels)
+    assert rules.offer_cost["free_shipping"].rule == "fee_on_conversion" and rules.offer_cost["free_shipping"].fee > 0
+    assert rules.offer_cost["discount"].rule == "percent_of_order"
+    assert rules.offer_cost["recommendation"].rule == "none"
+    assert rules.offer_types["discount"].preference == "discount_sensitivity"
+    assert RewardRules.from_dict(json.loads(json.dumps(rules.to_dict()))) == rules
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("margin_rate = 0.32", "margin_rate = 1.5", r"margin_rate must be <= 1"),
+        ("push = 0.002\n", "", r"\[reward\]\.contact_cost: no entry for \['push'\]"),
+        ("sms = 0.35", "sms = 1.2", r"open_rate: sms must be a probability"),
+        ("unsubscribe_penalty = 4.0", "unsubscribe_penalty = 4.0\nunsubscribe_penality = 1", r"unknown keys"),
+        ('preference = "discount_sensitivity"', 'preference = "shoe_size"', r"preference must be one of"),
+        ('{ rule = "fee_on_conversion", fee = 5.5 }', '{ rule = "fee_on_conversion" }', r"free_shipping: missing fee"),
+        ('value_effect = "decay"', 'value_effect = "sometimes"', r"value_effect must be one of"),
+    ],
+)
+def test_bad_reward_config_is_refused_with_a_message(tmp_path: Path, old: str, new: str, message: str) -> None:
+    path = _config_with(tmp_path, old, new)
+    with pytest.raises(ConfigError, match=message) as e:
+        load_reward_rules(path)
+    assert str(path) in str(e.value)
+
+
+def test_prior_prefers_the_offer_that_matches_the_preference(catalog: Catalog, rules: RewardRules) -> None:
+    model = prior_response_model(catalog, rules)
+    deal_hunter = _user(discount_sensitivity=0.95, free_shipping_preference=0.05, engagement_score=0.05)
+    shipper = _user(discount_sensitivity=0.05, free_shipping_preference=0.95, engagement_score=0.05)
+    types = np.array([a.offer_type for a in catalog.actions])
+    rewards = model.reward_matrix(np.vstack([deal_hunter, shipper]))
+    assert types[rewards[0].argmax()] == "discount"
+    assert types[rewards[1].argmax()] == "free_shipping"
+    discount = _action(catalog, "discount", 15, "email")
+    more, less = model.expected_reward(np.vstack([deal_hunter, shipper]), np.array([discount, discount]))
+    assert more > less
+    # The channel the user responds to more gets the higher open rate.
+    open_email = model.stage_probabilities(
+        np.vstack([_user(email_responsiveness=0.8), _user(email_responsiveness=0.1)]), np.array([discount] * 2)
+    )["open"]
+    assert open_email[0] > open_email[1]
+
+
+def test_expected_reward_is_zero_without_consent(catalog: Catalog, rules: RewardRules) -> None:
+    model = prior_response_model(catalog, rules)
+    obs = np.vstack([_user(sms_consent=0), _user()])
+    sms = _action(catalog, "discount", 10, "sms")
+    reward = model.expected_reward(obs, np.array([sms, sms]))
+    assert reward[0] == 0.0 and reward[1] != 0.0
+    matrix = model.reward_matrix(obs)
+    on_sms = np.array([a.channel == "sms" for a in catalog.actions])
+    assert (matrix[0, on_sms] == 0).all() and (matrix[1, on_sms] != 0).all()
+    assert np.allclose(matrix[np.arange(2), [sms, sms]], reward)
+
+
+def test_reward_follows_the_documented_formula(catalog: Catalog, rules: RewardRules) -> None:
+    model = prior_response_model(catalog, rules)
+    obs = _user(monetary_value=300, purchase_count=3)  # basket 100
+    for offer_type, value in (("discount", 10), ("free_shipping", 5), ("recommendation", 10), ("bundle", 15)):
+        a = np.array([_action(catalog, offer_type, value, "email")])
+        p = model.stage_probabilities(obs, a)
+        cost = rules.offer_cost[offer_type]
+        order = p["order_value"][0]
+        assert order == pytest.approx(100.0, rel=1e-6)
+        offer_cost = value / 100 * order if cost.rule == "percent_of_order" else cost.fee
+        expected = (
+            p["converted"][0] * (rules.margin_rate * order - offer_cost)
+            - rules.contact_cost["email"]
+            - rules.unsubscribe_penalty * p["open"][0] * p["unsubscribe"][0]
+        )
+        assert model.expected_reward(obs, a)[0] == pytest.approx(expected, rel=1e-9)
+
+
+def test_reward_config_changes_rewards_without_code_changes(
+    tmp_path: Path, catalog: Catalog, rules: RewardRules
+) -> None:
+    obs = np.vstack([_user(), _user(discount_sensitivity=0.9)])
+    base = prior_response_model(catalog, rules).reward_matrix(obs)
+
+    dearer_sms = load_reward_rules(_config_with(tmp_path, "sms = 0.03", "sms = 0.53"))
+    changed = prior_response_model(catalog, dearer_sms).reward_matrix(obs)
+    on_sms = np.array([a.channel == "sms" for a in catalog.actions])
+    assert np.allclose(changed[:, on_sms], base[:, on_sms] - 0.5)
+    assert np.array_equal(changed[:, ~on_sms], base[:, ~on_sms])
+
+    keener = load_reward_rules(_config_with(tmp_path, "click_uplift = 2.0", "click_uplift = 4.0"))
+    changed = prior_response_model(catalog, keener).reward_matrix(obs)
+    is_discount = np.array([a.offer_type == "discount" for a in catalog.actions])
+    assert (changed[:, is_discount] > base[:, is_discount]).all()
+    assert np.array_equal(changed[:, ~is_discount], base[:, ~is_discount])
+
+    # The same model re-priced with other rules.
+    repriced = prior_response_model(catalog, rules).with_rules(dearer_sms).reward_matrix(obs)
+    assert np.allclose(repriced[:, on_sms], base[:, on_sms] - 0.5)
+
+
+def test_round_trip_through_json(catalog: Catalog, rules: RewardRules) -> None:
+    model = prior_response_model(catalog, rules)
+    model.params["click"].w[3] = 0.123  # not the prior any more
+    model = ResponseModel(catalog, rules, model.params, {"kind": "test", "numbers": [1.5, 2]})
+    stored = json.loads(json.dumps(model.to_dict()))
+    again = ResponseModel.from_dict(stored, catalog)
+    obs = np.vstack([_user(), _user(discount_sensitivity=0.9, sms_consent=0)])
+    assert np.array_equal(again.reward_matrix(obs), model.reward_matrix(obs))
+    assert again.fit_report == {"kind": "test", "numbers": [1.5, 2]}
+    assert again.rules == rules
+
+    other = Catalog(
+        offer_types=("discount",),
+        values=(10.0,),
+        channels=("email",),
+        timings=("immediate",),
+        value_units={"discount": "percent_off"},
+        timing_delay_minutes={"immediate": 0},
+    )
+    with pytest.raises(ConfigError, match="another catalog"):
+        ResponseModel.from_dict(stored, other)
+    with pytest.raises(ConfigError, match="format"):
+        ResponseModel.from_dict({"format": "something else"})
+    broken = json.loads(json.dumps(stored))
+    broken["heads"]["open"]["w"] = [1.0]
+    with pytest.raises(ConfigError, match="malformed"):
+        ResponseModel.from_dict(broken, catalog)
+
+
+def test_bad_inputs_to_the_model(catalog: Catalog, rules: RewardRules) -> None:
+    model = prior_response_model(catalog, rules)
+    with pytest.raises(ValueError, match="shape"):
+        model.expected_reward(np.zeros((2, 5)), np.array([0, 1]))
+    with pytest.raises(ValueError, match="action ids must be in"):
+        model.expected_reward(_user(), np.array([catalog.n_actions]))
+
+
+# --------------------------------------------------------------------------------------------
+# Fitting on logs from a known logistic ground truth
+
+TRUTH_DATES = [dt.date(2025, 3, 2) + dt.timedelta(days=i) for i in range(8)]
+CHANNEL_OPEN_LOGIT = {"email": -2.2, "sms": -1.2, "push": -0.4}  # the prior says email > push: it is not
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-z))
+
+
+def _truth_open(obs: np.ndarray, channel: np.ndarray) -> np.ndarray:
+    resp = obs[np.arange(len(obs)), np.array([COL[f"{c}_responsiveness"] for c in channel])]
+    base = np.array([CHANNEL_OPEN_LOGIT[c] for c in channel])
+    return _sigmoid(base + 4.0 * resp - 0.5 * 7 * obs[:, COL["offers_last_7d"]])
+
+
+def _truth_click(obs: np.ndarray, offer_type: np.ndarray, value: np.ndarray) -> np.ndarray:
+    ds, fsp = obs[:, COL["discount_sensitivity"]], obs[:, COL["free_shipping_preference"]]
+    gain = np.where(offer_type == "discount", 5.0 * ds * value / 10, 0.0)
+    gain += np.where(offer_type == "free_shipping", 3.0 * fsp, 0.0)
+    return _sigmoid(-3.0 + gain)
+
+
+def _truth_convert(obs: np.ndarray, offer_type: np.ndarray) -> np.ndarray:
+    return _sigmoid(-1.5 + np.where(offer_type == "discount", 2.0 * obs[:, COL["discount_sensitivity"]], 0.0))
+
+
+def _copy_rows(conn: Connection, table: str, columns: list[str], rows: list[list[object]]) -> None:
+    buf = io.StringIO()
+    csv.writer(buf).writerows(rows)
+    buf.seek(0)
+    statement = sql.SQL("copy {} ({}) from stdin with (format csv)").format(
+        sql.Identifier("recsys", table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    with conn.cursor() as cur:
+        cur.copy_expert(statement.as_string(conn), buf)
+
+
+def _write_truth_logs(conn: Connection, catalog: Catalog, users: int, send_share: float, seed: int) -> None:
+    """Features for every user and date, and offers with outcomes drawn from the known truth."""
+    rng = np.random.default_rng(seed)
+    with conn.cursor() as cur:
+        for day in TRUTH_DATES:
+            cur.execute(
+                sql.SQL("create table if not exists {} partition of recsys.user_features for values in (%s)").format(
+                    sql.Identifier("recsys", partition_name(day))
+                ),
+                (day,),
+            )
+    _copy_rows(
+        conn,
+        "users",
+        ["user_id", "email_opt_in", "sms_opt_in", "push_opt_in", "email", "phone", "push_token", "load_id"],
+        [[u, "t", "t", "t", f"u{u}@example.com", "+100", "tok", 0] for u in range(1, users + 1)],
+    )
+    feature_rows, offer_rows = [], []
+    actions = catalog.actions
+    for day in TRUTH_DATES:
+        n = users
+        raw = {
+            "recency_days": rng.uniform(0, 60, n),
+            "frequency_sessions": rng.integers(0, 20, n),
+            "monetary_value": rng.gamma(2.0, 60.0, n),
+            "engagement_score": rng.uniform(0, 1, n),
+            "discount_sensitivity": rng.uniform(0, 1, n),
+            "free_shipping_preference": rng.uniform(0, 1, n),
+            "email_responsiveness": rng.uniform(0, 1, n),
+            "sms_responsiveness": rng.uniform(0, 1, n),
+            "push_responsiveness": rng.uniform(0, 1, n),
+            "days_since_last_purchase": rng.uniform(0, 90, n),
+            "purchase_count": rng.integers(1, 6, n),
+            "offers_last_7d": rng.integers(0, 5, n),
+            "days_since_last_offer": rng.uniform(0, 30, n),
+        }
+        for u in range(n):
+            feature_rows.append([day, u + 1, *[raw[c][u] for c in FEATURE_COLUMNS[2:15]], "home", 3, 3, 3, "promising"])
+        table = np.column_stack([raw[name] if name in raw else np.ones(n) for name in FEATURE_NAMES])
+        obs = normalise(table)
+        chosen = np.flatnonzero(rng.random(n) < send_share)
+        a = rng.integers(0, catalog.n_actions, len(chosen))
+        offer_type = np.array([actions[i].offer_type for i in a])
+        value = np.array([actions[i].value for i in a])
+        channel = np.array([actions[i].channel for i in a])
+        o = obs[chosen]
+        opened = rng.random(len(a)) < _truth_open(o, channel)
+        clicked = opened & (rng.random(len(a)) < _truth_click(o, offer_type, value))
+        converted = clicked & (rng.random(len(a)) < _truth_convert(o, offer_type))
+        for j, u in enumerate(chosen):
+            act = actions[a[j]]
+            revenue = round(60.0 * (1 - act.value / 100 if act.offer_type in ("discount", "bundle") else 1), 2)
+            offer_rows.append(
+                [
+                    f"{day}-{u}",
+                    u + 1,
+                    f"{day}T10:00:00Z",
+                    act.offer_type,
+                    act.value,
+                    act.channel,
+                    act.timing,
+                    "t" if opened[j] else "f",
+                    "t" if clicked[j] else "f",
+                    "t" if converted[j] else "f",
+                    revenue if converted[j] else "",
+                    0,
+                ]
+            )
+    _copy_rows(conn, "user_features", list(FEATURE_COLUMNS), feature_rows)
+    _copy_rows(
+        conn,
+        "offer_history",
+        [
+            "offer_id",
+            "user_id",
+            "sent_at",
+            "offer_type",
+            "offer_value",
+            "channel",
+            "timing",
+            "opened",
+            "clicked",
+            "converted",
+            "revenue",
+            "load_id",
+        ],
+        offer_rows,
+    )
+    conn.commit()
+
+
+def test_fit_recovers_a_known_logistic_truth_and_beats_the_prior(
+    db: Connection, settings: Settings, catalog: Catalog, rules: RewardRules
+) -> None:
+    _write_truth_logs(db, catalog, users=2500, send_share=0.8, seed=11)
+    as_of = TRUTH_DATES[-1] + dt.timedelta(days=1)
+    model = fit_response_model(db, settings, catalog, rules, as_of, holdout_fraction=0.25, seed=3)
+    prior = prior_response_model(catalog, rules)
+    report = model.fit_report
+
+    assert report["kind"] == "fitted"
+    assert report["offers"]["without_features"] == 0 and report["feature_dates_built"] == 0
+    assert report["offers"]["train"] + report["offers"]["holdout"] == report["offers"]["logged"]
+    assert report["window"] == {"first_send_date": "2025-03-02", "last_send_date": "2025-03-09"}
+    assert report["heads"]["unsubscribe"]["fitted"] is False
+    for stage in ("open", "convert"):
+        held = report["holdout"][stage]
+        assert held["model"]["log_loss"] < held["prior"]["log_loss"], stage
+        assert sum(row["n"] for row in held["model"]["reliability"]) == held["n"]
+        assert 0 <= held["model"]["ece"] < 0.05
+    assert report["holdout"]["open"]["model"]["ece"] < report["holdout"]["open"]["prior"]["ece"]
+    assert "P(open)" in format_fit_report(report)
+
+    discount = _action(catalog, "discount", 15, "email")
+    free_shipping = _action(catalog, "free_shipping", 5, "email")
+
+    def stage(model: ResponseModel, name: str, obs: list[np.ndarray], action: int) -> np.ndarray:
+        return model.stage_probabilities(np.vstack(obs), np.array([action] * len(obs)))[name]
+
+    # Opens: push beats email in the truth (the prior says the opposite), responsiveness and fatigue.
+    push = _action(catalog, "discount", 15, "push")
+    assert stage(model, "open", [_user()], push)[0] > stage(model, "open", [_user()], discount)[0]
+    assert stage(prior, "open", [_user()], push)[0] < stage(prior, "open", [_user()], discount)[0]
+    hi, lo = stage(model, "open", [_user(email_responsiveness=0.9), _user(email_responsiveness=0.1)], discount)
+    assert hi > lo
+    rested, tired = stage(model, "open", [_user(offers_last_7d=0), _user(offers_last_7d=5)], discount)
+    assert rested > tired
+    # Clicks: discount sensitivity drives discount clicks, free-shipping preference free-shipping clicks.
+    hi, lo = stage(model, "click", [_user(discount_sensitivity=0.9), _user(discount_sensitivity=0.1)], discount)
+    assert hi > lo + 0.05
+    hi, lo = stage(
+        model, "click", [_user(free_shipping_preference=0.9), _user(free_shipping_preference=0.1)], free_shipping
+    )
+    assert hi > lo
+    # Conversions: discount-sensitive users convert on discounts more.
+    hi, lo = stage(model, "convert", [_user(discount_sensitivity=0.9), _user(discount_sensitivity=0.1)], discount)
+    assert hi > lo
+    # The stored form carries the report.
+    assert ResponseModel.from_dict(json.loads(json.dumps(model.to_dict())), catalog).fit_report == report
+
+
+def test_few_logs_stay_close_to_the_prior(
+    db: Connection, settings: Settings, catalog: Catalog, rules: RewardRules
+) -> None:
+    as_of = TRUTH_DATES[-1] + dt.timedelta(days=1)
+    prior = prior_response_model(catalog, rules)
+    rng = np.random.default_rng(0)
+    obs = normalise(rng.uniform(0, 1, (200, N_FEATURES)) * [60, 20, 300, 1, 1, 1, 1, 1, 1, 90, 5, 4, 30, 1, 1, 1])
+    actions = rng.integers(0, catalog.n_actions, 200)
+
+    def distance(model: ResponseModel) -> float:
+        fit, base = model.stage_probabilities(obs, actions), prior.stage_probabilities(obs, actions)
+        return float(np.mean([np.abs(fit[s] - base[s]).mean() for s in ("open", "click", "convert")]))
+
+    _write_truth_logs(db, catalog, users=3, send_share=1.0, seed=5)
+    few = fit_response_model(db, settings, catalog, rules, as_of, holdout_fraction=0)
+    assert few.fit_report["offers"]["train"] == 24
+    assert "holdout" not in few.fit_report
+
+    with db.cursor() as cur:
+        cur.execute("truncate recsys.offer_history, recsys.users, recsys.user_features")
+    db.commit()
+    _write_truth_logs(db, catalog, users=800, send_share=0.8, seed=5)
+    many = fit_response_model(db, settings, catalog, rules, as_of, holdout_fraction=0)
+    assert distance(few) < 0.5 * distance(many)
+
+
+def test_fit_without_logs_is_the_prior(
+    db: Connection, settings: Settings, catalog: Catalog, rules: RewardRules
+) -> None:
+    model = fit_response_model(db, settings, catalog, rules, dt.date(2025, 1, 1))
+    prior = prior_response_model(catalog, rules)
+    assert model.fit_report["kind"] == "prior"
+    assert model.fit_report["offers"]["logged"] == 0
+    obs = _user()
+    assert np.array_equal(model.reward_matrix(obs), prior.reward_matrix(obs))
+
+
+def test_fit_uses_point_in_time_features_built_on_demand(
+    db: Connection, settings: Settings, catalog: Catalog, rules: RewardRules, tmp_path: Path
+) -> None:
+    end = dt.date(2024, 3, 1)
+    out = tmp_path / "shop"
+    generate_data(users=250, days=14, seed=4, out=out, end_date=end)
+    extract_path(db, settings, out, reference_at=dt.datetime(2024, 3, 1, tzinfo=dt.UTC))
+    send_dates = {r["d"] for r in fetch_all(db, "select distinct features_as_of as d from recsys.v_offer_log")}
+    assert len(send_dates) > 5
+    assert not fetch_all(db, "select 1 from recsys.v_logged_offers where has_features")
+
+    model = fit_response_model(db, settings, catalog, rules, end, holdout_fraction=0.2)
+    assert model.fit_report["feature_dates_built"] == len(send_dates)
+    assert send_dates <= {d for v in feature_partitions(db).values() for d in v}
+
+    logs = load_logged_offers(db, catalog, end)
+    assert logs.counts["used"] > 0
+    assert logs.counts["used"] + logs.counts["without_features"] == logs.counts["logged"]
+    design = [COL[n] for n in FEATURE_NAMES if not n.endswith("_consent")]
+    build_features(db, settings, end)
+    today = load_states(db, end)
+    epoch = dt.date(1970, 1, 1)
+    differs = 0
+    for day in sorted(set(logs.send_day[logs.usable].tolist()))[-4:]:
+        states = load_states(db, epoch + dt.timedelta(days=day))
+        rows = np.flatnonzero(logs.usable & (logs.send_day == day))
+        at = np.searchsorted(states.user_ids, logs.user_id[rows])
+        assert np.array_equal(states.user_ids[at], logs.user_id[rows])
+        # The offer sent on D is explained by the features as of D ...
+        assert np.allclose(logs.obs[rows][:, design], states.obs[at][:, design], atol=1e-6)
+        # ... not by what the system knows now.
+        now = np.searchsorted(today.user_ids, logs.user_id[rows])
+        assert np.array_equal(today.user_ids[now], logs.user_id[rows])
+        differs += int((np.abs(today.obs[now][:, design] - logs.obs[rows][:, design]) > 1e-6).any(axis=1).sum())
+    assert differs > 0
+
+    # Nothing is rebuilt the second time, and the same data and seed give the same model.
+    again = fit_response_model(db, settings, catalog, rules, end, holdout_fraction=0.2)
+    assert again.fit_report["feature_dates_built"] == 0
+    assert again.to_dict()["heads"] == model.to_dict()["heads"]
+
+
+def test_fit_report_numbers_are_plain_json(
+    db: Connection, settings: Settings, catalog: Catalog, rules: RewardRules
+) -> None:
+    _write_truth_logs(db, catalog, users=300, send_share=0.5, seed=8)
+    model = fit_response_model(db, settings, catalog, rules, TRUTH_DATES[-1] + dt.timedelta(days=1))
+    text = json.dumps(model.to_dict(), allow_nan=False)
+    assert not re.search(r"NaN|Infinity", text)
+    assert FitConfig().l2_main == model.fit_report["config"]["l2_main"]
+    assert len(FEATURES) == N_FEATURES
