@@ -56,7 +56,7 @@ from psycopg2 import sql
 from recsys.catalog import ALLOWED_CHANNELS, Catalog
 from recsys.db import Connection, fetch_all
 from recsys.errors import ConfigError
-from recsys.features import build_feature_range, feature_partitions
+from recsys.features import build_feature_range
 from recsys.observation import FEATURE_NAMES, FEATURES, N_FEATURES, feature_fingerprint, normalise
 from recsys.rewards import PREFERENCE_FEATURES, RewardRules
 from recsys.settings import Settings
@@ -515,6 +515,9 @@ class FitConfig:
     """Prior log-scale spread of one order around its expectation."""
     order_value_prior_weight: float = 20.0
     """How many conversions the prior spread counts as (it is pooled with the residual spread)."""
+    log_window_days: int | None = 365
+    """Learn from the offers sent in this many days before as_of (None: all). Within the feature
+    retention (400 days by default), so no dropped feature date is rebuilt night after night."""
     calibration_bins: int = 10
     """Bins (equal counts, by predicted probability) of the reliability table."""
     min_holdout_users: int = 1
@@ -552,9 +555,10 @@ def fit_response_model(
         raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
     _check_rules_cover(catalog, rules)
     started = time.perf_counter()
-    built = ensure_point_in_time_features(conn, settings, as_of)
+    since = None if config.log_window_days is None else as_of - timedelta(days=config.log_window_days)
+    built = ensure_point_in_time_features(conn, settings, as_of, since=since)
     built_seconds = time.perf_counter() - started
-    logs = load_logged_offers(conn, catalog, as_of)
+    logs = load_logged_offers(conn, catalog, as_of, since=since)
     load_seconds = time.perf_counter() - started - built_seconds
 
     attrs = _Attributes.of(catalog)
@@ -620,26 +624,34 @@ def fit_response_model(
     return ResponseModel(catalog, rules, params, _json_safe(report))
 
 
-def ensure_point_in_time_features(conn: Connection, settings: Settings, as_of: date) -> list[date]:
-    """Build the features of every send date before `as_of` whose logged offers lack them.
+def ensure_point_in_time_features(
+    conn: Connection, settings: Settings, as_of: date, *, since: date | None = None
+) -> list[date]:
+    """Build the features of every send date before `as_of` (from `since`) whose logged offers lack them.
 
-    A date counts as missing when one of its offers has no feature row and the date was never
-    built (it has no `user_features` partition: a built date can still lack a user who had no
-    events, and rebuilding would not add them). Consecutive missing dates are built as one range.
-    Returns the dates built; commits.
+    A send date is built when it has no feature rows at all: then every offer of that date has
+    `has_features` false. A date with rows can still lack a user who had no events in the recency
+    window; rebuilding would not add that user, so it is not rebuilt. (A date whose build found no
+    user at all, the first day of a shop's data, is rebuilt each time: that build reads no events.)
+    Consecutive missing dates are built as one range. Returns the dates built; commits.
     """
     rows = fetch_all(
         conn,
         """
-        select distinct features_as_of
-        from recsys.v_logged_offers
-        where sent_at < %(before)s and not has_features
-        order by features_as_of
+        with send_dates as (
+            select distinct features_as_of as as_of
+            from recsys.v_offer_log
+            where sent_at < %(before)s and (%(after)s::timestamptz is null or sent_at >= %(after)s)
+        )
+
+        select d.as_of
+        from send_dates as d
+        where not exists (select from recsys.user_features as f where f.as_of = d.as_of)
+        order by d.as_of
         """,
-        {"before": _midnight(as_of)},
+        {"before": _midnight(as_of), "after": None if since is None else _midnight(since)},
     )
-    built = {d for dates in feature_partitions(conn).values() for d in dates}
-    missing = [r["features_as_of"] for r in rows if r["features_as_of"] not in built]
+    missing = [r["as_of"] for r in rows]
     conn.commit()
     runs: list[tuple[date, date]] = []
     for d in missing:
@@ -680,8 +692,9 @@ _QUERY_SETTINGS = {"jit": "off", "work_mem": "256MB"}
 _LOG_FEATURES = tuple(n for n in FEATURE_NAMES if not n.endswith("_consent") and n != "purchase_count")
 
 
-def load_logged_offers(conn: Connection, catalog: Catalog, as_of: date) -> LoggedOffers:
-    """Every offer in `recsys.v_logged_offers` sent before `as_of` 00:00 UTC, as arrays (one COPY)."""
+def load_logged_offers(conn: Connection, catalog: Catalog, as_of: date, *, since: date | None = None) -> LoggedOffers:
+    """Every offer in `recsys.v_logged_offers` sent before `as_of` 00:00 UTC (and from `since`), as
+    arrays (one COPY)."""
     import pandas as pd
 
     with conn.cursor() as cur:
@@ -726,7 +739,7 @@ def load_logged_offers(conn: Connection, catalog: Catalog, as_of: date) -> Logge
         left join recsys.user_features as f on o.features_as_of = f.as_of and o.user_id = f.user_id
         left join recsys.users as u on o.user_id = u.user_id
         left join later_offers as l on o.user_id = l.user_id
-        where o.sent_at < %(before)s
+        where o.sent_at < %(before)s and (%(after)s::timestamptz is null or o.sent_at >= %(after)s)
         order by o.sent_at, o.offer_id
         """
     ).format(
@@ -737,6 +750,7 @@ def load_logged_offers(conn: Connection, catalog: Catalog, as_of: date) -> Logge
     )
     params = {
         "before": _midnight(as_of),
+        "after": None if since is None else _midnight(since),
         "types": list(catalog.offer_types),
         "channels": list(catalog.channels),
         "timings": list(catalog.timings),

@@ -456,6 +456,15 @@ def test_fit_uses_point_in_time_features_built_on_demand(
     assert len(send_dates) > 5
     assert not fetch_all(db, "select 1 from recsys.v_logged_offers where has_features")
 
+    # A partition that exists but was emptied (truncated) does not count as built.
+    with db.cursor() as cur:
+        cur.execute(
+            sql.SQL("create table if not exists {} partition of recsys.user_features for values in (%s)").format(
+                sql.Identifier("recsys", partition_name(max(send_dates)))
+            ),
+            (max(send_dates),),
+        )
+    db.commit()
     model = fit_response_model(db, settings, catalog, rules, end, holdout_fraction=0.2)
     assert model.fit_report["feature_dates_built"] == len(send_dates)
     assert send_dates <= {d for v in feature_partitions(db).values() for d in v}
@@ -481,9 +490,15 @@ def test_fit_uses_point_in_time_features_built_on_demand(
         differs += int((np.abs(today.obs[now][:, design] - logs.obs[rows][:, design]) > 1e-6).any(axis=1).sum())
     assert differs > 0
 
-    # Nothing is rebuilt the second time, and the same data and seed give the same model.
+    # Only dates without any feature row are built again (the first day: nobody had events yet),
+    # and the same data and seed give the same model.
+    empty = fetch_all(
+        db,
+        "select d from unnest(%s::date[]) as d where not exists (select from recsys.user_features where as_of = d)",
+        (sorted(send_dates),),
+    )
     again = fit_response_model(db, settings, catalog, rules, end, holdout_fraction=0.2)
-    assert again.fit_report["feature_dates_built"] == 0
+    assert again.fit_report["feature_dates_built"] == len(empty) < len(send_dates)
     assert again.to_dict()["heads"] == model.to_dict()["heads"]
 
 
@@ -495,4 +510,11 @@ def test_fit_report_numbers_are_plain_json(
     text = json.dumps(model.to_dict(), allow_nan=False)
     assert not re.search(r"NaN|Infinity", text)
     assert FitConfig().l2_main == model.fit_report["config"]["l2_main"]
+
+    # Only the offers of the last log_window_days count.
+    recent = fit_response_model(
+        db, settings, catalog, rules, TRUTH_DATES[-1] + dt.timedelta(days=1), config=FitConfig(log_window_days=3)
+    )
+    assert recent.fit_report["window"] == {"first_send_date": "2025-03-07", "last_send_date": "2025-03-09"}
+    assert 0 < recent.fit_report["offers"]["logged"] < model.fit_report["offers"]["logged"]
     assert len(FEATURES) == N_FEATURES
