@@ -6,7 +6,8 @@ Python), times `build_features` for one date (a first build, then a rebuild that
 prints the seconds and this process's peak RSS. The database is dropped at the end.
 
     .venv/bin/python bench/bench_features.py [--url postgresql://postgres@127.0.0.1:5432/postgres]
-        [--users 1000000] [--events 10000000] [--offers 2000000] [--explain] [--keep]
+        [--users 1000000] [--events 10000000] [--offers 2000000] [--history-days 400]
+        [--explain] [--keep]
 
 The bar: a rebuild of 1M users / 10M events in at most 60 s on a 2-core machine.
 """
@@ -30,7 +31,7 @@ from recsys.migrate import migrate
 from recsys.settings import load_settings
 
 AS_OF = date(2026, 11, 1)
-HISTORY_DAYS = 400  # longer than the recency cap, so the scan has partitions to prune
+HISTORY_DAYS = 400  # default spread: longer than the recency cap, so the scan has partitions to prune
 
 GENERATE_EVENTS = """
 insert into recsys.behavior_events (
@@ -98,6 +99,12 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--offers", type=int, default=2_000_000)
+    parser.add_argument(
+        "--history-days",
+        type=int,
+        default=HISTORY_DAYS,
+        help=f"events spread over this many days before as_of (default {HISTORY_DAYS}; 90 puts all in the window)",
+    )
     parser.add_argument("--explain", action="store_true", help="also print EXPLAIN ANALYZE of the query")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database (prints its name)")
     args = parser.parse_args()
@@ -118,14 +125,14 @@ def main() -> int:
             "users": args.users,
             "events": args.events,
             "offers": args.offers,
-            "history_days": HISTORY_DAYS,
+            "history_days": args.history_days,
             "end_at": f"{AS_OF.isoformat()} 00:00:00+00",
         }
         t0 = time.perf_counter()
         with connect(url) as conn, conn.cursor() as cur:
             cur.execute(
                 "select recsys.ensure_event_partitions(%s, %s)",
-                (AS_OF - timedelta(days=HISTORY_DAYS + 1), AS_OF),
+                (AS_OF - timedelta(days=args.history_days + 1), AS_OF),
             )
             cur.execute(GENERATE_EVENTS, gen)
             cur.execute(GENERATE_OFFERS, gen)

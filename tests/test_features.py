@@ -187,7 +187,8 @@ def reference_features(
     as_of_at = datetime(as_of.year, as_of.month, as_of.day, tzinfo=UTC)
     cap = settings.recency_cap_days
     cap_start = as_of_at - timedelta(days=cap)
-    window_start = as_of_at - timedelta(days=settings.feature_window_days)
+    # the feature window never reaches past the recency cap
+    window_start = max(as_of_at - timedelta(days=settings.feature_window_days), cap_start)
     known_before = as_of_at - timedelta(days=settings.attribution_days)
     week_start = as_of_at - timedelta(days=7)
 
@@ -333,7 +334,7 @@ def test_query_produces_exactly_the_table_columns(fdb: Connection, settings: Set
 
 @pytest.mark.parametrize(
     ("seed", "window_days", "cap_days", "attribution_days"),
-    [(1, 90, 365, 3), (2, 30, 60, 1)],
+    [(1, 90, 365, 3), (2, 30, 60, 1), (3, 60, 30, 0)],
 )
 def test_random_data_matches_reference(
     fdb: Connection, settings: Settings, seed: int, window_days: int, cap_days: int, attribution_days: int
@@ -355,7 +356,8 @@ def test_random_data_matches_reference(
     assert_matches(stored(fdb, AS_OF), expected)
     # the data exercise the interesting branches, so the comparison means something
     segments = {row["segment"] for row in expected.values()}
-    assert {"browser", "dormant", "champion", "loyal"} <= segments
+    assert {"browser", "champion", "loyal"} <= segments
+    assert ("dormant" in segments) == (cap_days > 30)  # dormant needs more than 30 days of recency
     assert any(row["top_category"] == "unknown" for row in expected.values())
 
 
@@ -632,7 +634,10 @@ def test_failed_build_leaves_the_old_rows(fdb: Connection, settings: Settings, t
 
     broken_dir = tmp_path / "sql"
     (broken_dir / "features").mkdir(parents=True)
-    (broken_dir / "features" / "user_features.sql").write_text("select * from recsys.user_features where 1 / 0 = 1")
+    # the real query, failing at its end
+    broken = feature_query(settings).replace("select * from final", "select * from final where 1 / 0 = 1")
+    assert broken != feature_query(settings)
+    (broken_dir / "features" / "user_features.sql").write_text(broken)
     clear_inputs(fdb)
     with pytest.raises(psycopg2.errors.DivisionByZero):
         build_features(fdb, dataclasses.replace(settings, sql_dir=broken_dir), AS_OF)

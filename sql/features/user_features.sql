@@ -23,27 +23,16 @@ with params as (
         %(recency_cap_days)s::double precision as recency_cap_days
 ),
 
--- The users of the date and their last event and last purchase: one narrow pass over the recency
--- cap window, which is the widest range read.
-user_recency as (
-    select
-        e.user_id,
-        max(e.event_at) as last_event_at,
-        max(e.event_at) filter (where e.action = 'purchase') as last_purchase_at
-    from recsys.behavior_events as e
-    where
-        e.event_at >= (%(as_of)s::date - %(recency_cap_days)s)::timestamp at time zone 'UTC'
-        and e.event_at < %(as_of)s::date::timestamp at time zone 'UTC'
-    group by e.user_id
-),
-
--- Everything else reads the feature window only. Collation "C" compares bytes: the same groups
--- as any deterministic collation, sorted faster, and category ties go by code point whatever the
--- database locale.
+-- Each event is read once for the sessions and counts and once for the categories. The feature
+-- window [as_of - window_days, as_of) never reaches past the recency cap; the part of the cap window
+-- before it is read only for the last event and last purchase (user_history). Collation "C"
+-- compares bytes: the same groups as any deterministic collation, sorted faster, and category ties
+-- go by code point whatever the database locale.
 window_events as not materialized (
     select
         e.user_id,
         e.session_id collate "C" as session_id,  -- noqa: RF03
+        e.event_at,
         e.action,
         e.product_category collate "C" as product_category,  -- noqa: RF03
         e.channel,
@@ -52,7 +41,8 @@ window_events as not materialized (
         e.free_shipping_used
     from recsys.behavior_events as e
     where
-        e.event_at >= (%(as_of)s::date - %(window_days)s)::timestamp at time zone 'UTC'
+        e.event_at
+        >= (%(as_of)s::date - least(%(window_days)s, %(recency_cap_days)s))::timestamp at time zone 'UTC'
         and e.event_at < %(as_of)s::date::timestamp at time zone 'UTC'
 ),
 
@@ -63,6 +53,8 @@ user_sessions as (
     select
         user_id,
         session_id,
+        max(event_at) as last_event_at,
+        max(event_at) filter (where action = 'purchase') as last_purchase_at,
         count(*) filter (where action = 'view') as views,
         count(*) filter (where action = 'add_to_cart') as add_to_carts,
         count(*) filter (where action = 'purchase') as purchases,
@@ -80,6 +72,8 @@ user_sessions as (
 user_activity as (
     select
         user_id,
+        max(last_event_at) as last_event_at,
+        max(last_purchase_at) as last_purchase_at,
         count(*) as sessions,
         count(*) filter (where is_from_email) as email_sessions,
         count(*) filter (where is_from_sms) as sms_sessions,
@@ -92,6 +86,21 @@ user_activity as (
         sum(purchase_amount) as purchase_amount
     from user_sessions
     group by user_id
+),
+
+-- Last event and last purchase in the cap window before the feature window, for users who were
+-- not active in the window (or did not buy there).
+user_history as (
+    select
+        e.user_id,
+        max(e.event_at) as last_event_at,
+        max(e.event_at) filter (where e.action = 'purchase') as last_purchase_at
+    from recsys.behavior_events as e
+    where
+        e.event_at >= (%(as_of)s::date - %(recency_cap_days)s)::timestamp at time zone 'UTC'
+        and e.event_at
+        < (%(as_of)s::date - least(%(window_days)s, %(recency_cap_days)s))::timestamp at time zone 'UTC'
+    group by e.user_id
 ),
 
 -- Interest per category in the window: views + 3 add_to_carts + 5 purchases; events without a
@@ -114,11 +123,11 @@ category_scores as (
 
 -- The category with the highest score; ties go to the first name in byte (code point) order.
 top_categories as (
-    select distinct on (user_id)
+    select
         user_id,
-        product_category as top_category
+        (array_agg(product_category order by category_score desc, product_category asc))[1] as top_category
     from category_scores
-    order by user_id asc, category_score desc, product_category asc
+    group by user_id
 ),
 
 -- Every logged offer (history and the system's own) sent before as_of 00:00 UTC.
@@ -150,31 +159,17 @@ contact_history as (
     group by user_id
 ),
 
--- One row per user of the date with the features that need no other source; users without a
--- session in the window have zeros.
-user_window as (
+-- The users of the date: everyone with an event in the cap window, active in the feature window
+-- or before it. The window is the later part of the cap window, so its last event, when there is
+-- one, is the user's last.
+users as (
     select
-        r.user_id,
-        -- recency_days: days since the last event of any kind, capped at the recency cap
-        least(
-            extract(epoch from p.as_of_at - r.last_event_at)::double precision / 86400,
-            p.recency_cap_days
-        ) as recency_days,
-        -- days_since_last_purchase: days since the last purchase, capped at the recency cap; the
-        -- cap when there was none in the cap window
-        coalesce(
-            least(
-                extract(epoch from p.as_of_at - r.last_purchase_at)::double precision / 86400,
-                p.recency_cap_days
-            ),
-            p.recency_cap_days
-        ) as days_since_last_purchase,
-        -- frequency_sessions: distinct sessions with an event in the feature window
-        coalesce(a.sessions, 0)::integer as frequency_sessions,
-        -- monetary_value: sum of purchase amounts in the feature window, 0 without purchases
-        coalesce(a.purchase_amount, 0)::double precision as monetary_value,
-        -- purchase_count: purchases in the feature window
-        coalesce(a.purchases, 0)::integer as purchase_count,
+        coalesce(a.user_id, h.user_id) as user_id,
+        coalesce(a.last_event_at, h.last_event_at) as last_event_at,
+        coalesce(a.last_purchase_at, h.last_purchase_at) as last_purchase_at,
+        coalesce(a.sessions, 0) as sessions,
+        coalesce(a.purchase_amount, 0) as purchase_amount,
+        coalesce(a.purchases, 0) as purchases,
         coalesce(a.views, 0) as views,
         coalesce(a.add_to_carts, 0) as add_to_carts,
         coalesce(a.discount_purchases, 0) as discount_purchases,
@@ -182,21 +177,54 @@ user_window as (
         coalesce(a.email_sessions, 0) as email_sessions,
         coalesce(a.sms_sessions, 0) as sms_sessions,
         coalesce(a.push_sessions, 0) as push_sessions
-    from user_recency as r
+    from user_activity as a
+    full outer join user_history as h on a.user_id = h.user_id
+),
+
+-- The features that need no other source.
+user_window as (
+    select
+        u.user_id,
+        -- recency_days: days since the last event of any kind, capped at the recency cap
+        least(
+            extract(epoch from p.as_of_at - u.last_event_at)::double precision / 86400,
+            p.recency_cap_days
+        ) as recency_days,
+        -- days_since_last_purchase: days since the last purchase, capped at the recency cap; the
+        -- cap when there was none in the cap window
+        coalesce(
+            least(
+                extract(epoch from p.as_of_at - u.last_purchase_at)::double precision / 86400,
+                p.recency_cap_days
+            ),
+            p.recency_cap_days
+        ) as days_since_last_purchase,
+        -- frequency_sessions: distinct sessions with an event in the feature window
+        u.sessions::integer as frequency_sessions,
+        -- monetary_value: sum of purchase amounts in the feature window, 0 without purchases
+        u.purchase_amount::double precision as monetary_value,
+        -- purchase_count: purchases in the feature window
+        u.purchases::integer as purchase_count,
+        u.views,
+        u.add_to_carts,
+        u.discount_purchases,
+        u.free_shipping_purchases,
+        u.email_sessions,
+        u.sms_sessions,
+        u.push_sessions
+    from users as u
     cross join params as p
-    left join user_activity as a on r.user_id = a.user_id
 ),
 
 -- RFM quintiles by ntile(5) over the users of the date; equal values are split by user_id so the
--- scores are reproducible. Computed before the category and offer columns join, so the three
--- sorts move narrow rows.
+-- scores are reproducible. Only the keys go through the three sorts; the scores join back.
 -- r_score: 5 = most recent (smallest recency_days).
 -- f_score: 5 = most sessions in the window.
 -- m_score: quintile among the users who spent something in the window (5 = highest spend); users
 -- with no spend get 1.
 rfm_scores as (
     select
-        *,
+        user_id,
         ntile(5) over (order by recency_days desc, user_id asc)::smallint as r_score,
         ntile(5) over (order by frequency_sessions asc, user_id asc)::smallint as f_score,
         case
@@ -263,11 +291,12 @@ features as (
         ) as days_since_last_offer,
         -- top_category: see category_scores; 'unknown' without a categorised event in the window
         coalesce(t.top_category, 'unknown') as top_category,
-        u.r_score,
-        u.f_score,
-        u.m_score
-    from rfm_scores as u
+        r.r_score,
+        r.f_score,
+        r.m_score
+    from user_window as u
     cross join params as p
+    inner join rfm_scores as r on u.user_id = r.user_id
     left join top_categories as t on u.user_id = t.user_id
     left join contact_history as c on u.user_id = c.user_id
 ),
