@@ -49,6 +49,9 @@ FEATURE_COLUMNS = (
     "f_score",
     "m_score",
     "segment",
+    "morning_share",
+    "evening_share",
+    "category_focus",
 )
 """The columns of `recsys.user_features`, in table order; the query produces exactly these."""
 

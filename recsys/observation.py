@@ -18,6 +18,7 @@ from recsys.catalog import Catalog
 from recsys.db import Connection
 
 # (column in user_features or users, transform, scale): every value ends up roughly in [0, 1].
+# The consent flags stay last: readers of user_features select FEATURE_NAMES[:-3].
 FEATURES: tuple[tuple[str, str, float], ...] = (
     ("recency_days", "linear", 365.0),
     ("frequency_sessions", "log1p", 100.0),
@@ -32,6 +33,9 @@ FEATURES: tuple[tuple[str, str, float], ...] = (
     ("purchase_count", "log1p", 50.0),
     ("offers_last_7d", "linear", 7.0),
     ("days_since_last_offer", "linear", 365.0),
+    ("morning_share", "linear", 1.0),
+    ("evening_share", "linear", 1.0),
+    ("category_focus", "linear", 1.0),
     ("email_consent", "linear", 1.0),
     ("sms_consent", "linear", 1.0),
     ("push_consent", "linear", 1.0),

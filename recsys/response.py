@@ -77,7 +77,7 @@ DESIGN_FEATURES = PREFERENCE_FEATURES
 HEAD_TERMS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...] | None]] = {
     # head: (attribute groups with a main effect, groups interacting with the features,
     #        features with a main effect: None = all design features)
-    "open": (("channel", "timing"), ("channel",), None),
+    "open": (("channel", "timing"), ("channel", "timing"), None),
     "click": (("channel", "type", "value"), ("channel", "type", "value"), None),
     "convert": (("type", "value"), ("type", "value"), None),
     "unsubscribe": (("channel",), (), ("offers_last_7d",)),

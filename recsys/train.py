@@ -214,6 +214,40 @@ def train(
         )
         model.learn(total_timesteps=config.total_timesteps, progress_bar=progress_bar)
     seconds = time.perf_counter() - started
+    result = register_challenger(
+        conn,
+        model,
+        as_of=as_of,
+        mode=mode,
+        states=states,
+        response=response,
+        catalog=catalog,
+        current=current,
+        config=config,
+        seconds=seconds,
+        gate=gate,
+        save=save,
+    )
+    log.info("%s", result.describe())
+    return result
+
+
+def register_challenger(
+    conn: Connection,
+    model: Any,
+    *,
+    as_of: dt.date,
+    mode: str,
+    states: States,
+    response: Any,
+    catalog: Catalog,
+    current: ModelRecord | None,
+    config: TrainConfig,
+    seconds: float,
+    gate: GateConfig,
+    save: Path | None = None,
+) -> TrainResult:
+    """Evaluate a trained model next to random and the champion, run the gate, register it. Commits."""
     buffer = io.BytesIO()
     model.save(buffer)
     artifact = buffer.getvalue()
@@ -261,6 +295,4 @@ def train(
         saved = save if save.suffix == ".zip" else save.with_name(save.name + ".zip")
         saved.parent.mkdir(parents=True, exist_ok=True)
         saved.write_bytes(artifact)
-    result = TrainResult(record, decision, evaluation, saved)
-    log.info("%s", result.describe())
-    return result
+    return TrainResult(record, decision, evaluation, saved)

@@ -51,6 +51,9 @@ FLOAT_COLUMNS = {
     "push_responsiveness",
     "days_since_last_purchase",
     "days_since_last_offer",
+    "morning_share",
+    "evening_share",
+    "category_focus",
 }
 
 
@@ -224,6 +227,12 @@ def reference_features(
                 weight = {"view": 1, "add_to_cart": 3, "purchase": 5}[e.action]
                 scores[e.product_category] = scores.get(e.product_category, 0) + weight
         top = min(scores, key=lambda c: (-scores[c], c)) if scores else "unknown"
+        # when sessions start (no users rows in these tests: UTC is the user's time zone)
+        starts = {}
+        for e in recent:
+            starts[e.session_id] = min(starts.get(e.session_id, e.event_at), e.event_at)
+        morning = sum(5 <= t.hour < 11 for t in starts.values())
+        evening = sum(t.hour >= 17 or t.hour < 5 for t in starts.values())
 
         rows[uid] = {
             "as_of": as_of,
@@ -246,6 +255,9 @@ def reference_features(
                 min(days_between(as_of_at, max(o.sent_at for o in user_offers)), cap) if user_offers else float(cap)
             ),
             "top_category": top,
+            "morning_share": (morning + 1) / (len(sessions) + 3),
+            "evening_share": (evening + 1) / (len(sessions) + 3),
+            "category_focus": max(scores.values()) / sum(scores.values()) if scores else 0.0,
         }
 
     ids = sorted(rows)
@@ -402,6 +414,34 @@ def test_hand_made_user_has_the_documented_values(fdb: Connection, settings: Set
     assert row["top_category"] == "toys"
     assert (row["r_score"], row["f_score"], row["m_score"]) == (1, 1, 1)  # the only user: one bucket
     assert row["segment"] == "hibernating"
+    # sessions a (starts 00:00 UTC) and b (00:00 UTC): both evening (17:00-04:59) in UTC
+    assert row["morning_share"] == pytest.approx(1 / 5)
+    assert row["evening_share"] == pytest.approx(3 / 5)
+    assert row["category_focus"] == pytest.approx(10 / 14)
+
+
+def test_session_hours_are_local_to_the_users_time_zone(fdb: Connection, settings: Settings) -> None:
+    t = MIDNIGHT - timedelta(days=3)
+    events = [
+        # 22:30 UTC is 07:30 the next day in Tokyo (morning) and 17:30 in New York (evening, EST)
+        Event(1, "a", t + timedelta(hours=22, minutes=30), "view", "books"),
+        Event(2, "a", t + timedelta(hours=22, minutes=30), "view", "books"),
+        Event(3, "a", t + timedelta(hours=22, minutes=30), "view", "books"),  # no users row: UTC, evening
+        # 14:00 UTC: 23:00 Tokyo (evening), 09:00 New York (morning)
+        Event(1, "b", t + timedelta(hours=14), "view", "books"),
+        Event(2, "b", t + timedelta(hours=14), "view", "books"),
+    ]
+    insert_events(fdb, events)
+    with fdb.cursor() as cur:
+        cur.execute(
+            "insert into recsys.users (user_id, timezone, load_id) values (1, 'Asia/Tokyo', 0), "
+            "(2, 'America/New_York', 0)"
+        )
+    build_features(fdb, settings, AS_OF)
+    rows = stored(fdb, AS_OF)
+    assert (rows[1]["morning_share"], rows[1]["evening_share"]) == (pytest.approx(2 / 5), pytest.approx(2 / 5))
+    assert (rows[2]["morning_share"], rows[2]["evening_share"]) == (pytest.approx(2 / 5), pytest.approx(2 / 5))
+    assert (rows[3]["morning_share"], rows[3]["evening_share"]) == (pytest.approx(1 / 4), pytest.approx(2 / 4))
 
 
 def test_top_category_ties_go_to_the_first_name(fdb: Connection, settings: Settings) -> None:

@@ -65,6 +65,9 @@ def _user(**raw: float) -> np.ndarray:
         "purchase_count": 3,
         "offers_last_7d": 0,
         "days_since_last_offer": 30,
+        "morning_share": 1 / 3,
+        "evening_share": 1 / 3,
+        "category_focus": 0.5,
         "email_consent": 1,
         "sms_consent": 1,
         "push_consent": 1,
@@ -302,9 +305,24 @@ def _write_truth_logs(conn: Connection, catalog: Catalog, users: int, send_share
             "purchase_count": rng.integers(1, 6, n),
             "offers_last_7d": rng.integers(0, 5, n),
             "days_since_last_offer": rng.uniform(0, 30, n),
+            "morning_share": rng.uniform(0, 1, n),
+            "evening_share": rng.uniform(0, 1, n),
+            "category_focus": rng.uniform(0, 1, n),
         }
         for u in range(n):
-            feature_rows.append([day, u + 1, *[raw[c][u] for c in FEATURE_COLUMNS[2:15]], "home", 3, 3, 3, "promising"])
+            feature_rows.append(
+                [
+                    day,
+                    u + 1,
+                    *[raw[c][u] for c in FEATURE_COLUMNS[2:15]],
+                    "home",
+                    3,
+                    3,
+                    3,
+                    "promising",
+                    *[raw[c][u] for c in FEATURE_COLUMNS[20:]],
+                ]
+            )
         table = np.column_stack([raw[name] if name in raw else np.ones(n) for name in FEATURE_NAMES])
         obs = normalise(table)
         chosen = np.flatnonzero(rng.random(n) < send_share)
@@ -414,7 +432,9 @@ def test_few_logs_stay_close_to_the_prior(
     as_of = TRUTH_DATES[-1] + dt.timedelta(days=1)
     prior = prior_response_model(catalog, rules)
     rng = np.random.default_rng(0)
-    obs = normalise(rng.uniform(0, 1, (200, N_FEATURES)) * [60, 20, 300, 1, 1, 1, 1, 1, 1, 90, 5, 4, 30, 1, 1, 1])
+    obs = normalise(
+        rng.uniform(0, 1, (200, N_FEATURES)) * [60, 20, 300, 1, 1, 1, 1, 1, 1, 90, 5, 4, 30, 1, 1, 1, 1, 1, 1]
+    )
     actions = rng.integers(0, catalog.n_actions, 200)
 
     def distance(model: ResponseModel) -> float:

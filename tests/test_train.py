@@ -92,16 +92,47 @@ def test_fine_tune_continues_the_champion(loaded: Connection, settings: Settings
 
 
 def test_gate_refuses_a_deliberately_worse_model(loaded: Connection, settings: Settings) -> None:
+    import torch
+
+    from recsys.catalog import load_catalog
+    from recsys.gate import GateConfig
+    from recsys.observation import load_states
+    from recsys.policy import load_sb3_model
+    from recsys.registry import get_model
+    from recsys.response import ResponseModel
+    from recsys.train import register_challenger
+
     good = train(loaded, settings, as_of=END, mode="retrain", config=_tiny(total_timesteps=8192))
     assert champion(loaded).model_version == good.record.model_version
-    # learning rate 0: the network stays at its (near uniform) initialisation
-    bad = train(loaded, settings, as_of=END, mode="retrain", config=_tiny(learning_rate=0.0, seed=99))
-    assert bad.decision.decision == "rejected"
-    assert bad.evaluation["simulator_value"] < good.evaluation["simulator_value"]
+    # Sabotage a copy of the champion: its actor now prefers, for everyone, the action worth least.
+    catalog = load_catalog()
+    states = load_states(loaded, END)
+    response = ResponseModel.from_dict(get_model(loaded, good.record.model_version).response_model, catalog)
+    worst = int(response.reward_matrix(states.obs).mean(axis=0).argmin())
+    bad = load_sb3_model(good.record.artifact)
+    with torch.no_grad():
+        bad.policy.action_net.weight.zero_()
+        bad.policy.action_net.bias.fill_(-10.0)
+        bad.policy.action_net.bias[worst] = 10.0
+    result = register_challenger(
+        loaded,
+        bad,
+        as_of=END,
+        mode="retrain",
+        states=states,
+        response=response,
+        catalog=catalog,
+        current=champion(loaded),
+        config=_tiny(),
+        seconds=1.0,
+        gate=GateConfig(),
+    )
+    assert result.decision.decision == "rejected"
+    assert result.evaluation["simulator_value"] < result.evaluation["champion_simulator_value"]
     assert champion(loaded).model_version == good.record.model_version
     assert fetch_value(loaded, "select count(*) from recsys.policy_models where is_champion") == 1
     board = fetch_all(loaded, "select model_version, gate_decision from recsys.v_model_leaderboard")
-    assert {r["model_version"]: r["gate_decision"] for r in board}[bad.record.model_version] == "rejected"
+    assert {r["model_version"]: r["gate_decision"] for r in board}[result.record.model_version] == "rejected"
 
 
 def test_fine_tune_without_champion_or_features_is_a_clear_error(db: Connection, settings: Settings) -> None:

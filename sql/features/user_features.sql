@@ -53,6 +53,7 @@ user_sessions as (
     select
         user_id,
         session_id,
+        min(event_at) as first_event_at,
         max(event_at) as last_event_at,
         max(event_at) filter (where action = 'purchase') as last_purchase_at,
         count(*) filter (where action = 'view') as views,
@@ -68,6 +69,15 @@ user_sessions as (
     group by user_id, session_id
 ),
 
+-- The local hour each session started at, in the user's time zone (UTC without a users row).
+sessions_local as (
+    select
+        s.*,
+        extract(hour from s.first_event_at at time zone coalesce(z.timezone, 'UTC')) as local_hour
+    from user_sessions as s
+    left join recsys.users as z on s.user_id = z.user_id
+),
+
 -- Second level: one row per user with a session in the window.
 user_activity as (
     select
@@ -78,13 +88,15 @@ user_activity as (
         count(*) filter (where is_from_email) as email_sessions,
         count(*) filter (where is_from_sms) as sms_sessions,
         count(*) filter (where is_from_push) as push_sessions,
+        count(*) filter (where local_hour >= 5 and local_hour < 11) as morning_sessions,
+        count(*) filter (where local_hour >= 17 or local_hour < 5) as evening_sessions,
         sum(views) as views,
         sum(add_to_carts) as add_to_carts,
         sum(purchases) as purchases,
         sum(discount_purchases) as discount_purchases,
         sum(free_shipping_purchases) as free_shipping_purchases,
         sum(purchase_amount) as purchase_amount
-    from user_sessions
+    from sessions_local
     group by user_id
 ),
 
@@ -125,7 +137,8 @@ category_scores as (
 top_categories as (
     select
         user_id,
-        (array_agg(product_category order by category_score desc, product_category asc))[1] as top_category
+        (array_agg(product_category order by category_score desc, product_category asc))[1] as top_category,
+        max(category_score)::double precision / sum(category_score) as category_focus
     from category_scores
     group by user_id
 ),
@@ -176,7 +189,9 @@ users as (
         coalesce(a.free_shipping_purchases, 0) as free_shipping_purchases,
         coalesce(a.email_sessions, 0) as email_sessions,
         coalesce(a.sms_sessions, 0) as sms_sessions,
-        coalesce(a.push_sessions, 0) as push_sessions
+        coalesce(a.push_sessions, 0) as push_sessions,
+        coalesce(a.morning_sessions, 0) as morning_sessions,
+        coalesce(a.evening_sessions, 0) as evening_sessions
     from user_activity as a
     full outer join user_history as h on a.user_id = h.user_id
 ),
@@ -211,7 +226,9 @@ user_window as (
         u.free_shipping_purchases,
         u.email_sessions,
         u.sms_sessions,
-        u.push_sessions
+        u.push_sessions,
+        u.morning_sessions,
+        u.evening_sessions
     from users as u
     cross join params as p
 ),
@@ -293,7 +310,14 @@ features as (
         coalesce(t.top_category, 'unknown') as top_category,
         r.r_score,
         r.f_score,
-        r.m_score
+        r.m_score,
+        -- morning_share: sessions in the window that started 05:00-10:59 in the user's time zone,
+        -- smoothed (m + 1) / (sessions + 3); evening_share: 17:00-04:59, (e + 1) / (sessions + 3).
+        -- They say when a user reads messages: the offer's timing should meet it.
+        (u.morning_sessions + 1)::double precision / (u.frequency_sessions + 3) as morning_share,
+        (u.evening_sessions + 1)::double precision / (u.frequency_sessions + 3) as evening_share,
+        -- category_focus: the top category's share of the window's category interest; 0 with none
+        coalesce(t.category_focus, 0) as category_focus
     from user_window as u
     cross join params as p
     inner join rfm_scores as r on u.user_id = r.user_id
@@ -339,7 +363,10 @@ final as (
             when r_score <= 2 and (f_score >= 3 or m_score >= 3) then 'at_risk'
             when r_score <= 2 then 'hibernating'
             else 'promising'
-        end as segment
+        end as segment,
+        morning_share,
+        evening_share,
+        category_focus
     from features
 )
 

@@ -20,8 +20,12 @@ final as (
         f.sms_responsiveness,
         f.push_responsiveness,
         f.days_since_last_purchase,
+        f.purchase_count,
         f.offers_last_7d,
         f.days_since_last_offer,
+        f.morning_share,
+        f.evening_share,
+        f.category_focus,
         f.segment
     from offers as o
     left join recsys.user_features as f
