@@ -495,6 +495,7 @@ def off_policy_evaluation(
     n_boot: int = 500,
     seed: int = 0,
     alpha: float = 0.05,
+    logs: LoggedOffers | None = None,
 ) -> dict[str, Estimate]:
     """Estimates of `policy`'s mean value per logged decision, from `recsys.v_logged_offers`.
 
@@ -503,9 +504,11 @@ def off_policy_evaluation(
     `q_fn(obs, action_ids)` is a reward model's expected reward; without it the doubly robust
     and direct-method estimates are skipped. Keys: "logged" (the logging policy's own mean reward),
     "ips", "snips", and with `q_fn` "dm" and "dr". Empty when no logged decision can be used.
-    Every estimate uses the same bootstrap resamples (`seed`).
+    Every estimate uses the same bootstrap resamples (`seed`). Pass `logs` (from
+    `load_logged_offers`) to evaluate several policies on one read of the view.
     """
-    logs = load_logged_offers(conn, catalog, since=since, until=until)
+    if logs is None:
+        logs = load_logged_offers(conn, catalog, since=since, until=until)
     if logs.skipped.get("no_features") or logs.skipped.get("no_propensity"):
         log.info(
             "off-policy evaluation: left out %d logged offers without features of their day and %d without a "

@@ -1,7 +1,10 @@
 """The promotion gate: a challenger becomes champion only if it is not worse than the champion.
 
 Checks, in order (each recorded with its numbers on the model row):
-1. sanity: the challenger beats uniform random in the simulator (otherwise it learned nothing);
+1. sanity: the challenger beats uniform random in the simulator (otherwise it learned nothing),
+   and, once logged offers exist, it is not clearly worse than random off-policy: the upper end of
+   its doubly robust interval on the logs reaches random's estimate (a policy that only exploits
+   the simulator's mistakes fails here; noise alone does not);
 2. with no champion yet, a sane challenger becomes the first champion (`bootstrap`);
 3. simulator value: challenger >= champion - margin x |champion| on the same users, same night and
    same response model;
@@ -52,6 +55,16 @@ def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, config: 
         challenger["simulator_value"] > challenger["random_value"],
         f"challenger {challenger['simulator_value']:.5f} vs random {challenger['random_value']:.5f}",
     )
+    if challenger.get("dr_upper") is not None and challenger.get("random_dr_value") is not None:
+        sane = (
+            check(
+                "not clearly worse than uniform random off-policy (doubly robust, on the logs)",
+                challenger["dr_upper"] >= challenger["random_dr_value"],
+                f"challenger {challenger['dr_value']:.5f} (upper {challenger['dr_upper']:.5f}) "
+                f"vs random {challenger['random_dr_value']:.5f}",
+            )
+            and sane
+        )
     if champion is None:
         return GateDecision("bootstrap" if sane else "rejected", reasons)
     floor = champion["simulator_value"] - config.margin * abs(champion["simulator_value"])

@@ -163,6 +163,46 @@ def simulator_values(policy: Any, states: States, response: Any, catalog: Catalo
     }
 
 
+def off_policy_values(
+    conn: Connection,
+    as_of: dt.date,
+    catalog: Catalog,
+    response: Any,
+    challenger: Any,
+    champion_policy: Any | None,
+    *,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Doubly robust estimates, on the offers logged before `as_of`, of the challenger, uniform
+    random (as `random_dr_value` in the challenger's dict) and the champion. Empty without logs."""
+    from recsys.baselines import UniformRandomPolicy
+    from recsys.evaluate import load_logged_offers, off_policy_evaluation
+    from recsys.model_eval import realised_reward
+
+    logs = load_logged_offers(conn, catalog, until=as_of)
+    if len(logs) == 0:
+        return {}
+    rules = response.rules
+
+    def dr(policy: Any) -> dict[str, float]:
+        estimates = off_policy_evaluation(
+            conn,
+            policy,
+            catalog=catalog,
+            reward_fn=lambda rows: realised_reward(rows, rules),
+            q_fn=response.expected_reward,
+            logs=logs,
+            n_boot=200,
+            seed=seed,
+        )
+        return {"dr_value": estimates["dr"].value, "dr_lower": estimates["dr"].lower, "dr_upper": estimates["dr"].upper}
+
+    out = {"challenger": {**dr(challenger), "random_dr_value": dr(UniformRandomPolicy(catalog))["dr_value"]}}
+    if champion_policy is not None:
+        out["champion"] = dr(champion_policy)
+    return out
+
+
 def train(
     conn: Connection,
     settings: Settings,
@@ -257,10 +297,17 @@ def register_challenger(
     evaluation["users"] = len(states)
     evaluation["env_steps_per_second"] = config.total_timesteps / seconds if seconds > 0 else None
     champion_eval: dict[str, Any] | None = None
+    current_policy = None
     if current is not None and current.catalog_fingerprint == catalog.fingerprint():
         current_policy = PPOPolicy(load_sb3_model(current.artifact), catalog, name="champion")
         champion_eval = simulator_values(current_policy, states, response, catalog)
         evaluation["champion_simulator_value"] = champion_eval["simulator_value"]
+    off_policy = off_policy_values(conn, as_of, catalog, response, challenger, current_policy, seed=config.seed)
+    evaluation.update(off_policy.get("challenger", {}))
+    if champion_eval is not None and "champion" in off_policy:
+        champion_eval.update(off_policy["champion"])
+        evaluation["champion_dr_value"] = champion_eval["dr_value"]
+        evaluation["champion_dr_lower"] = champion_eval["dr_lower"]
     decision = decide(evaluation, champion_eval, gate)
 
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")

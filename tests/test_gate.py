@@ -46,3 +46,14 @@ def test_negative_values_use_the_margin_on_magnitude() -> None:
     champion = _eval(-0.10, rnd=-0.5)
     assert decide(_eval(-0.101, rnd=-0.5), champion, GateConfig(margin=0.02)).decision == "promoted"
     assert decide(_eval(-0.2, rnd=-0.5), champion, GateConfig(margin=0.02)).decision == "rejected"
+
+
+def test_a_model_that_only_fools_the_simulator_is_rejected_once_logs_exist() -> None:
+    fooled = {**_eval(0.05), "dr_value": 0.001, "dr_lower": -0.001, "dr_upper": 0.003, "random_dr_value": 0.004}
+    d = decide(fooled, None, GateConfig())
+    assert d.decision == "rejected"
+    assert [r["passed"] for r in d.reasons] == [True, False]
+    honest = {**_eval(0.05), "dr_value": 0.006, "dr_lower": 0.001, "dr_upper": 0.011, "random_dr_value": 0.004}
+    assert decide(honest, None, GateConfig()).decision == "bootstrap"
+    noisy = {**_eval(0.05), "dr_value": 0.003, "dr_lower": -0.004, "dr_upper": 0.010, "random_dr_value": 0.004}
+    assert decide(noisy, None, GateConfig()).decision == "bootstrap"
