@@ -1,10 +1,12 @@
 """`recsys demo` / `make demo`: the main job on a fresh machine, with no configuration.
 
 Generates a sample shop (the synthetic generator), loads it into PostgreSQL through the real
-extract, builds tonight's features in SQL and prints a summary. With `RECSYS_DATABASE_URL` unset,
+extract, builds tonight's features in SQL, trains PPO (gate and registry included), evaluates the
+champion against the generator's hidden truth and prints a summary with one recommendation in the
+original project's format. With `RECSYS_DATABASE_URL` unset,
 it runs on the embedded PostgreSQL in a database of its own (`recsys_demo`, rebuilt each time so
 the summary is reproducible); with it set, it uses that database as it is.
-Later stages (training, scoring, the Airflow DAG) join this job as they are built.
+Scoring, campaigns and the Airflow DAG join this job as they are built.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from recsys.db import connect, database_url, fetch_all, redact
 from recsys.settings import Settings, load_settings
 
 DEMO_DATABASE = "recsys_demo"
-STAGES = 5
+STAGES = 7
 
 
 @contextmanager
@@ -52,29 +54,6 @@ def _demo_database(settings: Settings) -> str:
     params = parse_dsn(server)
     params["dbname"] = DEMO_DATABASE
     return make_dsn(**params)
-
-
-def _seed_style_features(row: dict) -> str:
-    """One user's state in the original project's sample-output format."""
-    channels = {
-        "email": row["email_responsiveness"],
-        "sms": row["sms_responsiveness"],
-        "push": row["push_responsiveness"],
-    }
-    return "\n".join(
-        [
-            f"State Features (user {row['user_id']}, segment {row['segment']}):",
-            f"- Recency: {row['recency_days']:.2f} days",
-            f"- Frequency: {row['frequency_sessions']} sessions",
-            f"- Monetary Value: ${row['monetary_value']:,.2f}",
-            f"- Engagement Score: {row['engagement_score']:.2f}",
-            f"- Discount Sensitive: {'Yes' if row['discount_sensitivity'] > 0.5 else 'No'}"
-            f" ({row['discount_sensitivity']:.2f})",
-            f"- Free Shipping Preference: {row['free_shipping_preference']:.2f}",
-            f"- Preferred Channel: {max(channels, key=channels.__getitem__)}",
-            f"- Days Since Last Purchase: {row['days_since_last_purchase']:.1f}",
-        ]
-    )
 
 
 def run_demo(*, users: int = 2000, days: int = 60, seed: int = 7) -> int:
@@ -110,7 +89,19 @@ def run_demo(*, users: int = 2000, days: int = 60, seed: int = 7) -> int:
     with _stage(4, f"Building features as of {today} in SQL"), connect(url) as conn:
         print(f"      {build_features(conn, settings, today).describe()}")
 
-    with _stage(5, "Summary"), connect(url) as conn:
+    with _stage(5, "Training PPO (retrain or fine-tune), gate, registry"), connect(url) as conn:
+        from recsys.train import TrainConfig, train
+
+        result = train(conn, settings, as_of=today, config=TrainConfig(total_timesteps=60_000, seed=seed))
+        print(_indent(result.describe()))
+
+    with _stage(6, "Evaluating against the generator's hidden truth"), connect(url) as conn:
+        from recsys.model_eval import evaluate_model
+
+        evaluation = evaluate_model(conn, as_of=today, truth_path=summary.truth_path, n_boot=100)
+        print(_indent(evaluation.truth_eval.table()))
+
+    with _stage(7, "Summary"), connect(url) as conn:
         print(_indent(feature_summary(conn, today)))
         sample = fetch_all(
             conn,
@@ -118,10 +109,13 @@ def run_demo(*, users: int = 2000, days: int = 60, seed: int = 7) -> int:
             (today,),
         )
         if sample:
+            from recsys.recommend import recommend
+
             print()
-            print(_indent(_seed_style_features(sample[0])))
+            print(_indent(recommend(conn, user_id=int(sample[0]["user_id"]), as_of=today).format()))
     print(
-        "\nNext: `recsys features --as-of DATE`, `recsys extract --source FILE`; "
+        "\nNext: `recsys evaluate --truth data/sample.truth.npz`, `recsys recommend --user-id N`, "
+        "`recsys train --mode fine_tune`; "
         f"the data is in {Path(out).resolve().parent}.",
         file=sys.stdout,
     )
