@@ -54,18 +54,18 @@ class TrainConfig:
     """Steps per environment per rollout (rollout = n_envs x n_steps samples)."""
     batch_size: int = 1024
     """Minibatch size of each gradient step."""
-    n_epochs: int = 4
-    """Passes over each rollout."""
+    n_epochs: int = 10
+    """Passes over each rollout: the rewards are nearly immediate, so each rollout has much to teach."""
     learning_rate: float = 3e-4
     """Adam learning rate."""
-    gamma: float = 0.9
-    """Discount per night: offers echo for days (fatigue, recency), not months."""
+    gamma: float = 0.5
+    """Discount per night: fatigue and recency echo for a few nights; tonight's offer counts most."""
     gae_lambda: float = 0.9
     """GAE smoothing."""
     clip_range: float = 0.2
     """PPO clipping of the policy ratio."""
-    ent_coef: float = 0.01
-    """Entropy bonus: keeps exploring 108 actions early on."""
+    ent_coef: float = 0.001
+    """Entropy bonus: a little exploration of the 108 actions, without flattening the policy."""
     vf_coef: float = 0.5
     """Value-loss weight."""
     net_arch: tuple[int, ...] = (64, 64)
@@ -161,6 +161,12 @@ def simulator_values(policy: Any, states: States, response: Any, catalog: Catalo
         "simulator_value": float(chosen.mean()) if len(chosen) else 0.0,
         "random_value": float((random_probs * rewards).sum(axis=1).mean()) if len(chosen) else 0.0,
     }
+
+
+def _window_date(response: Any, key: str) -> dt.date | None:
+    """A send date of the logged offers the response model learned from (None for the prior)."""
+    value = (response.fit_report.get("window") or {}).get(key)
+    return dt.date.fromisoformat(value) if value else None
 
 
 def off_policy_values(
@@ -325,8 +331,8 @@ def register_challenger(
         total_timesteps=int(model.num_timesteps),
         artifact=artifact,
         train_seconds=seconds,
-        training_window_start=getattr(response, "window_start", None),
-        training_window_end=getattr(response, "window_end", None),
+        training_window_start=_window_date(response, "first_send_date"),
+        training_window_end=_window_date(response, "last_send_date"),
         response_model=response.to_dict(),
         evaluation=evaluation,
     )

@@ -55,6 +55,8 @@ def test_smoke_train_registers_a_bootstrap_champion(loaded: Connection, settings
     assert current.total_timesteps == 2048
     assert current.hyperparameters["seed"] == 7 and current.seed == 7
     assert current.response_model["fit_report"]  # fitted on the shop's logged offers
+    assert current.training_window_start is not None
+    assert current.training_window_start <= current.training_window_end < END
     assert result.evaluation["simulator_value"] > result.evaluation["random_value"]
 
 
