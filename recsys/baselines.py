@@ -39,7 +39,7 @@ class Policy(Protocol):
     name: str
 
     def probabilities(self, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """obs float32 (n, 16) normalised observations; mask bool (n, n_actions) allowed actions.
+        """obs float32 (n, N_FEATURES) normalised observations; mask bool (n, n_actions) allowed actions.
 
         Returns float64 (n, n_actions): the policy's probability of each action, 0 where not
         allowed, rows sum to 1 (a row with no allowed action is all zeros).
