@@ -28,6 +28,13 @@ log = logging.getLogger(__name__)
 
 MIGRATION_LOCK_KEY = 7_301_958_224_001  # arbitrary, fixed: "recsys migrate"
 REPEATABLE_DIRS = ("functions", "views")
+# The sender protocol (sql/functions/30_sender_protocol.sql, contract section 3).
+SENDER_FUNCTIONS = (
+    "recsys.claim_offers(text, text, integer, interval)",
+    "recsys.ack_offer(bigint, text)",
+    "recsys.fail_offer(bigint, text, text, interval)",
+    "recsys.record_offer_event(bigint, text, timestamptz, numeric)",
+)
 _VERSIONED = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
 
@@ -99,8 +106,8 @@ def _ensure_role(cur: psycopg2.extensions.cursor, role: str) -> None:
 def ensure_roles(cur: psycopg2.extensions.cursor, settings: Settings) -> None:
     """Create the analyst and sender roles (NOLOGIN; a deployer grants LOGIN) and their grants.
 
-    The analyst role reads the `v_*` views; the sender role gets only schema usage here (the
-    sender functions grant it EXECUTE when they exist).
+    The analyst role reads the `v_*` views; the sender role gets schema usage and EXECUTE on the
+    sender protocol functions (SECURITY DEFINER: PUBLIC's default EXECUTE is revoked), nothing else.
     """
     analyst = sql.Identifier(settings.analyst_role)
     sender = sql.Identifier(settings.sender_role)
@@ -113,6 +120,12 @@ def ensure_roles(cur: psycopg2.extensions.cursor, settings: Settings) -> None:
     )
     for (view,) in cur.fetchall():
         cur.execute(sql.SQL("grant select on {} to {}").format(sql.Identifier("recsys", view), analyst))
+    for signature in SENDER_FUNCTIONS:
+        cur.execute("select to_regprocedure(%s) is not null", (signature,))
+        if cur.fetchone()[0]:
+            function = sql.SQL(signature)  # a constant of this module, not input
+            cur.execute(sql.SQL("revoke execute on function {} from public").format(function))
+            cur.execute(sql.SQL("grant execute on function {} to {}").format(function, sender))
 
 
 def migrate(conn: Connection, settings: Settings) -> MigrateResult:
