@@ -1,0 +1,191 @@
+"""
+### recsys nightly campaign
+
+Every night: apply migrations, load the inbox (behaviour, users, past offers) with the night's
+00:00 UTC as reference time, ingest feedback files, build features as of the campaign date,
+retrain or fine-tune the PPO policy through the promotion gate, evaluate the champion, score every
+active user in parallel shards, publish the run once every shard is in (only then can senders
+claim its offers), and write a report into `recsys.campaign_runs.report`.
+
+**Campaign date**: the run's logical date in UTC (a UI trigger without one uses the time it was
+queued), or the `campaign_date` param.
+
+**Re-running** is safe: a cleared task or a whole re-run of a night gives the same offers (loads
+are keyed by checksum, features replace their date, training reuses the date's model, offers are
+upserted per campaign date and user). A failed shard can be cleared and re-run alone.
+
+**Database**: the Airflow connection `recsys_db` (a Postgres connection, or
+`AIRFLOW_CONN_RECSYS_DB`), else `RECSYS_DATABASE_URL`. Schedule: `RECSYS_NIGHTLY_SCHEDULE`
+(default `0 2 * * *`, UTC).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import Any
+
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+CAMPAIGN_OFFERS = Asset("recsys://campaign_offers")
+
+
+def _night() -> tuple[Any, dt.date, dict[str, Any]]:
+    """Settings, campaign date and params of the running task (called at run time only)."""
+    from recsys import pipeline
+
+    context = get_current_context()
+    params = context["params"]
+    dag_run = context["dag_run"]
+    campaign_date = pipeline.campaign_date_for(
+        context.get("logical_date"), getattr(dag_run, "run_after", None), params.get("campaign_date")
+    )
+    return pipeline.airflow_settings(), campaign_date, params
+
+
+@dag(
+    dag_id="recsys_nightly",
+    schedule=os.environ.get("RECSYS_NIGHTLY_SCHEDULE", "0 2 * * *"),
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["recsys", "campaigns"],
+    doc_md=__doc__,
+    default_args={
+        "owner": "recsys",
+        "retries": int(os.environ.get("RECSYS_NIGHTLY_RETRIES", "2")),
+        "retry_delay": dt.timedelta(minutes=5),
+    },
+    params={
+        "mode": Param(
+            "auto",
+            enum=["auto", "retrain", "fine_tune"],
+            description="auto fine-tunes the champion unless there is none (or the catalog changed); "
+            "retrain starts from scratch; fine_tune continues the champion.",
+        ),
+        "total_timesteps": Param(
+            200_000, type="integer", minimum=1, description="PPO environment steps (user-nights) to train for."
+        ),
+        "shards": Param(
+            2, type="integer", minimum=1, maximum=64, description="Parallel scoring tasks (users split by hash)."
+        ),
+        "campaign_date": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="Score this date instead of the run's logical date (YYYY-MM-DD).",
+        ),
+        "dry_run": Param(False, type="boolean", description="Score and report without writing or publishing offers."),
+        "force_train": Param(
+            False, type="boolean", description="Train again even if a model was already trained for this date."
+        ),
+    },
+)
+def recsys_nightly() -> None:
+    @task
+    def migrate() -> dict[str, Any]:
+        from recsys import pipeline
+
+        settings, _, _ = _night()
+        return pipeline.migrate(settings)
+
+    @task
+    def extract() -> dict[str, Any]:
+        from recsys import pipeline
+
+        settings, campaign_date, _ = _night()
+        return pipeline.extract(settings, campaign_date)
+
+    @task
+    def ingest_feedback() -> dict[str, Any]:
+        from recsys import pipeline
+
+        settings, campaign_date, _ = _night()
+        return pipeline.ingest_feedback(settings, campaign_date)
+
+    @task
+    def features() -> dict[str, Any]:
+        from recsys import pipeline
+
+        settings, campaign_date, _ = _night()
+        return pipeline.build_features(settings, campaign_date)
+
+    @task
+    def train() -> dict[str, Any]:
+        from recsys import pipeline
+
+        settings, campaign_date, params = _night()
+        return pipeline.train(
+            settings,
+            campaign_date,
+            mode=params["mode"],
+            total_timesteps=params["total_timesteps"],
+            force=params["force_train"],
+        )
+
+    @task
+    def evaluate() -> dict[str, Any]:
+        from recsys import pipeline
+
+        settings, campaign_date, _ = _night()
+        return pipeline.evaluate(settings, campaign_date)
+
+    @task
+    def shard_list() -> list[int]:
+        from recsys import pipeline
+
+        return pipeline.shard_list(get_current_context()["params"]["shards"])
+
+    @task(map_index_template="{{ shard_label }}")
+    def score(shard: int) -> dict[str, Any]:
+        from recsys import pipeline
+
+        settings, campaign_date, params = _night()
+        get_current_context()["shard_label"] = f"shard {shard} of {params['shards']}"  # type: ignore[literal-required]
+        return pipeline.score_shard(
+            settings,
+            campaign_date,
+            run_id=get_current_context()["run_id"],
+            shard=shard,
+            shards=params["shards"],
+            dry_run=params["dry_run"],
+        )
+
+    @task
+    def publish(scored: list[dict[str, Any]]) -> dict[str, Any]:
+        from recsys import pipeline
+
+        settings, _, params = _night()
+        return pipeline.publish(settings, get_current_context()["run_id"], dry_run=params["dry_run"])
+
+    @task(outlets=[CAMPAIGN_OFFERS])
+    def report(tasks: dict[str, Any]) -> dict[str, Any]:
+        from recsys import pipeline
+
+        settings, campaign_date, _ = _night()
+        return pipeline.report(settings, get_current_context()["run_id"], campaign_date, tasks=tasks)
+
+    migrated, extracted, feedback, built = migrate(), extract(), ingest_feedback(), features()
+    trained, evaluated = train(), evaluate()
+    shards = shard_list()
+    scored = score.expand(shard=shards)
+    published = publish(scored)
+    migrated >> extracted >> feedback >> built >> trained >> evaluated >> shards
+    report(
+        {
+            "migrate": migrated,
+            "extract": extracted,
+            "ingest_feedback": feedback,
+            "features": built,
+            "train": trained,
+            "evaluate": evaluated,
+            "score": scored,
+            "publish": published,
+        }
+    )
+
+
+dag = recsys_nightly()
+
+if __name__ == "__main__":
+    dag.test()

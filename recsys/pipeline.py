@@ -1,0 +1,435 @@
+"""The nightly pipeline as plain functions: one per task of the `recsys_nightly` DAG.
+
+Each function takes the settings and plain values (the campaign date, params, the run id) and
+returns a small JSON-able dict that Airflow keeps as the task's XCom; the data itself stays in
+PostgreSQL. The DAG files, `recsys demo`, `recsys simulate` and the tests all call these same
+functions. Every one is safe to run again: loads are keyed by file checksum, features replace
+their date's partition, training reuses the model already trained for the date, and scoring
+upserts on (campaign date, user), so re-running a night gives the same offers.
+
+This module imports nothing from Airflow at import time: `airflow_settings()` looks the
+`recsys_db` connection up only when a task runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from recsys.errors import RecsysError
+from recsys.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+CONNECTION_ID = "recsys_db"
+MODES = ("auto", "retrain", "fine_tune")
+# libpq options an Airflow connection may carry in its `extra`
+_LIBPQ_EXTRAS = {
+    "sslmode",
+    "sslcert",
+    "sslkey",
+    "sslrootcert",
+    "connect_timeout",
+    "options",
+    "application_name",
+    "target_session_attrs",
+}
+
+
+# --- configuration --------------------------------------------------------------------------------
+
+
+def connection_url(conn: Any) -> str:
+    """A PostgreSQL URL from an Airflow connection (host, port, login, password, schema = database).
+
+    A host that is a folder (a unix socket directory, as the embedded server uses) goes into the
+    query string, where libpq expects it.
+    """
+    host = conn.host or ""
+    user = quote(conn.login or "", safe="")
+    password = quote(conn.password or "", safe="")
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    query: dict[str, str] = {}
+    netloc = ""
+    if host.startswith("/"):
+        query["host"] = host
+    elif host:
+        netloc = host + (f":{conn.port}" if conn.port else "")
+    elif conn.port:
+        query["port"] = str(conn.port)
+    if host.startswith("/") and conn.port:
+        query["port"] = str(conn.port)
+    extra = conn.extra_dejson if getattr(conn, "extra", None) else {}
+    query.update({k: str(v) for k, v in extra.items() if k in _LIBPQ_EXTRAS})
+    database = quote(conn.schema or "postgres", safe="")
+    return f"postgresql://{auth}{netloc}/{database}" + (f"?{urlencode(query)}" if query else "")
+
+
+def airflow_settings(conn_id: str = CONNECTION_ID) -> Settings:
+    """Settings for a task running inside Airflow: the `recsys_db` connection when it exists.
+
+    Falls back to `RECSYS_DATABASE_URL`, then to the embedded server (`recsys.db.database_url`).
+    Called at task run time only, never while a DAG file is parsed.
+    """
+    settings = load_settings()
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        conn = Connection.get(conn_id)
+    except AirflowNotFoundException:
+        where = "RECSYS_DATABASE_URL" if settings.database_url else "the embedded PostgreSQL"
+        log.info("no Airflow connection %r: using %s", conn_id, where)
+        return settings
+    return replace(settings, database_url=connection_url(conn))
+
+
+def campaign_date_for(
+    logical_date: dt.datetime | None, run_after: dt.datetime | None, override: str | dt.date | None = None
+) -> dt.date:
+    """The run's campaign date (contract section 0): the param, else the logical date in UTC.
+
+    Runs triggered without a logical date (possible from the UI and the API in Airflow 3) use
+    the moment they were queued to run (`run_after`).
+    """
+    if override:
+        if isinstance(override, dt.date):
+            return override
+        try:
+            return dt.date.fromisoformat(str(override).strip())
+        except ValueError as e:
+            raise RecsysError(f"param campaign_date: expected a date as YYYY-MM-DD, got {override!r}") from e
+    moment = logical_date or run_after
+    if moment is None:
+        raise RecsysError("the run has neither a logical date nor a run_after time: pass campaign_date")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).date()
+
+
+def reference_time(campaign_date: dt.date) -> dt.datetime:
+    """The load's reference time for a night: the campaign date, 00:00 UTC (contract section 0)."""
+    return dt.datetime.combine(campaign_date, dt.time(0), tzinfo=dt.UTC)
+
+
+def _url(settings: Settings) -> str:
+    from recsys.db import database_url
+
+    return database_url(settings)
+
+
+def _jsonable(value: Any) -> Any:
+    """Round-trip through JSON so XComs and the report hold plain values (dates as ISO text)."""
+
+    def default(o: Any) -> Any:
+        if isinstance(o, dt.date | dt.datetime):
+            return o.isoformat()
+        if isinstance(o, Path):
+            return str(o)
+        if hasattr(o, "item"):  # numpy scalars
+            return o.item()
+        if hasattr(o, "tolist"):
+            return o.tolist()
+        raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+    return json.loads(json.dumps(value, default=default, allow_nan=False))
+
+
+def _seconds(started: float) -> float:
+    return round(time.perf_counter() - started, 3)
+
+
+# --- tasks ----------------------------------------------------------------------------------------
+
+
+def migrate(settings: Settings) -> dict[str, Any]:
+    """Apply pending migrations and changed views/functions (a no-op when up to date)."""
+    from recsys.db import connect
+    from recsys.migrate import migrate as apply
+
+    started = time.perf_counter()
+    with connect(_url(settings)) as conn:
+        result = apply(conn, settings)
+    log.info("migrate: %s", result.summary())
+    return {"summary": result.summary(), "seconds": _seconds(started)}
+
+
+def extract(settings: Settings, campaign_date: dt.date) -> dict[str, Any]:
+    """Load the inbox's new files (events, users, past offers) with the night as reference time.
+
+    Files already loaded are known by checksum and moved aside, so a re-run loads nothing twice.
+    A refused file fails the task, naming the file and why; nothing of it was loaded.
+    """
+    from recsys.db import connect
+    from recsys.extract import load_inbox
+
+    started = time.perf_counter()
+    with connect(_url(settings)) as conn:
+        results = load_inbox(conn, settings, reference_at=reference_time(campaign_date))
+    files = [{"file": r.path.name, "status": r.status} for r in results]
+    for r in results:
+        log.info("extract: %s", r.describe())
+    refused = [r for r in results if r.status == "refused"]
+    if refused:
+        raise RecsysError("extract: refused " + "; ".join(r.describe() for r in refused))
+    return {
+        "files": files,
+        "rows_loaded": sum(r.total("loaded") for r in results),
+        "rows_rejected": sum(r.total("rejected") for r in results),
+        "seconds": _seconds(started),
+    }
+
+
+def ingest_feedback(settings: Settings, campaign_date: dt.date) -> dict[str, Any]:
+    """Load the inbox's `feedback*.csv` files (outcomes of our own offers) into `offer_events`.
+
+    Recording an event is idempotent per (offer, event), so a re-run adds nothing; loaded files
+    move to `loaded/` like the other inbox files.
+    """
+    started = time.perf_counter()
+    files = sorted(p for p in settings.inbox.glob("*.csv") if p.name.lower().startswith("feedback"))
+    if not files:
+        log.info("ingest_feedback: no feedback files in %s", settings.inbox)
+        return {"files": [], "events": 0, "seconds": _seconds(started)}
+    try:
+        from recsys.feedback import ingest_feedback as load
+    except ImportError:
+        log.warning(
+            "ingest_feedback: %d feedback file(s) in %s left in place: this build has no feedback loader yet",
+            len(files),
+            settings.inbox,
+        )
+        return {"files": [p.name for p in files], "events": 0, "skipped": True, "seconds": _seconds(started)}
+    events = 0
+    loaded = settings.inbox / "loaded"
+    loaded.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        result = load(settings, path)
+        events += int(result.get("events", 0)) if isinstance(result, Mapping) else 0
+        path.replace(loaded / path.name)
+    return {"files": [p.name for p in files], "events": events, "seconds": _seconds(started)}
+
+
+def build_features(settings: Settings, campaign_date: dt.date) -> dict[str, Any]:
+    """Features as of the campaign date (events before its 00:00 UTC only); replaces the date."""
+    from recsys.db import connect
+    from recsys.features import build_features as build
+
+    started = time.perf_counter()
+    with connect(_url(settings)) as conn:
+        result = build(conn, settings, campaign_date)
+    log.info("features: %s", result.describe())
+    return {"as_of": campaign_date.isoformat(), "users": int(result.users), "seconds": _seconds(started)}
+
+
+def train(
+    settings: Settings,
+    campaign_date: dt.date,
+    *,
+    mode: str = "auto",
+    total_timesteps: int | None = None,
+    seed: int | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Retrain or fine-tune PPO on the night's users, gate it and register it.
+
+    A model already trained on this campaign date is reused (a re-run of the night must give the
+    same offers); `force` trains another one anyway.
+    """
+    from recsys.db import connect, fetch_all
+
+    if mode not in MODES:
+        raise RecsysError(f"param mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    started = time.perf_counter()
+    with connect(_url(settings)) as conn:
+        if not force:
+            done = fetch_all(
+                conn,
+                "select model_version, training_mode, gate_decision, is_champion, total_timesteps"
+                " from recsys.policy_models where trained_on = %s order by created_at desc limit 1",
+                (campaign_date,),
+            )
+            if done:
+                row = done[0]
+                log.info("train: model %s was already trained for %s: reused", row["model_version"], campaign_date)
+                return {
+                    "model_version": row["model_version"],
+                    "mode": row["training_mode"],
+                    "decision": row["gate_decision"],
+                    "is_champion": bool(row["is_champion"]),
+                    "total_timesteps": int(row["total_timesteps"]),
+                    "reused": True,
+                    "seconds": _seconds(started),
+                }
+        from recsys.train import TrainConfig
+        from recsys.train import train as fit
+
+        config = TrainConfig()
+        if total_timesteps is not None:
+            config.total_timesteps = int(total_timesteps)
+        if seed is not None:
+            config.seed = int(seed)
+        result = fit(conn, settings, as_of=campaign_date, mode=mode, config=config)
+    record, decision = result.record, result.decision
+    return _jsonable(
+        {
+            "model_version": record.model_version,
+            "mode": record.training_mode,
+            "parent_version": record.parent_version,
+            "decision": decision.decision,
+            "is_champion": decision.decision in ("bootstrap", "promoted"),
+            "total_timesteps": record.total_timesteps,
+            "simulator_value": result.evaluation.get("simulator_value"),
+            "random_value": result.evaluation.get("random_value"),
+            "reused": False,
+            "seconds": _seconds(started),
+        }
+    )
+
+
+def evaluate(settings: Settings, campaign_date: dt.date, *, model_version: str | None = None) -> dict[str, Any]:
+    """The champion's metrics on the night's users: simulator values and off-policy estimates."""
+    from recsys.db import connect
+    from recsys.model_eval import evaluate_model
+
+    started = time.perf_counter()
+    with connect(_url(settings)) as conn:
+        result = evaluate_model(conn, model_version=model_version, as_of=campaign_date, n_boot=100)
+    metrics = result.to_dict()
+    metrics.pop("off_policy", None)
+    return _jsonable({"model_version": result.model_version, **metrics, "seconds": _seconds(started)})
+
+
+def shard_list(shards: int) -> list[int]:
+    """The shard numbers 0..N-1 the scoring task is mapped over."""
+    try:
+        n = int(shards)
+    except (TypeError, ValueError) as e:
+        raise RecsysError(f"param shards: expected a whole number, got {shards!r}") from e
+    if n < 1 or n > 64:
+        raise RecsysError(f"param shards: expected 1 to 64, got {n}")
+    return list(range(n))
+
+
+def score_shard(
+    settings: Settings,
+    campaign_date: dt.date,
+    *,
+    run_id: str,
+    shard: int,
+    shards: int,
+    dry_run: bool = False,
+    model_version: str | None = None,
+) -> dict[str, Any]:
+    """Score shard K of N of the night's active users and write their offers (unpublished).
+
+    The shard's rows are replaced in one transaction keyed on (campaign date, user), so a cleared
+    shard re-runs alone and changes nothing that was already right.
+    """
+    from recsys.campaign import score_campaign
+
+    started = time.perf_counter()
+    result = score_campaign(
+        settings,
+        campaign_date,
+        run_id=run_id,
+        shard=int(shard),
+        shards=int(shards),
+        dry_run=bool(dry_run),
+        model_version=model_version,
+    )
+    return _jsonable({**dict(result), "shard": int(shard), "seconds": _seconds(started)})
+
+
+def publish(settings: Settings, run_id: str, *, dry_run: bool = False) -> dict[str, Any]:
+    """Make the run's offers claimable once every shard is done (a dry run publishes nothing)."""
+    started = time.perf_counter()
+    if dry_run:
+        log.info("publish: dry run %s: nothing to publish", run_id)
+        return {"run_id": run_id, "published": False, "dry_run": True, "seconds": _seconds(started)}
+    from recsys.campaign import publish_run
+
+    result = publish_run(settings, run_id)
+    return _jsonable({**dict(result), "run_id": run_id, "seconds": _seconds(started)})
+
+
+def report(
+    settings: Settings,
+    run_id: str,
+    campaign_date: dt.date,
+    *,
+    tasks: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Write the night's report into `campaign_runs.report` and return its headline numbers.
+
+    `tasks` maps each task name to the dict it returned (a list of dicts for the mapped shards).
+    The report holds seconds per task, the model (training and gate), the champion's metrics and
+    the run's counts; writing it again replaces it.
+    """
+    from recsys.db import connect, fetch_all
+
+    seconds: dict[str, float] = {}
+    for name, result in tasks.items():
+        if isinstance(result, Mapping):
+            seconds[name] = float(result.get("seconds", 0.0))
+        elif isinstance(result, Iterable) and not isinstance(result, str | bytes):
+            parts = [float(r.get("seconds", 0.0)) for r in result if isinstance(r, Mapping)]
+            seconds[name] = round(max(parts, default=0.0), 3)
+            seconds[f"{name}_sum"] = round(sum(parts), 3)
+    body = _jsonable(
+        {
+            "campaign_date": campaign_date,
+            "seconds_per_task": seconds,
+            "model": tasks.get("train") or {},
+            "evaluation": tasks.get("evaluate") or {},
+            "extract": {k: v for k, v in (tasks.get("extract") or {}).items() if k != "seconds"},
+            "features": {k: v for k, v in (tasks.get("features") or {}).items() if k != "seconds"},
+        }
+    )
+    with connect(_url(settings)) as conn:
+        with conn.cursor() as cur:
+            cur.execute(
+                "update recsys.campaign_runs set report = %s::jsonb where run_id = %s"
+                " returning state, dry_run, model_version, counts",
+                (json.dumps(body), run_id),
+            )
+            row = cur.fetchone()
+        if row is None:
+            raise RecsysError(f"report: no campaign run {run_id!r} (did the score task run?)")
+        state, dry_run, model_version, counts = row
+        offers = fetch_all(
+            conn,
+            "select channel, count(*) as n from recsys.campaign_offers where run_id = %s group by channel",
+            (run_id,),
+        )
+    summary = {
+        "run_id": run_id,
+        "campaign_date": campaign_date.isoformat(),
+        "state": state,
+        "dry_run": bool(dry_run),
+        "model_version": model_version,
+        "offers_by_channel": {r["channel"]: int(r["n"]) for r in offers},
+        "counts": counts,
+        "seconds_per_task": seconds,
+    }
+    log.info("report: %s", json.dumps(summary, default=str))
+    return _jsonable(summary)
+
+
+def dispatch(settings: Settings, channel: str, *, adapter: str | None = None) -> dict[str, Any]:
+    """Run the reference sender once for one channel: send what is due, then stop."""
+    import os
+
+    from recsys.sender import send_once
+
+    adapter = adapter or os.environ.get("RECSYS_DISPATCH_ADAPTER") or "jsonl"
+    started = time.perf_counter()
+    result = send_once(settings, channel=channel, adapter=adapter)
+    return _jsonable({**dict(result), "channel": channel, "adapter": adapter, "seconds": _seconds(started)})
