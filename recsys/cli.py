@@ -201,6 +201,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(users=args.users, days=args.days, seed=args.seed)
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from recsys.simulate import SimulateConfig, simulate
+
+    config = SimulateConfig(
+        nights=args.nights,
+        users=args.users,
+        seed=args.seed,
+        start=args.start,
+        out=Path(args.out),
+        timesteps=args.timesteps,
+        history_days=args.history_days,
+        in_process=args.in_process,
+        shards=args.shards,
+    )
+    simulate(config)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recsys",
@@ -275,6 +293,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user-id", "--user_id", dest="user_id", type=int, required=True)
     p.add_argument("--as-of", type=_date, default=None, help="features as of this date (default: the latest)")
     p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("simulate", help="many nights of the nightly run with simulated sender and users")
+    p.add_argument("--nights", type=_positive, default=7, help="consecutive campaign dates (default 7)")
+    p.add_argument("--users", type=_positive, default=5000, help="users of the generated shop (default 5000)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the shop and the simulated users (default 1)")
+    p.add_argument("--start", type=_date, default=None, help="first campaign date (default: NIGHTS days ago)")
+    p.add_argument("--out", default="data/simulate", help="folder for the shop, inbox and results (data/simulate)")
+    p.add_argument("--timesteps", type=_positive, default=60_000, help="PPO steps per night (default 60000)")
+    p.add_argument("--history-days", type=_positive, default=60, help="generated days before the first night")
+    p.add_argument("--shards", type=_positive, default=1, help="scoring shards per night (default 1)")
+    p.add_argument("--in-process", action="store_true", help="call the nightly stages directly instead of dag.test()")
+    p.set_defaults(func=cmd_simulate)
     return parser
 
 

@@ -1,0 +1,255 @@
+"""Queries behind the Campaigns page: read-only, from the analyst views only.
+
+The database is the Airflow connection `recsys_db` (an `AIRFLOW_CONN_RECSYS_DB` variable, a secrets
+backend or the metadata database), else `RECSYS_DATABASE_URL`. It is resolved per request, never at
+import, and every query runs in a read-only transaction with a statement timeout, so the page can
+neither write nor hold the API server's workers for long.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+
+CONN_ID = "recsys_db"
+STATEMENT_TIMEOUT_MS = 30_000
+Z_95 = 1.959963984540054
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The campaign database is not configured or does not answer."""
+
+
+def _dsn_from_airflow() -> dict[str, Any] | None:
+    """Connection parameters of the `recsys_db` Airflow connection, or None if it is not defined."""
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.models.connection import Connection
+
+    try:
+        conn = Connection.get_connection_from_secrets(CONN_ID)
+    except AirflowNotFoundException:
+        return None
+    params: dict[str, Any] = {
+        "host": conn.host or None,
+        "port": conn.port or None,
+        "user": conn.login or None,
+        "password": conn.password or None,
+        "dbname": conn.schema or None,
+    }
+    extra = conn.extra_dejson
+    for key in ("sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout"):
+        if key in extra:
+            params[key] = extra[key]
+    return {k: v for k, v in params.items() if v is not None}
+
+
+@contextmanager
+def connect() -> Iterator[psycopg2.extensions.connection]:
+    """A read-only connection to the campaign database, closed (and rolled back) on exit."""
+    params = _dsn_from_airflow()
+    url = os.environ.get("RECSYS_DATABASE_URL")
+    if params is None and not url:
+        raise DatabaseUnavailable(
+            f"no campaign database: define the Airflow connection '{CONN_ID}' "
+            f"(AIRFLOW_CONN_{CONN_ID.upper()}) or set RECSYS_DATABASE_URL"
+        )
+    try:
+        if params is not None:
+            conn = psycopg2.connect(application_name="recsys-campaigns-ui", **params)
+        else:
+            conn = psycopg2.connect(url, application_name="recsys-campaigns-ui")
+    except psycopg2.OperationalError as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DatabaseUnavailable(f"cannot connect to the campaign database ({CONN_ID}): {first_line}") from e
+    try:
+        conn.set_session(readonly=True)
+        with conn.cursor() as cur:
+            cur.execute("set time zone 'UTC'")
+            cur.execute("select set_config('statement_timeout', %s, true)", (str(STATEMENT_TIMEOUT_MS),))
+        yield conn
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def _rows(conn: psycopg2.extensions.connection, query: str, params: Any = None) -> list[dict[str, Any]]:
+    with conn.cursor() as cur:
+        cur.execute(query, params)
+        names = [d.name for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def latest_runs(conn: psycopg2.extensions.connection, limit: int) -> list[dict[str, Any]]:
+    """The newest campaign runs (by campaign date, then start), with counts, outcomes and lift."""
+    runs = _rows(
+        conn,
+        """
+        select
+            run_id, campaign_date, state, dry_run, model_version, shard_count, offers, holdout_users,
+            offers_by_channel, offers_by_offer_type, offers_by_timing, skipped_by_reason,
+            first_scheduled_at, last_scheduled_at, created_at, published_at, finished_at, message
+        from recsys.v_campaign_runs
+        order by campaign_date desc, created_at desc
+        limit %s
+        """,
+        (limit,),
+    )
+    outcomes = run_outcomes(conn, [r["run_id"] for r in runs])
+    for run in runs:
+        run["outcomes"] = outcomes.get(run["run_id"], _empty_outcomes())
+    return runs
+
+
+def run(conn: psycopg2.extensions.connection, run_id: str) -> dict[str, Any] | None:
+    """One run with its outcomes, or None if there is no such run."""
+    rows = _rows(conn, "select * from recsys.v_campaign_runs where run_id = %s", (run_id,))
+    if not rows:
+        return None
+    found = rows[0]
+    found.pop("counts", None)
+    found.pop("timings", None)
+    found["outcomes"] = run_outcomes(conn, [run_id]).get(run_id, _empty_outcomes())
+    return found
+
+
+def _empty_outcomes() -> dict[str, Any]:
+    return {
+        "sent": 0,
+        "delivered": 0,
+        "opened": 0,
+        "clicked": 0,
+        "converted": 0,
+        "revenue": 0.0,
+        "lift": lift(0, 0, 0, 0),
+    }
+
+
+def lift(treated_users: int, treated_buyers: float, holdout_users: int, holdout_buyers: float) -> dict[str, Any]:
+    """Difference of purchase rates, treated minus holdout, with a 95% normal (Wald) interval.
+
+    Rates and bounds are None when either group is empty.
+    """
+    out: dict[str, Any] = {
+        "treated_users": treated_users,
+        "holdout_users": holdout_users,
+        "treated_purchase_rate": None,
+        "holdout_purchase_rate": None,
+        "lift": None,
+        "lift_ci_low": None,
+        "lift_ci_high": None,
+    }
+    if treated_users > 0:
+        out["treated_purchase_rate"] = treated_buyers / treated_users
+    if holdout_users > 0:
+        out["holdout_purchase_rate"] = holdout_buyers / holdout_users
+    if treated_users > 0 and holdout_users > 0:
+        p1, p0 = out["treated_purchase_rate"], out["holdout_purchase_rate"]
+        diff = p1 - p0
+        se = math.sqrt(p1 * (1 - p1) / treated_users + p0 * (1 - p0) / holdout_users)
+        out.update(lift=diff, lift_ci_low=diff - Z_95 * se, lift_ci_high=diff + Z_95 * se)
+    return out
+
+
+def run_outcomes(conn: psycopg2.extensions.connection, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Per run: sent / delivered / opened / clicked / converted / revenue so far, and the lift.
+
+    Summed over `v_campaign_summary`'s groups (channel x offer type x timing x segment, whose treated
+    and holdout users are disjoint), so the run's lift is over all its users.
+    """
+    if not run_ids:
+        return {}
+    rows = _rows(
+        conn,
+        """
+        select
+            run_id,
+            coalesce(sum(sent), 0)::bigint as sent,
+            coalesce(sum(delivered), 0)::bigint as delivered,
+            coalesce(sum(opened), 0)::bigint as opened,
+            coalesce(sum(clicked), 0)::bigint as clicked,
+            coalesce(sum(converted), 0)::bigint as converted,
+            coalesce(sum(revenue), 0)::double precision as revenue,
+            coalesce(sum(treated_users), 0)::bigint as treated_users,
+            coalesce(sum(holdout_users), 0)::bigint as holdout_users,
+            coalesce(sum(coalesce(treated_purchase_rate, 0) * treated_users), 0)::double precision
+                as treated_buyers,
+            coalesce(sum(coalesce(holdout_purchase_rate, 0) * holdout_users), 0)::double precision
+                as holdout_buyers
+        from recsys.v_campaign_summary
+        where run_id = any(%s)
+        group by run_id
+        """,
+        (list(run_ids),),
+    )
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        out[r["run_id"]] = {
+            "sent": r["sent"],
+            "delivered": r["delivered"],
+            "opened": r["opened"],
+            "clicked": r["clicked"],
+            "converted": r["converted"],
+            "revenue": r["revenue"],
+            "lift": lift(r["treated_users"], r["treated_buyers"], r["holdout_users"], r["holdout_buyers"]),
+        }
+    return out
+
+
+def breakdown(conn: psycopg2.extensions.connection, run_id: str) -> list[dict[str, Any]]:
+    """A run's offers and outcomes per channel, offer type and timing (segments summed)."""
+    return _rows(
+        conn,
+        """
+        select
+            channel, offer_type, timing,
+            coalesce(sum(offers), 0)::bigint as offers,
+            coalesce(sum(sent), 0)::bigint as sent,
+            coalesce(sum(opened), 0)::bigint as opened,
+            coalesce(sum(clicked), 0)::bigint as clicked,
+            coalesce(sum(converted), 0)::bigint as converted,
+            coalesce(sum(revenue), 0)::double precision as revenue
+        from recsys.v_campaign_summary
+        where run_id = %s
+        group by channel, offer_type, timing
+        having coalesce(sum(offers), 0) > 0
+        order by channel, offer_type, timing
+        """,
+        (run_id,),
+    )
+
+
+def schedule(conn: psycopg2.extensions.connection, run_id: str) -> list[dict[str, Any]]:
+    """A run's scheduled-time histogram: offers (and sent) per UTC hour and channel."""
+    return _rows(
+        conn,
+        """
+        select scheduled_hour, channel, offers::bigint as offers, sent::bigint as sent
+        from recsys.v_campaign_schedule
+        where run_id = %s
+        order by scheduled_hour, channel
+        """,
+        (run_id,),
+    )
+
+
+def leaderboard(conn: psycopg2.extensions.connection, limit: int) -> list[dict[str, Any]]:
+    """The newest registered models with their headline numbers and the gate's decision."""
+    return _rows(
+        conn,
+        """
+        select
+            model_version, parent_version, algorithm, training_mode, trained_on, total_timesteps,
+            simulator_value, random_value, dr_value, dr_lower, gate_decision, gate_reasons,
+            is_champion, created_at, promoted_at
+        from recsys.v_model_leaderboard
+        order by created_at desc
+        limit %s
+        """,
+        (limit,),
+    )

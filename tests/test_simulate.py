@@ -1,0 +1,209 @@
+"""`recsys simulate`: simulated users, sender and truth valuation, then whole simulations.
+
+The simulated users are checked against the truth they are played from (responses, consent,
+behaviour that the real loader accepts, with the right dates); the valuation against the truth's
+own oracle; the end-to-end tests run the real nightly stages on PostgreSQL for two nights.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recsys import simulate as sim
+from recsys.catalog import load_catalog
+from recsys.db import connect, fetch_all, fetch_value
+from recsys.settings import PROJECT_ROOT, Settings
+from recsys.synth.generate import generate_data, truth_path_for
+from recsys.synth.truth import GroundTruth
+
+NIGHT = dt.date(2026, 10, 1)
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("shop") / "shop"
+    generate_data(users=3000, days=30, seed=3, out=out, end_date=NIGHT)
+    return out
+
+
+def _truth(shop: Path) -> GroundTruth:
+    return GroundTruth.load(truth_path_for(shop))
+
+
+def _offers(truth: GroundTruth, actions: np.ndarray | None = None) -> sim.SentOffers:
+    ids = truth.user_ids[truth.consent.any(axis=1)]
+    if actions is None:
+        actions = truth.oracle_actions(ids, night=NIGHT)
+    send = sim._epoch(NIGHT) + 9 * 3600
+    return sim.SentOffers(np.arange(1, len(ids) + 1), ids, np.asarray(actions), np.full(len(ids), send))
+
+
+# --- simulated users ----------------------------------------------------------------------------------
+
+
+def test_responses_follow_the_truth_and_unsubscribes_revoke_consent(shop: Path) -> None:
+    truth = _truth(shop)
+    offers = _offers(truth)
+    k = np.zeros(len(offers))
+    before = truth.consent.copy()
+    p = truth.response(truth.index_of(offers.user_id), offers.action_id, night=NIGHT, offers_last_7d=k)
+    r = sim.SimulatedUsers(truth, seed=1).respond(NIGHT, offers, k)
+
+    assert (r.clicked <= r.opened).all() and (r.converted <= r.clicked).all()
+    assert not (r.unsubscribed & r.clicked).any()
+    assert ((r.revenue_cents > 0) == r.converted).all()
+    assert (r.open_at >= offers.sent_at).all() and (r.buy_at >= r.click_at).all()
+    # the open rate is the truth's, within four standard errors
+    expected, n = float(p.p_open.mean()), len(offers)
+    assert abs(r.opened.mean() - expected) < 4 * np.sqrt(expected * (1 - expected) / n)
+    # unsubscribes revoke exactly the offer's channel, for exactly those users
+    revoked = before & ~truth.consent
+    rows, chans = np.nonzero(revoked)
+    unsub_idx = r.idx[r.unsubscribed]
+    assert r.unsubscribed.sum() > 0
+    assert sorted(rows.tolist()) == sorted(unsub_idx.tolist())
+    assert (truth.action_channel[offers.action_id[r.unsubscribed]] == chans[np.argsort(rows)][np.argsort(np.argsort(unsub_idx))]).all()
+
+
+def test_same_seed_same_responses(shop: Path) -> None:
+    a = sim.SimulatedUsers(_truth(shop), seed=5).respond(NIGHT, _offers(_truth(shop)), np.zeros(1))
+    b = sim.SimulatedUsers(_truth(shop), seed=5).respond(NIGHT, _offers(_truth(shop)), np.zeros(1))
+    assert (a.converted == b.converted).all() and (a.revenue_cents == b.revenue_cents).all()
+
+
+def test_the_days_behaviour_loads_through_the_normal_loader_with_its_dates(
+    shop: Path, settings: Settings, db: object
+) -> None:
+    from recsys.extract import extract_path
+
+    truth = _truth(shop)
+    offers = _offers(truth)
+    users = sim.SimulatedUsers(truth, seed=2)
+    responses = users.respond(NIGHT, offers, np.zeros(len(offers)))
+    # one conversion late in the evening, so its purchase lands after midnight
+    late = int(np.flatnonzero(responses.converted)[0])
+    responses.click_at[late] = sim._epoch(NIGHT) + 23 * 3600 + 59 * 60
+    responses.buy_at[late] = responses.click_at[late] + 30 * 60
+    buys = users.live_day(NIGHT, responses)
+    first = settings.inbox / "events_sim_1.csv"
+    settings.inbox.mkdir(parents=True)
+    written = users.write_events(first, sim._epoch(NIGHT) + sim.DAY)
+    assert written > 0 and first.exists()
+
+    midnight = dt.datetime.combine(NIGHT + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    (result,) = extract_path(db, settings, first, reference_at=midnight)
+    assert result.status == "loaded", result.describe()
+    assert result.total("rejected") == 0
+    rows = fetch_all(
+        db,
+        "select min(event_at) as lo, max(event_at) as hi, count(*) filter (where action = 'purchase') as buys,"
+        " count(*) as n from recsys.behavior_events",
+    )[0]
+    assert rows["n"] == written
+    assert rows["lo"] >= dt.datetime.combine(NIGHT, dt.time(), tzinfo=dt.UTC) and rows["hi"] < midnight
+    # every offer conversion of the day is a purchase of its revenue, on the offer's channel
+    converted = responses.converted.copy()
+    converted[late] = False
+    for i in np.flatnonzero(converted)[:20]:
+        amount = fetch_value(
+            db,
+            "select amount from recsys.behavior_events where user_id = %s and action = 'purchase'"
+            " and event_at = to_timestamp(%s)",
+            (int(offers.user_id[i]), int(responses.buy_at[i])),
+        )
+        assert amount is not None and round(float(amount) * 100) == responses.revenue_cents[i]
+    assert len(buys["user_id"]) == rows["buys"]
+    # the purchase after midnight waits for the next night's file
+    second = settings.inbox / "events_sim_2.csv"
+    assert users.write_events(second, sim._epoch(NIGHT) + 2 * sim.DAY) >= 1
+    text = second.read_text()
+    assert f"{NIGHT + dt.timedelta(days=1)}T00:" in text and ",purchase," in text
+
+
+# --- valuation ------------------------------------------------------------------------------------------
+
+
+def test_values_put_the_oracle_on_top_and_intervals_around_the_mean(shop: Path) -> None:
+    truth = _truth(shop)
+    catalog = load_catalog()
+    offers = _offers(truth)
+    ok = truth.consent[truth.index_of(offers.user_id)]
+    k = np.zeros(len(offers))
+    values, fixed = sim.value_users(truth, catalog, NIGHT, offers.user_id, offers.action_id, ok, k)
+    iv = {name: sim.Interval.of(v) for name, v in values.items()}
+    assert iv["oracle"].mean >= iv["best_fixed"].mean > iv["random"].mean
+    # per user too, where the fixed offer can be sent at all (elsewhere it sends nothing, worth 0)
+    sendable = values["best_fixed"] != 0
+    assert (values["oracle"][sendable] >= values["best_fixed"][sendable] - 1e-12).all()
+    # the oracle's own actions are worth the oracle (up to users whose every allowed offer loses money)
+    assert np.isclose(iv["policy"].mean, iv["oracle"].mean, rtol=0.01)
+    # the fixed offer is the best single column
+    alt = sim.value_users(truth, catalog, NIGHT, offers.user_id, np.full(len(offers), fixed), ok, k)[0]["policy"]
+    assert np.isclose(alt.mean(), iv["best_fixed"].mean)
+    x = values["random"]
+    half = 1.96 * x.std(ddof=1) / np.sqrt(len(x))
+    assert np.isclose(iv["random"].upper - iv["random"].mean, half)
+    assert iv["random"].lower < iv["random"].mean < iv["random"].upper
+
+
+def test_table_csv_json_and_png(tmp_path: Path) -> None:
+    rows = []
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        per = {name: rng.normal(0.05 * (j + 1), 0.1, 200) for j, name in enumerate(sim.VALUE_ROWS[:-1])}
+        rows.append(
+            sim.NightValues(
+                night=i + 1,
+                campaign_date=NIGHT + dt.timedelta(days=i),
+                treated=200,
+                holdout=10,
+                values={**{k: sim.Interval.of(v) for k, v in per.items()}, "control": sim.Interval(0, 0, 0, 10)},
+                policy_minus_fixed=sim.Interval.of(per["policy"] - per["best_fixed"]),
+                fixed_action="discount 10% via email",
+                outcomes={"sent": 200, "converted": 3},
+            )
+        )
+    config = sim.SimulateConfig(nights=3, out=tmp_path)
+    paths = sim.save_results(rows, tmp_path, config)
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads(paths["json"].read_text())
+    assert len(data["nights"]) == 3 and data["config"]["nights"] == 3
+    lines = paths["csv"].read_text().splitlines()
+    assert len(lines) == 4 and "policy_lower" in lines[0] and "best_fixed_upper" in lines[0]
+    table = sim.format_table(rows)
+    assert len(table.splitlines()) == 4 and "policy - fixed" in table
+
+
+# --- who may read the truth ------------------------------------------------------------------------------
+
+
+def test_only_evaluation_and_the_simulator_name_the_truth() -> None:
+    # The simulator plays the users from the truth and measures with it; it writes only what real
+    # users would produce (behaviour files, offer events), so learning never sees the truth.
+    allowed = {"evaluate.py", "simulate.py"}
+    readers = {
+        p.name
+        for p in (PROJECT_ROOT / "recsys").glob("*.py")
+        if re.search(r"recsys\.synth\.truth|from recsys\.synth import truth", p.read_text())
+    }
+    assert readers <= allowed, readers - allowed
+    code = (
+        "import sys, recsys.simulate, recsys.pipeline, recsys.cli;"
+        "bad = [m for m in sys.modules if m.startswith('recsys.synth')]; print(bad); sys.exit(1 if bad else 0)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_bad_arguments_are_one_line_errors(settings: Settings, tmp_path: Path) -> None:
+    with pytest.raises(sim.RecsysError, match="--nights must be a whole number >= 1"):
+        sim.simulate(sim.SimulateConfig(nights=0, out=tmp_path), settings, echo=False)
+    assert not any(tmp_path.iterdir())
