@@ -19,7 +19,7 @@ import pytest
 
 from recsys import simulate as sim
 from recsys.catalog import load_catalog
-from recsys.db import connect, fetch_all, fetch_value
+from recsys.db import fetch_all, fetch_value
 from recsys.settings import PROJECT_ROOT, Settings
 from recsys.synth.generate import generate_data, truth_path_for
 from recsys.synth.truth import GroundTruth
@@ -70,7 +70,10 @@ def test_responses_follow_the_truth_and_unsubscribes_revoke_consent(shop: Path) 
     unsub_idx = r.idx[r.unsubscribed]
     assert r.unsubscribed.sum() > 0
     assert sorted(rows.tolist()) == sorted(unsub_idx.tolist())
-    assert (truth.action_channel[offers.action_id[r.unsubscribed]] == chans[np.argsort(rows)][np.argsort(np.argsort(unsub_idx))]).all()
+    assert (
+        truth.action_channel[offers.action_id[r.unsubscribed]]
+        == chans[np.argsort(rows)][np.argsort(np.argsort(unsub_idx))]
+    ).all()
 
 
 def test_same_seed_same_responses(shop: Path) -> None:
