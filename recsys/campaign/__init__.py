@@ -1,0 +1,16 @@
+"""Campaigns: score every active user for a campaign date, write scheduled offers, publish the run.
+
+The API the CLI and the Airflow DAGs call (both open their own connections via recsys.db):
+
+- `score_campaign(settings, campaign_date, *, run_id=None, shard=None, shards=1, dry_run=False,
+  model_version=None) -> dict`: scores the date (or shard K of N) and, unsharded, publishes it;
+- `publish_run(settings, run_id) -> dict`: makes a sharded run's offers claimable once every
+  shard is done.
+"""
+
+from __future__ import annotations
+
+from recsys.campaign.rules import CampaignRules, load_rules
+from recsys.campaign.score import publish_run, score_campaign
+
+__all__ = ["CampaignRules", "load_rules", "publish_run", "score_campaign"]

@@ -1,0 +1,445 @@
+"""Campaign scoring end to end on a real PostgreSQL: eligibility, masks, holdout, exploration,
+idempotent re-runs, a failure mid-write, shards and publishing, message filling, the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import io
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from psycopg2 import sql
+from psycopg2.extras import execute_values
+
+import recsys.campaign.score as score_module
+from recsys.campaign import load_rules, publish_run, score_campaign
+from recsys.campaign.score import choose_actions
+from recsys.catalog import load_catalog
+from recsys.cli import main
+from recsys.db import Connection, connect, fetch_all, fetch_value
+from recsys.errors import RecsysError
+from recsys.features import partition_name
+from recsys.observation import N_FEATURES, feature_fingerprint
+from recsys.policy import set_torch_threads
+from recsys.registry import ModelRecord, catalog_json, record_decision, register
+
+DAY = dt.date(2026, 6, 10)
+FEATURE_COLUMNS = (
+    "recency_days, frequency_sessions, monetary_value, engagement_score, discount_sensitivity, "
+    "free_shipping_preference, email_responsiveness, sms_responsiveness, push_responsiveness, "
+    "days_since_last_purchase, purchase_count, offers_last_7d, days_since_last_offer, top_category, "
+    "r_score, f_score, m_score, segment"
+)
+
+
+class _Toy(gym.Env):
+    observation_space = gym.spaces.Box(0.0, 1.0, (N_FEATURES,), np.float32)
+    action_space = gym.spaces.Discrete(108)
+
+    def reset(self, *, seed=None, options=None):  # type: ignore[override]
+        super().reset(seed=seed)
+        return self.np_random.random(N_FEATURES, dtype=np.float32), {}
+
+    def step(self, action):  # type: ignore[override]
+        return self.np_random.random(N_FEATURES, dtype=np.float32), float(action % 5), True, False, {}
+
+
+@pytest.fixture(scope="module")
+def artifact() -> bytes:
+    set_torch_threads()
+    from stable_baselines3 import PPO
+
+    model = PPO("MlpPolicy", _Toy(), n_steps=64, batch_size=32, n_epochs=1, seed=5, device="cpu")
+    model.learn(64)
+    buffer = io.BytesIO()
+    model.save(buffer)
+    return buffer.getvalue()
+
+
+def register_model(conn: Connection, version: str, artifact: bytes) -> None:
+    catalog = load_catalog()
+    register(
+        conn,
+        ModelRecord(
+            model_version=version,
+            parent_version=None,
+            algorithm="PPO",
+            training_mode="retrain",
+            hyperparameters={},
+            seed=5,
+            catalog_fingerprint=catalog.fingerprint(),
+            feature_fingerprint=feature_fingerprint(),
+            catalog=catalog_json(catalog),
+            trained_on=DAY,
+            total_timesteps=64,
+            artifact=artifact,
+        ),
+    )
+    record_decision(conn, version, decision="bootstrap", reasons=[], evaluation={})
+    conn.commit()
+
+
+def add_users(conn: Connection, day: dt.date, users: list[dict]) -> None:
+    """users and user_features rows for `day`: each dict may set consent, addresses, tz, name, recency."""
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("create table if not exists recsys.{} partition of recsys.user_features for values in (%s)").format(
+                sql.Identifier(partition_name(day))
+            ),
+            (day,),
+        )
+        execute_values(
+            cur,
+            "insert into recsys.users (user_id, email_opt_in, sms_opt_in, push_opt_in, email, phone, push_token, "
+            "timezone, first_name, load_id) values %s on conflict (user_id) do nothing",
+            [
+                (
+                    u["user_id"],
+                    u.get("email", True),
+                    u.get("sms", True),
+                    u.get("push", True),
+                    u.get("email_address", f"u{u['user_id']}@example.com"),
+                    u.get("phone", "+15550000000"),
+                    u.get("push_token", f"tok{u['user_id']}"),
+                    u.get("timezone", "UTC"),
+                    u.get("first_name", "Ann"),
+                    1,
+                )
+                for u in users
+                if u.get("has_user_row", True)
+            ],
+        )
+        rng = np.random.default_rng(len(users))
+        execute_values(
+            cur,
+            f"insert into recsys.user_features (as_of, user_id, {FEATURE_COLUMNS}) values %s",  # noqa: S608
+            [
+                (
+                    day,
+                    u["user_id"],
+                    u.get("recency", 3.0),
+                    5,
+                    100.0,
+                    *rng.random(6).round(3).tolist(),
+                    30.0,
+                    2,
+                    0,
+                    365.0,
+                    u.get("category", "books"),
+                    3,
+                    3,
+                    3,
+                    "loyal",
+                )
+                for u in users
+            ],
+        )
+    conn.commit()
+
+
+@pytest.fixture
+def campaign(migrated_url: str, artifact: bytes, settings):
+    """An emptied database with one champion model; yields (connection, settings)."""
+    with connect(migrated_url) as conn:
+        with conn.cursor() as cur:
+            cur.execute(
+                "truncate recsys.campaign_offers, recsys.campaign_holdout, recsys.campaign_run_shards, "
+                "recsys.campaign_runs, recsys.offer_events, recsys.offer_history, recsys.users, "
+                "recsys.user_features, recsys.behavior_events, recsys.policy_models cascade"
+            )
+        conn.commit()
+        register_model(conn, "m1", artifact)
+        yield conn, settings
+
+
+def _population(n: int = 300, start: int = 1) -> list[dict]:
+    users = []
+    for i in range(start, start + n):
+        u: dict = {"user_id": i}
+        if i % 10 == 0:  # no consent anywhere
+            u.update(email=False, sms=False, push=False)
+        elif i % 10 == 1:  # sms consent without a phone, email only
+            u.update(sms=True, phone=None, push=False)
+        elif i % 10 == 2:  # inactive
+            u.update(recency=200.0)
+        elif i % 10 == 3:
+            u.update(has_user_row=False)
+        elif i % 10 == 4:
+            u.update(email=False, sms=True, push=False)
+        users.append(u)
+    return users
+
+
+def offers(conn: Connection, day: dt.date = DAY) -> list[dict]:
+    return fetch_all(conn, "select * from recsys.campaign_offers where campaign_date = %s order by user_id", (day,))
+
+
+def test_one_offer_per_eligible_user_never_on_a_channel_without_consent(campaign) -> None:
+    conn, settings = campaign
+    add_users(conn, DAY, _population())
+    summary = score_campaign(settings, DAY, run_id="r1")
+    rows = offers(conn)
+    holdout = fetch_value(conn, "select count(*) from recsys.campaign_holdout where campaign_date = %s", (DAY,))
+    skipped = summary["skipped"]
+    assert skipped == {"no_consent": 60, "inactive": 30}  # every 10th without consent or a users row
+    assert summary["eligible"] == 210 == len(rows) + holdout
+    assert len({r["user_id"] for r in rows}) == len(rows)
+    reach = {
+        r["user_id"]: r
+        for r in fetch_all(
+            conn,
+            "select user_id, email_opt_in and email is not null as email, sms_opt_in and phone is not null as sms, "
+            "push_opt_in and push_token is not null as push from recsys.users",
+        )
+    }
+    assert all(reach[r["user_id"]][r["channel"]] for r in rows)
+    assert all(r["user_id"] % 10 not in (0, 2, 3) for r in rows)
+    assert all(r["channel"] == "sms" for r in rows if r["user_id"] % 10 == 4)
+    assert all(r["channel"] == "email" for r in rows if r["user_id"] % 10 == 1)
+    run = fetch_all(conn, "select * from recsys.campaign_runs where run_id = 'r1'")[0]
+    assert run["state"] == "published" and run["model_version"] == "m1"
+    assert run["counts"]["offers"] == len(rows)
+    assert sum(run["counts"]["channel"].values()) == len(rows)
+    assert set(run["timings"]) >= {"load", "score", "render", "write"}
+    assert all(r["status"] == "scheduled" and r["max_attempts"] == 3 for r in rows)
+    assert all(r["body"] and "\u27e6" not in r["body"] for r in rows)
+
+
+def test_frequency_cap_per_channel_cap_and_cooldown_mask_actions(campaign) -> None:
+    conn, settings = campaign
+    add_users(conn, DAY, [{"user_id": i} for i in range(1, 41)])
+    with conn.cursor() as cur:
+        # users 1-10: 3 offers in the last 7 days (history and this system's), users 11-20: one sms
+        cur.execute(
+            "insert into recsys.offer_history (offer_id, user_id, sent_at, offer_type, offer_value, channel, "
+            "timing, load_id) select 'h' || u || '-' || k, u, %s::timestamptz - k * interval '1 day', 'discount', "
+            "10, 'email', 'immediate', 1 from generate_series(1, 10) as u, generate_series(1, 2) as k",
+            (dt.datetime(2026, 6, 10, tzinfo=dt.UTC),),
+        )
+        cur.execute("select recsys.ensure_campaign_partition(%s)", (DAY - dt.timedelta(days=3),))
+        cur.execute(
+            "insert into recsys.campaign_offers (run_id, campaign_date, user_id, action_id, offer_type, offer_value,"
+            " value_unit, channel, timing, scheduled_at, expires_at, status, body, propensity, is_exploration, "
+            "features_as_of) select 'old', %s, u, 0, 'discount', 5, 'percent_off', "
+            "case when u <= 10 then 'email' else 'sms' end, 'immediate', now(), now() + interval '1 day', 'sent', "
+            "'x', 1, false, %s from generate_series(1, 20) as u",
+            (DAY - dt.timedelta(days=3), DAY - dt.timedelta(days=3)),
+        )
+        # users 21-30: a purchase yesterday; user 31: a purchase 3 days ago (past the 2-day cooldown)
+        cur.execute("select recsys.ensure_event_partitions('2026-06-01', '2026-06-30')")
+        cur.execute(
+            "insert into recsys.behavior_events (event_id, user_id, session_id, event_at, action, amount, load_id) "
+            "select 'p' || u, u, 's', %s, 'purchase', 10, 1 from generate_series(21, 30) as u "
+            "union all select 'p31', 31, 's', %s, 'purchase', 10, 1",
+            (dt.datetime(2026, 6, 9, 12, tzinfo=dt.UTC), dt.datetime(2026, 6, 7, 12, tzinfo=dt.UTC)),
+        )
+    conn.commit()
+    rules = dataclasses.replace(load_rules(), cap_per_channel={"sms": 1}, holdout_share=0.0)
+    summary = score_campaign(settings, DAY, run_id="caps", rules=rules)
+    assert summary["skipped"] == {"frequency_cap": 10, "cooldown": 10}
+    rows = {r["user_id"]: r for r in offers(conn)}
+    assert set(rows) == set(range(11, 21)) | set(range(31, 41))
+    assert all(rows[u]["channel"] != "sms" for u in range(11, 21))
+
+
+def test_holdout_is_a_stable_share_and_gets_the_greedy_action(campaign) -> None:
+    conn, settings = campaign
+    from recsys.campaign import hashing
+
+    ids = np.arange(1, 200_001)
+    share = (hashing.uniform(ids, "holdout-v1", "holdout") < 0.05).mean()
+    assert 0.048 < share < 0.052
+    other = hashing.uniform(ids, "holdout-v2", "holdout") < 0.05
+    assert (other != (hashing.uniform(ids, "holdout-v1", "holdout") < 0.05)).any()  # a new salt, a new group
+    day2 = DAY + dt.timedelta(days=1)
+    people = [{"user_id": i} for i in range(1, 401)]
+    add_users(conn, DAY, people)
+    add_users(conn, day2, people)
+    score_campaign(settings, DAY, run_id="d1")
+    score_campaign(settings, day2, run_id="d2")
+    query = "select user_id from recsys.campaign_holdout where campaign_date = %s"
+    held = [{r["user_id"] for r in fetch_all(conn, query, (d,))} for d in (DAY, day2)]
+    assert held[0] == held[1] and 5 <= len(held[0]) <= 40
+    expected = {int(u) for u in ids[:400][hashing.uniform(ids[:400], "holdout-v1", "holdout") < 0.05]}
+    assert held[0] == expected
+    assert not held[0] & {r["user_id"] for r in offers(conn)}
+
+
+def test_exploration_draws_are_uniform_and_propensities_exact() -> None:
+    rules = dataclasses.replace(load_rules(), exploration_share=0.3)
+    n, n_actions = 60_000, 108
+    mask = np.zeros((n, n_actions), bool)
+    mask[:, :36] = True  # one reachable channel: 36 actions
+    greedy = np.full(n, 7)
+    action, propensity, explored = choose_actions(greedy, mask, np.arange(n), DAY, rules)
+    assert mask[np.arange(n), action].all()
+    eps, k = 0.3, 36
+    assert np.allclose(propensity[action == 7], (1 - eps) + eps / k)
+    assert np.allclose(propensity[action != 7], eps / k)
+    # the mixture sums to one per user, and the empirical frequencies match the propensities
+    assert np.isclose((1 - eps) + eps / k + (k - 1) * eps / k, 1.0)
+    assert abs((action == 7).mean() - ((1 - eps) + eps / k)) < 0.01
+    freq = np.bincount(action[action != 7], minlength=36)[:36] / n
+    assert np.all(np.abs(np.delete(freq, 7) - eps / k) < 0.003)
+    assert abs(explored.mean() - eps) < 0.01
+    again = choose_actions(greedy, mask, np.arange(n), DAY, rules)
+    assert np.array_equal(again[0], action)  # a re-run draws the same
+
+
+def test_rerun_is_idempotent_keeps_offer_ids_and_never_touches_claimed_or_sent(campaign, artifact) -> None:
+    conn, settings = campaign
+    add_users(conn, DAY, _population(200))
+    score_campaign(settings, DAY, run_id="first")
+    before = {r["user_id"]: r for r in offers(conn)}
+    frozen = sorted(before)[:6]
+    with conn.cursor() as cur:
+        cur.execute(
+            "update recsys.campaign_offers set status = case when user_id = any(%s) then 'claimed' else 'sent' end,"
+            " body = 'already sent' where user_id = any(%s) and campaign_date = %s",
+            (frozen[:3], frozen, DAY),
+        )
+    conn.commit()
+    register_model(conn, "m2", artifact)  # a new champion does not change tonight's re-run
+    score_campaign(settings, DAY, run_id="second")
+    after = {r["user_id"]: r for r in offers(conn)}
+    assert set(after) == set(before)
+    for u, row in after.items():
+        assert row["offer_id"] == before[u]["offer_id"]
+        assert (row["action_id"], row["propensity"], row["is_exploration"]) == (
+            before[u]["action_id"],
+            before[u]["propensity"],
+            before[u]["is_exploration"],
+        )
+        assert row["model_version"] == "m1"
+        if u in frozen:
+            assert row["body"] == "already sent" and row["run_id"] == "first"
+        else:
+            assert row["run_id"] == "second" and row["status"] == "scheduled"
+    version = fetch_value(conn, "select model_version from recsys.campaign_runs where run_id = 'second'")
+    assert version == "m1"
+    score_campaign(settings, DAY, run_id="third", model_version="m2")
+    assert fetch_value(conn, "select model_version from recsys.campaign_runs where run_id = 'third'") == "m2"
+
+
+def test_a_run_failing_after_copy_writes_nothing_and_a_rerun_completes(campaign, monkeypatch) -> None:
+    conn, settings = campaign
+    add_users(conn, DAY, _population(200))
+
+    def boom() -> dt.datetime:
+        raise RuntimeError("killed after COPY")
+
+    monkeypatch.setattr(score_module, "_publish_at_scoring", boom)
+    with pytest.raises(RuntimeError, match="killed after COPY"):
+        score_campaign(settings, DAY, run_id="dies")
+    assert offers(conn) == []
+    assert fetch_value(conn, "select count(*) from recsys.campaign_holdout") == 0
+    assert fetch_value(conn, "select state from recsys.campaign_runs where run_id = 'dies'") == "failed"
+    monkeypatch.undo()
+    summary = score_campaign(settings, DAY, run_id="again")
+    rows = offers(conn)
+    assert len(rows) == summary["offers"] and len({r["user_id"] for r in rows}) == len(rows)
+    assert len(rows) + summary["holdout"] == summary["eligible"] == 140
+
+
+def test_shards_union_equals_the_unsharded_run_and_publish_waits_for_all(campaign) -> None:
+    conn, settings = campaign
+    add_users(conn, DAY, _population(300))
+    score_campaign(settings, DAY, run_id="whole")
+    whole = {r["user_id"]: (r["offer_id"], r["action_id"], r["propensity"]) for r in offers(conn)}
+    for k in (0, 1):
+        score_campaign(settings, DAY, run_id="sharded", shard=k, shards=3)
+    with pytest.raises(RecsysError, match="shard\\(s\\) 2 of 3 are not done"):
+        publish_run(settings, "sharded")
+    assert fetch_value(conn, "select state from recsys.campaign_runs where run_id = 'sharded'") == "scoring"
+    score_campaign(settings, DAY, run_id="sharded", shard=2, shards=3)
+    result = publish_run(settings, "sharded")
+    sharded = {r["user_id"]: (r["offer_id"], r["action_id"], r["propensity"]) for r in offers(conn)}
+    assert sharded == whole
+    per_shard = fetch_all(
+        conn, "select shard, (counts->>'offers')::int as n from recsys.campaign_run_shards where run_id = 'sharded'"
+    )
+    assert sum(r["n"] for r in per_shard) == len(whole) == result["offers"]
+    assert all(r["n"] > 0 for r in per_shard)
+    assert fetch_value(conn, "select state from recsys.campaign_runs where run_id = 'sharded'") == "published"
+    with pytest.raises(RecsysError, match="already published"):
+        publish_run(settings, "sharded")
+
+
+def test_first_names_are_escaped_in_html_and_fall_back_in_sms(campaign) -> None:
+    conn, settings = campaign
+    add_users(
+        conn,
+        DAY,
+        [
+            {"user_id": 1, "first_name": "<script>alert(1)</script>", "sms": False, "push": False},
+            {"user_id": 2, "first_name": None, "sms": False, "push": False},
+            {"user_id": 3, "first_name": "Zoë\u4e2d", "email": False, "push": False},
+            {"user_id": 4, "first_name": "Bob", "email": False, "push": False, "timezone": "Mars/Olympus"},
+        ],
+    )
+    rules = dataclasses.replace(load_rules(), holdout_share=0.0, exploration_share=0.0)
+    summary = score_campaign(settings, DAY, run_id="names", rules=rules)
+    rows = {r["user_id"]: r for r in offers(conn)}
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in rows[1]["body"] and "<script>" not in rows[1]["body"]
+    assert rows[1]["subject"].startswith("<script>")  # a subject is plain text for the mail client to show
+    assert "Hi there," in rows[2]["body"]
+    assert rows[3]["channel"] == "sms" and rows[3]["body"].startswith("Hi there!")
+    assert rows[4]["body"].startswith("Hi Bob!")
+    assert summary["timezone_fallback_utc"] == 1
+    assert rows[4]["scheduled_at"] >= dt.datetime(2026, 6, 10, 9, tzinfo=dt.UTC)
+
+
+def test_template_errors_stop_the_run_before_anything_is_written(campaign, tmp_path) -> None:
+    conn, settings = campaign
+    add_users(conn, DAY, [{"user_id": 1}])
+    rules = load_rules()
+    broken = tmp_path / "templates"
+    import shutil
+
+    shutil.copytree(rules.templates_dir, broken)
+    (broken / "push" / "bundle.body.txt.j2").write_text("Hi {{ first_name }} {{ nope }}")
+    with pytest.raises(RecsysError, match=r"template push/bundle.body.txt.j2: UndefinedError: 'nope' is undefined"):
+        score_campaign(settings, DAY, run_id="t1", rules=dataclasses.replace(rules, templates_dir=broken))
+    assert fetch_value(conn, "select count(*) from recsys.campaign_runs") == 0
+    assert offers(conn) == []
+
+
+def test_dry_run_counts_without_writing(campaign) -> None:
+    conn, settings = campaign
+    add_users(conn, DAY, _population(100))
+    summary = score_campaign(settings, DAY, run_id="dry", dry_run=True)
+    assert summary["offers"] > 0 and offers(conn) == []
+    run = fetch_all(conn, "select dry_run, counts from recsys.campaign_runs where run_id = 'dry'")[0]
+    assert run["dry_run"] and run["counts"]["offers"] == summary["offers"]
+    with pytest.raises(RecsysError, match="dry run"):
+        publish_run(settings, "dry")
+
+
+def test_missing_features_and_missing_champion_are_clear_errors(campaign) -> None:
+    conn, settings = campaign
+    with pytest.raises(RecsysError, match="no features as of 2026-06-10: build them first"):
+        score_campaign(settings, DAY)
+    add_users(conn, DAY, [{"user_id": 1}])
+    with conn.cursor() as cur:
+        cur.execute("update recsys.policy_models set is_champion = false")
+    conn.commit()
+    with pytest.raises(RecsysError, match="no champion model"):
+        score_campaign(settings, DAY)
+
+
+def test_cli_score_shards_and_publish(campaign, monkeypatch, capsys) -> None:
+    conn, settings = campaign
+    add_users(conn, DAY, _population(60))
+    monkeypatch.setenv("RECSYS_DATABASE_URL", settings.database_url)
+    assert main(["score", "--campaign-date", "2026-06-10", "--run-id", "c1", "--shard", "0/2"]) == 0
+    assert "shard 0/2 done" in capsys.readouterr().out
+    assert main(["publish", "--run-id", "c1"]) == 2
+    assert "shard(s) 1 of 2 are not done" in capsys.readouterr().err
+    assert main(["score", "--campaign-date", "2026-06-10", "--run-id", "c1", "--shard", "1/2"]) == 0
+    assert main(["publish", "--run-id", "c1"]) == 0
+    out = capsys.readouterr().out
+    assert "publish c1:" in out and "offers claimable" in out
+    assert main(["score", "--campaign-date", "2026-06-10", "--shard", "1/2"]) == 2
+    assert "--shard K/N needs --run-id" in capsys.readouterr().err
