@@ -82,12 +82,19 @@ SHEETS: dict[str, SheetSpec] = {
         ),
         ("user_id", "session_id", "timestamp", "action"),
     ),
+    # Outcomes of the system's own offers (CSV only), into offer_events like record_offer_event.
+    "feedback": SheetSpec("feedback", ("offer_id", "event", "event_at", "revenue"), ("offer_id", "event", "event_at")),
 }  # fmt: skip
 # Users first, so a folder's users exist before their events; the order is otherwise free.
 SHEET_ORDER = ("users", "offers", "events")
 CSV_KINDS = ("events", "users", "offers", "feedback")
 # The SQL that writes each sheet's target, and how the result counts.
-WRITERS = {"events": "events_insert", "users": "users_upsert", "offers": "offers_upsert"}
+WRITERS = {
+    "events": "events_insert",
+    "users": "users_upsert",
+    "offers": "offers_upsert",
+    "feedback": "feedback_insert",
+}
 
 
 @dataclass
@@ -161,8 +168,12 @@ def load_inbox(conn: Connection, settings: Settings, *, reference_at: dt.datetim
     inbox = settings.inbox
     inbox.mkdir(parents=True, exist_ok=True)
     results = []
-    for f in supported_files(inbox):
-        result = load_file(conn, settings, f, reference_at=reference_at or dt.datetime.now(dt.UTC))
+    # feedback files last: they report on offers, which the other files do not hold
+    feedback_files = sorted(p for p in inbox.iterdir() if p.is_file() and classify(p) == "feedback")
+    for f in [*supported_files(inbox), *feedback_files]:
+        result = load_file(
+            conn, settings, f, reference_at=reference_at or dt.datetime.now(dt.UTC), feedback=f in feedback_files
+        )
         target = inbox / ("refused" if result.status == "refused" else "loaded")
         _move_into(f, target)
         results.append(result)
@@ -204,8 +215,12 @@ def load_file(
     *,
     reference_at: dt.datetime,
     force: bool = False,
+    feedback: bool = False,
 ) -> LoadResult:
-    """Load one file in one transaction. Never raises for bad input: it returns `refused`."""
+    """Load one file in one transaction. Never raises for bad input: it returns `refused`.
+
+    Feedback files are loaded only with `feedback=True` (`recsys ingest-feedback`, the inbox).
+    """
     started = time.perf_counter()
     try:
         sha256, size = _file_digest(path)
@@ -229,7 +244,7 @@ def load_file(
                 f"on {p['finished_at']:%Y-%m-%d %H:%M} UTC (use --force to load it again)",
             )
     try:
-        load_id, sheets = _load_in_transaction(conn, settings, path, sha256, size, reference_at)
+        load_id, sheets = _load_in_transaction(conn, settings, path, sha256, size, reference_at, feedback)
     except InputFileError as e:
         conn.rollback()
         # The message may quote the file (a header it could not read); PostgreSQL text holds no NUL.
@@ -257,11 +272,12 @@ def _load_in_transaction(
     sha256: str,
     size: int,
     reference_at: dt.datetime,
+    feedback: bool = False,
 ) -> tuple[int, dict[str, SheetCounts]]:
     kind = classify(path)
     if kind is None:
         raise InputFileError(_unsupported_message(path))
-    if kind == "feedback":
+    if kind == "feedback" and not feedback:
         raise InputFileError(f"{path.name}: feedback files are loaded by `recsys ingest-feedback`, not `extract`")
     with conn.cursor() as cur:
         _tune_session(cur)

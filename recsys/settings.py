@@ -47,6 +47,28 @@ class Settings:
     """Cap for recency-type features; also their value when there was no such event."""
     attribution_days: int = 3
     """Offers count towards responsiveness once their attribution window closed before `as_of`."""
+    sender_batch: int = 100
+    """Offers a reference sender claims per call of `claim_offers`."""
+    sender_lease_seconds: int = 300
+    """How long a claim holds an offer; an unacked claim is claimable again after it."""
+    sender_poll_seconds: int = 5
+    """A polling sender's pause when nothing is due."""
+    smtp_host: str = "localhost"
+    """SMTP server of the `smtp` sender adapter."""
+    smtp_port: int = 25
+    """Its port."""
+    smtp_user: str = ""
+    """SMTP login (empty: no login)."""
+    smtp_password: str = ""
+    """SMTP password."""
+    smtp_starttls: bool = False
+    """Upgrade the SMTP connection with STARTTLS."""
+    smtp_from: str = "offers@example.com"
+    """From address of offer emails."""
+    webhook_url: str = ""
+    """URL the `webhook` sender adapter POSTs each offer to."""
+    webhook_timeout_seconds: int = 10
+    """Timeout of one webhook request."""
 
     @property
     def loaded_dir(self) -> Path:

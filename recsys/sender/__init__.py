@@ -1,0 +1,109 @@
+"""The reference sender (`recsys send`): claims due offers in batches, delivers each through an
+adapter, and acks or fails it through the sender protocol (contract section 3).
+
+It holds no state of its own: everything is in `campaign_offers`. Stopping (SIGINT/SIGTERM) finishes
+the offer being delivered and acks it; offers claimed but not yet delivered are left to their lease,
+after which any sender claims them again, so nothing is lost and nothing is sent twice by us.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from recsys.sender.adapters import Adapter, SendError
+from recsys.sender.protocol import ProtocolClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SendStats:
+    """What one sender run did."""
+
+    claimed: int = 0
+    sent: int = 0
+    failed: int = 0
+    refused_acks: int = 0
+    seconds: float = 0.0
+    stopped: bool = False
+
+    def describe(self) -> str:
+        rate = self.sent / self.seconds if self.seconds > 0 else 0.0
+        text = f"claimed {self.claimed:,}, sent {self.sent:,}, failed {self.failed:,}"
+        if self.refused_acks:
+            text += f", {self.refused_acks:,} acks refused (claim taken over)"
+        text += f" in {self.seconds:.1f} s ({rate:,.0f} offers/s)"
+        return text + (" - stopped by signal" if self.stopped else "")
+
+
+def default_worker() -> str:
+    """A worker name unique per process: host and pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_sender(
+    client: ProtocolClient,
+    adapter: Adapter,
+    *,
+    batch: int,
+    once: bool,
+    poll_seconds: float,
+    stop: threading.Event | None = None,
+) -> SendStats:
+    """Claim, deliver, ack/fail until nothing is due (`once`) or `stop` is set."""
+    stop = stop or threading.Event()
+    stats = SendStats()
+    started = time.perf_counter()
+    try:
+        while not stop.is_set():
+            offers = client.claim(batch)
+            stats.claimed += len(offers)
+            if not offers:
+                if once:
+                    break
+                stop.wait(poll_seconds)
+                continue
+            for offer in offers:
+                if stop.is_set():
+                    break  # the rest of the batch stays claimed until its lease runs out
+                try:
+                    adapter.send(offer)
+                except SendError as e:
+                    log.warning("offer %s to %s failed: %s", offer.offer_id, offer.address, e)
+                    client.fail(offer.offer_id, str(e))
+                    stats.failed += 1
+                    continue
+                if client.ack(offer.offer_id):
+                    stats.sent += 1
+                else:
+                    stats.refused_acks += 1
+                    log.warning("offer %s: ack refused, another sender holds it now", offer.offer_id)
+    finally:
+        stats.stopped = stop.is_set()
+        stats.seconds = time.perf_counter() - started
+    return stats
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGINT or SIGTERM while the block runs (the previous handlers come back after)."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        log.info("%s: finishing the current offer, then stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
