@@ -195,6 +195,51 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a shard as K/N (e.g. 0/4), got {text!r}") from e
+    if n < 1 or not 0 <= k < n:
+        raise argparse.ArgumentTypeError(f"shard {text!r}: K must be in 0..N-1 and N >= 1")
+    return k, n
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from recsys.campaign import score_campaign
+    from recsys.settings import load_settings
+
+    if args.shard is not None and not args.run_id:
+        raise RecsysError("--shard K/N needs --run-id R (every shard of a run shares its id)")
+    k, n = args.shard if args.shard is not None else (None, 1)
+    summary = score_campaign(
+        load_settings(),
+        args.campaign_date,
+        run_id=args.run_id,
+        shard=k,
+        shards=n,
+        dry_run=args.dry_run,
+        model_version=args.model,
+    )
+    skipped = ", ".join(f"{r} {c}" for r, c in sorted(summary["skipped"].items())) or "none"
+    state = "dry run" if args.dry_run else ("published" if "publish" in summary else f"shard {k}/{n} done")
+    print(
+        f"score {summary['campaign_date']} run {summary['run_id']} (model {summary['model_version']}): "
+        f"{summary['offers']} offers, {summary['holdout']} holdout, {summary['exploration']} explored, "
+        f"skipped {skipped}; {state} in {summary['timings']['total']:.1f} s"
+    )
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from recsys.campaign import publish_run
+    from recsys.settings import load_settings
+
+    result = publish_run(load_settings(), args.run_id)
+    print(f"publish {result['run_id']}: {result['offers']} offers claimable from {result['published_at']}")
+    return 0
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     from recsys.db import database_url
     from recsys.sender import default_worker, run_sender, stop_on_signals
@@ -241,6 +286,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from recsys.demo import run_demo
 
     return run_demo(users=args.users, days=args.days, seed=args.seed)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from recsys.simulate import SimulateConfig, simulate
+
+    config = SimulateConfig(
+        nights=args.nights,
+        users=args.users,
+        seed=args.seed,
+        start=args.start,
+        out=Path(args.out),
+        timesteps=args.timesteps,
+        history_days=args.history_days,
+        in_process=args.in_process,
+        shards=args.shards,
+    )
+    simulate(config)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -331,6 +394,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, help="a feedback*.csv file, or a folder of them")
     p.add_argument("--force", action="store_true", help="load a file even if its checksum was loaded before")
     p.set_defaults(func=cmd_ingest_feedback)
+
+    p = sub.add_parser("simulate", help="many nights of the nightly run with simulated sender and users")
+    p.add_argument("--nights", type=_positive, default=7, help="consecutive campaign dates (default 7)")
+    p.add_argument("--users", type=_positive, default=5000, help="users of the generated shop (default 5000)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the shop and the simulated users (default 1)")
+    p.add_argument("--start", type=_date, default=None, help="first campaign date (default: NIGHTS days ago)")
+    p.add_argument("--out", default="data/simulate", help="folder for the shop, inbox and results (data/simulate)")
+    p.add_argument("--timesteps", type=_positive, default=60_000, help="PPO steps per night (default 60000)")
+    p.add_argument("--history-days", type=_positive, default=60, help="generated days before the first night")
+    p.add_argument("--shards", type=_positive, default=1, help="scoring shards per night (default 1)")
+    p.add_argument("--in-process", action="store_true", help="call the nightly stages directly instead of dag.test()")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("score", help="score every active user for a campaign date and write the offers")
+    p.add_argument("--campaign-date", type=_date, required=True, help="the night the offers are for")
+    p.add_argument("--run-id", default=None, help="run id (default cli-DATE-STAMP); required with --shard")
+    p.add_argument("--shard", type=_shard, default=None, help="score shard K of N only (K/N); publish later")
+    p.add_argument("--model", default=None, help="a registered model version (default: the date's, else champion)")
+    p.add_argument("--dry-run", action="store_true", help="score and count, write no offers")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("publish", help="make a sharded run's offers claimable once every shard is done")
+    p.add_argument("--run-id", required=True)
+    p.set_defaults(func=cmd_publish)
     return parser
 
 
