@@ -1,0 +1,611 @@
+"""The Campaigns plugin, tested through a real Airflow API server and once in headless Chromium.
+
+A module fixture creates its own PostgreSQL database (so other tests' campaign runs never mix in),
+fills it with two campaign runs, their offers, holdout, offer events, purchases and three models,
+and starts `airflow api-server` on SQLite metadata with the simple auth manager (known passwords)
+and this repository's `plugins/` folder, pointing `AIRFLOW_CONN_RECSYS_DB` at that database.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import itertools
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+from psycopg2.extensions import make_dsn, parse_dsn
+
+from recsys.db import connect
+from recsys.migrate import migrate
+from recsys.settings import PROJECT_ROOT, load_settings
+
+pytestmark = pytest.mark.slow
+
+AIRFLOW = Path(sys.executable).with_name("airflow")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"
+PASSWORDS = {"admin": "admin-pw-1", "viewer1": "viewer-pw-1"}
+
+RUN = "scheduled__2026-11-27T02:00:00+00:00"
+OLD_RUN = "manual__2026-11-26T08:00:00+00:00"
+
+# user, channel, offer type, timing, scheduled at (UTC), status
+OFFERS = [
+    (1, "email", "discount", "immediate", "2026-11-27 09:00", "sent"),
+    (2, "email", "discount", "delay_1hour", "2026-11-27 10:00", "sent"),
+    (3, "email", "free_shipping", "immediate", "2026-11-27 09:00", "sent"),
+    (4, "sms", "recommendation", "delay_6hours", "2026-11-27 15:00", "scheduled"),
+    (5, "sms", "discount", "immediate", "2026-11-27 09:00", "sent"),
+    (6, "push", "bundle", "immediate", "2026-11-27 09:00", "scheduled"),
+]
+HOLDOUT = [101, 102, 103, 104]
+# (user, event) for RUN's offers; converted rows carry revenue
+EVENTS = [(u, "delivered", None) for u in (1, 2, 3, 5)]
+EVENTS += [(u, "opened", None) for u in (1, 2, 3)]
+EVENTS += [(u, "clicked", None) for u in (1, 2)]
+EVENTS += [(1, "converted", 50), (2, "converted", 30)]
+PURCHASES = [(1, "2026-11-27 12:00", 50), (2, "2026-11-27 13:00", 30), (101, "2026-11-28 10:00", 20)]
+
+# A stand-in for recsys.v_campaign_summary with the contract's columns, used only while the real
+# view (sql/views/40_v_campaign_summary.sql, the sender work) is not in the checkout.
+SUMMARY_STAND_IN = """
+create view recsys.v_campaign_summary as
+with treated as (
+    select o.run_id, o.campaign_date, o.channel, o.offer_type, o.timing, o.segment, o.offer_id, o.user_id,
+        o.status = 'sent' as is_sent,
+        exists (select from recsys.behavior_events as b where b.user_id = o.user_id and b.action = 'purchase'
+            and b.event_at >= o.campaign_date and b.event_at < o.campaign_date + 3) as bought
+    from recsys.campaign_offers as o
+),
+held as (
+    select h.run_id, h.campaign_date, h.channel, h.offer_type, h.timing, h.segment, h.user_id,
+        exists (select from recsys.behavior_events as b where b.user_id = h.user_id and b.action = 'purchase'
+            and b.event_at >= h.campaign_date and b.event_at < h.campaign_date + 3) as bought
+    from recsys.campaign_holdout as h
+),
+t as (
+    select t.run_id, t.campaign_date, t.channel, t.offer_type, t.timing, t.segment,
+        count(*) as offers, count(*) filter (where t.is_sent) as sent,
+        count(e.delivered) as delivered, count(e.opened) as opened, count(e.clicked) as clicked,
+        count(e.converted) as converted, coalesce(sum(e.revenue), 0) as revenue,
+        count(distinct t.user_id) as treated_users,
+        count(distinct t.user_id) filter (where t.bought) as treated_buyers
+    from treated as t left join (
+        select offer_id,
+            min(event_at) filter (where event = 'delivered') as delivered,
+            min(event_at) filter (where event = 'opened') as opened,
+            min(event_at) filter (where event = 'clicked') as clicked,
+            min(event_at) filter (where event = 'converted') as converted,
+            sum(revenue) as revenue
+        from recsys.offer_events group by offer_id
+    ) as e on e.offer_id = t.offer_id
+    group by 1, 2, 3, 4, 5, 6
+),
+h as (
+    select run_id, campaign_date, channel, offer_type, timing, segment,
+        count(*) as holdout_users, count(*) filter (where bought) as holdout_buyers
+    from held group by 1, 2, 3, 4, 5, 6
+)
+select
+    coalesce(t.run_id, h.run_id) as run_id, coalesce(t.campaign_date, h.campaign_date) as campaign_date,
+    coalesce(t.channel, h.channel) as channel, coalesce(t.offer_type, h.offer_type) as offer_type,
+    coalesce(t.timing, h.timing) as timing, coalesce(t.segment, h.segment) as segment,
+    coalesce(t.offers, 0) as offers, coalesce(t.sent, 0) as sent, coalesce(t.delivered, 0) as delivered,
+    coalesce(t.opened, 0) as opened, coalesce(t.clicked, 0) as clicked, coalesce(t.converted, 0) as converted,
+    coalesce(t.revenue, 0) as revenue, coalesce(t.treated_users, 0) as treated_users,
+    coalesce(h.holdout_users, 0) as holdout_users,
+    t.treated_buyers::float8 / nullif(t.treated_users, 0) as treated_purchase_rate,
+    h.holdout_buyers::float8 / nullif(h.holdout_users, 0) as holdout_purchase_rate,
+    null::float8 as lift, null::float8 as lift_ci_low, null::float8 as lift_ci_high
+from t full join h using (run_id, campaign_date, channel, offer_type, timing, segment)
+"""
+
+
+# --- the campaign database ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def campaign_db(server_url: str) -> Iterator[str]:
+    """A fresh, migrated database holding two campaign runs, their outcomes and three models."""
+    name = f"recsys_plugin_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(server_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    params = parse_dsn(server_url)
+    params["dbname"] = name
+    url = make_dsn(**params)
+    try:
+        with connect(url) as conn:
+            migrate(conn, load_settings(env={}, database_url=url))
+            with conn.cursor() as cur:
+                _fill(cur)
+        yield url
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        admin.close()
+
+
+def _fill(cur: Any) -> None:
+    cur.execute("select to_regclass('recsys.v_campaign_summary') is null")
+    if cur.fetchone()[0]:
+        cur.execute(SUMMARY_STAND_IN)
+    for version, parent, mode, decision, reasons, champion, sim, dr in [
+        ("m-001", None, "retrain", "bootstrap", [], False, 0.11, 0.10),
+        ("m-002", "m-001", "fine_tune", "promoted", [], True, 0.15, 0.14),
+        ("m-003", "m-002", "fine_tune", "rejected", ["off-policy lower bound below the champion's"], False, 0.16, 0.09),
+    ]:
+        cur.execute(
+            """
+            insert into recsys.policy_models (
+                model_version, parent_version, algorithm, training_mode, hyperparameters, seed,
+                catalog_fingerprint, feature_fingerprint, catalog, trained_on, total_timesteps,
+                evaluation, gate_decision, gate_reasons, is_champion, artifact, artifact_sha256, created_at)
+            values (%s, %s, 'PPO', %s, '{}', 1, 'c', 'f', '{}', '2026-11-26', 20000,
+                    %s, %s, %s, %s, '\\x00', 'sha', '2026-11-26 03:00Z'::timestamptz + %s * interval '1 hour')
+            """,
+            (
+                version,
+                parent,
+                mode,
+                json.dumps({"simulator_value": sim, "random_value": 0.05, "dr_value": dr, "dr_lower": dr - 0.02}),
+                decision,
+                json.dumps(reasons),
+                champion,
+                int(version[-1]),
+            ),
+        )
+    for run_id, day in [(OLD_RUN, "2026-11-26"), (RUN, "2026-11-27")]:
+        cur.execute(
+            """
+            insert into recsys.campaign_runs (run_id, campaign_date, model_version, state, counts,
+                created_at, published_at, finished_at)
+            values (%s, %s, 'm-002', 'published', %s, %s::date + interval '2 hours',
+                    %s::date + interval '2 hours 10 minutes', %s::date + interval '2 hours 9 minutes')
+            """,
+            (run_id, day, json.dumps({"skipped": {"no_consent": 3, "no_features": 1}}), day, day, day),
+        )
+        cur.execute(
+            sql.SQL(
+                "create table recsys.{} partition of recsys.campaign_offers for values from (%s) to (%s::date + 1)"
+            ).format(sql.Identifier(f"campaign_offers_{day.replace('-', '')}")),
+            (day, day),
+        )
+    offer_rows = [
+        (OLD_RUN, "2026-11-26", u, "email", "discount", "immediate", "2026-11-26 09:00", "sent") for u in (1, 2)
+    ]
+    offer_rows += [(RUN, "2026-11-27", *o) for o in OFFERS]
+    for run_id, day, user, channel, offer_type, timing, at, status in offer_rows:
+        cur.execute(
+            """
+            insert into recsys.campaign_offers (run_id, campaign_date, user_id, action_id, offer_type,
+                offer_value, value_unit, channel, timing, scheduled_at, expires_at, status, sent_at, body,
+                model_version, propensity, is_exploration, features_as_of, segment)
+            values (%s, %s, %s, 0, %s, 10, 'percent_off', %s, %s, %s::timestamptz,
+                    %s::timestamptz + interval '2 days', %s,
+                    case when %s = 'sent' then %s::timestamptz + interval '1 minute' end,
+                    'hello', 'm-002', 0.5, false, %s, 'loyal')
+            """,
+            (run_id, day, user, offer_type, channel, timing, at + "Z", at + "Z", status, status, at + "Z", day),
+        )
+    for user in HOLDOUT:
+        cur.execute(
+            """
+            insert into recsys.campaign_holdout (run_id, campaign_date, user_id, action_id, offer_type,
+                offer_value, channel, timing, model_version, features_as_of, segment)
+            values (%s, '2026-11-27', %s, 0, 'discount', 10, 'email', 'immediate', 'm-002', '2026-11-27', 'loyal')
+            """,
+            (RUN, user),
+        )
+    for user, event, revenue in EVENTS:
+        cur.execute(
+            """
+            insert into recsys.offer_events (offer_id, event, event_at, revenue)
+            select offer_id, %s, scheduled_at + interval '2 hours', %s
+            from recsys.campaign_offers where run_id = %s and user_id = %s
+            """,
+            (event, revenue, RUN, user),
+        )
+    cur.execute(
+        """
+        insert into recsys.load_log (source_path, file_name, file_sha256, file_bytes, status, reference_at)
+        values ('test', 'test', 'test', 0, 'loaded', now()) returning load_id
+        """
+    )
+    load_id = cur.fetchone()[0]
+    cur.execute("select recsys.ensure_event_partitions('2026-11-01', '2026-11-30')")
+    for i, (user, at, amount) in enumerate(PURCHASES):
+        cur.execute(
+            """
+            insert into recsys.behavior_events (event_id, user_id, session_id, event_at, action, amount, load_id)
+            values (%s, %s, %s, %s, 'purchase', %s, %s)
+            """,
+            (f"p{i}", user, f"s{i}", at + "Z", amount, load_id),
+        )
+
+
+def _expected_lift(url: str, run_id: str) -> dict[str, float]:
+    """The run's lift computed here from v_campaign_summary's rows (difference of rates, Wald 95%)."""
+    with connect(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            """
+            select sum(treated_users), sum(coalesce(treated_purchase_rate, 0) * treated_users),
+                   sum(holdout_users), sum(coalesce(holdout_purchase_rate, 0) * holdout_users)
+            from recsys.v_campaign_summary where run_id = %s
+            """,
+            (run_id,),
+        )
+        n1, b1, n0, b0 = (float(v) for v in cur.fetchone())
+    p1, p0 = b1 / n1, b0 / n0
+    se = math.sqrt(p1 * (1 - p1) / n1 + p0 * (1 - p0) / n0)
+    return {"treated_users": n1, "holdout_users": n0, "lift": p1 - p0, "low": p1 - p0 - 1.96 * se}
+
+
+# --- the Airflow API server -----------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _airflow_env(home: Path, campaign_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    (home / "dags").mkdir(parents=True, exist_ok=True)
+    passwords = home / "passwords.json"
+    passwords.write_text(json.dumps(PASSWORDS))
+    p = parse_dsn(campaign_url)
+    conn_uri = (
+        f"postgresql://{urllib.parse.quote(p.get('user', 'postgres'))}"
+        f"{':' + urllib.parse.quote(p['password']) if p.get('password') else ''}"
+        f"@{p.get('host', '127.0.0.1')}:{p.get('port', '5432')}/{p['dbname']}"
+    )
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"),
+        AIRFLOW__CORE__PLUGINS_FOLDER=str(PROJECT_ROOT / "plugins"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__PARALLELISM="2",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
+        AIRFLOW__CORE__AUTH_MANAGER="airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin,viewer1:viewer",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(passwords),
+        AIRFLOW__API_AUTH__JWT_SECRET=uuid.uuid4().hex,
+        AIRFLOW__API__WORKERS="1",
+        AIRFLOW_CONN_RECSYS_DB=conn_uri,
+        RECSYS_DATABASE_URL="",
+        OMP_NUM_THREADS="1",
+    )
+    return env
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory: pytest.TempPathFactory, campaign_db: str) -> tuple[Path, dict[str, str]]:
+    """A migrated Airflow home (SQLite metadata) configured for the plugin and the campaign database."""
+    home = tmp_path_factory.mktemp("airflow_home")
+    env = _airflow_env(home, campaign_db)
+    subprocess.run([str(AIRFLOW), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    return home, env
+
+
+@pytest.fixture(scope="module")
+def api(airflow_home: tuple[Path, dict[str, str]]) -> Iterator[str]:
+    """Base URL of a running `airflow api-server` with the plugin loaded; stopped after the module."""
+    home, env = airflow_home
+    port = _free_port()
+    log = (home / "api-server.log").open("wb")
+    proc = subprocess.Popen(
+        [str(AIRFLOW), "api-server", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"airflow api-server exited: {(home / 'api-server.log').read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{base}/api/v2/monitor/health", timeout=5):
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("airflow api-server did not answer within 180 s") from None
+                time.sleep(1)
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        log.close()
+
+
+def _request(url: str, *, token: str | None = None, cookie: str | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url)
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    if cookie is not None:
+        req.add_header("Cookie", f"_token={cookie}")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def _login(base: str, user: str) -> str:
+    body = json.dumps({"username": user, "password": PASSWORDS[user]}).encode()
+    req = urllib.request.Request(f"{base}/auth/token", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return json.load(resp)["access_token"]
+
+
+@pytest.fixture(scope="module")
+def token(api: str) -> str:
+    return _login(api, "admin")
+
+
+def _get_json(url: str, token: str) -> Any:
+    status, body = _request(url, token=token)
+    assert status == 200, body[:500]
+    return json.loads(body)
+
+
+# --- tests ----------------------------------------------------------------------------------------
+
+
+def test_airflow_lists_the_plugin(airflow_home: tuple[Path, dict[str, str]]) -> None:
+    _, env = airflow_home
+    out = subprocess.run(
+        [str(AIRFLOW), "plugins", "--output", "json"], env=env, check=True, capture_output=True, text=True, timeout=300
+    ).stdout
+    plugins = json.loads(out[out.index("[") :])
+    ours = next(p for p in plugins if p["name"] == "recsys_campaigns")
+    assert "/recsys" in str(ours["fastapi_apps"])
+    assert "'name': 'Campaigns'" in str(ours["external_views"])
+    assert "recsys/campaigns" in str(ours["external_views"])
+
+
+@pytest.mark.parametrize(
+    "path", ["/recsys/campaigns", "/recsys/api/runs", "/recsys/api/models", "/recsys/api/overview"]
+)
+def test_requests_without_a_valid_login_are_refused(api: str, path: str) -> None:
+    status, _ = _request(api + path)
+    assert status == 401
+    status, _ = _request(api + path, token="not-a-jwt")
+    assert status in (401, 403)
+    status, _ = _request(api + path, cookie="not-a-jwt")
+    assert status in (401, 403)
+
+
+def test_a_viewer_login_may_read(api: str) -> None:
+    status, body = _request(f"{api}/recsys/api/runs?limit=1", token=_login(api, "viewer1"))
+    assert status == 200
+    assert json.loads(body)["runs"][0]["run_id"] == RUN
+
+
+def test_latest_runs_have_offer_counts_outcomes_and_lift(api: str, token: str, campaign_db: str) -> None:
+    runs = _get_json(f"{api}/recsys/api/runs", token)["runs"]
+    assert [r["run_id"] for r in runs] == [RUN, OLD_RUN]
+    run = runs[0]
+    assert run["campaign_date"] == "2026-11-27"
+    assert run["state"] == "published"
+    assert run["model_version"] == "m-002"
+    assert run["offers"] == 6
+    assert run["holdout_users"] == 4
+    assert run["offers_by_channel"] == {"email": 3, "sms": 2, "push": 1}
+    assert run["offers_by_offer_type"] == {"discount": 3, "free_shipping": 1, "recommendation": 1, "bundle": 1}
+    assert run["offers_by_timing"] == {"immediate": 4, "delay_1hour": 1, "delay_6hours": 1}
+    assert run["skipped_by_reason"] == {"no_consent": 3, "no_features": 1}
+    outcomes = run["outcomes"]
+    assert (outcomes["sent"], outcomes["delivered"], outcomes["opened"]) == (4, 4, 3)
+    assert (outcomes["clicked"], outcomes["converted"], outcomes["revenue"]) == (2, 2, 80.0)
+    expected = _expected_lift(campaign_db, RUN)
+    lift = outcomes["lift"]
+    assert lift["treated_users"] == expected["treated_users"]
+    assert lift["holdout_users"] == expected["holdout_users"] == 4
+    assert lift["lift"] == pytest.approx(expected["lift"])
+    assert lift["lift_ci_low"] == pytest.approx(expected["low"], rel=1e-3)
+    assert lift["lift_ci_low"] < lift["lift"] < lift["lift_ci_high"]
+    assert runs[1]["offers"] == 2
+    assert runs[1]["outcomes"]["converted"] == 0
+
+
+def test_run_detail_has_the_scheduled_time_histogram(api: str, token: str) -> None:
+    detail = _get_json(f"{api}/recsys/api/runs/{urllib.parse.quote(RUN, safe='')}", token)
+    bars = {b["hour"]: (b["total"], b["by_channel"]) for b in detail["histogram"]["bars"]}
+    assert bars == {
+        "2026-11-27 09:00": (4, {"email": 2, "sms": 1, "push": 1}),
+        "2026-11-27 10:00": (1, {"email": 1, "sms": 0, "push": 0}),
+        "2026-11-27 15:00": (1, {"email": 0, "sms": 1, "push": 0}),
+    }
+    assert detail["histogram"]["peak"] == 4
+    by_offer = {(b["channel"], b["offer_type"], b["timing"]): (b["offers"], b["sent"]) for b in detail["breakdown"]}
+    assert by_offer[("email", "discount", "immediate")] == (1, 1)
+    assert by_offer[("sms", "recommendation", "delay_6hours")] == (1, 0)
+    assert sum(v[0] for v in by_offer.values()) == 6
+
+
+def test_unknown_run_is_a_404_naming_it(api: str, token: str) -> None:
+    status, body = _request(f"{api}/recsys/api/runs/no-such-run", token=token)
+    assert status == 404
+    assert "no-such-run" in json.loads(body)["detail"]
+
+
+def test_model_leaderboard_shows_the_gate_decisions(api: str, token: str) -> None:
+    models = _get_json(f"{api}/recsys/api/models", token)["models"]
+    assert [m["model_version"] for m in models] == ["m-003", "m-002", "m-001"]
+    decisions = {m["model_version"]: (m["gate_decision"], m["is_champion"]) for m in models}
+    assert decisions == {"m-003": ("rejected", False), "m-002": ("promoted", True), "m-001": ("bootstrap", False)}
+    assert models[0]["gate_reasons"] == ["off-policy lower bound below the champion's"]
+    assert models[1]["dr_value"] == pytest.approx(0.14)
+
+
+def test_html_page_renders_the_numbers(api: str, token: str, campaign_db: str) -> None:
+    status, body = _request(f"{api}/recsys/campaigns", token=token)
+    assert status == 200
+    html = body.decode()
+    assert "<h1>Campaigns</h1>" in html
+    assert RUN in html and OLD_RUN in html
+    assert '<b id="run-offers">6</b>' in html
+    assert '<b id="run-sent">4</b>' in html
+    assert '<b id="run-converted">2</b>' in html
+    assert f'<b id="run-lift">{100 * _expected_lift(campaign_db, RUN)["lift"]:+.1f} pp</b>' in html
+    assert "email 3" in html and "sms 2" in html and "push 1" in html
+    assert "no_consent 3" in html
+    assert "2026-11-27 09:00" in html and "2026-11-27 15:00" in html
+    assert 'class="email" style="width: 50.00%"' in html  # 2 of the peak hour's 4 offers
+    assert "m-003" in html and "rejected" in html and "off-policy lower bound below the champion" in html
+    assert "http://" not in html and "https://" not in html  # nothing loaded from elsewhere
+
+
+def test_html_page_for_one_run_and_through_the_cookie(api: str, token: str) -> None:
+    url = f"{api}/recsys/campaigns?run_id={urllib.parse.quote(OLD_RUN, safe='')}"
+    status, body = _request(url, cookie=token)
+    assert status == 200
+    assert f"Run {OLD_RUN}" in body.decode()
+    assert '<b id="run-offers">2</b>' in body.decode()
+
+
+# --- headless Chromium ----------------------------------------------------------------------------
+
+
+class _Chromium:
+    """Headless Chromium driven over the DevTools protocol (a websocket; no extra dependency)."""
+
+    def __init__(self, exe: str) -> None:
+        from websockets.sync.client import connect as ws_connect
+
+        self.profile = tempfile.mkdtemp(prefix="recsys-chromium-")
+        self.proc = subprocess.Popen(
+            [
+                exe,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--remote-debugging-port=0",
+                f"--user-data-dir={self.profile}",
+                "--window-size=1600,1000",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        port_file = Path(self.profile) / "DevToolsActivePort"
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.close()
+                raise RuntimeError("chromium did not open its DevTools port")
+            time.sleep(0.1)
+        port = port_file.read_text().split()[0]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as resp:
+            page = next(t for t in json.load(resp) if t["type"] == "page")
+        self.stack = contextlib.ExitStack()
+        self.ws = self.stack.enter_context(ws_connect(page["webSocketDebuggerUrl"], max_size=None))
+        self.ids = itertools.count(1)
+
+    def send(self, method: str, **params: Any) -> dict[str, Any]:
+        i = next(self.ids)
+        self.ws.send(json.dumps({"id": i, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv(timeout=60))
+            if msg.get("id") == i:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg["result"]
+
+    def eval(self, expression: str) -> Any:
+        return self.send("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 60) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = self.eval(expression)
+            if value:
+                return value
+            time.sleep(0.25)
+        raise AssertionError(f"timed out waiting for {expression}")
+
+    def type_into(self, selector: str, text: str) -> None:
+        self.eval(f"document.querySelector({json.dumps(selector)}).focus()")
+        self.send("Input.insertText", text=text)
+
+    def close(self) -> None:
+        if getattr(self, "stack", None) is not None:
+            self.stack.close()
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+IFRAME_TEXT = """(() => {
+  const f = document.querySelector('iframe');
+  const t = f && f.contentDocument && f.contentDocument.body && f.contentDocument.body.innerText;
+  return t && t.includes('Model leaderboard') ? t : '';
+})()"""
+
+
+def test_campaigns_page_in_headless_chromium(api: str) -> None:
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (Debian package `chromium`; .ci/run installs it)")
+    browser = _Chromium(CHROMIUM)
+    try:
+        browser.send("Page.enable")
+        next_url = f"{api}/plugin/campaigns"
+        browser.send("Page.navigate", url=f"{api}/auth/login?next={urllib.parse.quote(next_url, safe='')}")
+        browser.wait_for("!!document.querySelector('input[name=username]')")
+        browser.type_into("input[name=username]", "admin")
+        browser.type_into("input[name=password]", PASSWORDS["admin"])
+        browser.wait_for("!document.querySelector('button[type=submit]').disabled")
+        browser.eval("document.querySelector('button[type=submit]').click()")
+        browser.wait_for("!location.pathname.startsWith('/auth')")
+        browser.send("Page.navigate", url=next_url)
+        page_text = browser.wait_for(IFRAME_TEXT)
+        nav_text = browser.eval("document.body.innerText")
+        browser.eval("document.querySelector('iframe').contentWindow.scrollTo(0, 0)")
+        png = base64.b64decode(browser.send("Page.captureScreenshot", format="png")["data"])
+    finally:
+        browser.close()
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "campaigns_page.png"
+    shot.write_bytes(png)
+    print(f"screenshot of the Campaigns page: {shot}")
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    assert "Browse" in nav_text  # the Airflow UI around the page (Campaigns sits under Browse)
+    assert "Latest runs" in page_text
+    assert RUN in page_text
+    assert "Scheduled send times (UTC)" in page_text
+    assert "m-003" in page_text and "rejected" in page_text
