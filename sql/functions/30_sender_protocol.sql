@@ -125,20 +125,21 @@ begin
                 case
                     when o.expires_at <= now() then 'expired'
                     when o.attempts >= o.max_attempts then 'failed'
-                    when not coalesce(case p_channel
-                        when 'email' then u.email_opt_in and nullif(btrim(u.email), '') is not null
-                        when 'sms' then u.sms_opt_in and nullif(btrim(u.phone), '') is not null
-                        else u.push_opt_in and nullif(btrim(u.push_token), '') is not null
-                    end, false) then 'cancelled'
+                    when not coalesce((
+                        select case p_channel
+                            when 'email' then u.email_opt_in and nullif(btrim(u.email), '') is not null
+                            when 'sms' then u.sms_opt_in and nullif(btrim(u.phone), '') is not null
+                            else u.push_opt_in and nullif(btrim(u.push_token), '') is not null
+                        end
+                        from recsys.users as u where u.user_id = o.user_id
+                    ), false) then 'cancelled'
                 end as new_status
             from recsys.campaign_offers as o
-            left join recsys.users as u on o.user_id = u.user_id
             where
                 o.channel = p_channel
                 and o.status in ('scheduled', 'claimed')
                 and o.scheduled_at <= now()
                 and (o.lease_until is null or o.lease_until <= now())
-                -- a scalar subquery, not a join: keeps the plan on the claimable index in due order
                 and (select r.state from recsys.campaign_runs as r where r.run_id = o.run_id) = 'published'
             order by o.scheduled_at
             limit wanted
@@ -167,9 +168,8 @@ begin
             select
                 o.campaign_date,
                 o.offer_id,
-                case p_channel when 'email' then u.email when 'sms' then u.phone else u.push_token end as address
+                o.user_id
             from recsys.campaign_offers as o
-            inner join recsys.users as u on o.user_id = u.user_id
             where
                 o.channel = p_channel
                 and o.status in ('scheduled', 'claimed')
@@ -177,12 +177,15 @@ begin
                 and o.expires_at > now()
                 and (o.lease_until is null or o.lease_until <= now())
                 and o.attempts < o.max_attempts
-                and case p_channel
-                    when 'email' then u.email_opt_in and nullif(btrim(u.email), '') is not null
-                    when 'sms' then u.sms_opt_in and nullif(btrim(u.phone), '') is not null
-                    else u.push_opt_in and nullif(btrim(u.push_token), '') is not null
-                end
-                -- a scalar subquery, not a join: keeps the plan on the claimable index in due order
+                -- scalar subqueries, not joins: the plan stays on the claimable index in due order
+                and (
+                    select case p_channel
+                        when 'email' then u.email_opt_in and nullif(btrim(u.email), '') is not null
+                        when 'sms' then u.sms_opt_in and nullif(btrim(u.phone), '') is not null
+                        else u.push_opt_in and nullif(btrim(u.push_token), '') is not null
+                    end
+                    from recsys.users as u where u.user_id = o.user_id
+                )
                 and (select r.state from recsys.campaign_runs as r where r.run_id = o.run_id) = 'published'
             order by o.scheduled_at
             limit wanted
@@ -198,9 +201,11 @@ begin
             lease_until = now() + p_lease,
             updated_at = now()
         from picked as p
+        inner join recsys.users as u on p.user_id = u.user_id
         where o.campaign_date = p.campaign_date and o.offer_id = p.offer_id
         returning
-            o.offer_id, o.user_id, o.channel, p.address, o.subject, o.body, o.offer_type, o.offer_value,
+            o.offer_id, o.user_id, o.channel,
+            case p_channel when 'email' then u.email when 'sms' then u.phone else u.push_token end, o.subject, o.body, o.offer_type, o.offer_value,
             o.scheduled_at, o.expires_at, o.attempts;
         get diagnostics got = row_count;
 
