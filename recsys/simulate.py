@@ -53,11 +53,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 import psycopg2
 from psycopg2 import sql
-from psycopg2.extensions import make_dsn, parse_dsn
+from psycopg2.extensions import parse_dsn
 
 from recsys.db import Connection, connect, database_url, fetch_all
 from recsys.errors import RecsysError
@@ -551,7 +552,6 @@ class DagRunner:
         home.mkdir(parents=True, exist_ok=True)
         self.env = {
             **os.environ,
-            "AIRFLOW_CONN_RECSYS_DB": url,
             "RECSYS_DATABASE_URL": url,
             "RECSYS_DATA_DIR": str(settings.data_dir),
             "RECSYS_INBOX": str(settings.inbox),
@@ -559,6 +559,12 @@ class DagRunner:
             "OMP_NUM_THREADS": "1",
         }
         self.env.pop("AIRFLOW_HOME", None)
+        # The DAG reads the `recsys_db` connection first: point it at the simulation database (a
+        # user's own connection must never be used). A unix-socket server has no host an Airflow
+        # connection can hold, so there the DAG falls back to RECSYS_DATABASE_URL.
+        self.env.pop("AIRFLOW_CONN_RECSYS_DB", None)
+        if "host=" not in urlsplit(url).query:
+            self.env["AIRFLOW_CONN_RECSYS_DB"] = url
 
     def run(self, night: dt.date, *, timesteps: int, seed: int, shards: int) -> dict[str, Any]:
         """One DAG run for the night; its task instances (state, seconds). `seed`: the DAG's own."""
@@ -622,8 +628,28 @@ def prepare_database(settings: Settings, name: str) -> str:
         raise RecsysError(f"cannot create the simulation database {name!r}: {str(e).strip()}") from e
     finally:
         admin.close()
-    params["dbname"] = name
-    return make_dsn(**params)
+    return with_database(server, name)
+
+
+def with_database(url: str, name: str) -> str:
+    """`url` pointing at database `name` instead, as a postgresql:// URL (what Airflow connections take)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        parts = urlsplit(url)
+        return urlunsplit(parts._replace(path="/" + quote(name, safe="")))
+    params = parse_dsn(url)
+    auth = quote(params.pop("user", ""), safe="")
+    password = params.pop("password", "")
+    if password:
+        auth += ":" + quote(password, safe="")
+    host = params.pop("host", "")
+    port = params.pop("port", "")
+    params.pop("dbname", None)
+    netloc = (auth + "@" if auth else "") + ("" if host.startswith("/") else host + (f":{port}" if port else ""))
+    if host.startswith("/"):
+        params["host"] = host
+        if port:
+            params["port"] = port
+    return urlunsplit(("postgresql", netloc, "/" + quote(name, safe=""), urlencode(params), ""))
 
 
 def _check(config: SimulateConfig) -> None:
