@@ -1,41 +1,50 @@
 """`recsys demo` / `make demo`: the main job on a fresh machine, with no configuration.
 
-Generates a sample shop (the synthetic generator), loads it into PostgreSQL through the real
-extract, builds tonight's features in SQL, trains PPO (gate and registry included), evaluates the
-champion against the generator's hidden truth and prints a summary with one recommendation in the
-original project's format. With `RECSYS_DATABASE_URL` unset,
-it runs on the embedded PostgreSQL in a database of its own (`recsys_demo`, rebuilt each time so
-the summary is reproducible); with it set, it uses that database as it is.
-Scoring, campaigns and the Airflow DAG join this job as they are built.
+Generates a sample shop (the synthetic generator) into a demo inbox, prepares PostgreSQL and a
+local Airflow metadata database (`.airflow/`, SQLite), then runs the real `recsys_nightly` DAG
+once in this process with `dag.test()`: migrations, extract, feedback, features, PPO training
+through the gate, evaluation, sharded scoring, publishing and the report. It ends with a summary
+of tonight's offers, the champion's evaluation against the generator's hidden truth and one
+recommendation in the original project's format. With `RECSYS_DATABASE_URL` unset it runs on the
+embedded PostgreSQL in a database of its own (`recsys_demo`, rebuilt each time so the summary is
+reproducible); with it set, it uses that database as it is.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TextIO
 
 import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
 from recsys.db import connect, database_url, fetch_all, redact
-from recsys.settings import Settings, load_settings
+from recsys.settings import PROJECT_ROOT, Settings, load_settings
 
 DEMO_DATABASE = "recsys_demo"
-STAGES = 7
+AIRFLOW_HOME = PROJECT_ROOT / ".airflow"
+STAGES = 5
+NIGHTLY_TASKS = 9
 
 
 @contextmanager
-def _stage(number: int, title: str) -> Iterator[None]:
-    print(f"[{number}/{STAGES}] {title} ...", flush=True)
+def _stage(number: int, title: str, out: TextIO, times: dict[str, float]) -> Iterator[None]:
+    print(f"[{number}/{STAGES}] {title} ...", file=out, flush=True)
     started = time.perf_counter()
     yield
-    print(f"      done in {time.perf_counter() - started:.1f} s", flush=True)
+    seconds = time.perf_counter() - started
+    times[title.split(":")[0]] = seconds
+    print(f"      done in {seconds:.1f} s", file=out, flush=True)
 
 
 def _demo_database(settings: Settings) -> str:
@@ -56,70 +65,210 @@ def _demo_database(settings: Settings) -> str:
     return make_dsn(**params)
 
 
-def run_demo(*, users: int = 2000, days: int = 60, seed: int = 7) -> int:
-    from recsys.extract import extract_path
-    from recsys.features import build_features, feature_summary
-    from recsys.migrate import migrate
-    from recsys.synth.generate import generate_data
+def airflow_connection(url: str) -> str:
+    """The `recsys_db` Airflow connection for a PostgreSQL URL, in the JSON form
+    `AIRFLOW_CONN_RECSYS_DB` accepts (a unix-socket host, as the embedded server has, included)."""
+    p = parse_dsn(url)
+    conn = {
+        "conn_type": "postgres",
+        "host": p.get("host", "localhost"),
+        "login": p.get("user"),
+        "password": p.get("password") or None,
+        "schema": p.get("dbname", "postgres"),
+    }
+    if p.get("port"):
+        conn["port"] = int(p["port"])
+    return json.dumps({k: v for k, v in conn.items() if v is not None})
 
+
+@contextmanager
+def _quiet_fds(log_path: Path) -> Iterator[TextIO]:
+    """Send everything written to stdout and stderr (Airflow's task logs) to `log_path`; yield a
+    stream to the real terminal for the progress display."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    terminal = os.fdopen(os.dup(saved_out), "w", buffering=1)
+    with open(log_path, "a", buffering=1) as log_file:
+        os.dup2(log_file.fileno(), 1)
+        os.dup2(log_file.fileno(), 2)
+        try:
+            yield terminal
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved_out, 1)
+            os.dup2(saved_err, 2)
+            os.close(saved_out)
+            os.close(saved_err)
+            terminal.close()
+
+
+def run_demo(*, users: int = 2000, days: int = 60, seed: int = 7, timesteps: int = 60_000, shards: int = 2) -> int:
     # The stages' own log lines would repeat what the progress display says.
     logging.getLogger("recsys").setLevel(logging.WARNING)
     settings = load_settings()
+    out = sys.stdout
+    times: dict[str, float] = {}
     today = dt.datetime.now(dt.UTC).date()
-    out = settings.data_dir / "sample.xlsx"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    sample = settings.data_dir / "sample.xlsx"
+    inbox = settings.data_dir / "demo" / "inbox"
+    started = time.perf_counter()
 
-    with _stage(1, f"Generating a sample shop: {users:,} users, {days} days of behaviour up to {today}"):
-        summary = generate_data(users=users, days=days, seed=seed, out=out, end_date=today)
+    with _stage(1, f"Generating a sample shop: {users:,} users, {days} days of behaviour up to {today}", out, times):
+        from recsys.synth.generate import generate_data
+
+        sample.parent.mkdir(parents=True, exist_ok=True)
+        summary = generate_data(users=users, days=days, seed=seed, out=sample, end_date=today)
         print(_indent(summary.format_report()))
+        if inbox.exists():
+            shutil.rmtree(inbox)
+        inbox.mkdir(parents=True)
+        shutil.copy2(sample, inbox / sample.name)
+        print(f"      dropped {sample.name} into the inbox {inbox}")
 
-    with _stage(2, "Preparing PostgreSQL and applying migrations"):
+    with _stage(2, "Preparing PostgreSQL and the Airflow metadata database", out, times):
         url = _demo_database(settings)
         where = "embedded server" if not settings.database_url else "RECSYS_DATABASE_URL"
-        print(f"      database: {redact(url)} ({where})")
-        with connect(url) as conn:
-            print(f"      {migrate(conn, settings).summary()}")
+        print(f"      campaign database: {redact(url)} ({where})")
+        from recsys import airflow_local
 
-    with _stage(3, f"Extracting {out.name} (validated COPY load)"), connect(url) as conn:
-        for result in extract_path(conn, settings, out):
-            print(f"      {result.describe()}")
-            if result.status == "refused":
-                return 1
+        airflow_local.configure(AIRFLOW_HOME)
+        os.environ.update(
+            {
+                "AIRFLOW_CONN_RECSYS_DB": airflow_connection(url),
+                "RECSYS_INBOX": str(inbox),
+                "RECSYS_NIGHTLY_RETRIES": "0",  # a demo shows a failure at once
+            }
+        )
+        log_path = AIRFLOW_HOME / "demo-run.log"
+        log_path.write_text("")
+        with _quiet_fds(log_path):
+            migrated = airflow_local.ensure_metadata(AIRFLOW_HOME)
+        print(f"      Airflow metadata: {AIRFLOW_HOME}/airflow.db ({'created' if migrated else 'up to date'})")
 
-    with _stage(4, f"Building features as of {today} in SQL"), connect(url) as conn:
-        print(f"      {build_features(conn, settings, today).describe()}")
+    conf = {"mode": "auto", "total_timesteps": timesteps, "shards": shards}
+    title = f"Running the recsys_nightly DAG for {today} (dag.test, params {json.dumps(conf)})"
+    with _stage(3, title, out, times):
+        run = _run_nightly(conf, log_path)
+        if run["state"] != "success":
+            failed = [t["task_id"] for t in run["tasks"] if t["state"] not in ("success", "skipped")]
+            print(f"      the run ended {run['state']} (tasks not done: {', '.join(failed)}); see {log_path}")
+            return 1
+        print(f"      run {run['run_id']}: success; Airflow's task logs are in {log_path}")
 
-    with _stage(5, "Training PPO (retrain or fine-tune), gate, registry"), connect(url) as conn:
-        from recsys.train import TrainConfig, train
+    with _stage(4, "Tonight's users and campaign", out, times), connect(url) as conn:
+        from recsys.features import feature_summary
 
-        result = train(conn, settings, as_of=today, config=TrainConfig(total_timesteps=60_000, seed=seed))
-        print(_indent(result.describe()))
+        print(_indent(feature_summary(conn, today)))
+        print()
+        print(_indent(campaign_summary(conn, run["run_id"])))
 
-    with _stage(6, "Evaluating against the generator's hidden truth"), connect(url) as conn:
+    with _stage(5, "Evaluating the champion against the generator's hidden truth", out, times), connect(url) as conn:
         from recsys.model_eval import evaluate_model
 
         evaluation = evaluate_model(conn, as_of=today, truth_path=summary.truth_path, n_boot=100)
         print(_indent(evaluation.truth_eval.table()))
-
-    with _stage(7, "Summary"), connect(url) as conn:
-        print(_indent(feature_summary(conn, today)))
-        sample = fetch_all(
+        top = fetch_all(
             conn,
-            "select * from recsys.user_features where as_of = %s order by engagement_score desc, user_id limit 1",
+            "select user_id from recsys.user_features where as_of = %s order by engagement_score desc, user_id limit 1",
             (today,),
         )
-        if sample:
+        if top:
             from recsys.recommend import recommend
 
             print()
-            print(_indent(recommend(conn, user_id=int(sample[0]["user_id"]), as_of=today).format()))
+            print(_indent(recommend(conn, user_id=int(top[0]["user_id"]), as_of=today).format()))
+
+    total = time.perf_counter() - started
     print(
-        "\nNext: `recsys evaluate --truth data/sample.truth.npz`, `recsys recommend --user-id N`, "
-        "`recsys train --mode fine_tune`; "
-        f"the data is in {Path(out).resolve().parent}.",
-        file=sys.stdout,
+        "\nTime per stage: " + ", ".join(f"{k.lower()} {v:.1f} s" for k, v in times.items()) + f"; total {total:.1f} s"
+    )
+    print(
+        "Next: `make airflow` (the Airflow UI with these DAGs), `recsys evaluate --truth data/sample.truth.npz`, "
+        "`recsys recommend --user-id N`; "
+        f"the data is in {Path(sample).resolve().parent}."
     )
     return 0
+
+
+def _run_nightly(conf: dict[str, Any], log_path: Path) -> dict[str, Any]:
+    """Run the DAG in this process, Airflow's output to `log_path`, a line per task to the terminal."""
+    from recsys import airflow_local, pipeline
+
+    with _quiet_fds(log_path) as terminal:
+        clock: dict[str, float] = {}
+
+        def progress(task: str, event: str, result: dict[str, Any] | None) -> None:
+            if event == "start":
+                clock[task] = time.perf_counter()
+                return
+            seconds = time.perf_counter() - clock.get(task, time.perf_counter())
+            print(f"      {task:<16} {seconds:6.1f} s  {_headline(task, result or {})}", file=terminal, flush=True)
+
+        remove = pipeline.add_listener(progress)
+        try:
+            dag = airflow_local.load_dag("recsys_nightly")
+            dag_run = dag.test(logical_date=dt.datetime.now(dt.UTC), run_conf=conf)
+            return {
+                "run_id": dag_run.run_id,
+                "state": str(dag_run.state),
+                "tasks": airflow_local.task_instances(dag_run),
+            }
+        finally:
+            remove()
+
+
+def _headline(task: str, r: dict[str, Any]) -> str:
+    """One line of what a task did, for the progress display."""
+    if task == "extract":
+        return f"{len(r.get('files', []))} file(s), {r.get('rows_loaded', 0):,} rows loaded"
+    if task == "features":
+        return f"{r.get('users', 0):,} users as of {r.get('as_of')}"
+    if task == "train":
+        steps = f"{r.get('total_timesteps', 0):,} steps"
+        return f"model {r.get('model_version')} ({r.get('mode')}, {steps}): {r.get('decision')}"
+    if task == "evaluate":
+        value = r.get("simulator_value")
+        return f"champion {r.get('model_version')}: simulator value {value:.4f}" if value is not None else ""
+    if task == "score":
+        return f"shard {r.get('shard')}: " + ", ".join(
+            f"{k} {v}" for k, v in r.items() if isinstance(v, int | float) and k not in ("shard", "seconds")
+        )
+    if task == "publish":
+        return "published" if r.get("published", True) else "not published (dry run)"
+    if task == "report":
+        return f"state {r.get('state')}, offers {sum(r.get('offers_by_channel', {}).values()):,}"
+    if task == "migrate":
+        return str(r.get("summary", ""))
+    return ""
+
+
+def campaign_summary(conn: Any, run_id: str) -> str:
+    """Offers of a run by channel, offer type and timing, and the scheduled-time range, in words."""
+    lines: list[str] = []
+    total = fetch_all(
+        conn,
+        "select count(*) as n, min(scheduled_at) as first, max(scheduled_at) as last, count(distinct user_id) as users"
+        " from recsys.campaign_offers where run_id = %s",
+        (run_id,),
+    )[0]
+    lines.append(f"{total['n']:,} offers for {total['users']:,} users (one per user)")
+    for column in ("channel", "offer_type", "timing"):
+        rows = fetch_all(
+            conn,
+            sql.SQL(
+                "select {c} as k, count(*) as n from recsys.campaign_offers"
+                " where run_id = %s group by 1 order by 2 desc"
+            ).format(c=sql.Identifier(column)),
+            (run_id,),
+        )
+        lines.append(f"by {column.replace('_', ' ')}: " + ", ".join(f"{r['k']} {r['n']:,}" for r in rows))
+    if total["first"] is not None:
+        lines.append(f"scheduled from {total['first']:%Y-%m-%d %H:%M} to {total['last']:%Y-%m-%d %H:%M} UTC")
+    holdout = fetch_all(conn, "select count(*) as n from recsys.campaign_holdout where run_id = %s", (run_id,))[0]
+    lines.append(f"control group (no offer): {holdout['n']:,} users")
+    return "\n".join(lines)
 
 
 def _indent(text: str) -> str:

@@ -1,0 +1,149 @@
+"""Run a recsys DAG once, in this process, with Airflow metadata in a local folder.
+
+`recsys demo`, the DAG tests and `bench/bench_nightly.py` run the real `recsys_nightly` DAG through
+`dag.test()`: no scheduler, API server or workers, but the real task code, XComs, dynamic task
+mapping and params. Airflow reads its configuration when it is first imported, so `configure()`
+must run before anything imports `airflow`; `run_dag()` does both, migrating the metadata database
+once per folder (`airflow db migrate` done programmatically).
+
+Also a command, for a clean process per run (tests, benchmarks):
+`python -m recsys.airflow_local --home H [--metadata URL] [--date D] [--conf JSON] [DAG_ID]`
+prints one JSON line with the run's state and its task instances.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from recsys.errors import RecsysError
+from recsys.settings import PROJECT_ROOT
+
+DAGS_FOLDER = PROJECT_ROOT / "dags"
+PLUGINS_FOLDER = PROJECT_ROOT / "plugins"
+
+
+def configure(home: Path, metadata_url: str | None = None) -> dict[str, str]:
+    """Point Airflow at `home` (SQLite metadata in it unless `metadata_url`), this project's DAGs
+    and plugins, and a small machine's parallelism. Returns the variables set."""
+    if "airflow" in sys.modules and os.environ.get("AIRFLOW_HOME") != str(home):
+        raise RecsysError("Airflow was imported before its home folder was configured; run this in a fresh process")
+    home.mkdir(parents=True, exist_ok=True)
+    values = {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url or f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS_FOLDER),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__PARALLELISM": "2",
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "2",
+        "AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR": "False",
+    }
+    os.environ.update(values)
+    return values
+
+
+def ensure_metadata(home: Path) -> bool:
+    """Create or upgrade the metadata database once (a marker per Airflow version and database).
+
+    Returns True when it migrated now."""
+    import airflow
+    from airflow.utils import db
+
+    marker = home / ".recsys-metadata-migrated"
+    stamp = f"{airflow.__version__} {os.environ['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN']}"
+    if marker.exists() and marker.read_text() == stamp:
+        return False
+    db.initdb()
+    marker.write_text(stamp)
+    return True
+
+
+def load_dag(dag_id: str) -> Any:
+    """The DAG object from this project's `dags/` folder, failing on any import error."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    if bag.import_errors:
+        raise RecsysError(f"DAG files do not import: {bag.import_errors}")
+    dag = bag.dags.get(dag_id)
+    if dag is None:
+        raise RecsysError(f"no DAG {dag_id!r} in {DAGS_FOLDER}")
+    return dag
+
+
+def run_dag(
+    dag_id: str,
+    *,
+    home: Path,
+    metadata_url: str | None = None,
+    logical_date: dt.datetime | None = None,
+    conf: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run `dag_id` once with `dag.test()`; the run's state and its task instances' states and seconds."""
+    configure(home, metadata_url)
+    started = time.perf_counter()
+    ensure_metadata(home)
+    migrate_seconds = time.perf_counter() - started
+    dag = load_dag(dag_id)
+    logical_date = logical_date or dt.datetime.now(dt.UTC)
+    run = dag.test(logical_date=logical_date, run_conf=conf or {})
+    return {
+        "dag_id": dag_id,
+        "run_id": run.run_id,
+        "state": str(run.state),
+        "metadata_seconds": round(migrate_seconds, 1),
+        "tasks": task_instances(run),
+    }
+
+
+def task_instances(run: Any) -> list[dict[str, Any]]:
+    """task_id, map_index, state and seconds of each task instance of a finished run."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = (
+            session.query(TaskInstance)
+            .filter(TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id)
+            .order_by(TaskInstance.start_date)
+            .all()
+        )
+        return [
+            {
+                "task_id": ti.task_id,
+                "map_index": ti.map_index,
+                "state": str(ti.state),
+                "seconds": round(ti.duration or 0.0, 2),
+            }
+            for ti in rows
+        ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m recsys.airflow_local", description=__doc__.split("\n\n")[0])
+    parser.add_argument("dag_id", nargs="?", default="recsys_nightly")
+    parser.add_argument("--home", required=True, help="AIRFLOW_HOME for this run (metadata, logs)")
+    parser.add_argument("--metadata", default=None, help="SQLAlchemy URL of the metadata DB (default SQLite in --home)")
+    parser.add_argument("--date", default=None, help="logical date, ISO 8601 (default now)")
+    parser.add_argument("--conf", default="{}", help="run conf (the DAG's params) as JSON")
+    args = parser.parse_args(argv)
+    logical = None
+    if args.date:
+        logical = dt.datetime.fromisoformat(args.date)
+        logical = logical if logical.tzinfo else logical.replace(tzinfo=dt.UTC)
+    result = run_dag(
+        args.dag_id, home=Path(args.home), metadata_url=args.metadata, logical_date=logical, conf=json.loads(args.conf)
+    )
+    print("RESULT " + json.dumps(result), flush=True)
+    return 0 if result["state"] == "success" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
