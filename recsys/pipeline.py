@@ -17,8 +17,9 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
+from functools import wraps
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -146,9 +147,41 @@ def _seconds(started: float) -> float:
     return round(time.perf_counter() - started, 3)
 
 
+Listener = Callable[[str, str, dict[str, Any] | None], None]
+_listeners: list[Listener] = []
+
+
+def add_listener(listener: Listener) -> Callable[[], None]:
+    """Call `listener(task, "start" | "done", result)` around every task function (the demo's
+    progress display). Returns a function that removes it."""
+    _listeners.append(listener)
+    return lambda: _listeners.remove(listener)
+
+
+def _step(name: str) -> Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]]:
+    """Announce a task function to the listeners, and log how long it took."""
+
+    def decorate(func: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+        @wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> dict[str, Any]:
+            for listener in list(_listeners):
+                listener(name, "start", None)
+            started = time.perf_counter()
+            result = func(*args, **kwargs)
+            log.info("%s: done in %.1f s", name, time.perf_counter() - started)
+            for listener in list(_listeners):
+                listener(name, "done", result)
+            return result
+
+        return wrapper
+
+    return decorate
+
+
 # --- tasks ----------------------------------------------------------------------------------------
 
 
+@_step("migrate")
 def migrate(settings: Settings) -> dict[str, Any]:
     """Apply pending migrations and changed views/functions (a no-op when up to date)."""
     from recsys.db import connect
@@ -161,6 +194,7 @@ def migrate(settings: Settings) -> dict[str, Any]:
     return {"summary": result.summary(), "seconds": _seconds(started)}
 
 
+@_step("extract")
 def extract(settings: Settings, campaign_date: dt.date) -> dict[str, Any]:
     """Load the inbox's new files (events, users, past offers) with the night as reference time.
 
@@ -187,6 +221,7 @@ def extract(settings: Settings, campaign_date: dt.date) -> dict[str, Any]:
     }
 
 
+@_step("ingest_feedback")
 def ingest_feedback(settings: Settings, campaign_date: dt.date) -> dict[str, Any]:
     """Load the inbox's `feedback*.csv` files (outcomes of our own offers) into `offer_events`.
 
@@ -217,6 +252,7 @@ def ingest_feedback(settings: Settings, campaign_date: dt.date) -> dict[str, Any
     return {"files": [p.name for p in files], "events": events, "seconds": _seconds(started)}
 
 
+@_step("features")
 def build_features(settings: Settings, campaign_date: dt.date) -> dict[str, Any]:
     """Features as of the campaign date (events before its 00:00 UTC only); replaces the date."""
     from recsys.db import connect
@@ -229,6 +265,7 @@ def build_features(settings: Settings, campaign_date: dt.date) -> dict[str, Any]
     return {"as_of": campaign_date.isoformat(), "users": int(result.users), "seconds": _seconds(started)}
 
 
+@_step("train")
 def train(
     settings: Settings,
     campaign_date: dt.date,
@@ -294,6 +331,7 @@ def train(
     )
 
 
+@_step("evaluate")
 def evaluate(settings: Settings, campaign_date: dt.date, *, model_version: str | None = None) -> dict[str, Any]:
     """The champion's metrics on the night's users: simulator values and off-policy estimates."""
     from recsys.db import connect
@@ -318,6 +356,7 @@ def shard_list(shards: int) -> list[int]:
     return list(range(n))
 
 
+@_step("score")
 def score_shard(
     settings: Settings,
     campaign_date: dt.date,
@@ -331,11 +370,23 @@ def score_shard(
     """Score shard K of N of the night's active users and write their offers (unpublished).
 
     The shard's rows are replaced in one transaction keyed on (campaign date, user), so a cleared
-    shard re-runs alone and changes nothing that was already right.
+    shard re-runs alone and changes nothing that was already right. A shard of a run that is
+    already published is left as it is (its offers may be with senders already).
     """
     from recsys.campaign import score_campaign
+    from recsys.db import connect, fetch_all
 
     started = time.perf_counter()
+    with connect(_url(settings)) as conn:
+        done = fetch_all(
+            conn,
+            "select s.counts from recsys.campaign_runs as r join recsys.campaign_run_shards as s using (run_id)"
+            " where r.run_id = %s and r.state = 'published' and s.shard = %s and s.state = 'done'",
+            (run_id, int(shard)),
+        )
+    if done:  # a shard of a published run cleared in the UI: its offers are out already, keep them
+        log.info("score: run %s is published and shard %s is done: nothing to do", run_id, shard)
+        return _jsonable({**done[0]["counts"], "shard": int(shard), "already_published": True, "seconds": 0.0})
     result = score_campaign(
         settings,
         campaign_date,
@@ -348,6 +399,7 @@ def score_shard(
     return _jsonable({**dict(result), "shard": int(shard), "seconds": _seconds(started)})
 
 
+@_step("publish")
 def publish(settings: Settings, run_id: str, *, dry_run: bool = False) -> dict[str, Any]:
     """Make the run's offers claimable once every shard is done (a dry run publishes nothing)."""
     started = time.perf_counter()
@@ -355,11 +407,18 @@ def publish(settings: Settings, run_id: str, *, dry_run: bool = False) -> dict[s
         log.info("publish: dry run %s: nothing to publish", run_id)
         return {"run_id": run_id, "published": False, "dry_run": True, "seconds": _seconds(started)}
     from recsys.campaign import publish_run
+    from recsys.db import connect, fetch_value
 
+    with connect(_url(settings)) as conn:
+        state = fetch_value(conn, "select state from recsys.campaign_runs where run_id = %s", (run_id,))
+    if state == "published":  # a cleared publish task re-runs as a no-op
+        log.info("publish: run %s is already published", run_id)
+        return {"run_id": run_id, "published": True, "already": True, "seconds": _seconds(started)}
     result = publish_run(settings, run_id)
     return _jsonable({**dict(result), "run_id": run_id, "seconds": _seconds(started)})
 
 
+@_step("report")
 def report(
     settings: Settings,
     run_id: str,
@@ -423,6 +482,7 @@ def report(
     return _jsonable(summary)
 
 
+@_step("dispatch")
 def dispatch(settings: Settings, channel: str, *, adapter: str | None = None) -> dict[str, Any]:
     """Run the reference sender once for one channel: send what is due, then stop."""
     import os

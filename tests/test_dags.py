@@ -1,0 +1,305 @@
+"""The Airflow DAGs: they parse cheaply, and the nightly DAG runs end to end through `dag.test()`.
+
+Airflow reads its configuration when first imported, so every Airflow run here happens in a
+subprocess with its own `AIRFLOW_HOME` (metadata in a scratch database on the test server); the
+campaign database is the session's test database, reached through `AIRFLOW_CONN_RECSYS_DB`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+from psycopg2.extensions import make_dsn, parse_dsn
+
+from recsys.db import connect, fetch_all, fetch_value
+from recsys.demo import airflow_connection
+from recsys.errors import RecsysError
+from recsys.pipeline import campaign_date_for, connection_url, shard_list
+from recsys.settings import PROJECT_ROOT, load_settings
+
+PY = sys.executable
+
+PARSE_CHECK = r"""
+import json, sys
+lookups = []
+from airflow.sdk import Connection
+from airflow.sdk.bases.hook import BaseHook
+import airflow.sdk.execution_time.context as ctx
+_orig = ctx._get_connection
+def spy(conn_id, *a, **k):
+    lookups.append(conn_id)
+    return _orig(conn_id, *a, **k)
+ctx._get_connection = spy
+Connection.get = classmethod(lambda cls, conn_id: lookups.append(conn_id))
+BaseHook.get_connection = classmethod(lambda cls, conn_id: lookups.append(conn_id))
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+out = {
+    "errors": {k: str(v) for k, v in bag.import_errors.items()},
+    "dags": sorted(bag.dag_ids),
+    "heavy": [m for m in ("torch", "stable_baselines3", "pandas", "recsys.pipeline") if m in sys.modules],
+    "lookups": lookups,
+}
+nightly = bag.dags["recsys_nightly"]
+dispatch = bag.dags["recsys_dispatch"]
+out["nightly"] = {
+    "catchup": nightly.catchup,
+    "max_active_runs": nightly.max_active_runs,
+    "tags": sorted(nightly.tags),
+    "params": {k: nightly.params.get_param(k).description for k in nightly.params},
+    "doc": bool(nightly.doc_md),
+    "tasks": sorted(nightly.task_ids),
+    "retries": nightly.default_args.get("retries"),
+    "outlets": [str(getattr(o, "uri", o)) for o in nightly.get_task("report").outlets],
+}
+out["dispatch"] = {"catchup": dispatch.catchup, "max_active_runs": dispatch.max_active_runs, "tasks": dispatch.task_ids}
+print("RESULT " + json.dumps(out))
+"""
+
+
+def _airflow_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RECSYS_"))}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+            "OMP_NUM_THREADS": "1",
+            **extra,
+        }
+    )
+    return env
+
+
+def _result(proc: subprocess.CompletedProcess[str]) -> dict:
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, f"no result (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+# --- parse time -----------------------------------------------------------------------------------
+
+
+def test_dag_files_import_cheaply_without_looking_up_connections(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [PY, "-c", PARSE_CHECK, str(PROJECT_ROOT / "dags")],
+        env=_airflow_env(tmp_path / "airflow"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = _result(proc)
+    assert out["errors"] == {}
+    assert out["dags"] == ["recsys_dispatch", "recsys_nightly"]
+    assert out["heavy"] == []
+    assert out["lookups"] == []
+    nightly = out["nightly"]
+    assert nightly["catchup"] is False and nightly["max_active_runs"] == 1 and nightly["doc"]
+    assert "recsys" in nightly["tags"] and nightly["retries"] == 2
+    assert set(nightly["params"]) >= {"mode", "total_timesteps", "shards", "campaign_date", "dry_run"}
+    assert all(nightly["params"].values()), "every param has a description for the trigger form"
+    assert nightly["tasks"] == sorted(
+        [
+            "migrate",
+            "extract",
+            "ingest_feedback",
+            "features",
+            "train",
+            "evaluate",
+            "shard_list",
+            "score",
+            "publish",
+            "report",
+        ]
+    )
+    assert nightly["outlets"] == ["recsys://campaign_offers/"]
+    assert out["dispatch"] == {"catchup": False, "max_active_runs": 1, "tasks": ["send"]}
+
+
+# --- plain functions ------------------------------------------------------------------------------
+
+
+def test_campaign_date_follows_the_contract() -> None:
+    logical = dt.datetime(2026, 3, 1, 23, 30, tzinfo=ZoneInfo("America/New_York"))
+    assert campaign_date_for(logical, None) == dt.date(2026, 3, 2)  # the logical date in UTC
+    queued = dt.datetime(2026, 3, 5, 2, 0, tzinfo=dt.UTC)
+    assert campaign_date_for(None, queued) == dt.date(2026, 3, 5)  # a UI trigger without a logical date
+    assert campaign_date_for(logical, queued, "2026-04-01") == dt.date(2026, 4, 1)
+    with pytest.raises(RecsysError, match="param campaign_date: expected a date as YYYY-MM-DD, got '1/4/2026'"):
+        campaign_date_for(logical, None, "1/4/2026")
+
+
+def test_shard_list_and_its_bad_input() -> None:
+    assert shard_list(3) == [0, 1, 2]
+    with pytest.raises(RecsysError, match="param shards: expected 1 to 64, got 0"):
+        shard_list(0)
+
+
+def test_connection_url_from_an_airflow_connection() -> None:
+    from airflow.sdk import Connection
+
+    tcp = Connection(
+        conn_id="recsys_db", conn_type="postgres", host="db", port=5433, login="u", password="p@ss", schema="shop"
+    )
+    assert connection_url(tcp) == "postgresql://u:p%40ss@db:5433/shop"
+    assert parse_dsn(connection_url(tcp))["password"] == "p@ss"
+    socket = Connection.from_json(airflow_connection("postgresql://postgres:@/recsys_demo?host=/srv/pg"), conn_id="x")
+    assert parse_dsn(connection_url(socket)) == {"user": "postgres", "dbname": "recsys_demo", "host": "/srv/pg"}
+
+
+# --- the nightly DAG end to end -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def airflow_metadata(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A scratch PostgreSQL database for Airflow's metadata (SQLite when the server is a socket)."""
+    params = parse_dsn(server_url)
+    if str(params.get("host", "")).startswith("/"):
+        yield f"sqlite:///{tmp_path_factory.mktemp('airflow-meta') / 'airflow.db'}"
+        return
+    name = f"recsys_test_airflow_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(server_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    params["dbname"] = name
+    p = params
+    auth = p.get("user", "postgres") + (f":{p['password']}" if p.get("password") else "")
+    yield f"postgresql+psycopg2://{auth}@{p.get('host', 'localhost')}:{p.get('port', '5432')}/{name}"
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+    admin.close()
+
+
+@pytest.fixture(scope="module")
+def campaign_db(server_url: str) -> Iterator[str]:
+    """A database of its own for the nightly runs (the DAG's migrate task creates the schema)."""
+    name = f"recsys_test_nightly_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(server_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    params = parse_dsn(server_url)
+    params["dbname"] = name
+    yield make_dsn(**params)
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+    admin.close()
+
+
+OFFER_COLUMNS = (
+    "offer_id, campaign_date, user_id, action_id, offer_type, offer_value, product_category, channel, timing, "
+    "scheduled_at, expires_at, status, subject, body, model_version, propensity, is_exploration, features_as_of"
+)
+
+
+def _offers(url: str) -> list[tuple]:
+    with connect(url) as conn, conn.cursor() as cur:
+        cur.execute(f"select {OFFER_COLUMNS} from recsys.campaign_offers order by user_id")  # noqa: S608
+        return cur.fetchall()
+
+
+@pytest.mark.slow
+def test_nightly_dag_end_to_end_rerun_and_cleared_shard(
+    airflow_metadata: str, campaign_db: str, tmp_path: Path
+) -> None:
+    from recsys.synth.generate import generate_data
+
+    night = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=3)  # release at the local send time
+    shop = tmp_path / "shop"
+    generate_data(users=400, days=30, seed=11, out=shop, end_date=night)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for f in shop.glob("*.csv"):
+        (inbox / f.name).write_bytes(f.read_bytes())
+    env = _airflow_env(
+        tmp_path / "airflow",
+        AIRFLOW_CONN_RECSYS_DB=airflow_connection(campaign_db),
+        RECSYS_INBOX=str(inbox),
+        RECSYS_DATA_DIR=str(tmp_path / "data"),
+        RECSYS_NIGHTLY_RETRIES="0",
+    )
+    conf = json.dumps({"total_timesteps": 2048, "shards": 2, "mode": "auto"})
+    command = [PY, "-m", "recsys.airflow_local", "--home", str(tmp_path / "airflow"), "--metadata", airflow_metadata]
+    command += ["--date", f"{night.isoformat()}T02:00:00+00:00", "--conf", conf]
+
+    first = _result(subprocess.run(command, env=env, capture_output=True, text=True, timeout=900))
+    assert first["state"] == "success", first
+    states = {(t["task_id"], t["map_index"]): t["state"] for t in first["tasks"]}
+    assert set(states.values()) == {"success"}
+    assert ("score", 0) in states and ("score", 1) in states and len(states) == 11
+    assert not list(inbox.glob("*.csv")) and len(list((inbox / "loaded").glob("*.csv"))) == 3
+
+    with connect(campaign_db) as conn:
+        run = fetch_all(conn, "select * from recsys.campaign_runs where run_id = %s", (first["run_id"],))[0]
+        assert run["state"] == "published" and run["campaign_date"] == night and run["shard_count"] == 2
+        assert run["report"]["seconds_per_task"]["train"] > 0
+        assert run["report"]["model"]["model_version"] == run["model_version"]
+        assert "simulator_value" in run["report"]["evaluation"]
+        counts = run["counts"]
+        n_offers = fetch_value(conn, "select count(*) from recsys.campaign_offers where campaign_date = %s", (night,))
+        n_holdout = fetch_value(conn, "select count(*) from recsys.campaign_holdout where campaign_date = %s", (night,))
+        assert n_offers > 50 and n_offers == counts["offers"]
+        assert n_offers + n_holdout == counts["eligible"]
+        # one offer per eligible user, never to a held-out user, never on a channel without consent
+        bad = fetch_value(
+            conn,
+            """
+            select count(*) from recsys.campaign_offers as o
+            left join recsys.users as u using (user_id)
+            where o.user_id in (select user_id from recsys.campaign_holdout)
+                or not coalesce(case o.channel when 'email' then u.email_opt_in when 'sms' then u.sms_opt_in
+                    else u.push_opt_in end, false)
+            """,
+        )
+        assert bad == 0
+        rows = fetch_all(
+            conn,
+            "select o.timing, o.channel, o.scheduled_at, coalesce(u.timezone, 'UTC') as tz"
+            " from recsys.campaign_offers as o left join recsys.users as u using (user_id)",
+        )
+        from recsys.campaign import load_rules
+        from recsys.catalog import load_catalog
+
+        delays = load_catalog().timing_delay_minutes
+        send_time = load_rules().send_time
+        for r in rows:  # release = the local send time on the night (published before it), + the delay
+            local = dt.datetime.combine(night, send_time, tzinfo=ZoneInfo(r["tz"]))
+            expected = local + dt.timedelta(minutes=delays[r["timing"]])
+            assert r["scheduled_at"] == expected, r
+    offers = _offers(campaign_db)
+
+    # the same night again: nothing changes (the night's model is reused, offers upserted in place)
+    second = _result(subprocess.run(command, env=env, capture_output=True, text=True, timeout=900))
+    assert second["state"] == "success", second
+    assert second["run_id"] != first["run_id"]
+    assert _offers(campaign_db) == offers
+    with connect(campaign_db) as conn:
+        assert fetch_value(conn, "select count(*) from recsys.policy_models") == 1
+
+    # a shard of the published run cleared in the UI: a no-op
+    from recsys.pipeline import publish, score_shard
+
+    settings = load_settings(env={}, database_url=campaign_db, data_dir=tmp_path / "data", inbox=inbox)
+    again = score_shard(settings, night, run_id=second["run_id"], shard=1, shards=2)
+    assert again["already_published"] is True
+    assert _offers(campaign_db) == offers
+
+    # a run whose shard 1 failed and was cleared: it re-runs alone, then the run publishes unchanged
+    score_shard(settings, night, run_id="cleared-shard", shard=0, shards=2)
+    score_shard(settings, night, run_id="cleared-shard", shard=1, shards=2)
+    assert score_shard(settings, night, run_id="cleared-shard", shard=1, shards=2)["shard"] == 1
+    assert publish(settings, "cleared-shard")["run_id"] == "cleared-shard"
+    assert publish(settings, "cleared-shard")["already"] is True  # a cleared publish task too
+    assert _offers(campaign_db) == offers
