@@ -1,6 +1,10 @@
 -- Every logged offer decision and its outcome, without features: past campaigns from input files
--- now; the system's own campaign offers join this view when campaigns exist. Features read it for
--- contact history; v_logged_offers adds the features the system had when each decision was made.
+-- (offer_history) and the system's own sent offers (campaign_offers with offer_events). Features
+-- read it for contact history; v_logged_offers adds the features the system had when each decision
+-- was made. An own offer appears once its attribution window (recsys.attribution_window()) has
+-- closed, so its outcome is final when learning reads it: opened, clicked and converted say whether
+-- that event was reported within the window (a click counts as an open), revenue sums converted
+-- revenue within it.
 
 create or replace view recsys.v_offer_log as
 with history as (
@@ -22,11 +26,43 @@ with history as (
     from recsys.offer_history as h
 ),
 
+own as (
+    select
+        o.offer_id::text as offer_id,
+        'campaign'::text as source,
+        o.user_id,
+        o.sent_at,
+        o.features_as_of,
+        o.offer_type,
+        o.offer_value::numeric(12, 2) as offer_value,
+        o.channel,
+        o.timing,
+        o.propensity,
+        coalesce(e.opened, false) as opened,
+        coalesce(e.clicked, false) as clicked,
+        coalesce(e.converted, false) as converted,
+        coalesce(e.revenue, 0)::numeric(14, 2) as revenue
+    from recsys.campaign_offers as o
+    left join lateral (
+        select
+            bool_or(ev.event in ('opened', 'clicked')) as opened,
+            bool_or(ev.event = 'clicked') as clicked,
+            bool_or(ev.event = 'converted') as converted,
+            sum(ev.revenue) filter (where ev.event = 'converted') as revenue
+        from recsys.offer_events as ev
+        where ev.offer_id = o.offer_id and ev.event_at < o.sent_at + recsys.attribution_window()
+    ) as e on true
+    where o.status = 'sent' and o.sent_at + recsys.attribution_window() <= now()
+),
+
 final as (
     select * from history
+    union all
+    select * from own
 )
 
 select * from final;
 
 comment on view recsys.v_offer_log is
-'Every logged offer (past campaigns; later the system''s own) with its propensity and outcome.';
+'Every logged offer, past campaigns (source history) and the system''s own sent offers once their '
+'attribution window closed (source campaign), with its propensity and outcome.';
