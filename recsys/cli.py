@@ -301,6 +301,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         history_days=args.history_days,
         in_process=args.in_process,
         shards=args.shards,
+        frequency_cap=args.frequency_cap or None,
     )
     simulate(config)
     return 0
@@ -404,6 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timesteps", type=_positive, default=60_000, help="PPO steps per night (default 60000)")
     p.add_argument("--history-days", type=_positive, default=60, help="generated days before the first night")
     p.add_argument("--shards", type=_positive, default=1, help="scoring shards per night (default 1)")
+    p.add_argument(
+        "--frequency-cap",
+        type=int,
+        default=7,
+        help="offers per user in 7 days for the simulated campaigns (default 7: one a night; 0: the config's rule)",
+    )
     p.add_argument("--in-process", action="store_true", help="call the nightly stages directly instead of dag.test()")
     p.set_defaults(func=cmd_simulate)
 

@@ -46,6 +46,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -102,6 +103,10 @@ class SimulateConfig:
     """Scoring shards per night."""
     database: str = SIM_DATABASE
     """Name of the simulation's own database (created, or replaced, on the configured server)."""
+    frequency_cap: int | None = 7
+    """Offers per user in 7 days for the simulated campaigns (None: the configuration's rule, 3 by
+    default). 7 lets every active user get an offer every night, so each night is a full campaign to
+    measure; with the shipped 3 in 7 days most users sit out nights 4 to 7."""
 
     def first_night(self) -> dt.date:
         return self.start or dt.datetime.now(dt.UTC).date() - dt.timedelta(days=self.nights)
@@ -308,7 +313,13 @@ class SimulatedUsers:
         unsubscribed = opened & (u >= 1.0 - resp.p_unsubscribe) & ~clicked
         converted = clicked & (rng.random(m) < resp.p_convert)
         sent = np.asarray(offers.sent_at, dtype=np.int64)
-        window = np.full(m, p.response_horizon_hours * HOUR, dtype=np.float64)
+        # Responses come within the generator's horizon (24 h) and, like the generator's, before the
+        # end of the day (the next night's reference time), so the next night learns final outcomes
+        # and sees every resulting event; an offer sent after midnight (moved by quiet hours) keeps
+        # the full horizon and its events wait for a later night's file.
+        next_midnight = _epoch(night) + DAY
+        room = np.where(sent < next_midnight, next_midnight - 1 - sent, p.response_horizon_hours * HOUR)
+        window = np.clip(room, 60, p.response_horizon_hours * HOUR).astype(np.float64)
         open_at = sent + _truncated_exponential(rng, p.open_delay_mean_minutes * 60, 0.5 * window).astype(np.int64)
         click_at = open_at + _truncated_exponential(rng, p.click_delay_mean_minutes * 60, 0.1 * window).astype(np.int64)
         buy_at = click_at + _truncated_exponential(rng, p.purchase_delay_mean_minutes * 60, 0.2 * window).astype(
@@ -413,20 +424,70 @@ class SimulatedUsers:
 # --- the simulated sender and the database side --------------------------------------------------
 
 
-def send_all(conn: Connection, night: dt.date) -> SentOffers:
-    """Mark every scheduled offer of the night's published runs sent, at its scheduled time."""
+def send_all(conn: Connection, night: dt.date, *, publish_hour_utc: float = 1.0) -> SentOffers:
+    """Mark every scheduled offer of the night's published runs sent, at its send time on the
+    simulated clock.
+
+    Scoring and publishing stamp `scheduled_at` with the real publish moment (the wall clock), which
+    for a simulated night in the past is days later. The simulated sender recomputes each offer's
+    send time with the same SQL (`recsys.offer_schedule`: release, delay, quiet hours) as if the run
+    had been published at `publish_hour_utc` on the night, and sends it then.
+    """
+    from recsys.campaign.rules import load_rules
+    from recsys.catalog import load_catalog
+
+    rules = load_rules()
+    catalog = load_catalog()
+    channels = list(catalog.channels)
+    quiet = [rules.quiet_hours.get(ch, (None, None)) for ch in channels]
+    publish_at = _midnight(night) + dt.timedelta(hours=publish_hour_utc)
     rows = fetch_all(
         conn,
         """
+        with timing as (
+            select * from unnest(%(timings)s::text[], %(delays)s::integer[]) as t (timing, delay_minutes)
+        ),
+
+        quiet as (
+            select * from unnest(%(channels)s::text[], %(quiet_start)s::time[], %(quiet_end)s::time[])
+                as q (channel, quiet_start, quiet_end)
+        ),
+
+        due as (
+            select
+                o.campaign_date,
+                o.offer_id,
+                recsys.offer_schedule(
+                    o.campaign_date, coalesce(z.name, 'UTC'), %(send_time)s, %(publish_at)s,
+                    t.delay_minutes, q.quiet_start, q.quiet_end
+                ) as send_at
+            from recsys.campaign_offers as o
+            inner join recsys.campaign_runs as r on o.run_id = r.run_id and r.state = 'published'
+            inner join timing as t on o.timing = t.timing
+            left join quiet as q on o.channel = q.channel
+            left join recsys.users as u on o.user_id = u.user_id
+            left join pg_timezone_names as z on u.timezone = z.name
+            where o.campaign_date = %(night)s and o.status = 'scheduled'
+        )
+
         update recsys.campaign_offers as o
-        set status = 'sent', sent_at = o.scheduled_at, attempts = o.attempts + 1,
-            claimed_by = %(worker)s, claimed_at = o.scheduled_at, updated_at = clock_timestamp()
-        from recsys.campaign_runs as r
-        where r.run_id = o.run_id and r.state = 'published'
-          and o.campaign_date = %(night)s and o.status = 'scheduled'
-        returning o.offer_id, o.user_id, o.action_id, extract(epoch from o.scheduled_at)::bigint as sent_at
+        set status = 'sent', sent_at = d.send_at, attempts = o.attempts + 1,
+            claimed_by = %(worker)s, claimed_at = d.send_at, updated_at = clock_timestamp()
+        from due as d
+        where o.campaign_date = d.campaign_date and o.offer_id = d.offer_id
+        returning o.offer_id, o.user_id, o.action_id, extract(epoch from d.send_at)::bigint as sent_at
         """,
-        {"night": night, "worker": SENDER_WORKER},
+        {
+            "night": night,
+            "worker": SENDER_WORKER,
+            "timings": list(catalog.timings),
+            "delays": [int(catalog.timing_delay_minutes[t]) for t in catalog.timings],
+            "channels": channels,
+            "quiet_start": [q[0] for q in quiet],
+            "quiet_end": [q[1] for q in quiet],
+            "send_time": rules.send_time,
+            "publish_at": publish_at,
+        },
     )
     rows.sort(key=lambda r: r["offer_id"])
     return SentOffers(
@@ -652,7 +713,27 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(("postgresql", netloc, "/" + quote(name, safe=""), urlencode(params), ""))
 
 
+def campaign_config(out: Path, frequency_cap: int | None) -> Path | None:
+    """A copy of the configuration (RECSYS_CONFIG or the packaged file) with the simulation's
+    frequency cap, in `out`; None when the configuration's own rule applies."""
+    from recsys.catalog import DEFAULT_CONFIG
+
+    if frequency_cap is None:
+        return None
+    source = Path(os.environ.get("RECSYS_CONFIG") or DEFAULT_CONFIG)
+    text = source.read_text()
+    section = re.search(r"^\[campaign\.frequency_cap\]\n(?:(?!^\[).*\n?)*", text, flags=re.M)
+    if section is None or not re.search(r"^total\s*=", section.group(0), flags=re.M):
+        raise RecsysError(f"{source}: no [campaign.frequency_cap] total to set the simulation's frequency cap in")
+    body = re.sub(r"^total\s*=.*$", f"total = {int(frequency_cap)}", section.group(0), count=1, flags=re.M)
+    target = out / "config.toml"
+    target.write_text(text[: section.start()] + body + text[section.end() :])
+    return target
+
+
 def _check(config: SimulateConfig) -> None:
+    if config.frequency_cap is not None and config.frequency_cap < 1:
+        raise RecsysError(f"--frequency-cap must be a whole number >= 1, got {config.frequency_cap!r}")
     for name in ("nights", "users", "timesteps", "history_days", "shards"):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -661,10 +742,6 @@ def _check(config: SimulateConfig) -> None:
 
 def simulate(config: SimulateConfig, settings: Settings | None = None, *, echo: bool = True) -> SimulationResult:
     """Generate a shop, then run `config.nights` nights with simulated sender and users."""
-    from recsys.catalog import load_catalog
-    from recsys.synth.generate import generate_data, truth_path_for
-    from recsys.synth.truth import GroundTruth
-
     _check(config)
     settings = settings or load_settings()
     out = Path(config.out)
@@ -677,6 +754,30 @@ def simulate(config: SimulateConfig, settings: Settings | None = None, *, echo: 
     def say(text: str) -> None:
         if echo:
             print(text, flush=True)
+
+    if echo:  # the stages' own log lines would bury the table
+        logging.getLogger("recsys").setLevel(logging.WARNING)
+
+    config_path = campaign_config(out, config.frequency_cap)
+    previous = os.environ.get("RECSYS_CONFIG")
+    if config_path is not None:
+        os.environ["RECSYS_CONFIG"] = str(config_path)
+    try:
+        return _simulate(config, settings, out, first, dates, say)
+    finally:
+        if config_path is not None:
+            if previous is None:
+                os.environ.pop("RECSYS_CONFIG", None)
+            else:
+                os.environ["RECSYS_CONFIG"] = previous
+
+
+def _simulate(
+    config: SimulateConfig, settings: Settings, out: Path, first: dt.date, dates: list[dt.date], say: Any
+) -> SimulationResult:
+    from recsys.catalog import load_catalog
+    from recsys.synth.generate import generate_data, truth_path_for
+    from recsys.synth.truth import GroundTruth
 
     shop = out / "shop"
     summary = generate_data(users=config.users, days=config.history_days, seed=config.seed, out=shop, end_date=first)
@@ -702,7 +803,7 @@ def simulate(config: SimulateConfig, settings: Settings | None = None, *, echo: 
         else:
             runner.run(night, timesteps=config.timesteps, seed=config.seed, shards=config.shards)
         with connect(url) as conn:
-            sent = send_all(conn, night)
+            sent = send_all(conn, night, publish_hour_utc=truth.params.publish_hour_utc)
             held = holdout_users(conn, night)
             k = offers_last_7d(conn, night, sent.user_id)
             ok = channel_ok(conn, sent.user_id)

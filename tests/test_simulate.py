@@ -19,7 +19,7 @@ import pytest
 
 from recsys import simulate as sim
 from recsys.catalog import load_catalog
-from recsys.db import fetch_all, fetch_value
+from recsys.db import connect, fetch_all, fetch_value
 from recsys.settings import PROJECT_ROOT, Settings
 from recsys.synth.generate import generate_data, truth_path_for
 from recsys.synth.truth import GroundTruth
@@ -210,3 +210,118 @@ def test_bad_arguments_are_one_line_errors(settings: Settings, tmp_path: Path) -
     with pytest.raises(sim.RecsysError, match="--nights must be a whole number >= 1"):
         sim.simulate(sim.SimulateConfig(nights=0, out=tmp_path), settings, echo=False)
     assert not any(tmp_path.iterdir())
+
+
+# --- whole simulations --------------------------------------------------------------------------------
+
+
+def _run(settings: Settings, tmp_path: Path, *, in_process: bool, nights: int = 2) -> sim.SimulationResult:
+    config = sim.SimulateConfig(
+        nights=nights,
+        users=1500,
+        seed=4,
+        start=dt.date(2026, 9, 1),
+        out=tmp_path / "sim",
+        timesteps=4096,
+        history_days=30,
+        in_process=in_process,
+        database=f"recsys_sim_test_{tmp_path.name[-12:].lower().replace('-', '_')}",
+    )
+    return sim.simulate(config, settings, echo=False)
+
+
+def _drop(settings: Settings, name: str) -> None:
+    import psycopg2
+    from psycopg2 import sql
+
+    admin = psycopg2.connect(settings.database_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+    admin.close()
+
+
+@pytest.mark.slow
+def test_two_nights_close_the_feedback_loop(settings: Settings, tmp_path: Path) -> None:
+    result = _run(settings, tmp_path, in_process=True)
+    url = sim.with_database(settings.database_url, result.config.database)
+    try:
+        first, second = (n.campaign_date for n in result.nights)
+        # the table: one row per night, every value with its interval
+        assert [n.night for n in result.nights] == [1, 2]
+        for n in result.nights:
+            assert n.treated > 0 and n.holdout > 0
+            for name in ("policy", "best_fixed", "random", "oracle"):
+                v = n.values[name]
+                assert v.n == n.treated and v.lower <= v.mean <= v.upper
+        lines = result.paths["csv"].read_text().splitlines()
+        assert len(lines) == 3
+        assert result.paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        with connect(url) as conn:
+            # every offer sent on night 1 was delivered, and the users responded to some
+            sent = fetch_value(
+                conn,
+                "select count(*) from recsys.campaign_offers where campaign_date = %s and status = 'sent'",
+                (first,),
+            )
+            events = dict(
+                (r["event"], r["n"])
+                for r in fetch_all(
+                    conn,
+                    "select e.event, count(*) as n from recsys.offer_events as e join recsys.campaign_offers as o"
+                    " using (offer_id) where o.campaign_date = %s group by e.event",
+                    (first,),
+                )
+            )
+            assert sent == result.nights[0].treated == events["delivered"]
+            assert events.get("opened", 0) > 0 and events.get("clicked", 0) > 0
+            # clicks came back as sessions brought by the offer's channel, loaded for night 2 with their dates
+            clicks = fetch_all(
+                conn,
+                "select o.user_id, o.channel, e.event_at from recsys.offer_events as e"
+                " join recsys.campaign_offers as o using (offer_id) where o.campaign_date = %s and e.event = 'clicked'",
+                (first,),
+            )
+            for c in clicks:
+                assert fetch_value(
+                    conn,
+                    "select count(*) from recsys.behavior_events where user_id = %s and channel = %s"
+                    " and event_at = %s and action = 'view'",
+                    (c["user_id"], c["channel"], c["event_at"]),
+                ), c
+            day = fetch_all(
+                conn,
+                "select count(*) filter (where action = 'purchase') as buys, count(*) as n from recsys.behavior_events"
+                " where event_at >= %s and event_at < %s",
+                (first, second),
+            )[0]
+            assert day["n"] > 0 and day["buys"] > 0
+            # the night-2 model learned from the logs up to night 1, own offers included
+            window_end = fetch_value(
+                conn, "select training_window_end from recsys.policy_models where trained_on = %s", (second,)
+            )
+            assert window_end == first
+            logged = fetch_value(
+                conn, "select count(*) from recsys.v_logged_offers where features_as_of = %s", (first,)
+            )
+            assert logged == sent
+    finally:
+        _drop(settings, result.config.database)
+
+
+@pytest.mark.slow
+def test_one_night_through_the_nightly_dag(settings: Settings, tmp_path: Path) -> None:
+    result = _run(settings, tmp_path, in_process=False, nights=1)
+    url = sim.with_database(settings.database_url, result.config.database)
+    try:
+        (night,) = result.nights
+        assert night.treated > 0 and night.model_version
+        with connect(url) as conn:
+            run = fetch_all(
+                conn, "select state, report from recsys.campaign_runs where campaign_date = %s", (night.campaign_date,)
+            )
+        assert [r["state"] for r in run] == ["published"]
+        assert "seconds_per_task" in run[0]["report"]  # written by the DAG's report task
+        assert (tmp_path / "sim" / "airflow" / "airflow.db").exists()
+    finally:
+        _drop(settings, result.config.database)
