@@ -392,6 +392,29 @@ def test_airflow_lists_the_plugin(airflow_home: tuple[Path, dict[str, str]]) -> 
     assert "recsys/campaigns" in str(ours["external_views"])
 
 
+def test_importing_the_plugin_is_light_and_connects_to_nothing() -> None:
+    code = (
+        "import sys, psycopg2\n"
+        "def refuse(*a, **k): raise AssertionError('connected at import')\n"
+        "psycopg2.connect = refuse\n"
+        f"sys.path.insert(0, {str(PROJECT_ROOT / 'plugins')!r})\n"
+        "import recsys_campaigns_plugin\n"
+        "print(sorted(m for m in ('torch', 'pandas', 'stable_baselines3', 'numpy') if m in sys.modules))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env["AIRFLOW_CONN_RECSYS_DB"] = "postgresql://nobody@127.0.0.1:1/nothing"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_ui_lists_the_campaigns_entry(api: str, token: str) -> None:
+    plugins = _get_json(f"{api}/api/v2/plugins", token)["plugins"]
+    ours = next(p for p in plugins if p["name"] == "recsys_campaigns")
+    assert [v["name"] for v in ours["external_views"]] == ["Campaigns"]
+    assert ours["external_views"][0]["href"] == "recsys/campaigns"
+
+
 @pytest.mark.parametrize(
     "path", ["/recsys/campaigns", "/recsys/api/runs", "/recsys/api/models", "/recsys/api/overview"]
 )
@@ -435,6 +458,7 @@ def test_latest_runs_have_offer_counts_outcomes_and_lift(api: str, token: str, c
     assert lift["lift_ci_low"] < lift["lift"] < lift["lift_ci_high"]
     assert runs[1]["offers"] == 2
     assert runs[1]["outcomes"]["converted"] == 0
+    assert runs[1]["outcomes"]["lift"]["lift"] is None  # no holdout: no lift, not a made-up one
 
 
 def test_run_detail_has_the_scheduled_time_histogram(api: str, token: str) -> None:
