@@ -408,6 +408,38 @@ def test_importing_the_plugin_is_light_and_connects_to_nothing() -> None:
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_a_missing_or_unreachable_database_is_named_in_one_line(airflow_home: tuple[Path, dict[str, str]]) -> None:
+    """What the page answers (503 with this detail) when recsys_db is undefined or does not answer."""
+    _, env = airflow_home
+    code = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(PROJECT_ROOT / 'plugins')!r})\n"
+        "from recsys_campaigns import data\n"
+        "try:\n"
+        "    with data.connect():\n"
+        "        pass\n"
+        "except data.DatabaseUnavailable as e:\n"
+        "    print(e)\n"
+    )
+
+    def message(**overrides: str) -> str:
+        run_env = {k: v for k, v in env.items() if k not in ("AIRFLOW_CONN_RECSYS_DB", "RECSYS_DATABASE_URL")}
+        run_env.update(overrides)
+        done = subprocess.run([sys.executable, "-c", code], env=run_env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        lines = done.stdout.strip().splitlines()
+        assert len(lines) == 1, lines  # one line, even for libpq's multi-line errors
+        return lines[0]
+
+    assert message() == (
+        "no campaign database: define the Airflow connection 'recsys_db' (AIRFLOW_CONN_RECSYS_DB) "
+        "or set RECSYS_DATABASE_URL"
+    )
+    unreachable = message(AIRFLOW_CONN_RECSYS_DB="postgresql://nobody@127.0.0.1:1/nothing")
+    assert unreachable.startswith("cannot connect to the campaign database (recsys_db): ")
+    assert "127.0.0.1" in unreachable
+
+
 def test_the_ui_lists_the_campaigns_entry(api: str, token: str) -> None:
     plugins = _get_json(f"{api}/api/v2/plugins", token)["plugins"]
     ours = next(p for p in plugins if p["name"] == "recsys_campaigns")
