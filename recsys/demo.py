@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,12 +39,12 @@ NIGHTLY_TASKS = 9
 
 
 @contextmanager
-def _stage(number: int, title: str, out: TextIO, times: dict[str, float]) -> Iterator[None]:
+def _stage(number: int, title: str, out: TextIO, times: dict[str, float], name: str) -> Iterator[None]:
     print(f"[{number}/{STAGES}] {title} ...", file=out, flush=True)
     started = time.perf_counter()
     yield
     seconds = time.perf_counter() - started
-    times[title.split(":")[0]] = seconds
+    times[name] = seconds
     print(f"      done in {seconds:.1f} s", file=out, flush=True)
 
 
@@ -107,6 +108,7 @@ def _quiet_fds(log_path: Path) -> Iterator[TextIO]:
 def run_demo(*, users: int = 2000, days: int = 60, seed: int = 7, timesteps: int = 60_000, shards: int = 2) -> int:
     # The stages' own log lines would repeat what the progress display says.
     logging.getLogger("recsys").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")  # no login session: harmless
     settings = load_settings()
     out = sys.stdout
     times: dict[str, float] = {}
@@ -115,7 +117,8 @@ def run_demo(*, users: int = 2000, days: int = 60, seed: int = 7, timesteps: int
     inbox = settings.data_dir / "demo" / "inbox"
     started = time.perf_counter()
 
-    with _stage(1, f"Generating a sample shop: {users:,} users, {days} days of behaviour up to {today}", out, times):
+    title = f"Generating a sample shop: {users:,} users, {days} days of behaviour up to {today}"
+    with _stage(1, title, out, times, "data"):
         from recsys.synth.generate import generate_data
 
         sample.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +130,7 @@ def run_demo(*, users: int = 2000, days: int = 60, seed: int = 7, timesteps: int
         shutil.copy2(sample, inbox / sample.name)
         print(f"      dropped {sample.name} into the inbox {inbox}")
 
-    with _stage(2, "Preparing PostgreSQL and the Airflow metadata database", out, times):
+    with _stage(2, "Preparing PostgreSQL and the Airflow metadata database", out, times, "databases"):
         url = _demo_database(settings)
         where = "embedded server" if not settings.database_url else "RECSYS_DATABASE_URL"
         print(f"      campaign database: {redact(url)} ({where})")
@@ -149,7 +152,7 @@ def run_demo(*, users: int = 2000, days: int = 60, seed: int = 7, timesteps: int
 
     conf = {"mode": "auto", "total_timesteps": timesteps, "shards": shards}
     title = f"Running the recsys_nightly DAG for {today} (dag.test, params {json.dumps(conf)})"
-    with _stage(3, title, out, times):
+    with _stage(3, title, out, times, "nightly DAG"):
         run = _run_nightly(conf, log_path)
         if run["state"] != "success":
             failed = [t["task_id"] for t in run["tasks"] if t["state"] not in ("success", "skipped")]
@@ -157,14 +160,15 @@ def run_demo(*, users: int = 2000, days: int = 60, seed: int = 7, timesteps: int
             return 1
         print(f"      run {run['run_id']}: success; Airflow's task logs are in {log_path}")
 
-    with _stage(4, "Tonight's users and campaign", out, times), connect(url) as conn:
+    with _stage(4, "Tonight's users and campaign", out, times, "summary"), connect(url) as conn:
         from recsys.features import feature_summary
 
         print(_indent(feature_summary(conn, today)))
         print()
         print(_indent(campaign_summary(conn, run["run_id"])))
 
-    with _stage(5, "Evaluating the champion against the generator's hidden truth", out, times), connect(url) as conn:
+    title = "Evaluating the champion against the generator's hidden truth"
+    with _stage(5, title, out, times, "truth"), connect(url) as conn:
         from recsys.model_eval import evaluate_model
 
         evaluation = evaluate_model(conn, as_of=today, truth_path=summary.truth_path, n_boot=100)
@@ -232,9 +236,8 @@ def _headline(task: str, r: dict[str, Any]) -> str:
         value = r.get("simulator_value")
         return f"champion {r.get('model_version')}: simulator value {value:.4f}" if value is not None else ""
     if task == "score":
-        return f"shard {r.get('shard')}: " + ", ".join(
-            f"{k} {v}" for k, v in r.items() if isinstance(v, int | float) and k not in ("shard", "seconds")
-        )
+        shown = ("users", "eligible", "offers", "holdout", "exploration")
+        return f"shard {r.get('shard')}: " + ", ".join(f"{k} {r[k]:,}" for k in shown if k in r)
     if task == "publish":
         return "published" if r.get("published", True) else "not published (dry run)"
     if task == "report":

@@ -223,33 +223,44 @@ def extract(settings: Settings, campaign_date: dt.date) -> dict[str, Any]:
 
 @_step("ingest_feedback")
 def ingest_feedback(settings: Settings, campaign_date: dt.date) -> dict[str, Any]:
-    """Load the inbox's `feedback*.csv` files (outcomes of our own offers) into `offer_events`.
+    """Load `feedback*.csv` files (outcomes of our own offers) still in the inbox into `offer_events`.
 
-    Recording an event is idempotent per (offer, event), so a re-run adds nothing; loaded files
-    move to `loaded/` like the other inbox files.
+    The inbox load (`extract`) takes the feedback files present when it runs; this catches those
+    that arrived since, and counts what the night's feedback holds. Events are recorded once per
+    (offer, event) and files are known by checksum, so a re-run adds nothing.
     """
+    from recsys.db import connect, fetch_value
+    from recsys.feedback import feedback_files
+    from recsys.feedback import ingest_feedback as load
+
     started = time.perf_counter()
-    files = sorted(p for p in settings.inbox.glob("*.csv") if p.name.lower().startswith("feedback"))
-    if not files:
-        log.info("ingest_feedback: no feedback files in %s", settings.inbox)
-        return {"files": [], "events": 0, "seconds": _seconds(started)}
-    try:
-        from recsys.feedback import ingest_feedback as load
-    except ImportError:
-        log.warning(
-            "ingest_feedback: %d feedback file(s) in %s left in place: this build has no feedback loader yet",
-            len(files),
-            settings.inbox,
+    inbox = settings.inbox
+    files = feedback_files(inbox) if inbox.is_dir() else []
+    results = []
+    with connect(_url(settings)) as conn:
+        for path in files:
+            result = load(conn, settings, path, reference_at=reference_time(campaign_date))[0]
+            target = inbox / ("refused" if result.status == "refused" else "loaded")
+            target.mkdir(parents=True, exist_ok=True)
+            path.replace(target / path.name)
+            log.info("ingest_feedback: %s", result.describe())
+            results.append(result)
+        events = fetch_value(
+            conn,
+            "select count(*) from recsys.offer_events where event_at >= %s - interval '1 day' and event_at < %s",
+            (reference_time(campaign_date), reference_time(campaign_date)),
         )
-        return {"files": [p.name for p in files], "events": 0, "skipped": True, "seconds": _seconds(started)}
-    events = 0
-    loaded = settings.inbox / "loaded"
-    loaded.mkdir(parents=True, exist_ok=True)
-    for path in files:
-        result = load(settings, path)
-        events += int(result.get("events", 0)) if isinstance(result, Mapping) else 0
-        path.replace(loaded / path.name)
-    return {"files": [p.name for p in files], "events": events, "seconds": _seconds(started)}
+    if not files:
+        log.info("ingest_feedback: no new feedback files in %s", inbox)
+    refused = [r for r in results if r.status == "refused"]
+    if refused:
+        raise RecsysError("ingest_feedback: refused " + "; ".join(r.describe() for r in refused))
+    return {
+        "files": [r.path.name for r in results],
+        "rows_loaded": sum(r.total("loaded") for r in results),
+        "events_last_day": int(events),
+        "seconds": _seconds(started),
+    }
 
 
 @_step("features")
@@ -484,12 +495,35 @@ def report(
 
 @_step("dispatch")
 def dispatch(settings: Settings, channel: str, *, adapter: str | None = None) -> dict[str, Any]:
-    """Run the reference sender once for one channel: send what is due, then stop."""
+    """Run the reference sender once for one channel: claim what is due, send, ack, then stop.
+
+    Adapter: `adapter`, else `RECSYS_DISPATCH_ADAPTER`, else `jsonl` (data/outbox/<channel>.jsonl).
+    """
     import os
 
-    from recsys.sender import send_once
+    from recsys.sender import default_worker, run_sender
+    from recsys.sender.adapters import make_adapter
+    from recsys.sender.protocol import ProtocolClient
 
     adapter = adapter or os.environ.get("RECSYS_DISPATCH_ADAPTER") or "jsonl"
     started = time.perf_counter()
-    result = send_once(settings, channel=channel, adapter=adapter)
-    return _jsonable({**dict(result), "channel": channel, "adapter": adapter, "seconds": _seconds(started)})
+    sender = make_adapter(adapter, settings, channel=channel)
+    worker = f"airflow-dispatch {default_worker()}"
+    try:
+        with ProtocolClient(
+            _url(settings), channel=channel, worker=worker, lease_seconds=settings.sender_lease_seconds
+        ) as client:
+            stats = run_sender(
+                client, sender, batch=settings.sender_batch, once=True, poll_seconds=settings.sender_poll_seconds
+            )
+    finally:
+        sender.close()
+    log.info("dispatch %s via %s: %s", channel, adapter, stats.describe())
+    return {
+        "channel": channel,
+        "adapter": adapter,
+        "claimed": stats.claimed,
+        "sent": stats.sent,
+        "failed": stats.failed,
+        "seconds": _seconds(started),
+    }

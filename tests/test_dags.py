@@ -303,3 +303,24 @@ def test_nightly_dag_end_to_end_rerun_and_cleared_shard(
     assert publish(settings, "cleared-shard")["run_id"] == "cleared-shard"
     assert publish(settings, "cleared-shard")["already"] is True  # a cleared publish task too
     assert _offers(campaign_db) == offers
+
+    # the dispatch DAG: offers made due are sent once each through the jsonl adapter, per channel
+    with connect(campaign_db) as conn, conn.cursor() as cur:
+        cur.execute(
+            "update recsys.campaign_offers set scheduled_at = now() - interval '1 minute'"
+            " where offer_id in (select offer_id from recsys.campaign_offers order by offer_id limit 20)"
+            " returning channel"
+        )
+        due = sorted(r[0] for r in cur.fetchall())
+    command = [PY, "-m", "recsys.airflow_local", "recsys_dispatch", "--home", str(tmp_path / "airflow")]
+    command += ["--metadata", airflow_metadata]
+    dispatched = _result(subprocess.run(command, env=env, capture_output=True, text=True, timeout=600))
+    assert dispatched["state"] == "success", dispatched
+    assert sorted(t["map_index"] for t in dispatched["tasks"]) == [0, 1, 2]
+    outbox = tmp_path / "data" / "outbox"
+    sent = sorted(
+        json.loads(line)["channel"] for f in outbox.glob("*.jsonl") for line in f.read_text().splitlines() if line
+    )
+    assert sent == due
+    with connect(campaign_db) as conn:
+        assert fetch_value(conn, "select count(*) from recsys.campaign_offers where status = 'sent'") == len(due)
