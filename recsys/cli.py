@@ -302,6 +302,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         in_process=args.in_process,
         shards=args.shards,
         frequency_cap=args.frequency_cap or None,
+        database=args.database,
     )
     simulate(config)
     return 0
@@ -405,6 +406,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timesteps", type=_positive, default=60_000, help="PPO steps per night (default 60000)")
     p.add_argument("--history-days", type=_positive, default=60, help="generated days before the first night")
     p.add_argument("--shards", type=_positive, default=1, help="scoring shards per night (default 1)")
+    p.add_argument(
+        "--database",
+        default="recsys_simulate",
+        help="the simulation's own database, replaced on the configured server (default recsys_simulate)",
+    )
     p.add_argument(
         "--frequency-cap",
         type=int,

@@ -732,6 +732,11 @@ def campaign_config(out: Path, frequency_cap: int | None) -> Path | None:
 
 
 def _check(config: SimulateConfig) -> None:
+    if not re.fullmatch(r"recsys_sim[a-z0-9_]{0,50}", config.database):
+        raise RecsysError(
+            f"--database {config.database!r}: the simulation drops and recreates its database, so its name must "
+            "start with recsys_sim (lower-case letters, digits, _)"
+        )
     if config.frequency_cap is not None and config.frequency_cap < 1:
         raise RecsysError(f"--frequency-cap must be a whole number >= 1, got {config.frequency_cap!r}")
     for name in ("nights", "users", "timesteps", "history_days", "shards"):

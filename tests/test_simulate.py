@@ -209,6 +209,8 @@ def test_only_evaluation_and_the_simulator_name_the_truth() -> None:
 def test_bad_arguments_are_one_line_errors(settings: Settings, tmp_path: Path) -> None:
     with pytest.raises(sim.RecsysError, match="--nights must be a whole number >= 1"):
         sim.simulate(sim.SimulateConfig(nights=0, out=tmp_path), settings, echo=False)
+    with pytest.raises(sim.RecsysError, match="must start with recsys_sim"):
+        sim.simulate(sim.SimulateConfig(database="postgres", out=tmp_path), settings, echo=False)
     assert not any(tmp_path.iterdir())
 
 
