@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import io
+from zoneinfo import ZoneInfo
 
 import gymnasium as gym
 import numpy as np
@@ -59,7 +60,13 @@ def artifact() -> bytes:
 
 
 def register_model(conn: Connection, version: str, artifact: bytes) -> None:
+    """Register the model and crown it, in a transaction of its own."""
     catalog = load_catalog()
+    with connect(conn.dsn) as own:
+        _register(own, version, artifact, catalog)
+
+
+def _register(conn: Connection, version: str, artifact: bytes, catalog) -> None:
     register(
         conn,
         ModelRecord(
@@ -78,7 +85,6 @@ def register_model(conn: Connection, version: str, artifact: bytes) -> None:
         ),
     )
     record_decision(conn, version, decision="bootstrap", reasons=[], evaluation={})
-    conn.commit()
 
 
 def add_users(conn: Connection, day: dt.date, users: list[dict]) -> None:
@@ -142,14 +148,14 @@ def add_users(conn: Connection, day: dt.date, users: list[dict]) -> None:
 @pytest.fixture
 def campaign(migrated_url: str, artifact: bytes, settings):
     """An emptied database with one champion model; yields (connection, settings)."""
-    with connect(migrated_url) as conn:
+    # autocommit: the test's own reads must not hold locks that the runs' partition DDL waits for
+    with connect(migrated_url, autocommit=True) as conn:
         with conn.cursor() as cur:
             cur.execute(
                 "truncate recsys.campaign_offers, recsys.campaign_holdout, recsys.campaign_run_shards, "
                 "recsys.campaign_runs, recsys.offer_events, recsys.offer_history, recsys.users, "
                 "recsys.user_features, recsys.behavior_events, recsys.policy_models cascade"
             )
-        conn.commit()
         register_model(conn, "m1", artifact)
         yield conn, settings
 
@@ -443,3 +449,31 @@ def test_cli_score_shards_and_publish(campaign, monkeypatch, capsys) -> None:
     assert "publish c1:" in out and "offers claimable" in out
     assert main(["score", "--campaign-date", "2026-06-10", "--shard", "1/2"]) == 2
     assert "--shard K/N needs --run-id" in capsys.readouterr().err
+
+
+def test_scheduled_at_uses_local_send_time_and_publish_retimes_late_releases(campaign) -> None:
+    conn, settings = campaign
+    future = dt.date.today() + dt.timedelta(days=30)
+    people = [
+        {"user_id": 1, "timezone": "Asia/Tokyo", "sms": False, "push": False},
+        {"user_id": 2, "timezone": "America/Los_Angeles", "sms": False, "push": False},
+    ]
+    add_users(conn, future, people)
+    add_users(conn, DAY, people)
+    rules = dataclasses.replace(load_rules(), holdout_share=0.0, exploration_share=0.0)
+    score_campaign(settings, future, run_id="future", rules=rules)
+    delays = {"immediate": 0, "delay_1hour": 60, "delay_6hours": 360}
+    for row in offers(conn, future):
+        tz = "Asia/Tokyo" if row["user_id"] == 1 else "America/Los_Angeles"
+        local_nine = dt.datetime.combine(future, dt.time(9), ZoneInfo(tz))
+        assert row["scheduled_at"] == local_nine + dt.timedelta(minutes=delays[row["timing"]])
+        assert row["expires_at"] - row["scheduled_at"] == dt.timedelta(hours=24)
+    # a past date is released when it is published: sharded, scored now, published a moment later
+    score_campaign(settings, DAY, run_id="late", shard=0, shards=1, rules=rules)
+    scored = {r["user_id"]: r["scheduled_at"] for r in offers(conn)}
+    result = publish_run(settings, "late")
+    published = dt.datetime.fromisoformat(result["published_at"])
+    assert result["retimed"] == 2
+    for row in offers(conn):
+        assert row["scheduled_at"] >= published > scored[row["user_id"]] - dt.timedelta(minutes=1)
+        assert row["scheduled_at"] == published + dt.timedelta(minutes=delays[row["timing"]])

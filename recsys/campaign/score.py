@@ -223,6 +223,9 @@ def _start_run(
             (run_id, shard, shards),
         )
         cur.execute("update recsys.campaign_runs set state = 'scoring', message = null where run_id = %s", (run_id,))
+        if not dry_run:
+            # DDL in this short transaction, not in the long write (it locks campaign_offers briefly)
+            cur.execute("select recsys.ensure_campaign_partition(%s)", (campaign_date,))
     conn.commit()
 
 
@@ -420,7 +423,6 @@ def _write(
 ) -> dict[str, int]:
     """Stage the decisions with COPY and upsert offers and holdout; the caller commits."""
     cur = conn.cursor()
-    cur.execute("select recsys.ensure_campaign_partition(%s)", (campaign_date,))
     cur.execute(
         """
         create temp table stage_offers (
@@ -593,7 +595,8 @@ def score_campaign(
 ) -> dict[str, Any]:
     """Score one campaign date (or one shard K of N of it) and write its offers.
 
-    Without shards (shards == 1) the run is published at the end. Returns the summary counts.
+    Without a shard (shard None, shards 1) the run is published at the end; a shard, even 0 of 1,
+    leaves publishing to `publish_run`. Returns the summary counts.
     """
     k, n = _parse_shard(shard, shards)
     rules = rules or load_rules()
@@ -638,7 +641,7 @@ def score_campaign(
             raise
     timings["total"] = time.perf_counter() - t0
     summary["timings"] = timings
-    if n == 1 and not dry_run:
+    if shard is None and n == 1 and not dry_run:
         summary["publish"] = publish_run(settings, run_id)
     return summary
 
