@@ -477,3 +477,23 @@ def test_scheduled_at_uses_local_send_time_and_publish_retimes_late_releases(cam
     for row in offers(conn):
         assert row["scheduled_at"] >= published > scored[row["user_id"]] - dt.timedelta(minutes=1)
         assert row["scheduled_at"] == published + dt.timedelta(minutes=delays[row["timing"]])
+
+
+def test_retention_drops_campaign_partitions_past_the_window(campaign) -> None:
+    conn, settings = campaign
+    from recsys.retention import apply_retention
+
+    old, recent = DAY - dt.timedelta(days=200), DAY - dt.timedelta(days=10)
+    for day in (old, recent):
+        add_users(conn, day, [{"user_id": 1}, {"user_id": 2}])
+        score_campaign(settings, day, run_id=f"r{day}", rules=dataclasses.replace(load_rules(), holdout_share=0.5))
+    with connect(settings.database_url) as own:
+        result = apply_retention(own, settings, DAY)
+    assert result.campaign_partitions >= 1
+    assert (
+        fetch_value(conn, "select to_regclass('recsys.campaign_offers_' || to_char(%s::date, 'YYYYMMDD'))", (old,))
+        is None
+    )
+    dates = {r["campaign_date"] for r in fetch_all(conn, "select campaign_date from recsys.campaign_offers")}
+    dates |= {r["campaign_date"] for r in fetch_all(conn, "select campaign_date from recsys.campaign_holdout")}
+    assert dates == {recent}
