@@ -79,7 +79,7 @@ def figure(runs: dict[int, list[dict]], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("true value per treated user and night")
     axes[0][0].legend(fontsize=7)
-    fig.suptitle("recsys simulate: true value of the offers sent, 95% intervals")
+    fig.suptitle("recsys simulate: true value of the offers sent, 95% intervals", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)
