@@ -163,6 +163,8 @@ def recsys_nightly() -> None:
         from recsys import pipeline
 
         settings, campaign_date, _ = _night()
+        shards = tasks["score"]  # index by length: iterating a lazy XCom sequence probes one past its end
+        tasks = {**tasks, "score": [shards[i] for i in range(len(shards))]}
         return pipeline.report(settings, get_current_context()["run_id"], campaign_date, tasks=tasks)
 
     migrated, extracted, feedback, built = migrate(), extract(), ingest_feedback(), features()
