@@ -33,6 +33,9 @@ class SendStats:
     failed: int = 0
     refused_acks: int = 0
     seconds: float = 0.0
+    claim_seconds: float = 0.0
+    deliver_seconds: float = 0.0
+    report_seconds: float = 0.0
     stopped: bool = False
 
     def describe(self) -> str:
@@ -40,7 +43,14 @@ class SendStats:
         text = f"claimed {self.claimed:,}, sent {self.sent:,}, failed {self.failed:,}"
         if self.refused_acks:
             text += f", {self.refused_acks:,} acks refused (claim taken over)"
-        text += f" in {self.seconds:.1f} s ({rate:,.0f} offers/s)"
+        text += f" in {self.seconds:.1f} s ({rate:,.0f} offers/s"
+        if self.seconds > 0:
+            text += (
+                f"; claiming {self.claim_seconds / self.seconds:.0%}"
+                f", delivering {self.deliver_seconds / self.seconds:.0%}"
+                f", acking {self.report_seconds / self.seconds:.0%}"
+            )
+        text += ")"
         return text + (" - stopped by signal" if self.stopped else "")
 
 
@@ -64,7 +74,9 @@ def run_sender(
     started = time.perf_counter()
     try:
         while not stop.is_set():
+            t0 = time.perf_counter()
             offers = client.claim(batch)
+            stats.claim_seconds += time.perf_counter() - t0
             stats.claimed += len(offers)
             if not offers:
                 if once:
@@ -74,14 +86,22 @@ def run_sender(
             for offer in offers:
                 if stop.is_set():
                     break  # the rest of the batch stays claimed until its lease runs out
+                t0 = time.perf_counter()
                 try:
                     adapter.send(offer)
                 except SendError as e:
+                    t1 = time.perf_counter()
                     log.warning("offer %s to %s failed: %s", offer.offer_id, offer.address, e)
                     client.fail(offer.offer_id, str(e))
                     stats.failed += 1
+                    stats.deliver_seconds += t1 - t0
+                    stats.report_seconds += time.perf_counter() - t1
                     continue
-                if client.ack(offer.offer_id):
+                t1 = time.perf_counter()
+                acked = client.ack(offer.offer_id)
+                stats.deliver_seconds += t1 - t0
+                stats.report_seconds += time.perf_counter() - t1
+                if acked:
                     stats.sent += 1
                 else:
                     stats.refused_acks += 1

@@ -13,7 +13,9 @@
 -- twice. Once another worker claims it, the first one's ack is refused (false).
 --
 -- The four protocol functions run as their owner (SECURITY DEFINER, fixed search_path): the sender
--- role gets EXECUTE on them and no privilege on any table (recsys/migrate.py ensure_roles).
+-- role gets EXECUTE on them and no privilege on any table (recsys/migrate.py ensure_roles). JIT is
+-- off for them: the claim's cost estimate (a scan of every due offer, though it stops after a batch)
+-- crosses jit_above_cost, and compiling took seconds per call for a query that runs in milliseconds.
 
 create or replace function recsys.expire_offers(p_channel text default null)
 returns integer
@@ -91,11 +93,13 @@ returns table (
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
+set jit = off
 as $$
 declare
     wanted integer := p_max_rows;
     got integer;
-    changed integer;
+    seen integer;
+    rec record;
 begin
     if p_channel is null or p_channel not in ('email', 'sms', 'push') then
         raise exception 'claim_offers: unknown channel %, expected email, sms or push', coalesce(p_channel, 'null')
@@ -114,104 +118,93 @@ begin
     end if;
 
     loop
-        -- Housekeeping on the claim window: due offers of published runs, not under a live lease,
-        -- oldest due first (the order claims take them in, so stale rows come first). Those past
-        -- expires_at expire, those whose last attempt's lease ran out fail, and those whose user no
-        -- longer consents to the channel (or has no address on it) are cancelled.
-        with window_rows as (
+        seen := 0;
+        got := 0;
+        -- One pass over the claim window: due offers of published runs, not under a live lease,
+        -- oldest due first through campaign_offers_claimable_idx, skipping rows another caller holds.
+        -- Each row is claimed, or (stale rows come first in this order) expires past expires_at,
+        -- fails when its last attempt's lease ran out, or is cancelled when its user no longer
+        -- consents to the channel or has no address on it. The consent and run checks are scalar
+        -- subqueries, not joins, so the plan stays on the index in due order and stops early.
+        for rec in
+            with window_rows as (
+                select
+                    o.campaign_date,
+                    o.offer_id,
+                    case
+                        when o.expires_at <= now() then 'expired'
+                        when o.attempts >= o.max_attempts then 'failed'
+                        when not coalesce((
+                            select case p_channel
+                                when 'email' then u.email_opt_in and nullif(btrim(u.email), '') is not null
+                                when 'sms' then u.sms_opt_in and nullif(btrim(u.phone), '') is not null
+                                else u.push_opt_in and nullif(btrim(u.push_token), '') is not null
+                            end
+                            from recsys.users as u where u.user_id = o.user_id
+                        ), false) then 'cancelled'
+                        else 'claimed'
+                    end as new_status
+                from recsys.campaign_offers as o
+                where
+                    o.channel = p_channel
+                    and o.status in ('scheduled', 'claimed')
+                    and o.scheduled_at <= now()
+                    and (o.lease_until is null or o.lease_until <= now())
+                    and (select r.state from recsys.campaign_runs as r where r.run_id = o.run_id) = 'published'
+                order by o.scheduled_at
+                limit wanted
+                for update of o skip locked
+            ),
+
+            changed as (
+                update recsys.campaign_offers as o
+                set
+                    status = w.new_status,
+                    attempts = o.attempts + (w.new_status = 'claimed')::integer,
+                    claimed_by = case when w.new_status = 'claimed' then p_worker else o.claimed_by end,
+                    claimed_at = case when w.new_status = 'claimed' then now() else o.claimed_at end,
+                    lease_until = case when w.new_status = 'claimed' then now() + p_lease end,
+                    last_error = case w.new_status
+                        when 'failed' then coalesce(o.last_error || '; ', '')
+                            || 'lease ran out on the last attempt without ack or fail'
+                        when 'cancelled' then 'cancelled at claim: the user no longer consents to '
+                            || p_channel || ' or has no address'
+                        else o.last_error
+                    end,
+                    updated_at = now()
+                from window_rows as w
+                where o.campaign_date = w.campaign_date and o.offer_id = w.offer_id
+                returning
+                    o.offer_id, o.user_id, o.channel, o.subject, o.body, o.offer_type, o.offer_value,
+                    o.scheduled_at, o.expires_at, o.attempts, o.status
+            )
+
             select
-                o.campaign_date,
-                o.offer_id,
-                case
-                    when o.expires_at <= now() then 'expired'
-                    when o.attempts >= o.max_attempts then 'failed'
-                    when not coalesce((
-                        select case p_channel
-                            when 'email' then u.email_opt_in and nullif(btrim(u.email), '') is not null
-                            when 'sms' then u.sms_opt_in and nullif(btrim(u.phone), '') is not null
-                            else u.push_opt_in and nullif(btrim(u.push_token), '') is not null
-                        end
-                        from recsys.users as u where u.user_id = o.user_id
-                    ), false) then 'cancelled'
-                end as new_status
-            from recsys.campaign_offers as o
-            where
-                o.channel = p_channel
-                and o.status in ('scheduled', 'claimed')
-                and o.scheduled_at <= now()
-                and (o.lease_until is null or o.lease_until <= now())
-                and (select r.state from recsys.campaign_runs as r where r.run_id = o.run_id) = 'published'
-            order by o.scheduled_at
-            limit wanted
-            for update of o skip locked
-        )
-
-        update recsys.campaign_offers as o
-        set
-            status = w.new_status,
-            lease_until = null,
-            last_error = case w.new_status
-                when 'expired' then o.last_error
-                when 'failed' then coalesce(o.last_error || '; ', '')
-                    || 'lease ran out on the last attempt without ack or fail'
-                else 'cancelled at claim: the user no longer consents to ' || p_channel || ' or has no address'
-            end,
-            updated_at = now()
-        from window_rows as w
-        where o.campaign_date = w.campaign_date and o.offer_id = w.offer_id and w.new_status is not null;
-        get diagnostics changed = row_count;
-
-        -- The claim: the same conditions, plus valid, attempts left and consent; rows another
-        -- caller holds are skipped (campaign_offers_claimable_idx gives the order).
-        return query
-        with picked as (
-            select
-                o.campaign_date,
-                o.offer_id,
-                o.user_id
-            from recsys.campaign_offers as o
-            where
-                o.channel = p_channel
-                and o.status in ('scheduled', 'claimed')
-                and o.scheduled_at <= now()
-                and o.expires_at > now()
-                and (o.lease_until is null or o.lease_until <= now())
-                and o.attempts < o.max_attempts
-                -- scalar subqueries, not joins: the plan stays on the claimable index in due order
-                and (
-                    select case p_channel
-                        when 'email' then u.email_opt_in and nullif(btrim(u.email), '') is not null
-                        when 'sms' then u.sms_opt_in and nullif(btrim(u.phone), '') is not null
-                        else u.push_opt_in and nullif(btrim(u.push_token), '') is not null
-                    end
-                    from recsys.users as u where u.user_id = o.user_id
-                )
-                and (select r.state from recsys.campaign_runs as r where r.run_id = o.run_id) = 'published'
-            order by o.scheduled_at
-            limit wanted
-            for update of o skip locked
-        )
-
-        update recsys.campaign_offers as o
-        set
-            status = 'claimed',
-            attempts = o.attempts + 1,
-            claimed_by = p_worker,
-            claimed_at = now(),
-            lease_until = now() + p_lease,
-            updated_at = now()
-        from picked as p
-        inner join recsys.users as u on p.user_id = u.user_id
-        where o.campaign_date = p.campaign_date and o.offer_id = p.offer_id
-        returning
-            o.offer_id, o.user_id, o.channel,
-            case p_channel when 'email' then u.email when 'sms' then u.phone else u.push_token end, o.subject, o.body, o.offer_type, o.offer_value,
-            o.scheduled_at, o.expires_at, o.attempts;
-        get diagnostics got = row_count;
-
+                c.*,
+                case p_channel when 'email' then u.email when 'sms' then u.phone else u.push_token end as address
+            from changed as c
+            left join recsys.users as u on c.user_id = u.user_id
+        loop
+            seen := seen + 1;
+            if rec.status = 'claimed' then
+                got := got + 1;
+                offer_id := rec.offer_id;
+                user_id := rec.user_id;
+                channel := rec.channel;
+                address := rec.address;
+                subject := rec.subject;
+                body := rec.body;
+                offer_type := rec.offer_type;
+                offer_value := rec.offer_value;
+                scheduled_at := rec.scheduled_at;
+                expires_at := rec.expires_at;
+                attempts := rec.attempts;
+                return next;
+            end if;
+        end loop;
         wanted := wanted - got;
-        -- another round only if housekeeping freed the window and the batch is not full
-        exit when wanted <= 0 or changed = 0;
+        -- another pass only when stale rows took up part of a full window
+        exit when wanted <= 0 or seen = got;
     end loop;
 end;
 $$;
@@ -225,6 +218,7 @@ returns boolean
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
+set jit = off
 as $$
 declare
     current_status text;
@@ -258,6 +252,7 @@ returns boolean
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
+set jit = off
 as $$
 declare
     backoff interval;
@@ -299,6 +294,7 @@ returns boolean
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
+set jit = off
 as $$
 declare
     offer_user bigint;
