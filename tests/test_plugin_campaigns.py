@@ -183,7 +183,7 @@ def _fill(cur: Any) -> None:
             values (%s, %s, 'm-002', 'published', %s, %s::date + interval '2 hours',
                     %s::date + interval '2 hours 10 minutes', %s::date + interval '2 hours 9 minutes')
             """,
-            (run_id, day, json.dumps({"skipped": {"no_consent": 3, "no_features": 1}}), day, day, day),
+            (run_id, day, json.dumps(_recorded_counts(run_id)), day, day, day),
         )
         cur.execute(
             sql.SQL(
@@ -242,6 +242,35 @@ def _fill(cur: Any) -> None:
             """,
             (f"p{i}", user, f"s{i}", at + "Z", amount, load_id),
         )
+
+
+def _recorded_counts(run_id: str) -> dict[str, Any]:
+    """campaign_runs.counts as scoring records them (recsys.campaign.score), for the fixture's runs."""
+    if run_id == OLD_RUN:
+        offers = [("email", "discount", "immediate")] * 2
+        holdout = 0
+    else:
+        offers = [(channel, offer_type, timing) for _, channel, offer_type, timing, _, _ in OFFERS]
+        holdout = len(HOLDOUT)
+
+    def count(i: int) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for o in offers:
+            out[o[i]] = out.get(o[i], 0) + 1
+        return out
+
+    skipped = {"no_consent": 3, "no_features": 1}
+    return {
+        "users": len(offers) + holdout + sum(skipped.values()),
+        "eligible": len(offers) + holdout,
+        "offers": len(offers),
+        "holdout": holdout,
+        "exploration": 1,
+        "skipped": skipped,
+        "channel": count(0),
+        "offer_type": count(1),
+        "timing": count(2),
+    }
 
 
 def _expected_lift(url: str, run_id: str) -> dict[str, float]:
@@ -465,36 +494,38 @@ def test_a_viewer_login_may_read(api: str) -> None:
     assert json.loads(body)["runs"][0]["run_id"] == RUN
 
 
-def test_latest_runs_have_offer_counts_outcomes_and_lift(api: str, token: str, campaign_db: str) -> None:
+def test_latest_runs_have_what_each_run_scored(api: str, token: str) -> None:
     runs = _get_json(f"{api}/recsys/api/runs", token)["runs"]
     assert [r["run_id"] for r in runs] == [RUN, OLD_RUN]
     run = runs[0]
     assert run["campaign_date"] == "2026-11-27"
     assert run["state"] == "published"
     assert run["model_version"] == "m-002"
-    assert run["offers"] == 6
-    assert run["holdout_users"] == 4
+    assert (run["users"], run["eligible_users"], run["offers"], run["holdout_users"]) == (14, 10, 6, 4)
     assert run["offers_by_channel"] == {"email": 3, "sms": 2, "push": 1}
     assert run["offers_by_offer_type"] == {"discount": 3, "free_shipping": 1, "recommendation": 1, "bundle": 1}
     assert run["offers_by_timing"] == {"immediate": 4, "delay_1hour": 1, "delay_6hours": 1}
     assert run["skipped_by_reason"] == {"no_consent": 3, "no_features": 1}
-    outcomes = run["outcomes"]
+    assert run["published_at"].startswith("2026-11-27T02:10:00")
+    assert (runs[1]["offers"], runs[1]["offers_by_channel"]) == (2, {"email": 2})
+    assert len(_get_json(f"{api}/recsys/api/runs?limit=1", token)["runs"]) == 1
+
+
+def test_run_detail_has_outcomes_lift_histogram_and_breakdown(api: str, token: str, campaign_db: str) -> None:
+    detail = _get_json(f"{api}/recsys/api/runs/{urllib.parse.quote(RUN, safe='')}", token)
+    outcomes = detail["run"]["outcomes"]
     assert (outcomes["sent"], outcomes["delivered"], outcomes["opened"]) == (4, 4, 3)
     assert (outcomes["clicked"], outcomes["converted"], outcomes["revenue"]) == (2, 2, 80.0)
     expected = _expected_lift(campaign_db, RUN)
     lift = outcomes["lift"]
-    assert lift["treated_users"] == expected["treated_users"]
+    assert lift["treated_users"] == expected["treated_users"] == 6
     assert lift["holdout_users"] == expected["holdout_users"] == 4
-    assert lift["lift"] == pytest.approx(expected["lift"])
+    assert lift["treated_purchase_rate"] == pytest.approx(2 / 6)  # users 1 and 2 bought on the day
+    assert lift["holdout_purchase_rate"] == pytest.approx(1 / 4)  # user 101 the day after
+    assert lift["lift"] == pytest.approx(expected["lift"]) == pytest.approx(2 / 6 - 1 / 4)
     assert lift["lift_ci_low"] == pytest.approx(expected["low"], rel=1e-3)
     assert lift["lift_ci_low"] < lift["lift"] < lift["lift_ci_high"]
-    assert runs[1]["offers"] == 2
-    assert runs[1]["outcomes"]["converted"] == 0
-    assert runs[1]["outcomes"]["lift"]["lift"] is None  # no holdout: no lift, not a made-up one
 
-
-def test_run_detail_has_the_scheduled_time_histogram(api: str, token: str) -> None:
-    detail = _get_json(f"{api}/recsys/api/runs/{urllib.parse.quote(RUN, safe='')}", token)
     bars = {b["hour"]: (b["total"], b["by_channel"]) for b in detail["histogram"]["bars"]}
     assert bars == {
         "2026-11-27 09:00": (4, {"email": 2, "sms": 1, "push": 1}),
@@ -506,6 +537,14 @@ def test_run_detail_has_the_scheduled_time_histogram(api: str, token: str) -> No
     assert by_offer[("email", "discount", "immediate")] == (1, 1)
     assert by_offer[("sms", "recommendation", "delay_6hours")] == (1, 0)
     assert sum(v[0] for v in by_offer.values()) == 6
+
+
+def test_a_run_without_holdout_has_no_lift(api: str, token: str) -> None:
+    detail = _get_json(f"{api}/recsys/api/runs/{urllib.parse.quote(OLD_RUN, safe='')}", token)
+    outcomes = detail["run"]["outcomes"]
+    assert (outcomes["sent"], outcomes["converted"]) == (2, 0)
+    assert outcomes["lift"]["holdout_users"] == 0
+    assert outcomes["lift"]["lift"] is None  # no control group: no lift, not a made-up one
 
 
 def test_unknown_run_is_a_404_naming_it(api: str, token: str) -> None:

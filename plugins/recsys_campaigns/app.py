@@ -94,7 +94,7 @@ def _overview(run_id: str | None, runs_limit: int, models_limit: int) -> dict[st
                 detail = {
                     "run": selected,
                     "histogram": _histogram(data.schedule(conn, selected["run_id"])),
-                    "breakdown": data.breakdown(conn, selected["run_id"]),
+                    "breakdown": selected.pop("breakdown"),
                 }
             models = data.leaderboard(conn, models_limit)
     except data.DatabaseUnavailable as e:
@@ -120,7 +120,7 @@ def create_app() -> FastAPI:
 
     @app.get("/api/runs")
     def api_runs(limit: int = Query(10, ge=1, le=200)) -> Any:
-        """The latest campaign runs: offers by channel / offer type / timing, outcomes so far, lift."""
+        """The latest campaign runs: state, model, offers by channel / offer type / timing, skipped users."""
         try:
             with data.connect() as conn:
                 return _jsonable({"runs": data.latest_runs(conn, limit)})
@@ -129,7 +129,7 @@ def create_app() -> FastAPI:
 
     @app.get("/api/runs/{run_id}")
     def api_run(run_id: str) -> Any:
-        """One run: counts, outcomes and lift, the scheduled-time histogram, the per-offer breakdown."""
+        """One run: counts, outcomes so far and lift, the scheduled-time histogram, the per-offer breakdown."""
         return _jsonable(_overview(run_id, 1, 1)["selected"])
 
     @app.get("/api/models")

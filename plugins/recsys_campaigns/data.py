@@ -72,6 +72,8 @@ def connect() -> Iterator[psycopg2.extensions.connection]:
         with conn.cursor() as cur:
             cur.execute("set time zone 'UTC'")
             cur.execute("select set_config('statement_timeout', %s, true)", (str(STATEMENT_TIMEOUT_MS),))
+            # Small, one-off reporting queries: JIT compilation would cost more than it saves.
+            cur.execute("select set_config('jit', 'off', true)")
         yield conn
     finally:
         conn.rollback()
@@ -86,54 +88,83 @@ def _rows(conn: psycopg2.extensions.connection, query: str, params: Any = None) 
 
 
 def latest_runs(conn: psycopg2.extensions.connection, limit: int) -> list[dict[str, Any]]:
-    """The newest campaign runs (by campaign date, then start), with counts, outcomes and lift."""
-    runs = _rows(
+    """The newest campaign runs (by campaign date, then start) with what each scored.
+
+    From the counts the runs recorded, so the list stays cheap however many users a night has;
+    outcomes and lift (which read every offer and purchase of a run) come per run from `run()`.
+    """
+    return _rows(
         conn,
         """
         select
-            run_id, campaign_date, state, dry_run, model_version, shard_count, offers, holdout_users,
-            offers_by_channel, offers_by_offer_type, offers_by_timing, skipped_by_reason,
-            first_scheduled_at, last_scheduled_at, created_at, published_at, finished_at, message
+            run_id, campaign_date, state, dry_run, model_version, shard_count, features_as_of, users,
+            eligible_users, offers, holdout_users, exploration_offers, offers_by_channel, offers_by_offer_type,
+            offers_by_timing, skipped_by_reason, timings, message, created_at, published_at, finished_at
         from recsys.v_campaign_runs
         order by campaign_date desc, created_at desc
         limit %s
         """,
         (limit,),
     )
-    outcomes = run_outcomes(conn, [r["run_id"] for r in runs])
-    for run in runs:
-        run["outcomes"] = outcomes.get(run["run_id"], _empty_outcomes())
-    return runs
 
 
 def run(conn: psycopg2.extensions.connection, run_id: str) -> dict[str, Any] | None:
-    """One run with its outcomes, or None if there is no such run."""
+    """One run with its outcomes so far, its lift and the per-offer breakdown; None if no such run.
+
+    One pass over `v_campaign_summary` for the run: its groups (channel x offer type x timing x
+    segment) are summed per channel, offer type and timing for the breakdown, and over everything
+    for the run's totals. Treated and holdout users of different groups are disjoint, so the sums
+    are the run's users and the lift is over all of them.
+    """
     rows = _rows(conn, "select * from recsys.v_campaign_runs where run_id = %s", (run_id,))
     if not rows:
         return None
     found = rows[0]
-    found.pop("counts", None)
-    found.pop("timings", None)
-    found["outcomes"] = run_outcomes(conn, [run_id]).get(run_id, _empty_outcomes())
+    groups = _rows(
+        conn,
+        """
+        select
+            channel, offer_type, timing,
+            coalesce(sum(offers), 0)::bigint as offers,
+            coalesce(sum(sent), 0)::bigint as sent,
+            coalesce(sum(delivered), 0)::bigint as delivered,
+            coalesce(sum(opened), 0)::bigint as opened,
+            coalesce(sum(clicked), 0)::bigint as clicked,
+            coalesce(sum(converted), 0)::bigint as converted,
+            coalesce(sum(revenue), 0)::double precision as revenue,
+            coalesce(sum(treated_users), 0)::bigint as treated_users,
+            coalesce(sum(holdout_users), 0)::bigint as holdout_users,
+            coalesce(sum(coalesce(treated_purchase_rate, 0) * treated_users), 0)::double precision
+                as treated_buyers,
+            coalesce(sum(coalesce(holdout_purchase_rate, 0) * holdout_users), 0)::double precision
+                as holdout_buyers
+        from recsys.v_campaign_summary
+        where run_id = %s
+        group by channel, offer_type, timing
+        order by channel, offer_type, timing
+        """,
+        (run_id,),
+    )
+    total = {k: sum(g[k] for g in groups) for k in (*OUTCOMES, *GROUP_SIZES)}
+    found["outcomes"] = {k: total[k] for k in OUTCOMES if k != "offers"}
+    found["outcomes"]["lift"] = lift(
+        total["treated_users"], total["treated_buyers"], total["holdout_users"], total["holdout_buyers"]
+    )
+    found["breakdown"] = [
+        {k: g[k] for k in ("channel", "offer_type", "timing", *OUTCOMES)} for g in groups if g["offers"] > 0
+    ]
     return found
 
 
-def _empty_outcomes() -> dict[str, Any]:
-    return {
-        "sent": 0,
-        "delivered": 0,
-        "opened": 0,
-        "clicked": 0,
-        "converted": 0,
-        "revenue": 0.0,
-        "lift": lift(0, 0, 0, 0),
-    }
+OUTCOMES = ("offers", "sent", "delivered", "opened", "clicked", "converted", "revenue")
+GROUP_SIZES = ("treated_users", "treated_buyers", "holdout_users", "holdout_buyers")
 
 
 def lift(treated_users: int, treated_buyers: float, holdout_users: int, holdout_buyers: float) -> dict[str, Any]:
     """Difference of purchase rates, treated minus holdout, with a 95% normal (Wald) interval.
 
-    Rates and bounds are None when either group is empty.
+    The same definition as `v_campaign_summary`'s per-group lift. Rates and bounds are None when
+    either group is empty.
     """
     out: dict[str, Any] = {
         "treated_users": treated_users,
@@ -154,74 +185,6 @@ def lift(treated_users: int, treated_buyers: float, holdout_users: int, holdout_
         se = math.sqrt(p1 * (1 - p1) / treated_users + p0 * (1 - p0) / holdout_users)
         out.update(lift=diff, lift_ci_low=diff - Z_95 * se, lift_ci_high=diff + Z_95 * se)
     return out
-
-
-def run_outcomes(conn: psycopg2.extensions.connection, run_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Per run: sent / delivered / opened / clicked / converted / revenue so far, and the lift.
-
-    Summed over `v_campaign_summary`'s groups (channel x offer type x timing x segment, whose treated
-    and holdout users are disjoint), so the run's lift is over all its users.
-    """
-    if not run_ids:
-        return {}
-    rows = _rows(
-        conn,
-        """
-        select
-            run_id,
-            coalesce(sum(sent), 0)::bigint as sent,
-            coalesce(sum(delivered), 0)::bigint as delivered,
-            coalesce(sum(opened), 0)::bigint as opened,
-            coalesce(sum(clicked), 0)::bigint as clicked,
-            coalesce(sum(converted), 0)::bigint as converted,
-            coalesce(sum(revenue), 0)::double precision as revenue,
-            coalesce(sum(treated_users), 0)::bigint as treated_users,
-            coalesce(sum(holdout_users), 0)::bigint as holdout_users,
-            coalesce(sum(coalesce(treated_purchase_rate, 0) * treated_users), 0)::double precision
-                as treated_buyers,
-            coalesce(sum(coalesce(holdout_purchase_rate, 0) * holdout_users), 0)::double precision
-                as holdout_buyers
-        from recsys.v_campaign_summary
-        where run_id = any(%s)
-        group by run_id
-        """,
-        (list(run_ids),),
-    )
-    out: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        out[r["run_id"]] = {
-            "sent": r["sent"],
-            "delivered": r["delivered"],
-            "opened": r["opened"],
-            "clicked": r["clicked"],
-            "converted": r["converted"],
-            "revenue": r["revenue"],
-            "lift": lift(r["treated_users"], r["treated_buyers"], r["holdout_users"], r["holdout_buyers"]),
-        }
-    return out
-
-
-def breakdown(conn: psycopg2.extensions.connection, run_id: str) -> list[dict[str, Any]]:
-    """A run's offers and outcomes per channel, offer type and timing (segments summed)."""
-    return _rows(
-        conn,
-        """
-        select
-            channel, offer_type, timing,
-            coalesce(sum(offers), 0)::bigint as offers,
-            coalesce(sum(sent), 0)::bigint as sent,
-            coalesce(sum(opened), 0)::bigint as opened,
-            coalesce(sum(clicked), 0)::bigint as clicked,
-            coalesce(sum(converted), 0)::bigint as converted,
-            coalesce(sum(revenue), 0)::double precision as revenue
-        from recsys.v_campaign_summary
-        where run_id = %s
-        group by channel, offer_type, timing
-        having coalesce(sum(offers), 0) > 0
-        order by channel, offer_type, timing
-        """,
-        (run_id,),
-    )
 
 
 def schedule(conn: psycopg2.extensions.connection, run_id: str) -> list[dict[str, Any]]:

@@ -1,7 +1,11 @@
 -- When a run's offers fall due: offers per run, channel and hour (UTC) of scheduled_at, with how
 -- many of them were sent so far. The Campaigns page draws its scheduled-time histogram from it.
 
-create or replace view recsys.v_campaign_schedule as
+-- Dropped and created (not replaced): nothing depends on it, and a replace cannot change its
+-- columns. `recsys db migrate` grants the analyst role select on it again.
+drop view if exists recsys.v_campaign_schedule;
+
+create view recsys.v_campaign_schedule as
 with hours as (
     select
         o.run_id,
