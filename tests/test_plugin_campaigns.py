@@ -469,6 +469,45 @@ def test_a_missing_or_unreachable_database_is_named_in_one_line(airflow_home: tu
     assert "127.0.0.1" in unreachable
 
 
+def test_a_run_whose_summary_times_out_still_shows_the_rest(campaign_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """v_campaign_summary reads every offer and purchase of a run; past the timeout the page degrades."""
+    monkeypatch.syspath_prepend(str(PROJECT_ROOT / "plugins"))
+    from recsys_campaigns import data
+    from recsys_campaigns.app import CHANNELS, template_environment
+
+    blocker = psycopg2.connect(campaign_db)  # holds a lock the summary (and only it) needs
+    conn = psycopg2.connect(campaign_db)
+    try:
+        with blocker.cursor() as cur:
+            cur.execute("lock table recsys.offer_events in access exclusive mode")
+        conn.set_session(readonly=True)
+        with conn.cursor() as cur:
+            cur.execute("select set_config('statement_timeout', '300', true)")
+        found = data.run(conn, RUN)
+        schedule = data.schedule(conn, RUN)  # the transaction is still usable
+    finally:
+        blocker.rollback()
+        blocker.close()
+        conn.rollback()
+        conn.close()
+    assert found["outcomes"] is None and found["breakdown"] == []
+    assert found["outcomes_unavailable"] == (
+        f"the outcomes of run {RUN} (v_campaign_summary) took longer than the page's statement timeout "
+        "(300ms); query the view directly"
+    )
+    assert found["offers"] == 6
+    assert sum(r["offers"] for r in schedule) == 6
+    html = (
+        template_environment()
+        .get_template("campaigns.html")
+        .render(
+            channels=CHANNELS, runs=[], models=[], selected={"run": found, "histogram": {"bars": []}, "breakdown": []}
+        )
+    )
+    assert "Outcomes and lift are not shown: the outcomes of run" in html
+    assert "Lift over the control group" not in html
+
+
 def test_the_ui_lists_the_campaigns_entry(api: str, token: str) -> None:
     plugins = _get_json(f"{api}/api/v2/plugins", token)["plugins"]
     ours = next(p for p in plugins if p["name"] == "recsys_campaigns")

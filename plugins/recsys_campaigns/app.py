@@ -102,13 +102,8 @@ def _overview(run_id: str | None, runs_limit: int, models_limit: int) -> dict[st
     return {"runs": runs, "selected": detail, "models": models}
 
 
-def create_app() -> FastAPI:
-    """The Campaigns app. Builds routes and the template environment; connects to nothing."""
-    app = FastAPI(
-        title="recsys campaigns",
-        description="Campaign runs, their offers, outcomes and lift, and the model leaderboard (read-only).",
-        dependencies=[_require_login()],
-    )
+def template_environment() -> Environment:
+    """The page's Jinja environment: autoescaped HTML, undefined names are errors, number filters."""
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
         autoescape=select_autoescape(["html"]),
@@ -117,6 +112,17 @@ def create_app() -> FastAPI:
         lstrip_blocks=True,
     )
     env.filters.update(num=_fmt_num, pct=_fmt_pct, pp=_fmt_pp, money=_fmt_money)
+    return env
+
+
+def create_app() -> FastAPI:
+    """The Campaigns app. Builds routes and the template environment; connects to nothing."""
+    app = FastAPI(
+        title="recsys campaigns",
+        description="Campaign runs, their offers, outcomes and lift, and the model leaderboard (read-only).",
+        dependencies=[_require_login()],
+    )
+    env = template_environment()
 
     @app.get("/api/runs")
     def api_runs(limit: int = Query(10, ge=1, le=200)) -> Any:

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 
 CONN_ID = "recsys_db"
@@ -120,7 +121,35 @@ def run(conn: psycopg2.extensions.connection, run_id: str) -> dict[str, Any] | N
     if not rows:
         return None
     found = rows[0]
-    groups = _rows(
+    found["outcomes"], found["breakdown"], found["outcomes_unavailable"] = None, [], None
+    with conn.cursor() as cur:
+        cur.execute("savepoint outcomes")
+    try:
+        groups = _summary_groups(conn, run_id)
+    except psycopg2.errors.QueryCanceled:
+        # The statement timeout: show the rest of the page rather than an error.
+        with conn.cursor() as cur:
+            cur.execute("rollback to savepoint outcomes")
+            cur.execute("select current_setting('statement_timeout')")
+            limit = cur.fetchone()[0]
+        found["outcomes_unavailable"] = (
+            f"the outcomes of run {run_id} (v_campaign_summary) took longer than the page's "
+            f"statement timeout ({limit}); query the view directly"
+        )
+        return found
+    total = {k: sum(g[k] for g in groups) for k in (*OUTCOMES, *GROUP_SIZES)}
+    found["outcomes"] = {k: total[k] for k in OUTCOMES if k != "offers"}
+    found["outcomes"]["lift"] = lift(
+        total["treated_users"], total["treated_buyers"], total["holdout_users"], total["holdout_buyers"]
+    )
+    found["breakdown"] = [
+        {k: g[k] for k in ("channel", "offer_type", "timing", *OUTCOMES)} for g in groups if g["offers"] > 0
+    ]
+    return found
+
+
+def _summary_groups(conn: psycopg2.extensions.connection, run_id: str) -> list[dict[str, Any]]:
+    return _rows(
         conn,
         """
         select
@@ -145,15 +174,6 @@ def run(conn: psycopg2.extensions.connection, run_id: str) -> dict[str, Any] | N
         """,
         (run_id,),
     )
-    total = {k: sum(g[k] for g in groups) for k in (*OUTCOMES, *GROUP_SIZES)}
-    found["outcomes"] = {k: total[k] for k in OUTCOMES if k != "offers"}
-    found["outcomes"]["lift"] = lift(
-        total["treated_users"], total["treated_buyers"], total["holdout_users"], total["holdout_buyers"]
-    )
-    found["breakdown"] = [
-        {k: g[k] for k in ("channel", "offer_type", "timing", *OUTCOMES)} for g in groups if g["offers"] > 0
-    ]
-    return found
 
 
 OUTCOMES = ("offers", "sent", "delivered", "opened", "clicked", "converted", "revenue")
