@@ -89,7 +89,9 @@ def test_docker_compose_parses_and_its_database_is_usable() -> None:
     pg = compose["services"]["postgres"]
     assert pg["image"].startswith("postgres:")
     assert "healthcheck" in pg
-    assert set(compose["volumes"]) >= {v.split(":")[0] for v in pg["volumes"]}
+    sources = {v.split(":")[0] for v in pg["volumes"]}
+    # named volumes, or paths of this checkout (the init scripts); tests/test_compose.py checks the rest
+    assert all(s in compose["volumes"] or (PROJECT_ROOT / s).exists() for s in sources), sources
 
 
 def test_truth_is_not_imported_by_loading_or_feature_code() -> None:
