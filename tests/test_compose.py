@@ -313,6 +313,15 @@ def test_postgres_init_script_creates_both_databases(server_url: str, scratch_na
     assert roles[scratch_names["AIRFLOW_DB_USER"]] == (True, False, False)
     assert roles[scratch_names["RECSYS_DB_USER"]] == (True, True, False)
 
+    # the postgres service's healthcheck passes now, and fails while a database is missing
+    raw = yaml.safe_load(COMPOSE.read_text())
+    kind, check = raw["services"]["postgres"]["healthcheck"]["test"]
+    assert kind == "CMD-SHELL"
+    check = check.replace("$$", "$")
+    assert subprocess.run(["sh", "-c", check], env=env, capture_output=True, timeout=60).returncode == 0
+    missing = {**env, "AIRFLOW_DB_NAME": scratch_names["AIRFLOW_DB_NAME"] + "_missing"}
+    assert subprocess.run(["sh", "-c", check], env=missing, capture_output=True, timeout=60).returncode != 0
+
 
 @pytest.mark.slow
 def test_airflow_init_script_prepares_metadata_login_and_campaign_schema(
