@@ -105,10 +105,11 @@ counted as (
         count(*) filter (where clicked) as clicked,
         count(*) filter (where converted) as converted,
         coalesce(sum(revenue), 0)::numeric(14, 2) as revenue,
-        count(distinct user_id) filter (where is_treated) as treated_users,
-        count(distinct user_id) filter (where not is_treated) as holdout_users,
-        count(distinct user_id) filter (where is_treated and has_purchased) as treated_purchasers,
-        count(distinct user_id) filter (where not is_treated and has_purchased) as holdout_purchasers
+        -- a user has at most one offer or holdout row per campaign date: rows are users (no sort)
+        count(*) filter (where is_treated) as treated_users,
+        count(*) filter (where not is_treated) as holdout_users,
+        count(*) filter (where is_treated and has_purchased) as treated_purchasers,
+        count(*) filter (where not is_treated and has_purchased) as holdout_purchasers
     from purchases
     group by run_id, campaign_date, channel, offer_type, timing, segment
 ),
