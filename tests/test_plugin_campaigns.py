@@ -65,61 +65,6 @@ EVENTS += [(u, "clicked", None) for u in (1, 2)]
 EVENTS += [(1, "converted", 50), (2, "converted", 30)]
 PURCHASES = [(1, "2026-11-27 12:00", 50), (2, "2026-11-27 13:00", 30), (101, "2026-11-28 10:00", 20)]
 
-# A stand-in for recsys.v_campaign_summary with the contract's columns, used only while the real
-# view (sql/views/40_v_campaign_summary.sql, the sender work) is not in the checkout.
-SUMMARY_STAND_IN = """
-create view recsys.v_campaign_summary as
-with treated as (
-    select o.run_id, o.campaign_date, o.channel, o.offer_type, o.timing, o.segment, o.offer_id, o.user_id,
-        o.status = 'sent' as is_sent,
-        exists (select from recsys.behavior_events as b where b.user_id = o.user_id and b.action = 'purchase'
-            and b.event_at >= o.campaign_date and b.event_at < o.campaign_date + 3) as bought
-    from recsys.campaign_offers as o
-),
-held as (
-    select h.run_id, h.campaign_date, h.channel, h.offer_type, h.timing, h.segment, h.user_id,
-        exists (select from recsys.behavior_events as b where b.user_id = h.user_id and b.action = 'purchase'
-            and b.event_at >= h.campaign_date and b.event_at < h.campaign_date + 3) as bought
-    from recsys.campaign_holdout as h
-),
-t as (
-    select t.run_id, t.campaign_date, t.channel, t.offer_type, t.timing, t.segment,
-        count(*) as offers, count(*) filter (where t.is_sent) as sent,
-        count(e.delivered) as delivered, count(e.opened) as opened, count(e.clicked) as clicked,
-        count(e.converted) as converted, coalesce(sum(e.revenue), 0) as revenue,
-        count(distinct t.user_id) as treated_users,
-        count(distinct t.user_id) filter (where t.bought) as treated_buyers
-    from treated as t left join (
-        select offer_id,
-            min(event_at) filter (where event = 'delivered') as delivered,
-            min(event_at) filter (where event = 'opened') as opened,
-            min(event_at) filter (where event = 'clicked') as clicked,
-            min(event_at) filter (where event = 'converted') as converted,
-            sum(revenue) as revenue
-        from recsys.offer_events group by offer_id
-    ) as e on e.offer_id = t.offer_id
-    group by 1, 2, 3, 4, 5, 6
-),
-h as (
-    select run_id, campaign_date, channel, offer_type, timing, segment,
-        count(*) as holdout_users, count(*) filter (where bought) as holdout_buyers
-    from held group by 1, 2, 3, 4, 5, 6
-)
-select
-    coalesce(t.run_id, h.run_id) as run_id, coalesce(t.campaign_date, h.campaign_date) as campaign_date,
-    coalesce(t.channel, h.channel) as channel, coalesce(t.offer_type, h.offer_type) as offer_type,
-    coalesce(t.timing, h.timing) as timing, coalesce(t.segment, h.segment) as segment,
-    coalesce(t.offers, 0) as offers, coalesce(t.sent, 0) as sent, coalesce(t.delivered, 0) as delivered,
-    coalesce(t.opened, 0) as opened, coalesce(t.clicked, 0) as clicked, coalesce(t.converted, 0) as converted,
-    coalesce(t.revenue, 0) as revenue, coalesce(t.treated_users, 0) as treated_users,
-    coalesce(h.holdout_users, 0) as holdout_users,
-    t.treated_buyers::float8 / nullif(t.treated_users, 0) as treated_purchase_rate,
-    h.holdout_buyers::float8 / nullif(h.holdout_users, 0) as holdout_purchase_rate,
-    null::float8 as lift, null::float8 as lift_ci_low, null::float8 as lift_ci_high
-from t full join h using (run_id, campaign_date, channel, offer_type, timing, segment)
-"""
-
-
 # --- the campaign database ------------------------------------------------------------------------
 
 
@@ -147,9 +92,6 @@ def campaign_db(server_url: str) -> Iterator[str]:
 
 
 def _fill(cur: Any) -> None:
-    cur.execute("select to_regclass('recsys.v_campaign_summary') is null")
-    if cur.fetchone()[0]:
-        cur.execute(SUMMARY_STAND_IN)
     for version, parent, mode, decision, reasons, champion, sim, dr in [
         ("m-001", None, "retrain", "bootstrap", [], False, 0.11, 0.10),
         ("m-002", "m-001", "fine_tune", "promoted", [], True, 0.15, 0.14),
