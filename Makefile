@@ -53,17 +53,9 @@ bench: $(STAMP)
 	$(PY) bench/bench_load.py
 	$(PY) bench/bench_features.py
 
-# airflow standalone in the background of its own process group (set -m), so Ctrl-C here is
-# forwarded to it as SIGINT, which stops its scheduler and workers too (SIGTERM would not).
-AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
-	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False \
-	AIRFLOW__CORE__PARALLELISM=2 AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG=2 \
-	AIRFLOW__SCHEDULER__PARSING_PROCESSES=1 AIRFLOW__API__WORKERS=1 OMP_NUM_THREADS=1
+# airflow standalone with AIRFLOW_HOME=.airflow, dags/ and plugins/, parallelism 2; Ctrl-C stops all of it
 airflow: $(STAMP)
-	@echo "Airflow UI: http://localhost:8080 (user admin; password in .airflow/simple_auth_manager_passwords.json.generated)"
-	@echo "Campaign database: RECSYS_DATABASE_URL or the embedded server; Ctrl-C stops everything."
-	@bash -c 'set -m; PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(AIRFLOW_ENV) airflow standalone & pid=$$!; \
-		trap "kill -INT -- -$$pid 2>/dev/null" INT TERM; wait $$pid; wait $$pid 2>/dev/null; true'
+	$(PY) -m recsys.airflow_local --standalone --home .airflow
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

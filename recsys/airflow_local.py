@@ -8,15 +8,19 @@ once per folder (`airflow db migrate` done programmatically).
 
 Also a command, for a clean process per run (tests, benchmarks):
 `python -m recsys.airflow_local --home H [--metadata URL] [--date D] [--conf JSON] [DAG_ID]`
-prints one JSON line with the run's state and its task instances.
+prints one JSON line with the run's state and its task instances; `--standalone` (`make airflow`)
+runs `airflow standalone` with the same configuration until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -126,14 +130,55 @@ def task_instances(run: Any) -> list[dict[str, Any]]:
         ]
 
 
+def standalone(home: Path) -> int:
+    """`airflow standalone` on this project's DAGs and plugins until Ctrl-C, then stop all of it.
+
+    Airflow runs in a session of its own, so the terminal's Ctrl-C reaches only this process,
+    which then sends SIGINT to Airflow's whole process group (SIGTERM would leave the scheduler and
+    its workers running), a second one if the scheduler is still draining, and SIGKILL to whatever
+    is left after a minute.
+    """
+    env = {**os.environ, **configure(home), "AIRFLOW__API__WORKERS": "1", "OMP_NUM_THREADS": "1"}
+    env["AIRFLOW__SCHEDULER__PARSING_PROCESSES"] = "1"
+    airflow = Path(sys.executable).with_name("airflow")
+    env["PATH"] = f"{airflow.parent}{os.pathsep}{env.get('PATH', '')}"  # standalone starts `airflow ...` by name
+    print(
+        "Airflow UI: http://localhost:8080 (user admin; the password is in "
+        f"{home / 'simple_auth_manager_passwords.json.generated'} once it has started, ~30-60 s)\n"
+        "Campaign database: the `recsys_db` connection, else RECSYS_DATABASE_URL, else the embedded server. "
+        "New DAGs start paused: unpause them in the UI. Ctrl-C stops everything.",
+        flush=True,
+    )
+    proc = subprocess.Popen([str(airflow), "standalone"], env=env, start_new_session=True)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        print("\nstopping Airflow ...", flush=True)
+        for _ in range(2):  # the scheduler may need a second SIGINT while it drains
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        time.sleep(2)  # the group's last workers exit after their parent
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group
+        return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recsys.airflow_local", description=__doc__.split("\n\n")[0])
     parser.add_argument("dag_id", nargs="?", default="recsys_nightly")
     parser.add_argument("--home", required=True, help="AIRFLOW_HOME for this run (metadata, logs)")
+    parser.add_argument("--standalone", action="store_true", help="run `airflow standalone` until Ctrl-C")
     parser.add_argument("--metadata", default=None, help="SQLAlchemy URL of the metadata DB (default SQLite in --home)")
     parser.add_argument("--date", default=None, help="logical date, ISO 8601 (default now)")
     parser.add_argument("--conf", default="{}", help="run conf (the DAG's params) as JSON")
     args = parser.parse_args(argv)
+    if args.standalone:
+        return standalone(Path(args.home).resolve())
     logical = None
     if args.date:
         logical = dt.datetime.fromisoformat(args.date)
