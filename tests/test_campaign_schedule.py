@@ -135,18 +135,19 @@ def test_offer_schedule(migrated_url: str, day, tz, send, publish, delay, quiet,
     with connect(migrated_url) as conn:
         got = fetch_value(
             conn,
-            "select recsys.offer_schedule(%s, %s, %s, %s, %s, %s, %s)",
+            "select scheduled_at from recsys.offer_schedule(%s, %s, %s, %s, %s, %s, %s)",
             (day, tz, send, publish, delay, start, end),
         )
     assert got == expected
 
 
-def test_quiet_hours_end_leaves_allowed_times_alone(migrated_url: str) -> None:
+def test_times_outside_quiet_hours_are_left_alone(migrated_url: str) -> None:
+    query = "select scheduled_at from recsys.offer_schedule('2026-06-10', 'UTC', %s, %s, 0, %s, %s)"
     with connect(migrated_url) as conn:
-        for hour, expected in ((20, _at(2026, 6, 10, 20)), (8, _at(2026, 6, 10, 8)), (7, _at(2026, 6, 10, 8))):
-            got = fetch_value(
-                conn,
-                "select recsys.quiet_hours_end(%s, 'UTC', %s, %s)",
-                (_at(2026, 6, 10, hour, 59 if hour == 7 else 0), *QUIET),
-            )
-            assert got == expected
+        for send, expected in (
+            (dt.time(20, 59), _at(2026, 6, 10, 20, 59)),
+            (dt.time(8, 0), _at(2026, 6, 10, 8)),
+            (dt.time(7, 59), _at(2026, 6, 10, 8)),
+            (dt.time(21, 0), _at(2026, 6, 11, 8)),
+        ):
+            assert fetch_value(conn, query, (send, EARLY, *QUIET)) == expected

@@ -335,9 +335,7 @@ with staged as (
             when v.tz is not null then v.tz else 'UTC'
         end as tz,
         nullif(btrim(u.first_name), '') as first_name,
-        recsys.offer_schedule(
-            %(day)s, coalesce(v.tz, 'UTC'), %(send_time)s, %(publish_at)s, t.delay_minutes, q.quiet_start, q.quiet_end
-        ) as scheduled_at
+        sch.scheduled_at
     from stage_offers as s
     inner join stage_actions as a on s.action_id = a.action_id
     inner join stage_messages as m on s.message_id = m.message_id
@@ -346,6 +344,9 @@ with staged as (
     inner join stage_quiet as q on a.channel = q.channel
     left join recsys.users as u on s.user_id = u.user_id
     left join stage_timezones as v on u.timezone = v.tz
+    cross join lateral recsys.offer_schedule(
+        %(day)s, coalesce(v.tz, 'UTC'), %(send_time)s, %(publish_at)s, t.delay_minutes, q.quiet_start, q.quiet_end
+    ) as sch
     where not s.is_holdout
 ),
 named as (
@@ -420,8 +421,10 @@ def _write(
     is_holdout: np.ndarray,
     message_id: np.ndarray,
     messages: list[tuple],
+    timings: dict[str, float],
 ) -> dict[str, int]:
     """Stage the decisions with COPY and upsert offers and holdout; the caller commits."""
+    t = time.perf_counter()
     cur = conn.cursor()
     cur.execute(
         """
@@ -474,16 +477,14 @@ def _write(
     )
     if messages:
         execute_values(cur, "insert into stage_messages values %s", messages)
-    timings, quiet = _schedule_params(catalog, rules)
-    execute_values(cur, "insert into stage_timings values %s", timings)
+    delays, quiet = _schedule_params(catalog, rules)
+    execute_values(cur, "insert into stage_timings values %s", delays)
     execute_values(cur, "insert into stage_quiet values %s", quiet)
     # time zone names PostgreSQL knows; anything else falls back to UTC (counted)
     cur.execute(
         """
-        insert into stage_timezones
-        select distinct u.timezone from recsys.users as u
-        inner join stage_offers as s on u.user_id = s.user_id
-        where u.timezone in (select name from pg_timezone_names)
+        insert into stage_timezones select distinct name from pg_timezone_names;
+        analyze stage_timezones;
         """
     )
     cur.execute(
@@ -494,7 +495,15 @@ def _write(
         """
     )
     bad_timezones = int(cur.fetchone()[0])
-    cur.execute("analyze stage_offers")
+    for table in ("stage_offers", "stage_actions", "stage_messages", "stage_timings", "stage_quiet"):
+        cur.execute(f"analyze {table}")  # fixed names: the planner needs real row counts
+    # sorts and hashes of a million staged rows in memory, not in temp files
+    cur.execute("set local work_mem = '256MB'")
+    # A fresh daily partition has no statistics yet (autovacuum has not seen it): the planner would
+    # guess one row and pick nested loops over a million. Every join here is a bulk one.
+    cur.execute("set local enable_nestloop = off")
+    timings["write_staging"] = time.perf_counter() - t
+    t = time.perf_counter()
     shard_filter = "(%(shards)s = 1 or recsys.campaign_shard(o.user_id, %(shards)s) = %(shard)s)"
     params = {"day": campaign_date, "shards": shards, "shard": shard}
     # a re-run replaces: the shard's still-scheduled offers for users who get none now go
@@ -526,6 +535,7 @@ def _write(
         },
     )
     written = cur.rowcount
+    timings["write_upsert"] = time.perf_counter() - t
     cur.execute(
         """
         insert into recsys.campaign_holdout (run_id, campaign_date, user_id, action_id, offer_type, offer_value,
@@ -670,6 +680,7 @@ def _score_shard(
     reasons = skip_reasons(users, channel_ok, mask)
     eligible = reasons == ""
     policy = PPOPolicy(load_sb3_model(artifact), catalog)
+    timings["model_load"] = time.perf_counter() - t
     rows = np.flatnonzero(eligible)
     raw = users[list(FEATURE_NAMES)].to_numpy(np.float64)[rows]
     greedy, _ = policy.act(normalise(raw), mask[rows])
@@ -721,6 +732,7 @@ def _score_shard(
             is_holdout=holdout,
             message_id=message_id,
             messages=messages,
+            timings=timings,
         )
         counts.update(written)
     timings["write"] = time.perf_counter() - t
@@ -817,6 +829,10 @@ def publish_run(settings: Settings, run_id: str) -> dict[str, Any]:
         cur.execute(
             "create temp table publish_timings (timing text, delay_minutes integer) on commit drop;"
             "create temp table publish_quiet (channel text, quiet_start time, quiet_end time) on commit drop;"
+            # pg_timezone_names is a costly function scan: read it once, never per row
+            "create temp table publish_timezones (tz text primary key) on commit drop;"
+            "insert into publish_timezones select distinct name from pg_timezone_names;"
+            "analyze publish_timezones;"
         )
         execute_values(cur, "insert into publish_timings values %s", timings)
         execute_values(cur, "insert into publish_quiet values %s", quiet)
@@ -826,20 +842,19 @@ def publish_run(settings: Settings, run_id: str) -> dict[str, Any]:
             """
             with timed as (
                 select
-                    o.campaign_date, o.offer_id,
-                    recsys.offer_schedule(
-                        o.campaign_date,
-                        case when z.name is null then 'UTC' else z.name end,
-                        %(send_time)s, %(now)s, t.delay_minutes, q.quiet_start, q.quiet_end
-                    ) as scheduled_at
+                    o.campaign_date, o.offer_id, sch.scheduled_at
                 from recsys.campaign_offers as o
                 inner join publish_timings as t on o.timing = t.timing
                 inner join publish_quiet as q on o.channel = q.channel
                 left join recsys.users as u on o.user_id = u.user_id
-                left join pg_timezone_names as z on u.timezone = z.name
+                left join publish_timezones as z on u.timezone = z.tz
+                cross join lateral recsys.offer_schedule(
+                    o.campaign_date, coalesce(z.tz, 'UTC'), %(send_time)s, %(now)s, t.delay_minutes, q.quiet_start,
+                    q.quiet_end
+                ) as sch
                 where o.run_id = %(run_id)s and o.campaign_date = %(day)s and o.status = 'scheduled'
-                    and recsys.offer_release(o.campaign_date, coalesce(z.name, 'UTC'), %(send_time)s, %(now)s)
-                    > recsys.offer_release(o.campaign_date, coalesce(z.name, 'UTC'), %(send_time)s, '-infinity')
+                    and recsys.offer_release(o.campaign_date, coalesce(z.tz, 'UTC'), %(send_time)s, %(now)s)
+                    > recsys.offer_release(o.campaign_date, coalesce(z.tz, 'UTC'), %(send_time)s, '-infinity')
             )
             update recsys.campaign_offers as o
             set scheduled_at = timed.scheduled_at,

@@ -1,0 +1,334 @@
+"""Benchmark: campaign scoring end to end (issue "campaigns", first bar).
+
+Fast path: `score_campaign` on 1M active users (load with COPY, consent / cap / cooldown mask,
+batched PPO on masked logits, holdout and exploration hashes, rendering once per distinct input,
+COPY into staging and one upsert, publish), timed and measured for peak RSS in a child process of
+its own (bar: <= 20 s, <= 2 GB). Naive path on 100k users: per-user `model.predict`, per-row Jinja
+render and per-row INSERT; the ratio of users/s (target >= 40x).
+
+The users and their features are written directly with COPY from numpy (not the generator: 1M
+generated users take minutes); the model is an untrained PPO of the production shapes (19 features,
+108 actions, SB3's default 64x64 MLP, 64 learning steps): the bar is throughput, not quality.
+
+    python bench/bench_score.py [--users 1000000] [--naive-users 100000]
+
+Uses a scratch database on RECSYS_BENCH_DATABASE_URL (else RECSYS_TEST_DATABASE_URL, else the
+embedded server), dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+import uuid
+
+import numpy as np
+import pandas as pd
+import psycopg2
+from psycopg2 import sql
+from psycopg2.extensions import make_dsn, parse_dsn
+
+from recsys.db import connect, embedded_url
+from recsys.features import partition_name
+from recsys.migrate import migrate
+from recsys.settings import PROJECT_ROOT, load_settings
+
+DAY = dt.date(2026, 12, 1)
+NAIVE_DAY = dt.date(2026, 12, 2)
+TIMEZONES = ["UTC", "Europe/Berlin", "America/Los_Angeles", "Asia/Tokyo", "Australia/Sydney", "America/New_York"]
+NAMES = ["Ann", "Bob", "Chloé", "Dmitri", "Eve", "<b>Frank</b>", "", "Grace", "Hiro", "Inès"]
+CATEGORIES = ["books", "electronics", "home & garden", "toys", "fashion", "sports", "beauty", "grocery"]
+
+
+def _server() -> str:
+    url = os.environ.get("RECSYS_BENCH_DATABASE_URL") or os.environ.get("RECSYS_TEST_DATABASE_URL")
+    return url or embedded_url(PROJECT_ROOT / ".pgdata-test")
+
+
+def _copy(conn, table: str, frame: pd.DataFrame) -> None:
+    buffer = io.StringIO()
+    frame.to_csv(buffer, header=False, index=False)
+    buffer.seek(0)
+    with conn.cursor() as cur:
+        cur.copy_expert(f"copy {table} ({', '.join(frame.columns)}) from stdin with (format csv)", buffer)
+
+
+def make_population(url: str, n: int, day: dt.date, seed: int = 0) -> None:
+    """n active users with random consent, addresses, time zones, names and features, via COPY."""
+    rng = np.random.default_rng(seed)
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    email = rng.random(n) < 0.9
+    users = pd.DataFrame(
+        {
+            "user_id": ids,
+            "email_opt_in": email,
+            "sms_opt_in": rng.random(n) < 0.4,
+            "push_opt_in": rng.random(n) < 0.5,
+            "email": pd.Series(ids).map("u{}@example.com".format),
+            "phone": "+15550000000",
+            "push_token": pd.Series(ids).map("tok{}".format),
+            "timezone": np.array(TIMEZONES)[rng.integers(0, len(TIMEZONES), n)],
+            "first_name": np.array(NAMES)[rng.integers(0, len(NAMES), n)],
+            "load_id": 1,
+        }
+    )
+    f = {
+        "as_of": day.isoformat(),
+        "user_id": ids,
+        "recency_days": rng.uniform(0, 60, n).round(3),
+        "frequency_sessions": rng.integers(1, 50, n),
+        "monetary_value": rng.gamma(2.0, 80.0, n).round(2),
+    }
+    for name in (
+        "engagement_score",
+        "discount_sensitivity",
+        "free_shipping_preference",
+        "email_responsiveness",
+        "sms_responsiveness",
+        "push_responsiveness",
+        "morning_share",
+        "evening_share",
+        "category_focus",
+    ):
+        f[name] = rng.random(n).round(4)
+    f.update(
+        days_since_last_purchase=rng.uniform(0, 365, n).round(2),
+        purchase_count=rng.integers(0, 20, n),
+        offers_last_7d=rng.integers(0, 3, n),
+        days_since_last_offer=rng.uniform(0, 365, n).round(2),
+        top_category=np.array(CATEGORIES)[rng.integers(0, len(CATEGORIES), n)],
+        r_score=3,
+        f_score=3,
+        m_score=3,
+        segment="loyal",
+    )
+    with connect(url) as conn:
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("create table recsys.{} partition of recsys.user_features for values in (%s)").format(
+                    sql.Identifier(partition_name(day))
+                ),
+                (day,),
+            )
+        _copy(conn, "recsys.users", users)
+        _copy(conn, "recsys.user_features", pd.DataFrame(f))
+        with conn.cursor() as cur:
+            cur.execute("analyze recsys.users; analyze recsys.user_features")
+
+
+def register_model(url: str) -> None:
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+
+    from recsys.catalog import load_catalog
+    from recsys.observation import N_FEATURES, feature_fingerprint
+    from recsys.policy import set_torch_threads
+    from recsys.registry import ModelRecord, catalog_json, record_decision, register
+
+    class Shapes(gym.Env):
+        observation_space = gym.spaces.Box(0.0, 1.0, (N_FEATURES,), np.float32)
+        action_space = gym.spaces.Discrete(108)
+
+        def reset(self, *, seed=None, options=None):  # type: ignore[override]
+            super().reset(seed=seed)
+            return self.np_random.random(N_FEATURES, dtype=np.float32), {}
+
+        def step(self, action):  # type: ignore[override]
+            return self.np_random.random(N_FEATURES, dtype=np.float32), float(action % 7), True, False, {}
+
+    set_torch_threads()
+    model = PPO("MlpPolicy", Shapes(), n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu")
+    model.learn(64)
+    buffer = io.BytesIO()
+    model.save(buffer)
+    catalog = load_catalog()
+    with connect(url) as conn:
+        register(
+            conn,
+            ModelRecord(
+                model_version="bench",
+                parent_version=None,
+                algorithm="PPO",
+                training_mode="retrain",
+                hyperparameters={},
+                seed=0,
+                catalog_fingerprint=catalog.fingerprint(),
+                feature_fingerprint=feature_fingerprint(),
+                catalog=catalog_json(catalog),
+                trained_on=DAY,
+                total_timesteps=64,
+                artifact=buffer.getvalue(),
+            ),
+        )
+        record_decision(conn, "bench", decision="bootstrap", reasons=[], evaluation={})
+
+
+def child_fast(url: str) -> None:
+    """The measured fast path, alone in this process: prints a JSON line."""
+    from recsys.campaign import score_campaign
+
+    settings = load_settings(env={}, database_url=url)
+    t = time.perf_counter()
+    summary = score_campaign(settings, DAY, run_id="bench-fast")
+    wall = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"wall": wall, "peak": peak, "summary": summary}, default=str))
+
+
+def naive(url: str, n: int) -> tuple[float, int]:
+    """Per-user predict, per-row render, per-row INSERT on the first n users: (seconds, rows)."""
+    from recsys.campaign.messages import PARTS, environment, offer_text
+    from recsys.campaign.rules import load_rules
+    from recsys.catalog import load_catalog
+    from recsys.observation import load_states
+    from recsys.policy import load_sb3_model
+    from recsys.registry import get_model
+
+    catalog = load_catalog()
+    actions = catalog.actions
+    env = environment(load_rules().templates_dir)
+    with connect(url) as conn:
+        model = load_sb3_model(get_model(conn, "bench").artifact)
+        states = load_states(conn, DAY, np.arange(1, n + 1))
+        with conn.cursor() as cur:
+            cur.execute("select recsys.ensure_campaign_partition(%s)", (NAIVE_DAY,))
+            cur.execute("select user_id, coalesce(first_name, '') from recsys.users where user_id <= %s", (n,))
+            first = dict(cur.fetchall())
+        conn.commit()
+        t = time.perf_counter()
+        with conn.cursor() as cur:
+            for i in range(len(states)):
+                action, _ = model.predict(states.obs[i], deterministic=True)
+                a = actions[int(action)]
+                category = str(states.top_category[i])
+                unit = catalog.value_units[a.offer_type]
+                context = {
+                    "first_name": first.get(int(states.user_ids[i])) or "there",
+                    "offer_type": a.offer_type,
+                    "value": f"{a.value:g}",
+                    "value_unit": unit,
+                    "offer_text": offer_text(unit, a.value, category),
+                    "category": category,
+                    "channel": a.channel,
+                }
+                parts = {
+                    part: env.get_template(f"{a.channel}/{a.offer_type}.{part}.{ext}.j2").render(context)
+                    for part, ext in PARTS[a.channel]
+                }
+                now = dt.datetime.now(dt.UTC)
+                cur.execute(
+                    "insert into recsys.campaign_offers (run_id, campaign_date, user_id, action_id, offer_type, "
+                    "offer_value, value_unit, channel, timing, scheduled_at, expires_at, body, subject, propensity, "
+                    "is_exploration, features_as_of) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+                    "%s, %s, %s)",
+                    (
+                        "bench-naive",
+                        NAIVE_DAY,
+                        int(states.user_ids[i]),
+                        a.action_id,
+                        a.offer_type,
+                        a.value,
+                        unit,
+                        a.channel,
+                        a.timing,
+                        now,
+                        now + dt.timedelta(hours=24),
+                        parts["body"],
+                        parts.get("subject"),
+                        1.0,
+                        False,
+                        DAY,
+                    ),
+                )
+        conn.commit()
+        return time.perf_counter() - t, len(states)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--naive-users", type=int, default=100_000)
+    parser.add_argument("--child-fast", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--keep-db", action="store_true", help="keep the scratch database (to inspect it)")
+    args = parser.parse_args()
+    if args.child_fast:
+        child_fast(args.child_fast)
+        return 0
+
+    server = _server()
+    name = f"recsys_bench_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(server)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    params = parse_dsn(server)
+    params["dbname"] = name
+    url = make_dsn(**params)
+    try:
+        with connect(url) as conn:
+            migrate(conn, load_settings(env={}, database_url=url))
+        t = time.perf_counter()
+        make_population(url, args.users, DAY)
+        register_model(url)
+        print(f"setup: {args.users:,} users and features written with COPY in {time.perf_counter() - t:.1f} s")
+
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child-fast", url],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        if proc.returncode != 0:
+            print(proc.stderr, file=sys.stderr)
+            return 1
+        fast = json.loads(proc.stdout.strip().splitlines()[-1])
+        s = fast["summary"]
+        naive_seconds, naive_rows = naive(url, args.naive_users)
+
+        fast_rate = args.users / fast["wall"]
+        naive_rate = naive_rows / naive_seconds
+        timings = s["timings"]
+        rows = [
+            ("users scored", f"{s['users']:,}", ""),
+            ("offers written / holdout / explored", f"{s['offers']:,} / {s['holdout']:,} / {s['exploration']:,}", ""),
+            (
+                "stage seconds: load / score / render / write",
+                " / ".join(f"{timings[k]:.1f}" for k in ("load", "score", "render", "write")),
+                "",
+            ),
+            (
+                "stage seconds: model load / staging / upsert",
+                " / ".join(f"{timings.get(k, 0):.1f}" for k in ("model_load", "write_staging", "write_upsert")),
+                "",
+            ),
+            ("fast path, end to end incl. publish", f"{fast['wall']:.1f} s", "bar <= 20 s"),
+            ("fast path peak RSS", f"{fast['peak'] / 2**30:.2f} GB", "bar <= 2 GB"),
+            ("fast path users/s", f"{fast_rate:,.0f}", ""),
+            (f"naive path on {naive_rows:,} users", f"{naive_seconds:.1f} s ({naive_rate:,.0f} users/s)", ""),
+            ("ratio fast / naive (users/s)", f"{fast_rate / naive_rate:.0f}x", "target >= 40x"),
+        ]
+        width = max(len(r[0]) for r in rows)
+        print(f"\n{'measure':<{width}}  {'value':>28}  note")
+        for label, value, note in rows:
+            print(f"{label:<{width}}  {value:>28}  {note}")
+        print(f"\nmessages rendered: {s['offers']:,} offers from the templates; skipped: {s['skipped']}")
+    finally:
+        with admin.cursor() as cur:
+            if args.keep_db:
+                print(f"kept database {name}")
+            else:
+                cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        admin.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
