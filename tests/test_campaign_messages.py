@@ -86,7 +86,7 @@ def test_gsm7_lengths() -> None:
         ("validity_hours = 0", r"\[campaign\] validity_hours must be a whole number >= 1"),
         ("holdoutshare = 0.1", r"\[campaign\] has unknown keys \['holdoutshare'\]"),
         ('exploration_salt = "holdout-v1"', r"exploration_salt must differ from holdout_salt"),
-        ("[campaign.quiet_hours]\nfax = { start = \"21:00\", end = \"08:00\" }", r"quiet_hours.fax: unknown channel"),
+        ('[campaign.quiet_hours]\nfax = { start = "21:00", end = "08:00" }', r"quiet_hours.fax: unknown channel"),
         ('[campaign.quiet_hours]\nsms = { start = "9pm", end = "08:00" }', r"quiet_hours.sms.start must be a time"),
         ("[campaign.frequency_cap]\ntotal = -1", r"total must be a whole number >= 1"),
     ],
