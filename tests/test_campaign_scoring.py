@@ -497,3 +497,35 @@ def test_retention_drops_campaign_partitions_past_the_window(campaign) -> None:
     dates = {r["campaign_date"] for r in fetch_all(conn, "select campaign_date from recsys.campaign_offers")}
     dates |= {r["campaign_date"] for r in fetch_all(conn, "select campaign_date from recsys.campaign_holdout")}
     assert dates == {recent}
+
+
+def test_a_scoring_process_killed_with_sigkill_mid_write_leaves_the_previous_offers(campaign) -> None:
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    conn, settings = campaign
+    add_users(conn, DAY, _population(120))
+    first = score_campaign(settings, DAY, run_id="before")
+    before = {r["user_id"]: r["offer_id"] for r in offers(conn)}
+    # a child process scores the date again and SIGKILLs itself after COPY, inside the write
+    script = textwrap.dedent(
+        f"""
+        import datetime as dt, os, signal
+        import recsys.campaign.score as s
+        from recsys.settings import load_settings
+        s._publish_at_scoring = lambda: os.kill(os.getpid(), signal.SIGKILL)
+        s.score_campaign(load_settings(env={{}}, database_url={settings.database_url!r}), dt.date(2026, 6, 10),
+                         run_id="killed")
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert proc.returncode == -signal.SIGKILL
+    assert {r["user_id"]: r["offer_id"] for r in offers(conn)} == before
+    assert fetch_value(conn, "select state from recsys.campaign_runs where run_id = 'killed'") == "scoring"
+    again = score_campaign(settings, DAY, run_id="after")
+    rows = offers(conn)
+    assert len(rows) == len({r["user_id"] for r in rows}) == again["offers"] == first["offers"]
+    assert {r["user_id"]: r["offer_id"] for r in rows} == before
+    assert {r["run_id"] for r in rows} == {"after"}
