@@ -496,6 +496,7 @@ def off_policy_evaluation(
     seed: int = 0,
     alpha: float = 0.05,
     logs: LoggedOffers | None = None,
+    baseline: Policy | None = None,
 ) -> dict[str, Estimate]:
     """Estimates of `policy`'s mean value per logged decision, from `recsys.v_logged_offers`.
 
@@ -505,7 +506,10 @@ def off_policy_evaluation(
     and direct-method estimates are skipped. Keys: "logged" (the logging policy's own mean reward),
     "ips", "snips", and with `q_fn` "dm" and "dr". Empty when no logged decision can be used.
     Every estimate uses the same bootstrap resamples (`seed`). Pass `logs` (from
-    `load_logged_offers`) to evaluate several policies on one read of the view.
+    `load_logged_offers`) to evaluate several policies on one read of the view. With `baseline` and
+    `q_fn`, "dr_diff" is the paired doubly robust difference policy - baseline: both are computed on
+    the same rows and resamples, so what they share (the logged rewards, the reward model's error)
+    cancels and the interval is that of the difference, much narrower than two separate intervals.
     """
     if logs is None:
         logs = load_logged_offers(conn, catalog, since=since, until=until)
@@ -536,6 +540,11 @@ def off_policy_evaluation(
         q_target = _array("q_target", q_target, len(r))
         specs["dm"] = (q_target, None, float(len(r)))
         specs["dr"] = (q_target + w * (r - q_logged), None, kish)
+        if baseline is not None:
+            w_base = _weights(rewards, target_probabilities(baseline, logs), logs.propensity)[1]
+            q_base = _array("q_target", _reward_model_terms(baseline, logs, q_fn)[1], len(r))
+            dr_base = q_base + w_base * (r - q_logged)
+            specs["dr_diff"] = (specs["dr"][0] - dr_base, None, min(kish, _kish(w_base)))
     return _estimates(specs, n_boot=n_boot, seed=seed, alpha=alpha)
 
 

@@ -8,8 +8,10 @@ Checks, in order (each recorded with its numbers on the model row):
 2. with no champion yet, a sane challenger becomes the first champion (`bootstrap`);
 3. simulator value: challenger >= champion - margin x |champion| on the same users, same night and
    same response model;
-4. once logged offers exist for both, the doubly robust lower bound: challenger's lower bound >=
-   champion's lower bound - margin x |champion's estimate|.
+4. once logged offers exist, off-policy on the logs: the paired doubly robust difference
+   challenger - champion (same rows, same resamples) is not clearly negative: the upper end of its
+   interval >= -margin x |champion's estimate|. The simulator decides who is better; the logs can
+   veto a challenger they show to be worse.
 A challenger that fails any check is `rejected` and the champion stays.
 """
 
@@ -43,7 +45,8 @@ class GateDecision:
 
 
 def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, config: GateConfig) -> GateDecision:
-    """Compare evaluation dicts with keys simulator_value, random_value and optionally dr_value, dr_lower."""
+    """Compare evaluation dicts with keys simulator_value, random_value and optionally dr_value,
+    dr_upper, random_dr_value and the paired dr_diff_value / dr_diff_lower / dr_diff_upper."""
     reasons: list[dict[str, Any]] = []
 
     def check(name: str, passed: bool, detail: str) -> bool:
@@ -74,14 +77,18 @@ def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, config: 
         f"challenger {challenger['simulator_value']:.5f} vs champion {champion['simulator_value']:.5f} "
         f"(floor {floor:.5f} at margin {config.margin:.0%})",
     )
-    if challenger.get("dr_lower") is not None and champion.get("dr_lower") is not None:
-        dr_floor = champion["dr_lower"] - config.margin * abs(champion.get("dr_value") or 0.0)
+    if challenger.get("dr_diff_upper") is not None:
+        # Paired: both policies on the same logged rows and resamples. Comparing two separate
+        # intervals instead would favour the champion, whose own offers fill the logs (a tight
+        # interval) over any challenger (judged mostly on the exploration offers: a wide one).
+        tolerance = config.margin * abs(champion.get("dr_value") or 0.0)
         ok = (
             check(
-                "doubly robust lower bound not worse than the champion's",
-                challenger["dr_lower"] >= dr_floor,
-                f"challenger {challenger['dr_lower']:.5f} vs champion {champion['dr_lower']:.5f} "
-                f"(floor {dr_floor:.5f})",
+                "not clearly worse than the champion off-policy (paired doubly robust difference, on the logs)",
+                challenger["dr_diff_upper"] >= -tolerance,
+                f"challenger - champion {challenger['dr_diff_value']:+.5f} "
+                f"[{challenger['dr_diff_lower']:+.5f}, {challenger['dr_diff_upper']:+.5f}] "
+                f"(tolerance {-tolerance:+.5f})",
             )
             and ok
         )

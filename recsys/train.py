@@ -190,7 +190,7 @@ def off_policy_values(
         return {}
     rules = response.rules
 
-    def dr(policy: Any) -> dict[str, float]:
+    def dr(policy: Any, baseline: Any | None = None) -> dict[str, float]:
         estimates = off_policy_evaluation(
             conn,
             policy,
@@ -200,10 +200,20 @@ def off_policy_values(
             logs=logs,
             n_boot=200,
             seed=seed,
+            baseline=baseline,
         )
-        return {"dr_value": estimates["dr"].value, "dr_lower": estimates["dr"].lower, "dr_upper": estimates["dr"].upper}
+        out = {"dr_value": estimates["dr"].value, "dr_lower": estimates["dr"].lower, "dr_upper": estimates["dr"].upper}
+        if "dr_diff" in estimates:
+            diff = estimates["dr_diff"]
+            out |= {"dr_diff_value": diff.value, "dr_diff_lower": diff.lower, "dr_diff_upper": diff.upper}
+        return out
 
-    out = {"challenger": {**dr(challenger), "random_dr_value": dr(UniformRandomPolicy(catalog))["dr_value"]}}
+    out = {
+        "challenger": {
+            **dr(challenger, champion_policy),
+            "random_dr_value": dr(UniformRandomPolicy(catalog))["dr_value"],
+        }
+    }
     if champion_policy is not None:
         out["champion"] = dr(champion_policy)
     return out

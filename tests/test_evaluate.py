@@ -604,6 +604,28 @@ def test_doubly_robust_from_the_logs(conn: Connection) -> None:
     assert ope["dr"].value == pytest.approx((q_target + w * (rewards - q_logged)).mean(), rel=1e-9)
 
 
+def test_paired_doubly_robust_difference(conn: Connection) -> None:
+    rule, uniform = RuleHeuristicPolicy(CATALOG), UniformRandomPolicy(CATALOG)
+
+    def by_type(obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        offer_type = np.array([CATALOG.offer_types.index(a.offer_type) for a in CATALOG.actions])
+        return 1.0 + offer_type[actions] + obs[:, 4]
+
+    def ope(policy: object, baseline: object | None = None) -> dict:
+        return off_policy_evaluation(
+            conn, policy, catalog=CATALOG, reward_fn=revenue_reward, q_fn=by_type, n_boot=200, seed=3, baseline=baseline
+        )
+
+    paired, alone, base = ope(rule, uniform), ope(rule), ope(uniform)
+    # the point estimate is the difference of the two estimates; nothing else changes
+    assert paired["dr_diff"].value == pytest.approx(alone["dr"].value - base["dr"].value, rel=1e-9)
+    assert {k: v for k, v in paired.items() if k != "dr_diff"} == alone
+    assert paired["dr_diff"].lower < paired["dr_diff"].value < paired["dr_diff"].upper
+    # against itself: exactly zero, with no width (the shared terms cancel row by row)
+    same = ope(rule, rule)["dr_diff"]
+    assert (same.value, same.lower, same.upper) == pytest.approx((0.0, 0.0, 0.0), abs=1e-12)
+
+
 def test_reward_fn_must_return_one_value_per_decision(conn: Connection) -> None:
     with pytest.raises(ValueError, match="reward_fn returned shape"):
         off_policy_evaluation(

@@ -33,13 +33,22 @@ def test_worse_challenger_is_rejected_and_margin_is_honoured() -> None:
     assert decide(_eval(0.12), champion, GateConfig(margin=0.0)).decision == "promoted"
 
 
-def test_doubly_robust_lower_bound_is_checked_once_logs_exist() -> None:
+def _paired(sim: float, diff: float, lower: float, upper: float) -> dict:
+    return {**_eval(sim), "dr_value": 0.05, "dr_diff_value": diff, "dr_diff_lower": lower, "dr_diff_upper": upper}
+
+
+def test_the_paired_off_policy_difference_can_veto_a_challenger() -> None:
     champion = _eval(0.10, dr=0.08, lower=0.06)
-    better_sim_worse_dr = _eval(0.11, dr=0.03, lower=0.01)
-    d = decide(better_sim_worse_dr, champion, GateConfig(margin=0.02))
+    # better in the simulator, but the logs show it clearly worse than the champion
+    d = decide(_paired(0.11, diff=-0.03, lower=-0.05, upper=-0.01), champion, GateConfig(margin=0.02))
     assert d.decision == "rejected"
     assert [r["passed"] for r in d.reasons] == [True, True, False]
-    assert decide(_eval(0.11, dr=0.09, lower=0.07), champion, GateConfig()).decision == "promoted"
+    assert "paired doubly robust" in d.describe()
+    # a wide interval that includes 0 is no evidence against it: the simulator decides
+    assert decide(_paired(0.11, -0.01, -0.05, 0.03), champion, GateConfig()).decision == "promoted"
+    # just below zero, within margin x |champion's estimate| (0.02 x 0.08 = 0.0016)
+    assert decide(_paired(0.11, -0.01, -0.02, -0.001), champion, GateConfig()).decision == "promoted"
+    assert decide(_paired(0.11, -0.01, -0.02, -0.002), champion, GateConfig()).decision == "rejected"
 
 
 def test_negative_values_use_the_margin_on_magnitude() -> None:
