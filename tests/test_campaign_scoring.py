@@ -529,3 +529,115 @@ def test_a_scoring_process_killed_with_sigkill_mid_write_leaves_the_previous_off
     assert len(rows) == len({r["user_id"] for r in rows}) == again["offers"] == first["offers"]
     assert {r["user_id"]: r["offer_id"] for r in rows} == before
     assert {r["run_id"] for r in rows} == {"after"}
+
+
+def _comparable(conn: Connection, day: dt.date) -> tuple[list[tuple], list[tuple]]:
+    """A date's offers and holdout rows without what differs between two writes of the same decisions."""
+    skip = {"offer_id", "run_id", "created_at", "updated_at"}
+    rows = [tuple(v for k, v in r.items() if k not in skip) for r in offers(conn, day)]
+    hold = fetch_all(
+        conn,
+        "select user_id, action_id, offer_type, offer_value, channel, timing, model_version, features_as_of, segment "
+        "from recsys.campaign_holdout where campaign_date = %s order by user_id",
+        (day,),
+    )
+    return rows, [tuple(h.values()) for h in hold]
+
+
+def test_attach_path_and_upsert_path_write_identical_rows_and_indexes(campaign) -> None:
+    conn, settings = campaign
+    day = dt.date(2035, 3, 14)  # a future date: release at the local send time, whenever the run publishes
+    part = f"recsys.campaign_offers_{day:%Y%m%d}"
+    add_users(conn, day, _population(300))
+    first = score_campaign(settings, day, run_id="attach")
+    assert first["write_path"] == "attach"
+    attached = _comparable(conn, day)
+    assert len(attached[0]) == first["offers"] > 0 and len(attached[1]) == first["holdout"] > 0
+    # every index campaign_offers declares has its partition index attached (none built twice, none missing)
+    parent_indexes = fetch_value(
+        conn, "select count(*) from pg_index where indrelid = 'recsys.campaign_offers'::regclass"
+    )
+    child_indexes = fetch_all(
+        conn,
+        "select i.indexrelid::regclass::text as name, p.inhparent is not null as attached from pg_index as i "
+        "left join pg_inherits as p on p.inhrelid = i.indexrelid where i.indrelid = %s::regclass",
+        (part,),
+    )
+    assert len(child_indexes) == parent_indexes >= 4 and all(c["attached"] for c in child_indexes)
+    assert fetch_value(conn, "select obj_description(%s::regclass, 'pg_class')", (part,)) == f"campaign_offers of {day}"
+
+    # the same decisions through the upsert path: two shards into an existing, emptied partition
+    with conn.cursor() as cur:
+        cur.execute("delete from recsys.campaign_offers where campaign_date = %s", (day,))
+        cur.execute("delete from recsys.campaign_holdout where campaign_date = %s", (day,))
+    for k in (0, 1):
+        shard = score_campaign(settings, day, run_id="upsert", shard=k, shards=2)
+        assert shard["write_path"] == "upsert"
+    publish_run(settings, "upsert")
+    assert _comparable(conn, day) == attached
+    # and a re-run over existing offers upserts in place
+    again = score_campaign(settings, day, run_id="rerun")
+    assert again["write_path"] == "upsert" and _comparable(conn, day) == attached
+
+
+def test_a_run_killed_inside_the_attach_path_leaves_nothing_and_claims_on_other_dates_go_on(campaign) -> None:
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    conn, settings = campaign
+    other = DAY + dt.timedelta(days=1)
+    add_users(conn, DAY, _population(100))
+    add_users(conn, other, _population(100))
+    score_campaign(settings, DAY, run_id="live")
+    with conn.cursor() as cur:  # tonight's offers of DAY are due now
+        cur.execute(
+            "update recsys.campaign_offers set scheduled_at = now() - interval '1 minute', "
+            "expires_at = now() + interval '1 day' where campaign_date = %s",
+            (DAY,),
+        )
+    # a child scores the next date and stops right after ATTACH PARTITION, inside its transaction
+    script = textwrap.dedent(
+        f"""
+        import datetime as dt, time
+        import recsys.campaign.score as s
+        from recsys.settings import load_settings
+        s._attached = lambda: time.sleep(600)
+        s.score_campaign(load_settings(env={{}}, database_url={settings.database_url!r}), dt.date.fromisoformat(
+            {other.isoformat()!r}), run_id="killed")
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 180
+        holding = False
+        while not holding and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            holding = fetch_value(
+                conn,
+                "select exists (select from pg_locks where relation = 'recsys.campaign_offers'::regclass "
+                "and mode = 'ShareUpdateExclusiveLock' and granted)",
+            )
+        assert holding, proc.stderr.read().decode() if proc.poll() is not None else "the child never attached"
+        # senders claim DAY's offers while the attach holds its lock: no waiting (lock_timeout would raise)
+        with connect(settings.database_url) as sender, sender.cursor() as cur:
+            cur.execute("set local lock_timeout = '5s'")
+            claimed = 0
+            for channel in ("email", "sms", "push"):
+                cur.execute("select * from recsys.claim_offers(%s, 'w1', 1000, interval '5 minutes')", (channel,))
+                claimed += len(cur.fetchall())
+        assert claimed == len(offers(conn, DAY)) > 0
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert (
+        fetch_value(conn, "select to_regclass('recsys.campaign_offers_' || to_char(%s::date, 'YYYYMMDD'))", (other,))
+        is None
+    )
+    assert fetch_value(conn, "select count(*) from recsys.campaign_offers where campaign_date = %s", (other,)) == 0
+    assert fetch_value(conn, "select count(*) from recsys.campaign_holdout where campaign_date = %s", (other,)) == 0
+    again = score_campaign(settings, other, run_id="after")
+    assert again["write_path"] == "attach" and len(offers(conn, other)) == again["offers"] > 0
