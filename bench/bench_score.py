@@ -305,9 +305,11 @@ def main() -> int:
                 "",
             ),
             (
-                "stage seconds: model load / staging / upsert",
-                " / ".join(f"{timings.get(k, 0):.1f}" for k in ("model_load", "write_staging", "write_upsert")),
-                "",
+                "stage seconds: model load / staging / upsert / attach",
+                " / ".join(
+                    f"{timings.get(k, 0):.1f}" for k in ("model_load", "write_staging", "write_upsert", "write_attach")
+                ),
+                f"write path: {s.get('write_path')}",
             ),
             ("fast path, end to end incl. publish", f"{fast['wall']:.1f} s", "bar <= 20 s"),
             ("fast path peak RSS", f"{fast['peak'] / 2**30:.2f} GB", "bar <= 2 GB"),

@@ -428,6 +428,28 @@ where o.status = 'scheduled'
 """
 
 
+_PGCOPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags 0, no header extension
+
+
+def binary_copy(columns: list[tuple[np.ndarray, str]]) -> io.BytesIO:
+    """COPY BINARY data of fixed-width, non-null columns, laid out by one numpy structured array.
+
+    Each (values, big-endian numpy type) becomes a PostgreSQL field: '>i8' bigint, '>i4' integer,
+    '>f8' double precision, 'u1' boolean. A million rows take milliseconds (CSV text through
+    pandas took seconds) and floats travel exactly.
+    """
+    n = len(columns[0][0])
+    fields: list[tuple[str, str]] = [("count", ">i2")]
+    for k, (_, kind) in enumerate(columns):
+        fields += [(f"len{k}", ">i4"), (f"val{k}", kind)]
+    rows = np.empty(n, dtype=np.dtype(fields))
+    rows["count"] = len(columns)
+    for k, (values, kind) in enumerate(columns):
+        rows[f"len{k}"] = np.dtype(kind).itemsize
+        rows[f"val{k}"] = values
+    return io.BytesIO(_PGCOPY_HEADER + rows.tobytes() + b"\xff\xff")
+
+
 def _attached() -> None:
     """Called inside the write right after ATTACH PARTITION (a seam for tests that kill a run there)."""
 
@@ -531,20 +553,17 @@ def _write(
         create temp table stage_timezones (tz text primary key) on commit drop;
         """
     )
-    frame = pd.DataFrame(
-        {
-            "user_id": user_ids,
-            "action_id": actions,
-            "propensity": propensity,
-            "is_exploration": np.where(is_exploration, "t", "f"),
-            "is_holdout": np.where(is_holdout, "t", "f"),
-            "message_id": message_id,
-        }
+    buffer = binary_copy(
+        [
+            (user_ids, ">i8"),
+            (actions, ">i4"),
+            (propensity, ">f8"),
+            (is_exploration, "u1"),
+            (is_holdout, "u1"),
+            (message_id, ">i4"),
+        ]
     )
-    buffer = io.StringIO()
-    frame.to_csv(buffer, header=False, index=False, float_format="%.17g")
-    buffer.seek(0)
-    cur.copy_expert("copy stage_offers from stdin with (format csv)", buffer)
+    cur.copy_expert("copy stage_offers from stdin with (format binary)", buffer)
     execute_values(
         cur,
         "insert into stage_actions values %s",
