@@ -185,9 +185,7 @@ def run_demo(*, users: int = 2000, days: int = 60, seed: int = 7, timesteps: int
             print(_indent(recommend(conn, user_id=int(top[0]["user_id"]), as_of=today).format()))
 
     total = time.perf_counter() - started
-    print(
-        "\nTime per stage: " + ", ".join(f"{k.lower()} {v:.1f} s" for k, v in times.items()) + f"; total {total:.1f} s"
-    )
+    print("\nTime per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()) + f"; total {total:.1f} s")
     print(
         "Next: `make airflow` (the Airflow UI with these DAGs), `recsys evaluate --truth data/sample.truth.npz`, "
         "`recsys recommend --user-id N`; "
