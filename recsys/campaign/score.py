@@ -109,7 +109,6 @@ copy (
     left join offer_counts as n on f.user_id = n.user_id
     left join (select distinct user_id from conversions) as c on f.user_id = c.user_id
     where f.as_of = %(day)s and (%(shards)s = 1 or recsys.campaign_shard(f.user_id, %(shards)s) = %(shard)s)
-    order by f.user_id
 ) to stdout with (format binary)
 """
 
@@ -162,6 +161,9 @@ def _load(conn: Connection, campaign_date: dt.date, rules: CampaignRules, shard:
     }
     buffer = io.BytesIO()
     with conn.cursor() as cur:
+        # On 2 busy cores, parallel workers funnelling a million wide rows through a Gather cost more
+        # than they save; the hashes stay in memory. (Rows come unordered: numpy sorts them below.)
+        cur.execute("set local max_parallel_workers_per_gather = 0; set local work_mem = '256MB'")
         cur.copy_expert(cur.mogrify(query, params).decode(), buffer)
     fields: list[tuple[str, str]] = [("count", ">i2"), ("len_user_id", ">i4"), ("user_id", ">i8")]
     kinds = {n: ">f4" for n in FEATURE_NAMES[:-3]}
@@ -176,9 +178,10 @@ def _load(conn: Connection, campaign_date: dt.date, rules: CampaignRules, shard:
     rows = np.frombuffer(data, dtype=layout, count=body // layout.itemsize, offset=len(_PGCOPY_HEADER))
     if len(rows) and (rows["count"] != len(kinds) + 1).any():
         raise RecsysError(f"campaign load of {campaign_date}: unexpected field count in COPY BINARY rows")
-    frame = {"user_id": rows["user_id"].astype(np.int64)}
+    order = np.argsort(rows["user_id"], kind="stable")  # by user_id, as before
+    frame = {"user_id": rows["user_id"].astype(np.int64)[order]}
     for name in kinds:
-        frame[name] = rows[name].astype(np.float32 if name in FEATURE_NAMES else np.int64)
+        frame[name] = rows[name].astype(np.float32 if name in FEATURE_NAMES else np.int64)[order]
     codes = frame.pop("category_code")
     if (codes == 0).any():
         raise RecsysError(f"the features as of {campaign_date} changed during the campaign load: score again")
@@ -391,13 +394,9 @@ with staged as (
     inner join stage_actions as a on s.action_id = a.action_id
     inner join stage_messages as m on s.message_id = m.message_id
     inner join recsys.user_features as f on f.as_of = %(day)s and s.user_id = f.user_id
-    inner join stage_timings as t on a.timing = t.timing
-    inner join stage_quiet as q on a.channel = q.channel
     left join recsys.users as u on s.user_id = u.user_id
     left join stage_timezones as v on u.timezone = v.tz
-    cross join lateral recsys.offer_schedule(
-        %(day)s, coalesce(v.tz, 'UTC'), %(send_time)s, %(publish_at)s, t.delay_minutes, q.quiet_start, q.quiet_end
-    ) as sch
+    inner join stage_schedule as sch on coalesce(v.tz, 'UTC') = sch.tz and s.action_id = sch.action_id
     where not s.is_holdout
 ),
 named as (
@@ -648,6 +647,23 @@ def _write(
         "run_id": run_id,
         "model": model_version,
     }
+    # scheduled_at depends only on (time zone, action): computed once per pair in use, then joined
+    cur.execute(
+        """
+        create temp table stage_schedule on commit drop as
+        select z.tz, a.action_id, sch.scheduled_at
+        from stage_timezones as z
+        cross join stage_actions as a
+        inner join stage_timings as t on a.timing = t.timing
+        inner join stage_quiet as q on a.channel = q.channel
+        cross join lateral recsys.offer_schedule(
+            %(day)s, z.tz, %(send_time)s, %(publish_at)s, t.delay_minutes, q.quiet_start, q.quiet_end
+        ) as sch
+        where z.tz = 'UTC' or z.tz in (select distinct u.timezone from recsys.users as u);
+        analyze stage_schedule;
+        """,
+        offer_params,
+    )
     cur.execute("select to_regclass(%s) is null", (f"recsys.{partition_name(campaign_date)}",))
     if shards == 1 and cur.fetchone()[0]:
         path = "attach"
@@ -981,35 +997,50 @@ def publish_run(settings: Settings, run_id: str) -> dict[str, Any]:
         execute_values(cur, "insert into publish_quiet values %s", quiet)
         cur.execute("select now()")
         published_at = cur.fetchone()[0]
+        # nothing to re-time while the publish moment precedes every zone's local send time (a run
+        # for a later date): skip the pass over the run's offers
         cur.execute(
-            """
-            with timed as (
-                select
-                    o.campaign_date, o.offer_id, sch.scheduled_at
-                from recsys.campaign_offers as o
-                inner join publish_timings as t on o.timing = t.timing
-                inner join publish_quiet as q on o.channel = q.channel
-                left join recsys.users as u on o.user_id = u.user_id
-                left join publish_timezones as z on u.timezone = z.tz
-                cross join lateral recsys.offer_schedule(
-                    o.campaign_date, coalesce(z.tz, 'UTC'), %(send_time)s, %(now)s, t.delay_minutes, q.quiet_start,
-                    q.quiet_end
-                ) as sch
-                where o.run_id = %(run_id)s and o.campaign_date = %(day)s and o.status = 'scheduled'
-                    and recsys.offer_release(o.campaign_date, coalesce(z.tz, 'UTC'), %(send_time)s, %(now)s)
-                    > recsys.offer_release(o.campaign_date, coalesce(z.tz, 'UTC'), %(send_time)s, '-infinity')
-            )
-            update recsys.campaign_offers as o
-            set scheduled_at = timed.scheduled_at,
-                expires_at = timed.scheduled_at + make_interval(hours => %(validity)s),
-                updated_at = clock_timestamp()
-            from timed
-            where o.campaign_date = timed.campaign_date and o.offer_id = timed.offer_id
-                and o.scheduled_at is distinct from timed.scheduled_at
-            """,
-            {"send_time": send_time, "now": published_at, "run_id": run_id, "day": campaign_date, "validity": validity},
+            "select min(recsys.offer_release(%s, tz, %s, '-infinity')) from publish_timezones",
+            (campaign_date, send_time),
         )
-        retimed = cur.rowcount
+        earliest = cur.fetchone()[0]
+        retimed = 0
+        if earliest is None or published_at > earliest:
+            cur.execute(
+                """
+                with timed as (
+                    select
+                        o.campaign_date, o.offer_id, sch.scheduled_at
+                    from recsys.campaign_offers as o
+                    inner join publish_timings as t on o.timing = t.timing
+                    inner join publish_quiet as q on o.channel = q.channel
+                    left join recsys.users as u on o.user_id = u.user_id
+                    left join publish_timezones as z on u.timezone = z.tz
+                    cross join lateral recsys.offer_schedule(
+                        o.campaign_date, coalesce(z.tz, 'UTC'), %(send_time)s, %(now)s, t.delay_minutes, q.quiet_start,
+                        q.quiet_end
+                    ) as sch
+                    where o.run_id = %(run_id)s and o.campaign_date = %(day)s and o.status = 'scheduled'
+                        and recsys.offer_release(o.campaign_date, coalesce(z.tz, 'UTC'), %(send_time)s, %(now)s)
+                        > recsys.offer_release(o.campaign_date, coalesce(z.tz, 'UTC'), %(send_time)s, '-infinity')
+                )
+                update recsys.campaign_offers as o
+                set scheduled_at = timed.scheduled_at,
+                    expires_at = timed.scheduled_at + make_interval(hours => %(validity)s),
+                    updated_at = clock_timestamp()
+                from timed
+                where o.campaign_date = timed.campaign_date and o.offer_id = timed.offer_id
+                    and o.scheduled_at is distinct from timed.scheduled_at
+                """,
+                {
+                    "send_time": send_time,
+                    "now": published_at,
+                    "run_id": run_id,
+                    "day": campaign_date,
+                    "validity": validity,
+                },
+            )
+            retimed = cur.rowcount
         cur.execute(
             "update recsys.campaign_runs set state = 'published', published_at = %s, "
             "finished_at = coalesce(finished_at, clock_timestamp()) where run_id = %s",
