@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--nights", type=int, default=7)
     parser.add_argument("--users", type=int, default=5000)
-    parser.add_argument("--timesteps", type=int, default=60_000)
+    parser.add_argument("--timesteps", type=int, default=200_000)
     parser.add_argument("--in-process", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("data/simulate-bench"))
     parser.add_argument("--report-only", action="store_true", help="summarise OUT/seedN folders of earlier runs")

@@ -403,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="seed of the shop and the simulated users (default 1)")
     p.add_argument("--start", type=_date, default=None, help="first campaign date (default: NIGHTS days ago)")
     p.add_argument("--out", default="data/simulate", help="folder for the shop, inbox and results (data/simulate)")
-    p.add_argument("--timesteps", type=_positive, default=60_000, help="PPO steps per night (default 60000)")
+    p.add_argument("--timesteps", type=_positive, default=200_000, help="PPO steps per night (default 200000)")
     p.add_argument("--history-days", type=_positive, default=60, help="generated days before the first night")
     p.add_argument("--shards", type=_positive, default=1, help="scoring shards per night (default 1)")
     p.add_argument(
