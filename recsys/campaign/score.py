@@ -101,10 +101,12 @@ copy (
         coalesce(n.n_email, 0)::int,
         coalesce(n.n_sms, 0)::int,
         coalesce(n.n_push, 0)::int,
-        coalesce(k.code, 0)::int
+        coalesce(k.code, 0)::int,
+        coalesce(g.code, 0)::int
     from recsys.user_features as f
     left join unnest(%(categories)s::text[]) with ordinality as k (top_category, code)
         on f.top_category = k.top_category
+    left join unnest(%(segments)s::text[]) with ordinality as g (segment, code) on f.segment = g.segment
     left join recsys.users as u on f.user_id = u.user_id
     left join offer_counts as n on f.user_id = n.user_id
     left join (select distinct user_id from conversions) as c on f.user_id = c.user_id
@@ -139,14 +141,13 @@ def _load(conn: Connection, campaign_date: dt.date, rules: CampaignRules, shard:
     One COPY BINARY of fixed-width, non-null fields (the category as a code into the date's sorted
     categories), read by one numpy structured array: no text parsing of a million rows.
     """
-    categories = [
-        r["top_category"]
-        for r in fetch_all(
-            conn,
-            "select distinct top_category from recsys.user_features where as_of = %s order by 1",
-            (campaign_date,),
-        )
-    ]
+    categories, segments = fetch_all(
+        conn,
+        "select coalesce(array_agg(distinct top_category order by top_category), '{}') as c, "
+        "coalesce(array_agg(distinct segment order by segment), '{}') as s "
+        "from recsys.user_features where as_of = %s",
+        (campaign_date,),
+    )[0].values()
     # features stored as double travel as real: half the bytes, and float32 is what the policy reads
     feature_cols = ",\n        ".join(f"f.{n}::real" for n in FEATURE_NAMES[:-3])
     query = _LOAD_SQL.format(features=feature_cols)
@@ -158,6 +159,7 @@ def _load(conn: Connection, campaign_date: dt.date, rules: CampaignRules, shard:
         "shards": shards,
         "shard": shard,
         "categories": categories,
+        "segments": segments,
     }
     buffer = io.BytesIO()
     with conn.cursor() as cur:
@@ -167,7 +169,7 @@ def _load(conn: Connection, campaign_date: dt.date, rules: CampaignRules, shard:
         cur.copy_expert(cur.mogrify(query, params).decode(), buffer)
     fields: list[tuple[str, str]] = [("count", ">i2"), ("len_user_id", ">i4"), ("user_id", ">i8")]
     kinds = {n: ">f4" for n in FEATURE_NAMES[:-3]}
-    kinds.update({n: ">i4" for n in (*FEATURE_NAMES[-3:], *_LOAD_INTS, "category_code")})
+    kinds.update({n: ">i4" for n in (*FEATURE_NAMES[-3:], *_LOAD_INTS, "category_code", "segment_code")})
     for name, kind in kinds.items():
         fields += [(f"len_{name}", ">i4"), (name, kind)]
     layout = np.dtype(fields)
@@ -182,12 +184,14 @@ def _load(conn: Connection, campaign_date: dt.date, rules: CampaignRules, shard:
     frame = {"user_id": rows["user_id"].astype(np.int64)[order]}
     for name in kinds:
         frame[name] = rows[name].astype(np.float32 if name in FEATURE_NAMES else np.int64)[order]
-    codes = frame.pop("category_code")
-    if (codes == 0).any():
+    if (frame["category_code"] == 0).any() or (frame["segment_code"] == 0).any():
         raise RecsysError(f"the features as of {campaign_date} changed during the campaign load: score again")
-    frame["top_category"] = np.array(["", *categories], dtype=object)[codes]
+    frame["top_category"] = np.array(["", *categories], dtype=object)[frame["category_code"]]
     del rows, data
-    return pd.DataFrame(frame)
+    users = pd.DataFrame(frame)
+    # code k (1-based) names categories[k - 1] / segments[k - 1]; the write joins them back in SQL
+    users.attrs.update(categories=list(categories), segments=list(segments))
+    return users
 
 
 def _resolve_model(conn: Connection, run_id: str, campaign_date: dt.date, model_version: str | None) -> str:
@@ -384,7 +388,7 @@ with staged as (
         s.user_id, s.action_id, s.propensity, s.is_exploration,
         a.offer_type, a.offer_value, a.value_unit, a.channel, a.timing, a.category_offer,
         m.subject, m.body, m.is_html, m.max_chars, m.fallback_subject, m.fallback_body, m.marker_count, m.base_chars,
-        f.top_category, f.segment,
+        c.name as top_category, g.name as segment,
         case
             when v.tz is not null then v.tz else 'UTC'
         end as tz,
@@ -393,7 +397,8 @@ with staged as (
     from stage_offers as s
     inner join stage_actions as a on s.action_id = a.action_id
     inner join stage_messages as m on s.message_id = m.message_id
-    inner join recsys.user_features as f on f.as_of = %(day)s and s.user_id = f.user_id
+    inner join stage_codes as c on c.kind = 'category' and s.category_code = c.code
+    inner join stage_codes as g on g.kind = 'segment' and s.segment_code = g.code
     left join recsys.users as u on s.user_id = u.user_id
     left join stage_timezones as v on u.timezone = v.tz
     inner join stage_schedule as sch on coalesce(v.tz, 'UTC') = sch.tz and s.action_id = sch.action_id
@@ -555,6 +560,7 @@ def _write(
     is_exploration: np.ndarray,
     is_holdout: np.ndarray,
     message_id: np.ndarray,
+    codes: tuple[np.ndarray, np.ndarray, list[str], list[str]],
     messages: list[tuple],
     timings: dict[str, float],
 ) -> dict[str, int]:
@@ -565,7 +571,7 @@ def _write(
         """
         create temp table stage_offers (
             user_id bigint, action_id integer, propensity double precision, is_exploration boolean,
-            is_holdout boolean, message_id integer
+            is_holdout boolean, message_id integer, category_code integer, segment_code integer
         ) on commit drop;
         create temp table stage_actions (
             action_id integer, offer_type text, offer_value numeric, value_unit text, channel text, timing text,
@@ -576,6 +582,7 @@ def _write(
             fallback_subject text, fallback_body text, marker_count integer, base_chars integer
         ) on commit drop;
         create temp table stage_timings (timing text, delay_minutes integer) on commit drop;
+        create temp table stage_codes (kind text, code integer, name text) on commit drop;
         create temp table stage_quiet (channel text, quiet_start time, quiet_end time) on commit drop;
         create temp table stage_timezones (tz text primary key) on commit drop;
         """
@@ -588,6 +595,8 @@ def _write(
             (is_exploration, "u1"),
             (is_holdout, "u1"),
             (message_id, ">i4"),
+            (codes[0], ">i4"),
+            (codes[1], ">i4"),
         ]
     )
     cur.copy_expert("copy stage_offers from stdin with (format binary)", buffer)
@@ -610,6 +619,12 @@ def _write(
     if messages:
         execute_values(cur, "insert into stage_messages values %s", messages)
     delays, quiet = _schedule_params(catalog, rules)
+    execute_values(
+        cur,
+        "insert into stage_codes values %s",
+        [("category", k, v) for k, v in enumerate(codes[2], 1)]
+        + [("segment", k, v) for k, v in enumerate(codes[3], 1)],
+    )
     execute_values(cur, "insert into stage_timings values %s", delays)
     execute_values(cur, "insert into stage_quiet values %s", quiet)
     # time zone names PostgreSQL knows; anything else falls back to UTC (counted)
@@ -627,7 +642,7 @@ def _write(
         """
     )
     bad_timezones = int(cur.fetchone()[0])
-    for table in ("stage_offers", "stage_actions", "stage_messages", "stage_timings", "stage_quiet"):
+    for table in ("stage_offers", "stage_actions", "stage_messages", "stage_timings", "stage_quiet", "stage_codes"):
         cur.execute(f"analyze {table}")  # fixed names: the planner needs real row counts
     # sorts and hashes of a million staged rows in memory, not in temp files
     cur.execute("set local work_mem = '256MB'")
@@ -680,10 +695,10 @@ def _write(
         insert into recsys.campaign_holdout (run_id, campaign_date, user_id, action_id, offer_type, offer_value,
             channel, timing, model_version, features_as_of, segment)
         select %(run_id)s, %(day)s, s.user_id, s.action_id, a.offer_type, a.offer_value, a.channel, a.timing,
-            %(model)s, %(day)s, f.segment
+            %(model)s, %(day)s, g.name
         from stage_offers as s
         inner join stage_actions as a on s.action_id = a.action_id
-        inner join recsys.user_features as f on f.as_of = %(day)s and s.user_id = f.user_id
+        inner join stage_codes as g on g.kind = 'segment' and s.segment_code = g.code
         where s.is_holdout
         """,
         {"run_id": run_id, "day": campaign_date, "model": model_version},
@@ -890,6 +905,12 @@ def _score_shard(
             is_exploration=explore,
             is_holdout=holdout,
             message_id=message_id,
+            codes=(
+                users["category_code"].to_numpy()[rows],
+                users["segment_code"].to_numpy()[rows],
+                users.attrs["categories"],
+                users.attrs["segments"],
+            ),
             messages=messages,
             timings=timings,
         )
