@@ -180,8 +180,7 @@ def off_policy_values(
     seed: int = 0,
 ) -> dict[str, dict[str, float]]:
     """Doubly robust estimates, on the offers logged before `as_of`, of the challenger, uniform
-    random (as `random_dr_value` in the challenger's dict, with the paired difference challenger -
-    random as `random_diff_*`) and the champion. Empty without logs."""
+    random (as `random_dr_value` in the challenger's dict) and the champion. Empty without logs."""
     from recsys.baselines import UniformRandomPolicy
     from recsys.evaluate import load_logged_offers, off_policy_evaluation
     from recsys.model_eval import realised_reward
@@ -209,15 +208,10 @@ def off_policy_values(
             out |= {"dr_diff_value": diff.value, "dr_diff_lower": diff.lower, "dr_diff_upper": diff.upper}
         return out
 
-    uniform = UniformRandomPolicy(catalog)
-    vs_random = dr(challenger, uniform)
     out = {
         "challenger": {
             **dr(challenger, champion_policy),
-            "random_dr_value": vs_random["dr_value"] - vs_random["dr_diff_value"],
-            "random_diff_value": vs_random["dr_diff_value"],
-            "random_diff_lower": vs_random["dr_diff_lower"],
-            "random_diff_upper": vs_random["dr_diff_upper"],
+            "random_dr_value": dr(UniformRandomPolicy(catalog))["dr_value"],
         }
     }
     if champion_policy is not None:

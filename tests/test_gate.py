@@ -66,24 +66,3 @@ def test_a_model_that_only_fools_the_simulator_is_rejected_once_logs_exist() -> 
     assert decide(honest, None, GateConfig()).decision == "bootstrap"
     noisy = {**_eval(0.05), "dr_value": 0.003, "dr_lower": -0.004, "dr_upper": 0.010, "random_dr_value": 0.004}
     assert decide(noisy, None, GateConfig()).decision == "bootstrap"
-
-
-def test_the_paired_difference_with_random_decides_the_off_policy_sanity_check() -> None:
-    def vs_random(lower: float, upper: float) -> dict:
-        diff = (lower + upper) / 2
-        return {
-            **_eval(0.05),
-            # unpaired, these would fail: the challenger's upper end is below random's estimate
-            "dr_value": 0.001,
-            "dr_upper": 0.003,
-            "random_dr_value": 0.004,
-            "random_diff_value": diff,
-            "random_diff_lower": lower,
-            "random_diff_upper": upper,
-        }
-
-    assert decide(vs_random(-0.004, 0.001), None, GateConfig()).decision == "bootstrap"
-    d = decide(vs_random(-0.004, -0.001), None, GateConfig())
-    assert d.decision == "rejected"
-    assert [r["passed"] for r in d.reasons] == [True, False]
-    assert "challenger - random -0.00250" in d.describe()

@@ -91,14 +91,6 @@ def test_fine_tune_continues_the_champion(loaded: Connection, settings: Settings
     assert second.record.total_timesteps == first.record.total_timesteps + 1024
     row = get_model(loaded, second.record.model_version)
     assert row.gate_decision in ("promoted", "rejected") and row.gate_reasons
-    # the shop has logged offers: both off-policy checks are paired differences, recorded with numbers
-    e = row.evaluation
-    assert e["random_diff_lower"] <= e["random_diff_value"] <= e["random_diff_upper"]
-    assert e["dr_diff_lower"] <= e["dr_diff_value"] <= e["dr_diff_upper"]
-    assert e["random_dr_value"] == pytest.approx(e["dr_value"] - e["random_diff_value"])
-    checks = [r["check"] for r in row.gate_reasons]
-    assert any("paired doubly robust difference" in c and "random" in c for c in checks)
-    assert any("paired doubly robust difference" in c and "champion" in c for c in checks)
 
 
 def test_gate_refuses_a_deliberately_worse_model(loaded: Connection, settings: Settings) -> None:
