@@ -91,6 +91,11 @@ def test_fine_tune_continues_the_champion(loaded: Connection, settings: Settings
     assert second.record.total_timesteps == first.record.total_timesteps + 1024
     row = get_model(loaded, second.record.model_version)
     assert row.gate_decision in ("promoted", "rejected") and row.gate_reasons
+    # the shop has logged offers: the champion check is the paired difference, recorded with its numbers
+    e = row.evaluation
+    assert e["dr_diff_lower"] <= e["dr_diff_value"] <= e["dr_diff_upper"]
+    assert e["dr_diff_value"] == pytest.approx(e["dr_value"] - e["champion_dr_value"])
+    assert any("paired doubly robust difference" in r["check"] for r in row.gate_reasons)
 
 
 def test_gate_refuses_a_deliberately_worse_model(loaded: Connection, settings: Settings) -> None:
