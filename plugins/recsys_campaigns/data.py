@@ -12,11 +12,10 @@ import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg2
-import psycopg2.errors
-import psycopg2.extensions
+if TYPE_CHECKING:  # the driver loads on the first request, not when the API server imports plugins
+    import psycopg2.extensions
 
 CONN_ID = "recsys_db"
 STATEMENT_TIMEOUT_MS = 30_000
@@ -53,6 +52,8 @@ def _dsn_from_airflow() -> dict[str, Any] | None:
 @contextmanager
 def connect() -> Iterator[psycopg2.extensions.connection]:
     """A read-only connection to the campaign database, closed (and rolled back) on exit."""
+    import psycopg2
+
     params = _dsn_from_airflow()
     url = os.environ.get("RECSYS_DATABASE_URL")
     if params is None and not url:
@@ -124,9 +125,11 @@ def run(conn: psycopg2.extensions.connection, run_id: str) -> dict[str, Any] | N
     found["outcomes"], found["breakdown"], found["outcomes_unavailable"] = None, [], None
     with conn.cursor() as cur:
         cur.execute("savepoint outcomes")
+    from psycopg2.errors import QueryCanceled
+
     try:
         groups = _summary_groups(conn, run_id)
-    except psycopg2.errors.QueryCanceled:
+    except QueryCanceled:
         # The statement timeout: show the rest of the page rather than an error.
         with conn.cursor() as cur:
             cur.execute("rollback to savepoint outcomes")

@@ -643,7 +643,7 @@ def _write(
     )
     bad_timezones = int(cur.fetchone()[0])
     for table in ("stage_offers", "stage_actions", "stage_messages", "stage_timings", "stage_quiet", "stage_codes"):
-        cur.execute(f"analyze {table}")  # fixed names: the planner needs real row counts
+        cur.execute(sql.SQL("analyze {}").format(sql.Identifier(table)))  # the planner needs real row counts
     # sorts and hashes of a million staged rows in memory, not in temp files
     cur.execute("set local work_mem = '256MB'")
     # A fresh daily partition has no statistics yet (autovacuum has not seen it): the planner would
