@@ -26,27 +26,18 @@ class DatabaseUnavailable(RuntimeError):
     """The campaign database is not configured or does not answer."""
 
 
-def _dsn_from_airflow() -> dict[str, Any] | None:
-    """Connection parameters of the `recsys_db` Airflow connection, or None if it is not defined."""
+def _url_from_airflow() -> str | None:
+    """URL of the `recsys_db` Airflow connection (the same conversion the DAG tasks use), or None."""
     from airflow.exceptions import AirflowNotFoundException
     from airflow.models.connection import Connection
+
+    from recsys.pipeline import connection_url
 
     try:
         conn = Connection.get_connection_from_secrets(CONN_ID)
     except AirflowNotFoundException:
         return None
-    params: dict[str, Any] = {
-        "host": conn.host or None,
-        "port": conn.port or None,
-        "user": conn.login or None,
-        "password": conn.password or None,
-        "dbname": conn.schema or None,
-    }
-    extra = conn.extra_dejson
-    for key in ("sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout"):
-        if key in extra:
-            params[key] = extra[key]
-    return {k: v for k, v in params.items() if v is not None}
+    return connection_url(conn)
 
 
 @contextmanager
@@ -54,18 +45,14 @@ def connect() -> Iterator[psycopg2.extensions.connection]:
     """A read-only connection to the campaign database, closed (and rolled back) on exit."""
     import psycopg2
 
-    params = _dsn_from_airflow()
-    url = os.environ.get("RECSYS_DATABASE_URL")
-    if params is None and not url:
+    url = _url_from_airflow() or os.environ.get("RECSYS_DATABASE_URL")
+    if not url:
         raise DatabaseUnavailable(
             f"no campaign database: define the Airflow connection '{CONN_ID}' "
             f"(AIRFLOW_CONN_{CONN_ID.upper()}) or set RECSYS_DATABASE_URL"
         )
     try:
-        if params is not None:
-            conn = psycopg2.connect(application_name="recsys-campaigns-ui", **params)
-        else:
-            conn = psycopg2.connect(url, application_name="recsys-campaigns-ui")
+        conn = psycopg2.connect(url, application_name="recsys-campaigns-ui")
     except psycopg2.OperationalError as e:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DatabaseUnavailable(f"cannot connect to the campaign database ({CONN_ID}): {first_line}") from e
