@@ -507,7 +507,8 @@ def off_policy_evaluation(
     "ips", "snips", and with `q_fn` "dm" and "dr". Empty when no logged decision can be used.
     Every estimate uses the same bootstrap resamples (`seed`). Pass `logs` (from
     `load_logged_offers`) to evaluate several policies on one read of the view. With `baseline` and
-    `q_fn`, "dr_diff" is the paired doubly robust difference policy - baseline: both are computed on
+    `q_fn`, "baseline_dr" is the baseline's own doubly robust estimate and "dr_diff" the paired
+    difference policy - baseline: both are computed on
     the same rows and resamples, so what they share (the logged rewards, the reward model's error)
     cancels and the interval is that of the difference, much narrower than two separate intervals.
     """
@@ -544,6 +545,7 @@ def off_policy_evaluation(
             w_base = _weights(rewards, target_probabilities(baseline, logs), logs.propensity)[1]
             q_base = _array("q_target", _reward_model_terms(baseline, logs, q_fn)[1], len(r))
             dr_base = q_base + w_base * (r - q_logged)
+            specs["baseline_dr"] = (dr_base, None, _kish(w_base))
             specs["dr_diff"] = (specs["dr"][0] - dr_base, None, min(kish, _kish(w_base)))
     return _estimates(specs, n_boot=n_boot, seed=seed, alpha=alpha)
 

@@ -204,18 +204,16 @@ def off_policy_values(
         )
         out = {"dr_value": estimates["dr"].value, "dr_lower": estimates["dr"].lower, "dr_upper": estimates["dr"].upper}
         if "dr_diff" in estimates:
-            diff = estimates["dr_diff"]
+            diff, base = estimates["dr_diff"], estimates["baseline_dr"]
             out |= {"dr_diff_value": diff.value, "dr_diff_lower": diff.lower, "dr_diff_upper": diff.upper}
+            out["baseline"] = {"dr_value": base.value, "dr_lower": base.lower, "dr_upper": base.upper}
         return out
 
-    out = {
-        "challenger": {
-            **dr(challenger, champion_policy),
-            "random_dr_value": dr(UniformRandomPolicy(catalog))["dr_value"],
-        }
-    }
-    if champion_policy is not None:
-        out["champion"] = dr(champion_policy)
+    challenger_dr = dr(challenger, champion_policy)
+    champion_dr = challenger_dr.pop("baseline", None)  # the champion's estimate came with the paired one
+    out = {"challenger": {**challenger_dr, "random_dr_value": dr(UniformRandomPolicy(catalog))["dr_value"]}}
+    if champion_dr is not None:
+        out["champion"] = champion_dr
     return out
 
 

@@ -619,7 +619,8 @@ def test_paired_doubly_robust_difference(conn: Connection) -> None:
     paired, alone, base = ope(rule, uniform), ope(rule), ope(uniform)
     # the point estimate is the difference of the two estimates; nothing else changes
     assert paired["dr_diff"].value == pytest.approx(alone["dr"].value - base["dr"].value, rel=1e-9)
-    assert {k: v for k, v in paired.items() if k != "dr_diff"} == alone
+    assert {k: v for k, v in paired.items() if k not in ("dr_diff", "baseline_dr")} == alone
+    assert paired["baseline_dr"] == base["dr"]  # same rows and resamples: the baseline's own estimate
     assert paired["dr_diff"].lower < paired["dr_diff"].value < paired["dr_diff"].upper
     # against itself: exactly zero, with no width (the shared terms cancel row by row)
     same = ope(rule, rule)["dr_diff"]
