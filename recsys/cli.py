@@ -34,6 +34,16 @@ def _timestamp(text: str) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from e
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -134,7 +144,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     config = TrainConfig()
-    for name in ("total_timesteps", "seed", "n_envs", "learning_rate", "horizon"):
+    for name in ("total_timesteps", "seed", "n_envs", "learning_rate", "horizon", "warm_start_steps"):
         value = getattr(args, name)
         if value is not None:
             setattr(config, name, value)
@@ -369,6 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-envs", dest="n_envs", type=_positive, default=None, help="parallel users in the env")
     p.add_argument("--learning-rate", dest="learning_rate", type=float, default=None)
     p.add_argument("--horizon", type=_positive, default=None, help="nights per episode")
+    p.add_argument(
+        "--warm-start-steps",
+        dest="warm_start_steps",
+        type=_non_negative,
+        default=None,
+        help="retrain: steps imitating the response model's best offer before PPO (0: none)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="the evaluation table: simulator, off-policy estimates, truth where known")

@@ -163,9 +163,15 @@ def test_cli_train_evaluate_recommend(loaded: Connection, settings: Settings, tm
 
     out = run("recommend", "--user-id", "1")
     assert out.returncode == 2 and "no champion model yet" in out.stderr and "Traceback" not in out.stderr
-    out = run("train", "--timesteps", "2048", "--n-envs", "64", "--seed", "3", "--save", str(tmp_path / "m"))
+    out = run(
+        "train", "--timesteps", "2048", "--n-envs", "64", "--seed", "3", "--warm-start-steps", "500",
+        "--save", str(tmp_path / "m"),
+    )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "gate: bootstrap" in out.stdout
+    trained = champion(loaded)
+    assert trained is not None and trained.hyperparameters["warm_start_steps"] == 500
+    assert trained.evaluation["warm_start"]["steps"] == 500
     user = fetch_value(loaded, "select min(user_id) from recsys.user_features where as_of = %s", (END,))
     out = run("recommend", "--model", str(tmp_path / "m.zip"), "--user_id", str(user))
     assert out.returncode == 0, out.stderr
@@ -178,3 +184,32 @@ def test_cli_train_evaluate_recommend(loaded: Connection, settings: Settings, tm
     assert out.returncode == 0, out.stderr
     for needle in ("Simulator", "oracle", "rule heuristic", "doubly robust"):
         assert needle in out.stdout
+
+
+def test_warm_start_imitates_the_response_models_best_offer(loaded: Connection, settings: Settings) -> None:
+    from recsys.catalog import load_catalog
+    from recsys.observation import load_states
+    from recsys.policy import PPOPolicy, load_sb3_model
+    from recsys.response import ResponseModel
+
+    warm = train(loaded, settings, as_of=END, mode="retrain", config=_tiny())
+    cold = train(loaded, settings, as_of=END, mode="retrain", config=_tiny(warm_start_steps=0))
+    fine = train(loaded, settings, as_of=END, mode="fine_tune", config=_tiny())
+    catalog = load_catalog()
+    states = load_states(loaded, END)
+    mask = states.action_mask(catalog)
+    has = mask.any(axis=1)
+    response = ResponseModel.from_dict(warm.record.response_model, catalog)
+    best = np.where(mask, response.reward_matrix(states.obs), -np.inf).argmax(axis=1)
+
+    def agreement(result) -> float:
+        actions, _ = PPOPolicy(load_sb3_model(result.record.artifact), catalog).act(states.obs, mask)
+        return float(np.mean(actions[has] == best[has]))
+
+    recorded = get_model(loaded, warm.record.model_version).evaluation["warm_start"]
+    assert recorded["examples"] == 2 * int(has.sum())  # every user who can receive an offer, twice
+    assert recorded["steps"] == 3_000
+    assert agreement(warm) > 0.5 > 0.2 > agreement(cold)
+    assert warm.evaluation["simulator_value"] > cold.evaluation["simulator_value"]
+    assert cold.evaluation["warm_start"] == {"examples": 0, "steps": 0}
+    assert "warm_start" not in fine.evaluation  # a fine-tune continues the champion's actor as it is
