@@ -309,6 +309,7 @@ _OUTCOME_COLUMNS = (
     "clicked",
     "converted",
     "revenue",
+    "unsubscribed",
 )
 _LOGGED_QUERY = """
     select {columns},
@@ -398,6 +399,7 @@ def load_logged_offers(
         "opened",
         "clicked",
         "converted",
+        "unsubscribed",
         *(f"{c}_{s}" for s in ("consent", "ok") for c in ("email", "sms", "push")),
     )
     rows = pd.read_csv(

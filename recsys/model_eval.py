@@ -35,8 +35,8 @@ def realised_reward(rows: pd.DataFrame, rules: RewardRules) -> np.ndarray:
 
     A conversion earns the margin on the order's list value minus what the offer gave away
     (percent offers: the list value is revenue / (1 - value%); free shipping: the fee); every offer
-    costs its channel's contact cost. Unsubscribes are not in the logs' outcome columns, so their
-    penalty is not charged here (the response model's expected reward does charge it).
+    costs its channel's contact cost; a recorded unsubscribe costs the unsubscribe penalty. Past
+    campaigns from input files have no unsubscribe outcome (null): nothing is charged for them.
     """
     revenue = pd.to_numeric(rows["revenue"], errors="coerce").fillna(0.0).to_numpy(dtype=float)
     converted = rows["converted"].fillna(False).to_numpy(dtype=bool)
@@ -55,7 +55,11 @@ def realised_reward(rows: pd.DataFrame, rules: RewardRules) -> np.ndarray:
         else:
             net[sel] = revenue[sel] * rules.margin_rate
     contact = np.array([rules.contact_cost.get(c, 0.0) for c in channel]) if len(rows) else np.zeros(0)
-    return net - contact
+    if "unsubscribed" in rows:
+        unsubscribed = rows["unsubscribed"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    else:
+        unsubscribed = np.zeros(len(rows), dtype=bool)
+    return net - contact - rules.unsubscribe_penalty * unsubscribed
 
 
 @dataclass

@@ -23,7 +23,9 @@ timing signal; clicks and conversions, rarer, the offer-type signal.
     P(open | x, a)                 channel, timing; channel x features; fatigue via offers_last_7d
     P(click | open, x, a)          channel, type, value; each x features
     P(convert | click, x, a)       type, value; each x features
-    P(unsubscribe | open, x, a)    channel; offers_last_7d (the prior: the logs have no unsubscribes)
+    P(unsubscribe | open, x, a)    channel; offers_last_7d (learned from the system's own offers,
+                                   whose unsubscribes are recorded; past campaigns have none: with
+                                   only those it is the prior)
     E[order value | convert]       basket(x) x exp(type + w . x), basket = monetary_value /
                                    purchase_count, or the configured default without purchases
 

@@ -138,15 +138,18 @@ def test_offer_log_carries_own_offers_once_their_window_closed(cdb: Connection) 
     event(cdb, old, "converted", sent[old] + dt.timedelta(days=1), 30)
     event(cdb, old_quiet, "converted", sent[old_quiet] + dt.timedelta(days=3, seconds=1), 99)  # too late
     event(cdb, recent, "opened", sent[recent] + dt.timedelta(hours=1))
+    event(cdb, old_quiet, "unsubscribed", sent[old_quiet] + dt.timedelta(hours=5))
 
     rows = fetch_all(cdb, "select * from recsys.v_offer_log where source = 'campaign' order by sent_at")
     assert [r["offer_id"] for r in rows] == [str(old_quiet), str(old)]  # the recent one is not final yet
     q, o = rows
     assert (o["opened"], o["clicked"], o["converted"], o["revenue"]) == (True, True, True, Decimal("30.00"))
     assert (q["opened"], q["clicked"], q["converted"], q["revenue"]) == (False, False, False, Decimal("0.00"))
+    assert (q["unsubscribed"], o["unsubscribed"]) == (True, False)
     assert (o["user_id"], o["features_as_of"], o["propensity"], o["channel"], o["timing"]) == (
         1, DAY, 0.25, "email", "immediate",
     )  # fmt: skip
     assert o["offer_value"] == Decimal("10.00")
     # v_logged_offers reads it too (no features were built for that date here)
     assert fetch_value(cdb, "select count(*) from recsys.v_logged_offers where source = 'campaign'") == 2
+    assert fetch_value(cdb, "select count(*) from recsys.v_logged_offers where unsubscribed") == 1

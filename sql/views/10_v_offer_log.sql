@@ -2,9 +2,9 @@
 -- (offer_history) and the system's own sent offers (campaign_offers with offer_events). Features
 -- read it for contact history; v_logged_offers adds the features the system had when each decision
 -- was made. An own offer appears once its attribution window (recsys.attribution_window()) has
--- closed, so its outcome is final when learning reads it: opened, clicked and converted say whether
--- that event was reported within the window (a click counts as an open), revenue sums converted
--- revenue within it.
+-- closed, so its outcome is final when learning reads it: opened, clicked, converted and
+-- unsubscribed say whether that event was reported within the window (a click counts as an open),
+-- revenue sums converted revenue within it. Past campaigns have no unsubscribe outcome (null).
 
 create or replace view recsys.v_offer_log as
 with history as (
@@ -22,7 +22,8 @@ with history as (
         h.opened,
         h.clicked,
         h.converted,
-        h.revenue
+        h.revenue,
+        null::boolean as unsubscribed
     from recsys.offer_history as h
 ),
 
@@ -41,14 +42,16 @@ own as (
         coalesce(e.opened, false) as opened,
         coalesce(e.clicked, false) as clicked,
         coalesce(e.converted, false) as converted,
-        coalesce(e.revenue, 0)::numeric(14, 2) as revenue
+        coalesce(e.revenue, 0)::numeric(14, 2) as revenue,
+        coalesce(e.unsubscribed, false) as unsubscribed
     from recsys.campaign_offers as o
     left join lateral (
         select
             bool_or(ev.event in ('opened', 'clicked')) as opened,
             bool_or(ev.event = 'clicked') as clicked,
             bool_or(ev.event = 'converted') as converted,
-            sum(ev.revenue) filter (where ev.event = 'converted') as revenue
+            sum(ev.revenue) filter (where ev.event = 'converted') as revenue,
+            bool_or(ev.event = 'unsubscribed') as unsubscribed
         from recsys.offer_events as ev
         where ev.offer_id = o.offer_id and ev.event_at < o.sent_at + recsys.attribution_window()
     ) as e on true
