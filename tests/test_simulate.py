@@ -307,6 +307,22 @@ def test_two_nights_close_the_feedback_loop(settings: Settings, tmp_path: Path) 
                 conn, "select count(*) from recsys.v_logged_offers where features_as_of = %s", (first,)
             )
             assert logged == sent
+            # ... with their unsubscribe outcomes: the unsubscribe head learned from the opened own offers
+            # (the input history has no unsubscribe outcome), positives only where one was recorded
+            head = fetch_value(
+                conn,
+                "select response_model->'fit_report'->'heads'->'unsubscribe' from recsys.policy_models"
+                " where trained_on = %s",
+                (second,),
+            )
+            opened, unsubscribed = fetch_all(
+                conn,
+                "select count(*) filter (where opened) as o, count(*) filter (where unsubscribed) as u"
+                " from recsys.v_logged_offers where features_as_of = %s",
+                (first,),
+            )[0].values()
+            assert head["fitted"] is True and 0 < head["rows"] <= opened
+            assert head["positives"] <= unsubscribed
     finally:
         _drop(settings, result.config.database)
 
