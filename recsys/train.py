@@ -287,7 +287,13 @@ def off_policy_values(
             seed=seed,
             baseline=baseline,
         )
-        out = {"dr_value": estimates["dr"].value, "dr_lower": estimates["dr"].lower, "dr_upper": estimates["dr"].upper}
+        d = estimates["dr"]
+        out = {
+            "dr_value": d.value,
+            "dr_lower": d.lower,
+            "dr_upper": d.upper,
+            "dr_effective_sample_size": d.effective_sample_size,
+        }
         if "dr_diff" in estimates:
             diff, base = estimates["dr_diff"], estimates["baseline_dr"]
             out |= {"dr_diff_value": diff.value, "dr_diff_lower": diff.lower, "dr_diff_upper": diff.upper}

@@ -66,3 +66,19 @@ def test_a_model_that_only_fools_the_simulator_is_rejected_once_logs_exist() -> 
     assert decide(honest, None, GateConfig()).decision == "bootstrap"
     noisy = {**_eval(0.05), "dr_value": 0.003, "dr_lower": -0.004, "dr_upper": 0.010, "random_dr_value": 0.004}
     assert decide(noisy, None, GateConfig()).decision == "bootstrap"
+
+
+def test_the_logs_judge_only_with_enough_effective_sample() -> None:
+    # worse than random on the logs, but resting on an effective 227 logged decisions: inconclusive
+    thin = {
+        **_eval(0.07, rnd=0.018),
+        "dr_value": -0.012, "dr_lower": -0.041, "dr_upper": 0.007, "random_dr_value": 0.014,
+        "dr_effective_sample_size": 227.0,
+    }  # fmt: skip
+    d = decide(thin, None, GateConfig())
+    assert d.decision == "bootstrap"
+    assert d.reasons[1]["passed"] is True and "inconclusive" in d.reasons[1]["detail"]
+    assert "227" in d.describe()
+    # the same numbers on enough logs reject it; so does a stricter configuration on the thin ones
+    assert decide({**thin, "dr_effective_sample_size": 1_000.0}, None, GateConfig()).decision == "rejected"
+    assert decide(thin, None, GateConfig(min_effective_sample_size=200)).decision == "rejected"
