@@ -12,6 +12,7 @@ import pytest
 import sender_support as s
 
 from recsys.db import Connection, connect, fetch_all, fetch_value
+from recsys.settings import Settings
 
 DAY = dt.date(2026, 11, 1)
 MIDNIGHT = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -153,3 +154,37 @@ def test_offer_log_carries_own_offers_once_their_window_closed(cdb: Connection) 
     # v_logged_offers reads it too (no features were built for that date here)
     assert fetch_value(cdb, "select count(*) from recsys.v_logged_offers where source = 'campaign'") == 2
     assert fetch_value(cdb, "select count(*) from recsys.v_logged_offers where unsubscribed") == 1
+
+
+def test_own_offers_are_contacts_at_once_and_evidence_once_final(cdb: Connection, settings: Settings) -> None:
+    """Features count an own offer sent yesterday in offers_last_7d and days_since_last_offer (the
+    user is fatigued now), but its click outcome only once its attribution window closed."""
+    from recsys.features import build_features
+
+    s.add_users(cdb, 1, 1)
+    now = fetch_value(cdb, "select now()")
+    today = now.astimezone(dt.UTC).date()
+    purchase(cdb, 1, now - dt.timedelta(days=2))
+    s.add_run(cdb, "old", today - dt.timedelta(days=5))
+    s.add_run(cdb, "new", today - dt.timedelta(days=1))
+    (old,) = s.add_offers(cdb, "old", today - dt.timedelta(days=5), 1, 1)
+    (new,) = s.add_offers(cdb, "new", today - dt.timedelta(days=1), 1, 1)
+    sent = {old: now - dt.timedelta(days=5), new: now - dt.timedelta(days=1)}
+    with cdb.cursor() as cur:
+        for oid, at in sent.items():
+            cur.execute(
+                "update recsys.campaign_offers set status = 'sent', sent_at = %s where offer_id = %s", (at, oid)
+            )
+    cdb.commit()
+    event(cdb, old, "clicked", sent[old] + dt.timedelta(hours=1))
+    assert fetch_value(cdb, "select count(*) from recsys.v_offer_log where source = 'campaign'") == 1  # not final
+
+    as_of = today + dt.timedelta(days=1)
+    build_features(cdb, settings, as_of)
+    (f,) = fetch_all(cdb, "select * from recsys.user_features where as_of = %s and user_id = 1", (as_of,))
+    assert f["offers_last_7d"] == 2
+    midnight = dt.datetime.combine(as_of, dt.time(), dt.UTC)
+    assert f["days_since_last_offer"] == pytest.approx((midnight - sent[new]).total_seconds() / 86400)
+    # responsiveness from the final offer only: (1 click + 4 x prior 1/3) / (1 offer + 4); with the
+    # open one counted as a known non-click it would be (1 + 4/3) / 6
+    assert f["email_responsiveness"] == pytest.approx((1 + 4 / 3) / 5)

@@ -143,7 +143,12 @@ top_categories as (
     group by user_id
 ),
 
--- Every logged offer (history and the system's own) sent before as_of 00:00 UTC.
+-- Every offer sent before as_of 00:00 UTC: the logged ones (history, and the system's own once
+-- their attribution window closed, v_offer_log) and the system's own sent offers still in their
+-- window. Those are contacts already (fatigue: offers_last_7d, days_since_last_offer) but their
+-- outcome is not final, so they never count towards responsiveness. The second branch is the exact
+-- complement of v_offer_log's own offers (same now()); its campaign_date bound prunes partitions
+-- (an offer is sent within a day or so of its campaign date, well inside 8 days).
 offers as (
     select
         o.user_id,
@@ -155,6 +160,22 @@ offers as (
     from recsys.v_offer_log as o
     cross join params as p
     where o.sent_at < p.as_of_at
+    union all
+    select
+        c.user_id,
+        c.sent_at,
+        c.channel,
+        null::boolean as clicked,
+        false as is_outcome_known,
+        c.sent_at >= p.offers_7d_start_at as is_last_7d
+    from recsys.campaign_offers as c
+    cross join params as p
+    where
+        c.campaign_date >= %(as_of)s::date - 8
+        and c.campaign_date <= %(as_of)s::date
+        and c.status = 'sent'
+        and c.sent_at < p.as_of_at
+        and c.sent_at + recsys.attribution_window() > now()
 ),
 
 contact_history as (
