@@ -30,7 +30,7 @@ import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
-from recsys.baselines import RuleHeuristicPolicy
+from recsys.baselines import ResponseGreedyPolicy, RuleHeuristicPolicy
 from recsys.catalog import load_catalog
 from recsys.db import connect, database_url
 from recsys.evaluate import evaluate_against_truth
@@ -45,23 +45,6 @@ from recsys.synth.generate import generate_data, truth_path_for
 from recsys.train import TrainConfig, train
 
 END = dt.date(2026, 11, 1)
-
-
-class ResponseGreedyPolicy:
-    """Greedy on the learned response model: the best allowed action by expected reward. Next to
-    PPO under the truth, it separates what the policy learned from what the model knows."""
-
-    name = "greedy on response model"
-
-    def __init__(self, response) -> None:
-        self.response = response
-
-    def probabilities(self, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        rewards = np.where(mask, self.response.reward_matrix(obs), -np.inf)
-        out = np.zeros(mask.shape)
-        has = mask.any(axis=1)
-        out[np.flatnonzero(has), rewards[has].argmax(axis=1)] = 1.0
-        return out
 
 
 def feature_ceiling(conn, truth_path, as_of: dt.date, catalog, seed: int) -> float:
@@ -149,7 +132,7 @@ def one_seed(server: str, seed: int, users: int, days: int, timesteps: int) -> d
                 "ppo (fine-tune, 1/4 steps)": PPOPolicy(load_sb3_model(fine.record.artifact), catalog),
                 "rule heuristic": RuleHeuristicPolicy(catalog),
                 "greedy on response model": ResponseGreedyPolicy(
-                    ResponseModel.from_dict(retrained.record.response_model, catalog)
+                    catalog, ResponseModel.from_dict(retrained.record.response_model, catalog)
                 ),
             }
             result = evaluate_against_truth(conn, truth, END, policies, catalog=catalog, n_boot=200, seed=seed)

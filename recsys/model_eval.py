@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys.baselines import RuleHeuristicPolicy, UniformRandomPolicy
+from recsys.baselines import ResponseGreedyPolicy, RuleHeuristicPolicy, UniformRandomPolicy
 from recsys.catalog import Catalog, load_catalog
 from recsys.db import Connection, fetch_value
 from recsys.errors import RecsysError
@@ -88,8 +88,8 @@ class ModelEvaluation:
             f"model {self.model_version}, users as of {self.as_of}",
             "",
             "Simulator (the response model the policy trained on), value per user-night:",
-            f"  policy {s['simulator_value']:.5f}   rule heuristic {s['rule_value']:.5f}   "
-            f"uniform random {s['random_value']:.5f}",
+            f"  policy {s['simulator_value']:.5f}   greedy on the model {s['model_greedy_value']:.5f}   "
+            f"rule heuristic {s['rule_value']:.5f}   uniform random {s['random_value']:.5f}",
         ]
         fit = self.fit_report
         if fit:
@@ -140,6 +140,7 @@ def evaluate_model(
     uniform = UniformRandomPolicy(catalog).probabilities(states.obs, mask)
     simulator = {
         "simulator_value": value(policy),
+        "model_greedy_value": value(ResponseGreedyPolicy(catalog, response)),
         "rule_value": value(RuleHeuristicPolicy(catalog)),
         "random_value": float((uniform * rewards).sum(axis=1).mean()),
     }
@@ -159,7 +160,11 @@ def evaluate_model(
             conn,
             truth_path,
             as_of,
-            {"ppo": policy, "rule heuristic": RuleHeuristicPolicy(catalog)},
+            {
+                "ppo": policy,
+                "rule heuristic": RuleHeuristicPolicy(catalog),
+                "greedy on response model": ResponseGreedyPolicy(catalog, response),
+            },
             catalog=catalog,
             n_boot=n_boot,
         )

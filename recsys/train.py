@@ -168,6 +168,8 @@ def warm_start_actor(
     import torch
     from stable_baselines3.common.policies import ActorCriticPolicy
 
+    from recsys.baselines import ResponseGreedyPolicy
+
     started = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     mask = states.action_mask(catalog)
@@ -183,8 +185,7 @@ def warm_start_actor(
         scale = FEATURES[j][2]
         fatigued[:, j] = rng.integers(low, high + 1, size=len(rows)) / scale
     x = np.vstack([obs, fatigued]).astype(np.float32)
-    m = np.vstack([allowed, allowed])
-    targets = np.where(m, response.reward_matrix(x), -np.inf).argmax(axis=1)
+    targets = ResponseGreedyPolicy(catalog, response).actions(x, np.vstack([allowed, allowed]))
 
     policy = model.policy
     policy.set_training_mode(True)

@@ -11,6 +11,7 @@ import pytest
 from recsys.baselines import (
     FixedActionPolicy,
     Policy,
+    ResponseGreedyPolicy,
     RuleHeuristicPolicy,
     UniformRandomPolicy,
     choose,
@@ -288,3 +289,22 @@ def test_choose_refuses_probabilities_of_the_wrong_shape() -> None:
 def test_choose_from_probabilities_on_an_empty_batch() -> None:
     actions, prob = choose_from_probabilities(np.zeros((0, 6)), rng=np.random.default_rng(0))
     assert actions.shape == (0,) and prob.shape == (0,)
+
+
+def test_response_greedy_takes_the_models_best_allowed_offer() -> None:
+    from recsys.response import prior_response_model
+    from recsys.rewards import load_reward_rules
+
+    model = prior_response_model(CATALOG, load_reward_rules())
+    obs, mask = random_batch(300, seed=4)
+    policy = ResponseGreedyPolicy(CATALOG, model)
+    probs = policy.probabilities(obs, mask)
+    rewards = model.reward_matrix(obs)
+    has = mask.any(axis=1)
+    assert np.array_equal(probs.sum(axis=1), has.astype(float))  # one action per row that can receive one
+    best = probs.argmax(axis=1)
+    assert mask[has, best[has]].all()
+    # no allowed action has a higher expected reward than the chosen one
+    chosen = rewards[np.arange(len(obs)), best]
+    assert (np.where(mask, rewards, -np.inf)[has] <= chosen[has, None]).all()
+    assert np.array_equal(policy.actions(obs, mask)[~has], np.full(int((~has).sum()), -1))

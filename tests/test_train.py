@@ -182,7 +182,7 @@ def test_cli_train_evaluate_recommend(loaded: Connection, settings: Settings, tm
     truth = shop.parent / "shop.truth.npz"
     out = run("evaluate", "--truth", str(truth))
     assert out.returncode == 0, out.stderr
-    for needle in ("Simulator", "oracle", "rule heuristic", "doubly robust"):
+    for needle in ("Simulator", "oracle", "rule heuristic", "greedy on response model", "doubly robust"):
         assert needle in out.stdout
 
 
