@@ -174,6 +174,8 @@ def _build_table(conn: Connection, settings: Settings, as_of: date, staging_name
     with conn.cursor() as cur:
         for name, value in BUILD_SETTINGS.items():
             cur.execute("select set_config(%s, %s, true)", (name, value))
+        # the window recsys.attribution_window() (v_offer_log) uses: the same as attribution_days here
+        cur.execute("select set_config('recsys.attribution_days', %s, true)", (str(settings.attribution_days),))
         cur.execute(sql.SQL("drop table if exists {}").format(staging))
         cur.execute(
             sql.SQL("create table {} (like {} including defaults including constraints)").format(

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
+import psycopg2.errors
 from psycopg2 import sql
 
 from recsys.db import Connection, fetch_all
@@ -128,6 +129,41 @@ def ensure_roles(cur: psycopg2.extensions.cursor, settings: Settings) -> None:
             cur.execute(sql.SQL("grant execute on function {} to {}").format(function, sender))
 
 
+ATTRIBUTION_SETTING = "recsys.attribution_days"
+"""The database setting `recsys.attribution_window()` reads (sql/functions/35_attribution.sql)."""
+
+
+def store_attribution_window(cur: psycopg2.extensions.cursor, settings: Settings) -> None:
+    """Store Settings.attribution_days on the database, so every view, every role and every later
+    session (analysts, senders, the features) uses the same window; this session uses it at once.
+
+    Nothing is written when the database already has that value (or has none and the value is
+    the function's default, 3). Storing needs the database's owner (ALTER DATABASE ... SET)."""
+    days = int(settings.attribution_days)
+    cur.execute("select current_setting(%s, true)", (ATTRIBUTION_SETTING,))
+    current = cur.fetchone()[0]
+    cur.execute("select set_config(%s, %s, false)", (ATTRIBUTION_SETTING, str(days)))
+    if current == str(days) or (current in (None, "") and days == 3):
+        return
+    cur.execute("select current_database()")
+    database = cur.fetchone()[0]
+    try:
+        cur.execute("savepoint attribution")
+        cur.execute(
+            sql.SQL("alter database {} set {} = {}").format(
+                sql.Identifier(database), sql.SQL(ATTRIBUTION_SETTING), sql.Literal(str(days))
+            )
+        )
+        cur.execute("release savepoint attribution")
+    except psycopg2.errors.InsufficientPrivilege as e:
+        cur.execute("rollback to savepoint attribution")
+        raise MigrationError(
+            f"cannot store the attribution window of {days} days (RECSYS_ATTRIBUTION_DAYS) on database "
+            f"{database!r}: {str(e).strip()}. Migrate as the database's owner, or have it run: "
+            f"alter database {database} set {ATTRIBUTION_SETTING} = '{days}'"
+        ) from e
+
+
 def migrate(conn: Connection, settings: Settings) -> MigrateResult:
     """Bring the schema up to date in one transaction (the caller's `connect()` commits)."""
     versioned, repeatable = discover(settings.sql_dir)
@@ -185,6 +221,7 @@ def migrate(conn: Connection, settings: Settings) -> MigrateResult:
                 )
             reapplied = [f.label for f in changed]
         ensure_roles(cur, settings)
+        store_attribution_window(cur, settings)
     result = MigrateResult(applied, reapplied)
     log.info("db migrate: %s", result.summary())
     return result

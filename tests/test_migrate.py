@@ -180,3 +180,34 @@ def test_psycopg2_is_the_connection_driver(migrated_url: str) -> None:
     with connect(migrated_url) as conn:
         assert isinstance(conn, psycopg2.extensions.connection)
         assert fetch_value(conn, "show timezone") == "UTC"
+
+
+def test_the_configured_attribution_window_reaches_every_new_session(empty_database_url: str) -> None:
+    import datetime as dt
+
+    def window() -> dt.timedelta:
+        with connect(empty_database_url) as conn:  # a new session, as an analyst's or a sender's
+            return fetch_value(conn, "select recsys.attribution_window()")
+
+    def stored() -> int:
+        with connect(empty_database_url) as conn:
+            return fetch_value(
+                conn,
+                "select count(*) from pg_db_role_setting as s join pg_database as d on d.oid = s.setdatabase"
+                " where d.datname = current_database()",
+            )
+
+    with connect(empty_database_url) as conn:
+        migrate(conn, _settings(empty_database_url))
+    assert window() == dt.timedelta(days=3) and stored() == 0  # the default needs nothing stored
+    with connect(empty_database_url) as conn:
+        migrate(conn, _settings(empty_database_url, attribution_days=5))
+        assert fetch_value(conn, "select recsys.attribution_window()") == dt.timedelta(days=5)  # at once
+    assert window() == dt.timedelta(days=5) and stored() == 1
+    with connect(empty_database_url) as conn:
+        with conn.cursor() as cur:
+            cur.execute("set recsys.attribution_days = 7")  # a session may look with another window
+        assert fetch_value(conn, "select recsys.attribution_window()") == dt.timedelta(days=7)
+    with connect(empty_database_url) as conn:
+        migrate(conn, _settings(empty_database_url, attribution_days=3))
+    assert window() == dt.timedelta(days=3)
