@@ -119,6 +119,13 @@ class TrainResult:
             + (f", champion {e['champion_simulator_value']:.5f}" if "champion_simulator_value" in e else ""),
             self.decision.describe(),
         ]
+        warm = e.get("warm_start") or {}
+        if warm.get("examples"):
+            lines.insert(
+                1,
+                f"  warm start: {warm['steps']:,} steps on {warm['examples']:,} examples; the actor then took the "
+                f"response model's best offer for {warm['agreement']:.0%} of tonight's sample",
+            )
         if self.saved_to:
             lines.append(f"saved to {self.saved_to}")
         return "\n".join(lines)

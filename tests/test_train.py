@@ -172,6 +172,7 @@ def test_cli_train_evaluate_recommend(loaded: Connection, settings: Settings, tm
     trained = champion(loaded)
     assert trained is not None and trained.hyperparameters["warm_start_steps"] == 500
     assert trained.evaluation["warm_start"]["steps"] == 500
+    assert "warm start: 500 steps on " in out.stdout and "best offer for " in out.stdout
     user = fetch_value(loaded, "select min(user_id) from recsys.user_features where as_of = %s", (END,))
     out = run("recommend", "--model", str(tmp_path / "m.zip"), "--user_id", str(user))
     assert out.returncode == 0, out.stderr
