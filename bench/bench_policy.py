@@ -9,7 +9,8 @@ Decision quality, per seed (default 3 seeds), on `generate-data` with 20k users 
 Reference rows: the rule heuristic, greedy on the learned response model (what PPO's warm start
 imitates), and the feature ceiling: a ridge regression of every action's true value on the same
 observations, fitted to the truth on half of the users and greedy on the other half (then swapped).
-A policy that learns from the data cannot expect much more than that from these observations.
+An estimate of what these observations allow, not a bound (a better regression could do a little
+better; a two-layer MLP in a one-off check did about the same).
 Speed: PPO env-steps/s end to end (bar >= 1,000), the batch policy API in users/s (bar >= 500k) next
 to a naive per-user `model.predict` loop. (The environment's own speed is bench/bench_env.py.)
 

@@ -49,7 +49,10 @@ class GateDecision:
 
     def describe(self) -> str:
         lines = [f"gate: {self.decision}"]
-        lines += [f"  [{'pass' if r['passed'] else 'FAIL'}] {r['check']}: {r['detail']}" for r in self.reasons]
+        lines += [
+            f"  [{'n/a' if r.get('inconclusive') else 'pass' if r['passed'] else 'FAIL'}] {r['check']}: {r['detail']}"
+            for r in self.reasons
+        ]
         return "\n".join(lines)
 
 
@@ -59,8 +62,11 @@ def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, config: 
     dr_diff_lower / dr_diff_upper."""
     reasons: list[dict[str, Any]] = []
 
-    def check(name: str, passed: bool, detail: str) -> bool:
-        reasons.append({"check": name, "passed": bool(passed), "detail": detail})
+    def check(name: str, passed: bool, detail: str, *, inconclusive: bool = False) -> bool:
+        reason: dict[str, Any] = {"check": name, "passed": bool(passed), "detail": detail}
+        if inconclusive:
+            reason["inconclusive"] = True  # recorded, passes, decided nothing
+        reasons.append(reason)
         return passed
 
     sane = check(
@@ -81,6 +87,7 @@ def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, config: 
                 True,
                 f"inconclusive, the simulator decides: the estimate rests on an effective "
                 f"{ess:,.0f} logged decisions (< {config.min_effective_sample_size:,.0f}); {detail}",
+                inconclusive=True,
             )
         else:
             sane = check(name, challenger["dr_upper"] >= challenger["random_dr_value"], detail) and sane

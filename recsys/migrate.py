@@ -137,30 +137,38 @@ def store_attribution_window(cur: psycopg2.extensions.cursor, settings: Settings
     """Store Settings.attribution_days on the database, so every view, every role and every later
     session (analysts, senders, the features) uses the same window; this session uses it at once.
 
-    Nothing is written when the database already has that value (or has none and the value is
-    the function's default, 3). Storing needs the database's owner (ALTER DATABASE ... SET)."""
+    Nothing is written when the database already stores that value (or stores none and the value
+    is the function's default, 3). Storing a custom setting on a database (ALTER DATABASE ... SET)
+    needs a superuser, or on PostgreSQL 15+ the database's owner with SET on the parameter."""
     days = int(settings.attribution_days)
-    cur.execute("select current_setting(%s, true)", (ATTRIBUTION_SETTING,))
-    current = cur.fetchone()[0]
     cur.execute("select set_config(%s, %s, false)", (ATTRIBUTION_SETTING, str(days)))
-    if current == str(days) or (current in (None, "") and days == 3):
+    cur.execute(
+        """
+        select split_part(c, '=', 2)
+        from pg_db_role_setting as s
+        cross join lateral unnest(s.setconfig) as c
+        where s.setrole = 0 and split_part(c, '=', 1) = %s
+          and s.setdatabase = (select oid from pg_database where datname = current_database())
+        """,
+        (ATTRIBUTION_SETTING,),
+    )
+    row = cur.fetchone()
+    stored = row[0] if row else None
+    if stored == str(days) or (stored is None and days == 3):
         return
-    cur.execute("select current_database()")
-    database = cur.fetchone()[0]
+    cur.execute("select current_database(), current_user")
+    database, user = cur.fetchone()
     try:
-        cur.execute("savepoint attribution")
         cur.execute(
             sql.SQL("alter database {} set {} = {}").format(
                 sql.Identifier(database), sql.SQL(ATTRIBUTION_SETTING), sql.Literal(str(days))
             )
         )
-        cur.execute("release savepoint attribution")
     except psycopg2.errors.InsufficientPrivilege as e:
-        cur.execute("rollback to savepoint attribution")
         raise MigrationError(
             f"cannot store the attribution window of {days} days (RECSYS_ATTRIBUTION_DAYS) on database "
-            f"{database!r}: {str(e).strip()}. Migrate as the database's owner, or have it run: "
-            f"alter database {database} set {ATTRIBUTION_SETTING} = '{days}'"
+            f"{database!r} as {user!r}: {str(e).strip()}. Migrate as a superuser, or as the database's "
+            f"owner after a superuser ran: grant set on parameter {ATTRIBUTION_SETTING} to {user}"
         ) from e
 
 

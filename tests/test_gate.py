@@ -58,7 +58,10 @@ def test_negative_values_use_the_margin_on_magnitude() -> None:
 
 
 def test_a_model_that_only_fools_the_simulator_is_rejected_once_logs_exist() -> None:
-    fooled = {**_eval(0.05), "dr_value": 0.001, "dr_lower": -0.001, "dr_upper": 0.003, "random_dr_value": 0.004}
+    fooled = {
+        **_eval(0.05), "dr_value": 0.001, "dr_lower": -0.001, "dr_upper": 0.003, "random_dr_value": 0.004,
+        "dr_effective_sample_size": 5_000.0,  # enough logs to judge (real evaluations carry it)
+    }  # fmt: skip
     d = decide(fooled, None, GateConfig())
     assert d.decision == "rejected"
     assert [r["passed"] for r in d.reasons] == [True, False]
@@ -77,8 +80,8 @@ def test_the_logs_judge_only_with_enough_effective_sample() -> None:
     }  # fmt: skip
     d = decide(thin, None, GateConfig())
     assert d.decision == "bootstrap"
-    assert d.reasons[1]["passed"] is True and "inconclusive" in d.reasons[1]["detail"]
-    assert "227" in d.describe()
+    assert d.reasons[1]["passed"] is True and d.reasons[1]["inconclusive"] is True
+    assert "[n/a]" in d.describe() and "inconclusive" in d.describe() and "227" in d.describe()
     # the same numbers on enough logs reject it; so does a stricter configuration on the thin ones
     assert decide({**thin, "dr_effective_sample_size": 1_000.0}, None, GateConfig()).decision == "rejected"
     assert decide(thin, None, GateConfig(min_effective_sample_size=200)).decision == "rejected"

@@ -193,8 +193,9 @@ def test_the_configured_attribution_window_reaches_every_new_session(empty_datab
         with connect(empty_database_url) as conn:
             return fetch_value(
                 conn,
-                "select count(*) from pg_db_role_setting as s join pg_database as d on d.oid = s.setdatabase"
-                " where d.datname = current_database()",
+                "select count(*) from pg_db_role_setting as s join pg_database as d on d.oid = s.setdatabase,"
+                " unnest(s.setconfig) as c"
+                " where d.datname = current_database() and c like 'recsys.attribution_days=%%'",
             )
 
     with connect(empty_database_url) as conn:

@@ -146,9 +146,11 @@ top_categories as (
 -- Every offer sent before as_of 00:00 UTC: the logged ones (history, and the system's own once
 -- their attribution window closed, v_offer_log) and the system's own sent offers still in their
 -- window. Those are contacts already (fatigue: offers_last_7d, days_since_last_offer) but their
--- outcome is not final, so they never count towards responsiveness. The second branch is the exact
--- complement of v_offer_log's own offers (same now()); its campaign_date bound prunes partitions
--- (an offer is sent within a day or so of its campaign date, well inside 8 days).
+-- outcome is not final, so they never count towards responsiveness. The second branch is the
+-- complement of v_offer_log's own offers (same now(), same window: recsys.attribution_window(), set
+-- from attribution_days by the build); its campaign_date bound prunes partitions and reaches back 8
+-- days or the window plus 2, whichever is longer (an offer is sent within a day or so of its
+-- campaign date; one sent later than that after it is missed).
 offers as (
     select
         o.user_id,
@@ -171,7 +173,7 @@ offers as (
     from recsys.campaign_offers as c
     cross join params as p
     where
-        c.campaign_date >= %(as_of)s::date - 8
+        c.campaign_date >= %(as_of)s::date - greatest(8, %(attribution_days)s + 2)
         and c.campaign_date <= %(as_of)s::date
         and c.status = 'sent'
         and c.sent_at < p.as_of_at

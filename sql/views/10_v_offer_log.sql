@@ -3,7 +3,8 @@
 -- read it for contact history; v_logged_offers adds the features the system had when each decision
 -- was made. An own offer appears once its attribution window (recsys.attribution_window()) has
 -- closed, so its outcome is final when learning reads it: opened, clicked, converted and
--- unsubscribed say whether that event was reported within the window (a click counts as an open),
+-- unsubscribed say whether that event was reported within the window (a click or an unsubscribe
+-- counts as an open: P(unsubscribe | open) learns from it),
 -- revenue sums converted revenue within it. Past campaigns have no unsubscribe outcome (null).
 
 create or replace view recsys.v_offer_log as
@@ -47,7 +48,7 @@ own as (
     from recsys.campaign_offers as o
     left join lateral (
         select
-            bool_or(ev.event in ('opened', 'clicked')) as opened,
+            bool_or(ev.event in ('opened', 'clicked', 'unsubscribed')) as opened,
             bool_or(ev.event = 'clicked') as clicked,
             bool_or(ev.event = 'converted') as converted,
             sum(ev.revenue) filter (where ev.event = 'converted') as revenue,
