@@ -43,6 +43,15 @@ def load_sb3_model(artifact: bytes | Path) -> Any:
         raise RecsysError(f"cannot load a PPO model from {where}: {e}") from e
 
 
+def actor_logits(policy: Any, x: Any) -> Any:
+    """The actor's action logits of an SB3 `ActorCriticPolicy` for a float32 tensor of observations:
+    SB3's get_distribution without building a distribution object, and without the critic."""
+    from stable_baselines3.common.policies import ActorCriticPolicy
+
+    features = super(ActorCriticPolicy, policy).extract_features(x, policy.pi_features_extractor)
+    return policy.action_net(policy.mlp_extractor.forward_actor(features))
+
+
 @dataclass
 class PPOPolicy:
     """A trained PPO actor as a `Policy` (see recsys.baselines)."""
@@ -62,16 +71,13 @@ class PPOPolicy:
     def _masked_log_probs(self, obs: np.ndarray, mask: np.ndarray) -> Iterator[tuple[int, Any]]:
         """(start row, masked log-probabilities as a float32 torch tensor) per chunk of users."""
         import torch
-        from stable_baselines3.common.policies import ActorCriticPolicy
 
         policy = self.model.policy
         policy.set_training_mode(False)
         with torch.no_grad():
             for lo in range(0, len(obs), CHUNK):
                 x = torch.as_tensor(np.asarray(obs[lo : lo + CHUNK], dtype=np.float32))
-                # the actor alone (SB3's get_distribution without building a distribution object)
-                features = super(ActorCriticPolicy, policy).extract_features(x, policy.pi_features_extractor)
-                logits = policy.action_net(policy.mlp_extractor.forward_actor(features))
+                logits = actor_logits(policy, x)
                 allowed = torch.as_tensor(np.asarray(mask[lo : lo + CHUNK], dtype=bool))
                 logits = logits.masked_fill(~allowed, float("-inf"))
                 yield lo, torch.log_softmax(logits, dim=1)

@@ -35,7 +35,7 @@ from recsys.db import Connection
 from recsys.errors import RecsysError
 from recsys.gate import GateConfig, GateDecision, decide
 from recsys.observation import FEATURE_NAMES, FEATURES, States, feature_fingerprint, load_states
-from recsys.policy import PPOPolicy, load_sb3_model, set_torch_threads
+from recsys.policy import PPOPolicy, actor_logits, load_sb3_model, set_torch_threads
 from recsys.registry import ModelRecord, catalog_json, champion, record_decision, register
 from recsys.settings import Settings
 
@@ -173,7 +173,6 @@ def warm_start_actor(
     often the actor's greedy allowed action equals the target on tonight's sample.
     """
     import torch
-    from stable_baselines3.common.policies import ActorCriticPolicy
 
     from recsys.baselines import ResponseGreedyPolicy
 
@@ -212,10 +211,7 @@ def warm_start_actor(
             order = torch.randperm(len(xt), generator=generator)
         lo = starts[step % len(starts)]
         batch = order[lo : lo + _WARM_START_BATCH]
-        # the actor alone, as recsys.policy.PPOPolicy reads it
-        features = super(ActorCriticPolicy, policy).extract_features(xt[batch], policy.pi_features_extractor)
-        logits = policy.action_net(policy.mlp_extractor.forward_actor(features))
-        loss = torch.nn.functional.cross_entropy(logits, yt[batch])
+        loss = torch.nn.functional.cross_entropy(actor_logits(policy, xt[batch]), yt[batch])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
