@@ -140,7 +140,8 @@ def evaluate_model(
     uniform = UniformRandomPolicy(catalog).probabilities(states.obs, mask)
     simulator = {
         "simulator_value": value(policy),
-        "model_greedy_value": value(ResponseGreedyPolicy(catalog, response)),
+        # greedy on the model, from the rewards above (ResponseGreedyPolicy would compute them again)
+        "model_greedy_value": float(np.where(mask.any(axis=1), np.where(mask, rewards, -np.inf).max(axis=1), 0).mean()),
         "rule_value": value(RuleHeuristicPolicy(catalog)),
         "random_value": float((uniform * rewards).sum(axis=1).mean()),
     }
