@@ -1,0 +1,73 @@
+-- Validate the staged users of one file. Reads pg_temp.stage_users, writes pg_temp.users_checked.
+-- Params: reference_at.
+
+create temp table users_checked on commit drop as
+with trimmed as (
+    select
+        row_number,
+        nullif(btrim(raw_user_id), '') as user_id,
+        nullif(btrim(raw_email_opt_in), '') as email_opt_in,
+        nullif(btrim(raw_sms_opt_in), '') as sms_opt_in,
+        nullif(btrim(raw_push_opt_in), '') as push_opt_in,
+        nullif(btrim(raw_email), '') as email,
+        nullif(btrim(raw_phone), '') as phone,
+        nullif(btrim(raw_push_token), '') as push_token,
+        nullif(btrim(raw_timezone), '') as timezone,
+        nullif(btrim(raw_first_name), '') as first_name,
+        nullif(btrim(raw_updated_at), '') as updated_at
+    from pg_temp.stage_users
+),
+
+typed as materialized (
+    select
+        t.*,
+        recsys.parse_bigint(t.user_id) as user_id_v,
+        recsys.parse_bool(t.email_opt_in) as email_opt_in_v,
+        recsys.parse_bool(t.sms_opt_in) as sms_opt_in_v,
+        recsys.parse_bool(t.push_opt_in) as push_opt_in_v,
+        recsys.parse_iso_timestamp(t.updated_at) as updated_at_v,
+        coalesce(t.timezone, 'UTC') as timezone_v,
+        t.timezone is null or exists (
+            select from pg_catalog.pg_timezone_names as z
+            where z.name = t.timezone
+        ) as timezone_known
+    from trimmed as t
+),
+
+reasons as (
+    select
+        *,
+        case
+            when user_id is null then 'required value is missing'
+            when user_id_v is null then 'expected a whole number'
+        end as user_id_reason,
+        case when email_opt_in is not null and email_opt_in_v is null then 'expected true or false' end
+            as email_opt_in_reason,
+        case when sms_opt_in is not null and sms_opt_in_v is null then 'expected true or false' end
+            as sms_opt_in_reason,
+        case when push_opt_in is not null and push_opt_in_v is null then 'expected true or false' end
+            as push_opt_in_reason,
+        case
+            when email is not null and email !~ '^[^@\s]+@[^@\s]+\.[^@\s]+$' then 'not an email address'
+        end as email_reason,
+        case when not timezone_known then 'unknown time zone: expected an IANA name such as Europe/Berlin' end
+            as timezone_reason,
+        case
+            when updated_at is not null and updated_at_v is null
+                then 'expected an ISO 8601 timestamp such as 2026-05-01T13:45:00Z'
+            when updated_at_v > %(reference_at)s then 'timestamp is in the future (after the load''s reference time)'
+        end as updated_at_reason
+    from typed
+),
+
+final as (
+    select
+        *,
+        coalesce(
+            user_id_reason, email_opt_in_reason, sms_opt_in_reason, push_opt_in_reason, email_reason,
+            timezone_reason, updated_at_reason
+        ) is not null as is_rejected
+    from reasons
+)
+
+select * from final

@@ -1,0 +1,140 @@
+-- Campaign scoring helpers (recsys/campaign): the shard hash, the one definition of an offer's
+-- scheduled_at (contract section 0), daily campaign_offers partitions and their retention.
+-- The small SQL functions are single expressions so the planner inlines them into the bulk
+-- INSERT and UPDATE that use them.
+
+create or replace function recsys.campaign_shard(p_user_id bigint, p_shard_count integer)
+returns integer
+language sql
+immutable
+parallel safe
+as $$
+    select ((hashtextextended(p_user_id::text, 0) & 9223372036854775807) % p_shard_count)::integer
+$$;
+
+comment on function recsys.campaign_shard(bigint, integer) is
+'Shard (0..N-1) of a user in a campaign run: PostgreSQL''s 64-bit text hash of user_id, mod N.';
+
+create or replace function recsys.offer_release(
+    p_campaign_date date, p_timezone text, p_send_time time, p_publish_at timestamptz
+)
+returns timestamptz
+language sql
+stable
+parallel safe
+as $$
+    select greatest((p_campaign_date + p_send_time) at time zone p_timezone, p_publish_at)
+$$;
+
+comment on function recsys.offer_release(date, text, time, timestamptz) is
+'Release time of an offer: the later of the send time in the user''s time zone on the campaign date and the publish time.';
+
+-- offer_schedule returns a one-row table so that callers join it laterally: the planner then
+-- inlines it as a subquery (a scalar SQL function using its argument several times would instead
+-- be called row by row, ~100x slower on a million offers).
+drop function if exists recsys.quiet_hours_end(timestamptz, text, time, time);
+drop function if exists recsys.offer_schedule(date, text, time, timestamptz, integer, time, time);
+
+create function recsys.offer_schedule(
+    p_campaign_date date,
+    p_timezone text,
+    p_send_time time,
+    p_publish_at timestamptz,
+    p_delay_minutes integer,
+    p_quiet_start time,
+    p_quiet_end time
+)
+returns table (scheduled_at timestamptz)
+language sql
+stable
+parallel safe
+as $$
+    select
+        case
+            when p_quiet_start is null or p_quiet_start = p_quiet_end then d.due_at
+            -- a window within one day, e.g. 13:00-15:00
+            when p_quiet_start < p_quiet_end and d.local_due::time >= p_quiet_start and d.local_due::time < p_quiet_end
+                then (d.local_due::date + p_quiet_end) at time zone p_timezone
+            -- a window across midnight, e.g. 21:00-08:00: the evening part moves to the next morning
+            when p_quiet_start > p_quiet_end and d.local_due::time >= p_quiet_start
+                then (d.local_due::date + 1 + p_quiet_end) at time zone p_timezone
+            when p_quiet_start > p_quiet_end and d.local_due::time < p_quiet_end
+                then (d.local_due::date + p_quiet_end) at time zone p_timezone
+            else d.due_at
+        end as scheduled_at
+    from (
+        select
+            r.due_at,
+            r.due_at at time zone p_timezone as local_due
+        from (
+            select
+                recsys.offer_release(p_campaign_date, p_timezone, p_send_time, p_publish_at)
+                + make_interval(mins => p_delay_minutes) as due_at
+        ) as r
+    ) as d
+$$;
+
+comment on function recsys.offer_schedule(date, text, time, timestamptz, integer, time, time) is
+'scheduled_at of an offer (contract section 0): release + the timing''s delay, moved to the end of the channel''s quiet hours [start, end) local time if inside them (start > end crosses midnight). Used when scores are written and again when the run is published; call it in FROM (lateral).';
+
+create or replace function recsys.html_escape(p_text text)
+returns text
+language sql
+immutable
+parallel safe
+as $$
+    select replace(replace(replace(replace(replace(
+        p_text, '&', '&amp;'), '<', '&lt;'), '>', '&gt;'), '"', '&#34;'), '''', '&#39;')
+$$;
+
+comment on function recsys.html_escape(text) is
+'HTML-escapes text exactly as Jinja2 autoescaping (markupsafe) does: & < > " and single quote.';
+
+create or replace function recsys.ensure_campaign_partition(p_campaign_date date)
+returns boolean
+language plpgsql
+as $$
+declare
+    part_name text := 'campaign_offers_' || to_char(p_campaign_date, 'YYYYMMDD');
+begin
+    if to_regclass('recsys.' || part_name) is not null then
+        return false;
+    end if;
+    execute format(
+        'create table recsys.%I partition of recsys.campaign_offers for values from (%L) to (%L)',
+        part_name, p_campaign_date, p_campaign_date + 1
+    );
+    execute format('comment on table recsys.%I is %L', part_name, 'campaign_offers of ' || p_campaign_date);
+    return true;
+end;
+$$;
+
+comment on function recsys.ensure_campaign_partition(date) is
+'Creates the daily campaign_offers partition of a campaign date if it is missing; true when it was created.';
+
+create or replace function recsys.drop_campaign_partitions_before(p_cutoff date)
+returns integer
+language plpgsql
+as $$
+declare
+    part record;
+    dropped integer := 0;
+begin
+    for part in
+        select c.relname
+        from pg_inherits as i
+        inner join pg_class as c on i.inhrelid = c.oid
+        where i.inhparent = 'recsys.campaign_offers'::regclass
+    loop
+        if to_date(right(part.relname, 8), 'YYYYMMDD') < p_cutoff then
+            execute format('drop table recsys.%I', part.relname);
+            dropped := dropped + 1;
+        end if;
+    end loop;
+    delete from recsys.campaign_holdout where campaign_date < p_cutoff;
+    return dropped;
+end;
+$$;
+
+comment on function recsys.drop_campaign_partitions_before(date) is
+'Retention: drops campaign_offers partitions of campaign dates before the cutoff (and their holdout rows); returns how many.';

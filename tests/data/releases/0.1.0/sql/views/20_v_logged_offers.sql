@@ -1,0 +1,54 @@
+-- What learning and off-policy evaluation read: each logged decision with the features the system
+-- had when it was made (features as of the day the offer was sent: events before that day only).
+-- The columns of v_offer_log are listed, not o.*: an outcome column added there later goes last
+-- here, so `create or replace view` keeps working on existing databases.
+
+create or replace view recsys.v_logged_offers as
+with offers as (
+    select * from recsys.v_offer_log
+),
+
+final as (
+    select
+        o.offer_id,
+        o.source,
+        o.user_id,
+        o.sent_at,
+        o.features_as_of,
+        o.offer_type,
+        o.offer_value,
+        o.channel,
+        o.timing,
+        o.propensity,
+        o.opened,
+        o.clicked,
+        o.converted,
+        o.revenue,
+        f.as_of is not null as has_features,
+        f.recency_days,
+        f.frequency_sessions,
+        f.monetary_value,
+        f.engagement_score,
+        f.discount_sensitivity,
+        f.free_shipping_preference,
+        f.email_responsiveness,
+        f.sms_responsiveness,
+        f.push_responsiveness,
+        f.days_since_last_purchase,
+        f.purchase_count,
+        f.offers_last_7d,
+        f.days_since_last_offer,
+        f.morning_share,
+        f.evening_share,
+        f.category_focus,
+        f.segment,
+        o.unsubscribed
+    from offers as o
+    left join recsys.user_features as f
+        on o.features_as_of = f.as_of and o.user_id = f.user_id
+)
+
+select * from final;
+
+comment on view recsys.v_logged_offers is
+'Logged decisions with point-in-time features (as of the send date), propensity and outcome.';
