@@ -29,7 +29,7 @@ import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
-from recsys.demo import airflow_connection
+from recsys.db import airflow_connection
 from recsys.synth.generate import generate_data
 
 SERVER = os.environ.get("RECSYS_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

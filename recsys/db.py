@@ -8,16 +8,19 @@ back on error and always closes. Values always travel as query parameters.
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
+from psycopg2.extensions import parse_dsn
 
 from recsys.errors import ConfigError, RecsysError
 from recsys.settings import Settings
@@ -82,13 +85,127 @@ def connect(url: str, *, autocommit: bool = False, **session: Any) -> Iterator[C
 def redact(url: str) -> str:
     """The URL with any password replaced, for messages and logs."""
     try:
-        from psycopg2.extensions import parse_dsn
-
         parts = parse_dsn(url)
     except psycopg2.ProgrammingError:
         return "<unparseable database URL>"
     host = parts.get("host", "localhost")
     return f"{parts.get('user', '')}@{host}:{parts.get('port', '5432')}/{parts.get('dbname', '')}"
+
+
+# --- URLs: the one place that turns connection parameters into a postgresql:// URL ----------------
+
+# libpq options an Airflow connection may carry in its `extra`
+_LIBPQ_EXTRAS = {
+    "sslmode",
+    "sslcert",
+    "sslkey",
+    "sslrootcert",
+    "connect_timeout",
+    "options",
+    "application_name",
+    "target_session_attrs",
+}
+
+
+def url_from_params(params: dict[str, str]) -> str:
+    """A `postgresql://` URL from libpq keyword parameters (what `parse_dsn` returns).
+
+    A host that is a folder is a unix socket directory (the embedded server's, or
+    `/var/run/postgresql`): it cannot stand in the URL's authority, so it goes into the query
+    string with its port, where libpq looks for them. A TCP host goes into the authority.
+    """
+    params = {k: str(v) for k, v in params.items() if v is not None and v != ""}
+    user = quote(params.pop("user", ""), safe="")
+    password = quote(params.pop("password", ""), safe="")
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    host = params.pop("host", "")
+    port = params.pop("port", "")
+    database = quote(params.pop("dbname", "postgres"), safe="")
+    query: dict[str, str] = {}
+    netloc = ""
+    if host.startswith("/") or (host and "," in host):
+        query["host"] = host
+        if port:
+            query["port"] = port
+    elif host:
+        netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
+    elif port:
+        query["port"] = port
+    query.update(params)
+    return f"postgresql://{auth}{netloc}/{database}" + (f"?{urlencode(query)}" if query else "")
+
+
+def with_database(url: str, name: str) -> str:
+    """`url` (a URL or a keyword DSN) pointing at database `name` instead, as a `postgresql://` URL."""
+    params = parse_dsn(url)
+    params["dbname"] = name
+    return url_from_params(params)
+
+
+def connection_url(conn: Any) -> str:
+    """A PostgreSQL URL from an Airflow connection (host, port, login, password, schema = database).
+
+    The host may be a unix socket folder, given as the host (`{"host": "/var/run/postgresql"}` in
+    JSON, or percent-encoded in a URI: `postgresql://u@%2Fvar%2Frun%2Fpostgresql/db`) or as
+    `?host=/var/run/postgresql` in the URI (Airflow keeps that in `extra`).
+    """
+    extra = conn.extra_dejson if getattr(conn, "extra", None) else {}
+    params: dict[str, str] = {k: str(v) for k, v in extra.items() if k in _LIBPQ_EXTRAS}
+    host = conn.host or str(extra.get("host") or "")
+    port = conn.port or extra.get("port")
+    params.update(
+        user=conn.login or "",
+        password=conn.password or "",
+        host=host,
+        port=str(port) if port else "",
+        dbname=conn.schema or "postgres",
+    )
+    return url_from_params(params)
+
+
+def airflow_connection(url: str) -> str:
+    """The `recsys_db` Airflow connection for a PostgreSQL URL, in the JSON form that
+    `AIRFLOW_CONN_RECSYS_DB` accepts; a unix-socket host is kept as the host."""
+    p = parse_dsn(url)
+    conn: dict[str, Any] = {
+        "conn_type": "postgres",
+        "host": p.pop("host", "localhost"),
+        "login": p.pop("user", None),
+        "password": p.pop("password", None) or None,
+        "schema": p.pop("dbname", "postgres"),
+    }
+    if p.get("port"):
+        conn["port"] = int(p.pop("port"))
+    extra = {k: v for k, v in p.items() if k in _LIBPQ_EXTRAS}
+    if extra:
+        conn["extra"] = extra
+    return json.dumps({k: v for k, v in conn.items() if v is not None})
+
+
+def create_database(server_url: str, name: str, *, replace: bool = False) -> str:
+    """Create database `name` on the server of `server_url` (dropping it first when `replace`);
+    its URL. For the demo, the simulation and tests: each works in a database of its own."""
+    try:
+        admin = psycopg2.connect(server_url)
+    except psycopg2.OperationalError as e:
+        raise RecsysError(f"cannot connect to PostgreSQL ({redact(server_url)}): {str(e).strip()}") from e
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            if replace:
+                cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+            cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    except psycopg2.Error as e:
+        raise RecsysError(f"cannot create database {name!r} on {redact(server_url)}: {str(e).strip()}") from e
+    finally:
+        admin.close()
+    return with_database(server_url, name)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    """Drop database `name` (closing its sessions) if it exists."""
+    with connect(server_url, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
 
 
 def fetch_all(conn: Connection, query: str | sql.Composable, params: Any = None) -> list[dict[str, Any]]:

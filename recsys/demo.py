@@ -25,11 +25,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-import psycopg2
 from psycopg2 import sql
-from psycopg2.extensions import make_dsn, parse_dsn
 
-from recsys.db import connect, database_url, fetch_all, redact
+from recsys.db import airflow_connection, connect, create_database, database_url, fetch_all, redact
 from recsys.settings import PROJECT_ROOT, Settings, load_settings
 
 DEMO_DATABASE = "recsys_demo"
@@ -52,34 +50,7 @@ def _demo_database(settings: Settings) -> str:
     """The URL to run the demo on: the configured database, or a fresh embedded one."""
     if settings.database_url:
         return settings.database_url
-    server = database_url(settings)
-    admin = psycopg2.connect(server)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(DEMO_DATABASE)))
-            cur.execute(sql.SQL("create database {}").format(sql.Identifier(DEMO_DATABASE)))
-    finally:
-        admin.close()
-    params = parse_dsn(server)
-    params["dbname"] = DEMO_DATABASE
-    return make_dsn(**params)
-
-
-def airflow_connection(url: str) -> str:
-    """The `recsys_db` Airflow connection for a PostgreSQL URL, in the JSON form
-    `AIRFLOW_CONN_RECSYS_DB` accepts (a unix-socket host, as the embedded server has, included)."""
-    p = parse_dsn(url)
-    conn = {
-        "conn_type": "postgres",
-        "host": p.get("host", "localhost"),
-        "login": p.get("user"),
-        "password": p.get("password") or None,
-        "schema": p.get("dbname", "postgres"),
-    }
-    if p.get("port"):
-        conn["port"] = int(p["port"])
-    return json.dumps({k: v for k, v in conn.items() if v is not None})
+    return create_database(database_url(settings), DEMO_DATABASE, replace=True)
 
 
 @contextmanager

@@ -22,7 +22,6 @@ from dataclasses import replace
 from functools import wraps
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
 
 from recsys.errors import RecsysError
 from recsys.settings import Settings, load_settings
@@ -31,46 +30,7 @@ log = logging.getLogger(__name__)
 
 CONNECTION_ID = "recsys_db"
 MODES = ("auto", "retrain", "fine_tune")
-# libpq options an Airflow connection may carry in its `extra`
-_LIBPQ_EXTRAS = {
-    "sslmode",
-    "sslcert",
-    "sslkey",
-    "sslrootcert",
-    "connect_timeout",
-    "options",
-    "application_name",
-    "target_session_attrs",
-}
-
-
 # --- configuration --------------------------------------------------------------------------------
-
-
-def connection_url(conn: Any) -> str:
-    """A PostgreSQL URL from an Airflow connection (host, port, login, password, schema = database).
-
-    A host that is a folder (a unix socket directory, as the embedded server uses) goes into the
-    query string, where libpq expects it.
-    """
-    host = conn.host or ""
-    user = quote(conn.login or "", safe="")
-    password = quote(conn.password or "", safe="")
-    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
-    query: dict[str, str] = {}
-    netloc = ""
-    if host.startswith("/"):
-        query["host"] = host
-    elif host:
-        netloc = host + (f":{conn.port}" if conn.port else "")
-    elif conn.port:
-        query["port"] = str(conn.port)
-    if host.startswith("/") and conn.port:
-        query["port"] = str(conn.port)
-    extra = conn.extra_dejson if getattr(conn, "extra", None) else {}
-    query.update({k: str(v) for k, v in extra.items() if k in _LIBPQ_EXTRAS})
-    database = quote(conn.schema or "postgres", safe="")
-    return f"postgresql://{auth}{netloc}/{database}" + (f"?{urlencode(query)}" if query else "")
 
 
 def airflow_settings(conn_id: str = CONNECTION_ID) -> Settings:
@@ -89,6 +49,8 @@ def airflow_settings(conn_id: str = CONNECTION_ID) -> Settings:
         where = "RECSYS_DATABASE_URL" if settings.database_url else "the embedded PostgreSQL"
         log.info("no Airflow connection %r: using %s", conn_id, where)
         return settings
+    from recsys.db import connection_url
+
     return replace(settings, database_url=connection_url(conn))
 
 

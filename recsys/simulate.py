@@ -54,14 +54,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import numpy as np
-import psycopg2
-from psycopg2 import sql
 from psycopg2.extensions import parse_dsn
 
-from recsys.db import Connection, connect, database_url, fetch_all
+from recsys.db import Connection, airflow_connection, connect, create_database, database_url, fetch_all
 from recsys.errors import RecsysError
 from recsys.settings import PROJECT_ROOT, Settings, load_settings
 
@@ -623,11 +620,8 @@ class DagRunner:
         }
         self.env.pop("AIRFLOW_HOME", None)
         # The DAG reads the `recsys_db` connection first: point it at the simulation database (a
-        # user's own connection must never be used). A unix-socket server has no host an Airflow
-        # connection can hold, so there the DAG falls back to RECSYS_DATABASE_URL.
-        self.env.pop("AIRFLOW_CONN_RECSYS_DB", None)
-        if "host=" not in urlsplit(url).query:
-            self.env["AIRFLOW_CONN_RECSYS_DB"] = url
+        # user's own connection must never be used), unix-socket servers included.
+        self.env["AIRFLOW_CONN_RECSYS_DB"] = airflow_connection(url)
 
     def run(self, night: dt.date, *, timesteps: int, seed: int, shards: int) -> dict[str, Any]:
         """One DAG run for the night; its task instances (state, seconds). `seed`: the DAG's own."""
@@ -678,41 +672,7 @@ def prepare_database(settings: Settings, name: str) -> str:
         raise RecsysError(
             f"the configured database is {name!r}, the simulation's own: give the simulation another database name"
         )
-    try:
-        admin = psycopg2.connect(server)
-    except psycopg2.OperationalError as e:
-        raise RecsysError(f"cannot connect to PostgreSQL: {str(e).strip().splitlines()[0]}") from e
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-            cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    except psycopg2.Error as e:
-        raise RecsysError(f"cannot create the simulation database {name!r}: {str(e).strip()}") from e
-    finally:
-        admin.close()
-    return with_database(server, name)
-
-
-def with_database(url: str, name: str) -> str:
-    """`url` pointing at database `name` instead, as a postgresql:// URL (what Airflow connections take)."""
-    if url.startswith(("postgresql://", "postgres://")):
-        parts = urlsplit(url)
-        return urlunsplit(parts._replace(path="/" + quote(name, safe="")))
-    params = parse_dsn(url)
-    auth = quote(params.pop("user", ""), safe="")
-    password = params.pop("password", "")
-    if password:
-        auth += ":" + quote(password, safe="")
-    host = params.pop("host", "")
-    port = params.pop("port", "")
-    params.pop("dbname", None)
-    netloc = (auth + "@" if auth else "") + ("" if host.startswith("/") else host + (f":{port}" if port else ""))
-    if host.startswith("/"):
-        params["host"] = host
-        if port:
-            params["port"] = port
-    return urlunsplit(("postgresql", netloc, "/" + quote(name, safe=""), urlencode(params), ""))
+    return create_database(server, name, replace=True)
 
 
 def campaign_config(out: Path, frequency_cap: int | None) -> Path | None:

@@ -13,12 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg2
 import pytest
 from psycopg2 import sql
-from psycopg2.extensions import make_dsn, parse_dsn
 
-from recsys.db import Connection, connect, embedded_url
+from recsys.db import Connection, connect, create_database, drop_database, embedded_url
 from recsys.migrate import migrate
 from recsys.settings import PROJECT_ROOT, Settings, load_settings
 
@@ -43,18 +41,11 @@ def _server_url() -> str:
 @contextmanager
 def _scratch_database(server: str) -> Iterator[str]:
     name = f"recsys_test_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(server)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    params = parse_dsn(server)
-    params["dbname"] = name
+    url = create_database(server, name)
     try:
-        yield make_dsn(**params)
+        yield url
     finally:
-        with admin.cursor() as cur:
-            cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-        admin.close()
+        drop_database(server, name)
 
 
 @pytest.fixture(scope="session")
@@ -104,3 +95,11 @@ def db(migrated_url: str) -> Iterator[Connection]:
             )
         conn.commit()
         yield conn
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Silence the embedded server's exit-time log lines: they run after pytest has closed the
+    streams its handlers write to, and would print tracebacks under a passing run."""
+    import logging
+
+    logging.getLogger("pgserver").disabled = True

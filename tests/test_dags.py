@@ -20,12 +20,20 @@ from zoneinfo import ZoneInfo
 import psycopg2
 import pytest
 from psycopg2 import sql
-from psycopg2.extensions import make_dsn, parse_dsn
+from psycopg2.extensions import parse_dsn
 
-from recsys.db import connect, fetch_all, fetch_value
-from recsys.demo import airflow_connection
+from recsys.db import (
+    airflow_connection,
+    connect,
+    connection_url,
+    create_database,
+    drop_database,
+    fetch_all,
+    fetch_value,
+    with_database,
+)
 from recsys.errors import RecsysError
-from recsys.pipeline import campaign_date_for, connection_url, shard_list
+from recsys.pipeline import campaign_date_for, shard_list
 from recsys.settings import PROJECT_ROOT, load_settings
 
 PY = sys.executable
@@ -158,6 +166,37 @@ def test_connection_url_from_an_airflow_connection() -> None:
     assert parse_dsn(connection_url(socket)) == {"user": "postgres", "dbname": "recsys_demo", "host": "/srv/pg"}
 
 
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "postgresql://postgres@%2Fsrv%2Fpg:5433/shop",  # Airflow's form: the socket folder percent-encoded
+        "postgresql://postgres@/shop?host=%2Fsrv%2Fpg&port=5433",  # libpq's form: the folder in the query
+    ],
+)
+def test_an_airflow_connection_uri_may_point_at_a_unix_socket(uri: str) -> None:
+    from airflow.sdk import Connection
+
+    conn = Connection.from_uri(uri, conn_id="recsys_db") if hasattr(Connection, "from_uri") else None
+    if conn is None:
+        from airflow.models.connection import Connection as ModelConnection
+
+        conn = ModelConnection(conn_id="recsys_db", uri=uri)
+    url = connection_url(conn)
+    assert parse_dsn(url) == {"user": "postgres", "dbname": "shop", "host": "/srv/pg", "port": "5433"}
+    assert "/srv/pg:" not in url.split("?")[0], url
+
+
+def test_a_socket_url_round_trips_through_every_converter(server_url: str) -> None:
+    """The conversions the demo, the simulation and the tests use keep a socket host a host."""
+    from airflow.sdk import Connection
+
+    params = parse_dsn(server_url)
+    url = with_database(server_url, "elsewhere")
+    assert parse_dsn(url) == {**params, "dbname": "elsewhere"}
+    back = connection_url(Connection.from_json(airflow_connection(url), conn_id="recsys_db"))
+    assert parse_dsn(back) == {**params, "dbname": "elsewhere"}
+
+
 # --- the nightly DAG end to end -------------------------------------------------------------------
 
 
@@ -186,16 +225,8 @@ def airflow_metadata(server_url: str, tmp_path_factory: pytest.TempPathFactory) 
 def campaign_db(server_url: str) -> Iterator[str]:
     """A database of its own for the nightly runs (the DAG's migrate task creates the schema)."""
     name = f"recsys_test_nightly_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(server_url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    params = parse_dsn(server_url)
-    params["dbname"] = name
-    yield make_dsn(**params)
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-    admin.close()
+    yield create_database(server_url, name)
+    drop_database(server_url, name)
 
 
 OFFER_COLUMNS = (

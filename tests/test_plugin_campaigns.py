@@ -32,9 +32,8 @@ from typing import Any
 import psycopg2
 import pytest
 from psycopg2 import sql
-from psycopg2.extensions import make_dsn, parse_dsn
 
-from recsys.db import connect
+from recsys.db import airflow_connection, connect, create_database, drop_database
 from recsys.migrate import migrate
 from recsys.settings import PROJECT_ROOT, load_settings
 
@@ -72,13 +71,7 @@ PURCHASES = [(1, "2026-11-27 12:00", 50), (2, "2026-11-27 13:00", 30), (101, "20
 def campaign_db(server_url: str) -> Iterator[str]:
     """A fresh, migrated database holding two campaign runs, their outcomes and three models."""
     name = f"recsys_plugin_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(server_url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    params = parse_dsn(server_url)
-    params["dbname"] = name
-    url = make_dsn(**params)
+    url = create_database(server_url, name)
     try:
         with connect(url) as conn:
             migrate(conn, load_settings(env={}, database_url=url))
@@ -86,9 +79,7 @@ def campaign_db(server_url: str) -> Iterator[str]:
                 _fill(cur)
         yield url
     finally:
-        with admin.cursor() as cur:
-            cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-        admin.close()
+        drop_database(server_url, name)
 
 
 def _fill(cur: Any) -> None:
@@ -246,12 +237,6 @@ def _airflow_env(home: Path, campaign_url: str) -> dict[str, str]:
     (home / "dags").mkdir(parents=True, exist_ok=True)
     passwords = home / "passwords.json"
     passwords.write_text(json.dumps(PASSWORDS))
-    p = parse_dsn(campaign_url)
-    conn_uri = (
-        f"postgresql://{urllib.parse.quote(p.get('user', 'postgres'))}"
-        f"{':' + urllib.parse.quote(p['password']) if p.get('password') else ''}"
-        f"@{p.get('host', '127.0.0.1')}:{p.get('port', '5432')}/{p['dbname']}"
-    )
     env.update(
         AIRFLOW_HOME=str(home),
         AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"),
@@ -264,7 +249,7 @@ def _airflow_env(home: Path, campaign_url: str) -> dict[str, str]:
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(passwords),
         AIRFLOW__API_AUTH__JWT_SECRET=uuid.uuid4().hex,
         AIRFLOW__API__WORKERS="1",
-        AIRFLOW_CONN_RECSYS_DB=conn_uri,
+        AIRFLOW_CONN_RECSYS_DB=airflow_connection(campaign_url),
         RECSYS_DATABASE_URL="",
         OMP_NUM_THREADS="1",
     )

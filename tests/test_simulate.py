@@ -19,7 +19,7 @@ import pytest
 
 from recsys import simulate as sim
 from recsys.catalog import load_catalog
-from recsys.db import connect, fetch_all, fetch_value
+from recsys.db import connect, fetch_all, fetch_value, with_database
 from recsys.settings import PROJECT_ROOT, Settings
 from recsys.synth.generate import generate_data, truth_path_for
 from recsys.synth.truth import GroundTruth
@@ -246,7 +246,7 @@ def _drop(settings: Settings, name: str) -> None:
 @pytest.mark.slow
 def test_two_nights_close_the_feedback_loop(settings: Settings, tmp_path: Path) -> None:
     result = _run(settings, tmp_path, in_process=True)
-    url = sim.with_database(settings.database_url, result.config.database)
+    url = with_database(settings.database_url, result.config.database)
     try:
         first, second = (n.campaign_date for n in result.nights)
         # the table: one row per night, every value with its interval
@@ -330,7 +330,7 @@ def test_two_nights_close_the_feedback_loop(settings: Settings, tmp_path: Path) 
 @pytest.mark.slow
 def test_one_night_through_the_nightly_dag(settings: Settings, tmp_path: Path) -> None:
     result = _run(settings, tmp_path, in_process=False, nights=1)
-    url = sim.with_database(settings.database_url, result.config.database)
+    url = with_database(settings.database_url, result.config.database)
     try:
         (night,) = result.nights
         assert night.treated > 0 and night.model_version

@@ -31,7 +31,7 @@ def _url_from_airflow() -> str | None:
     from airflow.exceptions import AirflowNotFoundException
     from airflow.models.connection import Connection
 
-    from recsys.pipeline import connection_url
+    from recsys.db import connection_url
 
     try:
         conn = Connection.get_connection_from_secrets(CONN_ID)
