@@ -7,6 +7,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_PIN := $(shell grep -E '^torch==' requirements.txt)
+# Where torch comes from. Empty: the default index (on this project's CI machines a CPU build of the
+# pinned version is already on disk). On a machine where the default wheel pulls CUDA libraries,
+# `make test TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu` takes the CPU-only build.
+TORCH_INDEX_URL ?=
 PYTEST_ARGS ?=
 
 .PHONY: demo test test-fast lint format bench airflow clean help
@@ -24,7 +28,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	@# torch alone first: the CPU build of the pinned version, so pip never reaches for a CUDA one
-	$(PY) -m pip install --quiet "$(TORCH_PIN)"
+	$(PY) -m pip install --quiet $(if $(TORCH_INDEX_URL),--index-url "$(TORCH_INDEX_URL)") "$(TORCH_PIN)"
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)

@@ -27,10 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from recsys.errors import RecsysError
-from recsys.settings import PROJECT_ROOT
+from recsys.settings import package_dir
 
-DAGS_FOLDER = PROJECT_ROOT / "dags"
-PLUGINS_FOLDER = PROJECT_ROOT / "plugins"
+# The demo and the simulation run the project's own DAG file in-process: the one place outside
+# Airflow's DAG processor that loads dags/ (shipped inside the package, see pyproject.toml).
+DAGS_FOLDER = package_dir("dags")
+PLUGINS_FOLDER = package_dir("plugins")
 
 
 def configure(home: Path, metadata_url: str | None = None) -> dict[str, str]:

@@ -9,12 +9,31 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from recsys.errors import ConfigError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_ROOT = Path(__file__).resolve().parent
+PROJECT_ROOT = PACKAGE_ROOT.parent
+"""The checkout when running from one; for an installed package, its site-packages folder."""
+
+
+def package_dir(name: str) -> Path:
+    """A folder the package ships with: `sql`, `templates`, `dags` or `plugins`.
+
+    An installed package holds them inside itself (`recsys/sql`, ...: pyproject.toml maps the
+    repository's top-level folders there); a checkout (the editable install of `make`) has them
+    at the top level.
+    """
+    inside = PACKAGE_ROOT / name
+    return inside if inside.is_dir() else PROJECT_ROOT / name
+
+
+def state_root() -> Path:
+    """Where data, the inbox and the embedded server live by default: the checkout when running
+    from one, else the current directory (an installed package never writes into site-packages)."""
+    return PROJECT_ROOT if (PROJECT_ROOT / "pyproject.toml").is_file() else Path.cwd()
 
 _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -25,14 +44,14 @@ class Settings:
 
     database_url: str | None = None
     """PostgreSQL URL. Unset: an embedded server (pgserver) in `embedded_pgdata`."""
-    data_dir: Path = PROJECT_ROOT / "data"
+    data_dir: Path = field(default_factory=lambda: state_root() / "data")
     """Where generated data, the inbox and local state live."""
-    inbox: Path = PROJECT_ROOT / "data" / "inbox"
+    inbox: Path = field(default_factory=lambda: state_root() / "data" / "inbox")
     """Folder the nightly run loads new input files from; loaded files move to `inbox/loaded/`."""
-    embedded_pgdata: Path = PROJECT_ROOT / ".pgdata"
+    embedded_pgdata: Path = field(default_factory=lambda: state_root() / ".pgdata")
     """Data folder of the embedded PostgreSQL server (kept between runs)."""
-    sql_dir: Path = PROJECT_ROOT / "sql"
-    """Migrations, views and feature queries."""
+    sql_dir: Path = field(default_factory=lambda: package_dir("sql"))
+    """Migrations, views and feature queries (shipped inside the package)."""
     sender_role: str = "recsys_sender"
     """Database role for message senders: may call the sender functions and nothing else."""
     analyst_role: str = "recsys_analyst"

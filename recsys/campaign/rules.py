@@ -16,7 +16,7 @@ from typing import Any
 
 from recsys.catalog import ALLOWED_CHANNELS, DEFAULT_CONFIG
 from recsys.errors import ConfigError
-from recsys.settings import PROJECT_ROOT
+from recsys.settings import package_dir
 
 _TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
@@ -47,7 +47,7 @@ class CampaignRules:
     """No offer after a conversion within this many days; 0 = off."""
     first_name_fallback: str = "there"
     """Greeting when there is no usable first name."""
-    templates_dir: Path = PROJECT_ROOT / "templates"
+    templates_dir: Path = field(default_factory=lambda: package_dir("templates"))
     """Folder of the message templates."""
     sms_max_chars: int = 160
     """Longest sms body in GSM-7 septets."""
@@ -151,7 +151,7 @@ def parse_rules(data: dict[str, Any], source: Path) -> CampaignRules:
         retention_days=_int(section, "retention_days", 180, source, minimum=1),
         cooldown_days=_int(section, "cooldown_days", 2, source),
         first_name_fallback=_text(section, "first_name_fallback", "there", source),
-        templates_dir=templates if templates.is_absolute() else PROJECT_ROOT / templates,
+        templates_dir=_templates_dir(templates, source),
         sms_max_chars=_int(section, "sms_max_chars", 160, source, minimum=1),
         cap_window_days=_int(cap, "window_days", 7, source, minimum=1),
         cap_total=_int(cap, "total", 3, source, minimum=1),
@@ -161,6 +161,17 @@ def parse_rules(data: dict[str, Any], source: Path) -> CampaignRules:
     if rules.holdout_salt == rules.exploration_salt:
         raise ConfigError(f"{_where(source, 'exploration_salt')} must differ from holdout_salt (independent draws)")
     return rules
+
+
+def _templates_dir(configured: Path, source: Path) -> Path:
+    """The configured templates folder: absolute as given, else relative to the config file's
+    folder; `templates` with no such folder beside the config file is the set the package ships."""
+    if configured.is_absolute():
+        return configured
+    beside = source.parent / configured
+    if not beside.is_dir() and configured == Path("templates"):
+        return package_dir("templates")
+    return beside
 
 
 def load_rules(path: Path | None = None) -> CampaignRules:
