@@ -503,7 +503,74 @@ def _stage_csv(cur: psycopg2.extensions.cursor, spec: SheetSpec, path: Path) -> 
             sql.Identifier(f"stage_{spec.name}"),
             sql.SQL(", ").join(sql.Identifier(c) for c in columns),
         )
-        _copy(cur, copy.as_string(cur), f, path.name)
+        _copy(cur, copy.as_string(cur), _EndMarkerGuard(f), path.name)
+
+
+class _EndMarkerGuard(io.RawIOBase):
+    """A CSV byte stream for COPY in which a line that is exactly `\\.` reads as data.
+
+    PostgreSQL (before 18) ends `COPY ... FROM STDIN` at such a line, even in CSV format: the rows
+    after it would silently not be loaded. Quoted (`"\\."`) it is an ordinary one-field row, which
+    is what a CSV reader makes of it, so the file then loads or fails as its rows say (a row with
+    too few fields refuses the file, naming the line). Only lines outside quoted fields are
+    changed, with quote parity tracked exactly as COPY tracks it (quote and escape are both `"`:
+    every `"` toggles); a `\\.` line inside a multi-line quoted value is data already. Blocks
+    without a backslash followed by a dot pass through untouched, so large files stay fast.
+    """
+
+    _MARKER = re.compile(rb"(?<=[\r\n])\\\.(?=[\r\n])")
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._last = b"\n"  # the last byte passed on: the stream starts at a line start
+        self._tail = b""  # bytes read but not passed on yet (a marker may continue after them)
+        self._in_quote = False
+        self._eof = False
+        self._out = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self, size: int) -> None:
+        while not self._eof and len(self._out) < size:
+            chunk = self._raw.read(1 << 20)
+            self._eof = not chunk
+            block = self._last + self._tail + chunk
+            # Keep the last two bytes back unless the stream ended: a marker starting before the
+            # cut is then always followed by the byte that says whether it is a whole line.
+            cut = len(block) if self._eof else max(len(block) - 2, 1)
+            passed, end = self._guard(block, cut)
+            self._out += passed
+            self._last, self._tail = block[end - 1 : end], block[end:]
+
+    def _guard(self, block: bytes, cut: int) -> tuple[bytes, int]:
+        """block[1:end] with marker lines starting before `cut` quoted, and `end` (>= cut)."""
+        if b"\\." not in block:
+            self._in_quote ^= block.count(b'"', 1, cut) % 2 == 1
+            return block[1:cut], cut
+        out = []
+        position = scanned = 1  # passed on up to `position`; quotes counted up to `scanned`
+        for m in self._MARKER.finditer(block, 1, len(block)):
+            if m.start() >= cut:
+                break
+            self._in_quote ^= block.count(b'"', scanned, m.start()) % 2 == 1
+            scanned = m.start()
+            if self._in_quote:
+                continue  # inside a quoted value the line is data already
+            out += [block[position : m.start()], b'"\\."']
+            position = scanned = m.end()
+        end = max(cut, position)
+        self._in_quote ^= block.count(b'"', scanned, end) % 2 == 1
+        out.append(block[position:end])
+        return b"".join(out), end
+
+    def read(self, size: int = -1) -> bytes:
+        self._fill(size if size >= 0 else 1 << 62)
+        if size < 0:
+            data, self._out = self._out, b""
+        else:
+            data, self._out = self._out[:size], self._out[size:]
+        return data
 
 
 def _copy(cur: psycopg2.extensions.cursor, statement: str, stream: Any, where: str) -> None:
