@@ -70,7 +70,17 @@ def empty_database_url(server_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def migrated_url(database_url: str) -> str:
-    """The session database with the schema applied."""
+    """The session database with the schema applied.
+
+    With `RECSYS_TEST_UPGRADE_FROM=<release>` the database is first built at that release's head
+    (its frozen `sql/` under tests/data/releases/, no data), then migrated to today's: the tests
+    then run on an upgraded schema rather than a fresh one.
+    """
+    release = os.environ.get("RECSYS_TEST_UPGRADE_FROM")
+    if release:
+        from upgrade_support import build_release_database
+
+        build_release_database(database_url, release, fill=False)
     settings = load_settings(env={}, database_url=database_url)
     with connect(database_url) as conn:
         migrate(conn, settings)

@@ -1,0 +1,33 @@
+"""Databases at a previous release's head, for upgrade tests (test_upgrade.py and conftest.py)."""
+
+from __future__ import annotations
+
+from recsys.db import connect
+from recsys.migrate import migrate
+from recsys.settings import PROJECT_ROOT, load_settings
+
+RELEASES = PROJECT_ROOT / "tests" / "data" / "releases"
+PREVIOUS_RELEASE = "0.1.0"
+DATA_TABLES = (
+    "load_log",
+    "users",
+    "behavior_events",
+    "offer_history",
+    "policy_models",
+    "campaign_runs",
+    "campaign_offers",
+    "campaign_holdout",
+    "offer_events",
+    "consent_revocations",
+)
+
+
+def build_release_database(url: str, release: str, *, fill: bool = True) -> None:
+    """Migrate the empty database at `url` with `release`'s frozen sql/ and load its data."""
+    root = RELEASES / release
+    settings = load_settings(env={}, database_url=url, sql_dir=root / "sql")
+    with connect(url) as conn:
+        migrate(conn, settings)
+        if fill:
+            with conn.cursor() as cur:
+                cur.execute((root / "fill.sql").read_text(encoding="utf-8"))
