@@ -103,6 +103,8 @@ class SheetCounts:
     loaded: int = 0
     rejected: int = 0
     duplicate: int = 0
+    dropped: int = 0
+    """Loaded rows with a field dropped (a header field with a line break; in load_rejects)."""
 
     def as_dict(self) -> dict[str, int]:
         return {"read": self.read, "loaded": self.loaded, "rejected": self.rejected, "duplicate": self.duplicate}
@@ -132,6 +134,7 @@ class LoadResult:
             f"{name} {c.loaded:,} of {c.read:,} loaded"
             + (f", {c.rejected:,} rejected" if c.rejected else "")
             + (f", {c.duplicate:,} already present" if c.duplicate else "")
+            + (f", {c.dropped:,} with a field dropped" if c.dropped else "")
             for name, c in self.sheets.items()
         ]
         rate = self.total("read") / self.seconds if self.seconds > 0 else 0.0
@@ -394,6 +397,9 @@ def _validate_and_write(
         )
     cur.execute(sql.SQL("select count(*) from pg_temp.{} where is_rejected").format(checked))
     counts.rejected = cur.fetchone()[0] + formula_rows
+    if spec.name == "users":
+        cur.execute("select count(*) from pg_temp.users_checked where has_dropped_fields and not is_rejected")
+        counts.dropped = cur.fetchone()[0]
     if spec.name == "events":
         cur.execute("select min(event_at_v), max(event_at_v) from pg_temp.events_checked where not is_rejected")
         params["min_at"], params["max_at"] = cur.fetchone()

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from recsys.extract import LoadResult, load_file
 from recsys.settings import Settings
 
 REF = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+USER_HEADER = ("user_id", "email_opt_in", "sms_opt_in", "push_opt_in", "email", "phone", "push_token", "first_name")
 EVENT_HEADER = "event_id,user_id,session_id,timestamp,action,product_category,channel,amount"
 
 
@@ -106,4 +108,58 @@ def test_end_of_copy_marker_inside_quoted_values_is_kept(db: Connection, setting
         ("w1", "\\."),
         ("w2", "a\n\\.\nb"),
         ("w3", None),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Header fields
+
+
+def test_header_fields_with_line_breaks_are_dropped_and_the_user_kept(
+    db: Connection, settings: Settings, tmp_path: Path
+) -> None:
+    path = tmp_path / "users.csv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(USER_HEADER)
+        w.writerow([1, "true", "true", "false", "ann@example.com", "+15550001", "", "Ann\r\nBcc: all@example.com"])
+        w.writerow([2, "false", "true", "true", "bob@example.com\nBcc: x@example.com", "+1555\r0002", "tok\n2", "Bob"])
+        w.writerow([3, "true", "false", "false", "cy@example.com", "", "", "Cy\x0bde"])
+        w.writerow([4, "true", "false", "false", "dee@example.com", "", "", "Dée"])
+    result = _load(db, settings, path)
+    assert result.status == "loaded", result.describe()
+    counts = result.sheets["users"]
+    assert (counts.read, counts.loaded, counts.rejected, counts.dropped) == (4, 4, 0, 3)
+    assert "users 4 of 4 loaded, 3 with a field dropped" in result.describe()
+    users = fetch_all(
+        db,
+        "select user_id, email_opt_in, sms_opt_in, push_opt_in, email, phone, push_token, first_name"
+        " from recsys.users order by user_id",
+    )
+    assert [tuple(u.values()) for u in users] == [
+        (1, True, True, False, "ann@example.com", "+15550001", None, None),
+        (2, False, True, True, None, None, None, "Bob"),
+        (3, True, False, False, "cy@example.com", None, None, None),
+        (4, True, False, False, "dee@example.com", None, None, "Dée"),
+    ]
+    rejects = fetch_all(
+        db,
+        "select file_name, sheet, row_number, column_name, value, reason from recsys.load_rejects"
+        " order by row_number, column_name",
+    )
+    assert [(r["file_name"], r["sheet"], r["row_number"], r["column_name"], r["value"]) for r in rejects] == [
+        ("users.csv", "users", 2, "first_name", "Ann\r\nBcc: all@example.com"),
+        ("users.csv", "users", 3, "email", "bob@example.com\nBcc: x@example.com"),
+        ("users.csv", "users", 3, "phone", "+1555\r0002"),
+        ("users.csv", "users", 3, "push_token", "tok\n2"),
+        ("users.csv", "users", 4, "first_name", "Cy\x0bde"),
+    ]
+    assert rejects[0]["reason"] == "line break or control character: first_name dropped, the user loaded"
+    assert fetch_value(db, "select rows_rejected from recsys.load_log") == 0
+
+    # a later row that drops a field replaces the stored value: an unsafe name is never kept
+    again = _write(tmp_path / "users_2.csv", "user_id,email_opt_in,first_name", '4,false,"Dée\nX"')
+    assert _load(db, settings, again).total("loaded") == 1
+    assert fetch_all(db, "select email_opt_in, first_name from recsys.users where user_id = 4") == [
+        {"email_opt_in": False, "first_name": None}
     ]

@@ -1,4 +1,5 @@
--- Record every problem of every rejected staged user. Params: load_id, file_name.
+-- Record every problem of every rejected staged user, and every field dropped from a loaded one
+-- (a header field with a line break). Params: load_id, file_name.
 
 insert into recsys.load_rejects (load_id, file_name, sheet, row_number, column_name, value, reason)
 select
@@ -19,6 +20,10 @@ cross join
         ('push_opt_in', c.push_opt_in, c.push_opt_in_reason),
         ('email', c.email, c.email_reason),
         ('timezone', c.timezone, c.timezone_reason),
-        ('updated_at', c.updated_at, c.updated_at_reason)
+        ('updated_at', c.updated_at, c.updated_at_reason),
+        ('email', c.email, c.email_dropped),
+        ('phone', c.phone, c.phone_dropped),
+        ('push_token', c.push_token, c.push_token_dropped),
+        ('first_name', c.first_name, c.first_name_dropped)
     ) as p (column_name, value, reason)
-where c.is_rejected and p.reason is not null
+where (c.is_rejected or c.has_dropped_fields) and p.reason is not null

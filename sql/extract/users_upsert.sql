@@ -1,6 +1,7 @@
 -- Upsert the valid staged users. Within the file the row with the newest updated_at wins (rows
 -- without one lose to rows with one; ties go to the later row). Against the table: the newer
 -- updated_at wins when both rows have one, else this (later) load wins. Missing consent = none.
+-- A header field dropped at validation (a line break in it) is stored as null.
 -- Params: load_id. Returns the number of users inserted or updated.
 
 with latest as (
@@ -20,11 +21,11 @@ upserted as (
         coalesce(l.email_opt_in_v, false) as email_opt_in,
         coalesce(l.sms_opt_in_v, false) as sms_opt_in,
         coalesce(l.push_opt_in_v, false) as push_opt_in,
-        l.email,
-        l.phone,
-        l.push_token,
+        l.email_v,
+        l.phone_v,
+        l.push_token_v,
         l.timezone_v,
-        l.first_name,
+        l.first_name_v,
         l.updated_at_v,
         %(load_id)s,
         clock_timestamp() as loaded_at
