@@ -115,6 +115,15 @@ def ensure_roles(cur: psycopg2.extensions.cursor, settings: Settings) -> None:
     for role in (settings.analyst_role, settings.sender_role):
         _ensure_role(cur, role)
     cur.execute(sql.SQL("grant usage on schema recsys to {}, {}").format(analyst, sender))
+    # The Campaigns page logs in as this login and reads as the analyst role (`set role`); a login
+    # that may not grant the role itself leaves it to the deployer (the page's error says so).
+    cur.execute(
+        sql.SQL(
+            "do $$ begin if not (select rolsuper from pg_roles where rolname = current_user) then "
+            "execute format('grant %I to current_user', {lit}); end if; "
+            "exception when insufficient_privilege or invalid_grant_operation then null; end $$"
+        ).format(lit=sql.Literal(settings.analyst_role))
+    )
     cur.execute(
         "select c.relname from pg_class as c join pg_namespace as n on n.oid = c.relnamespace "
         "where n.nspname = 'recsys' and c.relkind = 'v' and c.relname like 'v\\_%%'"

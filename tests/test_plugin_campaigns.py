@@ -454,6 +454,137 @@ def test_requests_without_a_valid_login_are_refused(api: str, path: str) -> None
     assert status in (401, 403)
 
 
+@pytest.mark.parametrize(
+    "path", ["/recsys/docs", "/recsys/redoc", "/recsys/openapi.json", "/recsys/docs/oauth2-redirect"]
+)
+def test_fastapi_docs_routes_are_off(api: str, token: str, path: str) -> None:
+    """FastAPI serves its docs outside the app's dependencies: they must not exist at all."""
+    status, body = _request(api + path)
+    assert status in (401, 404), (status, body[:200])
+    assert b"openapi" not in body.lower() and b"/recsys/api/runs" not in body
+    status, _ = _request(api + path, token=token)
+    assert status == 404
+
+
+SESSION_CHECK = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import psycopg2
+from recsys_campaigns import data
+out = {"views": {}}
+with data.connect() as conn, conn.cursor() as cur:
+    cur.execute("select current_user, session_user, current_setting('transaction_read_only')")
+    out["current_user"], out["session_user"], out["read_only"] = cur.fetchone()
+    for view in ("v_campaign_runs", "v_campaign_schedule", "v_campaign_summary", "v_model_leaderboard"):
+        cur.execute(f"select count(*) from recsys.{view}")
+        out["views"][view] = cur.fetchone()[0]
+    for name, statement in [
+        ("select_users", "select count(*) from recsys.users"),
+        ("select_offers", "select count(*) from recsys.campaign_offers"),
+        ("insert_users", "insert into recsys.users (user_id) values (999999)"),
+        ("write_mode", "set transaction read write"),
+        ("reset_and_read", "reset role; select count(*) from recsys.users"),
+    ]:
+        cur.execute("savepoint probe")
+        try:
+            cur.execute(statement)
+            out[name] = "allowed"
+        except psycopg2.Error as e:
+            out[name] = e.pgcode
+        cur.execute("rollback to savepoint probe")
+    cur.execute("select has_table_privilege(current_user, 'recsys.campaign_offers', 'insert, update, delete')")
+    out["may_write_offers"] = cur.fetchone()[0]
+print("RESULT " + json.dumps(out))
+"""
+
+
+def _session_check(env: dict[str, str]) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", SESSION_CHECK, str(PROJECT_ROOT / "plugins")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, done.stderr[-3000:]
+    return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+def test_the_page_reads_as_the_analyst_role(airflow_home: tuple[Path, dict[str, str]], campaign_db: str) -> None:
+    """The page's session: the analyst role, every view it shows readable, no table, no write."""
+    _, env = airflow_home
+    out = _session_check(env)
+    assert out["current_user"] == load_settings(env={}).analyst_role == "recsys_analyst"
+    assert out["session_user"] == psycopg2.extensions.parse_dsn(campaign_db).get("user", "postgres")
+    assert (out["views"]["v_campaign_runs"], out["views"]["v_model_leaderboard"]) == (2, 3)
+    assert out["views"]["v_campaign_schedule"] > 0 and out["views"]["v_campaign_summary"] > 0
+    assert out["select_users"] == out["select_offers"] == "42501"  # insufficient_privilege
+    assert out["insert_users"] in ("42501", "25006")  # no privilege / read-only transaction
+    assert out["write_mode"] == "25001"  # the transaction has run queries: it stays read-only
+    assert out["read_only"] == "on" and out["may_write_offers"] is False
+    # `set role` guards the page's own queries; only a login of its own bounds arbitrary SQL
+    assert out["reset_and_read"] == "allowed"
+
+
+@pytest.fixture
+def owner_login(server_url: str) -> Iterator[dict[str, str]]:
+    """A database owned by a non-superuser login with CREATEROLE (as docker-compose creates it)."""
+    tag = uuid.uuid4().hex[:8]
+    names = {"owner": f"rs_owner_{tag}", "db": f"rs_owner_{tag}_db", "analyst": f"rs_{tag}_analyst"}
+    names["sender"], names["reader"] = f"rs_{tag}_sender", f"rs_{tag}_reader"
+    admin = psycopg2.connect(server_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("create role {} login createrole password 'pw'").format(sql.Identifier(names["owner"])))
+        cur.execute(sql.SQL("create database {} owner {}").format(*map(sql.Identifier, (names["db"], names["owner"]))))
+    p = psycopg2.extensions.parse_dsn(server_url)
+    names["url"] = psycopg2.extensions.make_dsn(
+        host=p.get("host"), port=p.get("port"), dbname=names["db"], user=names["owner"], password="pw"
+    )
+    try:
+        yield names
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(names["db"])))
+            for role in ("reader", "analyst", "sender", "owner"):
+                cur.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(names[role])))
+        admin.close()
+
+
+def test_a_schema_owner_login_reads_as_the_analyst_role(
+    airflow_home: tuple[Path, dict[str, str]], owner_login: dict[str, str]
+) -> None:
+    """`recsys db migrate` run by the owner login lets that login act as the analyst role."""
+    if str(psycopg2.extensions.parse_dsn(owner_login["url"]).get("host", "")).startswith("/"):
+        pytest.skip("password login needs a TCP test server")
+    settings = load_settings(
+        env={}, database_url=owner_login["url"], analyst_role=owner_login["analyst"], sender_role=owner_login["sender"]
+    )
+    with connect(owner_login["url"]) as conn:
+        migrate(conn, settings)
+    with connect(owner_login["url"]) as conn, conn.cursor() as cur:  # the deployer's login for the page
+        cur.execute(
+            sql.SQL("create role {} login password 'pw' in role {}").format(
+                sql.Identifier(owner_login["reader"]), sql.Identifier(owner_login["analyst"])
+            )
+        )
+    _, env = airflow_home
+    env = {**env, "RECSYS_ANALYST_ROLE": owner_login["analyst"]}
+    env["AIRFLOW_CONN_RECSYS_DB"] = airflow_connection(owner_login["url"])
+    out = _session_check(env)
+    assert (out["current_user"], out["session_user"]) == (owner_login["analyst"], owner_login["owner"])
+    assert out["views"]["v_campaign_runs"] == 0
+    assert out["select_users"] == "42501"
+
+    # a login of the page's own (recsys_analyst_db) is preferred, and bounds even a `reset role`
+    reader_url = psycopg2.extensions.make_dsn(owner_login["url"], user=owner_login["reader"], password="pw")
+    env["AIRFLOW_CONN_RECSYS_ANALYST_DB"] = airflow_connection(reader_url)
+    out = _session_check(env)
+    assert (out["current_user"], out["session_user"]) == (owner_login["analyst"], owner_login["reader"])
+    assert out["select_users"] == out["reset_and_read"] == "42501"
+
+
 def test_a_viewer_login_may_read(api: str) -> None:
     status, body = _request(f"{api}/recsys/api/runs?limit=1", token=_login(api, "viewer1"))
     assert status == 200

@@ -3,7 +3,8 @@
 Mounted by the plugin under `/recsys` of the Airflow API server. Every route depends on Airflow's
 own authentication (the JWT in the `Authorization: Bearer` header, or the `_token` cookie the UI
 holds) and on the auth manager allowing the user to see plugin views: plugin endpoints are not
-protected by Airflow otherwise. All routes are read-only (GET) and read recsys's analyst views.
+protected by Airflow otherwise. All routes are read-only (GET) and read recsys's analyst views as
+the analyst role. FastAPI's own /docs, /redoc and /openapi.json are off: they bypass the login.
 """
 
 from __future__ import annotations
@@ -117,7 +118,12 @@ def template_environment() -> Environment:
 
 def create_app() -> FastAPI:
     """The Campaigns app. Builds routes and the template environment; connects to nothing."""
+    # No /docs, /redoc or /openapi.json: FastAPI serves them outside the app's dependencies, so
+    # they would describe the API to anyone who can reach the server, logged in or not.
     app = FastAPI(
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
         title="recsys campaigns",
         description="Campaign runs, their offers, outcomes and lift, and the model leaderboard (read-only).",
         dependencies=[_require_login()],

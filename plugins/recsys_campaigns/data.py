@@ -2,8 +2,10 @@
 
 The database is the Airflow connection `recsys_db` (an `AIRFLOW_CONN_RECSYS_DB` variable, a secrets
 backend or the metadata database), else `RECSYS_DATABASE_URL`. It is resolved per request, never at
-import, and every query runs in a read-only transaction with a statement timeout, so the page can
-neither write nor hold the API server's workers for long.
+import. The session then acts as the analyst role (`RECSYS_ANALYST_ROLE`, default `recsys_analyst`:
+SELECT on the `v_*` views and nothing else) before its first query, and every query runs in a
+read-only transaction with a statement timeout, so the page can read neither the tables behind the
+views nor write, nor hold the API server's workers for long.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ if TYPE_CHECKING:  # the driver loads on the first request, not when the API ser
     import psycopg2.extensions
 
 CONN_ID = "recsys_db"
+ANALYST_CONN_ID = "recsys_analyst_db"
+"""An optional login of its own for the page (a member of the analyst role): used when defined."""
 STATEMENT_TIMEOUT_MS = 30_000
 Z_95 = 1.959963984540054
 
@@ -26,18 +30,31 @@ class DatabaseUnavailable(RuntimeError):
     """The campaign database is not configured or does not answer."""
 
 
+def _analyst_role() -> str:
+    """The analyst role's name from the settings (validated there as a plain identifier)."""
+    from recsys.errors import ConfigError
+    from recsys.settings import load_settings
+
+    try:
+        return load_settings().analyst_role
+    except ConfigError as e:
+        raise DatabaseUnavailable(f"the campaign page's settings are invalid: {e}") from e
+
+
 def _url_from_airflow() -> str | None:
-    """URL of the `recsys_db` Airflow connection (the same conversion the DAG tasks use), or None."""
+    """URL of the `recsys_analyst_db` Airflow connection, else of `recsys_db` (the same conversion
+    the DAG tasks use), or None."""
     from airflow.exceptions import AirflowNotFoundException
     from airflow.models.connection import Connection
 
     from recsys.db import connection_url
 
-    try:
-        conn = Connection.get_connection_from_secrets(CONN_ID)
-    except AirflowNotFoundException:
-        return None
-    return connection_url(conn)
+    for conn_id in (ANALYST_CONN_ID, CONN_ID):
+        try:
+            return connection_url(Connection.get_connection_from_secrets(conn_id))
+        except AirflowNotFoundException:
+            continue
+    return None
 
 
 @contextmanager
@@ -45,6 +62,7 @@ def connect() -> Iterator[psycopg2.extensions.connection]:
     """A read-only connection to the campaign database, closed (and rolled back) on exit."""
     import psycopg2
 
+    role = _analyst_role()
     url = _url_from_airflow() or os.environ.get("RECSYS_DATABASE_URL")
     if not url:
         raise DatabaseUnavailable(
@@ -58,6 +76,7 @@ def connect() -> Iterator[psycopg2.extensions.connection]:
         raise DatabaseUnavailable(f"cannot connect to the campaign database ({CONN_ID}): {first_line}") from e
     try:
         conn.set_session(readonly=True)
+        _act_as_analyst(conn, role)
         with conn.cursor() as cur:
             cur.execute("set time zone 'UTC'")
             cur.execute("select set_config('statement_timeout', %s, true)", (str(STATEMENT_TIMEOUT_MS),))
@@ -67,6 +86,28 @@ def connect() -> Iterator[psycopg2.extensions.connection]:
     finally:
         conn.rollback()
         conn.close()
+
+
+def _act_as_analyst(conn: psycopg2.extensions.connection, role: str) -> None:
+    """`set role` to the analyst role for this transaction (the connection is closed after it).
+
+    The login of `recsys_db` usually owns the schema; the page's queries must not read with its
+    rights. It may act as the analyst role when it is a superuser or a member of the role (`recsys
+    db migrate` makes the login that migrates one). A `recsys_analyst_db` login is the stronger
+    boundary: even SQL that ran `reset role` would be left with that login's rights.
+    """
+    import psycopg2
+    from psycopg2 import sql
+
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("set role {}").format(sql.Identifier(role)))
+    except psycopg2.Error as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DatabaseUnavailable(
+            f"the login of the campaign database ({CONN_ID}) cannot act as the analyst role {role!r}: "
+            f"{first_line}; run `recsys db migrate` with that login, or `grant {role} to <login>`"
+        ) from e
 
 
 def _rows(conn: psycopg2.extensions.connection, query: str, params: Any = None) -> list[dict[str, Any]]:
