@@ -70,7 +70,11 @@ def test_campaign_summary_counts_rates_and_lift(cdb: Connection) -> None:
     s.add_offers(cdb, "r", DAY, 21, 23, channel="sms", offer_type="free_shipping", timing="delay_1hour")
     holdout(cdb, 31, 32, "push", "bundle", "delay_6hours", "new")
     with cdb.cursor() as cur:
-        cur.execute("update recsys.campaign_offers set status = 'sent', sent_at = scheduled_at where user_id <= 8")
+        # sent on the campaign date, before the events reported for them (events come after the send)
+        cur.execute(
+            "update recsys.campaign_offers set status = 'sent', sent_at = %s where user_id <= 8",
+            (MIDNIGHT + dt.timedelta(hours=8),),
+        )
     cdb.commit()
 
     # purchases in [Nov 1 00:00 UTC, Nov 4 00:00 UTC): treated 1-4 (4 of 10), holdout 11 (1 of 5)

@@ -34,6 +34,21 @@ def write(path: Path, *lines: str) -> Path:
     return path
 
 
+def claimed_at(conn: Connection, at: dt.datetime) -> list[int]:
+    """Claim every due email offer through claim_offers, then date that claim back to `at` (events
+    are accepted only for claimed offers, from their first claim on)."""
+    rows = fetch_all(conn, "select offer_id from recsys.claim_offers('email', 'w1', 10000, interval '5 minutes')")
+    ids = [r["offer_id"] for r in rows]
+    with conn.cursor() as cur:
+        cur.execute(
+            "update recsys.campaign_offers set claimed_at = %(at)s, first_claimed_at = %(at)s "
+            "where offer_id = any(%(ids)s)",
+            {"at": at, "ids": ids},
+        )
+    conn.commit()
+    return ids
+
+
 def events(conn: Connection) -> list[tuple]:
     rows = fetch_all(conn, "select offer_id, event, event_at, revenue, source from recsys.offer_events order by 1, 2")
     return [tuple(r.values()) for r in rows]
@@ -43,6 +58,7 @@ def test_feedback_file_loads_events_and_rejects_bad_rows(cdb: Connection, settin
     s.add_users(cdb, 1, 3)
     s.add_run(cdb, "r", DAY)
     a, b, c = s.add_offers(cdb, "r", DAY, 1, 3)
+    claimed_at(cdb, dt.datetime(2026, 11, 23, 7, tzinfo=dt.UTC))
     f = write(
         tmp_path / "feedback_day1.csv",
         "Offer_ID,Event,Event_At,Revenue,note",
@@ -87,10 +103,62 @@ def test_feedback_file_loads_events_and_rejects_bad_rows(cdb: Connection, settin
     ]
 
 
+def test_feedback_rows_outside_the_protocol_bounds_are_rejected(
+    cdb: Connection, settings: Settings, tmp_path: Path
+) -> None:
+    """The rules of record_offer_event hold for files: a row for an offer no sender claimed, or
+    with an event_at before the first claim or after now (each beyond the 5 minute skew), is a
+    reject row naming the column; a bounce suppresses the address."""
+    s.add_users(cdb, 1, 4)
+    s.add_run(cdb, "r", DAY)
+    a, b, c = s.add_offers(cdb, "r", DAY, 1, 3)
+    (d,) = s.add_offers(cdb, "r", DAY, 4, 4, due_in=dt.timedelta(hours=2))  # not due: never claimed
+    claimed_at(cdb, dt.datetime(2026, 11, 23, 7, tzinfo=dt.UTC))
+    tomorrow = (fetch_value(cdb, "select now()") + dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    f = write(
+        tmp_path / "feedback_bounds.csv",
+        "offer_id,event,event_at",
+        f"{a},delivered,2026-11-23T09:00:00Z",
+        f"{a},opened,2026-11-23T06:00:00Z",  # an hour before the claim
+        f"{d},opened,2026-11-23T10:00:00Z",  # never claimed
+        f"{b},delivered,2026-11-23T09:00:00Z",
+        f"{b},bounced,2026-11-23T09:30:00Z",
+        f"{c},delivered,2026-11-23T09:00:00Z",
+        f"{c},clicked,{tomorrow}",  # after now, though before this load's (odd) reference time
+    )
+    (result,) = ingest_feedback(cdb, settings, f, reference_at=dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
+    assert result.status == "loaded", result.describe()
+    assert [e[:2] for e in events(cdb)] == [(a, "delivered"), (b, "bounced"), (b, "delivered"), (c, "delivered")]
+    rejects = fetch_all(
+        cdb, "select row_number, column_name, value, reason from recsys.load_rejects where file_name = %s order by 1",
+        (f.name,),
+    )  # fmt: skip
+    assert [(r["row_number"], r["column_name"]) for r in rejects] == [(3, "event_at"), (4, "offer_id"), (8, "event_at")]
+    assert rejects[0]["value"] == "2026-11-23T06:00:00Z"
+    assert (
+        rejects[0]["reason"] == "before the offer's first claim at 2026-11-23T07:00:00Z (less the 5 minute clock skew)"
+    )
+    assert (rejects[1]["value"], rejects[1]["reason"]) == (
+        str(d), "offer was never claimed by a sender: no event can have happened to it"
+    )  # fmt: skip
+    assert rejects[2]["reason"] == "timestamp is in the future (after now plus the 5 minute clock skew)"
+    log = fetch_all(cdb, "select rows_read, rows_loaded, rows_rejected from recsys.load_log where file_name = %s",
+                    (f.name,))  # fmt: skip
+    assert [tuple(r.values()) for r in log] == [(7, 4, 3)]
+    # the bounce suppressed user 2's address: the next night's offer to it is cancelled at the claim
+    assert fetch_all(cdb, "select channel, address, offer_id, user_id from recsys.address_suppressions") == [
+        {"channel": "email", "address": "u2@example.com", "offer_id": b, "user_id": 2}
+    ]
+    s.add_run(cdb, "r2", DAY + dt.timedelta(days=1))
+    s.add_offers(cdb, "r2", DAY + dt.timedelta(days=1), 2, 2)
+    assert fetch_all(cdb, "select * from recsys.claim_offers('email', 'w1', 10, interval '5 minutes')") == []
+
+
 def test_feedback_is_idempotent_and_first_report_wins(cdb: Connection, settings: Settings, tmp_path: Path) -> None:
     s.add_users(cdb, 1, 1)
     s.add_run(cdb, "r", DAY)
     (a,) = s.add_offers(cdb, "r", DAY, 1, 1)
+    claimed_at(cdb, dt.datetime(2026, 11, 23, 7, tzinfo=dt.UTC))
     with cdb.cursor() as cur:
         cur.execute("select recsys.record_offer_event(%s, 'opened', '2026-11-23T08:00:00Z', null)", (a,))
     cdb.commit()
@@ -126,6 +194,7 @@ def test_inbox_loads_feedback_files_after_the_others(cdb: Connection, settings: 
     s.add_users(cdb, 1, 1)
     s.add_run(cdb, "r", DAY)
     (a,) = s.add_offers(cdb, "r", DAY, 1, 1)
+    claimed_at(cdb, dt.datetime(2026, 11, 23, 7, tzinfo=dt.UTC))
     write(settings.inbox / "feedback_1.csv", "offer_id,event,event_at", f"{a},clicked,2026-11-23T10:00:00Z")
     results = load_inbox(cdb, settings, reference_at=REF)
     assert [(r.path.name, r.status) for r in results] == [("feedback_1.csv", "loaded")]
@@ -137,6 +206,7 @@ def test_cli_ingest_feedback(cdb: Connection, migrated_url: str, tmp_path: Path)
     s.add_users(cdb, 1, 1)
     s.add_run(cdb, "r", DAY)
     (a,) = s.add_offers(cdb, "r", DAY, 1, 1)
+    claimed_at(cdb, dt.datetime(2026, 11, 23, 7, tzinfo=dt.UTC))
     folder = tmp_path / "fb"
     write(folder / "feedback_a.csv", "offer_id,event,event_at", f"{a},delivered,2026-11-23T10:00:00Z")
     write(folder / "feedback_b.csv", "offer_id,event,event_at,revenue", f"{a},converted,2026-11-23T11:00:00Z,5")

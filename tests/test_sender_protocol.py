@@ -43,6 +43,18 @@ def call(conn: Connection, query: str, *params: object) -> object:
     return value
 
 
+def claimed_at(conn: Connection, at: dt.datetime, channel: str = "email") -> list[int]:
+    """Claim every due offer of the channel through claim_offers, then date that claim back to `at`
+    (events may only be recorded for claimed offers, from their first claim on)."""
+    ids = [r["offer_id"] for r in claim(conn, "w1", 10000, channel)]
+    call(
+        conn,
+        "update recsys.campaign_offers set claimed_at = %s, first_claimed_at = %s where offer_id = any(%s) returning 1",
+        at, at, ids,
+    )  # fmt: skip
+    return ids
+
+
 def test_claim_returns_due_offers_of_published_runs_only(cdb: Connection) -> None:
     s.add_users(cdb, 1, 30)
     s.add_run(cdb, "pub", DAY)
@@ -192,6 +204,7 @@ def test_offer_events_are_idempotent_and_unsubscribe_revokes(cdb: Connection) ->
     a, b = s.add_offers(cdb, "r", DAY, 1, 2)
     t1 = dt.datetime(2026, 11, 20, 10, tzinfo=dt.UTC)
     t2 = t1 + dt.timedelta(hours=1)
+    claimed_at(cdb, t1 - dt.timedelta(hours=1))
     assert call(cdb, "select recsys.record_offer_event(%s, %s, %s, %s)", a, "opened", t1, None) is True
     assert call(cdb, "select recsys.record_offer_event(%s, %s, %s, %s)", a, "opened", t2, None) is False
     assert call(cdb, "select recsys.record_offer_event(%s, %s, %s, %s)", a, "converted", t2, 42.505) is True
@@ -223,6 +236,7 @@ def test_unsubscribe_older_than_the_users_row_does_not_revoke(cdb: Connection) -
     s.add_run(cdb, "r", DAY)
     (a,) = s.add_offers(cdb, "r", DAY, 1, 1)
     old = dt.datetime(2025, 12, 1, tzinfo=dt.UTC)
+    claimed_at(cdb, old - dt.timedelta(hours=1))
     assert call(cdb, "select recsys.record_offer_event(%s, 'unsubscribed', %s, null)", a, old) is True
     assert fetch_value(cdb, "select email_opt_in from recsys.users where user_id = 1") is True
     assert fetch_value(cdb, "select count(*) from recsys.consent_revocations") == 1
@@ -309,6 +323,7 @@ def test_sender_role_can_use_the_protocol_and_nothing_else(sender_login: tuple[s
         assert client.ack(a) is True
         assert client.fail(b, "boom") is True
         assert client.record_event(a, "opened", dt.datetime.now(dt.UTC)) is True
+        assert client.record_event(a, "bounced", dt.datetime.now(dt.UTC)) is True  # writes a suppression
 
     conn = psycopg2.connect(url)
     conn.autocommit = True
@@ -320,6 +335,7 @@ def test_sender_role_can_use_the_protocol_and_nothing_else(sender_login: tuple[s
             "update recsys.campaign_offers set status = 'sent'",
             "insert into recsys.offer_events (offer_id, event, event_at) values (1, 'opened', now())",
             "delete from recsys.consent_revocations",
+            "delete from recsys.address_suppressions",
             "select recsys.expire_offers()",
             "create table recsys.x (a int)",
         ):
@@ -329,6 +345,8 @@ def test_sender_role_can_use_the_protocol_and_nothing_else(sender_login: tuple[s
         conn.close()
 
     assert s.statuses(cdb) == {"sent": 1, "scheduled": 1, "claimed": 1}
+    assert fetch_value(cdb, "select address from recsys.address_suppressions") == "u1@example.com"
+    s.reset(cdb)  # the suppressed address must not reach later tests
     # and no privilege on any relation of the schema, EXECUTE on exactly the four definer functions
     granted = fetch_all(
         cdb,

@@ -1,7 +1,8 @@
 -- Insert the valid staged feedback rows into offer_events, as record_offer_event does: once per
 -- (offer, event), the first report wins (an earlier load, else the file's first row). A new
 -- unsubscribe revokes the channel's consent: consent_revocations, and the users row's opt-in set
--- to false unless that row is newer than the unsubscribe. Returns the number of events added.
+-- to false unless that row is newer than the unsubscribe; a new bounce suppresses the address
+-- (address_suppressions). Returns the number of events added.
 
 with firsts as (
     select distinct on (offer_id_v, event) *
@@ -81,11 +82,54 @@ users_revoked as (
     returning 1
 ),
 
+-- a new bounce suppresses the address the offer went to (the user's present one when the offer
+-- was marked sent without a claim), as record_offer_event does
+bounces as (
+    select distinct on (a.channel, a.address)
+        a.channel,
+        a.address,
+        i.offer_id,
+        o.user_id,
+        i.event_at
+    from inserted as i
+    inner join recsys.campaign_offers as o on i.offer_id = o.offer_id
+    left join recsys.users as u on o.user_id = u.user_id
+    cross join
+        lateral (
+            select
+                o.channel,
+                recsys.normalized_address(
+                    o.channel,
+                    coalesce(
+                        o.claimed_address,
+                        case o.channel when 'email' then u.email when 'sms' then u.phone else u.push_token end
+                    )
+                ) as address
+        ) as a
+    where i.event = 'bounced' and a.address is not null
+    order by a.channel asc, a.address asc, i.event_at asc
+),
+
+suppressed as (
+    insert into recsys.address_suppressions (channel, address, reason, offer_id, user_id, suppressed_at)
+    select
+        channel,
+        address,
+        'bounced' as reason,
+        offer_id,
+        user_id,
+        event_at
+    from bounces
+    on conflict (channel, address) do nothing
+    returning 1
+),
+
 final as (
     select
         (select count(*) from inserted) as events_added,
         (select count(*) from revoked) as consents_revoked,
-        (select count(*) from users_revoked) as users_updated
+        (select count(*) from users_revoked) as users_updated,
+        (select count(*) from suppressed) as addresses_suppressed
 )
 
 select events_added from final

@@ -4,7 +4,13 @@
 -- Lifecycle of an offer: scheduled -> claimed (leased to one worker) -> sent; a failure puts it back
 -- to scheduled behind a back-off until max_attempts claims were used, then failed; a claim whose
 -- lease runs out without ack or fail becomes claimable again; past expires_at it becomes expired;
--- a user who no longer consents to the channel (or has no address on it) gets it cancelled.
+-- a user who no longer consents to the channel (or has no address on it), or whose address on it
+-- is suppressed (a hard bounce, recsys.address_suppressions), gets it cancelled.
+--
+-- Bounds (documented in the README, "Protocol bounds"): a lease is at most 1 hour and a retry_after
+-- at most 24 hours (longer values are clamped; a negative retry_after counts as zero); events are
+-- accepted only for offers a sender claimed (first_claimed_at), with an event_at between the first
+-- claim and now(), each side widened by recsys.offer_event_clock_skew() (5 minutes).
 --
 -- Who holds an offer: the worker named in claimed_by while the status is 'claimed', i.e. the worker
 -- that made the latest claim. Its ack or fail is accepted even after its lease ran out, as long as
@@ -16,6 +22,37 @@
 -- role gets EXECUTE on them and no privilege on any table (recsys/migrate.py ensure_roles). JIT is
 -- off for them: the claim's cost estimate (a scan of every due offer, though it stops after a batch)
 -- crosses jit_above_cost, and compiling took seconds per call for a query that runs in milliseconds.
+
+create or replace function recsys.offer_event_clock_skew()
+returns interval
+language sql
+immutable
+parallel safe
+as $$ select interval '5 minutes' $$;
+
+comment on function recsys.offer_event_clock_skew() is
+'How far an offer event''s event_at may lie outside [first claim, now()]: the clocks of providers '
+'and senders differ from the database''s by a little. record_offer_event and feedback files use it.';
+
+create or replace function recsys.normalized_address(p_channel text, p_address text)
+returns text
+language sql
+immutable
+parallel safe
+as $$
+    select nullif(
+        case p_channel
+            when 'email' then lower(btrim(p_address))
+            when 'sms' then regexp_replace(p_address, '[[:space:]().-]', '', 'g')
+            else btrim(p_address)
+        end,
+        ''
+    )
+$$;
+
+comment on function recsys.normalized_address(text, text) is
+'An address as address_suppressions keys it, so that the same address written differently stays '
+'the same: email trimmed and lower-cased, phone without spaces, dots, dashes and brackets, push token trimmed.';
 
 create or replace function recsys.expire_offers(p_channel text default null)
 returns integer
@@ -96,6 +133,10 @@ set search_path = pg_catalog, pg_temp
 set jit = off
 as $$
 declare
+    -- A lease longer than this is clamped to it: a sender that dies holding a batch keeps it from
+    -- every other sender for at most this long.
+    max_lease constant interval := interval '1 hour';
+    lease interval;
     wanted integer := p_max_rows;
     got integer;
     seen integer;
@@ -116,6 +157,7 @@ begin
         raise exception 'claim_offers: lease must be a positive interval, got %', coalesce(p_lease::text, 'null')
             using errcode = '22023';
     end if;
+    lease := least(p_lease, max_lease);
 
     loop
         seen := 0;
@@ -124,26 +166,32 @@ begin
         -- oldest due first through campaign_offers_claimable_idx, skipping rows another caller holds.
         -- Each row is claimed, or (stale rows come first in this order) expires past expires_at,
         -- fails when its last attempt's lease ran out, or is cancelled when its user no longer
-        -- consents to the channel or has no address on it. The consent and run checks are scalar
-        -- subqueries, not joins, so the plan stays on the index in due order and stops early.
+        -- consents to the channel or has no address on it, or when that address is suppressed.
+        -- The consent, address and run checks are scalar subqueries, not joins, so the plan stays on
+        -- the index in due order and stops early.
         for rec in
             with window_rows as (
                 select
                     o.campaign_date,
                     o.offer_id,
-                    case
-                        when o.expires_at <= now() then 'expired'
-                        when o.attempts >= o.max_attempts then 'failed'
-                        when not coalesce((
-                            select case p_channel
-                                when 'email' then u.email_opt_in and nullif(btrim(u.email), '') is not null
-                                when 'sms' then u.sms_opt_in and nullif(btrim(u.phone), '') is not null
-                                else u.push_opt_in and nullif(btrim(u.push_token), '') is not null
-                            end
-                            from recsys.users as u where u.user_id = o.user_id
-                        ), false) then 'cancelled'
-                        else 'claimed'
-                    end as new_status
+                    o.expires_at,
+                    o.attempts,
+                    o.max_attempts,
+                    -- the address, only when the user consents to the channel and has one there
+                    (
+                        select case p_channel
+                            when 'email' then
+                                case when u.email_opt_in and nullif(btrim(u.email), '') is not null then u.email end
+                            when 'sms' then
+                                case when u.sms_opt_in and nullif(btrim(u.phone), '') is not null then u.phone end
+                            else
+                                case
+                                    when u.push_opt_in and nullif(btrim(u.push_token), '') is not null
+                                        then u.push_token
+                                end
+                        end
+                        from recsys.users as u where u.user_id = o.user_id
+                    ) as reachable_address
                 from recsys.campaign_offers as o
                 where
                     o.channel = p_channel
@@ -156,34 +204,53 @@ begin
                 for update of o skip locked
             ),
 
+            decided as (
+                select
+                    w.campaign_date,
+                    w.offer_id,
+                    w.reachable_address,
+                    case
+                        when w.expires_at <= now() then 'expired'
+                        when w.attempts >= w.max_attempts then 'failed'
+                        when w.reachable_address is null then 'cancelled'
+                        when exists (
+                            select from recsys.address_suppressions as s
+                            where
+                                s.channel = p_channel
+                                and s.address = recsys.normalized_address(p_channel, w.reachable_address)
+                        ) then 'suppressed'
+                        else 'claimed'
+                    end as outcome
+                from window_rows as w
+            ),
+
             changed as (
                 update recsys.campaign_offers as o
                 set
-                    status = w.new_status,
-                    attempts = o.attempts + (w.new_status = 'claimed')::integer,
-                    claimed_by = case when w.new_status = 'claimed' then p_worker else o.claimed_by end,
-                    claimed_at = case when w.new_status = 'claimed' then now() else o.claimed_at end,
-                    lease_until = case when w.new_status = 'claimed' then now() + p_lease end,
-                    last_error = case w.new_status
+                    status = case d.outcome when 'suppressed' then 'cancelled' else d.outcome end,
+                    attempts = o.attempts + (d.outcome = 'claimed')::integer,
+                    claimed_by = case when d.outcome = 'claimed' then p_worker else o.claimed_by end,
+                    claimed_at = case when d.outcome = 'claimed' then now() else o.claimed_at end,
+                    claimed_address = case when d.outcome = 'claimed' then d.reachable_address else o.claimed_address end,
+                    lease_until = case when d.outcome = 'claimed' then now() + lease end,
+                    last_error = case d.outcome
                         when 'failed' then coalesce(o.last_error || '; ', '')
                             || 'lease ran out on the last attempt without ack or fail'
                         when 'cancelled' then 'cancelled at claim: the user no longer consents to '
                             || p_channel || ' or has no address'
+                        when 'suppressed' then 'cancelled at claim: the user''s ' || p_channel
+                            || ' address is suppressed (it bounced); a new address lifts it'
                         else o.last_error
                     end,
                     updated_at = now()
-                from window_rows as w
-                where o.campaign_date = w.campaign_date and o.offer_id = w.offer_id
+                from decided as d
+                where o.campaign_date = d.campaign_date and o.offer_id = d.offer_id
                 returning
-                    o.offer_id, o.user_id, o.channel, o.subject, o.body, o.offer_type, o.offer_value,
-                    o.scheduled_at, o.expires_at, o.attempts, o.status
+                    o.offer_id, o.user_id, o.channel, o.claimed_address, o.subject, o.body, o.offer_type,
+                    o.offer_value, o.scheduled_at, o.expires_at, o.attempts, o.status
             )
 
-            select
-                c.*,
-                case p_channel when 'email' then u.email when 'sms' then u.phone else u.push_token end as address
-            from changed as c
-            left join recsys.users as u on c.user_id = u.user_id
+            select * from changed
         loop
             seen := seen + 1;
             if rec.status = 'claimed' then
@@ -191,7 +258,7 @@ begin
                 offer_id := rec.offer_id;
                 user_id := rec.user_id;
                 channel := rec.channel;
-                address := rec.address;
+                address := rec.claimed_address;
                 subject := rec.subject;
                 body := rec.body;
                 offer_type := rec.offer_type;
@@ -210,8 +277,9 @@ end;
 $$;
 
 comment on function recsys.claim_offers(text, text, integer, interval) is
-'Sender protocol: lease up to max_rows due offers of published runs on a channel to worker for lease; '
-'returns each with the recipient''s address. Offers whose user no longer consents become cancelled.';
+'Sender protocol: lease up to max_rows due offers of published runs on a channel to worker for lease '
+'(at most 1 hour: a longer lease is clamped); returns each with the recipient''s address. Offers whose '
+'user no longer consents, has no address, or whose address is suppressed (bounced) become cancelled.';
 
 create or replace function recsys.ack_offer(p_offer_id bigint, p_worker text)
 returns boolean
@@ -255,22 +323,48 @@ set search_path = pg_catalog, pg_temp
 set jit = off
 as $$
 declare
-    backoff interval;
+    -- A retry_after longer than this is clamped to it (a provider's Retry-After of days would hold
+    -- the offer past any useful time); a negative one (a Retry-After date already past) counts as 0.
+    max_retry_after constant interval := interval '24 hours';
+    -- (greatest and least skip nulls: null, no retry_after given, must stay null)
+    retry_after interval := case
+        when p_retry_after is not null then least(greatest(p_retry_after, interval '0'), max_retry_after)
+    end;
 begin
-    if p_retry_after is not null and p_retry_after < interval '0' then
-        raise exception 'fail_offer: retry_after must not be negative, got %', p_retry_after using errcode = '22023';
-    end if;
-    -- default back-off: 1 minute after the first attempt, doubling, at most 1 hour
+    -- default back-off: 1 minute after the first attempt, doubling, at most 1 hour. An offer whose
+    -- retry would come at or after its expiry expires now instead of waiting for it.
+    with target as (
+        select
+            o.campaign_date,
+            o.offer_id,
+            o.attempts < o.max_attempts as may_retry,
+            now() + coalesce(retry_after, least(interval '1 minute' * power(2, o.attempts - 1), interval '1 hour'))
+                as retry_at,
+            o.expires_at
+        from recsys.campaign_offers as o
+        where o.offer_id = p_offer_id and o.status = 'claimed' and o.claimed_by = p_worker
+    )
+
     update recsys.campaign_offers as o
     set
-        status = case when o.attempts < o.max_attempts then 'scheduled' else 'failed' end,
-        lease_until = case
-            when o.attempts < o.max_attempts
-                then now() + coalesce(p_retry_after, least(interval '1 minute' * power(2, o.attempts - 1), interval '1 hour'))
+        status = case
+            when not t.may_retry then 'failed'
+            when t.retry_at >= t.expires_at then 'expired'
+            else 'scheduled'
         end,
-        last_error = left(coalesce(nullif(btrim(p_error), ''), 'unspecified error'), 2000),
+        lease_until = case when t.may_retry and t.retry_at < t.expires_at then t.retry_at end,
+        last_error = left(
+            coalesce(nullif(btrim(p_error), ''), 'unspecified error')
+            || case
+                when t.may_retry and t.retry_at >= t.expires_at
+                    then ' (no retry: it would come after the offer expires)'
+                else ''
+            end,
+            2000
+        ),
         updated_at = now()
-    where o.offer_id = p_offer_id and o.status = 'claimed' and o.claimed_by = p_worker;
+    from target as t
+    where o.campaign_date = t.campaign_date and o.offer_id = t.offer_id;
     if found then
         return true;
     end if;
@@ -284,7 +378,8 @@ $$;
 
 comment on function recsys.fail_offer(bigint, text, text, interval) is
 'Sender protocol: the claim holder reports a failed send: back to scheduled behind a back-off '
-'(retry_after, default 1 min doubling per attempt, at most 1 h) while attempts remain, else failed. '
+'(retry_after clamped to [0, 24 h]; default 1 min doubling per attempt, at most 1 h) while attempts '
+'remain, else failed; expired at once when the retry would come at or after expires_at. '
 'Returns false when the worker does not hold the claim.';
 
 create or replace function recsys.record_offer_event(
@@ -297,8 +392,12 @@ set search_path = pg_catalog, pg_temp
 set jit = off
 as $$
 declare
+    skew constant interval := recsys.offer_event_clock_skew();
+    skew_text constant text := extract(epoch from skew)::integer / 60 || ' minute';
     offer_user bigint;
     offer_channel text;
+    first_claim timestamptz;
+    sent_to text;
     is_new boolean;
 begin
     if p_event is null or p_event not in ('delivered', 'opened', 'clicked', 'converted', 'unsubscribed', 'bounced') then
@@ -312,11 +411,29 @@ begin
         raise exception 'record_offer_event: revenue must be >= 0, got % (offer %)', p_revenue, p_offer_id
             using errcode = '22023';
     end if;
-    select o.user_id, o.channel into offer_user, offer_channel
+    select o.user_id, o.channel, o.first_claimed_at, o.claimed_address
+    into offer_user, offer_channel, first_claim, sent_to
     from recsys.campaign_offers as o
     where o.offer_id = p_offer_id;
     if not found then
         raise exception 'record_offer_event: no offer with offer_id %', coalesce(p_offer_id::text, 'null')
+            using errcode = '22023';
+    end if;
+    -- Bounds: nothing can happen to an offer no sender took, or before it was taken, or later than
+    -- now (a far-future unsubscribe would stamp the users row with a time no later upsert beats).
+    if first_claim is null then
+        raise exception 'record_offer_event: % of offer % refused: the offer was never claimed by a sender',
+            p_event, p_offer_id
+            using errcode = '22023', hint = 'Events are accepted once a sender has claimed the offer.';
+    end if;
+    if p_event_at < first_claim - skew then
+        raise exception 'record_offer_event: % of offer % at % refused: before the offer''s first claim at % (less the % clock skew)',
+            p_event, p_offer_id, p_event_at, first_claim, skew_text
+            using errcode = '22023';
+    end if;
+    if p_event_at > now() + skew then
+        raise exception 'record_offer_event: % of offer % at % refused: in the future (later than now, %, plus the % clock skew)',
+            p_event, p_offer_id, p_event_at, now(), skew_text
             using errcode = '22023';
     end if;
 
@@ -338,10 +455,29 @@ begin
             updated_at = greatest(u.updated_at, p_event_at)
         where u.user_id = offer_user and (u.updated_at is null or u.updated_at <= p_event_at);
     end if;
+
+    -- Every bounced report counts as a hard bounce (soft ones are send failures: fail_offer).
+    -- It suppresses the address the offer went to; offers marked sent without a claim (the
+    -- simulator) have none recorded, and the user's present address stands in.
+    if is_new and p_event = 'bounced' then
+        if sent_to is null then
+            select case offer_channel when 'email' then u.email when 'sms' then u.phone else u.push_token end
+            into sent_to
+            from recsys.users as u
+            where u.user_id = offer_user;
+        end if;
+        insert into recsys.address_suppressions (channel, address, reason, offer_id, user_id, suppressed_at)
+        select offer_channel, a.address, 'bounced', p_offer_id, offer_user, p_event_at
+        from (select recsys.normalized_address(offer_channel, sent_to) as address) as a
+        where a.address is not null
+        on conflict (channel, address) do nothing;
+    end if;
     return is_new;
 end;
 $$;
 
 comment on function recsys.record_offer_event(bigint, text, timestamptz, numeric) is
 'Sender protocol: records what happened to an offer, once per (offer, event): the first report wins '
-'and the result says whether this one was new. unsubscribed revokes the channel''s consent.';
+'and the result says whether this one was new. Refused (22023, nothing written) for an offer never '
+'claimed, or an event_at before its first claim or after now(), each by more than '
+'offer_event_clock_skew(). unsubscribed revokes the channel''s consent; bounced suppresses the address.';
