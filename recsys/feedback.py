@@ -4,8 +4,11 @@ A `feedback*.csv` file (contract section 1: offer_id, event, event_at, revenue) 
 loader's machinery in `recsys.extract` (COPY into staging, validation with every bad row kept in
 `load_rejects`, `load_log`, one transaction per file, a file known by its checksum is not loaded
 twice) and ends in `offer_events` exactly as `record_offer_event` would put it: once per (offer,
-event), the first report wins, and an unsubscribe revokes the channel's consent. The nightly inbox
-load picks feedback files up the same way.
+event), the first report wins, an unsubscribe revokes the channel's consent, and a bounce suppresses
+the address the offer went to. The protocol's bounds hold too: a row for an offer no sender claimed,
+or with an `event_at` before the offer's first claim or after now (each beyond the 5 minute clock
+skew, `recsys.offer_event_clock_skew()`), is a reject row naming the column, never loaded. The
+nightly inbox load picks feedback files up the same way.
 """
 
 from __future__ import annotations

@@ -231,6 +231,9 @@ begin
                     attempts = o.attempts + (d.outcome = 'claimed')::integer,
                     claimed_by = case when d.outcome = 'claimed' then p_worker else o.claimed_by end,
                     claimed_at = case when d.outcome = 'claimed' then now() else o.claimed_at end,
+                    first_claimed_at = case
+                        when d.outcome = 'claimed' then coalesce(o.first_claimed_at, now()) else o.first_claimed_at
+                    end,
                     claimed_address = case when d.outcome = 'claimed' then d.reachable_address else o.claimed_address end,
                     lease_until = case when d.outcome = 'claimed' then now() + lease end,
                     last_error = case d.outcome
