@@ -140,6 +140,64 @@ def test_a_missing_secret_stops_interpolation(raw: dict[str, Any]) -> None:
         _interpolate(raw, env)
 
 
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET|TOKEN|(^|_)KEY($|_)")
+SECRETS = (
+    "POSTGRES_PASSWORD",
+    "AIRFLOW_DB_PASSWORD",
+    "RECSYS_DB_PASSWORD",
+    "AIRFLOW_ADMIN_PASSWORD",
+    "AIRFLOW_JWT_SECRET",
+)
+
+
+def test_no_password_or_secret_has_a_default() -> None:
+    """Every use of a password or secret variable is `${VAR:?message}`: no default that works."""
+    uses = [
+        (m.group("braced") or m.group("bare"), m.group("op"), m.group(0))
+        for m in _VARIABLE.finditer(COMPOSE.read_text())
+        if m.group(0) != "$$"
+    ]
+    secret_uses = [u for u in uses if SECRET_NAME.search(u[0])]
+    assert {name for name, _, _ in secret_uses} == set(SECRETS)
+    loose = [text for _, op, text in secret_uses if op != ":?"]
+    assert not loose, f"secrets with a default or allowed empty: {loose}"
+    example = _env_example()
+    assert all(name in example and example[name] == "" for name in SECRETS), ".env.example leaves them to fill"
+    for script in ("docker/postgres/init-databases.sh", "docker/airflow-init.sh"):
+        text = (PROJECT_ROOT / script).read_text()
+        found = [m for m in _VARIABLE.finditer(text) if m.group(0) != "$$"]
+        loose = [m.group(0) for m in found if SECRET_NAME.search(m.group(0)) and m.group("op") in ("-", ":-")]
+        assert not loose, f"{script}: secrets with a default: {loose}"
+
+
+@pytest.mark.parametrize("secret", SECRETS)
+def test_compose_refuses_to_start_without_each_secret(raw: dict[str, Any], secret: str) -> None:
+    env = {name: value or "x" for name, value in _env_example().items()}
+    for missing in ({k: v for k, v in env.items() if k != secret}, {**env, secret: ""}):
+        with pytest.raises(ValueError, match=secret):
+            _interpolate(raw, missing)
+
+
+def test_the_fernet_key_is_generated_never_empty(compose: dict[str, Any]) -> None:
+    init = (PROJECT_ROOT / "docker" / "airflow-init.sh").read_text()
+    for name in ("airflow-init", *AIRFLOW_SERVICES):
+        env = compose["services"][name]["environment"]
+        assert "AIRFLOW__CORE__FERNET_KEY" not in env, f"{name}: an empty or fixed Fernet key"
+        assert env["AIRFLOW__CORE__FERNET_KEY_CMD"] == f"cat {env['AIRFLOW_FERNET_KEY_FILE']}"
+        key_dir = str(Path(env["AIRFLOW_FERNET_KEY_FILE"]).parent)
+        volumes = {v.split(":")[1]: v.split(":")[0] for v in compose["services"][name]["volumes"]}
+        assert volumes[key_dir] == "airflow-auth", f"{name}: the key's folder is the shared volume"
+    assert init.index("Fernet.generate_key()") < init.index("airflow db migrate")
+
+
+def test_postgres_is_published_on_the_loopback_only(compose: dict[str, Any]) -> None:
+    assert compose["services"]["postgres"]["ports"] == ["127.0.0.1:5432:5432"]
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            if name != "airflow-apiserver":
+                assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+
+
 def test_every_variable_without_a_default_is_in_env_example() -> None:
     used = _variables(COMPOSE.read_text())
     documented = _env_example()
@@ -185,7 +243,7 @@ def test_airflow_services_mount_the_code_and_find_dags_plugins_and_the_database(
         assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/airflow/project/dags"
         assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] == "/opt/airflow/project/plugins"
         assert env["PYTHONPATH"] == "/opt/airflow/project"
-        assert env["AIRFLOW_CONN_RECSYS_DB"] == "postgresql://recsys:recsys@postgres:5432/recsys"
+        assert env["AIRFLOW_CONN_RECSYS_DB"] == "postgresql://recsys:test-recsys_db_password@postgres:5432/recsys"
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith("@postgres:5432/airflow")
         assert service["image"] == "recsys-airflow:latest"
         assert service["build"]["dockerfile"] == "docker/airflow.Dockerfile"
@@ -356,12 +414,25 @@ def test_airflow_init_script_prepares_metadata_login_and_campaign_schema(
         AIRFLOW_CONN_RECSYS_DB=recsys_url,
         RECSYS_SENDER_ROLE=scratch_names["RECSYS_SENDER_ROLE"],
         RECSYS_ANALYST_ROLE=scratch_names["RECSYS_ANALYST_ROLE"],
+        AIRFLOW_FERNET_KEY_FILE=str(tmp_path / "auth" / "fernet.key"),
+        AIRFLOW__CORE__FERNET_KEY_CMD=f"cat {tmp_path / 'auth' / 'fernet.key'}",
     )
     script = PROJECT_ROOT / "docker" / "airflow-init.sh"
+    keys = []
     for _ in range(2):  # idempotent: `docker compose up` may run it again
         done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-2000:]
+        keys.append((tmp_path / "auth" / "fernet.key").read_text().strip())
     assert "airflow-init: done" in done.stdout
+    from cryptography.fernet import Fernet
+
+    assert keys[0] == keys[1] and Fernet(keys[0].encode())  # made once, a valid key, then kept
+    assert (tmp_path / "auth" / "fernet.key").stat().st_mode & 0o777 == 0o600
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    used = subprocess.run(
+        [airflow, "config", "get-value", "core", "fernet_key"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert used.stdout.strip().splitlines()[-1] == keys[0]  # what Airflow encrypts with
     assert json.loads(passwords.read_text()) == {"admin": "s3cret"}
     assert (tmp_path / "airflow.db").stat().st_size > 0
     with psycopg2.connect(make_dsn(recsys_url)) as conn, conn.cursor() as cur:

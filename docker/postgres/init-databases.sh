@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # PostgreSQL's first start (docker-entrypoint-initdb.d): the Airflow metadata database and the
 # recsys campaign database, each owned by its own login role. The recsys role may create roles:
-# `recsys db migrate` creates the sender and analyst roles.
+# `recsys db migrate` creates the sender and analyst roles. The passwords have no default.
 set -euo pipefail
 
 create_database() {
@@ -13,5 +13,5 @@ select format('create database %I owner %I', :'database', :'user') \gexec
 SQL
 }
 
-create_database "${AIRFLOW_DB_USER:-airflow}" "${AIRFLOW_DB_PASSWORD:-airflow}" "${AIRFLOW_DB_NAME:-airflow}" "nocreaterole"
-create_database "${RECSYS_DB_USER:-recsys}" "${RECSYS_DB_PASSWORD:-recsys}" "${RECSYS_DB_NAME:-recsys}" "createrole"
+create_database "${AIRFLOW_DB_USER:-airflow}" "${AIRFLOW_DB_PASSWORD:?AIRFLOW_DB_PASSWORD is not set}" "${AIRFLOW_DB_NAME:-airflow}" "nocreaterole"
+create_database "${RECSYS_DB_USER:-recsys}" "${RECSYS_DB_PASSWORD:?RECSYS_DB_PASSWORD is not set}" "${RECSYS_DB_NAME:-recsys}" "createrole"
