@@ -540,7 +540,12 @@ def holdout_users(conn: Connection, night: dt.date) -> np.ndarray:
 
 
 def record_responses(conn: Connection, responses: Responses) -> int:
-    """Write the outcomes through the sender protocol's `record_offer_event`, in one statement."""
+    """Write the outcomes through the sender protocol's `record_offer_event`, in one statement.
+
+    The protocol refuses events dated in the future (beyond a small clock skew), as it would from a
+    real provider; outcomes of the last simulated night that lie after the wall clock's now (the
+    default start puts that night yesterday) are not recorded: no later night would read them, and
+    the night's value is measured under the truth, not from these events."""
     ids, names, times, revenue = responses.offer_events()
     if not ids:
         return 0
@@ -550,6 +555,7 @@ def record_responses(conn: Connection, responses: Responses) -> int:
             select count(recsys.record_offer_event(e.offer_id, e.event, e.event_at, e.revenue))
             from unnest(%s::bigint[], %s::text[], %s::timestamptz[], %s::numeric[])
                 as e (offer_id, event, event_at, revenue)
+            where e.event_at <= now()
             """,
             (ids, names, times, revenue),
         )

@@ -206,6 +206,38 @@ def test_only_evaluation_and_the_simulator_name_the_truth() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_outcomes_after_the_wall_clock_wait_and_the_rest_are_recorded(db) -> None:
+    """The last simulated night lies yesterday: its later outcomes would be refused by the protocol
+    as future events; they are left out, the others recorded."""
+    import sender_support as s
+
+    s.reset(db)
+    s.add_users(db, 1, 1)
+    today = dt.datetime.now(dt.UTC).date()
+    s.add_run(db, "sim-night", today)
+    (offer,) = s.add_offers(db, "sim-night", today, 1, 1, due_in=dt.timedelta(hours=-2))
+    with db.cursor() as cur:  # the simulated sender marks offers sent at their scheduled time
+        cur.execute(
+            "update recsys.campaign_offers set status = 'sent', attempts = 1, sent_at = scheduled_at "
+            "where offer_id = %s",
+            (offer,),
+        )
+    db.commit()
+    now = dt.datetime.now(dt.UTC)
+
+    times = [now - dt.timedelta(hours=1), now + dt.timedelta(hours=3)]
+
+    class Outcomes:
+        def offer_events(self) -> tuple[list[int], list[str], list[dt.datetime], list[float | None]]:
+            return [offer, offer], ["delivered", "opened"], times, [None, None]
+
+    assert sim.record_responses(db, Outcomes()) == 1  # type: ignore[arg-type]
+    db.commit()
+    assert fetch_all(db, "select event from recsys.offer_events where offer_id = %s", (offer,)) == [
+        {"event": "delivered"}
+    ]
+
+
 def test_bad_arguments_are_one_line_errors(settings: Settings, tmp_path: Path) -> None:
     with pytest.raises(sim.RecsysError, match="--nights must be a whole number >= 1"):
         sim.simulate(sim.SimulateConfig(nights=0, out=tmp_path), settings, echo=False)
