@@ -81,13 +81,25 @@ class Settings:
     smtp_password: str = ""
     """SMTP password."""
     smtp_starttls: bool = False
-    """Upgrade the SMTP connection with STARTTLS."""
+    """Upgrade the SMTP connection with STARTTLS (certificate and host name verified)."""
+    smtp_ssl: bool = False
+    """Implicit TLS from the first byte (SMTPS, usually port 465; port 465 implies it)."""
+    smtp_ca_file: str = ""
+    """PEM file of extra CAs to trust for the SMTP server's certificate (a private CA)."""
     smtp_from: str = "offers@example.com"
     """From address of offer emails."""
     webhook_url: str = ""
     """URL the `webhook` sender adapter POSTs each offer to."""
     webhook_timeout_seconds: int = 10
     """Timeout of one webhook request."""
+    webhook_secret: str = ""
+    """Secret shared with the webhook receiver: every request is signed with HMAC-SHA256 of it."""
+    unsubscribe_url: str = ""
+    """https URL of the shop's unsubscribe endpoint, with `{offer_id}` and `{token}` (empty: a mailto link)."""
+    unsubscribe_secret: str = ""
+    """Secret of the unsubscribe token (HMAC-SHA256 of the offer id), shared with that endpoint."""
+    unsubscribe_mailbox: str = ""
+    """Address of the mailto unsubscribe link (empty: the From address)."""
 
     @property
     def loaded_dir(self) -> Path:

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from recsys.campaign.messages import MARKER, Renderer, TemplateProblem, gsm7_length, offer_text
+from recsys.campaign.messages import (
+    MARKER,
+    UNSUBSCRIBE_MARKER,
+    Renderer,
+    TemplateProblem,
+    gsm7_length,
+    offer_text,
+)
 from recsys.campaign.rules import load_rules
 from recsys.catalog import DEFAULT_CONFIG, load_catalog
 from recsys.errors import ConfigError
@@ -22,7 +29,13 @@ def templates(tmp_path: Path) -> Path:
 
 
 def _renderer(templates_dir: Path, **kw) -> Renderer:
-    return Renderer(load_catalog(), templates_dir, fallback="there", sms_max_chars=kw.get("sms_max_chars", 160))
+    return Renderer(
+        load_catalog(),
+        templates_dir,
+        fallback="there",
+        sms_max_chars=kw.get("sms_max_chars", 160),
+        validity_hours=kw.get("validity_hours", 24),
+    )
 
 
 def test_every_shipped_template_renders_with_catalog_units() -> None:
@@ -42,6 +55,20 @@ def test_every_shipped_template_renders_with_catalog_units() -> None:
     assert "<b>tools</b>" in str(html.subject)  # the subject is plain text
 
 
+def test_every_email_has_an_unsubscribe_link_and_the_campaign_validity() -> None:
+    renderer = _renderer(load_rules().templates_dir, validity_hours=48)
+    for offer_type in load_catalog().offer_types:
+        email = renderer.render("email", offer_type, 10.0, "books")
+        for body in (email.body, email.fallback_body):
+            assert f'<a href="{UNSUBSCRIBE_MARKER}">Unsubscribe</a>' in body
+            assert "Valid for 48 hours." in body and "24" not in body
+        sms = renderer.render("sms", offer_type, 10.0, "books")
+        assert "Valid 48h." in sms.body and UNSUBSCRIBE_MARKER not in sms.body
+    # the default campaign (24 hours) keeps the texts it always had
+    sms = _renderer(load_rules().templates_dir).render("sms", "discount", 10.0, None)
+    assert sms.fallback_body == "Hi there! Take 10% off your next order. Valid 24h. Reply STOP to opt out."
+
+
 def test_offer_text_per_unit() -> None:
     assert offer_text("percent_off", 5.0, None) == "5% off"
     assert offer_text("min_order_value", 15.0, None) == "free shipping on orders over 15"
@@ -58,6 +85,8 @@ def test_offer_text_per_unit() -> None:
         ("sms/discount.body.txt.j2", "x" * 161, r"sms is 161 GSM-7 characters, over the limit of 160"),
         ("sms/recommendation.body.txt.j2", "{{ offer_text }} \u2764", r"characters outside GSM-7"),
         ("push/bundle.body.txt.j2", "{% if false %}x{% endif %}", r"renders an empty body"),
+        ("email/bundle.body.html.j2", "<p>{{ offer_text }}</p>", r"every email needs a visible unsubscribe link"),
+        ("sms/bundle.body.txt.j2", "{{ offer_text }} {{ unsubscribe_url }}", r"'unsubscribe_url' is undefined"),
     ],
 )
 def test_template_errors_name_the_template(templates: Path, name: str, text: str | None, message: str) -> None:

@@ -210,7 +210,9 @@ def test_one_offer_per_eligible_user_never_on_a_channel_without_consent(campaign
     assert sum(run["counts"]["channel"].values()) == len(rows)
     assert set(run["timings"]) >= {"load", "score", "render", "write"}
     assert all(r["status"] == "scheduled" and r["max_attempts"] == 3 for r in rows)
-    assert all(r["body"] and "\u27e6" not in r["body"] for r in rows)
+    # first names are filled in; only an email's unsubscribe link is left for the sender
+    assert all(r["body"] and "\u27e6first_name\u27e7" not in r["body"] for r in rows)
+    assert all(("\u27e6unsubscribe_url\u27e7" in r["body"]) == (r["channel"] == "email") for r in rows)
 
 
 def test_frequency_cap_per_channel_cap_and_cooldown_mask_actions(campaign) -> None:

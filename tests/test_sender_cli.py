@@ -84,6 +84,19 @@ def test_send_refuses_bad_options_in_one_line(migrated_url: str, tmp_path: Path)
     result = s.run_cli(migrated_url, tmp_path, "send", "--channel", "sms", "--adapter", "smtp", "--once")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "the smtp adapter sends email, not sms" in result.stderr
+    # unsafe settings: the sender refuses to start, before it claims anything
+    result = s.run_cli(
+        migrated_url, tmp_path, "send", "--channel", "push", "--adapter", "webhook", "--once",
+        RECSYS_WEBHOOK_URL="https://shop.example/offers",
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "set RECSYS_WEBHOOK_SECRET" in result.stderr
+    result = s.run_cli(
+        migrated_url, tmp_path, "send", "--channel", "email", "--adapter", "smtp", "--once",
+        RECSYS_SMTP_USER="shop", RECSYS_SMTP_PASSWORD="pw",
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "would be plain text" in result.stderr and "the password is never sent without TLS" in result.stderr
 
 
 def test_sigterm_stops_a_polling_sender_cleanly(cdb: Connection, migrated_url: str, tmp_path: Path) -> None:

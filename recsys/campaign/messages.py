@@ -7,8 +7,15 @@ place of the user's first name; the database fills the marker per user in the bu
 
 Parts per channel: email `subject.txt` + `body.html`; sms `body.txt`; push `subject.txt` (the title)
 + `body.txt`. Variables: first_name, offer_type, value (formatted), value_unit, offer_text (e.g.
-"10% off"), category (None for offers without one), channel. Use `first_name` as is (no filters):
-it is filled in after rendering.
+"10% off"), category (None for offers without one), channel, validity_hours and validity (e.g. "24
+hours"): how long the offer is valid, the campaign's `validity_hours` that sets every offer's
+`expires_at = scheduled_at + validity_hours`; email also unsubscribe_url. Use `first_name` and
+`unsubscribe_url` as they are (no filters): both are filled in after rendering.
+
+Every email body must contain `unsubscribe_url` (a visible unsubscribe link). It renders as
+UNSUBSCRIBE_MARKER, which the sender replaces at send time with the offer's own link (its offer id
+and token are known only then: see `recsys.sender.unsubscribe`), so the rendering stays once per
+distinct offer and the link's secret stays with the senders.
 
 SMS: a body must fit `sms_max_chars` GSM-7 septets (one part; extension characters count twice)
 with the fallback greeting; a user's own first name is used in an sms only when it is plain GSM-7
@@ -28,6 +35,7 @@ from recsys.catalog import Catalog
 from recsys.errors import RecsysError
 
 MARKER = "\u27e6first_name\u27e7"
+UNSUBSCRIBE_MARKER = "\u27e6unsubscribe_url\u27e7"
 PARTS = {
     "email": (("subject", "txt"), ("body", "html")),
     "sms": (("body", "txt"),),
@@ -57,6 +65,11 @@ def gsm7_length(text: str) -> int | None:
         else:
             return None
     return n
+
+
+def validity_text(hours: int) -> str:
+    """The validity in words: "1 hour", "24 hours"."""
+    return f"{hours} hour" if hours == 1 else f"{hours} hours"
 
 
 def offer_text(unit: str, value: float, category: str | None) -> str:
@@ -98,8 +111,13 @@ class Rendered:
 class Renderer:
     """Renders (channel, offer type, value, category) combinations, each once."""
 
-    def __init__(self, catalog: Catalog, templates_dir: Path, *, fallback: str, sms_max_chars: int) -> None:
+    def __init__(
+        self, catalog: Catalog, templates_dir: Path, *, fallback: str, sms_max_chars: int, validity_hours: int
+    ) -> None:
+        if validity_hours < 1:
+            raise TemplateProblem(f"validity of {validity_hours} hours: must be at least 1")
         self.catalog = catalog
+        self.validity_hours = validity_hours
         self.env = environment(templates_dir)
         self.templates_dir = templates_dir
         self.fallback = fallback
@@ -134,7 +152,11 @@ class Renderer:
             "offer_text": offer_text(unit, value, category),
             "category": category,
             "channel": channel,
+            "validity_hours": self.validity_hours,
+            "validity": validity_text(self.validity_hours),
         }
+        if channel == "email":
+            context["unsubscribe_url"] = UNSUBSCRIBE_MARKER
         out: dict[str, str | None] = {"subject": None, "body": None}
         fallback: dict[str, str | None] = {"subject": None, "body": None}
         names = []
@@ -146,6 +168,11 @@ class Renderer:
             if not out[part]:
                 raise TemplateProblem(f"template {name}: renders an empty {part}")
         body = str(out["body"])
+        if channel == "email" and UNSUBSCRIBE_MARKER not in body:
+            raise TemplateProblem(
+                f"template {names[-1]}: every email needs a visible unsubscribe link, e.g. "
+                '<a href="{{ unsubscribe_url }}">Unsubscribe</a>'
+            )
         max_chars = None
         if channel == "sms":
             max_chars = self.sms_max_chars

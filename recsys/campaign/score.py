@@ -785,7 +785,11 @@ def score_campaign(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     renderer = Renderer(
-        catalog, rules.templates_dir, fallback=rules.first_name_fallback, sms_max_chars=rules.sms_max_chars
+        catalog,
+        rules.templates_dir,
+        fallback=rules.first_name_fallback,
+        sms_max_chars=rules.sms_max_chars,
+        validity_hours=rules.validity_hours,
     )
     with connect(url) as conn:
         has_features = fetch_value(

@@ -4,6 +4,12 @@ adapter, and acks or fails it through the sender protocol (contract section 3).
 It holds no state of its own: everything is in `campaign_offers`. Stopping (SIGINT/SIGTERM) finishes
 the offer being delivered and acks it; offers claimed but not yet delivered are left to their lease,
 after which any sender claims them again, so nothing is lost and nothing is sent twice by us.
+
+A failure of one offer (`SendError`) fails that offer and the sender goes on with the next. When
+the server or endpoint itself is down or asks to wait (`ChannelDown`), the rest of the batch is
+failed with the same error and `Retry-After` without being tried (each would only wait for the same
+timeout), and the sender pauses: `--once` ends the run, a polling sender waits before claiming again.
+Addresses are masked in every log line and `last_error`.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from recsys.sender.adapters import Adapter, SendError
+from recsys.sender.adapters import Adapter, ChannelDown, SendError, mask_address, scrub
 from recsys.sender.protocol import ProtocolClient
 
 log = logging.getLogger(__name__)
@@ -32,6 +38,8 @@ class SendStats:
     sent: int = 0
     failed: int = 0
     refused_acks: int = 0
+    channel_down: str | None = None
+    """The last error that stopped a batch (server or endpoint down), if any."""
     seconds: float = 0.0
     claim_seconds: float = 0.0
     deliver_seconds: float = 0.0
@@ -51,7 +59,13 @@ class SendStats:
                 f", acking {self.report_seconds / self.seconds:.0%}"
             )
         text += ")"
+        if self.channel_down:
+            text += f"; last batch stopped: {self.channel_down}"
         return text + (" - stopped by signal" if self.stopped else "")
+
+
+# the longest a polling sender waits after its server was down or asked it to wait
+MAX_PAUSE_SECONDS = 300.0
 
 
 def default_worker() -> str:
@@ -83,7 +97,8 @@ def run_sender(
                     break
                 stop.wait(poll_seconds)
                 continue
-            for offer in offers:
+            pause: float | None = None
+            for i, offer in enumerate(offers):
                 if stop.is_set():
                     break  # the rest of the batch stays claimed until its lease runs out
                 t0 = time.perf_counter()
@@ -91,11 +106,23 @@ def run_sender(
                     adapter.send(offer)
                 except SendError as e:
                     t1 = time.perf_counter()
-                    log.warning("offer %s to %s failed: %s", offer.offer_id, offer.address, e)
-                    client.fail(offer.offer_id, str(e))
+                    error = scrub(str(e), offer.address)
+                    log.warning("offer %s to %s failed: %s", offer.offer_id, mask_address(offer.address), error)
+                    client.fail(offer.offer_id, error, e.retry_after)
                     stats.failed += 1
+                    if isinstance(e, ChannelDown):
+                        rest = offers[i + 1 :]
+                        for other in rest:
+                            client.fail(other.offer_id, f"not tried: {error}", e.retry_after)
+                        stats.failed += len(rest)
+                        stats.channel_down = error
+                        log.warning("batch stopped, %d offers left untried for a retry: %s", len(rest), error)
+                        wait = e.retry_after.total_seconds() if e.retry_after else 0.0
+                        pause = min(max(poll_seconds, wait), MAX_PAUSE_SECONDS)
                     stats.deliver_seconds += t1 - t0
                     stats.report_seconds += time.perf_counter() - t1
+                    if pause is not None:
+                        break
                     continue
                 t1 = time.perf_counter()
                 acked = client.ack(offer.offer_id)
@@ -106,6 +133,10 @@ def run_sender(
                 else:
                     stats.refused_acks += 1
                     log.warning("offer %s: ack refused, another sender holds it now", offer.offer_id)
+            if pause is not None:
+                if once:
+                    break
+                stop.wait(pause)
     finally:
         stats.stopped = stop.is_set()
         stats.seconds = time.perf_counter() - started

@@ -24,7 +24,8 @@ CHANNELS = ("email", "sms", "push")
 
 @dataclass(frozen=True)
 class Offer:
-    """One claimed offer, as `claim_offers` returns it."""
+    """One claimed offer, as `claim_offers` returns it (the last two fields are added by the sender:
+    an email's unsubscribe link and headers, see `recsys.sender.unsubscribe`)."""
 
     offer_id: int
     user_id: int
@@ -37,6 +38,8 @@ class Offer:
     scheduled_at: dt.datetime
     expires_at: dt.datetime
     attempts: int
+    unsubscribe_url: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
 
     @property
     def idempotency_key(self) -> str:
@@ -49,6 +52,13 @@ class Offer:
         out["scheduled_at"] = self.scheduled_at.isoformat()
         out["expires_at"] = self.expires_at.isoformat()
         out["idempotency_key"] = self.idempotency_key
+        # only emails have these: the JSON of sms and push offers stays as it was
+        if self.unsubscribe_url is None:
+            del out["unsubscribe_url"]
+        if self.headers:
+            out["headers"] = dict(self.headers)
+        else:
+            del out["headers"]
         return out
 
     def to_json(self) -> str:
