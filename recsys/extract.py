@@ -43,6 +43,10 @@ from recsys.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# RECSYS_MAX_REJECT_RATE applies to sheets of at least this many rows: in a handful of rows (a
+# daily delta, a hand-made fix) one or two typos are a large share by chance, not a broken export.
+# A sheet whose rows are all rejected is refused whatever its size.
+RATE_MIN_ROWS = 100
 XLSX_MAX_ROWS = 1_048_575  # data rows below the header of one worksheet
 HEADER_MAX_BYTES = 1 << 20  # a CSV header line is read up to this length
 # What reading a damaged workbook raises: a broken zip container or compressed member, missing
@@ -247,7 +251,7 @@ def load_file(
                 f"on {p['finished_at']:%Y-%m-%d %H:%M} UTC (use --force to load it again)",
             )
     try:
-        load_id, sheets = _load_in_transaction(conn, settings, path, sha256, size, reference_at, feedback)
+        load_id, sheets, too_many = _load_in_transaction(conn, settings, path, sha256, size, reference_at, feedback)
     except InputFileError as e:
         conn.rollback()
         # The message may quote the file (a header it could not read); PostgreSQL text holds no NUL.
@@ -259,6 +263,10 @@ def load_file(
     except BaseException:
         conn.rollback()
         raise
+    if too_many is not None:
+        refused = LoadResult(path, "refused", load_id, sheets, message=too_many, seconds=time.perf_counter() - started)
+        log.warning("%s", refused.describe())
+        return refused
     result = LoadResult(path, "loaded", load_id, sheets, seconds=time.perf_counter() - started)
     log.info("%s", result.describe())
     return result
@@ -276,7 +284,8 @@ def _load_in_transaction(
     size: int,
     reference_at: dt.datetime,
     feedback: bool = False,
-) -> tuple[int, dict[str, SheetCounts]]:
+) -> tuple[int, dict[str, SheetCounts], str | None]:
+    """Load one file; returns its load id, counts per sheet, and why it was refused (None: loaded)."""
     kind = classify(path)
     if kind is None:
         raise InputFileError(_unsupported_message(path))
@@ -292,38 +301,50 @@ def _load_in_transaction(
             (str(path), path.name, sha256, size, reference_at),
         )
         load_id = cur.fetchone()[0]
+        params = _params(settings, load_id, path, reference_at)
         sheets: dict[str, SheetCounts] = {}
         if kind == "workbook":
             for name, rows, formula_rejects in _workbook_sheets(path):
                 _stage_rows(cur, SHEETS[name], rows, path)
-                sheets[name] = _validate_and_write(
-                    cur, settings, SHEETS[name], load_id, path, reference_at, formula_rejects
-                )
+                sheets[name] = _validate(cur, settings, SHEETS[name], params, path, formula_rejects)
         else:
             staged = time.perf_counter()
             _stage_csv(cur, SHEETS[kind], path)
             log.debug("%s: COPY took %.2f s", path.name, time.perf_counter() - staged)
-            sheets[kind] = _validate_and_write(cur, settings, SHEETS[kind], load_id, path, reference_at, [])
+            sheets[kind] = _validate(cur, settings, SHEETS[kind], params, path, [])
+        # Mostly rejected rows mean the file is wrong, not a few of its rows: refuse it whole, but
+        # keep its rejects so that the refusal can be understood.
+        refusals = [
+            _refusal_message(cur, settings, load_id, path, name, c)
+            for name, c in sheets.items()
+            if _too_many_rejects(c, settings)
+        ]
+        if not refusals:
+            for name, counts in sheets.items():
+                _write(cur, settings, SHEETS[name], params, path, counts)
+        message = "; ".join(refusals) or None
         cur.execute(
             """
             update recsys.load_log
-            set status = 'loaded', rows_read = %s, rows_loaded = %s, rows_rejected = %s,
-                rows_duplicate = %s, sheet_counts = %s, finished_at = clock_timestamp()
+            set status = %s, rows_read = %s, rows_loaded = %s, rows_rejected = %s,
+                rows_duplicate = %s, sheet_counts = %s, message = %s, finished_at = clock_timestamp()
             where load_id = %s
             """,
             (
+                "refused" if refusals else "loaded",
                 sum(c.read for c in sheets.values()),
                 sum(c.loaded for c in sheets.values()),
                 sum(c.rejected for c in sheets.values()),
                 sum(c.duplicate for c in sheets.values()),
                 psycopg2.extras.Json({k: v.as_dict() for k, v in sheets.items()}),
+                message,
                 load_id,
             ),
         )
     committing = time.perf_counter()
     conn.commit()
     log.debug("%s: commit took %.2f s", path.name, time.perf_counter() - committing)
-    return load_id, sheets
+    return load_id, sheets, message
 
 
 def _tune_session(cur: psycopg2.extensions.cursor) -> None:
@@ -353,21 +374,24 @@ class _Steps:
         self.last = now
 
 
-def _validate_and_write(
-    cur: psycopg2.extensions.cursor,
-    settings: Settings,
-    spec: SheetSpec,
-    load_id: int,
-    path: Path,
-    reference_at: dt.datetime,
-    formula_rejects: list[tuple[int, str, str]],
-) -> SheetCounts:
-    params = {
+def _params(settings: Settings, load_id: int, path: Path, reference_at: dt.datetime) -> dict[str, Any]:
+    return {
         "load_id": load_id,
         "file_name": path.name,
         "reference_at": reference_at,
         "oldest_at": reference_at - dt.timedelta(days=settings.event_retention_days),
     }
+
+
+def _validate(
+    cur: psycopg2.extensions.cursor,
+    settings: Settings,
+    spec: SheetSpec,
+    params: dict[str, Any],
+    path: Path,
+    formula_rejects: list[tuple[int, str, str]],
+) -> SheetCounts:
+    """Type the staged rows of one sheet, record its rejects and count them (nothing written yet)."""
     stage = sql.Identifier(f"stage_{spec.name}")
     checked = sql.Identifier(f"{spec.name}_checked")
     counts = SheetCounts()
@@ -391,7 +415,7 @@ def _validate_and_write(
             "insert into recsys.load_rejects (load_id, file_name, sheet, row_number, column_name, value, reason) "
             "values %s",
             [
-                (load_id, path.name, spec.name, row, column, value[:200], "formula cell: values must be literal")
+                (params["load_id"], path.name, spec.name, row, column, value[:200], FORMULA_REASON)
                 for row, column, value in formula_rejects
             ],
         )
@@ -400,6 +424,20 @@ def _validate_and_write(
     if spec.name == "users":
         cur.execute("select count(*) from pg_temp.users_checked where has_dropped_fields and not is_rejected")
         counts.dropped = cur.fetchone()[0]
+    return counts
+
+
+def _write(
+    cur: psycopg2.extensions.cursor,
+    settings: Settings,
+    spec: SheetSpec,
+    params: dict[str, Any],
+    path: Path,
+    counts: SheetCounts,
+) -> None:
+    """Insert or upsert the valid rows of one validated sheet; fills in loaded and duplicate."""
+    step = _Steps(f"{path.name}, {spec.name}")
+    params = dict(params)
     if spec.name == "events":
         cur.execute("select min(event_at_v), max(event_at_v) from pg_temp.events_checked where not is_rejected")
         params["min_at"], params["max_at"] = cur.fetchone()
@@ -409,7 +447,59 @@ def _validate_and_write(
     counts.loaded = cur.fetchone()[0]
     step("write")
     counts.duplicate = counts.read - counts.rejected - counts.loaded
-    return counts
+
+
+def _too_many_rejects(counts: SheetCounts, settings: Settings) -> bool:
+    """All rows rejected, or (in a sheet of RATE_MIN_ROWS rows or more) more than the allowed share."""
+    if counts.read == 0 or counts.rejected == 0:
+        return False
+    if counts.rejected == counts.read:
+        return True
+    return counts.read >= RATE_MIN_ROWS and counts.rejected > settings.max_reject_rate * counts.read
+
+
+FORMULA_REASON = "formula cell: values must be literal"
+# What to change when most of a file's rows fail for one reason: keyed by the start of the reason
+# as sql/extract/*_check.sql words it.
+REJECT_HINTS = {
+    "timestamp is older than the event retention window": "raise RECSYS_EVENT_RETENTION_DAYS to load this backfill",
+    "timestamp is in the future": "the rows are later than the load's reference time (the night's 00:00 UTC, "
+    "or --reference-time): check the time zone of the timestamps, or load the file on a later night",
+    "expected an ISO 8601 timestamp": "write timestamps as ISO 8601, e.g. 2026-05-01T13:45:00Z",
+    "unknown offer_id": "the file reports on offers this database never made (another environment's?)",
+    "required value is missing": "the column is there but empty: check the export",
+    "unknown action": "map the shop's event names to view, add_to_cart and purchase",
+    "expected a whole number": "ids must be whole numbers: check the column order and the export",
+    FORMULA_REASON: "save the workbook with values instead of formulas",
+}
+
+
+def _refusal_message(
+    cur: psycopg2.extensions.cursor, settings: Settings, load_id: int, path: Path, sheet: str, counts: SheetCounts
+) -> str:
+    """Why a sheet with too many rejects refuses its file: the share, the main reason, what to change."""
+    where = path.name if classify(path) != "workbook" else f"{path.name}, sheet {sheet}"
+    cur.execute(
+        """
+        select column_name, reason, count(distinct row_number) as rows
+        from recsys.load_rejects
+        where load_id = %s and sheet = %s
+        group by column_name, reason
+        order by rows desc, column_name, reason
+        limit 1
+        """,
+        (load_id, sheet),
+    )
+    column, reason, rows = cur.fetchone()
+    share = (
+        f"all {counts.read:,} rows rejected"
+        if counts.rejected == counts.read
+        else f"{counts.rejected:,} of {counts.read:,} rows rejected, more than RECSYS_MAX_REJECT_RATE="
+        f"{settings.max_reject_rate:g} allows"
+    )
+    hint = next((h for start, h in REJECT_HINTS.items() if reason.startswith(start)), None)
+    main = f"{rows:,} of them with {column or 'the row'}: {reason}" + (f": {hint}" if hint else "")
+    return f"{where}: {share}; {main}. Every reject is in recsys.load_rejects (load {load_id})"
 
 
 def _run_check(cur: psycopg2.extensions.cursor, check_sql: str, params: dict[str, Any]) -> None:

@@ -48,6 +48,10 @@ class Settings:
     """Where generated data, the inbox and local state live."""
     inbox: Path = field(default_factory=lambda: state_root() / "data" / "inbox")
     """Folder the nightly run loads new input files from; loaded files move to `inbox/loaded/`."""
+    inbox_settle_seconds: int = 60
+    """An inbox file modified less than this long ago may still be arriving: left for a later run."""
+    max_reject_rate: float = 0.5
+    """A file (workbook sheet) of 100+ rows with a larger share of rejects is refused (all rejected: always)."""
     embedded_pgdata: Path = field(default_factory=lambda: state_root() / ".pgdata")
     """Data folder of the embedded PostgreSQL server (kept between runs)."""
     sql_dir: Path = field(default_factory=lambda: package_dir("sql"))
@@ -117,6 +121,14 @@ def _convert(name: str, raw: str, default: object) -> object:
         if value < 0:
             raise ConfigError(f"RECSYS_{name.upper()}: must be >= 0, got {value}")
         return value
+    if isinstance(default, float):
+        try:
+            number = float(raw)
+        except ValueError as e:
+            raise ConfigError(f"RECSYS_{name.upper()}: expected a number, got {raw!r}") from e
+        if not 0 <= number < float("inf"):
+            raise ConfigError(f"RECSYS_{name.upper()}: must be a number >= 0, got {raw!r}")
+        return number
     if isinstance(default, Path):
         return Path(raw).expanduser()
     return raw
@@ -135,6 +147,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         values["inbox"] = Path(values["data_dir"]) / "inbox"  # type: ignore[arg-type]
     values.update({k: v for k, v in overrides.items() if v is not None})
     settings = Settings(**values)  # type: ignore[arg-type]
+    if not 0 <= settings.max_reject_rate <= 1:
+        raise ConfigError(f"RECSYS_MAX_REJECT_RATE: expected a share from 0 to 1, got {settings.max_reject_rate}")
     for role in (settings.sender_role, settings.analyst_role):
         if not _ROLE_NAME.match(role):
             raise ConfigError(

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import os
+import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +22,7 @@ import openpyxl
 
 from recsys.db import Connection, fetch_all, fetch_value
 from recsys.extract import LoadResult, load_file
-from recsys.settings import Settings
+from recsys.settings import PROJECT_ROOT, Settings
 
 REF = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 USER_HEADER = ("user_id", "email_opt_in", "sms_opt_in", "push_opt_in", "email", "phone", "push_token", "first_name")
@@ -163,3 +167,109 @@ def test_header_fields_with_line_breaks_are_dropped_and_the_user_kept(
     assert fetch_all(db, "select email_opt_in, first_name from recsys.users where user_id = 4") == [
         {"email_opt_in": False, "first_name": None}
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# Files that are mostly rejects
+
+
+def _cli(settings: Settings, tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
+    base |= {"RECSYS_DATABASE_URL": str(settings.database_url), "RECSYS_DATA_DIR": str(tmp_path / "data"), **env}
+    return subprocess.run(
+        [sys.executable, "-m", "recsys", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=base,
+        cwd=PROJECT_ROOT,
+        check=False,
+    )
+
+
+def test_backfill_older_than_the_retention_window_is_refused_loudly(
+    db: Connection, settings: Settings, tmp_path: Path
+) -> None:
+    old = REF - dt.timedelta(days=settings.event_retention_days + 30)
+    rows = [f"b{i},{i},s{i},{(old + dt.timedelta(minutes=i)).isoformat()},purchase,,,9.99" for i in range(150)]
+    path = _write(tmp_path / "events_backfill.csv", EVENT_HEADER, *rows)
+
+    out = _cli(settings, tmp_path, "extract", "--source", str(path), "--reference-time", REF.isoformat())
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    assert "Traceback" not in out.stderr
+    assert out.stdout.strip().startswith("events_backfill.csv: refused, nothing loaded: all 150 rows rejected; ")
+    assert "150 of them with timestamp: timestamp is older than the event retention window" in out.stdout
+    assert "raise RECSYS_EVENT_RETENTION_DAYS to load this backfill" in out.stdout
+
+    # the rejects say why, row by row; nothing was loaded; load_log says refused
+    assert fetch_value(db, "select count(*) from recsys.behavior_events") == 0
+    log = fetch_all(db, "select load_id, status, rows_read, rows_loaded, rows_rejected, message from recsys.load_log")
+    assert [(r["status"], r["rows_read"], r["rows_loaded"], r["rows_rejected"]) for r in log] == [
+        ("refused", 150, 0, 150)
+    ]
+    assert "raise RECSYS_EVENT_RETENTION_DAYS" in log[0]["message"]
+    rejects = fetch_all(
+        db, "select load_id, file_name, row_number, column_name from recsys.load_rejects order by row_number"
+    )
+    assert [(r["load_id"], r["file_name"], r["column_name"]) for r in rejects] == [
+        (log[0]["load_id"], "events_backfill.csv", "timestamp")
+    ] * 150
+    assert [r["row_number"] for r in rejects] == list(range(2, 152))
+
+    # the same file with the window raised is not blocked by the refused one's checksum
+    db.commit()  # end the reads above: the load adds a partition to behavior_events
+    wider = _cli(
+        settings,
+        tmp_path,
+        "extract",
+        "--source",
+        str(path),
+        "--reference-time",
+        REF.isoformat(),
+        RECSYS_EVENT_RETENTION_DAYS=str(settings.event_retention_days + 60),
+    )
+    assert wider.returncode == 0, wider.stderr
+    assert fetch_value(db, "select count(*) from recsys.behavior_events") == 150
+
+
+def test_reject_rate_above_the_setting_refuses_the_file(db: Connection, settings: Settings, tmp_path: Path) -> None:
+    rows = [f"r{i},{'x' if i % 5 < 3 else i},s1,2026-03-01T10:00:00Z,view,,," for i in range(200)]
+    path = _write(tmp_path / "events.csv", EVENT_HEADER, *rows)
+    result = _load(db, settings, path)
+    assert result.status == "refused"
+    assert result.message == (
+        "events.csv: 120 of 200 rows rejected, more than RECSYS_MAX_REJECT_RATE=0.5 allows; 120 of them with "
+        "user_id: expected a whole number: ids must be whole numbers: check the column order and the export. "
+        f"Every reject is in recsys.load_rejects (load {result.load_id})"
+    )
+    assert fetch_value(db, "select count(distinct row_number) from recsys.load_rejects") == 120
+    assert fetch_value(db, "select count(*) from recsys.behavior_events") == 0
+
+    # a share below the setting loads the valid rows, and so does a small file whatever its share
+    loaded = _load(db, replace(settings, max_reject_rate=0.7), path)
+    assert (loaded.status, loaded.total("loaded"), loaded.total("rejected")) == ("loaded", 80, 120)
+    small = _write(tmp_path / "events_small.csv", EVENT_HEADER, *rows[:10])
+    assert _load(db, settings, small).status == "loaded"
+
+
+def test_a_workbook_with_an_all_rejected_sheet_loads_nothing(
+    db: Connection, settings: Settings, tmp_path: Path
+) -> None:
+    wb = openpyxl.Workbook()
+    wb.active.title = "users"
+    wb.active.append(["user_id", "email_opt_in"])
+    wb.active.append([1, True])
+    events = wb.create_sheet("events")
+    events.append(["event_id", "user_id", "session_id", "timestamp", "action"])
+    events.append(["e1", 1, "s1", "2026-03-01", "click"])
+    events.append(["e2", 1, "s1", "2026-03-01", "click"])
+    wb.save(tmp_path / "shop.xlsx")
+    result = _load(db, settings, tmp_path / "shop.xlsx")
+    assert result.status == "refused"
+    assert result.message.startswith("shop.xlsx, sheet events: all 2 rows rejected; 2 of them with action: unknown")
+    assert fetch_value(db, "select count(*) from recsys.users") == 0
+    assert fetch_value(db, "select count(*) from recsys.load_rejects where sheet = 'events'") == 2
+    assert fetch_value(db, "select sheet_counts from recsys.load_log") == {
+        "users": {"read": 1, "loaded": 0, "rejected": 0, "duplicate": 0},
+        "events": {"read": 2, "loaded": 0, "rejected": 2, "duplicate": 0},
+    }
