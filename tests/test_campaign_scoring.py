@@ -215,6 +215,26 @@ def test_one_offer_per_eligible_user_never_on_a_channel_without_consent(campaign
     assert all(("\u27e6unsubscribe_url\u27e7" in r["body"]) == (r["channel"] == "email") for r in rows)
 
 
+def test_a_suppressed_address_is_no_way_to_reach_the_user(campaign) -> None:
+    """A hard bounce (recsys.address_suppressions) masks that channel at scoring, like no consent,
+    so the policy picks another channel instead of an offer the sender would have to cancel."""
+    conn, settings = campaign
+    add_users(conn, DAY, _population())
+    with conn.cursor() as cur:
+        # 11 and 21 reach only email; 5 and 15 every channel. Stored as written, matched normalised.
+        cur.execute(
+            "insert into recsys.address_suppressions (channel, address, reason, offer_id, user_id, suppressed_at) "
+            "select 'email', recsys.normalized_address('email', upper(email)), 'bounced', null, user_id, now() "
+            "from recsys.users where user_id in (11, 21, 5, 15)"
+        )
+    summary = score_campaign(settings, DAY, run_id="r1")
+    rows = {r["user_id"]: r for r in offers(conn)}
+    assert summary["skipped"] == {"no_consent": 62, "inactive": 30}
+    assert 11 not in rows and 21 not in rows
+    assert all(rows[u]["channel"] != "email" for u in (5, 15) if u in rows)
+    assert any(u in rows for u in (5, 15))  # still reached, on another channel
+
+
 def test_frequency_cap_per_channel_cap_and_cooldown_mask_actions(campaign) -> None:
     conn, settings = campaign
     add_users(conn, DAY, [{"user_id": i} for i in range(1, 41)])

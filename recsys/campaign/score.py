@@ -92,9 +92,9 @@ copy (
         (coalesce(u.email_opt_in, false))::int,
         (coalesce(u.sms_opt_in, false))::int,
         (coalesce(u.push_opt_in, false))::int,
-        (coalesce(u.email_opt_in and u.email is not null, false))::int,
-        (coalesce(u.sms_opt_in and u.phone is not null, false))::int,
-        (coalesce(u.push_opt_in and u.push_token is not null, false))::int,
+        (coalesce(u.email_opt_in and u.email is not null and se.address is null, false))::int,
+        (coalesce(u.sms_opt_in and u.phone is not null and ss.address is null, false))::int,
+        (coalesce(u.push_opt_in and u.push_token is not null and sp.address is null, false))::int,
         (f.recency_days <= %(window)s)::int,
         (c.user_id is not null)::int,
         coalesce(n.n_total, 0)::int,
@@ -108,6 +108,13 @@ copy (
         on f.top_category = k.top_category
     left join unnest(%(segments)s::text[]) with ordinality as g (segment, code) on f.segment = g.segment
     left join recsys.users as u on f.user_id = u.user_id
+    -- a hard-bounced address is no way to reach the user until the address changes
+    left join recsys.address_suppressions as se
+        on se.channel = 'email' and se.address = recsys.normalized_address('email', u.email)
+    left join recsys.address_suppressions as ss
+        on ss.channel = 'sms' and ss.address = recsys.normalized_address('sms', u.phone)
+    left join recsys.address_suppressions as sp
+        on sp.channel = 'push' and sp.address = recsys.normalized_address('push', u.push_token)
     left join offer_counts as n on f.user_id = n.user_id
     left join (select distinct user_id from conversions) as c on f.user_id = c.user_id
     where f.as_of = %(day)s and (%(shards)s = 1 or recsys.campaign_shard(f.user_id, %(shards)s) = %(shard)s)
