@@ -103,6 +103,16 @@ def recsys_nightly() -> None:
         settings, campaign_date, _ = _night()
         return pipeline.ingest_feedback(settings, campaign_date)
 
+    @task(retries=0)
+    def inbox_refusals() -> dict[str, Any]:
+        # Fails (red run, no retries) when extract or ingest_feedback refused a file of this night;
+        # the other tasks go on with the files that loaded. It reads load_log, so retrying the
+        # night does not turn a refusal green.
+        from recsys import pipeline
+
+        settings, campaign_date, _ = _night()
+        return pipeline.check_refusals(settings, campaign_date)
+
     @task
     def features() -> dict[str, Any]:
         from recsys import pipeline
@@ -173,6 +183,7 @@ def recsys_nightly() -> None:
     scored = score.expand(shard=shards)
     published = publish(scored)
     migrated >> extracted >> feedback >> built >> trained >> evaluated >> shards
+    feedback >> inbox_refusals()  # a leaf: a refused file fails the run, the night still scores
     report(
         {
             "migrate": migrated,

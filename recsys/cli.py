@@ -101,7 +101,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
             )
     for r in results:
         print(r.describe())
-    return 1 if any(r.status == "refused" for r in results) else 0
+    # Non-zero when something was not loaded that should have been: a refused file, or a named
+    # file that changed while it was read. Inbox files still arriving wait for a later run.
+    failed = ("refused",) if args.inbox else ("refused", "waiting")
+    return 1 if any(r.status in failed for r in results) else 0
 
 
 def cmd_features(args: argparse.Namespace) -> int:

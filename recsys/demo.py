@@ -113,6 +113,7 @@ def run_demo(*, users: int = 2000, days: int = 60, seed: int = 7, timesteps: int
                 "AIRFLOW_CONN_RECSYS_DB": airflow_connection(url),
                 "RECSYS_INBOX": str(inbox),
                 "RECSYS_NIGHTLY_RETRIES": "0",  # a demo shows a failure at once
+                "RECSYS_INBOX_SETTLE_SECONDS": "0",  # the demo dropped its sample whole
             }
         )
         log_path = AIRFLOW_HOME / "demo-run.log"

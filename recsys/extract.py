@@ -27,7 +27,7 @@ import shutil
 import time
 import zipfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,7 +119,7 @@ class LoadResult:
     """What happened to one file."""
 
     path: Path
-    status: str  # loaded | skipped | refused
+    status: str  # loaded | skipped | refused | waiting (may still be arriving: left for a later run)
     load_id: int | None = None
     sheets: dict[str, SheetCounts] = field(default_factory=dict)
     message: str = ""
@@ -134,6 +134,8 @@ class LoadResult:
             return f"{self.path.name}: refused, nothing loaded: {message}"
         if self.status == "skipped":
             return f"{self.path.name}: skipped: {self.message}"
+        if self.status == "waiting":
+            return f"{self.path.name}: waiting, nothing loaded: {self.message}"
         parts = [
             f"{name} {c.loaded:,} of {c.read:,} loaded"
             + (f", {c.rejected:,} rejected" if c.rejected else "")
@@ -169,24 +171,89 @@ def extract_path(
     return [load_file(conn, settings, path, reference_at=reference_at, force=force)]
 
 
-def load_inbox(conn: Connection, settings: Settings, *, reference_at: dt.datetime | None = None) -> list[LoadResult]:
+def load_inbox(
+    conn: Connection,
+    settings: Settings,
+    *,
+    reference_at: dt.datetime | None = None,
+    feedback_only: bool = False,
+) -> list[LoadResult]:
     """The nightly form: load new inbox files, move loaded (or already known) ones to `loaded/`
-    and refused ones to `refused/`, so the inbox only ever holds what has not been looked at."""
+    and refused ones to `refused/`, so the inbox only ever holds what has not been looked at.
+
+    A file that may still be arriving (modified within RECSYS_INBOX_SETTLE_SECONDS, held by an
+    upload or editor lock, or changed while it was read) stays in the inbox as `waiting` and is
+    loaded by a later run. `feedback_only` loads only `feedback*.csv` files.
+    """
     inbox = settings.inbox
     inbox.mkdir(parents=True, exist_ok=True)
-    results = []
+    results: list[LoadResult] = []
     # feedback files last: they report on offers, which the other files do not hold
     feedback_files = sorted(p for p in inbox.iterdir() if p.is_file() and classify(p) == "feedback")
-    for f in [*supported_files(inbox), *feedback_files]:
+    files = feedback_files if feedback_only else [*supported_files(inbox), *feedback_files]
+    held = _held_by_name(inbox)
+    if not feedback_only:  # temporary names and held files of every kind, reported once a night
+        results += [LoadResult(p, "waiting", message=why) for p, why in held.items() if p not in files]
+    for f in files:
+        why = held.get(f) or _unsettled(f, settings)
+        if why is not None:
+            results.append(LoadResult(f, "waiting", message=why))
+            log.warning("%s", results[-1].describe())
+            continue
         result = load_file(
             conn, settings, f, reference_at=reference_at or dt.datetime.now(dt.UTC), feedback=f in feedback_files
         )
-        target = inbox / ("refused" if result.status == "refused" else "loaded")
-        _move_into(f, target)
+        if result.status != "waiting":
+            _move_into(f, inbox / ("refused" if result.status == "refused" else "loaded"))
         results.append(result)
     if not results:
         log.info("inbox %s: no new files", inbox)
     return results
+
+
+# Names that upload tools and editors give a file while it is being written or edited: a partial
+# download or upload (browsers, WinSCP, FileZilla, curl -o x.part), rsync's temporary copy
+# (".name.XXXXXX"), and the lock files LibreOffice (".~lock.name#") and Excel ("~$name") keep next
+# to an open file.
+IN_PROGRESS_SUFFIXES = (
+    ".part", ".partial", ".filepart", ".crdownload", ".download", ".tmp", ".temp", ".upload", ".uploading",
+)  # fmt: skip
+
+
+def _held_by_name(folder: Path) -> dict[Path, str]:
+    """Files of the inbox that their neighbours' names say are still being written or edited."""
+    held: dict[Path, str] = {}
+    names = {p.name: p for p in folder.iterdir() if p.is_file()}
+    for name, p in names.items():
+        lower = name.lower()
+        if lower.startswith(".~lock.") and lower.endswith("#"):
+            target = name[len(".~lock.") : -1]
+            if target in names:
+                held[names[target]] = f"open in an editor (lock file {name}): left for a later run"
+        elif lower.startswith("~$"):
+            # Excel names its owner file "~$" + the name, or + the name without its first two letters
+            rest = name[2:]
+            for other, q in names.items():
+                if other != name and other.endswith(rest) and len(other) - len(rest) in (0, 2):
+                    held[q] = f"open in Excel (owner file {name}): left for a later run"
+        elif lower.endswith(IN_PROGRESS_SUFFIXES) or (lower.startswith(".") and re.search(r"\.(csv|xlsx)\.", lower)):
+            stem = name.lstrip(".")
+            if any(k in stem.lower() for k in (".csv", ".xlsx")):
+                held[p] = "upload in progress (a temporary name): left for a later run"
+    return held
+
+
+def _unsettled(path: Path, settings: Settings) -> str | None:
+    """Why a file may still be arriving: modified less than RECSYS_INBOX_SETTLE_SECONDS ago."""
+    settle = settings.inbox_settle_seconds
+    try:
+        age = time.time() - path.stat().st_mtime
+    except OSError:
+        return None  # load_file reports what is wrong with it
+    if age >= settle:
+        return None
+    when = f"modified {age:.0f} s ago" if age >= 0 else "modified in the future (check the clocks)"
+    return f"{when}, within RECSYS_INBOX_SETTLE_SECONDS={settle}: may still be arriving; left for a later run"
 
 
 def supported_files(folder: Path) -> list[Path]:
@@ -230,6 +297,7 @@ def load_file(
     """
     started = time.perf_counter()
     try:
+        before = _signature(path)
         sha256, size = _file_digest(path)
     except OSError as e:
         return LoadResult(path, "refused", message=f"{path.name}: cannot read the file: {e.strerror or e}")
@@ -251,7 +319,19 @@ def load_file(
                 f"on {p['finished_at']:%Y-%m-%d %H:%M} UTC (use --force to load it again)",
             )
     try:
-        load_id, sheets, too_many = _load_in_transaction(conn, settings, path, sha256, size, reference_at, feedback)
+        load_id, sheets, too_many = _load_in_transaction(
+            conn, settings, path, sha256, size, reference_at, feedback, unchanged=lambda: _signature(path) == before
+        )
+    except _FileChanged:
+        conn.rollback()
+        waiting = LoadResult(
+            path,
+            "waiting",
+            message="the file changed while it was read (still being written?): left for a later run",
+            seconds=time.perf_counter() - started,
+        )
+        log.warning("%s", waiting.describe())
+        return waiting
     except InputFileError as e:
         conn.rollback()
         # The message may quote the file (a header it could not read); PostgreSQL text holds no NUL.
@@ -284,8 +364,13 @@ def _load_in_transaction(
     size: int,
     reference_at: dt.datetime,
     feedback: bool = False,
+    unchanged: Callable[[], bool] | None = None,
 ) -> tuple[int, dict[str, SheetCounts], str | None]:
-    """Load one file; returns its load id, counts per sheet, and why it was refused (None: loaded)."""
+    """Load one file; returns its load id, counts per sheet, and why it was refused (None: loaded).
+
+    `unchanged` is asked just before the commit: a file that changed while it was read (a writer
+    still appending) is not committed half (raises _FileChanged).
+    """
     kind = classify(path)
     if kind is None:
         raise InputFileError(_unsupported_message(path))
@@ -341,6 +426,8 @@ def _load_in_transaction(
                 load_id,
             ),
         )
+    if unchanged is not None and not unchanged():
+        raise _FileChanged(path.name)
     committing = time.perf_counter()
     conn.commit()
     log.debug("%s: commit took %.2f s", path.name, time.perf_counter() - committing)
@@ -843,6 +930,15 @@ def _unsupported_message(path: Path) -> str:
     return f"{path.name}: unsupported file type '{suffix or path.name}': expected .xlsx or .csv"
 
 
+class _FileChanged(Exception):
+    """The file changed while it was being loaded (internal: load_file turns it into `waiting`)."""
+
+
+def _signature(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
 def _file_digest(path: Path) -> tuple[str, int]:
     h = hashlib.sha256()
     size = 0
@@ -876,6 +972,13 @@ def _move_into(path: Path, folder: Path) -> Path:
         target = folder / f"{path.stem}.{stamp}{path.suffix}"
     shutil.move(str(path), target)
     return target
+
+
+def night_refusals(conn: Connection, settings: Settings, reference_at: dt.datetime) -> list[dict[str, Any]]:
+    """Files refused by the loads with this reference time (a night) and not made good since."""
+    rows = fetch_all(conn, _sql(settings, "night_refusals"), {"reference_at": reference_at})
+    conn.commit()
+    return rows
 
 
 def loaded_event_count(conn: Connection) -> int:

@@ -156,12 +156,19 @@ def migrate(settings: Settings) -> dict[str, Any]:
     return {"summary": result.summary(), "seconds": _seconds(started)}
 
 
+def _outcomes(results: Iterable[Any], status: str) -> list[dict[str, str]]:
+    return [{"file": r.path.name, "message": r.describe()} for r in results if r.status == status]
+
+
 @_step("extract")
 def extract(settings: Settings, campaign_date: dt.date) -> dict[str, Any]:
     """Load the inbox's new files (events, users, past offers) with the night as reference time.
 
     Files already loaded are known by checksum and moved aside, so a re-run loads nothing twice.
-    A refused file fails the task, naming the file and why; nothing of it was loaded.
+    A refused file (unreadable, or too many rejected rows) does not stop the night: the other
+    files load and the night goes on with them; the refusal is in `load_log` and in the result,
+    and the `inbox_refusals` task (`check_refusals`) fails the run on it. A file that may still be
+    arriving is left in the inbox (`waiting`) for a later run.
     """
     from recsys.db import connect
     from recsys.extract import load_inbox
@@ -169,16 +176,14 @@ def extract(settings: Settings, campaign_date: dt.date) -> dict[str, Any]:
     started = time.perf_counter()
     with connect(_url(settings)) as conn:
         results = load_inbox(conn, settings, reference_at=reference_time(campaign_date))
-    files = [{"file": r.path.name, "status": r.status} for r in results]
     for r in results:
-        log.info("extract: %s", r.describe())
-    refused = [r for r in results if r.status == "refused"]
-    if refused:
-        raise RecsysError("extract: refused " + "; ".join(r.describe() for r in refused))
+        (log.warning if r.status in ("refused", "waiting") else log.info)("extract: %s", r.describe())
     return {
-        "files": files,
+        "files": [{"file": r.path.name, "status": r.status} for r in results],
         "rows_loaded": sum(r.total("loaded") for r in results),
         "rows_rejected": sum(r.total("rejected") for r in results),
+        "refused": _outcomes(results, "refused"),
+        "waiting": _outcomes(results, "waiting"),
         "seconds": _seconds(started),
     }
 
@@ -189,40 +194,60 @@ def ingest_feedback(settings: Settings, campaign_date: dt.date) -> dict[str, Any
 
     The inbox load (`extract`) takes the feedback files present when it runs; this catches those
     that arrived since, and counts what the night's feedback holds. Events are recorded once per
-    (offer, event) and files are known by checksum, so a re-run adds nothing.
+    (offer, event) and files are known by checksum, so a re-run adds nothing. Refused and waiting
+    files are handled as in `extract`.
     """
     from recsys.db import connect, fetch_value
-    from recsys.feedback import feedback_files
-    from recsys.feedback import ingest_feedback as load
+    from recsys.extract import load_inbox
 
     started = time.perf_counter()
-    inbox = settings.inbox
-    files = feedback_files(inbox) if inbox.is_dir() else []
-    results = []
     with connect(_url(settings)) as conn:
-        for path in files:
-            result = load(conn, settings, path, reference_at=reference_time(campaign_date))[0]
-            target = inbox / ("refused" if result.status == "refused" else "loaded")
-            target.mkdir(parents=True, exist_ok=True)
-            path.replace(target / path.name)
-            log.info("ingest_feedback: %s", result.describe())
-            results.append(result)
+        results = load_inbox(conn, settings, reference_at=reference_time(campaign_date), feedback_only=True)
         events = fetch_value(
             conn,
             "select count(*) from recsys.offer_events where event_at >= %s - interval '1 day' and event_at < %s",
             (reference_time(campaign_date), reference_time(campaign_date)),
         )
-    if not files:
-        log.info("ingest_feedback: no new feedback files in %s", inbox)
-    refused = [r for r in results if r.status == "refused"]
-    if refused:
-        raise RecsysError("ingest_feedback: refused " + "; ".join(r.describe() for r in refused))
+    for r in results:
+        (log.warning if r.status in ("refused", "waiting") else log.info)("ingest_feedback: %s", r.describe())
+    if not results:
+        log.info("ingest_feedback: no new feedback files in %s", settings.inbox)
     return {
-        "files": [r.path.name for r in results],
+        "files": [r.path.name for r in results if r.status != "waiting"],
         "rows_loaded": sum(r.total("loaded") for r in results),
         "events_last_day": int(events),
+        "refused": _outcomes(results, "refused"),
+        "waiting": _outcomes(results, "waiting"),
         "seconds": _seconds(started),
     }
+
+
+@_step("inbox_refusals")
+def check_refusals(settings: Settings, campaign_date: dt.date) -> dict[str, Any]:
+    """Fail when an input file of this night was refused, so the run ends failed (red).
+
+    Reads `load_log` (the loads whose reference time is this night's), not the extract task's
+    result: a retry of the night finds the refused file gone from the inbox (it is in `refused/`)
+    but the refusal still recorded, so no number of retries turns it green. A refusal is made good
+    when a file of the same name loads later for the same night (fixed, dropped again, night re-run).
+    """
+    from recsys.db import connect
+    from recsys.extract import night_refusals
+
+    started = time.perf_counter()
+    with connect(_url(settings)) as conn:
+        refused = night_refusals(conn, settings, reference_time(campaign_date))
+    if refused:
+        files = "; ".join(
+            f"{r['file_name']} (load {r['load_id']}): {r['message'].removeprefix(r['file_name'] + ': ')}"
+            for r in refused
+        )
+        raise RecsysError(
+            f"{len(refused)} input file(s) refused for the night of {campaign_date}; the night ran on the other "
+            f"files. {files}. Fix the file and drop it into the inbox again (the refused one is in "
+            f"{settings.inbox / 'refused'}; its rejects are in recsys.load_rejects)"
+        )
+    return {"refused": 0, "seconds": _seconds(started)}
 
 
 @_step("features")

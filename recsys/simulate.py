@@ -622,6 +622,7 @@ class DagRunner:
             "RECSYS_DATA_DIR": str(settings.data_dir),
             "RECSYS_INBOX": str(settings.inbox),
             "RECSYS_NIGHTLY_RETRIES": "0",
+            "RECSYS_INBOX_SETTLE_SECONDS": "0",  # the simulator writes the inbox files whole
             "OMP_NUM_THREADS": "1",
         }
         self.env.pop("AIRFLOW_HOME", None)
@@ -758,7 +759,9 @@ def _simulate(
     truth = GroundTruth.load(truth_path_for(shop))
     catalog = load_catalog()
     url = prepare_database(settings, config.database)
-    sim_settings = dataclasses.replace(settings, database_url=url, data_dir=out / "data", inbox=out / "inbox")
+    sim_settings = dataclasses.replace(
+        settings, database_url=url, data_dir=out / "data", inbox=out / "inbox", inbox_settle_seconds=0
+    )
     sim_settings.inbox.mkdir(parents=True, exist_ok=True)
     for f in sorted(shop.glob("*.csv")):
         shutil.copy(f, sim_settings.inbox / f.name)

@@ -89,8 +89,13 @@ def migrated_url(database_url: str) -> str:
 
 @pytest.fixture
 def settings(migrated_url: str, tmp_path: Path) -> Settings:
-    """Settings pointing at the test database, with data and inbox in a temporary folder."""
-    return load_settings(env={}, database_url=migrated_url, data_dir=tmp_path, inbox=tmp_path / "inbox")
+    """Settings pointing at the test database, with data and inbox in a temporary folder.
+
+    Inbox files a test writes are complete at once: no settle time (RECSYS_INBOX_SETTLE_SECONDS).
+    """
+    return load_settings(
+        env={}, database_url=migrated_url, data_dir=tmp_path, inbox=tmp_path / "inbox", inbox_settle_seconds=0
+    )
 
 
 @pytest.fixture

@@ -129,6 +129,7 @@ def test_dag_files_import_cheaply_without_looking_up_connections(tmp_path: Path)
             "score",
             "publish",
             "report",
+            "inbox_refusals",
         ]
     )
     assert nightly["outlets"] == ["recsys://campaign_offers/"]
@@ -260,6 +261,7 @@ def test_nightly_dag_end_to_end_rerun_and_cleared_shard(
         RECSYS_INBOX=str(inbox),
         RECSYS_DATA_DIR=str(tmp_path / "data"),
         RECSYS_NIGHTLY_RETRIES="0",
+        RECSYS_INBOX_SETTLE_SECONDS="0",  # the files were just copied in, whole
     )
     conf = json.dumps({"total_timesteps": 2048, "shards": 2, "mode": "auto"})
     command = [PY, "-m", "recsys.airflow_local", "--home", str(tmp_path / "airflow"), "--metadata", airflow_metadata]
@@ -269,7 +271,7 @@ def test_nightly_dag_end_to_end_rerun_and_cleared_shard(
     assert first["state"] == "success", first
     states = {(t["task_id"], t["map_index"]): t["state"] for t in first["tasks"]}
     assert set(states.values()) == {"success"}
-    assert ("score", 0) in states and ("score", 1) in states and len(states) == 11
+    assert ("score", 0) in states and ("score", 1) in states and len(states) == 12
     assert not list(inbox.glob("*.csv")) and len(list((inbox / "loaded").glob("*.csv"))) == 3
 
     with connect(campaign_db) as conn:

@@ -14,14 +14,17 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import openpyxl
+import pytest
 
+from recsys import extract
 from recsys.db import Connection, fetch_all, fetch_value
-from recsys.extract import LoadResult, load_file
+from recsys.extract import LoadResult, load_file, load_inbox
 from recsys.settings import PROJECT_ROOT, Settings
 
 REF = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
@@ -273,3 +276,107 @@ def test_a_workbook_with_an_all_rejected_sheet_loads_nothing(
         "users": {"read": 1, "loaded": 0, "rejected": 0, "duplicate": 0},
         "events": {"read": 2, "loaded": 0, "rejected": 2, "duplicate": 0},
     }
+
+
+# --------------------------------------------------------------------------------------------
+# Files still arriving
+
+
+def _age(path: Path, seconds: float) -> None:
+    """Set the file's modification time `seconds` in the past (time passing, without waiting)."""
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_a_growing_file_is_left_for_a_later_run_then_loaded(db: Connection, settings: Settings, tmp_path: Path) -> None:
+    from recsys import pipeline
+
+    settings = replace(settings, inbox_settle_seconds=600)
+    night = REF.date()
+    growing = _write(settings.inbox / "events_today.csv", EVENT_HEADER, "g1,1,s1,2026-03-01T10:00:00Z,view,,,")
+    result = pipeline.extract(settings, night)
+    assert result["files"] == [{"file": "events_today.csv", "status": "waiting"}]
+    assert result["rows_loaded"] == 0 and result["refused"] == []
+    (waiting,) = result["waiting"]
+    assert waiting["file"] == "events_today.csv"
+    assert "within RECSYS_INBOX_SETTLE_SECONDS=600: may still be arriving; left for a later run" in waiting["message"]
+    assert growing.exists() and fetch_value(db, "select count(*) from recsys.load_log") == 0
+    db.commit()
+
+    # the upload goes on: still waiting
+    with growing.open("a", encoding="utf-8") as f:
+        f.write("g2,1,s1,2026-03-01T10:01:00Z,view,,,\n")
+    assert pipeline.extract(settings, night)["files"] == [{"file": "events_today.csv", "status": "waiting"}]
+
+    # written to the end and left alone longer than the settle time: the next run loads all of it
+    with growing.open("a", encoding="utf-8") as f:
+        f.write("g3,1,s1,2026-03-01T10:02:00Z,view,,,\n")
+    _age(growing, 601)
+    result = pipeline.extract(settings, night)
+    assert result["files"] == [{"file": "events_today.csv", "status": "loaded"}] and result["waiting"] == []
+    assert _event_ids(db) == ["g1", "g2", "g3"]
+    assert not growing.exists() and (settings.inbox / "loaded" / "events_today.csv").exists()
+
+
+def test_upload_and_editor_names_hold_a_file_back(db: Connection, settings: Settings, tmp_path: Path) -> None:
+    inbox = settings.inbox
+    row = "{},1,s1,2026-03-01T10:00:00Z,view,,,"
+    _write(inbox / "events_a.csv.part", EVENT_HEADER, row.format("a"))  # curl, browsers, FileZilla
+    _write(inbox / ".events_b.csv.Xk3f9Q", EVENT_HEADER, row.format("b"))  # rsync's temporary copy
+    _write(inbox / "events_c.csv", EVENT_HEADER, row.format("c"))
+    _write(inbox / ".~lock.events_c.csv#", ",user,host,01.06.2026 10:00,file:///home/user;")  # LibreOffice
+    wb = openpyxl.Workbook()
+    wb.active.title = "events"
+    wb.active.append(["event_id", "user_id", "session_id", "timestamp", "action"])
+    wb.active.append(["d", 1, "s1", "2026-03-01T10:00:00Z", "view"])
+    wb.save(inbox / "shop_export.xlsx")
+    _write_bytes(inbox / "~$op_export.xlsx", b"\x05owner")  # Excel's owner file of the open workbook
+    _write(inbox / "events_e.csv", EVENT_HEADER, row.format("e"))
+    for p in inbox.iterdir():
+        _age(p, 3600)  # settled by time: only the names hold them back
+
+    results = {r.path.name: (r.status, r.message) for r in load_inbox(db, settings, reference_at=REF)}
+    assert {name: status for name, (status, _) in results.items()} == {
+        "events_a.csv.part": "waiting",
+        ".events_b.csv.Xk3f9Q": "waiting",
+        "events_c.csv": "waiting",
+        "shop_export.xlsx": "waiting",
+        "events_e.csv": "loaded",
+    }
+    assert results["events_a.csv.part"][1] == "upload in progress (a temporary name): left for a later run"
+    assert "open in an editor (lock file .~lock.events_c.csv#)" in results["events_c.csv"][1]
+    assert "open in Excel (owner file ~$op_export.xlsx)" in results["shop_export.xlsx"][1]
+    assert _event_ids(db) == ["e"]
+
+    # the uploads finish (renamed into place), the editors close: everything loads
+    (inbox / "events_a.csv.part").rename(inbox / "events_a.csv")
+    (inbox / ".events_b.csv.Xk3f9Q").rename(inbox / "events_b.csv")
+    (inbox / ".~lock.events_c.csv#").unlink()
+    (inbox / "~$op_export.xlsx").unlink()
+    assert {r.status for r in load_inbox(db, settings, reference_at=REF)} == {"loaded"}
+    assert _event_ids(db) == ["a", "b", "c", "d", "e"]
+
+
+def test_a_file_that_changes_while_it_is_read_is_not_committed(
+    db: Connection, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _write(settings.inbox / "events.csv", EVENT_HEADER, "c1,1,s1,2026-03-01T10:00:00Z,view,,,")
+    _age(path, 3600)
+    validate = extract._validate
+
+    def writer_still_appending(*args: Any, **kwargs: Any) -> Any:
+        with path.open("a", encoding="utf-8") as f:  # the upload goes on while the file is read
+            f.write("c2,1,s1,2026-03-01T10:01:00Z,view,,,\n")
+        return validate(*args, **kwargs)
+
+    monkeypatch.setattr(extract, "_validate", writer_still_appending)
+    (result,) = load_inbox(db, settings, reference_at=REF)
+    assert (result.status, result.message) == (
+        "waiting",
+        "the file changed while it was read (still being written?): left for a later run",
+    )
+    assert path.exists() and _event_ids(db) == [] and _log(db) == []
+    monkeypatch.setattr(extract, "_validate", validate)
+    _age(path, 3600)
+    assert [r.status for r in load_inbox(db, settings, reference_at=REF)] == ["loaded"]
+    assert _event_ids(db) == ["c1", "c2"]
