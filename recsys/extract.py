@@ -8,11 +8,15 @@ form (new files from the inbox, moved to `loaded/` afterwards). Each file is one
    streamed as CSV), every value as text;
 2. SQL files in `sql/extract/` type every value, name each problem (`load_rejects`: file, row,
    column, value, reason) and derive missing event ids;
-3. valid rows are inserted (events: once per event id) or upserted (users, past offers);
+3. valid rows are inserted (events: once per event id) or upserted (users, past offers), unless
+   a sheet's rows are all, or mostly (RECSYS_MAX_REJECT_RATE), rejected: then the file is refused
+   with its rejects kept and a message naming the main reason;
 4. `load_log` records the counts.
 
 A file that cannot be read at all is refused with one message and nothing of it is loaded; the
-refusal itself is recorded in `load_log`. Called by the CLI and the nightly DAG.
+refusal itself is recorded in `load_log`. An inbox file that may still be arriving (recently
+modified, an upload's or editor's name, changed while read) is left for a later run (`waiting`).
+Called by the CLI and the nightly DAG (`recsys.pipeline`).
 """
 
 from __future__ import annotations
