@@ -11,7 +11,9 @@ never loses or duplicates an offer (the offer id is the idempotency key passed t
 
 Configuration: `RECSYS_DISPATCH_SCHEDULE` (default every 5 minutes), `RECSYS_DISPATCH_CHANNELS`
 (default `email,sms,push`), `RECSYS_DISPATCH_ADAPTER` (default `jsonl`, appending to
-`data/outbox/`); the database from the `recsys_db` connection, else `RECSYS_DATABASE_URL`.
+`data/outbox/`), `RECSYS_DISPATCH_TIMEOUT_MINUTES` (one channel's task, default 20; the run: 30);
+the database from the `recsys_db` connection, else `RECSYS_DATABASE_URL`. A failed task is
+reported by `recsys.notify` (a log line, and a mail when `RECSYS_ALERT_EMAIL` is set).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import os
 from typing import Any
 
 from airflow.sdk import dag, task
+
+from recsys import notify
 
 CHANNELS = [c.strip() for c in os.environ.get("RECSYS_DISPATCH_CHANNELS", "email,sms,push").split(",") if c.strip()]
 
@@ -34,7 +38,15 @@ CHANNELS = [c.strip() for c in os.environ.get("RECSYS_DISPATCH_CHANNELS", "email
     dagrun_timeout=dt.timedelta(minutes=30),
     tags=["recsys", "senders"],
     doc_md=__doc__,
-    default_args={"owner": "recsys", "retries": 1, "retry_delay": dt.timedelta(minutes=1)},
+    on_failure_callback=notify.task_failed,
+    default_args={
+        "owner": "recsys",
+        "retries": 1,
+        "retry_delay": dt.timedelta(minutes=1),
+        # one channel's pass; a sender killed by it loses nothing (its claims come back after the lease)
+        "execution_timeout": dt.timedelta(minutes=int(os.environ.get("RECSYS_DISPATCH_TIMEOUT_MINUTES", "20"))),
+        "on_failure_callback": notify.task_failed,
+    },
 )
 def recsys_dispatch() -> None:
     @task(map_index_template="{{ channel_label }}")

@@ -17,6 +17,12 @@ upserted per campaign date and user). A failed shard can be cleared and re-run a
 **Database**: the Airflow connection `recsys_db` (a Postgres connection, or
 `AIRFLOW_CONN_RECSYS_DB`), else `RECSYS_DATABASE_URL`. Schedule: `RECSYS_NIGHTLY_SCHEDULE`
 (default `0 2 * * *`, UTC).
+
+**Failures are visible**: every task has an `execution_timeout` and the run a `dagrun_timeout`
+(`RECSYS_NIGHTLY_<TASK>_TIMEOUT_MINUTES`, see `recsys.notify.NightlyTimeouts`); a failed task or
+run is reported by `recsys.notify` (a log line naming the task, run, try, error and log; a mail
+through the SMTP provider when `RECSYS_ALERT_EMAIL` is set); a deadline alert fires when the run
+is not finished by `RECSYS_PUBLISH_DEADLINE` (default `06:00` UTC).
 """
 
 from __future__ import annotations
@@ -25,9 +31,24 @@ import datetime as dt
 import os
 from typing import Any
 
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk import (
+    Asset,
+    AsyncCallback,
+    DeadlineAlert,
+    DeadlineReference,
+    Param,
+    dag,
+    get_current_context,
+    task,
+)
+
+from recsys import notify
 
 CAMPAIGN_OFFERS = Asset("recsys://campaign_offers")
+SCHEDULE = os.environ.get("RECSYS_NIGHTLY_SCHEDULE", "0 2 * * *")
+TIMEOUTS = notify.nightly_timeouts()
+PUBLISH_DEADLINE = os.environ.get("RECSYS_PUBLISH_DEADLINE", "")
+PUBLISH_DEADLINE_AFTER = notify.publish_deadline_interval(PUBLISH_DEADLINE, SCHEDULE)
 
 
 def _night() -> tuple[Any, dt.date, dict[str, Any]]:
@@ -45,16 +66,31 @@ def _night() -> tuple[Any, dt.date, dict[str, Any]]:
 
 @dag(
     dag_id="recsys_nightly",
-    schedule=os.environ.get("RECSYS_NIGHTLY_SCHEDULE", "0 2 * * *"),
+    schedule=SCHEDULE,
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     tags=["recsys", "campaigns"],
     doc_md=__doc__,
+    dagrun_timeout=TIMEOUTS.of("run"),
+    on_failure_callback=notify.task_failed,
+    deadline=None
+    if PUBLISH_DEADLINE_AFTER is None
+    else DeadlineAlert(
+        name="published by",
+        reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
+        interval=PUBLISH_DEADLINE_AFTER,
+        callback=AsyncCallback(
+            notify.publish_deadline_missed,
+            kwargs={"published_by": notify.publish_deadline_label(PUBLISH_DEADLINE)},
+        ),
+    ),
     default_args={
         "owner": "recsys",
         "retries": int(os.environ.get("RECSYS_NIGHTLY_RETRIES", "2")),
         "retry_delay": dt.timedelta(minutes=5),
+        "execution_timeout": TIMEOUTS.of("task"),
+        "on_failure_callback": notify.task_failed,
     },
     params={
         "mode": Param(
@@ -89,7 +125,7 @@ def recsys_nightly() -> None:
         settings, _, _ = _night()
         return pipeline.migrate(settings)
 
-    @task
+    @task(execution_timeout=TIMEOUTS.of("extract"))
     def extract() -> dict[str, Any]:
         from recsys import pipeline
 
@@ -113,14 +149,14 @@ def recsys_nightly() -> None:
         settings, campaign_date, _ = _night()
         return pipeline.check_refusals(settings, campaign_date)
 
-    @task
+    @task(execution_timeout=TIMEOUTS.of("features"))
     def features() -> dict[str, Any]:
         from recsys import pipeline
 
         settings, campaign_date, _ = _night()
         return pipeline.build_features(settings, campaign_date)
 
-    @task
+    @task(execution_timeout=TIMEOUTS.of("train"))
     def train() -> dict[str, Any]:
         from recsys import pipeline
 
@@ -133,7 +169,7 @@ def recsys_nightly() -> None:
             force=params["force_train"],
         )
 
-    @task
+    @task(execution_timeout=TIMEOUTS.of("evaluate"))
     def evaluate() -> dict[str, Any]:
         from recsys import pipeline
 
@@ -146,7 +182,7 @@ def recsys_nightly() -> None:
 
         return pipeline.shard_list(get_current_context()["params"]["shards"])
 
-    @task(map_index_template="{{ shard_label }}")
+    @task(map_index_template="{{ shard_label }}", execution_timeout=TIMEOUTS.of("score"))
     def score(shard: int) -> dict[str, Any]:
         from recsys import pipeline
 

@@ -60,6 +60,10 @@ class Settings:
     """Database role for message senders: may call the sender functions and nothing else."""
     analyst_role: str = "recsys_analyst"
     """Database role for analysts: read-only on the analyst views."""
+    alert_email: str = ""
+    """Comma-separated addresses the nightly DAG mails failure and deadline notices to (empty: log only)."""
+    alert_smtp_conn_id: str = "smtp_default"
+    """Airflow SMTP connection those notices go out through (Airflow's SMTP provider)."""
     event_retention_days: int = 730
     """Monthly `behavior_events` partitions wholly older than this are dropped."""
     feature_retention_days: int = 400

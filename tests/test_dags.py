@@ -15,6 +15,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg2
@@ -357,3 +358,274 @@ def test_nightly_dag_end_to_end_rerun_and_cleared_shard(
     assert sent == due
     with connect(campaign_db) as conn:
         assert fetch_value(conn, "select count(*) from recsys.campaign_offers where status = 'sent'") == len(due)
+
+
+# --- failures are visible: timeouts, failure notices, the publish deadline ------------------------
+
+NOTICE_CHECK = r"""
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+from airflow.serialization.serialized_objects import DagSerialization
+bag = DagBag(dag_folder=sys.argv[1])
+assert not bag.import_errors, bag.import_errors
+out = {}
+for dag_id in ("recsys_nightly", "recsys_dispatch"):
+    dag = bag.dags[dag_id]
+    DagSerialization.to_dict(dag)  # what the DAG processor stores, deadline included
+    callbacks = dag.on_failure_callback if isinstance(dag.on_failure_callback, list) else [dag.on_failure_callback]
+    out[dag_id] = {
+        "dagrun_timeout": dag.dagrun_timeout.total_seconds() if dag.dagrun_timeout else None,
+        "callbacks": [f"{c.__module__}.{c.__qualname__}" for c in callbacks if c],
+        "tasks": {},
+        "deadline": [
+            {"reference": type(d.reference).__name__, "interval": d.interval.total_seconds(),
+             "callback": d.callback.path, "kwargs": d.callback.kwargs, "kind": type(d.callback).__name__}
+            for d in (dag.deadline or [])
+        ],
+    }
+    for task in dag.tasks:
+        kwargs = getattr(task, "partial_kwargs", None) or vars(task)  # a mapped task keeps them apart
+        timeout = getattr(task, "execution_timeout", None) or kwargs.get("execution_timeout")
+        cbs = getattr(task, "on_failure_callback", None) or kwargs.get("on_failure_callback")
+        cbs = cbs if isinstance(cbs, list) else [cbs]
+        out[dag_id]["tasks"][task.task_id] = {
+            "timeout": timeout.total_seconds() if timeout else None,
+            "callbacks": [f"{c.__module__}.{c.__qualname__}" for c in cbs if c],
+        }
+print("RESULT " + json.dumps(out))
+"""
+
+
+def _notice_check(tmp_path: Path, **env: str) -> dict:
+    proc = subprocess.run(
+        [PY, "-c", NOTICE_CHECK, str(PROJECT_ROOT / "dags")],
+        env=_airflow_env(tmp_path / "airflow", **env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return _result(proc)
+
+
+def test_the_dags_carry_timeouts_failure_notices_and_the_publish_deadline(tmp_path: Path) -> None:
+    out = _notice_check(tmp_path)
+    nightly = out["recsys_nightly"]
+    assert nightly["dagrun_timeout"] == 6 * 3600
+    minutes = {t: v["timeout"] / 60 for t, v in nightly["tasks"].items()}
+    assert minutes == {
+        "migrate": 15,
+        "extract": 60,
+        "ingest_feedback": 15,
+        "features": 30,
+        "train": 180,
+        "evaluate": 30,
+        "shard_list": 15,
+        "score": 30,
+        "publish": 15,
+        "report": 15,
+        **{t: 15 for t in minutes if t not in NIGHTLY_TASKS},  # a task added later gets the default
+    }
+    notifier = "recsys.notify.task_failed"
+    assert nightly["callbacks"] == [notifier]
+    assert all(v["callbacks"] == [notifier] for v in nightly["tasks"].values()), nightly["tasks"]
+    # published by 06:00 UTC: 4 hours after the 02:00 logical date of the default schedule
+    assert nightly["deadline"] == [
+        {
+            "reference": "DagRunLogicalDateDeadline",
+            "interval": 4 * 3600,
+            "callback": "recsys.notify.publish_deadline_missed",
+            "kwargs": {"published_by": "06:00 UTC"},
+            "kind": "AsyncCallback",
+        }
+    ]
+    dispatch = out["recsys_dispatch"]
+    assert dispatch["dagrun_timeout"] == 30 * 60 and dispatch["callbacks"] == [notifier]
+    assert dispatch["tasks"] == {"send": {"timeout": 20 * 60, "callbacks": [notifier]}}
+
+
+def test_timeouts_and_the_deadline_come_from_the_environment(tmp_path: Path) -> None:
+    out = _notice_check(
+        tmp_path,
+        RECSYS_NIGHTLY_SCHEDULE="30 1 * * *",
+        RECSYS_PUBLISH_DEADLINE="05:15",
+        RECSYS_NIGHTLY_RUN_TIMEOUT_MINUTES="240",
+        RECSYS_NIGHTLY_TRAIN_TIMEOUT_MINUTES="90",
+        RECSYS_NIGHTLY_TASK_TIMEOUT_MINUTES="5",
+        RECSYS_DISPATCH_TIMEOUT_MINUTES="7",
+    )
+    nightly = out["recsys_nightly"]
+    assert nightly["dagrun_timeout"] == 240 * 60
+    assert nightly["tasks"]["train"]["timeout"] == 90 * 60
+    assert nightly["tasks"]["migrate"]["timeout"] == nightly["tasks"]["report"]["timeout"] == 5 * 60
+    assert nightly["tasks"]["extract"]["timeout"] == 60 * 60  # not overridden
+    assert nightly["deadline"][0]["interval"] == 3 * 3600 + 45 * 60  # 01:30 -> 05:15
+    assert out["recsys_dispatch"]["tasks"]["send"]["timeout"] == 7 * 60
+    assert _notice_check(tmp_path, RECSYS_PUBLISH_DEADLINE="off")["recsys_nightly"]["deadline"] == []
+
+
+NIGHTLY_TASKS = (
+    "migrate",
+    "extract",
+    "ingest_feedback",
+    "features",
+    "train",
+    "evaluate",
+    "shard_list",
+    "score",
+    "publish",
+    "report",
+)
+
+
+def test_publish_deadline_interval_and_its_bad_input() -> None:
+    from recsys.errors import ConfigError
+    from recsys.notify import nightly_timeouts, publish_deadline_interval
+
+    hours = dt.timedelta(hours=1)
+    assert publish_deadline_interval(None, "0 2 * * *") == 4 * hours  # the default, 06:00 UTC
+    assert publish_deadline_interval("01:00", "0 2 * * *") == 23 * hours  # the next 01:00
+    assert publish_deadline_interval("06:00", "@daily") == 6 * hours
+    assert publish_deadline_interval("+04:30", "*/30 * * * *") == 4.5 * hours
+    assert publish_deadline_interval("off", "0 2 * * *") is None
+    with pytest.raises(ConfigError, match=r"schedule '\*/30 \* \* \* \*' does not start at a fixed time.*'\+04:00'"):
+        publish_deadline_interval("06:00", "*/30 * * * *")
+    with pytest.raises(ConfigError, match="RECSYS_PUBLISH_DEADLINE: expected HH:MM or \\+HH:MM, got '6am'"):
+        publish_deadline_interval("6am", "0 2 * * *")
+    with pytest.raises(ConfigError, match="'25:00' is not a time of day"):
+        publish_deadline_interval("25:00", "0 2 * * *")
+    with pytest.raises(ConfigError, match="RECSYS_NIGHTLY_TRAIN_TIMEOUT_MINUTES: expected a whole number"):
+        nightly_timeouts({"RECSYS_NIGHTLY_TRAIN_TIMEOUT_MINUTES": "2h"})
+    with pytest.raises(ConfigError, match="RECSYS_NIGHTLY_RUN_TIMEOUT_MINUTES: must be at least 1 minute"):
+        nightly_timeouts({"RECSYS_NIGHTLY_RUN_TIMEOUT_MINUTES": "0"})
+
+
+@pytest.fixture
+def mailbox() -> Iterator[tuple[int, list]]:
+    """A real SMTP server on 127.0.0.1 (aiosmtpd) collecting what it receives."""
+    from aiosmtpd.controller import Controller
+
+    received: list = []
+
+    class Collect:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            received.append(envelope)
+            return "250 OK"
+
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    controller = Controller(Collect(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port, received
+    finally:
+        controller.stop()
+
+
+def _smtp_connection(port: int) -> str:
+    return json.dumps(
+        {
+            "conn_type": "smtp",
+            "host": "127.0.0.1",
+            "port": port,
+            "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "airflow@shop.example"},
+        }
+    )
+
+
+def _mails(received: list) -> list:
+    import email
+    from email import policy
+
+    return [email.message_from_bytes(e.original_content, policy=policy.default) for e in received]
+
+
+@pytest.mark.slow
+def test_a_failing_night_logs_and_mails_a_notice(tmp_path: Path, mailbox: tuple[int, list]) -> None:
+    """The real nightly DAG with its database down: the migrate task fails, the notice names it."""
+    port, received = mailbox
+    env = _airflow_env(
+        tmp_path / "airflow",
+        AIRFLOW_CONN_RECSYS_DB=airflow_connection("postgresql://nobody@127.0.0.1:1/nothing"),
+        AIRFLOW_CONN_SMTP_DEFAULT=_smtp_connection(port),
+        RECSYS_ALERT_EMAIL="ops@shop.example, oncall@shop.example",
+        RECSYS_NIGHTLY_RETRIES="0",
+        RECSYS_DATA_DIR=str(tmp_path / "data"),
+    )
+    command = [PY, "-m", "recsys.airflow_local", "--home", str(tmp_path / "airflow"), "--date", "2026-12-01T02:00:00Z"]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    run = _result(proc)
+    assert run["state"] == "failed"
+    assert {t["task_id"]: t["state"] for t in run["tasks"]}["migrate"] == "failed"
+    lines = [line for line in proc.stdout.splitlines() if "recsys_nightly task failed:" in line]
+    assert len(lines) == 1, proc.stdout[-3000:]
+    line = lines[0]
+    assert f"task migrate, run {run['run_id']}, try 1 of 1: RecsysError: cannot connect to PostgreSQL" in line
+    assert "127.0.0.1:1" in line
+    assert "(log: http://localhost:8080/dags/recsys_nightly/runs/" in line and "/tasks/migrate?try_number=1)" in line
+
+    mails = _mails(received)
+    assert len(mails) == 1
+    mail = mails[0]
+    assert sorted(received[0].rcpt_tos) == ["oncall@shop.example", "ops@shop.example"]
+    assert mail["From"] == "airflow@shop.example"
+    assert mail["Subject"] == f"[recsys] recsys_nightly: task migrate failed in run {run['run_id']}"
+    body = next(p for p in mail.walk() if p.get_content_type() == "text/html").get_content()
+    assert "try 1 of 1: RecsysError: cannot connect to PostgreSQL" in body and "/tasks/migrate" in body
+
+
+def test_without_an_alert_address_the_notice_is_a_log_line_only(mailbox: tuple[int, list], tmp_path: Path) -> None:
+    """A task failure's callback called as Airflow calls it (a context with ti and exception)."""
+    code = r"""
+import logging, sys, types
+logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+from recsys import notify
+ti = types.SimpleNamespace(dag_id="recsys_nightly", task_id="score", map_index=1, run_id="scheduled__x", try_number=3,
+                           task=types.SimpleNamespace(retries=2), log_url="http://airflow/log")
+notify.task_failed({"ti": ti, "exception": ValueError("shard 1:\nno users")})
+notify.task_failed({"ti": ti, "reason": "task_failure", "run_id": "scheduled__x"})  # the run's: said already
+notify.task_failed({"ti": ti, "reason": "timed_out", "run_id": "scheduled__x"})
+"""
+    port, received = mailbox
+    env = _airflow_env(tmp_path / "airflow", AIRFLOW_CONN_SMTP_DEFAULT=_smtp_connection(port))
+    proc = subprocess.run([PY, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == [
+        "ERROR recsys.notify recsys_nightly task failed: task score[1], run scheduled__x, try 3 of 3: "
+        "ValueError: shard 1: no users (log: http://airflow/log)",
+        "ERROR recsys.notify recsys_nightly run failed: run scheduled__x, reason timed_out; last task score",
+    ]
+    assert received == []
+
+
+def test_a_missed_publish_deadline_logs_and_mails_a_notice(tmp_path: Path, mailbox: tuple[int, list]) -> None:
+    """The deadline alert's callback, awaited with the context Airflow's scheduler gives it."""
+    code = r"""
+import asyncio, datetime as dt, logging, sys
+logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+from recsys import notify
+context = {
+    "dag_run": {"dag_id": "recsys_nightly", "dag_run_id": "scheduled__2026-12-01T02:00:00+00:00",
+                "logical_date": "2026-12-01T02:00:00Z", "state": "running"},
+    "deadline": {"id": "d1", "deadline_time": dt.datetime(2026, 12, 1, 6, 0, tzinfo=dt.timezone.utc)},
+}
+asyncio.run(notify.publish_deadline_missed(context, published_by="06:00 UTC"))
+"""
+    port, received = mailbox
+    env = _airflow_env(
+        tmp_path / "airflow", AIRFLOW_CONN_SMTP_DEFAULT=_smtp_connection(port), RECSYS_ALERT_EMAIL="ops@shop.example"
+    )
+    proc = subprocess.run([PY, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    notice = (
+        "recsys_nightly deadline missed: run scheduled__2026-12-01T02:00:00+00:00 (logical date "
+        "2026-12-01T02:00:00Z, state running) was not published by 06:00 UTC (2026-12-01T06:00:00+00:00); "
+        "senders have no offers of it yet"
+    )
+    assert f"ERROR recsys.notify {notice}" in proc.stdout.splitlines()
+    mails = _mails(received)
+    assert [m["Subject"] for m in mails] == [
+        "[recsys] recsys_nightly: run scheduled__2026-12-01T02:00:00+00:00 not published by 06:00 UTC"
+    ]
