@@ -35,6 +35,7 @@ def state_root() -> Path:
     from one, else the current directory (an installed package never writes into site-packages)."""
     return PROJECT_ROOT if (PROJECT_ROOT / "pyproject.toml").is_file() else Path.cwd()
 
+
 _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
