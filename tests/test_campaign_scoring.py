@@ -154,7 +154,8 @@ def campaign(migrated_url: str, artifact: bytes, settings):
             cur.execute(
                 "truncate recsys.campaign_offers, recsys.campaign_holdout, recsys.campaign_run_shards, "
                 "recsys.campaign_runs, recsys.offer_events, recsys.offer_history, recsys.users, "
-                "recsys.user_features, recsys.behavior_events, recsys.policy_models cascade"
+                "recsys.user_features, recsys.behavior_events, recsys.policy_models, "
+                "recsys.address_suppressions cascade"
             )
         register_model(conn, "m1", artifact)
         yield conn, settings
