@@ -59,7 +59,7 @@ bench: $(STAMP)
 
 # airflow standalone with AIRFLOW_HOME=.airflow, dags/ and plugins/, parallelism 2; Ctrl-C stops all of it
 airflow: $(STAMP)
-	$(PY) -m recsys.airflow_local --standalone --home .airflow
+	$(PY) -m recsys.orchestration.airflow_local --standalone --home .airflow
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -25,9 +25,9 @@ import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
+from recsys.config.settings import PROJECT_ROOT, load_settings
 from recsys.db import connect, database_url
-from recsys.migrate import migrate
-from recsys.settings import PROJECT_ROOT, load_settings
+from recsys.db.migrate import migrate
 
 FIRST_NIGHT = dt.date(2026, 11, 1)
 

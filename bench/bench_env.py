@@ -32,16 +32,17 @@ import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
-from recsys.catalog import load_catalog
+from recsys.benchmark.synth.generate import generate_data
+from recsys.config.catalog import load_catalog
+from recsys.config.settings import load_settings
+from recsys.data.extract import extract_path
+from recsys.data.logged_offers import fit_response_model
 from recsys.db import connect
-from recsys.env import OfferVecEnv
-from recsys.extract import extract_path
-from recsys.migrate import migrate
-from recsys.observation import FEATURE_NAMES, normalise
-from recsys.response import fit_response_model, format_fit_report, prior_response_model
-from recsys.rewards import load_reward_rules
-from recsys.settings import load_settings
-from recsys.synth.generate import generate_data
+from recsys.db.migrate import migrate
+from recsys.model.env import OfferVecEnv
+from recsys.model.observation import FEATURE_NAMES, normalise
+from recsys.model.response import format_fit_report, prior_response_model
+from recsys.model.rewards import load_reward_rules
 
 END_DATE = dt.date(2026, 9, 1)
 BAR_STEPS_PER_SECOND = 500_000

@@ -25,10 +25,10 @@ import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
+from recsys.config.settings import load_settings
+from recsys.data.features import build_features, feature_query, query_params
 from recsys.db import connect, fetch_value
-from recsys.features import build_features, feature_query, query_params
-from recsys.migrate import migrate
-from recsys.settings import load_settings
+from recsys.db.migrate import migrate
 
 AS_OF = date(2026, 11, 1)
 HISTORY_DAYS = 400  # default spread: longer than the recency cap, so the scan has partitions to prune

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from recsys.synth.generate import generate_data, truth_path_for
+from recsys.benchmark.synth.generate import generate_data, truth_path_for
 
 
 def main() -> None:

@@ -27,11 +27,11 @@ import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
+from recsys.config.settings import PROJECT_ROOT, load_settings
+from recsys.data.extract import load_file
+from recsys.data.features import build_features
 from recsys.db import connect, database_url, fetch_value
-from recsys.extract import load_file
-from recsys.features import build_features
-from recsys.migrate import migrate
-from recsys.settings import PROJECT_ROOT, load_settings
+from recsys.db.migrate import migrate
 
 END_DATE = dt.date(2026, 11, 1)
 

@@ -4,7 +4,7 @@ A fine-tune needs a champion, so the first night retrains (not timed against the
 next night fine-tunes the champion: that second run is the nightly job the bar is about. The
 behaviour (CSV, as a data team drops it) arrives in the inbox before the first night; the second
 night finds the inbox empty and rebuilds features, trains, scores and publishes for its date.
-Both runs go through `dag.test()` in a fresh process (`python -m recsys.airflow_local`), with
+Both runs go through `dag.test()` in a fresh process (`python -m recsys.orchestration.airflow_local`), with
 Airflow metadata in SQLite in a temporary folder and the campaign database in a scratch database
 on `RECSYS_BENCH_DATABASE_URL` (default: the local server).
 
@@ -29,8 +29,8 @@ import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
+from recsys.benchmark.synth.generate import generate_data
 from recsys.db import airflow_connection
-from recsys.synth.generate import generate_data
 
 SERVER = os.environ.get("RECSYS_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -44,7 +44,7 @@ def night(home: Path, url: str, inbox: Path, date: dt.date, conf: dict) -> dict:
         RECSYS_NIGHTLY_RETRIES="0",
         OMP_NUM_THREADS="1",
     )
-    command = [sys.executable, "-m", "recsys.airflow_local", "--home", str(home / "airflow")]
+    command = [sys.executable, "-m", "recsys.orchestration.airflow_local", "--home", str(home / "airflow")]
     command += ["--date", f"{date.isoformat()}T02:00:00+00:00", "--conf", json.dumps(conf)]
     started = time.perf_counter()
     proc = subprocess.run(command, env=env, capture_output=True, text=True)

@@ -31,19 +31,19 @@ import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
-from recsys.baselines import ResponseGreedyPolicy, RuleHeuristicPolicy
-from recsys.catalog import load_catalog
+from recsys.benchmark.synth.generate import generate_data, truth_path_for
+from recsys.benchmark.truth_eval import evaluate_against_truth
+from recsys.config.catalog import load_catalog
+from recsys.config.settings import PROJECT_ROOT, load_settings
+from recsys.data.extract import extract_path
+from recsys.data.features import build_features
+from recsys.data.states import load_states
 from recsys.db import connect, database_url
-from recsys.evaluate import evaluate_against_truth
-from recsys.extract import extract_path
-from recsys.features import build_features
-from recsys.migrate import migrate
-from recsys.observation import load_states
-from recsys.policy import PPOPolicy, load_sb3_model
-from recsys.response import ResponseModel
-from recsys.settings import PROJECT_ROOT, load_settings
-from recsys.synth.generate import generate_data, truth_path_for
-from recsys.train import TrainConfig, train
+from recsys.db.migrate import migrate
+from recsys.model.baselines import ResponseGreedyPolicy, RuleHeuristicPolicy
+from recsys.model.policy import PPOPolicy, load_sb3_model
+from recsys.model.response import ResponseModel
+from recsys.orchestration.train import TrainConfig, train
 
 END = dt.date(2026, 11, 1)
 
@@ -51,8 +51,8 @@ END = dt.date(2026, 11, 1)
 def feature_ceiling(conn, truth_path, as_of: dt.date, catalog, seed: int) -> float:
     """Normalised score, under the truth, of greedy on a regression of the truth's values on the
     observations (features, their squares, an intercept), cross-fitted on two halves of the users."""
-    from recsys.observation import FEATURE_NAMES
-    from recsys.synth.truth import GroundTruth
+    from recsys.benchmark.synth.truth import GroundTruth
+    from recsys.model.observation import FEATURE_NAMES
 
     truth = GroundTruth.load(truth_path)
     states = load_states(conn, as_of)

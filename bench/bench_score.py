@@ -35,10 +35,10 @@ import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
+from recsys.config.settings import PROJECT_ROOT, load_settings
+from recsys.data.features import partition_name
 from recsys.db import connect, embedded_url
-from recsys.features import partition_name
-from recsys.migrate import migrate
-from recsys.settings import PROJECT_ROOT, load_settings
+from recsys.db.migrate import migrate
 
 DAY = dt.date(2026, 12, 1)
 NAIVE_DAY = dt.date(2026, 12, 2)
@@ -127,10 +127,10 @@ def register_model(url: str) -> None:
     import gymnasium as gym
     from stable_baselines3 import PPO
 
-    from recsys.catalog import load_catalog
-    from recsys.observation import N_FEATURES, feature_fingerprint
-    from recsys.policy import set_torch_threads
-    from recsys.registry import ModelRecord, catalog_json, record_decision, register
+    from recsys.config.catalog import load_catalog
+    from recsys.evaluation.registry import ModelRecord, catalog_json, record_decision, register
+    from recsys.model.observation import N_FEATURES, feature_fingerprint
+    from recsys.model.policy import set_torch_threads
 
     class Shapes(gym.Env):
         observation_space = gym.spaces.Box(0.0, 1.0, (N_FEATURES,), np.float32)
@@ -185,11 +185,11 @@ def child_fast(url: str) -> None:
 def naive(url: str, n: int) -> tuple[float, int]:
     """Per-user predict, per-row render, per-row INSERT on the first n users: (seconds, rows)."""
     from recsys.campaign.messages import PARTS, environment, offer_text
-    from recsys.campaign.rules import load_rules
-    from recsys.catalog import load_catalog
-    from recsys.observation import load_states
-    from recsys.policy import load_sb3_model
-    from recsys.registry import get_model
+    from recsys.config.catalog import load_catalog
+    from recsys.config.rules import load_rules
+    from recsys.data.states import load_states
+    from recsys.evaluation.registry import get_model
+    from recsys.model.policy import load_sb3_model
 
     catalog = load_catalog()
     actions = catalog.actions

@@ -34,9 +34,9 @@ import psycopg2
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
+from recsys.config.settings import PROJECT_ROOT, load_settings
 from recsys.db import connect, database_url, fetch_all, fetch_value
-from recsys.migrate import migrate
-from recsys.settings import PROJECT_ROOT, load_settings
+from recsys.db.migrate import migrate
 
 DAY = dt.date.today()
 

@@ -18,7 +18,7 @@ import math
 import sys
 from pathlib import Path
 
-from recsys.simulate import VALUE_ROWS, SimulateConfig, simulate
+from recsys.benchmark.simulate import VALUE_ROWS, SimulateConfig, simulate
 
 
 def _load(folder: Path) -> dict:

@@ -13,7 +13,7 @@ Configuration: `RECSYS_DISPATCH_SCHEDULE` (default every 5 minutes), `RECSYS_DIS
 (default `email,sms,push`), `RECSYS_DISPATCH_ADAPTER` (default `jsonl`, appending to
 `data/outbox/`), `RECSYS_DISPATCH_TIMEOUT_MINUTES` (one channel's task, default 20; the run: 30);
 the database from the `recsys_db` connection, else `RECSYS_DATABASE_URL`. A failed task is
-reported by `recsys.notify` (a log line, and a mail when `RECSYS_ALERT_EMAIL` is set).
+reported by `recsys.orchestration.notify` (a log line, and a mail when `RECSYS_ALERT_EMAIL` is set).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 from airflow.sdk import dag, task
 
-from recsys import notify
+from recsys.orchestration import notify
 
 CHANNELS = [c.strip() for c in os.environ.get("RECSYS_DISPATCH_CHANNELS", "email,sms,push").split(",") if c.strip()]
 
@@ -53,7 +53,7 @@ def recsys_dispatch() -> None:
     def send(channel: str) -> dict[str, Any]:
         from airflow.sdk import get_current_context
 
-        from recsys import pipeline
+        from recsys.orchestration import pipeline
 
         get_current_context()["channel_label"] = channel  # type: ignore[literal-required]
         return pipeline.dispatch(pipeline.airflow_settings(), channel)

@@ -19,8 +19,8 @@ upserted per campaign date and user). A failed shard can be cleared and re-run a
 (default `0 2 * * *`, UTC).
 
 **Failures are visible**: every task has an `execution_timeout` and the run a `dagrun_timeout`
-(`RECSYS_NIGHTLY_<TASK>_TIMEOUT_MINUTES`, see `recsys.notify.NightlyTimeouts`); a failed task or
-run is reported by `recsys.notify` (a log line naming the task, run, try, error and log; a mail
+(`RECSYS_NIGHTLY_<TASK>_TIMEOUT_MINUTES`, see `recsys.orchestration.notify.NightlyTimeouts`); a failed task or
+run is reported by `recsys.orchestration.notify` (a log line naming the task, run, try, error and log; a mail
 through the SMTP provider when `RECSYS_ALERT_EMAIL` is set); a deadline alert fires when the run
 is not finished by `RECSYS_PUBLISH_DEADLINE` (default `06:00` UTC).
 """
@@ -42,7 +42,7 @@ from airflow.sdk import (
     task,
 )
 
-from recsys import notify
+from recsys.orchestration import notify
 
 CAMPAIGN_OFFERS = Asset("recsys://campaign_offers")
 SCHEDULE = os.environ.get("RECSYS_NIGHTLY_SCHEDULE", "0 2 * * *")
@@ -53,7 +53,7 @@ PUBLISH_DEADLINE_AFTER = notify.publish_deadline_interval(PUBLISH_DEADLINE, SCHE
 
 def _night() -> tuple[Any, dt.date, dict[str, Any]]:
     """Settings, campaign date and params of the running task (called at run time only)."""
-    from recsys import pipeline
+    from recsys.orchestration import pipeline
 
     context = get_current_context()
     params = context["params"]
@@ -120,21 +120,21 @@ def _night() -> tuple[Any, dt.date, dict[str, Any]]:
 def recsys_nightly() -> None:
     @task
     def migrate() -> dict[str, Any]:
-        from recsys import pipeline
+        from recsys.orchestration import pipeline
 
         settings, _, _ = _night()
         return pipeline.migrate(settings)
 
     @task(execution_timeout=TIMEOUTS.of("extract"))
     def extract() -> dict[str, Any]:
-        from recsys import pipeline
+        from recsys.orchestration import pipeline
 
         settings, campaign_date, _ = _night()
         return pipeline.extract(settings, campaign_date)
 
     @task
     def ingest_feedback() -> dict[str, Any]:
-        from recsys import pipeline
+        from recsys.orchestration import pipeline
 
         settings, campaign_date, _ = _night()
         return pipeline.ingest_feedback(settings, campaign_date)
@@ -144,21 +144,21 @@ def recsys_nightly() -> None:
         # Fails (red run, no retries) when extract or ingest_feedback refused a file of this night;
         # the other tasks go on with the files that loaded. It reads load_log, so retrying the
         # night does not turn a refusal green.
-        from recsys import pipeline
+        from recsys.orchestration import pipeline
 
         settings, campaign_date, _ = _night()
         return pipeline.check_refusals(settings, campaign_date)
 
     @task(execution_timeout=TIMEOUTS.of("features"))
     def features() -> dict[str, Any]:
-        from recsys import pipeline
+        from recsys.orchestration import pipeline
 
         settings, campaign_date, _ = _night()
         return pipeline.build_features(settings, campaign_date)
 
     @task(execution_timeout=TIMEOUTS.of("train"))
     def train() -> dict[str, Any]:
-        from recsys import pipeline
+        from recsys.orchestration import pipeline
 
         settings, campaign_date, params = _night()
         return pipeline.train(
@@ -171,20 +171,20 @@ def recsys_nightly() -> None:
 
     @task(execution_timeout=TIMEOUTS.of("evaluate"))
     def evaluate() -> dict[str, Any]:
-        from recsys import pipeline
+        from recsys.orchestration import pipeline
 
         settings, campaign_date, _ = _night()
         return pipeline.evaluate(settings, campaign_date)
 
     @task
     def shard_list() -> list[int]:
-        from recsys import pipeline
+        from recsys.orchestration import pipeline
 
         return pipeline.shard_list(get_current_context()["params"]["shards"])
 
     @task(map_index_template="{{ shard_label }}", execution_timeout=TIMEOUTS.of("score"))
     def score(shard: int) -> dict[str, Any]:
-        from recsys import pipeline
+        from recsys.orchestration import pipeline
 
         settings, campaign_date, params = _night()
         get_current_context()["shard_label"] = f"shard {shard} of {params['shards']}"  # type: ignore[literal-required]
@@ -199,14 +199,14 @@ def recsys_nightly() -> None:
 
     @task
     def publish(scored: list[dict[str, Any]]) -> dict[str, Any]:
-        from recsys import pipeline
+        from recsys.orchestration import pipeline
 
         settings, _, params = _night()
         return pipeline.publish(settings, get_current_context()["run_id"], dry_run=params["dry_run"])
 
     @task(outlets=[CAMPAIGN_OFFERS])
     def report(tasks: dict[str, Any]) -> dict[str, Any]:
-        from recsys import pipeline
+        from recsys.orchestration import pipeline
 
         settings, campaign_date, _ = _night()
         shards = tasks["score"]  # index by length: iterating a lazy XCom sequence probes one past its end

@@ -53,9 +53,9 @@ def _non_negative(text: str) -> int:
 
 
 def cmd_db_migrate(args: argparse.Namespace) -> int:
+    from recsys.config.settings import load_settings
     from recsys.db import connect, database_url
-    from recsys.migrate import migrate
-    from recsys.settings import load_settings
+    from recsys.db.migrate import migrate
 
     settings = load_settings()
     with connect(database_url(settings)) as conn:
@@ -65,9 +65,9 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_db_retention(args: argparse.Namespace) -> int:
+    from recsys.config.settings import load_settings
+    from recsys.data.retention import apply_retention
     from recsys.db import connect, database_url
-    from recsys.retention import apply_retention
-    from recsys.settings import load_settings
 
     settings = load_settings()
     today = args.today or dt.datetime.now(dt.UTC).date()
@@ -77,7 +77,7 @@ def cmd_db_retention(args: argparse.Namespace) -> int:
 
 
 def cmd_generate_data(args: argparse.Namespace) -> int:
-    from recsys.synth.generate import generate_data
+    from recsys.benchmark.synth.generate import generate_data
 
     summary = generate_data(
         users=args.users, days=args.days, seed=args.seed, out=Path(args.out), end_date=args.end_date
@@ -87,9 +87,9 @@ def cmd_generate_data(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    from recsys.config.settings import load_settings
+    from recsys.data.extract import extract_path, load_inbox
     from recsys.db import connect, database_url
-    from recsys.extract import extract_path, load_inbox
-    from recsys.settings import load_settings
 
     settings = load_settings()
     with connect(database_url(settings)) as conn:
@@ -108,9 +108,9 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
+    from recsys.config.settings import load_settings
+    from recsys.data.features import build_feature_range
     from recsys.db import connect, database_url
-    from recsys.features import build_feature_range
-    from recsys.settings import load_settings
 
     if args.as_of is not None:
         start = end = args.as_of
@@ -138,10 +138,10 @@ def _latest_feature_date(conn: object) -> dt.date:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from recsys.config.settings import load_settings
+    from recsys.data.features import build_features
     from recsys.db import connect, database_url
-    from recsys.features import build_features
-    from recsys.settings import load_settings
-    from recsys.train import TrainConfig, train
+    from recsys.orchestration.train import TrainConfig, train
 
     settings = load_settings()
     config = TrainConfig()
@@ -151,8 +151,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             setattr(config, name, value)
     with connect(database_url(settings)) as conn:
         if args.data:
-            from recsys.extract import extract_path
-            from recsys.migrate import migrate
+            from recsys.data.extract import extract_path
+            from recsys.db.migrate import migrate
 
             migrate(conn, settings)
             for r in extract_path(conn, settings, Path(args.data)):
@@ -182,23 +182,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from recsys.config.settings import load_settings
     from recsys.db import connect, database_url
-    from recsys.model_eval import evaluate_model
-    from recsys.settings import load_settings
+    from recsys.evaluation.model_eval import evaluate_model
 
     settings = load_settings()
     with connect(database_url(settings)) as conn:
-        result = evaluate_model(
-            conn, model_version=args.model, as_of=args.as_of, truth_path=Path(args.truth) if args.truth else None
-        )
+        result = evaluate_model(conn, model_version=args.model, as_of=args.as_of)
+        if args.truth:
+            from recsys.benchmark.truth_eval import evaluate_model_against_truth
+
+            evaluate_model_against_truth(conn, result, Path(args.truth))
     print(result.report())
     return 0
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
+    from recsys.campaign.recommend import recommend
+    from recsys.config.settings import load_settings
     from recsys.db import connect, database_url
-    from recsys.recommend import recommend
-    from recsys.settings import load_settings
 
     settings = load_settings()
     with connect(database_url(settings)) as conn:
@@ -218,7 +220,7 @@ def _shard(text: str) -> tuple[int, int]:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from recsys.campaign import score_campaign
-    from recsys.settings import load_settings
+    from recsys.config.settings import load_settings
 
     if args.shard is not None and not args.run_id:
         raise RecsysError("--shard K/N needs --run-id R (every shard of a run shares its id)")
@@ -244,7 +246,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from recsys.campaign import publish_run
-    from recsys.settings import load_settings
+    from recsys.config.settings import load_settings
 
     result = publish_run(load_settings(), args.run_id)
     print(f"publish {result['run_id']}: {result['offers']} offers claimable from {result['published_at']}")
@@ -252,11 +254,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
+    from recsys.config.settings import load_settings
     from recsys.db import database_url
     from recsys.sender import default_worker, run_sender, stop_on_signals
     from recsys.sender.adapters import make_adapter
     from recsys.sender.protocol import ProtocolClient
-    from recsys.settings import load_settings
 
     settings = load_settings()
     batch = args.batch or settings.sender_batch
@@ -281,9 +283,9 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest_feedback(args: argparse.Namespace) -> int:
+    from recsys.config.settings import load_settings
+    from recsys.data.feedback import ingest_feedback
     from recsys.db import connect, database_url
-    from recsys.feedback import ingest_feedback
-    from recsys.settings import load_settings
 
     settings = load_settings()
     with connect(database_url(settings)) as conn:
@@ -300,7 +302,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from recsys.simulate import SimulateConfig, simulate
+    from recsys.benchmark.simulate import SimulateConfig, simulate
 
     config = SimulateConfig(
         nights=args.nights,

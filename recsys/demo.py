@@ -27,8 +27,8 @@ from typing import Any, TextIO
 
 from psycopg2 import sql
 
+from recsys.config.settings import PROJECT_ROOT, Settings, load_settings
 from recsys.db import airflow_connection, connect, create_database, database_url, fetch_all, redact
-from recsys.settings import PROJECT_ROOT, Settings, load_settings
 
 DEMO_DATABASE = "recsys_demo"
 AIRFLOW_HOME = PROJECT_ROOT / ".airflow"
@@ -90,7 +90,7 @@ def run_demo(*, users: int = 2000, days: int = 60, seed: int = 7, timesteps: int
 
     title = f"Generating a sample shop: {users:,} users, {days} days of behaviour up to {today}"
     with _stage(1, title, out, times, "data"):
-        from recsys.synth.generate import generate_data
+        from recsys.benchmark.synth.generate import generate_data
 
         sample.parent.mkdir(parents=True, exist_ok=True)
         summary = generate_data(users=users, days=days, seed=seed, out=sample, end_date=today)
@@ -105,7 +105,7 @@ def run_demo(*, users: int = 2000, days: int = 60, seed: int = 7, timesteps: int
         url = _demo_database(settings)
         where = "embedded server" if not settings.database_url else "RECSYS_DATABASE_URL"
         print(f"      campaign database: {redact(url)} ({where})")
-        from recsys import airflow_local
+        from recsys.orchestration import airflow_local
 
         airflow_local.configure(AIRFLOW_HOME)
         os.environ.update(
@@ -133,7 +133,7 @@ def run_demo(*, users: int = 2000, days: int = 60, seed: int = 7, timesteps: int
         print(f"      run {run['run_id']}: success; Airflow's task logs are in {log_path}")
 
     with _stage(4, "Tonight's users and campaign", out, times, "summary"), connect(url) as conn:
-        from recsys.features import feature_summary
+        from recsys.data.features import feature_summary
 
         print(_indent(feature_summary(conn, today)))
         print()
@@ -141,9 +141,11 @@ def run_demo(*, users: int = 2000, days: int = 60, seed: int = 7, timesteps: int
 
     title = "Evaluating the champion against the generator's hidden truth"
     with _stage(5, title, out, times, "truth"), connect(url) as conn:
-        from recsys.model_eval import evaluate_model
+        from recsys.benchmark.truth_eval import evaluate_model_against_truth
+        from recsys.evaluation.model_eval import evaluate_model
 
-        evaluation = evaluate_model(conn, as_of=today, truth_path=summary.truth_path, n_boot=100)
+        evaluation = evaluate_model(conn, as_of=today, n_boot=100)
+        evaluate_model_against_truth(conn, evaluation, summary.truth_path, n_boot=100)
         print(_indent(evaluation.truth_eval.table()))
         top = fetch_all(
             conn,
@@ -151,7 +153,7 @@ def run_demo(*, users: int = 2000, days: int = 60, seed: int = 7, timesteps: int
             (today,),
         )
         if top:
-            from recsys.recommend import recommend
+            from recsys.campaign.recommend import recommend
 
             print()
             print(_indent(recommend(conn, user_id=int(top[0]["user_id"]), as_of=today).format()))
@@ -168,7 +170,7 @@ def run_demo(*, users: int = 2000, days: int = 60, seed: int = 7, timesteps: int
 
 def _run_nightly(conf: dict[str, Any], log_path: Path) -> dict[str, Any]:
     """Run the DAG in this process, Airflow's output to `log_path`, a line per task to the terminal."""
-    from recsys import airflow_local, pipeline
+    from recsys.orchestration import airflow_local, pipeline
 
     with _quiet_fds(log_path) as terminal:
         clock: dict[str, float] = {}

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from psycopg2 import sql
 
+from recsys.config.settings import PROJECT_ROOT, Settings, load_settings
 from recsys.db import Connection, connect, create_database, drop_database, embedded_url
-from recsys.migrate import migrate
-from recsys.settings import PROJECT_ROOT, Settings, load_settings
+from recsys.db.migrate import migrate
 
 DATA_TABLES = (
     "load_rejects",

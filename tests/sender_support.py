@@ -11,8 +11,8 @@ from pathlib import Path
 
 from psycopg2 import sql
 
+from recsys.config.settings import PROJECT_ROOT
 from recsys.db import Connection, fetch_all, fetch_value
-from recsys.settings import PROJECT_ROOT
 
 CAMPAIGN_TABLES = (
     "offer_events",

@@ -1,4 +1,4 @@
-"""Tests of `recsys.baselines`: the policy protocol, `choose`, and the baseline policies.
+"""Tests of `recsys.model.baselines`: the policy protocol, `choose`, and the baseline policies.
 
 No database: policies are functions of observation and mask arrays.
 """
@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recsys.baselines import (
+from recsys.config.catalog import Catalog, load_catalog
+from recsys.model.baselines import (
     FixedActionPolicy,
     Policy,
     ResponseGreedyPolicy,
@@ -17,8 +18,7 @@ from recsys.baselines import (
     choose,
     choose_from_probabilities,
 )
-from recsys.catalog import Catalog, load_catalog
-from recsys.observation import FEATURE_NAMES, N_FEATURES
+from recsys.model.observation import FEATURE_NAMES, N_FEATURES
 
 CATALOG = load_catalog()
 DS = FEATURE_NAMES.index("discount_sensitivity")
@@ -292,8 +292,8 @@ def test_choose_from_probabilities_on_an_empty_batch() -> None:
 
 
 def test_response_greedy_takes_the_models_best_allowed_offer() -> None:
-    from recsys.response import prior_response_model
-    from recsys.rewards import load_reward_rules
+    from recsys.model.response import prior_response_model
+    from recsys.model.rewards import load_reward_rules
 
     model = prior_response_model(CATALOG, load_reward_rules())
     obs, mask = random_batch(300, seed=4)

@@ -16,8 +16,8 @@ from recsys.campaign.messages import (
     gsm7_length,
     offer_text,
 )
-from recsys.campaign.rules import load_rules
-from recsys.catalog import DEFAULT_CONFIG, load_catalog
+from recsys.config.catalog import DEFAULT_CONFIG, load_catalog
+from recsys.config.rules import load_rules
 from recsys.errors import ConfigError
 
 

@@ -17,14 +17,14 @@ from psycopg2.extras import execute_values
 import recsys.campaign.score as score_module
 from recsys.campaign import load_rules, publish_run, score_campaign
 from recsys.campaign.score import choose_actions
-from recsys.catalog import load_catalog
 from recsys.cli import main
+from recsys.config.catalog import load_catalog
+from recsys.data.features import partition_name
 from recsys.db import Connection, connect, fetch_all, fetch_value
 from recsys.errors import RecsysError
-from recsys.features import partition_name
-from recsys.observation import N_FEATURES, feature_fingerprint
-from recsys.policy import set_torch_threads
-from recsys.registry import ModelRecord, catalog_json, record_decision, register
+from recsys.evaluation.registry import ModelRecord, catalog_json, record_decision, register
+from recsys.model.observation import N_FEATURES, feature_fingerprint
+from recsys.model.policy import set_torch_threads
 
 DAY = dt.date(2026, 6, 10)
 FEATURE_COLUMNS = (
@@ -504,7 +504,7 @@ def test_scheduled_at_uses_local_send_time_and_publish_retimes_late_releases(cam
 
 def test_retention_drops_campaign_partitions_past_the_window(campaign) -> None:
     conn, settings = campaign
-    from recsys.retention import apply_retention
+    from recsys.data.retention import apply_retention
 
     old, recent = DAY - dt.timedelta(days=200), DAY - dt.timedelta(days=10)
     for day in (old, recent):
@@ -537,7 +537,7 @@ def test_a_scoring_process_killed_with_sigkill_mid_write_leaves_the_previous_off
         f"""
         import datetime as dt, os, signal
         import recsys.campaign.score as s
-        from recsys.settings import load_settings
+        from recsys.config.settings import load_settings
         s._publish_at_scoring = lambda: os.kill(os.getpid(), signal.SIGKILL)
         s.score_campaign(load_settings(env={{}}, database_url={settings.database_url!r}), dt.date(2026, 6, 10),
                          run_id="killed")
@@ -626,7 +626,7 @@ def test_a_run_killed_inside_the_attach_path_leaves_nothing_and_claims_on_other_
         f"""
         import datetime as dt, time
         import recsys.campaign.score as s
-        from recsys.settings import load_settings
+        from recsys.config.settings import load_settings
         s._attached = lambda: time.sleep(600)
         s.score_campaign(load_settings(env={{}}, database_url={settings.database_url!r}), dt.date.fromisoformat(
             {other.isoformat()!r}), run_id="killed")

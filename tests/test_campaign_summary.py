@@ -11,8 +11,8 @@ from decimal import Decimal
 import pytest
 import sender_support as s
 
+from recsys.config.settings import Settings
 from recsys.db import Connection, connect, fetch_all, fetch_value
-from recsys.settings import Settings
 
 DAY = dt.date(2026, 11, 1)
 MIDNIGHT = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -164,7 +164,7 @@ def test_offer_log_carries_own_offers_once_their_window_closed(cdb: Connection) 
 def test_own_offers_are_contacts_at_once_and_evidence_once_final(cdb: Connection, settings: Settings) -> None:
     """Features count an own offer sent yesterday in offers_last_7d and days_since_last_offer (the
     user is fatigued now), but its click outcome only once its attribution window closed."""
-    from recsys.features import build_features
+    from recsys.data.features import build_features
 
     s.add_users(cdb, 1, 1)
     now = fetch_value(cdb, "select now()")

@@ -30,7 +30,7 @@ import yaml
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
-from recsys.settings import PROJECT_ROOT
+from recsys.config.settings import PROJECT_ROOT
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
 DOCKERFILE = PROJECT_ROOT / "docker" / "airflow.Dockerfile"

@@ -23,6 +23,7 @@ import pytest
 from psycopg2 import sql
 from psycopg2.extensions import parse_dsn
 
+from recsys.config.settings import PROJECT_ROOT, load_settings
 from recsys.db import (
     airflow_connection,
     connect,
@@ -34,8 +35,7 @@ from recsys.db import (
     with_database,
 )
 from recsys.errors import RecsysError
-from recsys.pipeline import campaign_date_for, shard_list
-from recsys.settings import PROJECT_ROOT, load_settings
+from recsys.orchestration.pipeline import campaign_date_for, shard_list
 
 PY = sys.executable
 
@@ -57,7 +57,7 @@ bag = DagBag(dag_folder=sys.argv[1])
 out = {
     "errors": {k: str(v) for k, v in bag.import_errors.items()},
     "dags": sorted(bag.dag_ids),
-    "heavy": [m for m in ("torch", "stable_baselines3", "pandas", "recsys.pipeline") if m in sys.modules],
+    "heavy": [m for m in ("torch", "stable_baselines3", "pandas", "recsys.orchestration.pipeline") if m in sys.modules],
     "lookups": lookups,
 }
 nightly = bag.dags["recsys_nightly"]
@@ -247,7 +247,7 @@ def _offers(url: str) -> list[tuple]:
 def test_nightly_dag_end_to_end_rerun_and_cleared_shard(
     airflow_metadata: str, campaign_db: str, tmp_path: Path
 ) -> None:
-    from recsys.synth.generate import generate_data
+    from recsys.benchmark.synth.generate import generate_data
 
     night = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=3)  # release at the local send time
     shop = tmp_path / "shop"
@@ -265,7 +265,15 @@ def test_nightly_dag_end_to_end_rerun_and_cleared_shard(
         RECSYS_INBOX_SETTLE_SECONDS="0",  # the files were just copied in, whole
     )
     conf = json.dumps({"total_timesteps": 2048, "shards": 2, "mode": "auto"})
-    command = [PY, "-m", "recsys.airflow_local", "--home", str(tmp_path / "airflow"), "--metadata", airflow_metadata]
+    command = [
+        PY,
+        "-m",
+        "recsys.orchestration.airflow_local",
+        "--home",
+        str(tmp_path / "airflow"),
+        "--metadata",
+        airflow_metadata,
+    ]
     command += ["--date", f"{night.isoformat()}T02:00:00+00:00", "--conf", conf]
 
     first = _result(subprocess.run(command, env=env, capture_output=True, text=True, timeout=900))
@@ -304,7 +312,7 @@ def test_nightly_dag_end_to_end_rerun_and_cleared_shard(
             " from recsys.campaign_offers as o left join recsys.users as u using (user_id)",
         )
         from recsys.campaign import load_rules
-        from recsys.catalog import load_catalog
+        from recsys.config.catalog import load_catalog
 
         delays = load_catalog().timing_delay_minutes
         send_time = load_rules().send_time
@@ -323,7 +331,7 @@ def test_nightly_dag_end_to_end_rerun_and_cleared_shard(
         assert fetch_value(conn, "select count(*) from recsys.policy_models") == 1
 
     # a shard of the published run cleared in the UI: a no-op
-    from recsys.pipeline import publish, score_shard
+    from recsys.orchestration.pipeline import publish, score_shard
 
     settings = load_settings(env={}, database_url=campaign_db, data_dir=tmp_path / "data", inbox=inbox)
     again = score_shard(settings, night, run_id=second["run_id"], shard=1, shards=2)
@@ -346,7 +354,7 @@ def test_nightly_dag_end_to_end_rerun_and_cleared_shard(
             " returning channel"
         )
         due = sorted(r[0] for r in cur.fetchall())
-    command = [PY, "-m", "recsys.airflow_local", "recsys_dispatch", "--home", str(tmp_path / "airflow")]
+    command = [PY, "-m", "recsys.orchestration.airflow_local", "recsys_dispatch", "--home", str(tmp_path / "airflow")]
     command += ["--metadata", airflow_metadata]
     dispatched = _result(subprocess.run(command, env=env, capture_output=True, text=True, timeout=600))
     assert dispatched["state"] == "success", dispatched
@@ -425,7 +433,7 @@ def test_the_dags_carry_timeouts_failure_notices_and_the_publish_deadline(tmp_pa
         "report": 15,
         **{t: 15 for t in minutes if t not in NIGHTLY_TASKS},  # a task added later gets the default
     }
-    notifier = "recsys.notify.task_failed"
+    notifier = "recsys.orchestration.notify.task_failed"
     assert nightly["callbacks"] == [notifier]
     assert all(v["callbacks"] == [notifier] for v in nightly["tasks"].values()), nightly["tasks"]
     # published by 06:00 UTC: 4 hours after the 02:00 logical date of the default schedule
@@ -433,7 +441,7 @@ def test_the_dags_carry_timeouts_failure_notices_and_the_publish_deadline(tmp_pa
         {
             "reference": "DagRunLogicalDateDeadline",
             "interval": 4 * 3600,
-            "callback": "recsys.notify.publish_deadline_missed",
+            "callback": "recsys.orchestration.notify.publish_deadline_missed",
             "kwargs": {"published_by": "06:00 UTC"},
             "kind": "AsyncCallback",
         }
@@ -479,7 +487,7 @@ NIGHTLY_TASKS = (
 
 def test_publish_deadline_interval_and_its_bad_input() -> None:
     from recsys.errors import ConfigError
-    from recsys.notify import nightly_timeouts, publish_deadline_interval
+    from recsys.orchestration.notify import nightly_timeouts, publish_deadline_interval
 
     hours = dt.timedelta(hours=1)
     assert publish_deadline_interval(None, "0 2 * * *") == 4 * hours  # the default, 06:00 UTC
@@ -554,7 +562,15 @@ def test_a_failing_night_logs_and_mails_a_notice(tmp_path: Path, mailbox: tuple[
         RECSYS_NIGHTLY_RETRIES="0",
         RECSYS_DATA_DIR=str(tmp_path / "data"),
     )
-    command = [PY, "-m", "recsys.airflow_local", "--home", str(tmp_path / "airflow"), "--date", "2026-12-01T02:00:00Z"]
+    command = [
+        PY,
+        "-m",
+        "recsys.orchestration.airflow_local",
+        "--home",
+        str(tmp_path / "airflow"),
+        "--date",
+        "2026-12-01T02:00:00Z",
+    ]
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     run = _result(proc)
     assert run["state"] == "failed"
@@ -581,7 +597,7 @@ def test_without_an_alert_address_the_notice_is_a_log_line_only(mailbox: tuple[i
     code = r"""
 import logging, sys, types
 logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
-from recsys import notify
+from recsys.orchestration import notify
 ti = types.SimpleNamespace(dag_id="recsys_nightly", task_id="score", map_index=1, run_id="scheduled__x", try_number=3,
                            task=types.SimpleNamespace(retries=2), log_url="http://airflow/log")
 notify.task_failed({"ti": ti, "exception": ValueError("shard 1:\nno users")})
@@ -593,9 +609,10 @@ notify.task_failed({"ti": ti, "reason": "timed_out", "run_id": "scheduled__x"})
     proc = subprocess.run([PY, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines() == [
-        "ERROR recsys.notify recsys_nightly task failed: task score[1], run scheduled__x, try 3 of 3: "
+        "ERROR recsys.orchestration.notify recsys_nightly task failed: task score[1], run scheduled__x, try 3 of 3: "
         "ValueError: shard 1: no users (log: http://airflow/log)",
-        "ERROR recsys.notify recsys_nightly run failed: run scheduled__x, reason timed_out; last task score",
+        "ERROR recsys.orchestration.notify recsys_nightly run failed: run scheduled__x, reason timed_out; "
+        "last task score",
     ]
     assert received == []
 
@@ -605,7 +622,7 @@ def test_a_missed_publish_deadline_logs_and_mails_a_notice(tmp_path: Path, mailb
     code = r"""
 import asyncio, datetime as dt, logging, sys
 logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
-from recsys import notify
+from recsys.orchestration import notify
 context = {
     "dag_run": {"dag_id": "recsys_nightly", "dag_run_id": "scheduled__2026-12-01T02:00:00+00:00",
                 "logical_date": "2026-12-01T02:00:00Z", "state": "running"},
@@ -624,7 +641,7 @@ asyncio.run(notify.publish_deadline_missed(context, published_by="06:00 UTC"))
         "2026-12-01T02:00:00Z, state running) was not published by 06:00 UTC (2026-12-01T06:00:00+00:00); "
         "senders have no offers of it yet"
     )
-    assert f"ERROR recsys.notify {notice}" in proc.stdout.splitlines()
+    assert f"ERROR recsys.orchestration.notify {notice}" in proc.stdout.splitlines()
     mails = _mails(received)
     assert [m["Subject"] for m in mails] == [
         "[recsys] recsys_nightly: run scheduled__2026-12-01T02:00:00+00:00 not published by 06:00 UTC"

@@ -1,4 +1,4 @@
-"""Tests of `recsys.env`: the Gymnasium environment, its vectorised twin and their dynamics.
+"""Tests of `recsys.model.env`: the Gymnasium environment, its vectorised twin and their dynamics.
 
 No database: starting states are arrays, as the environment takes them. The dynamics are checked
 with configs whose priors make an event (open, conversion, unsubscribe) all but certain.
@@ -19,11 +19,11 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from recsys.catalog import DEFAULT_CONFIG, Catalog, load_catalog
-from recsys.env import ENV_ID, OfferEnv, OfferVecEnv
-from recsys.observation import FEATURE_NAMES, N_FEATURES, normalise
-from recsys.response import ResponseModel, prior_response_model
-from recsys.rewards import load_reward_rules
+from recsys.config.catalog import DEFAULT_CONFIG, Catalog, load_catalog
+from recsys.model.env import ENV_ID, OfferEnv, OfferVecEnv
+from recsys.model.observation import FEATURE_NAMES, N_FEATURES, normalise
+from recsys.model.response import ResponseModel, prior_response_model
+from recsys.model.rewards import load_reward_rules
 
 COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
 

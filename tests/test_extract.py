@@ -1,4 +1,4 @@
-"""Tests of `recsys.extract`: validated, idempotent loads of input files (contract section 1).
+"""Tests of `recsys.data.extract`: validated, idempotent loads of input files (contract section 1).
 
 The corpus in `tests/data/bad/` (written by `tests/data/make_bad_inputs.py`) holds one file per
 kind of bad input; `CASES` below says, per file, exactly what the loader must make of it: refused
@@ -25,12 +25,12 @@ from typing import Any
 import openpyxl
 import pytest
 
-from recsys import extract
+from recsys.benchmark.synth.generate import generate_data
+from recsys.config.settings import PROJECT_ROOT, Settings
+from recsys.data import extract
+from recsys.data.extract import LoadResult, extract_path, load_file, load_inbox
 from recsys.db import Connection, fetch_all, fetch_value
 from recsys.errors import RecsysError
-from recsys.extract import LoadResult, extract_path, load_file, load_inbox
-from recsys.settings import PROJECT_ROOT, Settings
-from recsys.synth.generate import generate_data
 
 REF = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)  # the corpus' reference time
 BAD = Path(__file__).resolve().parent / "data" / "bad"
@@ -902,7 +902,7 @@ def test_cli_refused_file(db: Connection, settings: Settings, tmp_path: Path, na
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
     assert f"{name}: refused, nothing loaded: " in lines[0] and CASES[name].refused in lines[0]  # type: ignore[operator]
-    assert out.stdout.strip() == lines[0].split("recsys.extract: ", 1)[1]
+    assert out.stdout.strip() == lines[0].split("recsys.data.extract: ", 1)[1]
     assert fetch_all(db, "select status, file_name from recsys.load_log") == [{"status": "refused", "file_name": name}]
     assert _table_snapshot(db) == {"events": [], "users": [], "offers": []}
 
@@ -918,7 +918,7 @@ def test_cli_folder_of_refused_files(db: Connection, settings: Settings, tmp_pat
     assert "Traceback" not in out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == len(names)
-    assert sorted(line.split(" WARNING recsys.extract: ", 1)[1].split(":", 1)[0] for line in lines) == names
+    assert sorted(line.split(" WARNING recsys.data.extract: ", 1)[1].split(":", 1)[0] for line in lines) == names
     assert fetch_value(db, "select count(*) from recsys.load_log where status = 'refused'") == len(names)
     assert _table_snapshot(db) == {"events": [], "users": [], "offers": []}
 

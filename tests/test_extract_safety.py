@@ -22,10 +22,10 @@ from typing import Any
 import openpyxl
 import pytest
 
-from recsys import extract
+from recsys.config.settings import PROJECT_ROOT, Settings
+from recsys.data import extract
+from recsys.data.extract import LoadResult, load_file, load_inbox
 from recsys.db import Connection, fetch_all, fetch_value
-from recsys.extract import LoadResult, load_file, load_inbox
-from recsys.settings import PROJECT_ROOT, Settings
 
 REF = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 USER_HEADER = ("user_id", "email_opt_in", "sms_opt_in", "push_opt_in", "email", "phone", "push_token", "first_name")
@@ -289,7 +289,7 @@ def _age(path: Path, seconds: float) -> None:
 
 
 def test_a_growing_file_is_left_for_a_later_run_then_loaded(db: Connection, settings: Settings, tmp_path: Path) -> None:
-    from recsys import pipeline
+    from recsys.orchestration import pipeline
 
     settings = replace(settings, inbox_settle_seconds=600)
     night = REF.date()

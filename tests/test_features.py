@@ -1,4 +1,4 @@
-"""Tests of `recsys.features`: the feature query against an independent Python computation.
+"""Tests of `recsys.data.features`: the feature query against an independent Python computation.
 
 The reference below (`reference_features`) is written from the column definitions in the schema
 and the feature query's comments, in plain Python over the rows the test inserted; it never runs
@@ -19,9 +19,8 @@ import pytest
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from recsys.db import Connection, fetch_all, fetch_value
-from recsys.errors import RecsysError
-from recsys.features import (
+from recsys.config.settings import Settings
+from recsys.data.features import (
     FEATURE_COLUMNS,
     SEGMENTS,
     FeatureBuild,
@@ -33,7 +32,8 @@ from recsys.features import (
     feature_summary,
     query_params,
 )
-from recsys.settings import Settings
+from recsys.db import Connection, fetch_all, fetch_value
+from recsys.errors import RecsysError
 
 AS_OF = date(2026, 6, 15)
 MIDNIGHT = datetime(2026, 6, 15, tzinfo=UTC)

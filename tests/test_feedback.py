@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import sender_support as s
 
+from recsys.config.settings import Settings
+from recsys.data.extract import extract_path, load_inbox
+from recsys.data.feedback import ingest_feedback
 from recsys.db import Connection, connect, fetch_all, fetch_value
 from recsys.errors import RecsysError
-from recsys.extract import extract_path, load_inbox
-from recsys.feedback import ingest_feedback
-from recsys.settings import Settings
 
 DAY = dt.date(2026, 11, 23)
 REF = dt.datetime(2026, 11, 25, tzinfo=dt.UTC)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from recsys.gate import GateConfig, decide
+from recsys.evaluation.gate import GateConfig, decide
 
 
 def _eval(sim: float, rnd: float = 0.01, dr: float | None = None, lower: float | None = None) -> dict:

@@ -1,4 +1,4 @@
-"""Tests of `recsys.synth`: the synthetic data files, the logging policy and the ground truth.
+"""Tests of `recsys.benchmark.synth`: the synthetic data files, the logging policy and the ground truth.
 
 No database: the generator only writes files. Sizes are small so the module runs in seconds.
 """
@@ -15,10 +15,8 @@ import numpy as np
 import openpyxl
 import pytest
 
-from recsys.catalog import load_catalog
-from recsys.errors import GenerateError, RecsysError
-from recsys.synth import generate as gen
-from recsys.synth.generate import (
+from recsys.benchmark.synth import generate as gen
+from recsys.benchmark.synth.generate import (
     EVENT_COLUMNS,
     OFFER_COLUMNS,
     USER_COLUMNS,
@@ -26,8 +24,10 @@ from recsys.synth.generate import (
     generate_data,
     truth_path_for,
 )
-from recsys.synth.params import CHANNELS, SynthParams
-from recsys.synth.truth import GroundTruth
+from recsys.benchmark.synth.params import CHANNELS, SynthParams
+from recsys.benchmark.synth.truth import GroundTruth
+from recsys.config.catalog import load_catalog
+from recsys.errors import GenerateError, RecsysError
 
 END = dt.date(2026, 9, 1)
 DAYS = 40

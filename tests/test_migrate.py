@@ -9,10 +9,10 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+from recsys.config.settings import PROJECT_ROOT, load_settings
 from recsys.db import connect, fetch_all, fetch_value
+from recsys.db.migrate import discover, migrate
 from recsys.errors import MigrationError
-from recsys.migrate import discover, migrate
-from recsys.settings import PROJECT_ROOT, load_settings
 
 
 @pytest.fixture

@@ -17,11 +17,11 @@ import pytest
 import sender_support as s
 from test_dags import PY, _airflow_env, _result, airflow_metadata, campaign_db  # noqa: F401 (fixtures)
 
-from recsys import pipeline
+from recsys.config.settings import Settings, load_settings
 from recsys.db import Connection, connect, fetch_all, fetch_value
 from recsys.demo import airflow_connection
 from recsys.errors import RecsysError
-from recsys.settings import Settings, load_settings
+from recsys.orchestration import pipeline
 
 EVENT_HEADER = "event_id,user_id,session_id,timestamp,action,product_category,channel,amount"
 
@@ -40,7 +40,7 @@ def test_a_refused_file_fails_the_night_but_the_night_scores_on_the_others(
     campaign_db: str,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    from recsys.synth.generate import generate_data
+    from recsys.benchmark.synth.generate import generate_data
 
     night = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=3)
     shop = tmp_path / "shop"
@@ -60,7 +60,15 @@ def test_a_refused_file_fails_the_night_but_the_night_scores_on_the_others(
         RECSYS_INBOX_SETTLE_SECONDS="0",
     )
     conf = json.dumps({"total_timesteps": 2048, "shards": 1, "mode": "auto"})
-    command = [PY, "-m", "recsys.airflow_local", "--home", str(tmp_path / "airflow"), "--metadata", airflow_metadata]
+    command = [
+        PY,
+        "-m",
+        "recsys.orchestration.airflow_local",
+        "--home",
+        str(tmp_path / "airflow"),
+        "--metadata",
+        airflow_metadata,
+    ]
     command += ["--date", f"{night.isoformat()}T02:00:00+00:00", "--conf", conf]
     run = _result(subprocess.run(command, env=env, capture_output=True, text=True, timeout=900))
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from recsys.config.settings import PROJECT_ROOT, package_dir
 from recsys.db import connect, fetch_value
-from recsys.settings import PROJECT_ROOT, package_dir
 
 SHIPPED = {"sql": "recsys.sql", "templates": "recsys.templates", "dags": "recsys.dags", "plugins": "recsys.plugins"}
 
@@ -52,9 +52,9 @@ _INSTALLED_CHECK = """
 import sys
 from pathlib import Path
 import recsys
-from recsys.airflow_local import DAGS_FOLDER, PLUGINS_FOLDER
-from recsys.campaign.rules import load_rules
-from recsys.settings import load_settings, package_dir
+from recsys.orchestration.airflow_local import DAGS_FOLDER, PLUGINS_FOLDER
+from recsys.config.rules import load_rules
+from recsys.config.settings import load_settings, package_dir
 
 site = Path(sys.argv[1]).resolve()
 root = Path(recsys.__file__).resolve().parent

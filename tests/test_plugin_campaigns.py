@@ -33,9 +33,9 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
+from recsys.config.settings import PROJECT_ROOT, load_settings
 from recsys.db import airflow_connection, connect, create_database, drop_database
-from recsys.migrate import migrate
-from recsys.settings import PROJECT_ROOT, load_settings
+from recsys.db.migrate import migrate
 
 pytestmark = pytest.mark.slow
 

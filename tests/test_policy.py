@@ -10,13 +10,13 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from recsys.baselines import choose
-from recsys.catalog import load_catalog
+from recsys.config.catalog import load_catalog
 from recsys.db import Connection, fetch_value
 from recsys.errors import RecsysError
-from recsys.observation import N_FEATURES, feature_fingerprint
-from recsys.policy import PPOPolicy, load_sb3_model, set_torch_threads
-from recsys.registry import ModelRecord, catalog_json, champion, get_model, record_decision, register
+from recsys.evaluation.registry import ModelRecord, catalog_json, champion, get_model, record_decision, register
+from recsys.model.baselines import choose
+from recsys.model.observation import N_FEATURES, feature_fingerprint
+from recsys.model.policy import PPOPolicy, load_sb3_model, set_torch_threads
 
 
 class _Toy(gym.Env):
@@ -77,13 +77,13 @@ def test_batched_probabilities_match_sb3_and_respect_the_mask(toy_model) -> None
 
 
 def test_chunking_gives_identical_results(toy_model, monkeypatch: pytest.MonkeyPatch) -> None:
-    import recsys.policy
+    import recsys.model.policy
 
     catalog = load_catalog()
     obs = np.random.default_rng(1).random((700, N_FEATURES), dtype=np.float32)
     mask = np.ones((700, catalog.n_actions), bool)
     whole = PPOPolicy(toy_model, catalog).probabilities(obs, mask)
-    monkeypatch.setattr(recsys.policy, "CHUNK", 64)
+    monkeypatch.setattr(recsys.model.policy, "CHUNK", 64)
     chunked = PPOPolicy(toy_model, catalog).probabilities(obs, mask)
     assert np.allclose(whole, chunked, atol=1e-6)
 
@@ -162,9 +162,9 @@ def test_registered_model_of_another_catalog_is_refused_at_use(db: Connection, t
 
 
 def test_act_matches_the_probability_matrix_without_building_it(toy_model, monkeypatch: pytest.MonkeyPatch) -> None:
-    import recsys.policy
+    import recsys.model.policy
 
-    monkeypatch.setattr(recsys.policy, "CHUNK", 100)
+    monkeypatch.setattr(recsys.model.policy, "CHUNK", 100)
     catalog = load_catalog()
     rng = np.random.default_rng(4)
     obs = rng.random((450, N_FEATURES), dtype=np.float32)

@@ -13,9 +13,9 @@ import psycopg2.errors
 import pytest
 import sender_support as s
 
+from recsys.config.settings import Settings
+from recsys.data.extract import extract_path
 from recsys.db import Connection, connect, fetch_all, fetch_value
-from recsys.extract import extract_path
-from recsys.settings import Settings
 
 DAY = dt.date(2026, 11, 21)
 LEASE = dt.timedelta(minutes=5)

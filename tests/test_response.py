@@ -1,4 +1,4 @@
-"""Tests of `recsys.rewards` and `recsys.response`: reward rules, priors, fitting from logged offers.
+"""Tests of `recsys.model.rewards` and `recsys.model.response`: reward rules, priors, fitting from logged offers.
 
 The fit is checked on logs drawn from a known logistic ground truth (written straight into
 `recsys.user_features` and `recsys.offer_history`), so the direction of every effect is known; the
@@ -18,23 +18,18 @@ import numpy as np
 import pytest
 from psycopg2 import sql
 
-from recsys.catalog import DEFAULT_CONFIG, Catalog, load_catalog
+from recsys.benchmark.synth.generate import generate_data
+from recsys.config.catalog import DEFAULT_CONFIG, Catalog, load_catalog
+from recsys.config.settings import Settings
+from recsys.data.extract import extract_path
+from recsys.data.features import FEATURE_COLUMNS, build_features, feature_partitions, partition_name
+from recsys.data.logged_offers import fit_response_model, load_logged_offers
+from recsys.data.states import load_states
 from recsys.db import Connection, fetch_all
 from recsys.errors import ConfigError
-from recsys.extract import extract_path
-from recsys.features import FEATURE_COLUMNS, build_features, feature_partitions, partition_name
-from recsys.observation import FEATURE_NAMES, FEATURES, N_FEATURES, load_states, normalise
-from recsys.response import (
-    FitConfig,
-    ResponseModel,
-    fit_response_model,
-    format_fit_report,
-    load_logged_offers,
-    prior_response_model,
-)
-from recsys.rewards import RewardRules, load_reward_rules
-from recsys.settings import Settings
-from recsys.synth.generate import generate_data
+from recsys.model.observation import FEATURE_NAMES, FEATURES, N_FEATURES, normalise
+from recsys.model.response import FitConfig, ResponseModel, format_fit_report, prior_response_model
+from recsys.model.rewards import RewardRules, load_reward_rules
 
 COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
 

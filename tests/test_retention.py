@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+from recsys.config.settings import Settings, load_settings
+from recsys.data.features import build_features
+from recsys.data.retention import apply_retention
 from recsys.db import Connection, fetch_all
-from recsys.features import build_features
-from recsys.retention import apply_retention
-from recsys.settings import Settings, load_settings
 
 
 def _partitions(conn: Connection, parent: str) -> list[str]:

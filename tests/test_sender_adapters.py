@@ -28,8 +28,9 @@ import sender_support as s
 from aiosmtpd.controller import Controller
 
 from recsys.campaign.messages import UNSUBSCRIBE_MARKER, Renderer
-from recsys.campaign.rules import load_rules
-from recsys.catalog import load_catalog
+from recsys.config.catalog import load_catalog
+from recsys.config.rules import load_rules
+from recsys.config.settings import Settings, load_settings
 from recsys.db import Connection, connect, fetch_all, fetch_value
 from recsys.errors import RecsysError
 from recsys.sender import run_sender
@@ -42,7 +43,6 @@ from recsys.sender.adapters import (
     parse_retry_after,
 )
 from recsys.sender.protocol import ProtocolClient
-from recsys.settings import Settings, load_settings
 
 DAY = dt.date(2026, 11, 21)
 SECRET = "test-webhook-secret"

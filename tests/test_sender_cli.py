@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import sender_support as s
 
+from recsys.config.settings import PROJECT_ROOT
 from recsys.db import Connection, connect, fetch_all, fetch_value
-from recsys.settings import PROJECT_ROOT
 
 DAY = dt.date(2026, 11, 22)
 

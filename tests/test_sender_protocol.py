@@ -15,10 +15,10 @@ import sender_support as s
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
+from recsys.config.settings import load_settings
 from recsys.db import Connection, connect, fetch_all, fetch_value
-from recsys.migrate import SENDER_FUNCTIONS, migrate
+from recsys.db.migrate import SENDER_FUNCTIONS, migrate
 from recsys.sender.protocol import ProtocolClient
-from recsys.settings import load_settings
 
 DAY = dt.date(2026, 11, 20)
 LEASE = dt.timedelta(minutes=5)

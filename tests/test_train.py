@@ -11,20 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from recsys.config.settings import PROJECT_ROOT, Settings
+from recsys.data.extract import extract_path
+from recsys.data.features import build_features
 from recsys.db import Connection, fetch_all, fetch_value
 from recsys.errors import RecsysError
-from recsys.extract import extract_path
-from recsys.features import build_features
-from recsys.registry import champion, get_model
-from recsys.settings import PROJECT_ROOT, Settings
-from recsys.train import TrainConfig, train
+from recsys.evaluation.registry import champion, get_model
+from recsys.orchestration.train import TrainConfig, train
 
 END = dt.date(2026, 10, 1)
 
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from recsys.synth.generate import generate_data
+    from recsys.benchmark.synth.generate import generate_data
 
     out = tmp_path_factory.mktemp("shop") / "shop"
     generate_data(users=600, days=30, seed=5, out=out, end_date=END)
@@ -61,14 +61,14 @@ def test_smoke_train_registers_a_bootstrap_champion(loaded: Connection, settings
 
 
 def test_same_seed_twice_gives_the_same_policy(loaded: Connection, settings: Settings) -> None:
-    from recsys.observation import load_states
-    from recsys.policy import PPOPolicy, load_sb3_model
+    from recsys.data.states import load_states
+    from recsys.model.policy import PPOPolicy, load_sb3_model
 
     a = train(loaded, settings, as_of=END, mode="retrain", config=_tiny())
     b = train(loaded, settings, as_of=END, mode="retrain", config=_tiny())
     c = train(loaded, settings, as_of=END, mode="retrain", config=_tiny(seed=8))
     states = load_states(loaded, END)
-    from recsys.catalog import load_catalog
+    from recsys.config.catalog import load_catalog
 
     catalog = load_catalog()
     mask = states.action_mask(catalog)
@@ -101,13 +101,13 @@ def test_fine_tune_continues_the_champion(loaded: Connection, settings: Settings
 def test_gate_refuses_a_deliberately_worse_model(loaded: Connection, settings: Settings) -> None:
     import torch
 
-    from recsys.catalog import load_catalog
-    from recsys.gate import GateConfig
-    from recsys.observation import load_states
-    from recsys.policy import load_sb3_model
-    from recsys.registry import get_model
-    from recsys.response import ResponseModel
-    from recsys.train import register_challenger
+    from recsys.config.catalog import load_catalog
+    from recsys.data.states import load_states
+    from recsys.evaluation.gate import GateConfig
+    from recsys.evaluation.registry import get_model
+    from recsys.model.policy import load_sb3_model
+    from recsys.model.response import ResponseModel
+    from recsys.orchestration.train import register_challenger
 
     good = train(loaded, settings, as_of=END, mode="retrain", config=_tiny(total_timesteps=8192))
     assert champion(loaded).model_version == good.record.model_version
@@ -188,10 +188,10 @@ def test_cli_train_evaluate_recommend(loaded: Connection, settings: Settings, tm
 
 
 def test_warm_start_imitates_the_response_models_best_offer(loaded: Connection, settings: Settings) -> None:
-    from recsys.catalog import load_catalog
-    from recsys.observation import load_states
-    from recsys.policy import PPOPolicy, load_sb3_model
-    from recsys.response import ResponseModel
+    from recsys.config.catalog import load_catalog
+    from recsys.data.states import load_states
+    from recsys.model.policy import PPOPolicy, load_sb3_model
+    from recsys.model.response import ResponseModel
 
     warm = train(loaded, settings, as_of=END, mode="retrain", config=_tiny())
     cold = train(loaded, settings, as_of=END, mode="retrain", config=_tiny(warm_start_steps=0))

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from upgrade_support import DATA_TABLES, PREVIOUS_RELEASE, RELEASES, build_release_database
 
+from recsys.config.settings import PROJECT_ROOT, load_settings
+from recsys.data.features import build_features
 from recsys.db import connect, fetch_all, fetch_value
-from recsys.features import build_features
-from recsys.migrate import discover, migrate
-from recsys.settings import PROJECT_ROOT, load_settings
+from recsys.db.migrate import discover, migrate
 
 
 def _counts(url: str) -> dict[str, int]:

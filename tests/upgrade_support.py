@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from recsys.config.settings import PROJECT_ROOT, load_settings
 from recsys.db import connect
-from recsys.migrate import migrate
-from recsys.settings import PROJECT_ROOT, load_settings
+from recsys.db.migrate import migrate
 
 RELEASES = PROJECT_ROOT / "tests" / "data" / "releases"
 PREVIOUS_RELEASE = "0.1.0"

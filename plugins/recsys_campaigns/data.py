@@ -32,8 +32,8 @@ class DatabaseUnavailable(RuntimeError):
 
 def _analyst_role() -> str:
     """The analyst role's name from the settings (validated there as a plain identifier)."""
+    from recsys.config.settings import load_settings
     from recsys.errors import ConfigError
-    from recsys.settings import load_settings
 
     try:
         return load_settings().analyst_role

@@ -10,7 +10,7 @@ The API the CLI and the Airflow DAGs call (both open their own connections via r
 
 from __future__ import annotations
 
-from recsys.campaign.rules import CampaignRules, load_rules
 from recsys.campaign.score import publish_run, score_campaign
+from recsys.config.rules import CampaignRules, load_rules
 
 __all__ = ["CampaignRules", "load_rules", "publish_run", "score_campaign"]

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import jinja2
 
-from recsys.catalog import Catalog
+from recsys.config.catalog import Catalog
 from recsys.errors import RecsysError
 
 MARKER = "\u27e6first_name\u27e7"

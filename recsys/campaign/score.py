@@ -31,14 +31,14 @@ from psycopg2.extras import Json, execute_values
 
 from recsys.campaign import hashing
 from recsys.campaign.messages import GSM_BASIC, MARKER, Renderer
-from recsys.campaign.rules import CampaignRules, load_rules
-from recsys.catalog import Catalog, load_catalog
+from recsys.config.catalog import Catalog, load_catalog
+from recsys.config.rules import CampaignRules, load_rules
+from recsys.config.settings import Settings
 from recsys.db import Connection, connect, database_url, fetch_all, fetch_value
 from recsys.errors import RecsysError
-from recsys.observation import FEATURE_NAMES, N_FEATURES, normalise
-from recsys.policy import PPOPolicy, load_sb3_model
-from recsys.registry import get_model, require_champion
-from recsys.settings import Settings
+from recsys.evaluation.registry import get_model, require_champion
+from recsys.model.observation import FEATURE_NAMES, N_FEATURES, normalise
+from recsys.model.policy import PPOPolicy, load_sb3_model
 
 log = logging.getLogger(__name__)
 

@@ -41,11 +41,11 @@ from typing import Protocol, TextIO
 
 import httpx
 
+from recsys.config.settings import Settings
 from recsys.errors import RecsysError
 from recsys.sender.protocol import Offer
 from recsys.sender.signature import signed_headers
 from recsys.sender.unsubscribe import UnsubscribeLinks
-from recsys.settings import Settings
 
 ADAPTERS = ("stdout", "jsonl", "smtp", "webhook")
 _HTML_TAG = re.compile(r"<(html|body|p|div|br|a|table|span|h[1-6]|strong|em)\b", re.IGNORECASE)

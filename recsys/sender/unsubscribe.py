@@ -29,9 +29,9 @@ import html
 import urllib.parse
 
 from recsys.campaign.messages import UNSUBSCRIBE_MARKER
+from recsys.config.settings import Settings
 from recsys.errors import RecsysError
 from recsys.sender.protocol import Offer
-from recsys.settings import Settings
 
 ONE_CLICK = "List-Unsubscribe=One-Click"
 

@@ -1,0 +1,314 @@
+"""Policies against the generator's hidden truth: the benchmark's table of values per user and night.
+
+`evaluate_against_truth` values every policy's greedy offer, for the users and allowed actions that
+scoring sees on a night, with the truth's expected net value, next to uniform random, the best fixed
+offer and the oracle. `evaluate_model_against_truth` adds that table to a registered model's
+evaluation. Called by `recsys evaluate --truth`, the demo, the simulator and the benchmarks: the
+only code, with the generator, that reads the truth.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from recsys.config.catalog import Catalog
+from recsys.data.states import load_states
+from recsys.db import Connection
+from recsys.errors import GenerateError, RecsysError
+from recsys.evaluation.model_eval import ModelEvaluation
+from recsys.evaluation.ope import USER_CHUNK, bootstrap_sums, checked_probabilities, percentile_interval
+from recsys.model.baselines import Policy, choose_from_probabilities
+from recsys.model.observation import FEATURE_NAMES
+
+RANDOM_ROW = "random"
+FIXED_ROW = "best fixed"
+ORACLE_ROW = "oracle"
+_RESERVED = (RANDOM_ROW, FIXED_ROW, ORACLE_ROW)
+
+
+# --- against the ground truth -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PolicyValue:
+    """One row of the truth table: a policy's (or reference's) mean true value per user and night."""
+
+    name: str
+    value: float
+    lower: float
+    upper: float
+    fraction_of_oracle: float
+    normalised: float
+    """(value - random) / (oracle - random): 0 for random, 1 for the oracle."""
+    normalised_lower: float
+    normalised_upper: float
+    sampled_value: float
+    """Mean value if actions were drawn from the policy's probabilities instead of taken greedily."""
+    is_reference: bool
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        def num(x: float) -> float | None:
+            return None if not math.isfinite(x) else float(x)
+
+        return {
+            "name": self.name,
+            "value": num(self.value),
+            "lower": num(self.lower),
+            "upper": num(self.upper),
+            "fraction_of_oracle": num(self.fraction_of_oracle),
+            "normalised": num(self.normalised),
+            "normalised_lower": num(self.normalised_lower),
+            "normalised_upper": num(self.normalised_upper),
+            "sampled_value": num(self.sampled_value),
+            "is_reference": self.is_reference,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class TruthEvaluation:
+    """Policies against the generator's truth on one night: the table rows and how they were made."""
+
+    as_of: dt.date
+    n_users: int
+    n_users_without_channel: int
+    """Users who can receive no offer (no consented channel with an address): worth 0 to every policy."""
+    rows: tuple[PolicyValue, ...]
+    fixed_action_id: int
+    n_boot: int
+    seed: int
+    alpha: float
+    truth: dict
+    """Where the truth came from: generator seed, users, days, end date."""
+
+    def row(self, name: str) -> PolicyValue:
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(f"no row {name!r} in the truth evaluation (rows: {[r.name for r in self.rows]})")
+
+    @property
+    def random(self) -> PolicyValue:
+        return self.row(RANDOM_ROW)
+
+    @property
+    def best_fixed(self) -> PolicyValue:
+        return self.row(FIXED_ROW)
+
+    @property
+    def oracle(self) -> PolicyValue:
+        return self.row(ORACLE_ROW)
+
+    def table(self) -> str:
+        """The rows as aligned text, references first and the oracle last."""
+        level = f"{1 - self.alpha:.0%}"
+        header = ["policy", "value/user/night", f"{level} CI", "of oracle", "normalised", f"{level} CI", "if sampled"]
+        body = []
+        for r in self.rows:
+            body.append(
+                [
+                    r.name,
+                    f"{r.value:.4f}",
+                    f"[{r.lower:.4f}, {r.upper:.4f}]",
+                    _pct(r.fraction_of_oracle),
+                    f"{r.normalised:.3f}",
+                    f"[{r.normalised_lower:.3f}, {r.normalised_upper:.3f}]",
+                    f"{r.sampled_value:.4f}",
+                ]
+            )
+        widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+        lines = [
+            f"Against the ground truth, night {self.as_of}: {self.n_users:,} users "
+            f"({self.n_users_without_channel:,} reachable on no channel count as 0); "
+            f"bootstrap over users, {self.n_boot} resamples",
+            "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
+        ]
+        for r, line in zip(self.rows, body, strict=True):
+            text = "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True))
+            )
+            lines.append(text + (f"  {r.note}" if r.note else ""))
+        return "\n".join(line.rstrip() for line in lines)
+
+    def to_dict(self) -> dict:
+        """JSON-able (NaN becomes None)."""
+        return {
+            "as_of": self.as_of.isoformat(),
+            "n_users": self.n_users,
+            "n_users_without_channel": self.n_users_without_channel,
+            "fixed_action_id": self.fixed_action_id,
+            "n_boot": self.n_boot,
+            "seed": self.seed,
+            "alpha": self.alpha,
+            "truth": dict(self.truth),
+            "rows": [r.to_dict() for r in self.rows],
+        }
+
+
+def _pct(x: float) -> str:
+    return f"{x:.1%}" if math.isfinite(x) else "n/a"
+
+
+def evaluate_against_truth(
+    conn: Connection,
+    truth_path: Path,
+    as_of: dt.date,
+    policies: Mapping[str, Policy],
+    *,
+    catalog: Catalog,
+    n_boot: int = 200,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> TruthEvaluation:
+    """Every policy's greedy offer for each user with features as of `as_of`, valued by the truth.
+
+    The users, their observations and allowed actions are exactly what scoring sees on that night
+    (`load_states(conn, as_of)`, `States.action_mask`); the value of an offer is the truth's expected
+    net value on night `as_of` with the user's offers of the previous 7 days as fatigue. References,
+    from the same truth and mask: `random` = the uniform random policy's expected value (the mean over
+    each user's allowed actions, not one draw), `best fixed` = the single offer with the highest mean
+    value when sent to everybody who can receive it (the others get nothing, worth 0), `oracle` = each
+    user's best allowed offer. Intervals are percentile bootstraps over users, the same resamples for
+    every row, so normalised-score intervals account for the shared noise.
+    """
+    from recsys.benchmark.synth.truth import GroundTruth
+
+    bad = [name for name in policies if name in _RESERVED]
+    if bad:
+        raise ValueError(f"policy names {bad} are reserved for the reference rows {list(_RESERVED)}")
+    truth = GroundTruth.load(truth_path)
+    if truth.catalog.fingerprint() != catalog.fingerprint():
+        raise RecsysError(
+            f"{truth_path}: the truth was generated with another offer catalog "
+            f"({truth.catalog.n_actions} actions) than the one evaluated ({catalog.n_actions} actions)"
+        )
+    states = load_states(conn, as_of)
+    n = len(states)
+    if n == 0:
+        raise RecsysError(f"no user features as of {as_of}: build them first (recsys features --as-of {as_of})")
+    try:
+        truth.index_of(states.user_ids)
+    except GenerateError as e:
+        raise RecsysError(f"{truth_path} does not describe the users in the database: {e}") from e
+
+    k = states.raw[:, FEATURE_NAMES.index("offers_last_7d")]
+    mask = states.action_mask(catalog)
+    names = list(policies)
+    random_u, oracle_u = np.zeros(n), np.zeros(n)
+    greedy_u = np.zeros((len(names), n))
+    sampled_u = np.zeros((len(names), n))
+    column_sums = np.zeros(catalog.n_actions)
+    for lo in range(0, n, USER_CHUNK):
+        sl = slice(lo, lo + USER_CHUNK)
+        ids, m, kk, obs = states.user_ids[sl], mask[sl], k[sl], states.obs[sl]
+        values = truth.value_matrix(ids, night=as_of, offers_last_7d=kk, respect_consent=True)
+        allowed_values = np.where(m, values, 0.0)
+        n_allowed = m.sum(axis=1)
+        random_u[sl] = np.divide(allowed_values.sum(axis=1), n_allowed, out=np.zeros(len(ids)), where=n_allowed > 0)
+        oracle_u[sl] = np.where(n_allowed > 0, np.where(m, values, -np.inf).max(axis=1), 0.0)
+        column_sums += allowed_values.sum(axis=0)
+        for j, name in enumerate(names):
+            probs = checked_probabilities(policies[name], obs, m)
+            actions, _ = choose_from_probabilities(probs)
+            sent = actions >= 0
+            greedy = np.zeros(len(ids))
+            greedy[sent] = truth.expected_value(
+                ids[sent], actions[sent], night=as_of, offers_last_7d=kk[sent], respect_consent=True
+            )
+            greedy_u[j, sl] = greedy
+            sampled_u[j, sl] = (probs * allowed_values).sum(axis=1)
+
+    fixed = int(column_sums.argmax())
+    fixed_u = np.zeros(n)
+    can = mask[:, fixed]
+    fixed_u[can] = truth.expected_value(
+        states.user_ids[can], np.full(int(can.sum()), fixed), night=as_of, offers_last_7d=k[can], respect_consent=True
+    )
+
+    labels = [RANDOM_ROW, FIXED_ROW, *names, ORACLE_ROW]
+    per_user = np.vstack([random_u, fixed_u, greedy_u, oracle_u])
+    sampled = [random_u.mean(), fixed_u.mean(), *sampled_u.mean(axis=1), oracle_u.mean()]
+    means = per_user.mean(axis=1)
+    replicates = bootstrap_sums(per_user, n_boot, np.random.default_rng(seed)) / n if n_boot > 0 else None
+    r_mean, o_mean = means[0], means[-1]
+    action = catalog.actions[fixed]
+    rows = []
+    for i, label in enumerate(labels):
+        span = o_mean - r_mean
+        normalised = (means[i] - r_mean) / span if span != 0 else math.nan
+        if replicates is not None:
+            lower, upper = percentile_interval(replicates[:, i], alpha)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                norm_reps = (replicates[:, i] - replicates[:, 0]) / (replicates[:, -1] - replicates[:, 0])
+            if label == RANDOM_ROW:
+                norm_lower = norm_upper = 0.0
+            elif label == ORACLE_ROW:
+                norm_lower = norm_upper = 1.0
+            else:
+                norm_lower, norm_upper = percentile_interval(norm_reps, alpha)
+        else:
+            lower = upper = norm_lower = norm_upper = math.nan
+        rows.append(
+            PolicyValue(
+                name=label,
+                value=float(means[i]),
+                lower=lower,
+                upper=upper,
+                fraction_of_oracle=float(means[i] / o_mean) if o_mean != 0 else math.nan,
+                normalised=0.0 if label == RANDOM_ROW else 1.0 if label == ORACLE_ROW else float(normalised),
+                normalised_lower=norm_lower,
+                normalised_upper=norm_upper,
+                sampled_value=float(sampled[i]),
+                is_reference=label in _RESERVED,
+                note=f"({action.describe(catalog.value_units[action.offer_type])})" if label == FIXED_ROW else "",
+            )
+        )
+    meta = truth.meta
+    return TruthEvaluation(
+        as_of=as_of,
+        n_users=n,
+        n_users_without_channel=int((~mask.any(axis=1)).sum()),
+        rows=tuple(rows),
+        fixed_action_id=fixed,
+        n_boot=n_boot,
+        seed=seed,
+        alpha=alpha,
+        truth={key: meta.get(key) for key in ("seed", "users", "days", "end_date") if key in meta},
+    )
+
+
+def evaluate_model_against_truth(
+    conn: Connection, evaluation: ModelEvaluation, truth_path: Path, *, n_boot: int = 200
+) -> ModelEvaluation:
+    """`evaluation` (of a registered model) with the truth table of its night added: the model, the
+    rule heuristic and greedy on the model's own response model, against the references."""
+    from recsys.config.catalog import load_catalog
+    from recsys.evaluation.registry import get_model
+    from recsys.model.baselines import ResponseGreedyPolicy, RuleHeuristicPolicy
+    from recsys.model.policy import PPOPolicy, load_sb3_model
+    from recsys.model.response import ResponseModel
+
+    catalog = load_catalog()
+    record = get_model(conn, evaluation.model_version)
+    policy = PPOPolicy(load_sb3_model(record.artifact), catalog, name=record.model_version)
+    response = ResponseModel.from_dict(record.response_model, catalog)
+    evaluation.truth_eval = evaluate_against_truth(
+        conn,
+        truth_path,
+        evaluation.as_of,
+        {
+            "ppo": policy,
+            "rule heuristic": RuleHeuristicPolicy(catalog),
+            "greedy on response model": ResponseGreedyPolicy(catalog, response),
+        },
+        catalog=catalog,
+        n_boot=n_boot,
+    )
+    return evaluation

@@ -1,0 +1,186 @@
+"""Campaign rules: the `[campaign]` section of recsys/config.toml as a frozen dataclass.
+
+Read by scoring (who is eligible, which actions are allowed, when offers are due) and stored with
+every run in `campaign_runs.settings`, so a run says which rules it was scored under.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recsys.config.catalog import ALLOWED_CHANNELS, DEFAULT_CONFIG
+from recsys.config.settings import package_dir
+from recsys.errors import ConfigError
+
+_TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+@dataclass(frozen=True)
+class CampaignRules:
+    """The campaign rules in force (see the comments in recsys/config.toml)."""
+
+    active_window_days: int = 90
+    """Active = a behaviour event within this many days before the campaign date."""
+    holdout_share: float = 0.05
+    """Share of eligible users held out (control group)."""
+    holdout_salt: str = "holdout-v1"
+    """Salt of the holdout hash; change it to draw a new control group."""
+    exploration_share: float = 0.05
+    """Share of offered users whose offer is drawn uniformly from their allowed actions."""
+    exploration_salt: str = "explore-v1"
+    """Salt of the exploration hashes (with the campaign date)."""
+    send_time: dt.time = dt.time(9, 0)
+    """Local send time; release = max(this in the user's time zone, publish time)."""
+    validity_hours: int = 24
+    """expires_at = scheduled_at + this."""
+    max_attempts: int = 3
+    """Copied into campaign_offers.max_attempts."""
+    retention_days: int = 180
+    """campaign_offers partitions older than this are dropped."""
+    cooldown_days: int = 2
+    """No offer after a conversion within this many days; 0 = off."""
+    first_name_fallback: str = "there"
+    """Greeting when there is no usable first name."""
+    templates_dir: Path = field(default_factory=lambda: package_dir("templates"))
+    """Folder of the message templates."""
+    sms_max_chars: int = 160
+    """Longest sms body in GSM-7 septets."""
+    cap_window_days: int = 7
+    """Frequency-cap window, days before the campaign date."""
+    cap_total: int = 3
+    """At most this many offers per user in the window."""
+    cap_per_channel: dict[str, int] = field(default_factory=dict)
+    """Optional per-channel caps in the same window."""
+    quiet_hours: dict[str, tuple[dt.time, dt.time]] = field(default_factory=dict)
+    """Per channel: (start, end) local; start > end crosses midnight."""
+
+    def as_json(self) -> dict[str, Any]:
+        """The rules as plain JSON for campaign_runs.settings."""
+        out = asdict(self)
+        out["send_time"] = self.send_time.strftime("%H:%M")
+        out["templates_dir"] = str(self.templates_dir)
+        out["quiet_hours"] = {
+            ch: {"start": s.strftime("%H:%M"), "end": e.strftime("%H:%M")} for ch, (s, e) in self.quiet_hours.items()
+        }
+        return out
+
+
+def _where(source: Path, key: str) -> str:
+    return f"{source}: [campaign] {key}"
+
+
+def _int(section: dict, key: str, default: int, source: Path, *, minimum: int = 0) -> int:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{_where(source, key)} must be a whole number >= {minimum}, got {value!r}")
+    return value
+
+
+def _share(section: dict, key: str, default: float, source: Path) -> float:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise ConfigError(f"{_where(source, key)} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _text(section: dict, key: str, default: str, source: Path) -> str:
+    value = section.get(key, default)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{_where(source, key)} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _time(value: object, where: str) -> dt.time:
+    match = _TIME.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ConfigError(f'{where} must be a time as "HH:MM" (00:00-23:59), got {value!r}')
+    return dt.time(int(match.group(1)), int(match.group(2)))
+
+
+def parse_rules(data: dict[str, Any], source: Path) -> CampaignRules:
+    """Validate the parsed TOML; a bad value raises ConfigError naming the key."""
+    section = data.get("campaign", {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"{source}: [campaign] must be a table")
+    known = {f for f in CampaignRules.__dataclass_fields__} | {"frequency_cap"}
+    known -= {"cap_window_days", "cap_total", "cap_per_channel"}
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ConfigError(f"{source}: [campaign] has unknown keys {unknown}")
+    cap = section.get("frequency_cap", {})
+    if not isinstance(cap, dict):
+        raise ConfigError(f"{_where(source, 'frequency_cap')} must be a table")
+    per_channel = cap.get("per_channel", {})
+    if not isinstance(per_channel, dict):
+        raise ConfigError(f"{_where(source, 'frequency_cap.per_channel')} must be a table")
+    caps: dict[str, int] = {}
+    for ch in per_channel:
+        if ch not in ALLOWED_CHANNELS:
+            raise ConfigError(f"{_where(source, 'frequency_cap.per_channel')}: unknown channel {ch!r}")
+        caps[ch] = _int(per_channel, ch, 0, source, minimum=0)
+    quiet_section = section.get("quiet_hours", {})
+    if not isinstance(quiet_section, dict):
+        raise ConfigError(f"{_where(source, 'quiet_hours')} must be a table")
+    quiet: dict[str, tuple[dt.time, dt.time]] = {}
+    for ch, window in quiet_section.items():
+        key = f"quiet_hours.{ch}"
+        if ch not in ALLOWED_CHANNELS:
+            raise ConfigError(f"{_where(source, key)}: unknown channel {ch!r}")
+        if not isinstance(window, dict) or set(window) != {"start", "end"}:
+            raise ConfigError(f'{_where(source, key)} must be {{ start = "HH:MM", end = "HH:MM" }}')
+        start = _time(window["start"], _where(source, key + ".start"))
+        end = _time(window["end"], _where(source, key + ".end"))
+        if start != end:  # an empty window is no quiet hours
+            quiet[ch] = (start, end)
+    templates = Path(_text(section, "templates_dir", "templates", source))
+    rules = CampaignRules(
+        active_window_days=_int(section, "active_window_days", 90, source, minimum=1),
+        holdout_share=_share(section, "holdout_share", 0.05, source),
+        holdout_salt=_text(section, "holdout_salt", "holdout-v1", source),
+        exploration_share=_share(section, "exploration_share", 0.05, source),
+        exploration_salt=_text(section, "exploration_salt", "explore-v1", source),
+        send_time=_time(section.get("send_time", "09:00"), _where(source, "send_time")),
+        validity_hours=_int(section, "validity_hours", 24, source, minimum=1),
+        max_attempts=_int(section, "max_attempts", 3, source, minimum=1),
+        retention_days=_int(section, "retention_days", 180, source, minimum=1),
+        cooldown_days=_int(section, "cooldown_days", 2, source),
+        first_name_fallback=_text(section, "first_name_fallback", "there", source),
+        templates_dir=_templates_dir(templates, source),
+        sms_max_chars=_int(section, "sms_max_chars", 160, source, minimum=1),
+        cap_window_days=_int(cap, "window_days", 7, source, minimum=1),
+        cap_total=_int(cap, "total", 3, source, minimum=1),
+        cap_per_channel=caps,
+        quiet_hours=quiet,
+    )
+    if rules.holdout_salt == rules.exploration_salt:
+        raise ConfigError(f"{_where(source, 'exploration_salt')} must differ from holdout_salt (independent draws)")
+    return rules
+
+
+def _templates_dir(configured: Path, source: Path) -> Path:
+    """The configured templates folder: absolute as given, else relative to the config file's
+    folder; `templates` with no such folder beside the config file is the set the package ships."""
+    if configured.is_absolute():
+        return configured
+    beside = source.parent / configured
+    if not beside.is_dir() and configured == Path("templates"):
+        return package_dir("templates")
+    return beside
+
+
+def load_rules(path: Path | None = None) -> CampaignRules:
+    """The campaign rules from `path`, else RECSYS_CONFIG, else the packaged config."""
+    source = Path(path or os.environ.get("RECSYS_CONFIG") or DEFAULT_CONFIG)
+    try:
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file not found: {source}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: not valid TOML: {e}") from e
+    return parse_rules(data, source)

@@ -1,0 +1,157 @@
+"""`recsys evaluate`: how good is a model? Simulator, logs, and (where it exists) the truth.
+
+- Simulator: the model's greedy offers on tonight's users, valued by the response model it was
+  trained with, next to uniform random and the seed-style rule heuristic.
+- Off-policy, from logged offers (`v_logged_offers`): IPS, self-normalised IPS and doubly robust
+  estimates with bootstrap intervals; the realised value of a logged offer is its net margin
+  (`realised_reward`), the reward model is the response model.
+- Against the generator's hidden truth, only when a truth file is given (benchmarks and demos):
+  `recsys.benchmark.truth_eval.evaluate_model_against_truth` adds its table to the evaluation.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys.config.catalog import Catalog, load_catalog
+from recsys.data.states import load_states
+from recsys.db import Connection, fetch_value
+from recsys.errors import RecsysError
+from recsys.evaluation.ope import Estimate, evaluation_report, off_policy_evaluation
+from recsys.evaluation.registry import ModelRecord, get_model, require_champion
+from recsys.model.baselines import RuleHeuristicPolicy, UniformRandomPolicy
+from recsys.model.policy import PPOPolicy, load_sb3_model
+from recsys.model.rewards import RewardRules, load_reward_rules
+
+
+def realised_reward(rows: pd.DataFrame, rules: RewardRules) -> np.ndarray:
+    """The shop's net value of each logged offer from its recorded outcome.
+
+    A conversion earns the margin on the order's list value minus what the offer gave away
+    (percent offers: the list value is revenue / (1 - value%); free shipping: the fee); every offer
+    costs its channel's contact cost; a recorded unsubscribe costs the unsubscribe penalty. Past
+    campaigns from input files have no unsubscribe outcome (null): nothing is charged for them.
+    """
+    revenue = pd.to_numeric(rows["revenue"], errors="coerce").fillna(0.0).to_numpy(dtype=float)
+    converted = rows["converted"].fillna(False).to_numpy(dtype=bool)
+    value = pd.to_numeric(rows["offer_value"], errors="coerce").fillna(0.0).to_numpy(dtype=float)
+    offer_type = rows["offer_type"].to_numpy(dtype=object)
+    channel = rows["channel"].to_numpy(dtype=object)
+    net = np.zeros(len(rows))
+    for name, cost in rules.offer_cost.items():
+        sel = converted & (offer_type == name)
+        if cost.rule == "percent_of_order":
+            share = np.clip(value[sel] / 100.0, 0.0, 0.95)
+            list_value = revenue[sel] / (1.0 - share)
+            net[sel] = list_value * (rules.margin_rate - share)
+        elif cost.rule == "fee_on_conversion":
+            net[sel] = revenue[sel] * rules.margin_rate - cost.fee
+        else:
+            net[sel] = revenue[sel] * rules.margin_rate
+    contact = np.array([rules.contact_cost.get(c, 0.0) for c in channel]) if len(rows) else np.zeros(0)
+    if "unsubscribed" in rows:
+        unsubscribed = rows["unsubscribed"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    else:
+        unsubscribed = np.zeros(len(rows), dtype=bool)
+    return net - contact - rules.unsubscribe_penalty * unsubscribed
+
+
+@dataclass
+class ModelEvaluation:
+    model_version: str
+    as_of: dt.date
+    simulator: dict[str, float]
+    off_policy: dict[str, Estimate] = field(default_factory=dict)
+    truth_eval: Any = None  # recsys.benchmark.truth_eval.TruthEvaluation, added by the benchmark when a truth exists
+    fit_report: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"as_of": self.as_of.isoformat(), **self.simulator}
+        if "dr" in self.off_policy:
+            out["dr_value"] = self.off_policy["dr"].value
+            out["dr_lower"] = self.off_policy["dr"].lower
+            out["dr_upper"] = self.off_policy["dr"].upper
+        out["off_policy"] = {k: v.to_dict() for k, v in self.off_policy.items()}
+        if self.truth_eval is not None:
+            out["truth"] = self.truth_eval.to_dict()
+        return out
+
+    def report(self) -> str:
+        s = self.simulator
+        lines = [
+            f"model {self.model_version}, users as of {self.as_of}",
+            "",
+            "Simulator (the response model the policy trained on), value per user-night:",
+            f"  policy {s['simulator_value']:.5f}   greedy on the model {s['model_greedy_value']:.5f}   "
+            f"rule heuristic {s['rule_value']:.5f}   uniform random {s['random_value']:.5f}",
+        ]
+        fit = self.fit_report
+        if fit:
+            from recsys.model.response import format_fit_report
+
+            lines += ["", "Response model fit on held-out logs:", format_fit_report(fit)]
+        lines += ["", evaluation_report(self.truth_eval, self.off_policy or None, policy_name=self.model_version)]
+        return "\n".join(lines)
+
+
+def _model(conn: Connection, model_version: str | None, catalog: Catalog) -> ModelRecord:
+    record = get_model(conn, model_version) if model_version else require_champion(conn)
+    record.check_compatible(catalog)
+    return record
+
+
+def evaluate_model(
+    conn: Connection,
+    *,
+    model_version: str | None = None,
+    as_of: dt.date | None = None,
+    n_boot: int = 200,
+) -> ModelEvaluation:
+    from recsys.model.response import ResponseModel
+
+    catalog = load_catalog()
+    rules = load_reward_rules()
+    record = _model(conn, model_version, catalog)
+    if as_of is None:
+        as_of = fetch_value(conn, "select max(as_of) from recsys.user_features")
+        if as_of is None:
+            raise RecsysError("no features have been built: run `recsys features --as-of DATE` first")
+    states = load_states(conn, as_of)
+    if len(states) == 0:
+        raise RecsysError(f"no user features as of {as_of}")
+    policy = PPOPolicy(load_sb3_model(record.artifact), catalog, name=record.model_version)
+    response = ResponseModel.from_dict(record.response_model, catalog)
+    mask = states.action_mask(catalog)
+    rewards = response.reward_matrix(states.obs)
+
+    def value(p: Any) -> float:
+        probs = p.probabilities(states.obs, mask)
+        greedy = probs.argmax(axis=1)
+        has = probs.max(axis=1) > 0
+        return float(np.where(has, rewards[np.arange(len(greedy)), greedy], 0.0).mean())
+
+    uniform = UniformRandomPolicy(catalog).probabilities(states.obs, mask)
+    simulator = {
+        "simulator_value": value(policy),
+        # greedy on the model, from the rewards above (ResponseGreedyPolicy would compute them again)
+        "model_greedy_value": float(np.where(mask.any(axis=1), np.where(mask, rewards, -np.inf).max(axis=1), 0).mean()),
+        "rule_value": value(RuleHeuristicPolicy(catalog)),
+        "random_value": float((uniform * rewards).sum(axis=1).mean()),
+    }
+    ope = off_policy_evaluation(
+        conn,
+        policy,
+        catalog=catalog,
+        reward_fn=lambda rows: realised_reward(rows, rules),
+        q_fn=response.expected_reward,
+        n_boot=n_boot,
+    )
+    evaluation = ModelEvaluation(
+        record.model_version, as_of, simulator, ope, fit_report=record.response_model.get("fit_report", {})
+    )
+    return evaluation

@@ -1,0 +1,196 @@
+"""The model registry (`recsys.policy_models`): register, look up, and crown champions.
+
+Every trained model is stored with its artifact (the SB3 zip, bytes and sha256), the catalog and
+feature-set fingerprints it was trained on, its evaluation and the gate's decision. Scoring only
+ever uses the champion, and refuses a model whose fingerprints differ from the running code's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg2.extras import Json
+
+from recsys.config.catalog import Catalog
+from recsys.db import Connection, fetch_all
+from recsys.errors import RecsysError
+from recsys.model.observation import feature_fingerprint
+
+
+@dataclass
+class ModelRecord:
+    model_version: str
+    parent_version: str | None
+    algorithm: str
+    training_mode: str
+    hyperparameters: dict[str, Any]
+    seed: int
+    catalog_fingerprint: str
+    feature_fingerprint: str
+    catalog: list[dict[str, Any]]
+    trained_on: dt.date
+    total_timesteps: int
+    artifact: bytes
+    train_seconds: float | None = None
+    training_window_start: dt.date | None = None
+    training_window_end: dt.date | None = None
+    response_model: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    gate_decision: str | None = None
+    gate_reasons: list[Any] = field(default_factory=list)
+    is_champion: bool = False
+    created_at: dt.datetime | None = None
+
+    @property
+    def artifact_sha256(self) -> str:
+        return hashlib.sha256(self.artifact).hexdigest()
+
+    def check_compatible(self, catalog: Catalog) -> None:
+        """Refuse a model trained on another catalog or feature set than the running code's."""
+        if self.catalog_fingerprint != catalog.fingerprint():
+            raise RecsysError(
+                f"model {self.model_version} was trained on a different offer catalog "
+                f"(fingerprint {self.catalog_fingerprint[:12]}, configured {catalog.fingerprint()[:12]}): "
+                "retrain it (`recsys train --mode retrain`) or restore the catalog it was trained on"
+            )
+        if self.feature_fingerprint != feature_fingerprint():
+            raise RecsysError(
+                f"model {self.model_version} reads a different feature set "
+                f"(fingerprint {self.feature_fingerprint[:12]}, code {feature_fingerprint()[:12]}): retrain it"
+            )
+
+
+def catalog_json(catalog: Catalog) -> list[dict[str, Any]]:
+    return [
+        {
+            "action_id": a.action_id,
+            "offer_type": a.offer_type,
+            "value": a.value,
+            "channel": a.channel,
+            "timing": a.timing,
+        }
+        for a in catalog.actions
+    ]
+
+
+_COLUMNS = (
+    "model_version, parent_version, algorithm, training_mode, hyperparameters, seed, catalog_fingerprint, "
+    "feature_fingerprint, catalog, trained_on, training_window_start, training_window_end, total_timesteps, "
+    "train_seconds, response_model, evaluation, gate_decision, gate_reasons, is_champion, artifact, created_at"
+)
+
+
+def register(conn: Connection, record: ModelRecord) -> None:
+    """Insert the model (not yet champion; the gate decides). The caller commits."""
+    with conn.cursor() as cur:
+        cur.execute(
+            """
+            insert into recsys.policy_models (
+                model_version, parent_version, algorithm, training_mode, hyperparameters, seed,
+                catalog_fingerprint, feature_fingerprint, catalog, trained_on, training_window_start,
+                training_window_end, total_timesteps, train_seconds, response_model, evaluation,
+                artifact, artifact_sha256
+            ) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+            """,
+            (
+                record.model_version,
+                record.parent_version,
+                record.algorithm,
+                record.training_mode,
+                Json(record.hyperparameters),
+                record.seed,
+                record.catalog_fingerprint,
+                record.feature_fingerprint,
+                Json(record.catalog),
+                record.trained_on,
+                record.training_window_start,
+                record.training_window_end,
+                record.total_timesteps,
+                record.train_seconds,
+                Json(_jsonable(record.response_model)),
+                Json(_jsonable(record.evaluation)),
+                record.artifact,
+                record.artifact_sha256,
+            ),
+        )
+
+
+def record_decision(
+    conn: Connection,
+    model_version: str,
+    *,
+    decision: str,
+    reasons: list[Any],
+    evaluation: dict[str, Any],
+) -> None:
+    """Store the gate's decision; on `bootstrap` / `promoted` the model becomes the only champion."""
+    with conn.cursor() as cur:
+        # Serialise promotions: two trainings finishing together must not both win.
+        cur.execute("lock table recsys.policy_models in share row exclusive mode")
+        if decision in ("bootstrap", "promoted"):
+            cur.execute("update recsys.policy_models set is_champion = false where is_champion")
+        cur.execute(
+            """
+            update recsys.policy_models
+            set gate_decision = %s, gate_reasons = %s, evaluation = evaluation || %s,
+                is_champion = %s, promoted_at = case when %s then clock_timestamp() end
+            where model_version = %s
+            """,
+            (
+                decision,
+                Json(_jsonable(reasons)),
+                Json(_jsonable(evaluation)),
+                decision in ("bootstrap", "promoted"),
+                decision in ("bootstrap", "promoted"),
+                model_version,
+            ),
+        )
+
+
+def _row_to_record(row: dict[str, Any]) -> ModelRecord:
+    row = dict(row)
+    row["artifact"] = bytes(row["artifact"])
+    return ModelRecord(**row)
+
+
+def get_model(conn: Connection, model_version: str) -> ModelRecord:
+    rows = fetch_all(
+        conn,
+        f"select {_COLUMNS} from recsys.policy_models where model_version = %s",  # noqa: S608 - fixed columns
+        (model_version,),
+    )
+    if not rows:
+        raise RecsysError(f"no model {model_version!r} in recsys.policy_models")
+    return _row_to_record(rows[0])
+
+
+def champion(conn: Connection) -> ModelRecord | None:
+    rows = fetch_all(
+        conn,
+        f"select {_COLUMNS} from recsys.policy_models where is_champion",  # noqa: S608 - fixed columns
+    )
+    return _row_to_record(rows[0]) if rows else None
+
+
+def require_champion(conn: Connection) -> ModelRecord:
+    record = champion(conn)
+    if record is None:
+        raise RecsysError("there is no champion model yet: train one first (`recsys train`)")
+    return record
+
+
+def _jsonable(value: Any) -> Any:
+    """Round-trip through JSON with numpy scalars and dates made plain."""
+
+    def default(o: Any) -> Any:
+        if hasattr(o, "tolist"):
+            return o.tolist()
+        if isinstance(o, dt.date | dt.datetime):
+            return o.isoformat()
+        raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+    return json.loads(json.dumps(value, default=default, allow_nan=False))

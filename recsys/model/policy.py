@@ -1,0 +1,111 @@
+"""The batch policy API: a trained PPO model as a `Policy`, scoring many users per forward pass.
+
+`PPOPolicy.probabilities(obs, mask)` runs the actor network once per chunk of users (batched
+torch, no gradient), masks the logits of actions a user cannot receive to -inf before the softmax
+(never after the fact), and returns each action's probability. `choose()` (recsys.model.baselines) turns
+that into actions. The campaign writer, `recsys recommend` and evaluation all go through here: there
+is no per-user `model.predict` loop anywhere.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsys.config.catalog import Catalog
+from recsys.errors import RecsysError
+
+CHUNK = 65_536
+
+
+def set_torch_threads() -> None:
+    """One torch thread per process: on 2 cores, small MLPs run many times faster than with two."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def load_sb3_model(artifact: bytes | Path) -> Any:
+    """A Stable-Baselines3 PPO model from zip bytes or a path, on the CPU."""
+    set_torch_threads()
+    from stable_baselines3 import PPO
+
+    source: Any = io.BytesIO(artifact) if isinstance(artifact, bytes | bytearray) else Path(artifact)
+    try:
+        return PPO.load(source, device="cpu")
+    except (OSError, ValueError, KeyError) as e:
+        where = "the registered artifact" if isinstance(artifact, bytes | bytearray) else str(artifact)
+        raise RecsysError(f"cannot load a PPO model from {where}: {e}") from e
+
+
+def actor_logits(policy: Any, x: Any) -> Any:
+    """The actor's action logits of an SB3 `ActorCriticPolicy` for a float32 tensor of observations:
+    SB3's get_distribution without building a distribution object, and without the critic."""
+    from stable_baselines3.common.policies import ActorCriticPolicy
+
+    features = super(ActorCriticPolicy, policy).extract_features(x, policy.pi_features_extractor)
+    return policy.action_net(policy.mlp_extractor.forward_actor(features))
+
+
+@dataclass
+class PPOPolicy:
+    """A trained PPO actor as a `Policy` (see recsys.model.baselines)."""
+
+    model: Any
+    catalog: Catalog
+    name: str = "ppo"
+
+    def __post_init__(self) -> None:
+        n = int(self.model.action_space.n)
+        if n != self.catalog.n_actions:
+            raise RecsysError(
+                f"the model chooses among {n} actions but the catalog has {self.catalog.n_actions}: "
+                "it was trained on another catalog"
+            )
+
+    def _masked_log_probs(self, obs: np.ndarray, mask: np.ndarray) -> Iterator[tuple[int, Any]]:
+        """(start row, masked log-probabilities as a float32 torch tensor) per chunk of users."""
+        import torch
+
+        policy = self.model.policy
+        policy.set_training_mode(False)
+        with torch.no_grad():
+            for lo in range(0, len(obs), CHUNK):
+                x = torch.as_tensor(np.asarray(obs[lo : lo + CHUNK], dtype=np.float32))
+                logits = actor_logits(policy, x)
+                allowed = torch.as_tensor(np.asarray(mask[lo : lo + CHUNK], dtype=bool))
+                logits = logits.masked_fill(~allowed, float("-inf"))
+                yield lo, torch.log_softmax(logits, dim=1)
+
+    def probabilities(self, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Softmax over the allowed actions' logits; all zeros for a user with no allowed action.
+
+        Returns the whole (n, n_actions) matrix: for evaluation-sized batches. Scoring uses `act`.
+        """
+        out = np.zeros((len(obs), self.catalog.n_actions), dtype=np.float64)
+        for lo, log_probs in self._masked_log_probs(obs, mask):
+            probs = log_probs.exp().double().numpy()
+            out[lo : lo + len(probs)] = np.nan_to_num(probs, nan=0.0)
+        return out
+
+    def act(self, obs: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The greedy allowed action per user and the policy's probability of it, chunk by chunk
+        (never the whole probability matrix). -1 / 0.0 for a user with no allowed action."""
+        import torch
+
+        actions = np.empty(len(obs), dtype=np.int64)
+        chosen = np.empty(len(obs), dtype=np.float64)
+        for lo, log_probs in self._masked_log_probs(obs, mask):
+            best, index = torch.max(log_probs, dim=1)
+            hi = lo + len(index)
+            actions[lo:hi] = index.numpy()
+            chosen[lo:hi] = best.exp().double().numpy()
+        empty = ~np.isfinite(chosen) | ~np.asarray(mask, dtype=bool).any(axis=1)
+        actions[empty] = -1
+        chosen[empty] = 0.0
+        return actions, chosen

@@ -1,0 +1,886 @@
+"""Response model: how a user responds to an offer, and what the offer is then worth.
+
+The probability of each stage of an offer's outcome given the user's observation (the normalised
+features of `recsys.model.observation`) and the action, estimated from the logged offers in PostgreSQL
+(`recsys.v_logged_offers`) and starting from the business-rule priors of the `[reward]` config
+section when there are no logs. The environment (`recsys.model.env`) simulates users with it, training
+and evaluation read its rewards, and every registered policy stores it (`to_dict`) with its fit on
+held-out logs (`fit_report`).
+
+The model. Each head is a logistic model (the order value a log-linear one) of the same form:
+
+    logit = w . x  +  gamma . a  +  a' D x
+
+with x the observation's behaviour and contact-history features (`DESIGN_FEATURES`: the consent
+flags decide what can be sent, not how a user responds, so they are left out: an unsubscribe from
+one channel must not change the predicted response on another) and a the action's attributes:
+one-hot channel, timing and offer type, and per offer type its value effect (value / reference, or
+exp(-value / reference), see the config). The interaction D lets preferences differ per user
+(discount_sensitivity x discount value, email_responsiveness x email, ...). Each head uses the
+terms its stage can identify (`HEAD_TERMS`): opens, with many positives, carry the channel and
+timing signal; clicks and conversions, rarer, the offer-type signal.
+
+    P(open | x, a)                 channel, timing; channel x features; fatigue via offers_last_7d
+    P(click | open, x, a)          channel, type, value; each x features
+    P(convert | click, x, a)       type, value; each x features
+    P(unsubscribe | open, x, a)    channel; offers_last_7d (learned from the system's own offers,
+                                   whose unsubscribes are recorded; past campaigns have none: with
+                                   only those it is the prior)
+    E[order value | convert]       basket(x) x exp(type + w . x), basket = monetary_value /
+                                   purchase_count, or the configured default without purchases
+
+Fitting is maximum a posteriori with a Gaussian prior centred on the prior model's coefficients,
+so a head with few examples stays at the business rules and moves away from them as logs
+accumulate ("shrink toward the prior").
+
+The reward of an action for a user (`expected_reward`):
+
+    P(open) P(click | open) P(convert | click) x (margin_rate x order value - offer cost)
+    - contact cost - unsubscribe_penalty x P(open) P(unsubscribe | open)
+
+and 0 for an action on a channel whose consent flag (observation entries `<channel>_consent`) is 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from recsys.config.catalog import ALLOWED_CHANNELS, Catalog
+from recsys.errors import ConfigError
+from recsys.model.observation import FEATURE_NAMES, FEATURES, N_FEATURES, feature_fingerprint
+from recsys.model.rewards import PREFERENCE_FEATURES, RewardRules
+
+log = logging.getLogger(__name__)
+
+FORMAT = "recsys.model.response/1"
+"""Version of the `to_dict` layout."""
+
+HEADS = ("open", "click", "convert", "unsubscribe", "order_value")
+"""The model's heads: four stage probabilities (conditional on the previous stage) and the order value."""
+
+STAGES = HEADS[:4]
+
+DESIGN_FEATURES = PREFERENCE_FEATURES
+"""Observation features the heads read: all but the consent flags."""
+
+HEAD_TERMS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...] | None]] = {
+    # head: (attribute groups with a main effect, groups interacting with the features,
+    #        features with a main effect: None = all design features)
+    "open": (("channel", "timing"), ("channel", "timing"), None),
+    "click": (("channel", "type", "value"), ("channel", "type", "value"), None),
+    "convert": (("type", "value"), ("type", "value"), None),
+    "unsubscribe": (("channel",), (), ("offers_last_7d",)),
+    "order_value": (("type",), (), None),
+}
+"""Which terms each head has; the others are fixed at 0."""
+
+_DESIGN_IDX = np.array([FEATURE_NAMES.index(n) for n in DESIGN_FEATURES])
+_CONSENT_IDX = {c: FEATURE_NAMES.index(f"{c}_consent") for c in ALLOWED_CHANNELS}
+_FEATURE = {name: (i, transform, scale) for i, (name, transform, scale) in enumerate(FEATURES)}
+_LOGIT_CLIP = 40.0
+
+
+# --- small numeric helpers ------------------------------------------------------------------------
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -_LOGIT_CLIP, _LOGIT_CLIP)))
+
+
+def raw_feature(obs: np.ndarray, name: str) -> np.ndarray:
+    """Undo `recsys.model.observation.normalise` for one feature (exact below the feature's cap)."""
+    j, transform, scale = _FEATURE[name]
+    col = np.asarray(obs, dtype=np.float64)[:, j]
+    return np.expm1(col * math.log1p(scale)) if transform == "log1p" else col * scale
+
+
+def basket_value(obs: np.ndarray, default_order_value: float) -> np.ndarray:
+    """The user's average order value in the feature window, or the default without purchases."""
+    purchases = np.rint(raw_feature(obs, "purchase_count"))
+    monetary = raw_feature(obs, "monetary_value")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        basket = monetary / purchases
+    return np.where((purchases >= 1) & (monetary > 0), basket, default_order_value)
+
+
+# --- action attributes ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Attributes:
+    """Names of the action attributes and which group each belongs to."""
+
+    names: tuple[str, ...]
+    groups: tuple[str, ...]
+
+    @classmethod
+    def of(cls, catalog: Catalog) -> _Attributes:
+        names, groups = [], []
+        for group, items in (
+            ("channel", catalog.channels),
+            ("timing", catalog.timings),
+            ("type", catalog.offer_types),
+            ("value", catalog.offer_types),
+        ):
+            names += [f"{group}:{item}" for item in items]
+            groups += [group] * len(items)
+        return cls(tuple(names), tuple(groups))
+
+    def index(self, name: str) -> int:
+        return self.names.index(name)
+
+    def rows(
+        self,
+        catalog: Catalog,
+        rules: RewardRules,
+        type_idx: np.ndarray,
+        value: np.ndarray,
+        channel_idx: np.ndarray,
+        timing_idx: np.ndarray,
+    ) -> np.ndarray:
+        """Attribute rows (n, K) of offers given as catalog indices of type, channel, timing and a value."""
+        n = len(type_idx)
+        a = np.zeros((n, len(self.names)))
+        rows = np.arange(n)
+        nc, nt, nk = len(catalog.channels), len(catalog.timings), len(catalog.offer_types)
+        a[rows, channel_idx] = 1.0
+        a[rows, nc + timing_idx] = 1.0
+        a[rows, nc + nt + type_idx] = 1.0
+        value = np.asarray(value, dtype=np.float64)
+        scaled = np.zeros(n)
+        for k, offer_type in enumerate(catalog.offer_types):
+            prior = rules.offer_types[offer_type]
+            sel = type_idx == k
+            if prior.value_effect == "decay":
+                scaled[sel] = np.exp(-value[sel] / prior.value_reference)
+            else:
+                # "none" keeps value / reference as the attribute, so the fit can still find a value effect
+                scaled[sel] = value[sel] / prior.value_reference
+        a[rows, nc + nt + nk + type_idx] = scaled
+        return a
+
+
+def _catalog_attribute_rows(catalog: Catalog, rules: RewardRules, attrs: _Attributes) -> np.ndarray:
+    actions = catalog.actions
+    return attrs.rows(
+        catalog,
+        rules,
+        np.array([catalog.offer_types.index(a.offer_type) for a in actions]),
+        np.array([a.value for a in actions]),
+        np.array([catalog.channels.index(a.channel) for a in actions]),
+        np.array([catalog.timings.index(a.timing) for a in actions]),
+    )
+
+
+def _masks(attrs: _Attributes, head: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """0/1 masks of (w, gamma, D) for a head: which coefficients exist."""
+    main_groups, inter_groups, main_features = HEAD_TERMS[head]
+    mw = np.array([main_features is None or f in main_features for f in DESIGN_FEATURES], dtype=np.float64)
+    mg = np.array([g in main_groups for g in attrs.groups], dtype=np.float64)
+    md = np.outer(np.array([g in inter_groups for g in attrs.groups], dtype=np.float64), np.ones(len(DESIGN_FEATURES)))
+    return mw, mg, md
+
+
+# --- parameters -------------------------------------------------------------------------------------
+
+
+@dataclass
+class HeadParams:
+    """Coefficients of one head: features (w), action attributes (gamma), interactions (D)."""
+
+    w: np.ndarray  # (d,)
+    gamma: np.ndarray  # (K,)
+    D: np.ndarray  # (K, d)
+
+    def copy(self) -> HeadParams:
+        return HeadParams(self.w.copy(), self.gamma.copy(), self.D.copy())
+
+    def logits(self, x: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """Logits of rows with design features x (n, d) and attribute rows a (n, K)."""
+        return x @ self.w + a @ self.gamma + np.einsum("nk,kd,nd->n", a, self.D, x, optimize=True)
+
+
+def _prior_params(catalog: Catalog, rules: RewardRules, attrs: _Attributes) -> dict[str, HeadParams]:
+    """The business rules of the config as coefficients of the model's heads."""
+    d, k = len(DESIGN_FEATURES), len(attrs.names)
+    heads = {h: HeadParams(np.zeros(d), np.zeros(k), np.zeros((k, d))) for h in HEADS}
+    feature = DESIGN_FEATURES.index
+    # Per offer in the last 7 days, in the observation's units (offers_last_7d / its scale).
+    per_offer = _FEATURE["offers_last_7d"][2]
+
+    head = heads["open"]
+    weight, reference = rules.responsiveness_weight, rules.responsiveness_reference
+    for c in catalog.channels:
+        head.gamma[attrs.index(f"channel:{c}")] = _logit(rules.open_rate[c]) - weight * reference
+        head.D[attrs.index(f"channel:{c}"), feature(f"{c}_responsiveness")] = weight
+    head.w[feature("offers_last_7d")] = -rules.fatigue_per_offer * per_offer
+
+    for c in catalog.channels:
+        heads["click"].gamma[attrs.index(f"channel:{c}")] = _logit(rules.click_rate[c])
+    for t in catalog.offer_types:
+        prior = rules.offer_types[t]
+        row = attrs.index(f"type:{t}" if prior.value_effect == "none" else f"value:{t}")
+        heads["click"].D[row, feature(prior.preference)] += prior.click_uplift
+        heads["convert"].gamma[attrs.index(f"type:{t}")] = _logit(rules.convert_rate)
+        heads["convert"].D[row, feature(prior.preference)] += prior.convert_uplift
+
+    head = heads["unsubscribe"]
+    for c in catalog.channels:
+        head.gamma[attrs.index(f"channel:{c}")] = _logit(rules.unsubscribe_rate[c])
+    head.w[feature("offers_last_7d")] = rules.unsubscribe_fatigue_per_offer * per_offer
+
+    for h, p in heads.items():
+        mw, mg, md = _masks(attrs, h)
+        if np.any(p.w * (1 - mw)) or np.any(p.gamma * (1 - mg)) or np.any(p.D * (1 - md)):
+            raise AssertionError(f"prior of head {h!r} sets a coefficient the head does not have")
+    return heads
+
+
+# --- the model --------------------------------------------------------------------------------------
+
+
+class Outcomes(NamedTuple):
+    """Everything about sending action a to user x (arrays of shape (n,))."""
+
+    open: np.ndarray
+    """P(open)."""
+    click: np.ndarray
+    """P(click | open)."""
+    convert: np.ndarray
+    """P(convert | click)."""
+    unsubscribe: np.ndarray
+    """P(unsubscribe | open)."""
+    order_value: np.ndarray
+    """E[order list value | convert]."""
+    net_conversion: np.ndarray
+    """Value of a conversion: margin on the order minus the offer's cost."""
+    contact_cost: np.ndarray
+    """Cost of the message."""
+    value_if_sent: np.ndarray
+    """Expected net value of sending it (ignoring whether the channel may be used)."""
+
+
+class ResponseModel:
+    """Stage probabilities and expected rewards of offers, from fitted or prior coefficients."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        rules: RewardRules,
+        params: dict[str, HeadParams],
+        fit_report: dict[str, Any] | None = None,
+    ) -> None:
+        missing = [h for h in HEADS if h not in params]
+        if missing:
+            raise ConfigError(f"response model: no coefficients for heads {missing}")
+        self.catalog = catalog
+        self.rules = rules
+        self.params = params
+        self.fit_report: dict[str, Any] = fit_report or {}
+        self._attrs = _Attributes.of(catalog)
+        a = _catalog_attribute_rows(catalog, rules, self._attrs)
+        actions = catalog.actions
+        # Per action: the constant part (U) and the feature weights (V) of every head's logit.
+        self._U = np.stack([a @ params[h].gamma for h in HEADS], axis=1)  # (n_actions, H)
+        self._V = np.stack([params[h].w + a @ params[h].D for h in HEADS], axis=1)  # (n_actions, H, d)
+        self.action_channel = np.array([ALLOWED_CHANNELS.index(x.channel) for x in actions])
+        """Per action: its channel as an index into ("email", "sms", "push")."""
+        self._consent_col = np.array([_CONSENT_IDX[x.channel] for x in actions])
+        cost = [rules.offer_cost[x.offer_type] for x in actions]
+        self._percent = np.array(
+            [x.value / 100 if c.rule == "percent_of_order" else 0.0 for x, c in zip(actions, cost, strict=True)]
+        )
+        self._fee = np.array([c.fee if c.rule == "fee_on_conversion" else 0.0 for c in cost])
+        self._contact = np.array([rules.contact_cost[x.channel] for x in actions])
+        self.action_percent_off = self._percent
+        """Per action: the share of the order's list value the customer does not pay (0 if none)."""
+
+    @property
+    def n_actions(self) -> int:
+        return self.catalog.n_actions
+
+    # --- prediction ---------------------------------------------------------------------------
+
+    def evaluate(self, obs: np.ndarray, action_ids: np.ndarray) -> Outcomes:
+        """Every stage, the order value and the expected value of sending `action_ids[i]` to `obs[i]`."""
+        obs = self._check_obs(obs)
+        return self.evaluate_unchecked(obs, self._check_actions(action_ids, len(obs)))
+
+    def evaluate_unchecked(self, obs: np.ndarray, a: np.ndarray) -> Outcomes:
+        """`evaluate` without input checks: obs float64 (n, N_FEATURES), a valid int (n,). The
+        environment's inner loop calls this."""
+        x = obs[:, _DESIGN_IDX]
+        logits = np.take(self._U, a, axis=0) + np.einsum("nhd,nd->nh", np.take(self._V, a, axis=0), x)
+        return self._outcomes(obs, logits, a)
+
+    def _outcomes(self, obs: np.ndarray, logits: np.ndarray, a: np.ndarray) -> Outcomes:
+        """Outcomes from the heads' logits (..., H) for actions a of the same leading shape."""
+        p = _sigmoid(logits[..., :4])
+        p_open, p_click, p_convert, p_unsub = p[..., 0], p[..., 1], p[..., 2], p[..., 3]
+        basket = basket_value(obs, self.rules.default_order_value)
+        basket = basket.reshape(basket.shape + (1,) * (logits.ndim - 2))
+        order_value = basket * np.exp(np.clip(logits[..., 4], -_LOGIT_CLIP, 5.0))
+        net = order_value * (self.rules.margin_rate - self._percent[a]) - self._fee[a]
+        contact = self._contact[a]
+        value = p_open * p_click * p_convert * net - contact - self.rules.unsubscribe_penalty * p_open * p_unsub
+        return Outcomes(p_open, p_click, p_convert, p_unsub, order_value, net, contact, value)
+
+    def stage_probabilities(self, obs: np.ndarray, action_ids: np.ndarray) -> dict[str, np.ndarray]:
+        """P(open), P(click | open), P(convert | click), P(unsubscribe | open), and their product
+        P(convert) (`converted`), plus E[order value | convert] (`order_value`); each (n,)."""
+        o = self.evaluate(obs, action_ids)
+        return {
+            "open": o.open,
+            "click": o.click,
+            "convert": o.convert,
+            "unsubscribe": o.unsubscribe,
+            "converted": o.open * o.click * o.convert,
+            "order_value": o.order_value,
+        }
+
+    def expected_reward(self, obs: np.ndarray, action_ids: np.ndarray) -> np.ndarray:
+        """Expected net value (n,) of each action; 0 where the user's consent flag for its channel is 0."""
+        obs = self._check_obs(obs)
+        a = self._check_actions(action_ids, len(obs))
+        value = self.evaluate(obs, a).value_if_sent
+        return np.where(obs[np.arange(len(obs)), self._consent_col[a]] >= 0.5, value, 0.0)
+
+    def reward_matrix(self, obs: np.ndarray, *, chunk: int = 16_384) -> np.ndarray:
+        """Expected reward (n, n_actions) of every action for every user (consent respected)."""
+        obs = self._check_obs(obs)
+        out = np.empty((len(obs), self.n_actions))
+        a = np.arange(self.n_actions)
+        for lo in range(0, len(obs), chunk):
+            part = obs[lo : lo + chunk]
+            x = part[:, _DESIGN_IDX]
+            logits = self._U[None, :, :] + np.einsum("nd,ahd->nah", x, self._V, optimize=True)
+            value = self._outcomes(part, logits, a[None, :]).value_if_sent
+            out[lo : lo + chunk] = np.where(part[:, self._consent_col] >= 0.5, value, 0.0)
+        return out
+
+    def channel_allowed(self, obs: np.ndarray) -> np.ndarray:
+        """bool (n, n_actions): the user's consent flag for the action's channel is set."""
+        obs = self._check_obs(obs)
+        return obs[:, self._consent_col] >= 0.5
+
+    def with_rules(self, rules: RewardRules) -> ResponseModel:
+        """The same fitted probabilities priced with other reward rules (costs, margin, penalty)."""
+        return ResponseModel(self.catalog, rules, {h: p.copy() for h, p in self.params.items()}, self.fit_report)
+
+    def _check_obs(self, obs: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs, dtype=np.float64)
+        if obs.ndim == 1:
+            obs = obs[None, :]
+        if obs.ndim != 2 or obs.shape[1] != N_FEATURES:
+            raise ValueError(f"observations must have shape (n, {N_FEATURES}), got {obs.shape}")
+        return obs
+
+    def _check_actions(self, action_ids: np.ndarray, n: int) -> np.ndarray:
+        a = np.broadcast_to(np.asarray(action_ids), (n,))
+        if a.dtype.kind not in "iu":
+            raise ValueError(f"action ids must be integers, got dtype {a.dtype}")
+        if n and (a.min() < 0 or a.max() >= self.n_actions):
+            raise ValueError(f"action ids must be in [0, {self.n_actions}), got {a.min()}..{a.max()}")
+        return a
+
+    # --- storage ------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form: catalog, reward rules, coefficients by name, fit report."""
+        c = self.catalog
+        return {
+            "format": FORMAT,
+            "feature_fingerprint": feature_fingerprint(),
+            "design_features": list(DESIGN_FEATURES),
+            "attributes": list(self._attrs.names),
+            "catalog": {
+                "fingerprint": c.fingerprint(),
+                "offer_types": list(c.offer_types),
+                "values": list(c.values),
+                "channels": list(c.channels),
+                "timings": list(c.timings),
+                "value_units": dict(c.value_units),
+                "category_offer_types": list(c.category_offer_types),
+                "timing_delay_minutes": dict(c.timing_delay_minutes),
+            },
+            "rules": self.rules.to_dict(),
+            "heads": {
+                h: {"w": p.w.tolist(), "gamma": p.gamma.tolist(), "D": p.D.tolist()} for h, p in self.params.items()
+            },
+            "fit_report": self.fit_report,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], catalog: Catalog | None = None) -> ResponseModel:
+        """Rebuild a model from `to_dict`; with `catalog`, refuse a model made for another catalog."""
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            got = d.get("format") if isinstance(d, dict) else type(d).__name__
+            raise ConfigError(f"response model: expected format {FORMAT!r}, got {got!r}")
+        if d.get("feature_fingerprint") != feature_fingerprint() or d.get("design_features") != list(DESIGN_FEATURES):
+            raise ConfigError("response model: it was fitted on a different observation definition")
+        try:
+            cd = d["catalog"]
+            stored = Catalog(
+                offer_types=tuple(cd["offer_types"]),
+                values=tuple(float(v) for v in cd["values"]),
+                channels=tuple(cd["channels"]),
+                timings=tuple(cd["timings"]),
+                value_units=dict(cd["value_units"]),
+                category_offer_types=tuple(cd["category_offer_types"]),
+                timing_delay_minutes={k: int(v) for k, v in cd["timing_delay_minutes"].items()},
+            )
+            if stored.fingerprint() != cd["fingerprint"]:
+                raise ConfigError("response model: the stored catalog does not match its fingerprint")
+            if catalog is not None and catalog.fingerprint() != stored.fingerprint():
+                raise ConfigError(
+                    "response model: it was made for another catalog (action ids differ); refit it for this catalog"
+                )
+            rules = RewardRules.from_dict(d["rules"])
+            attrs = _Attributes.of(stored)
+            if list(attrs.names) != d["attributes"]:
+                raise ConfigError("response model: stored attribute names do not match its catalog")
+            k, nd = len(attrs.names), len(DESIGN_FEATURES)
+            params = {}
+            for h in HEADS:
+                hp = d["heads"][h]
+                p = HeadParams(
+                    np.asarray(hp["w"], dtype=np.float64),
+                    np.asarray(hp["gamma"], dtype=np.float64),
+                    np.asarray(hp["D"], dtype=np.float64).reshape(k, nd),
+                )
+                if (
+                    p.w.shape != (nd,)
+                    or p.gamma.shape != (k,)
+                    or not all(np.isfinite(v).all() for v in (p.w, p.gamma, p.D))
+                ):
+                    raise ConfigError(f"response model: head {h!r} has malformed coefficients")
+                params[h] = p
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"response model: malformed stored model ({e})") from e
+        return cls(stored, rules, params, d.get("fit_report") or {})
+
+
+def prior_response_model(catalog: Catalog, rules: RewardRules) -> ResponseModel:
+    """The response model of the config's business-rule priors (no logs needed)."""
+    check_rules_cover(catalog, rules)
+    attrs = _Attributes.of(catalog)
+    return ResponseModel(catalog, rules, _prior_params(catalog, rules, attrs), {"kind": "prior"})
+
+
+def check_rules_cover(catalog: Catalog, rules: RewardRules) -> None:
+    for name, table, needed in (
+        ("contact_cost", rules.contact_cost, catalog.channels),
+        ("prior.open_rate", rules.open_rate, catalog.channels),
+        ("prior.click_rate", rules.click_rate, catalog.channels),
+        ("prior.unsubscribe_rate", rules.unsubscribe_rate, catalog.channels),
+        ("offer_cost", rules.offer_cost, catalog.offer_types),
+        ("prior.offer_types", rules.offer_types, catalog.offer_types),
+    ):
+        missing = [k for k in needed if k not in table]
+        if missing:
+            raise ConfigError(f"[reward.{name}] has no entry for {missing}, which the catalog uses")
+
+
+# --- fitting ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Hyperparameters of `fit_response_model`."""
+
+    l2_main: float = 10.0
+    """Precision of the Gaussian prior on main effects (w, gamma), centred on the business rules."""
+    l2_interaction: float = 30.0
+    """Precision of the prior on feature x attribute interactions (many, so held closer to the rules)."""
+    max_iter: int = 300
+    """L-BFGS iterations per head (full batch)."""
+    order_value_l2: float = 20.0
+    """Ridge precision of the log order value's deviation from the user's basket."""
+    order_value_prior_sd: float = 0.5
+    """Prior log-scale spread of one order around its expectation."""
+    order_value_prior_weight: float = 20.0
+    """How many conversions the prior spread counts as (it is pooled with the residual spread)."""
+    log_window_days: int | None = 365
+    """Learn from the offers sent in this many days before as_of (None: all). Within the feature
+    retention (400 days by default), so no dropped feature date is rebuilt night after night."""
+    calibration_bins: int = 10
+    """Bins (equal counts, by predicted probability) of the reliability table."""
+    min_holdout_users: int = 1
+    """Fewer users than this in the holdout: no held-out report."""
+
+
+def fit_response_model_to_logs(
+    logs: LoggedOffers,
+    catalog: Catalog,
+    rules: RewardRules,
+    as_of: date,
+    *,
+    holdout_fraction: float = 0.2,
+    seed: int = 0,
+    config: FitConfig | None = None,
+    prepared: dict[str, float] | None = None,
+) -> ResponseModel:
+    """Fit the response model to `logs`, the offers logged before `as_of` (00:00 UTC) with the
+    features the system had when each was sent (`recsys.data.logged_offers` loads them).
+
+    A random `holdout_fraction` of users (by `seed`) is held out: the model is fitted on the others
+    and its held-out log loss and calibration of P(open), P(click) and P(convert) are reported next
+    to the prior's in `fit_report`. The returned model is the one fitted on the training users.
+    `prepared` carries what loading took (`feature_dates_built`, `build_seconds`, `load_seconds`)
+    into the report.
+    """
+    config = config or FitConfig()
+    if not 0.0 <= holdout_fraction < 1.0:
+        raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
+    check_rules_cover(catalog, rules)
+    prepared = prepared or {}
+    built_seconds = float(prepared.get("build_seconds", 0.0))
+    load_seconds = float(prepared.get("load_seconds", 0.0))
+    started = time.perf_counter() - built_seconds - load_seconds
+
+    attrs = _Attributes.of(catalog)
+    prior = _prior_params(catalog, rules, attrs)
+    report: dict[str, Any] = {
+        "kind": "fitted",
+        "as_of": as_of.isoformat(),
+        "seed": seed,
+        "holdout_fraction": holdout_fraction,
+        "config": asdict(config),
+        "offers": logs.counts,
+        "window": logs.window,
+        "feature_dates_built": int(prepared.get("feature_dates_built", 0)),
+    }
+    usable = logs.usable
+    if not usable.any():
+        report["kind"] = "prior"
+        report["reason"] = "no logged offers with point-in-time features before as_of"
+        return ResponseModel(catalog, rules, prior, report)
+
+    x_all = logs.obs[:, _DESIGN_IDX]
+    a_all = attrs.rows(catalog, rules, logs.type_idx, logs.value, logs.channel_idx, logs.timing_idx)
+    users = np.unique(logs.user_id[usable])
+    rng = np.random.default_rng(seed)
+    n_holdout = round(holdout_fraction * len(users))
+    held_users = rng.permutation(users)[:n_holdout]
+    held = np.isin(logs.user_id, held_users) & usable
+    train = usable & ~held
+    report["offers"] |= {
+        "train": int(train.sum()),
+        "holdout": int(held.sum()),
+        "users_train": len(users) - n_holdout,
+        "users_holdout": n_holdout,
+    }
+
+    targets = _stage_targets(logs)
+    params = {h: p.copy() for h, p in prior.items()}
+    heads_report: dict[str, Any] = {}
+    fit_started = time.perf_counter()
+    for head in STAGES:
+        rows, y = targets.get(head, (None, None))
+        if rows is None:
+            heads_report[head] = {"fitted": False, "reason": f"the logs have no {head} outcome; the prior is kept"}
+            continue
+        sel = rows & train
+        if not sel.any():
+            heads_report[head] = {"fitted": False, "reason": "no training rows; the prior is kept"}
+            continue
+        params[head], info = _fit_logistic(x_all[sel], a_all[sel], y[sel], prior[head], _masks(attrs, head), config)
+        heads_report[head] = {"fitted": True, "rows": int(sel.sum()), "positives": int(y[sel].sum()), **info}
+    params["order_value"], heads_report["order_value"] = _fit_order_value(
+        logs, x_all, a_all, train, targets, catalog, rules, attrs, config
+    )
+    report["heads"] = heads_report
+    report["seconds"] = {
+        "build_features": round(built_seconds, 3),
+        "load": round(load_seconds, 3),
+        "fit": round(time.perf_counter() - fit_started, 3),
+    }
+    if n_holdout >= config.min_holdout_users and held.any():
+        report["holdout"] = _holdout_report(x_all, a_all, held, targets, prior, params, config)
+    report["seconds"]["total"] = round(time.perf_counter() - started, 3)
+    return ResponseModel(catalog, rules, params, _json_safe(report))
+
+
+@dataclass
+class LoggedOffers:
+    """Logged offers before a date, with the observation the system had when each was sent."""
+
+    user_id: np.ndarray
+    send_day: np.ndarray  # int days since 1970-01-01 of features_as_of
+    obs: np.ndarray  # (n, N_FEATURES) float64, normalised
+    type_idx: np.ndarray
+    value: np.ndarray
+    channel_idx: np.ndarray
+    timing_idx: np.ndarray
+    outcomes: dict[str, np.ndarray]  # opened, clicked, converted (, unsubscribed): 1.0 / 0.0 / nan
+    revenue: np.ndarray
+    usable: np.ndarray  # bool: has features and an action of the catalog's types, channels, timings
+    counts: dict[str, int] = field(default_factory=dict)
+    window: dict[str, str | None] = field(default_factory=dict)
+
+
+def _stage_targets(logs: LoggedOffers) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per stage: which offers it learns from, and the outcome (1.0 / 0.0).
+
+    Later stages imply earlier ones (a click without a recorded open happens when an email client
+    blocks the open pixel): opened = opened or clicked or converted, clicked = clicked or converted.
+    """
+    out = logs.outcomes
+    n = len(logs.user_id)
+    nan = np.full(n, np.nan)
+    opened, clicked, converted = (out.get(c, nan) for c in ("opened", "clicked", "converted"))
+    conv = converted == 1
+    clk = (clicked == 1) | conv
+    opn = (opened == 1) | clk
+    targets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if "opened" in out:
+        targets["open"] = (~np.isnan(opened) | clk, opn.astype(np.float64))
+    if "clicked" in out:
+        targets["click"] = (opn & (~np.isnan(clicked) | conv), clk.astype(np.float64))
+    if "converted" in out:
+        targets["convert"] = (clk & ~np.isnan(converted), conv.astype(np.float64))
+    if "unsubscribed" in out:
+        unsub = out["unsubscribed"]
+        targets["unsubscribe"] = (opn & ~np.isnan(unsub), (unsub == 1).astype(np.float64))
+    return targets
+
+
+def _fit_logistic(
+    x: np.ndarray,
+    a: np.ndarray,
+    y: np.ndarray,
+    prior: HeadParams,
+    masks: tuple[np.ndarray, np.ndarray, np.ndarray],
+    config: FitConfig,
+) -> tuple[HeadParams, dict[str, Any]]:
+    """MAP logistic regression of one head (full-batch L-BFGS), Gaussian prior around `prior`.
+
+    The head's existing terms become the columns of one design matrix (features, attributes, and
+    attribute x feature products), so each evaluation is one matrix product and its transpose.
+    """
+    import torch
+
+    torch.set_num_threads(1)  # small dense problems: one thread is fastest on a shared 2-core machine
+    mw, mg, md = (m.astype(bool) for m in masks)
+    rows_d, cols_d = np.nonzero(md)
+    design = np.hstack([x[:, mw], a[:, mg], a[:, rows_d] * x[:, cols_d]])
+    theta0 = np.concatenate([prior.w[mw], prior.gamma[mg], prior.D[rows_d, cols_d]])
+    precision = np.concatenate(
+        [np.full(mw.sum() + mg.sum(), config.l2_main), np.full(len(rows_d), config.l2_interaction)]
+    )
+    zt, yt, t0, lam = (
+        torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64)) for v in (design, y, theta0, precision)
+    )
+    theta = t0.clone().requires_grad_(True)
+    n = len(y)
+    opt = torch.optim.LBFGS(
+        [theta],
+        lr=1.0,
+        max_iter=config.max_iter,
+        history_size=20,
+        tolerance_grad=1e-9,
+        tolerance_change=1e-12,
+        line_search_fn="strong_wolfe",
+    )
+
+    def objective() -> torch.Tensor:
+        nll = torch.nn.functional.binary_cross_entropy_with_logits(zt @ theta, yt, reduction="sum")
+        return (nll + 0.5 * (lam * (theta - t0) ** 2).sum()) / n
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = objective()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        final = float(objective())
+    coef = theta.detach().numpy()
+    fitted = HeadParams(np.zeros_like(prior.w), np.zeros_like(prior.gamma), np.zeros_like(prior.D))
+    nw, ng = int(mw.sum()), int(mg.sum())
+    fitted.w[mw] = coef[:nw]
+    fitted.gamma[mg] = coef[nw : nw + ng]
+    fitted.D[rows_d, cols_d] = coef[nw + ng :]
+    return fitted, {"objective": final, "iterations": int(opt.state[opt._params[0]]["n_iter"])}
+
+
+def _fit_order_value(
+    logs: LoggedOffers,
+    x: np.ndarray,
+    a: np.ndarray,
+    train: np.ndarray,
+    targets: dict[str, tuple[np.ndarray, np.ndarray]],
+    catalog: Catalog,
+    rules: RewardRules,
+    attrs: _Attributes,
+    config: FitConfig,
+) -> tuple[HeadParams, dict[str, Any]]:
+    """Log order value of converted offers relative to the user's basket: ridge toward the basket.
+
+    The logged revenue is what the customer paid; for percent-off offers the order's list value is
+    revenue / (1 - value%), which the margin and the offer cost apply to.
+    """
+    d, k = len(DESIGN_FEATURES), len(attrs.names)
+    zero = HeadParams(np.zeros(d), np.zeros(k), np.zeros((k, d)))
+    if "convert" not in targets:
+        return zero, {"fitted": False, "reason": "the logs have no conversion outcome; the basket is kept"}
+    converted = targets["convert"][1] == 1
+    percent = np.array([rules.offer_cost[t].rule == "percent_of_order" for t in catalog.offer_types])[logs.type_idx]
+    share_paid = np.where(percent, 1.0 - logs.value / 100.0, 1.0)
+    rows = train & converted & (logs.revenue > 0) & (share_paid > 0)
+    n = int(rows.sum())
+    if n == 0:
+        return zero, {"fitted": False, "reason": "no converted offer with revenue; the basket is kept"}
+    list_value = logs.revenue[rows] / share_paid[rows]
+    y = np.log(list_value) - np.log(basket_value(logs.obs[rows], rules.default_order_value))
+    mw, mg, _ = _masks(attrs, "order_value")
+    cols_w, cols_g = np.flatnonzero(mw), np.flatnonzero(mg)
+    design = np.hstack([x[rows][:, cols_w], a[rows][:, cols_g]])
+    gram = design.T @ design + config.order_value_l2 * np.eye(design.shape[1])
+    coef = np.linalg.solve(gram, design.T @ y)
+    resid = y - design @ coef
+    w0 = config.order_value_prior_weight
+    variance = (float(resid @ resid) + w0 * config.order_value_prior_sd**2) / (n + w0)
+    params = zero.copy()
+    params.w[cols_w] = coef[: len(cols_w)]
+    # E[value] = basket x exp(mean log ratio + variance / 2); the type one-hots sum to 1 per action.
+    params.gamma[cols_g] = coef[len(cols_w) :] + variance / 2
+    return params, {"fitted": True, "rows": n, "log_sd": math.sqrt(variance), "mean_log_ratio": float(y.mean())}
+
+
+def _holdout_report(
+    x: np.ndarray,
+    a: np.ndarray,
+    held: np.ndarray,
+    targets: dict[str, tuple[np.ndarray, np.ndarray]],
+    prior: dict[str, HeadParams],
+    params: dict[str, HeadParams],
+    config: FitConfig,
+) -> dict[str, Any]:
+    """Held-out log loss and calibration of P(open), P(click) and P(convert), model vs prior.
+
+    P(click) and P(convert) are unconditional (the product of the stages), on every held-out offer
+    whose outcome is known, so they judge the chain the reward uses.
+    """
+
+    def probabilities(p: dict[str, HeadParams], rows: np.ndarray) -> dict[str, np.ndarray]:
+        po = _sigmoid(p["open"].logits(x[rows], a[rows]))
+        pc = po * _sigmoid(p["click"].logits(x[rows], a[rows]))
+        return {"open": po, "click": pc, "convert": pc * _sigmoid(p["convert"].logits(x[rows], a[rows]))}
+
+    report: dict[str, Any] = {}
+    for name in ("open", "click", "convert"):
+        if any(s not in targets for s in STAGES[: STAGES.index(name) + 1]):
+            continue
+        # The unconditional outcome is known where the stage's own outcome is known, or an earlier
+        # stage already failed (not opened -> not clicked, not converted).
+        rows, y = _unconditional(name, targets)
+        rows = rows & held
+        if not rows.any():
+            continue
+        yy = y[rows]
+        report[name] = {
+            "n": int(rows.sum()),
+            "positives": int(yy.sum()),
+            "model": _scores(probabilities(params, rows)[name], yy, config.calibration_bins),
+            "prior": _scores(probabilities(prior, rows)[name], yy, config.calibration_bins),
+        }
+    return report
+
+
+def _unconditional(stage: str, targets: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    open_rows, opened = targets["open"]
+    if stage == "open":
+        return open_rows, opened
+    click_rows, clicked = targets["click"]
+    not_opened = open_rows & (opened == 0)
+    rows = click_rows | not_opened
+    y = np.where(click_rows, clicked, 0.0)
+    if stage == "click":
+        return rows, y
+    conv_rows, converted = targets["convert"]
+    not_clicked = rows & (y == 0)
+    return conv_rows | not_clicked, np.where(conv_rows, converted, 0.0)
+
+
+def _scores(p: np.ndarray, y: np.ndarray, bins: int) -> dict[str, Any]:
+    """Log loss, Brier score, expected calibration error and a reliability table (equal-count bins)."""
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    log_loss = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    order = np.argsort(p, kind="stable")
+    table = []
+    ece = 0.0
+    for part in np.array_split(order, min(bins, len(order))):
+        mean_p, rate = float(p[part].mean()), float(y[part].mean())
+        ece += len(part) / len(p) * abs(mean_p - rate)
+        table.append({"n": len(part), "mean_predicted": mean_p, "observed_rate": rate})
+    return {
+        "log_loss": log_loss,
+        "brier": float(np.mean((p - y) ** 2)),
+        "ece": ece,
+        "mean_predicted": float(p.mean()),
+        "observed_rate": float(y.mean()),
+        "reliability": table,
+    }
+
+
+def _json_safe(value: Any) -> Any:
+    """Plain JSON types only (numpy scalars to Python, non-finite floats to None)."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def format_fit_report(report: dict[str, Any]) -> str:
+    """A readable summary of `fit_report` (held-out log loss and ECE, model vs prior)."""
+    if report.get("kind") != "fitted":
+        return f"response model: business-rule priors ({report.get('reason', 'no logs used')})"
+    offers = report.get("offers", {})
+    lines = [
+        f"response model fitted on offers before {report['as_of']}: "
+        f"{offers.get('train', 0):,} train / {offers.get('holdout', 0):,} held-out offers "
+        f"({offers.get('without_features', 0):,} without point-in-time features left out)",
+        f"{'held-out':<10} {'n':>9} {'rate':>8} {'log loss':>10} {'prior':>10} {'ECE':>9} {'prior':>9}",
+    ]
+    for name, r in report.get("holdout", {}).items():
+        m, p = r["model"], r["prior"]
+        lines.append(
+            f"P({name}){'':<{max(0, 4 - len(name))}} {r['n']:>9,} {m['observed_rate']:>8.4f} "
+            f"{m['log_loss']:>10.5f} {p['log_loss']:>10.5f} {m['ece']:>9.5f} {p['ece']:>9.5f}"
+        )
+    return "\n".join(lines)
+
+
+__all__ = [
+    "DESIGN_FEATURES",
+    "HEADS",
+    "FitConfig",
+    "HeadParams",
+    "LoggedOffers",
+    "Outcomes",
+    "ResponseModel",
+    "basket_value",
+    "check_rules_cover",
+    "fit_response_model_to_logs",
+    "format_fit_report",
+    "prior_response_model",
+    "raw_feature",
+]

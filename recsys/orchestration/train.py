@@ -1,0 +1,462 @@
+"""Training: `recsys train`: retrain or fine-tune PPO, evaluate, gate, register.
+
+1. Tonight's users come from `user_features` as of the training date (their observations are the
+   environment's starting states).
+2. The response model is estimated from the logged offers (point-in-time features), or is the
+   documented business-rule prior when there are none.
+3. PPO (Stable-Baselines3) learns on the vectorised environment: from scratch (`retrain`), or
+   continuing the champion (`fine_tune`, `reset_num_timesteps=False`). `auto` fine-tunes unless
+   there is no champion or the catalog or feature set changed. A retrain's actor first imitates the
+   response model's best offer for one night (`warm_start_actor`, supervised); PPO then optimises
+   the multi-night return from there instead of from a uniform policy.
+4. The challenger and the champion are evaluated on the same users with the same response model
+   (and off-policy on the logs when there are any); the gate decides; the model is registered with
+   its artifact either way. `--save` also writes the SB3 zip.
+
+One seed feeds Python's, numpy's and torch's generators, the environment and PPO, and is stored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsys.config.catalog import Catalog, load_catalog
+from recsys.config.settings import Settings
+from recsys.data.states import load_states
+from recsys.db import Connection
+from recsys.errors import RecsysError
+from recsys.evaluation.gate import GateConfig, GateDecision, decide
+from recsys.evaluation.registry import ModelRecord, catalog_json, champion, record_decision, register
+from recsys.model.observation import FEATURE_NAMES, FEATURES, States, feature_fingerprint
+from recsys.model.policy import PPOPolicy, actor_logits, load_sb3_model, set_torch_threads
+
+log = logging.getLogger(__name__)
+
+MODES = ("auto", "retrain", "fine_tune")
+
+
+@dataclass
+class TrainConfig:
+    """PPO hyperparameters and the environment's shape. Defaults suit nightly runs on 2 cores."""
+
+    total_timesteps: int = 200_000
+    """Environment steps to learn for (user-nights); fine-tunes add to the parent's count."""
+    n_envs: int = 256
+    """Users stepped in parallel by the vectorised environment."""
+    n_steps: int = 16
+    """Steps per environment per rollout (rollout = n_envs x n_steps samples)."""
+    batch_size: int = 1024
+    """Minibatch size of each gradient step."""
+    n_epochs: int = 10
+    """Passes over each rollout: the rewards are nearly immediate, so each rollout has much to teach."""
+    learning_rate: float = 3e-4
+    """Adam learning rate."""
+    gamma: float = 0.5
+    """Discount per night: fatigue and recency echo for a few nights; tonight's offer counts most."""
+    gae_lambda: float = 0.9
+    """GAE smoothing."""
+    clip_range: float = 0.2
+    """PPO clipping of the policy ratio."""
+    ent_coef: float = 0.001
+    """Entropy bonus: a little exploration of the 108 actions, without flattening the policy."""
+    vf_coef: float = 0.5
+    """Value-loss weight."""
+    net_arch: tuple[int, ...] = (64, 64)
+    """Hidden layers of the actor and of the critic."""
+    horizon: int = 7
+    """Nights per episode (one user followed for a week)."""
+    warm_start_steps: int = 3_000
+    """Retrain only: gradient steps (minibatches of 512) of supervised imitation of the response
+    model's one-night best offer before PPO (0: PPO starts from a uniform policy). On 20k users
+    (bench/bench_policy.py), PPO from a uniform policy got a sixth to two thirds of that offer's value
+    under the truth in 300k steps; started from it, PPO keeps it."""
+    warm_start_users: int = 50_000
+    """Users (a random sample of tonight's) the warm start imitates; each also appears once with
+    recent offers (fatigue), so the actor has seen states PPO will visit."""
+    warm_start_learning_rate: float = 1e-3
+    """Adam learning rate of the warm start."""
+    seed: int = 0
+    """The one seed for everything."""
+
+    def ppo_kwargs(self) -> dict[str, Any]:
+        return {
+            "n_steps": self.n_steps,
+            "batch_size": self.batch_size,
+            "n_epochs": self.n_epochs,
+            "learning_rate": self.learning_rate,
+            "gamma": self.gamma,
+            "gae_lambda": self.gae_lambda,
+            "clip_range": self.clip_range,
+            "ent_coef": self.ent_coef,
+            "vf_coef": self.vf_coef,
+        }
+
+
+@dataclass
+class TrainResult:
+    record: ModelRecord
+    decision: GateDecision
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    saved_to: Path | None = None
+
+    def describe(self) -> str:
+        e = self.evaluation
+        lines = [
+            f"model {self.record.model_version} ({self.record.training_mode}"
+            + (f" of {self.record.parent_version}" if self.record.parent_version else "")
+            + f", {self.record.total_timesteps:,} timesteps, {self.record.train_seconds:.0f} s)",
+            f"  simulator value per user-night: policy {e['simulator_value']:.5f}, "
+            f"random {e['random_value']:.5f}"
+            + (f", champion {e['champion_simulator_value']:.5f}" if "champion_simulator_value" in e else ""),
+            self.decision.describe(),
+        ]
+        warm = e.get("warm_start") or {}
+        if warm.get("examples"):
+            lines.insert(
+                1,
+                f"  warm start: {warm['steps']:,} steps on {warm['examples']:,} examples; the actor then took the "
+                f"response model's best offer for {warm['agreement']:.0%} of tonight's sample",
+            )
+        if self.saved_to:
+            lines.append(f"saved to {self.saved_to}")
+        return "\n".join(lines)
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_mode(mode: str, current: ModelRecord | None, catalog: Catalog) -> tuple[str, str]:
+    """(mode, why) for `auto`; checks that `fine_tune` is possible."""
+    if mode not in MODES:
+        raise RecsysError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
+    reason = ""
+    if current is None:
+        reason = "there is no champion"
+    elif current.catalog_fingerprint != catalog.fingerprint():
+        reason = "the offer catalog changed since the champion was trained"
+    elif current.feature_fingerprint != feature_fingerprint():
+        reason = "the feature set changed since the champion was trained"
+    if mode == "fine_tune" and reason:
+        raise RecsysError(f"cannot fine-tune: {reason}; use --mode retrain")
+    if mode == "auto":
+        return ("retrain", reason) if reason else ("fine_tune", "a compatible champion exists")
+    return mode, "requested"
+
+
+_WARM_START_BATCH = 512
+
+
+def warm_start_actor(
+    model: Any, states: States, response: Any, catalog: Catalog, config: TrainConfig
+) -> dict[str, Any]:
+    """Fit a new PPO actor, by cross-entropy, to the response model's best allowed offer per user.
+
+    The examples are a sample of tonight's users (`warm_start_users`), each twice: as is, and with
+    1-6 offers in the last week (the last one 1-7 nights ago), so that the actor has seen fatigued
+    states too; the target is the action with the highest expected reward under `response` among
+    those the user can receive (users who can receive nothing are left out). Only the actor's layers
+    learn (the critic learns in PPO). Returns what it did: examples, epochs, the final loss and how
+    often the actor's greedy allowed action equals the target on tonight's sample.
+    """
+    import torch
+
+    from recsys.model.baselines import ResponseGreedyPolicy
+
+    started = time.perf_counter()
+    rng = np.random.default_rng(config.seed)
+    mask = states.action_mask(catalog)
+    rows = np.flatnonzero(mask.any(axis=1))
+    if len(rows) > config.warm_start_users:
+        rows = np.sort(rng.choice(rows, size=config.warm_start_users, replace=False))
+    if len(rows) == 0 or config.warm_start_steps <= 0:
+        return {"examples": 0, "steps": 0}
+    obs, allowed = states.obs[rows], mask[rows]
+    fatigued = obs.copy()
+    for name, low, high in (("offers_last_7d", 1, 6), ("days_since_last_offer", 1, 7)):
+        j = FEATURE_NAMES.index(name)
+        scale = FEATURES[j][2]
+        fatigued[:, j] = rng.integers(low, high + 1, size=len(rows)) / scale
+    x = np.vstack([obs, fatigued]).astype(np.float32)
+    targets = ResponseGreedyPolicy(catalog, response).actions(x, np.vstack([allowed, allowed]))
+
+    policy = model.policy
+    policy.set_training_mode(True)
+    params = [
+        *policy.pi_features_extractor.parameters(),
+        *policy.mlp_extractor.policy_net.parameters(),
+        *policy.action_net.parameters(),
+    ]
+    optimizer = torch.optim.Adam(params, lr=config.warm_start_learning_rate)
+    generator = torch.Generator().manual_seed(config.seed)
+    xt, yt = torch.as_tensor(x), torch.as_tensor(targets)
+    loss = torch.zeros(())
+    starts = range(0, len(xt), _WARM_START_BATCH)
+    order = torch.randperm(len(xt), generator=generator)
+    for step in range(config.warm_start_steps):
+        if step and step % len(starts) == 0:  # a new epoch, a new order
+            order = torch.randperm(len(xt), generator=generator)
+        lo = starts[step % len(starts)]
+        batch = order[lo : lo + _WARM_START_BATCH]
+        loss = torch.nn.functional.cross_entropy(actor_logits(policy, xt[batch]), yt[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    policy.set_training_mode(False)
+    chosen, _ = PPOPolicy(model, catalog).act(obs, allowed)
+    return {
+        "examples": len(x),
+        "steps": config.warm_start_steps,
+        "epochs": round(config.warm_start_steps / len(starts), 2),
+        "final_loss": float(loss.item()),
+        "agreement": float(np.mean(chosen == targets[: len(rows)])),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _make_vec_env(states: States, response: Any, catalog: Catalog, rules: Any, config: TrainConfig) -> Any:
+    from recsys.model.env import OfferVecEnv
+
+    return OfferVecEnv(
+        response, states.obs, states.channel_ok, num_envs=config.n_envs, horizon=config.horizon, seed=config.seed
+    )
+
+
+def simulator_values(policy: Any, states: States, response: Any, catalog: Catalog) -> dict[str, float]:
+    """Mean expected reward per user of the policy's greedy action, and of uniform random, under the
+    response model (one night, today's states)."""
+    from recsys.model.baselines import UniformRandomPolicy, choose
+
+    mask = states.action_mask(catalog)
+    rewards = response.reward_matrix(states.obs)
+    actions, _ = choose(policy, states.obs, mask)
+    has = actions >= 0
+    chosen = np.where(has, rewards[np.arange(len(actions)), np.maximum(actions, 0)], 0.0)
+    random_probs = UniformRandomPolicy(catalog).probabilities(states.obs, mask)
+    return {
+        "simulator_value": float(chosen.mean()) if len(chosen) else 0.0,
+        "random_value": float((random_probs * rewards).sum(axis=1).mean()) if len(chosen) else 0.0,
+    }
+
+
+def _window_date(response: Any, key: str) -> dt.date | None:
+    """A send date of the logged offers the response model learned from (None for the prior)."""
+    value = (response.fit_report.get("window") or {}).get(key)
+    return dt.date.fromisoformat(value) if value else None
+
+
+def off_policy_values(
+    conn: Connection,
+    as_of: dt.date,
+    catalog: Catalog,
+    response: Any,
+    challenger: Any,
+    champion_policy: Any | None,
+    *,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """Doubly robust estimates, on the offers logged before `as_of`, of the challenger, uniform
+    random (as `random_dr_value` in the challenger's dict) and the champion. Empty without logs."""
+    from recsys.evaluation.model_eval import realised_reward
+    from recsys.evaluation.ope import load_logged_offers, off_policy_evaluation
+    from recsys.model.baselines import UniformRandomPolicy
+
+    logs = load_logged_offers(conn, catalog, until=as_of)
+    if len(logs) == 0:
+        return {}
+    rules = response.rules
+
+    def dr(policy: Any, baseline: Any | None = None) -> dict[str, float]:
+        estimates = off_policy_evaluation(
+            conn,
+            policy,
+            catalog=catalog,
+            reward_fn=lambda rows: realised_reward(rows, rules),
+            q_fn=response.expected_reward,
+            logs=logs,
+            n_boot=200,
+            seed=seed,
+            baseline=baseline,
+        )
+        d = estimates["dr"]
+        out = {
+            "dr_value": d.value,
+            "dr_lower": d.lower,
+            "dr_upper": d.upper,
+            "dr_effective_sample_size": d.effective_sample_size,
+        }
+        if "dr_diff" in estimates:
+            diff, base = estimates["dr_diff"], estimates["baseline_dr"]
+            out |= {"dr_diff_value": diff.value, "dr_diff_lower": diff.lower, "dr_diff_upper": diff.upper}
+            out["baseline"] = {"dr_value": base.value, "dr_lower": base.lower, "dr_upper": base.upper}
+        return out
+
+    challenger_dr = dr(challenger, champion_policy)
+    champion_dr = challenger_dr.pop("baseline", None)  # the champion's estimate came with the paired one
+    out = {"challenger": {**challenger_dr, "random_dr_value": dr(UniformRandomPolicy(catalog))["dr_value"]}}
+    if champion_dr is not None:
+        out["champion"] = champion_dr
+    return out
+
+
+def train(
+    conn: Connection,
+    settings: Settings,
+    *,
+    as_of: dt.date,
+    mode: str = "auto",
+    config: TrainConfig | None = None,
+    save: Path | None = None,
+    progress_bar: bool = False,
+    gate: GateConfig | None = None,
+) -> TrainResult:
+    """Train, evaluate, gate and register one model. Commits the registry rows."""
+    from stable_baselines3 import PPO
+
+    from recsys.data.logged_offers import fit_response_model
+    from recsys.model.rewards import load_reward_rules
+
+    config = config or TrainConfig()
+    gate = gate or GateConfig()
+    set_torch_threads()
+    seed_everything(config.seed)
+    catalog = load_catalog()
+    rules = load_reward_rules()
+    states = load_states(conn, as_of)
+    if len(states) == 0:
+        raise RecsysError(f"no user features as of {as_of}: run `recsys features --as-of {as_of}` first")
+    current = champion(conn)
+    mode, why = resolve_mode(mode, current, catalog)
+    log.info("train: %s (%s) on %d users as of %s", mode, why, len(states), as_of)
+
+    response = fit_response_model(conn, settings, catalog, rules, as_of, seed=config.seed)
+    warm_start: dict[str, Any] | None = None
+    env = _make_vec_env(states, response, catalog, rules, config)
+    started = time.perf_counter()
+    if mode == "fine_tune":
+        assert current is not None
+        model = load_sb3_model(current.artifact)
+        model.set_env(env)
+        model.set_random_seed(config.seed)
+        model.learn(total_timesteps=config.total_timesteps, reset_num_timesteps=False, progress_bar=progress_bar)
+    else:
+        model = PPO(
+            "MlpPolicy",
+            env,
+            seed=config.seed,
+            device="cpu",
+            policy_kwargs={"net_arch": list(config.net_arch)},
+            verbose=0,
+            **config.ppo_kwargs(),
+        )
+        warm_start = warm_start_actor(model, states, response, catalog, config)
+        log.info("train: warm start %s", warm_start)
+        model.learn(total_timesteps=config.total_timesteps, progress_bar=progress_bar)
+    seconds = time.perf_counter() - started
+    result = register_challenger(
+        conn,
+        model,
+        as_of=as_of,
+        mode=mode,
+        states=states,
+        response=response,
+        catalog=catalog,
+        current=current,
+        config=config,
+        seconds=seconds,
+        gate=gate,
+        save=save,
+        warm_start=warm_start,
+    )
+    log.info("%s", result.describe())
+    return result
+
+
+def register_challenger(
+    conn: Connection,
+    model: Any,
+    *,
+    as_of: dt.date,
+    mode: str,
+    states: States,
+    response: Any,
+    catalog: Catalog,
+    current: ModelRecord | None,
+    config: TrainConfig,
+    seconds: float,
+    gate: GateConfig,
+    save: Path | None = None,
+    warm_start: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Evaluate a trained model next to random and the champion, run the gate, register it. Commits."""
+    buffer = io.BytesIO()
+    model.save(buffer)
+    artifact = buffer.getvalue()
+
+    challenger = PPOPolicy(model, catalog)
+    evaluation: dict[str, Any] = simulator_values(challenger, states, response, catalog)
+    evaluation["users"] = len(states)
+    evaluation["env_steps_per_second"] = config.total_timesteps / seconds if seconds > 0 else None
+    if warm_start is not None:
+        evaluation["warm_start"] = warm_start
+    champion_eval: dict[str, Any] | None = None
+    current_policy = None
+    if current is not None and current.catalog_fingerprint == catalog.fingerprint():
+        current_policy = PPOPolicy(load_sb3_model(current.artifact), catalog, name="champion")
+        champion_eval = simulator_values(current_policy, states, response, catalog)
+        evaluation["champion_simulator_value"] = champion_eval["simulator_value"]
+    off_policy = off_policy_values(conn, as_of, catalog, response, challenger, current_policy, seed=config.seed)
+    evaluation.update(off_policy.get("challenger", {}))
+    if champion_eval is not None and "champion" in off_policy:
+        champion_eval.update(off_policy["champion"])
+        evaluation["champion_dr_value"] = champion_eval["dr_value"]
+        evaluation["champion_dr_lower"] = champion_eval["dr_lower"]
+    decision = decide(evaluation, champion_eval, gate)
+
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    record = ModelRecord(
+        model_version=f"ppo-{stamp}-{hashlib.sha256(artifact).hexdigest()[:8]}",
+        parent_version=current.model_version if mode == "fine_tune" and current else None,
+        algorithm="PPO",
+        training_mode=mode,
+        hyperparameters={**asdict(config), "net_arch": list(config.net_arch)},
+        seed=config.seed,
+        catalog_fingerprint=catalog.fingerprint(),
+        feature_fingerprint=feature_fingerprint(),
+        catalog=catalog_json(catalog),
+        trained_on=as_of,
+        total_timesteps=int(model.num_timesteps),
+        artifact=artifact,
+        train_seconds=seconds,
+        training_window_start=_window_date(response, "first_send_date"),
+        training_window_end=_window_date(response, "last_send_date"),
+        response_model=response.to_dict(),
+        evaluation=evaluation,
+    )
+    register(conn, record)
+    record_decision(
+        conn, record.model_version, decision=decision.decision, reasons=decision.reasons, evaluation=evaluation
+    )
+    conn.commit()
+    record.gate_decision = decision.decision
+    record.is_champion = decision.promoted
+    saved = None
+    if save is not None:
+        saved = save if save.suffix == ".zip" else save.with_name(save.name + ".zip")
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_bytes(artifact)
+    return TrainResult(record, decision, evaluation, saved)
