@@ -2,7 +2,7 @@
 
 The file must parse, validate against the Compose specification's JSON schema after variable
 interpolation (as `docker compose` does it), mount only paths that exist, document every variable
-without a default in `.env.example`, match the services and commands the README lists, and build
+without a default in `.env.example`, match the services and commands docs/operate-the-dags.md lists, and build
 the official Airflow image with the CPU-only torch. The PostgreSQL and Airflow init scripts run for
 real against the test server.
 
@@ -36,7 +36,7 @@ COMPOSE = PROJECT_ROOT / "docker-compose.yml"
 DOCKERFILE = PROJECT_ROOT / "docker" / "airflow.Dockerfile"
 ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
 SCHEMA = PROJECT_ROOT / "tests" / "data" / "compose-spec.json"
-README = PROJECT_ROOT / "README.md"
+COMPOSE_GUIDE = PROJECT_ROOT / "docs" / "operate-the-dags.md"
 AIRFLOW_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
 MOUNTED_CODE = ("dags", "plugins", "recsys", "sql", "templates")
 
@@ -267,18 +267,18 @@ def test_healthchecks_and_start_order(compose: dict[str, Any]) -> None:
     assert "/api/v2/monitor/health" in " ".join(services["airflow-apiserver"]["healthcheck"]["test"])
 
 
-def _readme_services() -> dict[str, str]:
-    text = README.read_text()
+def _documented_services() -> dict[str, str]:
+    text = COMPOSE_GUIDE.read_text()
     start = text.index("## Running with docker-compose")
     end = text.find("\n## ", start + 1)
     section = text[start : end if end != -1 else None]
     rows = re.findall(r"^\| `([^`]+)` \| `([^`]+)` \|", section, flags=re.MULTILINE)
-    assert rows, "no service table in the README's docker-compose section"
+    assert rows, "no service table in the docker-compose section of docs/operate-the-dags.md"
     return dict(rows)
 
 
-def test_services_and_commands_match_the_readme(raw: dict[str, Any]) -> None:
-    documented = _readme_services()
+def test_services_and_commands_match_the_guide(raw: dict[str, Any]) -> None:
+    documented = _documented_services()
     actual = {name: _command(service) for name, service in raw["services"].items()}
     assert documented == actual
 

@@ -139,3 +139,41 @@ def test_refused_feedback_fails_the_check_and_does_not_stop_the_task(
         pipeline.check_refusals(settings, night)
     # another night is not failed by it
     assert pipeline.check_refusals(settings, night + dt.timedelta(days=1))["refused"] == 0
+
+
+def _unreadable(path: Path) -> Path:
+    """An inbox file that no process can read, root included: a link to this process's own memory,
+    whose first page is never mapped (reading it fails with EIO), as a lost disk or a share gone
+    away fails. chmod 000 would not do: the tests may run as root, who reads any file."""
+    mem = Path("/proc/self/mem")
+    if not mem.exists():
+        pytest.skip("needs Linux /proc to make a file that root cannot read")
+    path.symlink_to(mem)
+    return path
+
+
+def test_an_unreadable_inbox_file_fails_the_check_and_a_readable_redrop_loads(
+    cdb: Connection, settings: Settings
+) -> None:
+    night = dt.date(2026, 11, 26)
+    settings.inbox.mkdir(parents=True)
+    _unreadable(settings.inbox / "events_lost.csv")
+    result = pipeline.extract(settings, night)
+    assert [r["file"] for r in result["refused"]] == ["events_lost.csv"]
+    assert (
+        "events_lost.csv: refused, nothing loaded: cannot read the file: Input/output error"
+        in (result["refused"][0]["message"])
+    )
+    assert (settings.inbox / "refused" / "events_lost.csv").is_symlink()
+    row = fetch_all(cdb, "select status, file_sha256, message from recsys.load_log")[0]
+    assert (row["status"], row["message"]) == ("refused", "events_lost.csv: cannot read the file: Input/output error")
+    assert len(row["file_sha256"]) != 64  # a placeholder no file's checksum can equal
+    with pytest.raises(RecsysError, match=r"1 input file\(s\) refused for the night of .*events_lost\.csv \(load"):
+        pipeline.check_refusals(settings, night)
+    # the file dropped again, readable this time: it loads, and the night is made good
+    (settings.inbox / "events_lost.csv").write_text(
+        EVENT_HEADER + f"\nlost1,1,s1,{night - dt.timedelta(days=1)}T10:00:00Z,view,,,\n", encoding="utf-8"
+    )
+    assert pipeline.extract(settings, night)["refused"] == []
+    assert fetch_value(cdb, "select count(*) from recsys.behavior_events where event_id = 'lost1'") == 1
+    assert pipeline.check_refusals(settings, night)["refused"] == 0

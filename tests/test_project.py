@@ -69,11 +69,11 @@ def test_layout_is_the_agreed_one() -> None:
         assert (PROJECT_ROOT / name).is_file(), name
 
 
-def test_readme_quickstart_is_the_two_make_commands() -> None:
+def test_readme_quickstart_is_the_make_commands() -> None:
     readme = (PROJECT_ROOT / "README.md").read_text()
     quickstart = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
     commands = [line.strip() for line in quickstart.splitlines() if line.strip().startswith("make ")]
-    assert commands == ["make demo", "make test"]
+    assert commands == ["make demo", "make airflow", "make test"]
     assert "make test" in (PROJECT_ROOT / ".ci" / "run").read_text()
 
 

@@ -6,7 +6,9 @@ the real PostgreSQL; users files go through the real loader."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg2.errors
@@ -257,3 +259,57 @@ def test_a_bounce_keys_phone_numbers_as_written_differently(cdb: Connection) -> 
     s.add_offers(cdb, "r2", DAY + dt.timedelta(days=1), 1, 1, channel="sms")
     assert claim(cdb, "w1", channel="sms") == []
     assert s.statuses(cdb) == {"claimed": 1, "cancelled": 1}
+
+
+# --------------------------------------------------------------------------------------------
+# Races between workers: two real connections, the second call blocked on the first's row lock
+
+
+def blocked_call(conn: Connection, watcher: Connection, query: str, *params: object) -> Future[object]:
+    """Run `query` on `conn` in a thread and return once its backend waits on a lock (or finished)."""
+    pid = conn.get_backend_pid()
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(call, conn, query, *params)
+    pool.shutdown(wait=False)
+    while not future.done():
+        waiting = fetch_value(watcher, "select wait_event_type = 'Lock' from pg_stat_activity where pid = %s", (pid,))
+        watcher.commit()
+        if waiting:
+            break
+        time.sleep(0.01)
+    return future
+
+
+def test_a_late_fail_cannot_overwrite_another_workers_fresh_claim(migrated_url: str, cdb: Connection) -> None:
+    """A's lease runs out, B claims the offer (not yet committed), A's fail_offer waits for B's row
+    lock: once B commits, A no longer holds the claim, so its fail is refused and B's ack stands."""
+    s.add_users(cdb, 1, 1)
+    s.add_run(cdb, "r", DAY)
+    (oid,) = s.add_offers(cdb, "r", DAY, 1, 1)
+    assert [r["offer_id"] for r in claim(cdb, "A")] == [oid]
+    s.end_leases(cdb)
+    with connect(migrated_url) as a, connect(migrated_url) as b:
+        taken = fetch_all(b, "select * from recsys.claim_offers('email', 'B', 10, %s)", (LEASE,))
+        assert [r["offer_id"] for r in taken] == [oid]  # B's transaction stays open, holding the row
+        late_fail = blocked_call(a, cdb, "select recsys.fail_offer(%s, 'A', 'late failure', null)", oid)
+        b.commit()
+        assert late_fail.result(timeout=60) is False
+    row = fetch_all(cdb, "select status, claimed_by, attempts from recsys.campaign_offers")[0]
+    assert (row["status"], row["claimed_by"], row["attempts"]) == ("claimed", "B", 2)
+    assert call(cdb, "select recsys.ack_offer(%s, 'B')", oid) is True
+    assert s.statuses(cdb) == {"sent": 1}
+
+
+def test_a_late_ack_cannot_take_another_workers_fresh_claim(migrated_url: str, cdb: Connection) -> None:
+    s.add_users(cdb, 1, 1)
+    s.add_run(cdb, "r", DAY)
+    (oid,) = s.add_offers(cdb, "r", DAY, 1, 1)
+    claim(cdb, "A")
+    s.end_leases(cdb)
+    with connect(migrated_url) as a, connect(migrated_url) as b:
+        fetch_all(b, "select * from recsys.claim_offers('email', 'B', 10, %s)", (LEASE,))
+        late_ack = blocked_call(a, cdb, "select recsys.ack_offer(%s, 'A')", oid)
+        b.commit()
+        assert late_ack.result(timeout=60) is False
+    assert call(cdb, "select recsys.ack_offer(%s, 'B')", oid) is True
+    assert s.statuses(cdb) == {"sent": 1}

@@ -41,6 +41,7 @@ from recsys.sender.adapters import (
     make_adapter,
     mask_address,
     parse_retry_after,
+    scrub,
 )
 from recsys.sender.protocol import ProtocolClient
 
@@ -246,6 +247,13 @@ def test_mask_address() -> None:
     assert mask_address("jane.doe@example.com") == "j***@example.com"
     assert mask_address("+15550000042") == "***42"
     assert mask_address("tok") == "***"
+
+
+def test_scrub_masks_an_address_that_looks_like_a_replacement_template() -> None:
+    # a push token ending in a backslash and a digit: its mask ***\1 is text, not a group reference
+    token = "tok-abc\\1"
+    assert scrub(f"push to {token} refused; {token.upper()} again", token) == "push to ***\\1 refused; ***\\1 again"
+    assert scrub("to x\\g<0>", "x\\g<0>") == "to ***0>"
 
 
 # --------------------------------------------------------------------------------------------

@@ -304,7 +304,12 @@ def load_file(
         before = _signature(path)
         sha256, size = _file_digest(path)
     except OSError as e:
-        return LoadResult(path, "refused", message=f"{path.name}: cannot read the file: {e.strerror or e}")
+        # Recorded like any refusal, so that the night's refusal check (check_refusals) sees it.
+        message = f"{path.name}: cannot read the file: {e.strerror or e}"
+        _record_refusal(conn, path, UNREADABLE_SHA256, _size_or_zero(path), reference_at, message)
+        refused = LoadResult(path, "refused", message=message, seconds=time.perf_counter() - started)
+        log.warning("%s", refused.describe())
+        return refused
     if not force:
         previous = fetch_all(
             conn,
@@ -941,6 +946,18 @@ class _FileChanged(Exception):
 def _signature(path: Path) -> tuple[int, int]:
     st = path.stat()
     return st.st_size, st.st_mtime_ns
+
+
+# load_log.file_sha256 of a file that could not be read: not 64 hex digits, so it never equals a
+# real checksum and never makes a later (readable) copy of the file look already loaded.
+UNREADABLE_SHA256 = "unreadable: no checksum"
+
+
+def _size_or_zero(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _file_digest(path: Path) -> tuple[str, int]:

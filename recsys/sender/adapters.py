@@ -79,7 +79,9 @@ def scrub(text: str, address: str) -> str:
     """`text` with every occurrence of `address` (any case) masked."""
     if not address:
         return text
-    return re.sub(re.escape(address), mask_address(address), text, flags=re.IGNORECASE)
+    masked = mask_address(address)
+    # a function, not a replacement template: a mask ending in \1 or \g<0> is text, not a group reference
+    return re.sub(re.escape(address), lambda _: masked, text, flags=re.IGNORECASE)
 
 
 class Adapter(Protocol):

@@ -336,6 +336,9 @@ declare
 begin
     -- default back-off: 1 minute after the first attempt, doubling, at most 1 hour. An offer whose
     -- retry would come at or after its expiry expires now instead of waiting for it.
+    -- The row is locked as it is read (for update): under READ COMMITTED a fail that waits for another
+    -- worker's fresh claim re-reads the row once that claim commits and finds it no longer holds it.
+    -- The update repeats the holder check, so it can never land on a row this worker does not hold.
     with target as (
         select
             o.campaign_date,
@@ -346,6 +349,7 @@ begin
             o.expires_at
         from recsys.campaign_offers as o
         where o.offer_id = p_offer_id and o.status = 'claimed' and o.claimed_by = p_worker
+        for update of o
     )
 
     update recsys.campaign_offers as o
@@ -367,7 +371,11 @@ begin
         ),
         updated_at = now()
     from target as t
-    where o.campaign_date = t.campaign_date and o.offer_id = t.offer_id;
+    where
+        o.campaign_date = t.campaign_date
+        and o.offer_id = t.offer_id
+        and o.status = 'claimed'
+        and o.claimed_by = p_worker;
     if found then
         return true;
     end if;
