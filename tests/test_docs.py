@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from recsys.notify import NightlyTimeouts
-from recsys.settings import PROJECT_ROOT, Settings
+from recsys.config.settings import PROJECT_ROOT, Settings
+from recsys.orchestration.notify import NightlyTimeouts
 
 README = PROJECT_ROOT / "README.md"
 DOCS = PROJECT_ROOT / "docs"
