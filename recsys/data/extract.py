@@ -41,9 +41,10 @@ import psycopg2.errors
 import psycopg2.extras
 from psycopg2 import sql
 
-from recsys.db import Connection, fetch_all, fetch_value
-from recsys.errors import InputFileError, RecsysError
 from recsys.config.settings import Settings
+from recsys.db import Connection, fetch_all, fetch_value
+from recsys.db.sqlfiles import load_sql
+from recsys.errors import InputFileError, RecsysError
 
 log = logging.getLogger(__name__)
 
@@ -619,14 +620,8 @@ def _run_check(cur: psycopg2.extensions.cursor, check_sql: str, params: dict[str
         cur.execute("release savepoint fast_check")
 
 
-_SQL_CACHE: dict[Path, str] = {}
-
-
 def _sql(settings: Settings, name: str) -> str:
-    path = settings.sql_dir / "extract" / f"{name}.sql"
-    if path not in _SQL_CACHE:
-        _SQL_CACHE[path] = path.read_text(encoding="utf-8")
-    return _SQL_CACHE[path]
+    return load_sql(settings, f"extract/{name}")
 
 
 # --------------------------------------------------------------------------------------------

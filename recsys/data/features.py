@@ -18,13 +18,13 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import date, timedelta
-from pathlib import Path
 
 from psycopg2 import sql
 
-from recsys.db import Connection, fetch_all, fetch_value
-from recsys.errors import RecsysError
 from recsys.config.settings import Settings
+from recsys.db import Connection, fetch_all, fetch_value
+from recsys.db.sqlfiles import load_sql
+from recsys.errors import RecsysError
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +96,7 @@ def partition_name(as_of: date) -> str:
 
 def feature_query(settings: Settings) -> str:
     """The text of the feature query (one SELECT, pyformat parameters)."""
-    path = Path(settings.sql_dir) / "features" / "user_features.sql"
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise RecsysError(f"cannot read the feature query {path}: {e.strerror}") from e
+    return load_sql(settings, "features/user_features")
 
 
 def query_params(settings: Settings, as_of: date) -> dict[str, object]:
