@@ -3,7 +3,8 @@
 `load_sql(settings, "campaign/load_users")` returns the text of `sql/campaign/load_users.sql`
 (under `settings.sql_dir`, or a folder given directly). Values travel as pyformat query parameters
 (`%(name)s`); an identifier that must vary (a partition or staging table, a column list) is a
-`{name}` placeholder the caller fills with `psycopg2.sql.SQL(text).format(name=sql.Identifier(...))`.
+`{name}` placeholder the caller fills with `psycopg2.sql.SQL(text).format(name=sql.Identifier(...))`
+(placeholders in comments are filled too, so comments of such files name them without braces).
 Texts are cached by path and re-read when the file changes on disk.
 """
 

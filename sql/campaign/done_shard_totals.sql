@@ -1,0 +1,5 @@
+select
+    counts,
+    timings
+from recsys.campaign_run_shards
+where run_id = %(run_id)s and state = 'done'

@@ -1,0 +1,4 @@
+select exists(
+    select from recsys.user_features
+    where as_of = %(day)s
+)

@@ -1,0 +1,2 @@
+delete from recsys.campaign_holdout
+where campaign_date = %(day)s

@@ -1,0 +1,1 @@
+select recsys.ensure_campaign_partition(%(day)s)

@@ -1,0 +1,9 @@
+select
+    campaign_date,
+    shard_count,
+    state,
+    dry_run,
+    settings
+from recsys.campaign_runs
+where run_id = %(run_id)s
+for update

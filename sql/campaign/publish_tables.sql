@@ -1,0 +1,4 @@
+-- the run's schedule inputs for the publish pass (several statements: one round trip)
+create temp table publish_timings (timing text, delay_minutes integer) on commit drop;
+create temp table publish_quiet (channel text, quiet_start time, quiet_end time) on commit drop;
+create temp table publish_timezones (tz text primary key) on commit drop;

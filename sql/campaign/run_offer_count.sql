@@ -1,0 +1,2 @@
+select count(*) from recsys.campaign_offers
+where run_id = %(run_id)s and campaign_date = %(day)s

@@ -1,0 +1,2 @@
+update recsys.campaign_run_shards set state = 'failed', finished_at = clock_timestamp()
+where run_id = %(run_id)s and shard = %(shard)s
