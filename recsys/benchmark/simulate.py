@@ -58,8 +58,9 @@ from typing import Any
 import numpy as np
 from psycopg2.extensions import parse_dsn
 
-from recsys.config.settings import PROJECT_ROOT, Settings, load_settings
+from recsys.config.settings import PROJECT_ROOT, Settings, load_settings, package_dir
 from recsys.db import Connection, airflow_connection, connect, create_database, database_url, fetch_all
+from recsys.db.sqlfiles import load_sql
 from recsys.errors import RecsysError
 
 log = logging.getLogger(__name__)
@@ -423,6 +424,11 @@ class SimulatedUsers:
 # --- the simulated sender and the database side --------------------------------------------------
 
 
+def _sql(name: str) -> str:
+    """sql/simulate/<name>.sql, shipped with the package (the simulation plays the sender's side)."""
+    return load_sql(package_dir("sql"), f"simulate/{name}")
+
+
 def send_all(conn: Connection, night: dt.date, *, publish_hour_utc: float = 1.0) -> SentOffers:
     """Mark every scheduled offer of the night's published runs sent, at its send time on the
     simulated clock.
@@ -442,40 +448,7 @@ def send_all(conn: Connection, night: dt.date, *, publish_hour_utc: float = 1.0)
     publish_at = _midnight(night) + dt.timedelta(hours=publish_hour_utc)
     rows = fetch_all(
         conn,
-        """
-        with timing as (
-            select * from unnest(%(timings)s::text[], %(delays)s::integer[]) as t (timing, delay_minutes)
-        ),
-
-        quiet as (
-            select * from unnest(%(channels)s::text[], %(quiet_start)s::time[], %(quiet_end)s::time[])
-                as q (channel, quiet_start, quiet_end)
-        ),
-
-        due as (
-            select
-                o.campaign_date,
-                o.offer_id,
-                recsys.offer_schedule(
-                    o.campaign_date, coalesce(z.name, 'UTC'), %(send_time)s, %(publish_at)s,
-                    t.delay_minutes, q.quiet_start, q.quiet_end
-                ) as send_at
-            from recsys.campaign_offers as o
-            inner join recsys.campaign_runs as r on o.run_id = r.run_id and r.state = 'published'
-            inner join timing as t on o.timing = t.timing
-            left join quiet as q on o.channel = q.channel
-            left join recsys.users as u on o.user_id = u.user_id
-            left join pg_timezone_names as z on u.timezone = z.name
-            where o.campaign_date = %(night)s and o.status = 'scheduled'
-        )
-
-        update recsys.campaign_offers as o
-        set status = 'sent', sent_at = d.send_at, attempts = o.attempts + 1,
-            claimed_by = %(worker)s, claimed_at = d.send_at, updated_at = clock_timestamp()
-        from due as d
-        where o.campaign_date = d.campaign_date and o.offer_id = d.offer_id
-        returning o.offer_id, o.user_id, o.action_id, extract(epoch from d.send_at)::bigint as sent_at
-        """,
+        _sql("send_all"),
         {
             "night": night,
             "worker": SENDER_WORKER,
@@ -501,16 +474,7 @@ def offers_last_7d(conn: Connection, night: dt.date, user_ids: np.ndarray) -> np
     """Offers each user got in the 7 nights before `night`: past campaigns and the system's own."""
     rows = fetch_all(
         conn,
-        """
-        with recent as (
-            select user_id from recsys.offer_history
-            where sent_at >= %(lo)s::date and sent_at < %(night)s::date
-            union all
-            select user_id from recsys.campaign_offers
-            where campaign_date >= %(lo)s and campaign_date < %(night)s and status = 'sent'
-        )
-        select user_id, count(*) as n from recent where user_id = any(%(ids)s) group by user_id
-        """,
+        _sql("offers_last_7d"),
         {"lo": night - dt.timedelta(days=7), "night": night, "ids": [int(u) for u in user_ids]},
     )
     counts = {int(r["user_id"]): int(r["n"]) for r in rows}
@@ -521,13 +485,7 @@ def channel_ok(conn: Connection, user_ids: np.ndarray) -> np.ndarray:
     """(n, 3) consent with an address per channel (email, sms, push), as scoring reads it."""
     rows = fetch_all(
         conn,
-        """
-        select u.user_id,
-               coalesce(u.email_opt_in and u.email is not null, false) as email,
-               coalesce(u.sms_opt_in and u.phone is not null, false) as sms,
-               coalesce(u.push_opt_in and u.push_token is not null, false) as push
-        from recsys.users as u where u.user_id = any(%(ids)s)
-        """,
+        _sql("channel_ok"),
         {"ids": [int(u) for u in user_ids]},
     )
     ok = {int(r["user_id"]): (r["email"], r["sms"], r["push"]) for r in rows}
@@ -535,7 +493,7 @@ def channel_ok(conn: Connection, user_ids: np.ndarray) -> np.ndarray:
 
 
 def holdout_users(conn: Connection, night: dt.date) -> np.ndarray:
-    rows = fetch_all(conn, "select user_id from recsys.campaign_holdout where campaign_date = %s", (night,))
+    rows = fetch_all(conn, _sql("holdout_users"), {"night": night})
     return np.array(sorted(int(r["user_id"]) for r in rows), dtype=np.int64)
 
 
@@ -551,28 +509,15 @@ def record_responses(conn: Connection, responses: Responses) -> int:
         return 0
     with conn.cursor() as cur:
         cur.execute(
-            """
-            select count(recsys.record_offer_event(e.offer_id, e.event, e.event_at, e.revenue))
-            from unnest(%s::bigint[], %s::text[], %s::timestamptz[], %s::numeric[])
-                as e (offer_id, event, event_at, revenue)
-            where e.event_at <= now()
-            """,
-            (ids, names, times, revenue),
+            _sql("record_responses"),
+            {"ids": ids, "events": names, "times": times, "revenue": revenue},
         )
         return int(cur.fetchone()[0])
 
 
 def night_model(conn: Connection, night: dt.date) -> tuple[str | None, str | None]:
     """The model that chose the night's offers, and how it was trained."""
-    rows = fetch_all(
-        conn,
-        """
-        select r.model_version, m.training_mode from recsys.campaign_runs as r
-        left join recsys.policy_models as m on m.model_version = r.model_version
-        where r.campaign_date = %s and r.state = 'published' order by r.published_at desc limit 1
-        """,
-        (night,),
-    )
+    rows = fetch_all(conn, _sql("night_model"), {"night": night})
     return (rows[0]["model_version"], rows[0]["training_mode"]) if rows else (None, None)
 
 

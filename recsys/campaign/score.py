@@ -686,14 +686,34 @@ def _score_shard(
             segments=users.attrs["segments"],
             messages=messages,
         )
-        written = _write(conn, sql_dir, decisions, rules, catalog, timings)
-        counts.update(written)
+        counts.update(_write(conn, sql_dir, decisions, rules, catalog, timings))
     timings["write"] = time.perf_counter() - t
+    _finish_shard(conn, sql_dir, run_id, (k, n), dry_run, counts, timings)
+    return {
+        "run_id": run_id,
+        "campaign_date": campaign_date.isoformat(),
+        "shard": k,
+        "shards": n,
+        "model_version": version,
+        "dry_run": dry_run,
+        **counts,
+    }
+
+
+def _finish_shard(
+    conn: Connection,
+    sql_dir: Path,
+    run_id: str,
+    shard: tuple[int, int],
+    dry_run: bool,
+    counts: dict[str, Any],
+    timings: dict[str, float],
+) -> None:
+    """Mark shard (k, n) done with its counts and timings, sum them into the run, and commit."""
+    k, n = shard
     with conn.cursor() as cur:
-        cur.execute(
-            _sql(sql_dir, "shard_done"),
-            {"counts": Json(counts), "timings": Json(timings), "run_id": run_id, "shard": k},
-        )
+        params = {"counts": Json(counts), "timings": Json(timings), "run_id": run_id, "shard": k}
+        cur.execute(_sql(sql_dir, "shard_done"), params)
         _aggregate_run(cur, sql_dir, run_id, dry_run)
     conn.commit()
     log.info(
@@ -705,15 +725,6 @@ def _score_shard(
         counts["holdout"],
         counts["skipped"],
     )
-    return {
-        "run_id": run_id,
-        "campaign_date": campaign_date.isoformat(),
-        "shard": k,
-        "shards": n,
-        "model_version": version,
-        "dry_run": dry_run,
-        **counts,
-    }
 
 
 def _decide(

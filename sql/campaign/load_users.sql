@@ -79,5 +79,5 @@ copy (
     left join offer_counts as n on f.user_id = n.user_id
     left join (select distinct user_id from conversions) as c on f.user_id = c.user_id
     where f.as_of = %(day)s and (%(shards)s = 1 or recsys.campaign_shard(f.user_id, %(shards)s) = %(shard)s)
--- noqa below: the linter parses no binary format in copy options
+-- exempt from the linter's parser on the next line: it reads no binary format in copy options
 ) to stdout with (format binary)  -- noqa: PRS

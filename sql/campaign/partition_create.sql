@@ -1,5 +1,5 @@
 -- a standalone table shaped like a campaign_offers partition; the check equals the partition bound
--- noqa below: the linter parses no "including compression"
+-- exempt from the linter's parser on the next line: it reads no "including compression"
 create table {part} (  -- noqa: PRS
     like recsys.campaign_offers including defaults including constraints including storage including compression,
     constraint {check_name} check (campaign_date >= %(lo)s::date and campaign_date < %(hi)s::date)

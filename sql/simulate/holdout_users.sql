@@ -1,0 +1,2 @@
+select user_id from recsys.campaign_holdout
+where campaign_date = %(night)s
