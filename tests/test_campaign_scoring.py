@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import io
 from zoneinfo import ZoneInfo
 
-import gymnasium as gym
 import numpy as np
 import pytest
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 import recsys.campaign.score as score_module
+from recsys.benchmark.toy import toy_ppo_artifact, toy_record
 from recsys.campaign import load_rules, publish_run, score_campaign
 from recsys.campaign.score import choose_actions
 from recsys.cli import main
@@ -22,9 +21,7 @@ from recsys.config.catalog import load_catalog
 from recsys.data.features import partition_name
 from recsys.db import Connection, connect, fetch_all, fetch_value
 from recsys.errors import RecsysError
-from recsys.evaluation.registry import ModelRecord, catalog_json, record_decision, register
-from recsys.model.observation import N_FEATURES, feature_fingerprint
-from recsys.model.policy import set_torch_threads
+from recsys.evaluation.registry import record_decision, register
 
 DAY = dt.date(2026, 6, 10)
 FEATURE_COLUMNS = (
@@ -35,28 +32,9 @@ FEATURE_COLUMNS = (
 )
 
 
-class _Toy(gym.Env):
-    observation_space = gym.spaces.Box(0.0, 1.0, (N_FEATURES,), np.float32)
-    action_space = gym.spaces.Discrete(108)
-
-    def reset(self, *, seed=None, options=None):  # type: ignore[override]
-        super().reset(seed=seed)
-        return self.np_random.random(N_FEATURES, dtype=np.float32), {}
-
-    def step(self, action):  # type: ignore[override]
-        return self.np_random.random(N_FEATURES, dtype=np.float32), float(action % 5), True, False, {}
-
-
 @pytest.fixture(scope="module")
 def artifact() -> bytes:
-    set_torch_threads()
-    from stable_baselines3 import PPO
-
-    model = PPO("MlpPolicy", _Toy(), n_steps=64, batch_size=32, n_epochs=1, seed=5, device="cpu")
-    model.learn(64)
-    buffer = io.BytesIO()
-    model.save(buffer)
-    return buffer.getvalue()
+    return toy_ppo_artifact(load_catalog(), seed=5)
 
 
 def register_model(conn: Connection, version: str, artifact: bytes) -> None:
@@ -67,23 +45,7 @@ def register_model(conn: Connection, version: str, artifact: bytes) -> None:
 
 
 def _register(conn: Connection, version: str, artifact: bytes, catalog) -> None:
-    register(
-        conn,
-        ModelRecord(
-            model_version=version,
-            parent_version=None,
-            algorithm="PPO",
-            training_mode="retrain",
-            hyperparameters={},
-            seed=5,
-            catalog_fingerprint=catalog.fingerprint(),
-            feature_fingerprint=feature_fingerprint(),
-            catalog=catalog_json(catalog),
-            trained_on=DAY,
-            total_timesteps=64,
-            artifact=artifact,
-        ),
-    )
+    register(conn, toy_record(catalog, version, artifact, seed=5, trained_on=DAY, total_timesteps=64))
     record_decision(conn, version, decision="bootstrap", reasons=[], evaluation={})
 
 
@@ -498,8 +460,10 @@ def test_scheduled_at_uses_local_send_time_and_publish_retimes_late_releases(cam
     published = dt.datetime.fromisoformat(result["published_at"])
     assert result["retimed"] == 2
     for row in offers(conn):
-        assert row["scheduled_at"] >= published > scored[row["user_id"]] - dt.timedelta(minutes=1)
-        assert row["scheduled_at"] == published + dt.timedelta(minutes=delays[row["timing"]])
+        delay = dt.timedelta(minutes=delays[row["timing"]])
+        # scored for "now" (plus the offer's delay), a moment before the publish retimes it
+        assert row["scheduled_at"] >= published > scored[row["user_id"]] - delay - dt.timedelta(minutes=1)
+        assert row["scheduled_at"] == published + delay
 
 
 def test_retention_drops_campaign_partitions_past_the_window(campaign) -> None:

@@ -4,49 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import io
 
-import gymnasium as gym
 import numpy as np
 import pytest
 
+from recsys.benchmark.toy import ppo_artifact, toy_ppo, toy_record
 from recsys.config.catalog import load_catalog
 from recsys.db import Connection, fetch_value
 from recsys.errors import RecsysError
-from recsys.evaluation.registry import ModelRecord, catalog_json, champion, get_model, record_decision, register
+from recsys.evaluation.registry import ModelRecord, champion, get_model, record_decision, register
 from recsys.model.baselines import choose
-from recsys.model.observation import N_FEATURES, feature_fingerprint
-from recsys.model.policy import PPOPolicy, load_sb3_model, set_torch_threads
-
-
-class _Toy(gym.Env):
-    """16 features, 108 actions, one-step episodes: just enough to make a real PPO network."""
-
-    observation_space = gym.spaces.Box(0.0, 1.0, (N_FEATURES,), np.float32)
-    action_space = gym.spaces.Discrete(108)
-
-    def reset(self, *, seed=None, options=None):  # type: ignore[override]
-        super().reset(seed=seed)
-        return self.np_random.random(N_FEATURES, dtype=np.float32), {}
-
-    def step(self, action):  # type: ignore[override]
-        return self.np_random.random(N_FEATURES, dtype=np.float32), float(action % 7), True, False, {}
+from recsys.model.observation import N_FEATURES
+from recsys.model.policy import PPOPolicy, load_sb3_model
 
 
 @pytest.fixture(scope="module")
 def toy_model():
-    set_torch_threads()
-    from stable_baselines3 import PPO
-
-    model = PPO("MlpPolicy", _Toy(), n_steps=64, batch_size=32, n_epochs=1, seed=3, device="cpu")
-    model.learn(128)
-    return model
-
-
-def _artifact(model) -> bytes:
-    buffer = io.BytesIO()
-    model.save(buffer)
-    return buffer.getvalue()
+    return toy_ppo(load_catalog(), seed=3, timesteps=128)
 
 
 def test_batched_probabilities_match_sb3_and_respect_the_mask(toy_model) -> None:
@@ -102,29 +76,23 @@ def test_unreadable_artifact_is_a_clear_error(tmp_path) -> None:
         load_sb3_model(bad)
 
 
-def _record(version: str, artifact: bytes, **kw) -> ModelRecord:
-    catalog = load_catalog()
-    return ModelRecord(
-        model_version=version,
-        parent_version=kw.pop("parent_version", None),
-        algorithm="PPO",
-        training_mode=kw.pop("training_mode", "retrain"),
-        hyperparameters={"n_steps": 64},
+def _record(version: str, artifact: bytes, **fields) -> ModelRecord:
+    return toy_record(
+        load_catalog(),
+        version,
+        artifact,
         seed=3,
-        catalog_fingerprint=kw.pop("catalog_fingerprint", catalog.fingerprint()),
-        feature_fingerprint=feature_fingerprint(),
-        catalog=catalog_json(catalog),
         trained_on=dt.date(2026, 11, 1),
         total_timesteps=128,
-        artifact=artifact,
-        **kw,
+        hyperparameters={"n_steps": 64},
+        **fields,
     )
 
 
 def test_registry_keeps_one_champion_and_round_trips_the_artifact(db: Connection, toy_model) -> None:
     with db.cursor() as cur:
         cur.execute("delete from recsys.policy_models")
-    artifact = _artifact(toy_model)
+    artifact = ppo_artifact(toy_model)
     register(db, _record("m1", artifact))
     record_decision(db, "m1", decision="bootstrap", reasons=[{"check": "x", "passed": True}], evaluation={"a": 1})
     register(db, _record("m2", artifact, parent_version="m1", training_mode="fine_tune"))
@@ -153,7 +121,7 @@ def test_registry_keeps_one_champion_and_round_trips_the_artifact(db: Connection
 def test_registered_model_of_another_catalog_is_refused_at_use(db: Connection, toy_model) -> None:
     with db.cursor() as cur:
         cur.execute("delete from recsys.policy_models")
-    register(db, _record("old", _artifact(toy_model), catalog_fingerprint="0" * 64))
+    register(db, _record("old", ppo_artifact(toy_model), catalog_fingerprint="0" * 64))
     db.commit()
     with pytest.raises(RecsysError, match="trained on a different offer catalog"):
         get_model(db, "old").check_compatible(load_catalog())

@@ -1,0 +1,91 @@
+"""A toy PPO policy of the production shapes, for the tests and bench/bench_score.py.
+
+A one-step Gymnasium environment with the model's observations and the catalog's actions, and a real
+Stable-Baselines3 PPO trained on it for a few steps: its network has the shapes of a trained
+champion (N_FEATURES inputs, one logit per action, SB3's default 64x64 MLP), not its quality. It
+exercises the batch policy API, the registry and campaign scoring, where a real training run would
+take minutes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from recsys.config.catalog import Catalog
+from recsys.evaluation.registry import ModelRecord, catalog_json
+from recsys.model.observation import N_FEATURES, feature_fingerprint
+from recsys.model.policy import set_torch_threads
+
+
+class ToyEnv(gym.Env):
+    """Random observations in [0, 1], `n_actions` actions, one-step episodes, reward `action % 7`."""
+
+    observation_space = gym.spaces.Box(0.0, 1.0, (N_FEATURES,), np.float32)
+
+    def __init__(self, n_actions: int) -> None:
+        self.action_space = gym.spaces.Discrete(n_actions)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        return self.np_random.random(N_FEATURES, dtype=np.float32), {}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        return self.np_random.random(N_FEATURES, dtype=np.float32), float(action % 7), True, False, {}
+
+
+def toy_ppo(catalog: Catalog, seed: int, timesteps: int = 64) -> Any:
+    """A PPO model over `catalog`'s actions, trained `timesteps` steps on ToyEnv (64 a rollout)."""
+    set_torch_threads()
+    from stable_baselines3 import PPO
+
+    model = PPO("MlpPolicy", ToyEnv(catalog.n_actions), n_steps=64, batch_size=32, n_epochs=1, seed=seed, device="cpu")
+    model.learn(timesteps)
+    return model
+
+
+def ppo_artifact(model: Any) -> bytes:
+    """A PPO model as the zip bytes the registry stores."""
+    buffer = io.BytesIO()
+    model.save(buffer)
+    return buffer.getvalue()
+
+
+def toy_ppo_artifact(catalog: Catalog, seed: int, timesteps: int = 64) -> bytes:
+    """The zip bytes of `toy_ppo(catalog, seed, timesteps)`."""
+    return ppo_artifact(toy_ppo(catalog, seed, timesteps))
+
+
+def toy_record(
+    catalog: Catalog,
+    version: str,
+    artifact: bytes,
+    *,
+    seed: int,
+    trained_on: dt.date,
+    total_timesteps: int,
+    **fields: Any,
+) -> ModelRecord:
+    """A registry record of a toy PPO, a retrain with no parent unless `fields` say otherwise."""
+    values: dict[str, Any] = {
+        "parent_version": None,
+        "algorithm": "PPO",
+        "training_mode": "retrain",
+        "hyperparameters": {},
+        "catalog_fingerprint": catalog.fingerprint(),
+        "feature_fingerprint": feature_fingerprint(),
+        "catalog": catalog_json(catalog),
+    }
+    values.update(fields)
+    return ModelRecord(
+        model_version=version,
+        seed=seed,
+        trained_on=trained_on,
+        total_timesteps=total_timesteps,
+        artifact=artifact,
+        **values,
+    )
