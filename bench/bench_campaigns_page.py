@@ -19,14 +19,13 @@ import datetime as dt
 import os
 import sys
 import time
-import uuid
 
 import psycopg2
+from _support import bench_server, scratch_database
 from psycopg2 import sql
-from psycopg2.extensions import make_dsn, parse_dsn
 
 from recsys.config.settings import PROJECT_ROOT, load_settings
-from recsys.db import connect, database_url
+from recsys.db import connect
 from recsys.db.migrate import migrate
 
 FIRST_NIGHT = dt.date(2026, 11, 1)
@@ -82,16 +81,7 @@ def main() -> int:
     sys.path.insert(0, str(PROJECT_ROOT / "plugins"))
     from recsys_campaigns import data
 
-    server = os.environ.get("RECSYS_BENCH_DATABASE_URL") or database_url(load_settings())
-    name = f"recsys_bench_page_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(server)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    params = parse_dsn(server)
-    params["dbname"] = name
-    url = make_dsn(**params)
-    try:
+    with scratch_database(bench_server(), "recsys_bench_page", keep=args.keep) as url:
         started = time.perf_counter()
         with connect(url) as conn:
             migrate(conn, load_settings(env={}, database_url=url))
@@ -143,11 +133,6 @@ def main() -> int:
         for label, values in timings.items():
             print(f"{label:>15}: {min(values) * 1000:8.1f} ms (best of {args.repeat})")
         print(f"{'page':>15}: {total * 1000:8.1f} ms ({args.users:,} users per night, {args.nights} nights)")
-    finally:
-        if not args.keep:
-            with admin.cursor() as cur:
-                cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-        admin.close()
     return 0
 
 

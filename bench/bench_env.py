@@ -6,7 +6,8 @@ their values) and prints user-steps per second for each `--envs` size. Part two 
 scratch database with a unique name, generates `--users` x `--days` of synthetic shop data with
 logged offers (about 11 offers per user over 90 days), loads it, and times `fit_response_model`
 twice: first with the point-in-time feature dates still to build, then with them built. It prints
-the held-out fit report. The database is dropped at the end unless `--keep`.
+the held-out fit report. The database is dropped at the end unless `--keep`. Its server is --url, by
+default RECSYS_BENCH_DATABASE_URL, else the local server at 127.0.0.1:5432.
 
     .venv/bin/python bench/bench_env.py [--envs 4096 8192] [--steps 300] [--horizon 7]
         [--fit] [--users 28000] [--days 90] [--url postgresql://postgres@127.0.0.1:5432/postgres] [--keep]
@@ -19,18 +20,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import resource
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
-import psycopg2
-from psycopg2 import sql
-from psycopg2.extensions import make_dsn, parse_dsn
+from _support import LOCAL_SERVER, bench_server, scratch_database
 
 from recsys.benchmark.synth.generate import generate_data
 from recsys.config.catalog import load_catalog
@@ -98,15 +95,7 @@ def bench_steps(n_envs: int, steps: int, horizon: int) -> float:
 
 
 def bench_fit(server_url: str, users: int, days: int, keep: bool) -> None:
-    name = f"recsys_bench_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(server_url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    params = parse_dsn(server_url)
-    params["dbname"] = name
-    url = make_dsn(**params)
-    try:
+    with scratch_database(server_url, "recsys_bench_env", keep=keep) as url:
         with tempfile.TemporaryDirectory() as tmp:
             settings = load_settings(env={}, database_url=url, data_dir=Path(tmp))
             with connect(url) as conn:
@@ -134,13 +123,6 @@ def bench_fit(server_url: str, users: int, days: int, keep: bool) -> None:
                     f"(peak RSS {peak_rss_mb():.0f} MB)"
                 )
             print(format_fit_report(model.fit_report))
-    finally:
-        if keep:
-            print(f"kept database {name}")
-        else:
-            with admin.cursor() as cur:
-                cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-        admin.close()
 
 
 def main() -> int:
@@ -152,7 +134,7 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=28_000, help="users of the generated data (--fit)")
     parser.add_argument("--days", type=int, default=90, help="days of the generated data (--fit)")
     parser.add_argument(
-        "--url", default=os.environ.get("RECSYS_BENCH_SERVER_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+        "--url", default=bench_server(LOCAL_SERVER), help="the server (default: RECSYS_BENCH_DATABASE_URL, else local)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the scratch database (prints its name)")
     args = parser.parse_args()

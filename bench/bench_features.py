@@ -3,7 +3,8 @@
 A script, not a test. It creates a scratch database with a unique name on the server, migrates it,
 generates the events and offers inside PostgreSQL with `generate_series` (nothing goes through
 Python), times `build_features` for one date (a first build, then a rebuild that replaces it) and
-prints the seconds and this process's peak RSS. The database is dropped at the end.
+prints the seconds and this process's peak RSS. The database is dropped at the end. The server is
+--url, by default RECSYS_BENCH_DATABASE_URL, else the local server at 127.0.0.1:5432.
 
     .venv/bin/python bench/bench_features.py [--url postgresql://postgres@127.0.0.1:5432/postgres]
         [--users 1000000] [--events 10000000] [--offers 2000000] [--history-days 400]
@@ -15,15 +16,11 @@ The bar: a rebuild of 1M users / 10M events in at most 60 s on a 2-core machine.
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import time
-import uuid
 from datetime import date, timedelta
 
-import psycopg2
-from psycopg2 import sql
-from psycopg2.extensions import make_dsn, parse_dsn
+from _support import LOCAL_SERVER, bench_server, scratch_database
 
 from recsys.config.settings import load_settings
 from recsys.data.features import build_features, feature_query, query_params
@@ -94,7 +91,7 @@ def peak_rss_mb() -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--url", default=os.environ.get("RECSYS_BENCH_SERVER_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+        "--url", default=bench_server(LOCAL_SERVER), help="the server (default: RECSYS_BENCH_DATABASE_URL, else local)"
     )
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--events", type=int, default=10_000_000)
@@ -109,15 +106,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the scratch database (prints its name)")
     args = parser.parse_args()
 
-    name = f"recsys_bench_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(args.url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    params = parse_dsn(args.url)
-    params["dbname"] = name
-    url = make_dsn(**params)
-    try:
+    with scratch_database(args.url, "recsys_bench_features", keep=args.keep) as url:
         settings = load_settings(env={}, database_url=url)
         with connect(url) as conn:
             migrate(conn, settings)
@@ -161,13 +150,6 @@ def main() -> int:
             for label in ("build", "rebuild"):
                 result = build_features(conn, settings, AS_OF)
                 print(f"{label}: {result.describe()} (peak RSS of this process {peak_rss_mb():.0f} MB)")
-    finally:
-        if args.keep:
-            print(f"kept database {name}")
-        else:
-            with admin.cursor() as cur:
-                cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-        admin.close()
     return 0
 
 

@@ -16,21 +16,18 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import resource
 import subprocess
 import sys
 import time
-import uuid
 
-import psycopg2
+from _support import bench_server, scratch_database
 from psycopg2 import sql
-from psycopg2.extensions import make_dsn, parse_dsn
 
 from recsys.config.settings import PROJECT_ROOT, load_settings
 from recsys.data.extract import load_file
 from recsys.data.features import build_features
-from recsys.db import connect, database_url, fetch_value
+from recsys.db import connect, fetch_value
 from recsys.db.migrate import migrate
 
 END_DATE = dt.date(2026, 11, 1)
@@ -67,18 +64,8 @@ def main() -> int:
         )  # fmt: skip
         print(f"generated in {time.perf_counter() - started:.1f} s", flush=True)
 
-    env_url = os.environ.get("RECSYS_BENCH_DATABASE_URL") or os.environ.get("RECSYS_DATABASE_URL")
-    server = env_url or database_url(load_settings())
-    name = f"recsys_bench_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(server)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    params = parse_dsn(server)
-    params["dbname"] = name
-    url = make_dsn(**params)
-    settings = load_settings(env={}, database_url=url)
-    try:
+    with scratch_database(bench_server(), "recsys_bench_load", keep=args.keep) as url:
+        settings = load_settings(env={}, database_url=url)
         print(f"server: {server_settings(url)}")
         with connect(url) as conn:
             migrate(conn, settings)
@@ -113,11 +100,6 @@ def main() -> int:
         print(f"BAR load >= 100k rows/s:        {events / seconds:,.0f} rows/s")
         print(f"BAR features <= 60 s:           {build.seconds:.1f} s ({build.users:,} users)")
         print(f"BAR peak Python RSS <= 1024 MB: {peak_rss_mb():.0f} MB")
-    finally:
-        if not args.keep:
-            with admin.cursor() as cur:
-                cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-        admin.close()
     return 0
 
 

@@ -6,7 +6,8 @@ behaviour (CSV, as a data team drops it) arrives in the inbox before the first n
 night finds the inbox empty and rebuilds features, trains, scores and publishes for its date.
 Both runs go through `dag.test()` in a fresh process (`python -m recsys.orchestration.airflow_local`), with
 Airflow metadata in SQLite in a temporary folder and the campaign database in a scratch database
-on `RECSYS_BENCH_DATABASE_URL` (default: the local server).
+on `RECSYS_BENCH_DATABASE_URL` (default: the local server at 127.0.0.1:5432; unlike the other
+scripts, it does not fall back to `RECSYS_DATABASE_URL`).
 
     python bench/bench_nightly.py [--users 100000] [--days 90] [--timesteps 200000] [--shards 2]
 """
@@ -22,17 +23,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-import psycopg2
-from psycopg2 import sql
-from psycopg2.extensions import make_dsn, parse_dsn
+from _support import LOCAL_SERVER, bench_server, scratch_database
 
 from recsys.benchmark.synth.generate import generate_data
 from recsys.db import airflow_connection
-
-SERVER = os.environ.get("RECSYS_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def night(home: Path, url: str, inbox: Path, date: dt.date, conf: dict) -> dict:
@@ -42,6 +38,7 @@ def night(home: Path, url: str, inbox: Path, date: dt.date, conf: dict) -> dict:
         RECSYS_INBOX=str(inbox),
         RECSYS_DATA_DIR=str(home / "data"),
         RECSYS_NIGHTLY_RETRIES="0",
+        RECSYS_INBOX_SETTLE_SECONDS="0",  # the files are complete before the first night starts
         OMP_NUM_THREADS="1",
     )
     command = [sys.executable, "-m", "recsys.orchestration.airflow_local", "--home", str(home / "airflow")]
@@ -80,16 +77,12 @@ def main() -> int:
 
     day1 = dt.date.today() + dt.timedelta(days=1)
     day2 = day1 + dt.timedelta(days=1)
-    work = Path(tempfile.mkdtemp(prefix="bench-nightly-"))
-    name = f"recsys_bench_nightly_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(SERVER)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    params = parse_dsn(SERVER)
-    params["dbname"] = name
-    url = make_dsn(**params)
-    try:
+    server = bench_server(LOCAL_SERVER)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-nightly-", ignore_cleanup_errors=True) as folder,
+        scratch_database(server, "recsys_bench_nightly") as url,
+    ):
+        work = Path(folder)
         started = time.perf_counter()
         shop = work / "shop"
         summary = generate_data(users=args.users, days=args.days, seed=args.seed, out=shop, end_date=day1)
@@ -108,11 +101,6 @@ def main() -> int:
         ok = second["state"] == "success" and second["wall_seconds"] <= 600
         print(f"\nbar: the fine-tune night in <= 600 s: {'met' if ok else 'NOT met'} ({second['wall_seconds']:.0f} s)")
         return 0 if second["state"] == "success" else 1
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-        admin.close()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -15,21 +15,20 @@ Speed: PPO env-steps/s end to end (bar >= 1,000), the batch policy API in users/
 to a naive per-user `model.predict` loop. (The environment's own speed is bench/bench_env.py.)
 
     python bench/bench_policy.py [--users 20000] [--days 90] [--seeds 1 2 3] [--timesteps 300000]
+
+Each seed works in a scratch database on RECSYS_BENCH_DATABASE_URL, else RECSYS_DATABASE_URL, else the
+embedded server, dropped at its end.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import statistics
 import time
-import uuid
 
 import numpy as np
-import psycopg2
-from psycopg2 import sql
-from psycopg2.extensions import make_dsn, parse_dsn
+from _support import bench_server, scratch_database
 
 from recsys.benchmark.synth.generate import generate_data, truth_path_for
 from recsys.benchmark.truth_eval import evaluate_against_truth
@@ -38,7 +37,7 @@ from recsys.config.settings import PROJECT_ROOT, load_settings
 from recsys.data.extract import extract_path
 from recsys.data.features import build_features
 from recsys.data.states import load_states
-from recsys.db import connect, database_url
+from recsys.db import connect
 from recsys.db.migrate import migrate
 from recsys.model.baselines import ResponseGreedyPolicy, RuleHeuristicPolicy
 from recsys.model.policy import PPOPolicy, load_sb3_model
@@ -74,36 +73,15 @@ def feature_ceiling(conn, truth_path, as_of: dt.date, catalog, seed: int) -> flo
     return float((policy_value - random_value) / (oracle_value - random_value))
 
 
-def scratch_database(server: str) -> tuple[str, str]:
-    name = f"recsys_bench_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(server)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    admin.close()
-    params = parse_dsn(server)
-    params["dbname"] = name
-    return name, make_dsn(**params)
-
-
-def drop_database(server: str, name: str) -> None:
-    admin = psycopg2.connect(server)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-    admin.close()
-
-
 def one_seed(server: str, seed: int, users: int, days: int, timesteps: int) -> dict[str, float]:
     data = PROJECT_ROOT / "data" / "bench" / f"policy_u{users}_d{days}_s{seed}"
     if not (data / "events.csv").exists():
         generate_data(users=users, days=days, seed=seed, out=data, end_date=END)
     truth = truth_path_for(data)
-    name, url = scratch_database(server)
-    settings = load_settings(env={}, database_url=url)
     catalog = load_catalog()
     out: dict[str, float] = {}
-    try:
+    with scratch_database(server, "recsys_bench_policy") as url:
+        settings = load_settings(env={}, database_url=url)
         with connect(url) as conn:
             migrate(conn, settings)
             extract_path(conn, settings, data, reference_at=dt.datetime.combine(END, dt.time(), dt.UTC))
@@ -151,8 +129,6 @@ def one_seed(server: str, seed: int, users: int, days: int, timesteps: int) -> d
             out["retrain_gate"] = retrained.decision.decision
             if seed == 1:
                 out.update(speed(conn, catalog, retrained.record.artifact))
-    finally:
-        drop_database(server, name)
     return out
 
 
@@ -181,8 +157,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--timesteps", type=int, default=300_000)
     args = parser.parse_args()
-    env_url = os.environ.get("RECSYS_BENCH_DATABASE_URL") or os.environ.get("RECSYS_DATABASE_URL")
-    server = env_url or database_url(load_settings())
+    server = bench_server()
     results = []
     for seed in args.seeds:
         print(f"\n=== seed {seed}: {args.users:,} users x {args.days} days, {args.timesteps:,} timesteps", flush=True)

@@ -12,8 +12,8 @@ generated users take minutes); the model is an untrained PPO of the production s
 
     python bench/bench_score.py [--users 1000000] [--naive-users 100000]
 
-Uses a scratch database on RECSYS_BENCH_DATABASE_URL (else RECSYS_TEST_DATABASE_URL, else the
-embedded server), dropped at the end.
+Uses a scratch database on RECSYS_BENCH_DATABASE_URL (else RECSYS_TEST_DATABASE_URL, else
+RECSYS_DATABASE_URL, else the embedded server), dropped at the end.
 """
 
 from __future__ import annotations
@@ -27,17 +27,15 @@ import resource
 import subprocess
 import sys
 import time
-import uuid
 
 import numpy as np
 import pandas as pd
-import psycopg2
+from _support import bench_server, scratch_database
 from psycopg2 import sql
-from psycopg2.extensions import make_dsn, parse_dsn
 
-from recsys.config.settings import PROJECT_ROOT, load_settings
+from recsys.config.settings import load_settings
 from recsys.data.features import partition_name
-from recsys.db import connect, embedded_url
+from recsys.db import connect
 from recsys.db.migrate import migrate
 
 DAY = dt.date(2026, 12, 1)
@@ -45,11 +43,6 @@ NAIVE_DAY = dt.date(2026, 12, 2)
 TIMEZONES = ["UTC", "Europe/Berlin", "America/Los_Angeles", "Asia/Tokyo", "Australia/Sydney", "America/New_York"]
 NAMES = ["Ann", "Bob", "Chloé", "Dmitri", "Eve", "<b>Frank</b>", "", "Grace", "Hiro", "Inès"]
 CATEGORIES = ["books", "electronics", "home & garden", "toys", "fashion", "sports", "beauty", "grocery"]
-
-
-def _server() -> str:
-    url = os.environ.get("RECSYS_BENCH_DATABASE_URL") or os.environ.get("RECSYS_TEST_DATABASE_URL")
-    return url or embedded_url(PROJECT_ROOT / ".pgdata-test")
 
 
 def _copy(conn, table: str, frame: pd.DataFrame) -> None:
@@ -124,49 +117,15 @@ def make_population(url: str, n: int, day: dt.date, seed: int = 0) -> None:
 
 
 def register_model(url: str) -> None:
-    import gymnasium as gym
-    from stable_baselines3 import PPO
-
+    """An untrained PPO of the production shapes, registered as the champion "bench"."""
+    from recsys.benchmark.toy import toy_ppo_artifact, toy_record
     from recsys.config.catalog import load_catalog
-    from recsys.evaluation.registry import ModelRecord, catalog_json, record_decision, register
-    from recsys.model.observation import N_FEATURES, feature_fingerprint
-    from recsys.model.policy import set_torch_threads
+    from recsys.evaluation.registry import record_decision, register
 
-    class Shapes(gym.Env):
-        observation_space = gym.spaces.Box(0.0, 1.0, (N_FEATURES,), np.float32)
-        action_space = gym.spaces.Discrete(108)
-
-        def reset(self, *, seed=None, options=None):  # type: ignore[override]
-            super().reset(seed=seed)
-            return self.np_random.random(N_FEATURES, dtype=np.float32), {}
-
-        def step(self, action):  # type: ignore[override]
-            return self.np_random.random(N_FEATURES, dtype=np.float32), float(action % 7), True, False, {}
-
-    set_torch_threads()
-    model = PPO("MlpPolicy", Shapes(), n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu")
-    model.learn(64)
-    buffer = io.BytesIO()
-    model.save(buffer)
     catalog = load_catalog()
+    artifact = toy_ppo_artifact(catalog, seed=0)
     with connect(url) as conn:
-        register(
-            conn,
-            ModelRecord(
-                model_version="bench",
-                parent_version=None,
-                algorithm="PPO",
-                training_mode="retrain",
-                hyperparameters={},
-                seed=0,
-                catalog_fingerprint=catalog.fingerprint(),
-                feature_fingerprint=feature_fingerprint(),
-                catalog=catalog_json(catalog),
-                trained_on=DAY,
-                total_timesteps=64,
-                artifact=buffer.getvalue(),
-            ),
-        )
+        register(conn, toy_record(catalog, "bench", artifact, seed=0, trained_on=DAY, total_timesteps=64))
         record_decision(conn, "bench", decision="bootstrap", reasons=[], evaluation={})
 
 
@@ -184,7 +143,7 @@ def child_fast(url: str) -> None:
 
 def naive(url: str, n: int) -> tuple[float, int]:
     """Per-user predict, per-row render, per-row INSERT on the first n users: (seconds, rows)."""
-    from recsys.campaign.messages import PARTS, environment, offer_text
+    from recsys.campaign.messages import PARTS, UNSUBSCRIBE_MARKER, environment, offer_text, validity_text
     from recsys.config.catalog import load_catalog
     from recsys.config.rules import load_rules
     from recsys.data.states import load_states
@@ -193,7 +152,8 @@ def naive(url: str, n: int) -> tuple[float, int]:
 
     catalog = load_catalog()
     actions = catalog.actions
-    env = environment(load_rules().templates_dir)
+    rules = load_rules()
+    env = environment(rules.templates_dir)
     with connect(url) as conn:
         model = load_sb3_model(get_model(conn, "bench").artifact)
         states = load_states(conn, DAY, np.arange(1, n + 1))
@@ -217,6 +177,9 @@ def naive(url: str, n: int) -> tuple[float, int]:
                     "offer_text": offer_text(unit, a.value, category),
                     "category": category,
                     "channel": a.channel,
+                    "validity_hours": rules.validity_hours,
+                    "validity": validity_text(rules.validity_hours),
+                    "unsubscribe_url": UNSUBSCRIBE_MARKER,
                 }
                 parts = {
                     part: env.get_template(f"{a.channel}/{a.offer_type}.{part}.{ext}.j2").render(context)
@@ -239,7 +202,7 @@ def naive(url: str, n: int) -> tuple[float, int]:
                         a.channel,
                         a.timing,
                         now,
-                        now + dt.timedelta(hours=24),
+                        now + dt.timedelta(hours=rules.validity_hours),
                         parts["body"],
                         parts.get("subject"),
                         1.0,
@@ -262,16 +225,8 @@ def main() -> int:
         child_fast(args.child_fast)
         return 0
 
-    server = _server()
-    name = f"recsys_bench_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(server)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    params = parse_dsn(server)
-    params["dbname"] = name
-    url = make_dsn(**params)
-    try:
+    server = bench_server(os.environ.get("RECSYS_TEST_DATABASE_URL"))
+    with scratch_database(server, "recsys_bench_score", keep=args.keep_db) as url:
         with connect(url) as conn:
             migrate(conn, load_settings(env={}, database_url=url))
         t = time.perf_counter()
@@ -322,13 +277,6 @@ def main() -> int:
         for label, value, note in rows:
             print(f"{label:<{width}}  {value:>28}  {note}")
         print(f"\nmessages rendered: {s['offers']:,} offers from the templates; skipped: {s['skipped']}")
-    finally:
-        with admin.cursor() as cur:
-            if args.keep_db:
-                print(f"kept database {name}")
-            else:
-                cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-        admin.close()
     return 0
 
 

@@ -26,16 +26,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
-import psycopg2
-from psycopg2 import sql
-from psycopg2.extensions import make_dsn, parse_dsn
+from _support import bench_server, scratch_database
 
 from recsys.config.settings import PROJECT_ROOT, load_settings
-from recsys.db import connect, database_url, fetch_all, fetch_value
+from recsys.db import connect, fetch_all, fetch_value
 from recsys.db.migrate import migrate
 
 DAY = dt.date.today()
@@ -102,18 +99,8 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     args = parser.parse_args()
 
-    settings = load_settings()
-    server = os.environ.get("RECSYS_BENCH_DATABASE_URL") or database_url(settings)
-    name = f"recsys_bench_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(server)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    params = parse_dsn(server)
-    params["dbname"] = name
-    url = make_dsn(**params)
     failures: list[str] = []
-    try:
+    with scratch_database(bench_server(), "recsys_bench_sender", keep=args.keep) as url:
         with connect(url) as conn:
             migrate(conn, load_settings(database_url=url))
         started = time.perf_counter()
@@ -194,11 +181,6 @@ def main() -> int:
             f"{args.senders} senders acked {acks:,} offers in {seconds:.1f} s: {acks / seconds:,.0f} acks/s "
             f"(batch {args.batch}; includes process start-up; machine: {os.cpu_count()} cores, shared)"
         )
-    finally:
-        if not args.keep:
-            with admin.cursor() as cur:
-                cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-        admin.close()
     if failures:
         print("FAILED: " + "; ".join(failures))
         return 1
