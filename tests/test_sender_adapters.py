@@ -604,6 +604,23 @@ def test_webhook_needs_an_http_url_and_a_secret() -> None:
         WebhookAdapter(Settings(webhook_url="https://shop.example/offers"))
 
 
+def test_webhook_requires_https_except_to_this_machine() -> None:
+    for url in ("http://shop.example/offers", "HTTP://user:pw@10.0.0.5:8080/offers?k=1", "http://127.0.0.1.nip.io/x"):
+        with pytest.raises(RecsysError) as refused:
+            WebhookAdapter(Settings(webhook_url=url, webhook_secret=SECRET))
+        message = str(refused.value)
+        assert "plain http:// only to this machine" in message and "use https://" in message, message
+        assert "pw" not in message and "k=1" not in message  # no credentials or query string shown
+    for url in (
+        "https://shop.example/offers",
+        "http://127.0.0.1:8080/offers",
+        "http://[::1]:8080/offers",
+        "http://localhost/offers",
+        "http://LocalHost:9000/offers",
+    ):
+        WebhookAdapter(Settings(webhook_url=url, webhook_secret=SECRET)).close()
+
+
 # --------------------------------------------------------------------------------------------
 # jsonl
 
