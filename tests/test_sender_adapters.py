@@ -43,6 +43,7 @@ from recsys.sender.adapters import (
     scrub,
 )
 from recsys.sender.protocol import ProtocolClient
+from recsys.sender.signature import signed_headers, verify
 from recsys.settings import Settings, load_settings
 
 DAY = dt.date(2026, 11, 21)
@@ -523,6 +524,23 @@ def test_webhook_signature_verifies_and_a_tampered_body_does_not(
     payload = json.loads(body)
     assert payload["unsubscribe_url"].startswith("mailto:offers@example.com?subject=unsubscribe")
     assert payload["headers"] == {"List-Unsubscribe": f"<{payload['unsubscribe_url']}>"}
+
+
+def test_the_packaged_verify_refuses_malformed_headers_without_raising() -> None:
+    body = b'{"offer_id": 1}'
+    now = 1_790_000_000
+    good = signed_headers(SECRET, body, now=now)
+    assert verify(SECRET, good, body, now=now)
+    bad = [
+        {**good, "X-Recsys-Signature": "sha256=\u00e9" + good["X-Recsys-Signature"][8:]},  # not ASCII
+        {**good, "X-Recsys-Signature": "sha256=\udcff"},  # a lone surrogate (undecodable bytes)
+        {**good, "X-Recsys-Timestamp": "\u0661\u0667\u0669\u0660"},  # digits, but not ASCII ones
+        {**good, "X-Recsys-Timestamp": "\u00b2"},  # isdigit() yet no int
+        {**good, "X-Recsys-Timestamp": "1" * 5000},  # longer than int() converts
+        {**good, "X-Recsys-Timestamp": ""},
+    ]
+    for headers in bad:
+        assert verify(SECRET, headers, body, now=now) is False, headers
 
 
 def test_webhook_redirect_is_a_failure_not_an_ack(
