@@ -411,7 +411,7 @@ class Hook:
 
 
 def verify_signature(secret: str, headers: dict[str, str], body: bytes, now: float) -> bool:
-    """The receiver's check, written from the README's description (not the package's code)."""
+    """The receiver's check, written from the sender guide's description (not the package's code)."""
     timestamp = headers.get("X-Recsys-Timestamp", "")
     signature = headers.get("X-Recsys-Signature", "")
     if not timestamp.isdigit() or abs(now - int(timestamp)) > 300:

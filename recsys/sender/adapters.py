@@ -352,7 +352,7 @@ class WebhookAdapter:
         if not settings.webhook_secret:
             raise RecsysError(
                 "the webhook adapter signs every request: set RECSYS_WEBHOOK_SECRET to the secret "
-                "shared with the receiver (see the README, 'Sending offers and feedback')"
+                "shared with the receiver (see docs/integrate-a-sender.md, 'Webhook')"
             )
         self.url = settings.webhook_url
         self.secret = settings.webhook_secret

@@ -8,7 +8,7 @@
 -- a user who no longer consents to the channel (or has no address on it), or whose address on it
 -- is suppressed (a hard bounce, recsys.address_suppressions), gets it cancelled.
 --
--- Bounds (documented in the README, "Protocol bounds"): a lease is at most 1 hour and a retry_after
+-- Bounds (documented in docs/integrate-a-sender.md, "Protocol bounds"): a lease is at most 1 hour and a retry_after
 -- at most 24 hours (longer values are clamped; a negative retry_after counts as zero); events are
 -- accepted only for offers a sender claimed (first_claimed_at), with an event_at between the first
 -- claim and now(), each side widened by recsys.offer_event_clock_skew() (5 minutes).
