@@ -429,7 +429,7 @@ def test_headers_match_case_insensitively_and_extra_columns_are_ignored(
     )
     result = _load(db, settings, path)
     assert result.status == "loaded"
-    assert result.sheets["events"].as_dict() == {"read": 2, "loaded": 2, "rejected": 0, "duplicate": 0}
+    assert result.sheets["events"].as_dict() == {"read": 2, "loaded": 2, "rejected": 0, "duplicate": 0, "dropped": 0}
     assert _events(db) == [
         ("h1", "2026-03-01T10:00:00Z", "purchase", "5.50"),
         ("h2", "2026-03-01T10:01:00Z", "view", None),
@@ -495,7 +495,7 @@ def test_same_file_twice_is_skipped_and_forcing_adds_nothing(
 
     forced = _load(db, settings, path, force=True)
     assert forced.status == "loaded"
-    assert forced.sheets["events"].as_dict() == {"read": 3, "loaded": 0, "rejected": 0, "duplicate": 3}
+    assert forced.sheets["events"].as_dict() == {"read": 3, "loaded": 0, "rejected": 0, "duplicate": 3, "dropped": 0}
     assert _table_snapshot(db) == before
     assert fetch_value(db, "select array_agg(distinct load_id) from recsys.behavior_events") == [first.load_id]
 
@@ -504,7 +504,7 @@ def test_overlapping_file_adds_only_new_rows(db: Connection, settings: Settings,
     rows = [f"e{i},1,s1,2026-03-0{i}T10:00:00Z,view,books,web," for i in range(1, 6)]
     first = _load(db, settings, _write(tmp_path / "events_a.csv", EVENT_HEADER, *rows[:3]))
     second = _load(db, settings, _write(tmp_path / "events_b.csv", EVENT_HEADER, *rows[1:]))
-    assert second.sheets["events"].as_dict() == {"read": 4, "loaded": 2, "rejected": 0, "duplicate": 2}
+    assert second.sheets["events"].as_dict() == {"read": 4, "loaded": 2, "rejected": 0, "duplicate": 2, "dropped": 0}
     loaded = fetch_all(db, "select event_id, load_id from recsys.behavior_events order by event_id")
     assert [(r["event_id"], r["load_id"]) for r in loaded] == [
         ("e1", first.load_id),
@@ -522,7 +522,7 @@ def test_derived_event_ids(db: Connection, settings: Settings, tmp_path: Path) -
     c = "2,s2,2026-03-02T08:00:00Z,view,"
 
     first = _load(db, settings, _write(tmp_path / "events_1.csv", header, a, a, b))
-    assert first.sheets["events"].as_dict() == {"read": 3, "loaded": 3, "rejected": 0, "duplicate": 0}
+    assert first.sheets["events"].as_dict() == {"read": 3, "loaded": 3, "rejected": 0, "duplicate": 0, "dropped": 0}
     ids = [e[0] for e in _events(db)]
     assert len(set(ids)) == 3
     assert all(fnmatch.fnmatchcase(i, "d:????????????????????????????????:?") for i in ids)
@@ -594,7 +594,7 @@ def test_users_upsert_rules(db: Connection, settings: Settings, tmp_path: Path) 
             "8,false,,E2,",  # neither has one: the later row
         ),
     )
-    assert second.sheets["users"].as_dict() == {"read": 12, "loaded": 7, "rejected": 0, "duplicate": 5}
+    assert second.sheets["users"].as_dict() == {"read": 12, "loaded": 7, "rejected": 0, "duplicate": 5, "dropped": 0}
     rows = fetch_all(
         db,
         "select user_id, first_name, email_opt_in, sms_opt_in, push_opt_in, timezone, updated_at "
@@ -628,7 +628,7 @@ def test_users_bad_timezone_rejected_and_default_utc(db: Connection, settings: S
             "4,true,   ",
         ),
     )
-    assert result.sheets["users"].as_dict() == {"read": 4, "loaded": 3, "rejected": 1, "duplicate": 0}
+    assert result.sheets["users"].as_dict() == {"read": 4, "loaded": 3, "rejected": 1, "duplicate": 0, "dropped": 0}
     assert [(r["row_number"], r["column_name"], r["value"]) for r in _rejects(db)] == [(4, "timezone", "Not/AZone")]
     assert _users(db) == [
         (1, False, True, False, "America/New_York"),
@@ -656,7 +656,7 @@ def test_offers_load_into_offer_history_and_later_loads_complete_them(
         settings,
         _write(tmp_path / "offers_2.csv", header, "o1,1,2026-03-01T08:00:00Z,discount,15,email,immediate,0.2,1,1,42.5"),
     )
-    assert later.sheets["offers"].as_dict() == {"read": 1, "loaded": 1, "rejected": 0, "duplicate": 0}
+    assert later.sheets["offers"].as_dict() == {"read": 1, "loaded": 1, "rejected": 0, "duplicate": 0, "dropped": 0}
     rows = fetch_all(
         db,
         "select offer_id, user_id, sent_at, offer_value, propensity, opened, clicked, converted, revenue, load_id "
@@ -770,7 +770,7 @@ def test_timestamp_fast_path_and_fallback_agree(
         tmp_path / "events_bad.csv", EVENT_HEADER, *rows[:3], "feb30,1,s1,2026-02-30T10:00:00Z,view,,,", *rows[3:]
     )
     result = _load(db, settings, bad)
-    assert result.sheets["events"].as_dict() == {"read": 8, "loaded": 7, "rejected": 1, "duplicate": 0}
+    assert result.sheets["events"].as_dict() == {"read": 8, "loaded": 7, "rejected": 1, "duplicate": 0, "dropped": 0}
     assert [(r["row_number"], r["column_name"], r["value"]) for r in _rejects(db)] == [
         (5, "timestamp", "2026-02-30T10:00:00Z")
     ]
@@ -956,7 +956,7 @@ def test_csv_rows_are_numbered_as_a_spreadsheet_shows_them(db: Connection, setti
         w.writerow(["e1", "1", "s1", "2026-03-01T10:00:00Z", "view", "two\nlines"])
         w.writerow(["e2", "bad", "s1", "2026-03-01T10:00:00Z", "view", ""])
     result = _load(db, settings, path)
-    assert result.sheets["events"].as_dict() == {"read": 2, "loaded": 1, "rejected": 1, "duplicate": 0}
+    assert result.sheets["events"].as_dict() == {"read": 2, "loaded": 1, "rejected": 1, "duplicate": 0, "dropped": 0}
     assert [(r["row_number"], r["value"]) for r in _rejects(db)] == [(3, "bad")]
 
 

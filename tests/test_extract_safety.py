@@ -255,6 +255,29 @@ def test_reject_rate_above_the_setting_refuses_the_file(db: Connection, settings
     assert _load(db, settings, small).status == "loaded"
 
 
+def test_dropped_fields_are_counted_and_never_named_as_why_a_file_was_refused(
+    db: Connection, settings: Settings, tmp_path: Path
+) -> None:
+    # every row has a bad consent flag (a reject) and an email with a line break (only dropped)
+    path = tmp_path / "users.csv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(USER_HEADER)
+        for i in (1, 2):
+            w.writerow([i, "maybe", "true", "false", f"u{i}@example.com\nBcc: x@example.com", "", "", "Ann"])
+    result = _load(db, settings, path)
+    assert result.status == "refused"
+    assert result.message.startswith("users.csv: all 2 rows rejected; 2 of them with email_opt_in: "), result.message
+    assert "dropped" not in result.message
+
+    # a loaded file's sheet_counts show the rows with a field dropped
+    ok = _write(tmp_path / "users_ok.csv", "user_id,email_opt_in,first_name", '1,true,"Ann\nBcc: x"', "2,true,Bob")
+    assert _load(db, settings, ok).status == "loaded"
+    assert fetch_value(db, "select sheet_counts from recsys.load_log where file_name = 'users_ok.csv'") == {
+        "users": {"read": 2, "loaded": 2, "rejected": 0, "duplicate": 0, "dropped": 1}
+    }
+
+
 def test_a_workbook_with_an_all_rejected_sheet_loads_nothing(
     db: Connection, settings: Settings, tmp_path: Path
 ) -> None:
@@ -273,8 +296,8 @@ def test_a_workbook_with_an_all_rejected_sheet_loads_nothing(
     assert fetch_value(db, "select count(*) from recsys.users") == 0
     assert fetch_value(db, "select count(*) from recsys.load_rejects where sheet = 'events'") == 2
     assert fetch_value(db, "select sheet_counts from recsys.load_log") == {
-        "users": {"read": 1, "loaded": 0, "rejected": 0, "duplicate": 0},
-        "events": {"read": 2, "loaded": 0, "rejected": 2, "duplicate": 0},
+        "users": {"read": 1, "loaded": 0, "rejected": 0, "duplicate": 0, "dropped": 0},
+        "events": {"read": 2, "loaded": 0, "rejected": 2, "duplicate": 0, "dropped": 0},
     }
 
 

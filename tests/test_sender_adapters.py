@@ -44,6 +44,7 @@ from recsys.sender.adapters import (
     scrub,
 )
 from recsys.sender.protocol import ProtocolClient
+from recsys.sender.signature import signed_headers, verify
 
 DAY = dt.date(2026, 11, 21)
 SECRET = "test-webhook-secret"
@@ -199,7 +200,7 @@ def test_smtp_starttls_refuses_an_untrusted_certificate_and_delivers_with_the_ca
     untrusted = load_settings(env={}, smtp_host="127.0.0.1", smtp_port=port, smtp_starttls=True)
     with client(migrated_url) as c:
         stats = run_sender(c, make_adapter("smtp", untrusted), batch=10, once=True, poll_seconds=1)
-    assert (stats.sent, stats.failed) == (0, 2) and box.messages == []
+    assert (stats.sent, stats.failed, stats.released) == (0, 1, 1) and box.messages == []
     errors = [r["last_error"] for r in fetch_all(cdb, "select last_error from recsys.campaign_offers order by 1")]
     assert all("TLS certificate not trusted" in e and "RECSYS_SMTP_CA_FILE" in e for e in errors), errors
     assert s.statuses(cdb) == {"scheduled": 2}
@@ -235,12 +236,35 @@ def test_smtp_server_down_stops_the_batch_for_a_retry(cdb: Connection, migrated_
     settings = load_settings(env={}, smtp_host="127.0.0.1", smtp_port=1)  # nothing listens on port 1
     with client(migrated_url) as c:
         stats = run_sender(c, SmtpAdapter(settings), batch=10, once=True, poll_seconds=1)
-    assert (stats.sent, stats.failed, stats.claimed) == (0, 3, 3)
+    assert (stats.sent, stats.failed, stats.released, stats.claimed) == (0, 1, 2, 3)
     assert stats.channel_down is not None and "SMTP server 127.0.0.1:1" in stats.channel_down
-    rows = fetch_all(cdb, "select status, last_error from recsys.campaign_offers order by user_id")
+    rows = fetch_all(cdb, "select status, attempts, last_error from recsys.campaign_offers order by user_id")
     assert {r["status"] for r in rows} == {"scheduled"}
     assert rows[0]["last_error"].startswith("SMTP server 127.0.0.1:1")
     assert all(r["last_error"].startswith("not tried: SMTP server 127.0.0.1:1") for r in rows[1:])
+    assert [r["attempts"] for r in rows] == [1, 0, 0]  # only the offer that met the outage used an attempt
+
+
+def test_an_outage_of_several_batches_uses_no_attempt_of_untried_offers(cdb: Connection, migrated_url: str) -> None:
+    """The SMTP server is down for as many batches as an offer has attempts: in each batch only the
+    offer that met the outage used an attempt; the others were given back untried, so no offer
+    failed for good unless it was itself tried on every attempt."""
+    s.add_users(cdb, 1, 4)
+    s.add_run(cdb, "r", DAY)
+    s.add_offers(cdb, "r", DAY, 1, 4, max_attempts=3)
+    settings = load_settings(env={}, smtp_host="127.0.0.1", smtp_port=1)  # nothing listens on port 1
+    with client(migrated_url) as c:
+        for _ in range(3):
+            stats = run_sender(c, SmtpAdapter(settings), batch=10, once=True, poll_seconds=1)
+            assert (stats.claimed, stats.sent, stats.failed) == (stats.released + 1, 0, 1)
+            s.end_leases(cdb)  # the back-off runs out before the next batch
+    rows = fetch_all(cdb, "select offer_id, status, attempts from recsys.campaign_offers order by offer_id")
+    assert sum(r["attempts"] for r in rows) == 3  # one per batch
+    assert all(r["status"] == "scheduled" or (r["status"], r["attempts"]) == ("failed", 3) for r in rows), rows
+    # once the server is back, every offer still open is claimed on its next attempt
+    with client(migrated_url) as c:
+        claimed = sorted((o.offer_id, o.attempts) for o in c.claim(10))
+    assert claimed == [(r["offer_id"], r["attempts"] + 1) for r in rows if r["status"] == "scheduled"]
 
 
 def test_mask_address() -> None:
@@ -387,7 +411,7 @@ class Hook:
 
 
 def verify_signature(secret: str, headers: dict[str, str], body: bytes, now: float) -> bool:
-    """The receiver's check, written from the README's description (not the package's code)."""
+    """The receiver's check, written from the sender guide's description (not the package's code)."""
     timestamp = headers.get("X-Recsys-Timestamp", "")
     signature = headers.get("X-Recsys-Signature", "")
     if not timestamp.isdigit() or abs(now - int(timestamp)) > 300:
@@ -502,6 +526,23 @@ def test_webhook_signature_verifies_and_a_tampered_body_does_not(
     assert payload["headers"] == {"List-Unsubscribe": f"<{payload['unsubscribe_url']}>"}
 
 
+def test_the_packaged_verify_refuses_malformed_headers_without_raising() -> None:
+    body = b'{"offer_id": 1}'
+    now = 1_790_000_000
+    good = signed_headers(SECRET, body, now=now)
+    assert verify(SECRET, good, body, now=now)
+    bad = [
+        {**good, "X-Recsys-Signature": "sha256=\u00e9" + good["X-Recsys-Signature"][8:]},  # not ASCII
+        {**good, "X-Recsys-Signature": "sha256=\udcff"},  # a lone surrogate (undecodable bytes)
+        {**good, "X-Recsys-Timestamp": "\u0661\u0667\u0669\u0660"},  # digits, but not ASCII ones
+        {**good, "X-Recsys-Timestamp": "\u00b2"},  # isdigit() yet no int
+        {**good, "X-Recsys-Timestamp": "1" * 5000},  # longer than int() converts
+        {**good, "X-Recsys-Timestamp": ""},
+    ]
+    for headers in bad:
+        assert verify(SECRET, headers, body, now=now) is False, headers
+
+
 def test_webhook_redirect_is_a_failure_not_an_ack(
     cdb: Connection, migrated_url: str, webhook: tuple[Hook, str]
 ) -> None:
@@ -547,7 +588,7 @@ def test_webhook_retry_after_sets_the_offers_retry_time(
 
     with client(migrated_url, channel="push") as c:
         stats = run_sender(c, adapter, batch=10, once=True, poll_seconds=1)
-        assert (stats.sent, stats.failed) == (0, 3)
+        assert (stats.sent, stats.failed, stats.released) == (0, 1, 2)
         assert len(hook.requests) == 1  # asked to wait: the rest of the batch was not tried
         waits = retry_in_seconds()
         assert len(waits) == 3 and all(800 < w <= 900 for w in waits), waits  # not the 1-minute back-off
@@ -557,7 +598,8 @@ def test_webhook_retry_after_sets_the_offers_retry_time(
         later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=30)
         retry_after["Retry-After"] = email.utils.format_datetime(later, usegmt=True)
         hook.answer = lambda path, headers, body: (503, retry_after)
-        assert run_sender(c, adapter, batch=10, once=True, poll_seconds=1).failed == 3
+        again = run_sender(c, adapter, batch=10, once=True, poll_seconds=1)
+        assert (again.failed, again.released) == (1, 2)
     adapter.close()
     waits = retry_in_seconds()
     assert len(waits) == 3 and all(1700 < w <= 1800 for w in waits), waits
@@ -578,6 +620,23 @@ def test_webhook_needs_an_http_url_and_a_secret() -> None:
         WebhookAdapter(Settings(webhook_url="file:///etc/passwd"))
     with pytest.raises(RecsysError, match="signs every request: set RECSYS_WEBHOOK_SECRET"):
         WebhookAdapter(Settings(webhook_url="https://shop.example/offers"))
+
+
+def test_webhook_requires_https_except_to_this_machine() -> None:
+    for url in ("http://shop.example/offers", "HTTP://user:pw@10.0.0.5:8080/offers?k=1", "http://127.0.0.1.nip.io/x"):
+        with pytest.raises(RecsysError) as refused:
+            WebhookAdapter(Settings(webhook_url=url, webhook_secret=SECRET))
+        message = str(refused.value)
+        assert "plain http:// only to this machine" in message and "use https://" in message, message
+        assert "pw" not in message and "k=1" not in message  # no credentials or query string shown
+    for url in (
+        "https://shop.example/offers",
+        "http://127.0.0.1:8080/offers",
+        "http://[::1]:8080/offers",
+        "http://localhost/offers",
+        "http://LocalHost:9000/offers",
+    ):
+        WebhookAdapter(Settings(webhook_url=url, webhook_secret=SECRET)).close()
 
 
 # --------------------------------------------------------------------------------------------

@@ -169,6 +169,46 @@ def test_failures_retry_with_back_off_then_give_up(cdb: Connection) -> None:
     assert claim(cdb, "w1") == []
 
 
+def test_release_gives_an_untried_claim_back_without_using_an_attempt(cdb: Connection) -> None:
+    s.add_users(cdb, 1, 4)
+    s.add_run(cdb, "r", DAY)
+    now_, later, soon, clamp = s.add_offers(cdb, "r", DAY, 1, 4, max_attempts=1, valid_for=dt.timedelta(days=30))
+    call(cdb, "update recsys.campaign_offers set expires_at = now() + interval '2 hours' where offer_id = %s "
+              "returning 1", soon)  # fmt: skip
+    claim(cdb, "w1")
+    release = "select recsys.release_offer(%s, %s, %s, %s)"
+    assert call(cdb, release, now_, "w2", None, "not mine") is False  # only the holder gives it back
+    assert call(cdb, release, now_, "w1", None, "not tried: smtp down") is True
+    assert call(cdb, release, later, "w1", dt.timedelta(minutes=15), None) is True
+    assert call(cdb, release, soon, "w1", dt.timedelta(hours=3), "not tried: 503") is True
+    assert call(cdb, release, clamp, "w1", dt.timedelta(days=7), "not tried") is True
+    assert call(cdb, release, now_, "w1", None, "again") is False  # no longer claimed
+    rows = {
+        r["offer_id"]: r
+        for r in fetch_all(
+            cdb,
+            "select offer_id, status, attempts, lease_until - updated_at as wait, last_error "
+            "from recsys.campaign_offers",
+        )
+    }
+    assert [rows[o]["attempts"] for o in (now_, later, soon, clamp)] == [0, 0, 0, 0]
+    assert (rows[now_]["status"], rows[now_]["wait"], rows[now_]["last_error"]) == (
+        "scheduled", None, "not tried: smtp down"
+    )  # fmt: skip
+    assert (rows[later]["status"], rows[later]["wait"], rows[later]["last_error"]) == (
+        "scheduled", dt.timedelta(minutes=15), None
+    )  # fmt: skip
+    assert (rows[soon]["status"], rows[soon]["last_error"]) == (
+        "expired", "not tried: 503 (no retry: it would come after the offer expires)"
+    )  # fmt: skip
+    assert (rows[clamp]["status"], rows[clamp]["wait"]) == ("scheduled", dt.timedelta(hours=24))
+    # max_attempts is 1: the released offer is claimed on its one attempt, not failed at claim
+    assert [(r["offer_id"], r["attempts"]) for r in claim(cdb, "w2")] == [(now_, 1)]
+    with pytest.raises(psycopg2.errors.InvalidParameterValue, match="release_offer: no offer with offer_id -1"):
+        fetch_value(cdb, release, (-1, "w1", None, None))
+    cdb.rollback()
+
+
 def test_a_claim_abandoned_on_its_last_attempt_fails(cdb: Connection) -> None:
     s.add_users(cdb, 1, 1)
     s.add_run(cdb, "r", DAY)
@@ -322,6 +362,7 @@ def test_sender_role_can_use_the_protocol_and_nothing_else(sender_login: tuple[s
         assert sorted(o.offer_id for o in offers) == [a, b, c]
         assert client.ack(a) is True
         assert client.fail(b, "boom") is True
+        assert client.release(c, "not tried") is True
         assert client.record_event(a, "opened", dt.datetime.now(dt.UTC)) is True
         assert client.record_event(a, "bounced", dt.datetime.now(dt.UTC)) is True  # writes a suppression
 
@@ -344,10 +385,10 @@ def test_sender_role_can_use_the_protocol_and_nothing_else(sender_login: tuple[s
     finally:
         conn.close()
 
-    assert s.statuses(cdb) == {"sent": 1, "scheduled": 1, "claimed": 1}
+    assert s.statuses(cdb) == {"sent": 1, "scheduled": 2}
     assert fetch_value(cdb, "select address from recsys.address_suppressions") == "u1@example.com"
     s.reset(cdb)  # the suppressed address must not reach later tests
-    # and no privilege on any relation of the schema, EXECUTE on exactly the four definer functions
+    # and no privilege on any relation of the schema, EXECUTE on exactly the sender's definer functions
     granted = fetch_all(
         cdb,
         """

@@ -83,17 +83,43 @@ def _schema(url: str) -> dict[str, list[tuple]]:
             order by 1, 2
             """,
         )
+        # user triggers (not the internal ones behind foreign keys) and indexes of the tables
+        # themselves: a partition's copies follow its parent's
+        triggers = fetch_all(
+            conn,
+            """
+            select c.relname, t.tgname, pg_get_triggerdef(t.oid) as definition
+            from pg_trigger as t
+            join pg_class as c on c.oid = t.tgrelid
+            join pg_namespace as n on n.oid = c.relnamespace
+            where n.nspname = 'recsys' and not t.tgisinternal and not c.relispartition
+            order by 1, 2
+            """,
+        )
+        indexes = fetch_all(
+            conn,
+            """
+            select i.tablename, i.indexname, i.indexdef
+            from pg_indexes as i
+            join pg_namespace as n on n.nspname = i.schemaname
+            join pg_class as c on c.relnamespace = n.oid and c.relname = i.tablename
+            where i.schemaname = 'recsys' and not c.relispartition and i.tablename <> 'schema_migrations'
+            order by 1, 2
+            """,
+        )
     return {
         "columns": [tuple(r.values()) for r in columns],
         "functions": [tuple(r.values()) for r in functions],
         "constraints": [tuple(r.values()) for r in constraints],
+        "triggers": [tuple(r.values()) for r in triggers],
+        "indexes": [tuple(r.values()) for r in indexes],
     }
 
 
 def test_an_upgraded_database_has_the_schema_of_a_fresh_install(upgraded, migrated_url: str) -> None:
     url, _, _ = upgraded
     got, want = _schema(url), _schema(migrated_url)
-    for part in ("columns", "functions", "constraints"):
+    for part in ("columns", "functions", "constraints", "triggers", "indexes"):
         missing = sorted(set(want[part]) - set(got[part]))
         extra = sorted(set(got[part]) - set(want[part]))
         assert not missing and not extra, f"{part}: missing after upgrade {missing[:5]}, only after upgrade {extra[:5]}"

@@ -89,7 +89,11 @@ def connect() -> Iterator[psycopg2.extensions.connection]:
 
 
 def _act_as_analyst(conn: psycopg2.extensions.connection, role: str) -> None:
-    """`set role` to the analyst role for this transaction (the connection is closed after it).
+    """`set role` to the analyst role for the rest of this connection's session.
+
+    A plain `set role` (not `set local`) lasts for the session, past any commit. That is safe here
+    because `connect()` opens a new connection for each request and closes it at the end, so the
+    role never carries over to another request.
 
     The login of `recsys_db` usually owns the schema; the page's queries must not read with its
     rights. It may act as the analyst role when it is a superuser or a member of the role (`recsys

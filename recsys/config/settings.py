@@ -98,7 +98,7 @@ class Settings:
     smtp_from: str = "offers@example.com"
     """From address of offer emails."""
     webhook_url: str = ""
-    """URL the `webhook` sender adapter POSTs each offer to."""
+    """URL the `webhook` sender adapter POSTs each offer to: https://, or http:// only to this machine."""
     webhook_timeout_seconds: int = 10
     """Timeout of one webhook request."""
     webhook_secret: str = ""

@@ -116,7 +116,13 @@ class SheetCounts:
     """Loaded rows with a field dropped (a header field with a line break; in load_rejects)."""
 
     def as_dict(self) -> dict[str, int]:
-        return {"read": self.read, "loaded": self.loaded, "rejected": self.rejected, "duplicate": self.duplicate}
+        return {
+            "read": self.read,
+            "loaded": self.loaded,
+            "rejected": self.rejected,
+            "duplicate": self.duplicate,
+            "dropped": self.dropped,
+        }
 
 
 @dataclass
@@ -556,6 +562,8 @@ def _too_many_rejects(counts: SheetCounts, settings: Settings) -> bool:
 
 
 FORMULA_REASON = "formula cell: values must be literal"
+# How sql/extract/users_check.sql ends the reason of a field dropped from a user row (the row kept).
+DROPPED_FIELD_REASON_END = "dropped, the user loaded"
 # What to change when most of a file's rows fail for one reason: keyed by the start of the reason
 # as sql/extract/*_check.sql words it.
 REJECT_HINTS = {
@@ -576,16 +584,17 @@ def _refusal_message(
 ) -> str:
     """Why a sheet with too many rejects refuses its file: the share, the main reason, what to change."""
     where = path.name if classify(path) != "workbook" else f"{path.name}, sheet {sheet}"
+    # A dropped field never rejects its row: a rejected row's dropped fields are not why it was rejected.
     cur.execute(
         """
         select column_name, reason, count(distinct row_number) as rows
         from recsys.load_rejects
-        where load_id = %s and sheet = %s
+        where load_id = %s and sheet = %s and reason not like %s
         group by column_name, reason
         order by rows desc, column_name, reason
         limit 1
         """,
-        (load_id, sheet),
+        (load_id, sheet, "%" + DROPPED_FIELD_REASON_END),
     )
     column, reason, rows = cur.fetchone()
     share = (

@@ -34,6 +34,7 @@ SENDER_FUNCTIONS = (
     "recsys.claim_offers(text, text, integer, interval)",
     "recsys.ack_offer(bigint, text)",
     "recsys.fail_offer(bigint, text, text, interval)",
+    "recsys.release_offer(bigint, text, interval, text)",
     "recsys.record_offer_event(bigint, text, timestamptz, numeric)",
 )
 _VERSIONED = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")

@@ -33,7 +33,7 @@ DEFAULT_PUBLISH_DEADLINE = "06:00"
 class NightlyTimeouts:
     """Minutes the nightly DAG may take. Each field maps to `RECSYS_NIGHTLY_<FIELD>_TIMEOUT_MINUTES`.
 
-    Defaults from the nightly benchmark (README "Benchmarks": 100k users on a shared 2-core
+    Defaults from the nightly benchmark (docs/performance.md: 100k users on a shared 2-core
     machine) with room for larger shops and busy machines; a task past its timeout fails (and is
     retried), a run past `run` fails with its running tasks.
     """

@@ -512,5 +512,6 @@ def dispatch(settings: Settings, channel: str, *, adapter: str | None = None) ->
         "claimed": stats.claimed,
         "sent": stats.sent,
         "failed": stats.failed,
+        "released": stats.released,
         "seconds": _seconds(started),
     }

@@ -6,9 +6,11 @@ the offer being delivered and acks it; offers claimed but not yet delivered are 
 after which any sender claims them again, so nothing is lost and nothing is sent twice by us.
 
 A failure of one offer (`SendError`) fails that offer and the sender goes on with the next. When
-the server or endpoint itself is down or asks to wait (`ChannelDown`), the rest of the batch is
-failed with the same error and `Retry-After` without being tried (each would only wait for the same
-timeout), and the sender pauses: `--once` ends the run, a polling sender waits before claiming again.
+the server or endpoint itself is down or asks to wait (`ChannelDown`), the offer that met it is
+failed (it was tried: the attempt counts), the rest of the batch is given back untried with
+`release_offer` (each would only wait for the same timeout; their attempts are not used up, so an
+outage of any length fails no offer that was never tried), and the sender pauses: `--once` ends the
+run, a polling sender waits before claiming again.
 Addresses are masked in every log line and `last_error`.
 """
 
@@ -37,6 +39,8 @@ class SendStats:
     claimed: int = 0
     sent: int = 0
     failed: int = 0
+    released: int = 0
+    """Claimed offers given back untried because their channel was down (no attempt used)."""
     refused_acks: int = 0
     channel_down: str | None = None
     """The last error that stopped a batch (server or endpoint down), if any."""
@@ -49,6 +53,8 @@ class SendStats:
     def describe(self) -> str:
         rate = self.sent / self.seconds if self.seconds > 0 else 0.0
         text = f"claimed {self.claimed:,}, sent {self.sent:,}, failed {self.failed:,}"
+        if self.released:
+            text += f", {self.released:,} given back untried (channel down)"
         if self.refused_acks:
             text += f", {self.refused_acks:,} acks refused (claim taken over)"
         text += f" in {self.seconds:.1f} s ({rate:,.0f} offers/s"
@@ -113,10 +119,10 @@ def run_sender(
                     if isinstance(e, ChannelDown):
                         rest = offers[i + 1 :]
                         for other in rest:
-                            client.fail(other.offer_id, f"not tried: {error}", e.retry_after)
-                        stats.failed += len(rest)
+                            client.release(other.offer_id, f"not tried: {error}", e.retry_after)
+                        stats.released += len(rest)
                         stats.channel_down = error
-                        log.warning("batch stopped, %d offers left untried for a retry: %s", len(rest), error)
+                        log.warning("batch stopped, %d offers given back untried for a retry: %s", len(rest), error)
                         wait = e.retry_after.total_seconds() if e.retry_after else 0.0
                         pause = min(max(poll_seconds, wait), MAX_PAUSE_SECONDS)
                     stats.deliver_seconds += t1 - t0

@@ -13,9 +13,10 @@ sending and acking can be deduplicated downstream. Email offers get their unsubs
   several sender processes can share the file).
 - `smtp`: a real email to the user's address (stdlib smtplib) over one connection per sender, TLS
   verified (STARTTLS or implicit TLS), never a login in plain text; Message-ID derived from the offer id.
-- `webhook`: an HTTP POST of the offer as JSON (httpx, one keep-alive client per sender) with an
-  `Idempotency-Key` header and an HMAC-SHA256 signature (`recsys.sender.signature`); only a 2xx
-  answer delivers: a redirect is not followed and fails the offer with its status.
+- `webhook`: an HTTPS POST of the offer as JSON (plain http only to a receiver on this machine;
+  httpx, one keep-alive client per sender) with an `Idempotency-Key` header and an HMAC-SHA256
+  signature (`recsys.sender.signature`); only a 2xx answer delivers: a redirect is not followed
+  and fails the offer with its status.
 
 Recipient addresses never appear in full in logs or `last_error`: `mask_address`.
 """
@@ -27,6 +28,7 @@ import datetime as dt
 import email.errors
 import email.utils
 import html
+import ipaddress
 import json
 import os
 import re
@@ -315,6 +317,16 @@ def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> dt.t
     return max(when - (now or dt.datetime.now(dt.UTC)), dt.timedelta(0))
 
 
+def _is_loopback(host: str) -> bool:
+    """localhost, or a loopback address (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class WebhookAdapter:
     """POSTs each offer as JSON over one keep-alive connection, signed; only a 2xx delivers."""
 
@@ -323,17 +335,26 @@ class WebhookAdapter:
     def __init__(self, settings: Settings, links: UnsubscribeLinks | None = None) -> None:
         if not settings.webhook_url:
             raise RecsysError("the webhook adapter needs a URL: set RECSYS_WEBHOOK_URL")
-        if not settings.webhook_url.startswith(("http://", "https://")):
+        parts = urllib.parse.urlsplit(settings.webhook_url)
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
             raise RecsysError(f"RECSYS_WEBHOOK_URL {settings.webhook_url!r}: expected an http:// or https:// URL")
+        # what messages show: no user:password@ or query string from the setting
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        self.shown_url = f"{parts.scheme.lower()}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
+        # The body carries the recipient's address and the offer, and the signature proves only who
+        # sent it: over plain http anyone on the way reads them. A receiver on this machine is the
+        # one exception (a local relay, the tests).
+        if parts.scheme.lower() == "http" and not _is_loopback(parts.hostname):
+            raise RecsysError(
+                f"RECSYS_WEBHOOK_URL {self.shown_url}: plain http:// only to this machine "
+                "(127.0.0.1, ::1, localhost): use https://"
+            )
         if not settings.webhook_secret:
             raise RecsysError(
                 "the webhook adapter signs every request: set RECSYS_WEBHOOK_SECRET to the secret "
-                "shared with the receiver (see the README, 'Sending offers and feedback')"
+                "shared with the receiver (see docs/integrate-a-sender.md, 'Webhook')"
             )
         self.url = settings.webhook_url
-        parts = urllib.parse.urlsplit(self.url)
-        # what messages show: no user:password@ or query string from the setting
-        self.shown_url = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
         self.secret = settings.webhook_secret
         self.links = links or UnsubscribeLinks.from_settings(settings)
         timeout = settings.webhook_timeout_seconds or 10

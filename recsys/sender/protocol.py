@@ -1,6 +1,6 @@
-"""Client of the sender protocol (contract section 3): claim, ack and fail offers via the SQL functions.
+"""Client of the sender protocol (contract section 3): claim, ack, fail and release offers via the SQL functions.
 
-Used by the reference sender (`recsys send`); any other sender can call the same four functions
+Used by the reference sender (`recsys send`); any other sender can call the same functions
 from its own language with only the sender role's privileges. Each call is its own transaction
 (autocommit), so a claim is visible to other senders at once and a crash leaves only leases that
 run out.
@@ -111,6 +111,12 @@ class ProtocolClient:
         return bool(
             self._call("select recsys.fail_offer(%s, %s, %s, %s)", (offer_id, self.worker, error, retry_after))[0][0]
         )
+
+    def release(self, offer_id: int, reason: str | None = None, retry_after: dt.timedelta | None = None) -> bool:
+        """Give back a claimed offer that was not tried (its channel is down), without using an
+        attempt; claimable again after `retry_after`. False when this worker no longer holds it."""
+        rows = self._call("select recsys.release_offer(%s, %s, %s, %s)", (offer_id, self.worker, retry_after, reason))
+        return bool(rows[0][0])
 
     def record_event(
         self, offer_id: int, event: str, event_at: dt.datetime, revenue: Decimal | float | None = None

@@ -46,10 +46,19 @@ def verify(
 ) -> bool:
     """True when the request was signed with `secret` over exactly `body`, recently enough.
 
-    `headers` must look names up case-insensitively (as HTTP frameworks' header objects do)."""
+    `headers` must look names up case-insensitively (as HTTP frameworks' header objects do).
+    Malformed headers (not ASCII, a timestamp that is not a plain number) are False, never an error."""
     timestamp, signature = headers.get(TIMESTAMP_HEADER), headers.get(SIGNATURE_HEADER)
-    if not timestamp or not signature or not timestamp.isdigit():
+    if not timestamp or not signature or not _plain_ascii(signature):
+        return False
+    # ASCII digits only (str.isdigit also takes other scripts' digits and superscripts), and no
+    # longer than a Unix time could be (int() refuses thousands of digits)
+    if not (_plain_ascii(timestamp) and timestamp.isdigit() and len(timestamp) <= 12):
         return False
     if abs((time.time() if now is None else now) - int(timestamp)) > tolerance_seconds:
         return False
-    return hmac.compare_digest(sign(secret, int(timestamp), body), signature)
+    return hmac.compare_digest(sign(secret, int(timestamp), body).encode("ascii"), signature.encode("ascii"))
+
+
+def _plain_ascii(value: str) -> bool:
+    return isinstance(value, str) and value.isascii()

@@ -2,12 +2,13 @@
 -- due offers off recsys.campaign_offers and report what became of them.
 --
 -- Lifecycle of an offer: scheduled -> claimed (leased to one worker) -> sent; a failure puts it back
--- to scheduled behind a back-off until max_attempts claims were used, then failed; a claim whose
--- lease runs out without ack or fail becomes claimable again; past expires_at it becomes expired;
+-- to scheduled behind a back-off until max_attempts claims were used, then failed; a claim given
+-- back untried (release_offer: the channel went down) returns to scheduled without using an
+-- attempt; a claim whose lease runs out without ack or fail becomes claimable again; past expires_at it becomes expired;
 -- a user who no longer consents to the channel (or has no address on it), or whose address on it
 -- is suppressed (a hard bounce, recsys.address_suppressions), gets it cancelled.
 --
--- Bounds (documented in the README, "Protocol bounds"): a lease is at most 1 hour and a retry_after
+-- Bounds (documented in docs/integrate-a-sender.md, "Protocol bounds"): a lease is at most 1 hour and a retry_after
 -- at most 24 hours (longer values are clamped; a negative retry_after counts as zero); events are
 -- accepted only for offers a sender claimed (first_claimed_at), with an event_at between the first
 -- claim and now(), each side widened by recsys.offer_event_clock_skew() (5 minutes).
@@ -18,8 +19,8 @@
 -- housekeeping): the message was sent, and refusing the ack would only make another sender send it
 -- twice. Once another worker claims it, the first one's ack is refused (false).
 --
--- The four protocol functions run as their owner (SECURITY DEFINER, fixed search_path): the sender
--- role gets EXECUTE on them and no privilege on any table (recsys/migrate.py ensure_roles). JIT is
+-- The protocol functions (claim, ack, fail, release, record an event) run as their owner (SECURITY
+-- DEFINER, fixed search_path): the sender role gets EXECUTE on them and no privilege on any table (recsys/migrate.py ensure_roles). JIT is
 -- off for them: the claim's cost estimate (a scan of every due offer, though it stops after a batch)
 -- crosses jit_above_cost, and compiling took seconds per call for a query that runs in milliseconds.
 
@@ -392,6 +393,75 @@ comment on function recsys.fail_offer(bigint, text, text, interval) is
 '(retry_after clamped to [0, 24 h]; default 1 min doubling per attempt, at most 1 h) while attempts '
 'remain, else failed; expired at once when the retry would come at or after expires_at. '
 'Returns false when the worker does not hold the claim.';
+
+create or replace function recsys.release_offer(
+    p_offer_id bigint, p_worker text, p_retry_after interval default null, p_reason text default null
+)
+returns boolean
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
+declare
+    -- the same clamps as fail_offer: at most 24 hours, a negative retry_after counts as 0
+    max_retry_after constant interval := interval '24 hours';
+    retry_after interval := least(greatest(coalesce(p_retry_after, interval '0'), interval '0'), max_retry_after);
+begin
+    -- An offer the sender claimed but never tried (its channel went down first) goes back to
+    -- scheduled, claimable again after retry_after, and its claim's attempt is given back: an outage
+    -- must not use up the attempts of offers nobody tried to send. Locked as read and the holder
+    -- checked again in the update, as in fail_offer. A retry at or after expires_at expires it now.
+    with target as (
+        select
+            o.campaign_date,
+            o.offer_id,
+            now() + retry_after as retry_at,
+            o.expires_at
+        from recsys.campaign_offers as o
+        where o.offer_id = p_offer_id and o.status = 'claimed' and o.claimed_by = p_worker
+        for update of o
+    )
+
+    update recsys.campaign_offers as o
+    set
+        status = case when t.retry_at >= t.expires_at then 'expired' else 'scheduled' end,
+        attempts = greatest(o.attempts - 1, 0),
+        lease_until = case when t.retry_at < t.expires_at and retry_after > interval '0' then t.retry_at end,
+        last_error = coalesce(
+            left(
+                nullif(btrim(p_reason), '')
+                || case
+                    when t.retry_at >= t.expires_at then ' (no retry: it would come after the offer expires)'
+                    else ''
+                end,
+                2000
+            ),
+            o.last_error
+        ),
+        updated_at = now()
+    from target as t
+    where
+        o.campaign_date = t.campaign_date
+        and o.offer_id = t.offer_id
+        and o.status = 'claimed'
+        and o.claimed_by = p_worker;
+    if found then
+        return true;
+    end if;
+    perform from recsys.campaign_offers as o where o.offer_id = p_offer_id;
+    if not found then
+        raise exception 'release_offer: no offer with offer_id %', p_offer_id using errcode = '22023';
+    end if;
+    return false;
+end;
+$$;
+
+comment on function recsys.release_offer(bigint, text, interval, text) is
+'Sender protocol: the claim holder gives back an offer it did not try to send (its channel is down): '
+'back to scheduled without using an attempt, claimable again after retry_after (clamped to [0, 24 h]; '
+'none: at once); expired at once when that would be at or after expires_at. reason, if given, becomes '
+'last_error. Returns false when the worker does not hold the claim.';
 
 create or replace function recsys.record_offer_event(
     p_offer_id bigint, p_event text, p_event_at timestamptz, p_revenue numeric default null
