@@ -38,7 +38,8 @@ from recsys.db import connect
 from recsys.db.migrate import migrate
 from recsys.model.env import OfferVecEnv
 from recsys.model.observation import FEATURE_NAMES, normalise
-from recsys.model.response import format_fit_report, prior_response_model
+from recsys.model.response import prior_response_model
+from recsys.model.response_fit import format_fit_report
 from recsys.model.rewards import load_reward_rules
 
 END_DATE = dt.date(2026, 9, 1)

@@ -28,7 +28,8 @@ from recsys.data.states import load_states
 from recsys.db import Connection, fetch_all
 from recsys.errors import ConfigError
 from recsys.model.observation import FEATURE_NAMES, FEATURES, N_FEATURES, normalise
-from recsys.model.response import FitConfig, ResponseModel, format_fit_report, prior_response_model
+from recsys.model.response import ResponseModel, prior_response_model
+from recsys.model.response_fit import FitConfig, format_fit_report
 from recsys.model.rewards import RewardRules, load_reward_rules
 
 COL = {name: i for i, name in enumerate(FEATURE_NAMES)}

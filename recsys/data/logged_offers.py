@@ -21,13 +21,8 @@ from recsys.config.settings import Settings
 from recsys.data.features import build_feature_range
 from recsys.db import Connection, fetch_all
 from recsys.model.observation import FEATURE_NAMES, N_FEATURES, normalise
-from recsys.model.response import (
-    FitConfig,
-    LoggedOffers,
-    ResponseModel,
-    check_rules_cover,
-    fit_response_model_to_logs,
-)
+from recsys.model.response import ResponseModel, check_rules_cover
+from recsys.model.response_fit import FitConfig, LoggedOffers, fit_response_model_to_logs
 from recsys.model.rewards import RewardRules
 
 log = logging.getLogger(__name__)
@@ -56,7 +51,7 @@ def fit_response_model(
     channel of a later offer to the user was consented then; otherwise the consent in `recsys.users`
     as it is now (the users table keeps no consent history).
 
-    The fit itself, with its held-out report: `recsys.model.response.fit_response_model_to_logs`.
+    The fit itself, with its held-out report: `recsys.model.response_fit.fit_response_model_to_logs`.
     """
     config = config or FitConfig()
     if not 0.0 <= holdout_fraction < 1.0:

@@ -92,7 +92,7 @@ class ModelEvaluation:
         ]
         fit = self.fit_report
         if fit:
-            from recsys.model.response import format_fit_report
+            from recsys.model.response_fit import format_fit_report
 
             lines += ["", "Response model fit on held-out logs:", format_fit_report(fit)]
         lines += ["", evaluation_report(self.truth_eval, self.off_policy or None, policy_name=self.model_version)]
