@@ -321,14 +321,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="recsys",
-        description="Reinforcement-learning offer engine: nightly campaigns on PostgreSQL.",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_setup_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`demo` and the database administration (`db migrate`, `db retention`)."""
     p = sub.add_parser("demo", help="the main job on a fresh machine: sample data through to a summary")
     p.add_argument("--users", type=_positive, default=2000, help="sample users (default 2000)")
     p.add_argument("--days", type=_positive, default=60, help="days of behaviour (default 60)")
@@ -343,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--today", type=_date, default=None, help="count the windows back from this date (default today)")
     p.set_defaults(func=cmd_db_retention)
 
+
+def _add_data_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The input data: `generate-data`, `extract`, `features`."""
     p = sub.add_parser("generate-data", help="synthetic behaviour in the input format, plus its hidden truth")
     p.add_argument("--users", type=_positive, default=1000, help="number of users (default 1000)")
     p.add_argument("--days", type=_positive, default=90, help="days of history (default 90)")
@@ -372,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", dest="date_to", type=_date, default=None, help="last date of a range (inclusive)")
     p.set_defaults(func=cmd_features)
 
+
+def _add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The policy: `train`, `evaluate`, `recommend`."""
     p = sub.add_parser("train", help="train PPO (retrain or fine-tune), run the gate, register the model")
     p.add_argument("--data", help="load this file or folder first (extract + features), as in the seed")
     p.add_argument("--save", help="also write the SB3 model zip here (e.g. models/ppo_recommender)")
@@ -403,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--as-of", type=_date, default=None, help="features as of this date (default: the latest)")
     p.set_defaults(func=cmd_recommend)
 
+
+def _add_delivery_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Delivery and its outcomes: `send`, `ingest-feedback`."""
     p = sub.add_parser("send", help="reference sender: claim due offers, deliver them, ack or fail each")
     p.add_argument("--channel", required=True, choices=("email", "sms", "push"))
     p.add_argument("--adapter", required=True, choices=("stdout", "jsonl", "smtp", "webhook"))
@@ -417,6 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="load a file even if its checksum was loaded before")
     p.set_defaults(func=cmd_ingest_feedback)
 
+
+def _add_simulate_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`simulate`: many nights with simulated sender and users."""
     p = sub.add_parser("simulate", help="many nights of the nightly run with simulated sender and users")
     p.add_argument("--nights", type=_positive, default=7, help="consecutive campaign dates (default 7)")
     p.add_argument("--users", type=_positive, default=5000, help="users of the generated shop (default 5000)")
@@ -440,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in-process", action="store_true", help="call the nightly stages directly instead of dag.test()")
     p.set_defaults(func=cmd_simulate)
 
+
+def _add_campaign_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The nightly campaign: `score`, `publish`."""
     p = sub.add_parser("score", help="score every active user for a campaign date and write the offers")
     p.add_argument("--campaign-date", type=_date, required=True, help="the night the offers are for")
     p.add_argument("--run-id", default=None, help="run id (default cli-DATE-STAMP); required with --shard")
@@ -451,6 +460,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("publish", help="make a sharded run's offers claimable once every shard is done")
     p.add_argument("--run-id", required=True)
     p.set_defaults(func=cmd_publish)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recsys",
+        description="Reinforcement-learning offer engine: nightly campaigns on PostgreSQL.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_commands in (
+        _add_setup_commands,
+        _add_data_commands,
+        _add_model_commands,
+        _add_delivery_commands,
+        _add_simulate_command,
+        _add_campaign_commands,
+    ):
+        add_commands(sub)
     return parser
 
 

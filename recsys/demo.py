@@ -102,25 +102,7 @@ def run_demo(*, users: int = 2000, days: int = 60, seed: int = 7, timesteps: int
         print(f"      dropped {sample.name} into the inbox {inbox}")
 
     with _stage(2, "Preparing PostgreSQL and the Airflow metadata database", out, times, "databases"):
-        url = _demo_database(settings)
-        where = "embedded server" if not settings.database_url else "RECSYS_DATABASE_URL"
-        print(f"      campaign database: {redact(url)} ({where})")
-        from recsys.orchestration import airflow_local
-
-        airflow_local.configure(AIRFLOW_HOME)
-        os.environ.update(
-            {
-                "AIRFLOW_CONN_RECSYS_DB": airflow_connection(url),
-                "RECSYS_INBOX": str(inbox),
-                "RECSYS_NIGHTLY_RETRIES": "0",  # a demo shows a failure at once
-                "RECSYS_INBOX_SETTLE_SECONDS": "0",  # the demo dropped its sample whole
-            }
-        )
-        log_path = AIRFLOW_HOME / "demo-run.log"
-        log_path.write_text("")
-        with _quiet_fds(log_path):
-            migrated = airflow_local.ensure_metadata(AIRFLOW_HOME)
-        print(f"      Airflow metadata: {AIRFLOW_HOME}/airflow.db ({'created' if migrated else 'up to date'})")
+        url, log_path = _prepare_databases(settings, inbox)
 
     conf = {"mode": "auto", "total_timesteps": timesteps, "shards": shards}
     title = f"Running the recsys_nightly DAG for {today} (dag.test, params {json.dumps(conf)})"
@@ -141,22 +123,7 @@ def run_demo(*, users: int = 2000, days: int = 60, seed: int = 7, timesteps: int
 
     title = "Evaluating the champion against the generator's hidden truth"
     with _stage(5, title, out, times, "truth"), connect(url) as conn:
-        from recsys.benchmark.truth_eval import evaluate_model_against_truth
-        from recsys.evaluation.model_eval import evaluate_model
-
-        evaluation = evaluate_model(conn, as_of=today, n_boot=100)
-        evaluate_model_against_truth(conn, evaluation, summary.truth_path, n_boot=100)
-        print(_indent(evaluation.truth_eval.table()))
-        top = fetch_all(
-            conn,
-            "select user_id from recsys.user_features where as_of = %s order by engagement_score desc, user_id limit 1",
-            (today,),
-        )
-        if top:
-            from recsys.campaign.recommend import recommend
-
-            print()
-            print(_indent(recommend(conn, user_id=int(top[0]["user_id"]), as_of=today).format()))
+        _show_truth_and_a_recommendation(conn, today, summary.truth_path)
 
     total = time.perf_counter() - started
     print("\nTime per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()) + f"; total {total:.1f} s")
@@ -166,6 +133,52 @@ def run_demo(*, users: int = 2000, days: int = 60, seed: int = 7, timesteps: int
         f"the data is in {Path(sample).resolve().parent}."
     )
     return 0
+
+
+def _prepare_databases(settings: Settings, inbox: Path) -> tuple[str, Path]:
+    """The demo's campaign database and Airflow's metadata database; returns the campaign
+    database's URL and the (emptied) file Airflow's output of the run goes to."""
+    url = _demo_database(settings)
+    where = "embedded server" if not settings.database_url else "RECSYS_DATABASE_URL"
+    print(f"      campaign database: {redact(url)} ({where})")
+    from recsys.orchestration import airflow_local
+
+    airflow_local.configure(AIRFLOW_HOME)
+    os.environ.update(
+        {
+            "AIRFLOW_CONN_RECSYS_DB": airflow_connection(url),
+            "RECSYS_INBOX": str(inbox),
+            "RECSYS_NIGHTLY_RETRIES": "0",  # a demo shows a failure at once
+            "RECSYS_INBOX_SETTLE_SECONDS": "0",  # the demo dropped its sample whole
+        }
+    )
+    log_path = AIRFLOW_HOME / "demo-run.log"
+    log_path.write_text("")
+    with _quiet_fds(log_path):
+        migrated = airflow_local.ensure_metadata(AIRFLOW_HOME)
+    print(f"      Airflow metadata: {AIRFLOW_HOME}/airflow.db ({'created' if migrated else 'up to date'})")
+    return url, log_path
+
+
+def _show_truth_and_a_recommendation(conn: Any, today: dt.date, truth_path: Path) -> None:
+    """The champion's evaluation against the generator's hidden truth, and the recommendation for
+    the most engaged user."""
+    from recsys.benchmark.truth_eval import evaluate_model_against_truth
+    from recsys.evaluation.model_eval import evaluate_model
+
+    evaluation = evaluate_model(conn, as_of=today, n_boot=100)
+    evaluate_model_against_truth(conn, evaluation, truth_path, n_boot=100)
+    print(_indent(evaluation.truth_eval.table()))
+    top = fetch_all(
+        conn,
+        "select user_id from recsys.user_features where as_of = %s order by engagement_score desc, user_id limit 1",
+        (today,),
+    )
+    if top:
+        from recsys.campaign.recommend import recommend
+
+        print()
+        print(_indent(recommend(conn, user_id=int(top[0]["user_id"]), as_of=today).format()))
 
 
 def _run_nightly(conf: dict[str, Any], log_path: Path) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,7 +25,10 @@ from recsys.errors import GenerateError, RecsysError
 from recsys.evaluation.model_eval import ModelEvaluation
 from recsys.evaluation.ope import USER_CHUNK, bootstrap_sums, checked_probabilities, percentile_interval
 from recsys.model.baselines import Policy, choose_from_probabilities
-from recsys.model.observation import FEATURE_NAMES
+from recsys.model.observation import FEATURE_NAMES, States
+
+if TYPE_CHECKING:
+    from recsys.benchmark.synth.truth import GroundTruth
 
 RANDOM_ROW = "random"
 FIXED_ROW = "best fixed"
@@ -178,11 +182,52 @@ def evaluate_against_truth(
     user's best allowed offer. Intervals are percentile bootstraps over users, the same resamples for
     every row, so normalised-score intervals account for the shared noise.
     """
-    from recsys.benchmark.synth.truth import GroundTruth
-
     bad = [name for name in policies if name in _RESERVED]
     if bad:
         raise ValueError(f"policy names {bad} are reserved for the reference rows {list(_RESERVED)}")
+    truth, states = _truth_and_states(conn, truth_path, as_of, catalog)
+    n = len(states)
+    k = states.raw[:, FEATURE_NAMES.index("offers_last_7d")]
+    mask = states.action_mask(catalog)
+    names = list(policies)
+    random_u, oracle_u, greedy_u, sampled_u, column_sums = _per_user_values(
+        truth, states, mask, k, policies, catalog, as_of
+    )
+
+    fixed = int(column_sums.argmax())
+    fixed_u = np.zeros(n)
+    can = mask[:, fixed]
+    fixed_u[can] = truth.expected_value(
+        states.user_ids[can], np.full(int(can.sum()), fixed), night=as_of, offers_last_7d=k[can], respect_consent=True
+    )
+
+    labels = [RANDOM_ROW, FIXED_ROW, *names, ORACLE_ROW]
+    per_user = np.vstack([random_u, fixed_u, greedy_u, oracle_u])
+    sampled = [random_u.mean(), fixed_u.mean(), *sampled_u.mean(axis=1), oracle_u.mean()]
+    action = catalog.actions[fixed]
+    fixed_note = f"({action.describe(catalog.value_units[action.offer_type])})"
+    rows = _policy_values(labels, per_user, sampled, fixed_note, n_boot=n_boot, seed=seed, alpha=alpha)
+    meta = truth.meta
+    return TruthEvaluation(
+        as_of=as_of,
+        n_users=n,
+        n_users_without_channel=int((~mask.any(axis=1)).sum()),
+        rows=tuple(rows),
+        fixed_action_id=fixed,
+        n_boot=n_boot,
+        seed=seed,
+        alpha=alpha,
+        truth={key: meta.get(key) for key in ("seed", "users", "days", "end_date") if key in meta},
+    )
+
+
+def _truth_and_states(
+    conn: Connection, truth_path: Path, as_of: dt.date, catalog: Catalog
+) -> tuple[GroundTruth, States]:
+    """The generator's truth (`GroundTruth`) and the users with features as of `as_of`, checked to
+    belong together: the same catalog, and every user described by the truth."""
+    from recsys.benchmark.synth.truth import GroundTruth
+
     truth = GroundTruth.load(truth_path)
     if truth.catalog.fingerprint() != catalog.fingerprint():
         raise RecsysError(
@@ -190,16 +235,28 @@ def evaluate_against_truth(
             f"({truth.catalog.n_actions} actions) than the one evaluated ({catalog.n_actions} actions)"
         )
     states = load_states(conn, as_of)
-    n = len(states)
-    if n == 0:
+    if len(states) == 0:
         raise RecsysError(f"no user features as of {as_of}: build them first (recsys features --as-of {as_of})")
     try:
         truth.index_of(states.user_ids)
     except GenerateError as e:
         raise RecsysError(f"{truth_path} does not describe the users in the database: {e}") from e
+    return truth, states
 
-    k = states.raw[:, FEATURE_NAMES.index("offers_last_7d")]
-    mask = states.action_mask(catalog)
+
+def _per_user_values(
+    truth: GroundTruth,
+    states: States,
+    mask: np.ndarray,
+    k: np.ndarray,
+    policies: Mapping[str, Policy],
+    catalog: Catalog,
+    as_of: dt.date,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per user, by the truth: the random policy's expected value, the oracle's, each policy's
+    greedy offer's (policies x users) and its sampled policy's; and per action, the sum of its
+    values over the users allowed it."""
+    n = len(states)
     names = list(policies)
     random_u, oracle_u = np.zeros(n), np.zeros(n)
     greedy_u = np.zeros((len(names), n))
@@ -224,21 +281,25 @@ def evaluate_against_truth(
             )
             greedy_u[j, sl] = greedy
             sampled_u[j, sl] = (probs * allowed_values).sum(axis=1)
+    return random_u, oracle_u, greedy_u, sampled_u, column_sums
 
-    fixed = int(column_sums.argmax())
-    fixed_u = np.zeros(n)
-    can = mask[:, fixed]
-    fixed_u[can] = truth.expected_value(
-        states.user_ids[can], np.full(int(can.sum()), fixed), night=as_of, offers_last_7d=k[can], respect_consent=True
-    )
 
-    labels = [RANDOM_ROW, FIXED_ROW, *names, ORACLE_ROW]
-    per_user = np.vstack([random_u, fixed_u, greedy_u, oracle_u])
-    sampled = [random_u.mean(), fixed_u.mean(), *sampled_u.mean(axis=1), oracle_u.mean()]
+def _policy_values(
+    labels: list[str],
+    per_user: np.ndarray,
+    sampled: list[Any],
+    fixed_note: str,
+    *,
+    n_boot: int,
+    seed: int,
+    alpha: float,
+) -> list[PolicyValue]:
+    """The table's rows from per-user values (rows: random first, oracle last), with bootstrap
+    intervals over users, the same resamples for every row."""
+    n = per_user.shape[1]
     means = per_user.mean(axis=1)
     replicates = bootstrap_sums(per_user, n_boot, np.random.default_rng(seed)) / n if n_boot > 0 else None
     r_mean, o_mean = means[0], means[-1]
-    action = catalog.actions[fixed]
     rows = []
     for i, label in enumerate(labels):
         span = o_mean - r_mean
@@ -267,21 +328,10 @@ def evaluate_against_truth(
                 normalised_upper=norm_upper,
                 sampled_value=float(sampled[i]),
                 is_reference=label in _RESERVED,
-                note=f"({action.describe(catalog.value_units[action.offer_type])})" if label == FIXED_ROW else "",
+                note=fixed_note if label == FIXED_ROW else "",
             )
         )
-    meta = truth.meta
-    return TruthEvaluation(
-        as_of=as_of,
-        n_users=n,
-        n_users_without_channel=int((~mask.any(axis=1)).sum()),
-        rows=tuple(rows),
-        fixed_action_id=fixed,
-        n_boot=n_boot,
-        seed=seed,
-        alpha=alpha,
-        truth={key: meta.get(key) for key in ("seed", "users", "days", "end_date") if key in meta},
-    )
+    return rows
 
 
 def evaluate_model_against_truth(
