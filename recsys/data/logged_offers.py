@@ -17,9 +17,10 @@ import numpy as np
 from psycopg2 import sql
 
 from recsys.config.catalog import Catalog
-from recsys.config.settings import Settings
+from recsys.config.settings import Settings, package_dir
 from recsys.data.features import build_feature_range
 from recsys.db import Connection, fetch_all
+from recsys.db.sqlfiles import load_sql
 from recsys.model.observation import FEATURE_NAMES, N_FEATURES, normalise
 from recsys.model.response import ResponseModel, check_rules_cover
 from recsys.model.response_fit import FitConfig, LoggedOffers, fit_response_model_to_logs
@@ -88,18 +89,7 @@ def ensure_point_in_time_features(
     """
     rows = fetch_all(
         conn,
-        """
-        with send_dates as (
-            select distinct features_as_of as as_of
-            from recsys.v_offer_log
-            where sent_at < %(before)s and (%(after)s::timestamptz is null or sent_at >= %(after)s)
-        )
-
-        select d.as_of
-        from send_dates as d
-        where not exists (select from recsys.user_features as f where f.as_of = d.as_of)
-        order by d.as_of
-        """,
+        _sql("missing_feature_dates"),
         {"before": _midnight(as_of), "after": None if since is None else _midnight(since)},
     )
     missing = [r["as_of"] for r in rows]
@@ -114,6 +104,11 @@ def ensure_point_in_time_features(
         log.info("response model: building point-in-time features %s to %s", start, end)
         build_feature_range(conn, settings, start, end)
     return missing
+
+
+def _sql(name: str) -> str:
+    """The text of sql/learning/<name>.sql."""
+    return load_sql(package_dir("sql"), f"learning/{name}")
 
 
 def _midnight(day: date) -> dt.datetime:
@@ -131,51 +126,12 @@ def load_logged_offers(conn: Connection, catalog: Catalog, as_of: date, *, since
     import pandas as pd
 
     with conn.cursor() as cur:
-        cur.execute(
-            """
-            select column_name from information_schema.columns
-            where table_schema = 'recsys' and table_name = 'v_logged_offers'
-            """
-        )
+        cur.execute(_sql("logged_offer_outcomes"))
         view_columns = {r[0] for r in cur.fetchall()}
     outcome_columns = [c for c in ("opened", "clicked", "converted", "unsubscribed") if c in view_columns]
     # The view carries the features of the send date but not purchase_count: it comes from the same
     # user_features row. Consent: see fit_response_model.
-    query = sql.SQL(
-        """
-        with later_offers as (
-            select
-                user_id,
-                max(sent_at) filter (where channel = 'email') as email_last_at,
-                max(sent_at) filter (where channel = 'sms') as sms_last_at,
-                max(sent_at) filter (where channel = 'push') as push_last_at
-            from recsys.v_offer_log
-            where sent_at < %(before)s
-            group by user_id
-        )
-        select
-            o.user_id,
-            o.features_as_of - date '1970-01-01' as send_day,
-            o.has_features::int as has_features,
-            array_position(%(types)s::text[], o.offer_type) - 1 as type_idx,
-            o.offer_value::double precision as offer_value,
-            array_position(%(channels)s::text[], o.channel) - 1 as channel_idx,
-            array_position(%(timings)s::text[], o.timing) - 1 as timing_idx,
-            {outcomes},
-            o.revenue::double precision as revenue,
-            {features},
-            f.purchase_count,
-            (coalesce(u.email_opt_in, false) or coalesce(l.email_last_at >= o.sent_at, false))::int as email_consent,
-            (coalesce(u.sms_opt_in, false) or coalesce(l.sms_last_at >= o.sent_at, false))::int as sms_consent,
-            (coalesce(u.push_opt_in, false) or coalesce(l.push_last_at >= o.sent_at, false))::int as push_consent
-        from recsys.v_logged_offers as o
-        left join recsys.user_features as f on o.features_as_of = f.as_of and o.user_id = f.user_id
-        left join recsys.users as u on o.user_id = u.user_id
-        left join later_offers as l on o.user_id = l.user_id
-        where o.sent_at < %(before)s and (%(after)s::timestamptz is null or o.sent_at >= %(after)s)
-        order by o.sent_at, o.offer_id
-        """
-    ).format(
+    query = sql.SQL(_sql("logged_offers")).format(
         outcomes=sql.SQL(", ").join(
             sql.SQL("{}::int as {}").format(sql.Identifier("o", c), sql.Identifier(c)) for c in outcome_columns
         ),

@@ -26,7 +26,9 @@ import numpy as np
 from psycopg2 import sql
 
 from recsys.config.catalog import Catalog
+from recsys.config.settings import package_dir
 from recsys.db import Connection
+from recsys.db.sqlfiles import load_sql
 from recsys.model.baselines import Policy
 from recsys.model.observation import FEATURE_NAMES, N_FEATURES, normalise
 
@@ -301,23 +303,11 @@ _OUTCOME_COLUMNS = (
     "revenue",
     "unsubscribed",
 )
-_LOGGED_QUERY = """
-    select {columns},
-           coalesce(u.email_opt_in, false) as email_consent,
-           coalesce(u.sms_opt_in, false) as sms_consent,
-           coalesce(u.push_opt_in, false) as push_consent,
-           coalesce(u.email_opt_in and u.email is not null, false) as email_ok,
-           coalesce(u.sms_opt_in and u.phone is not null, false) as sms_ok,
-           coalesce(u.push_opt_in and u.push_token is not null, false) as push_ok
-    from recsys.v_logged_offers as v
-    left join recsys.user_features as f on f.as_of = v.features_as_of and f.user_id = v.user_id
-    left join recsys.users as u on u.user_id = v.user_id
-    where v.has_features
-      and v.propensity is not null
-      and (%(since)s::date is null or v.features_as_of >= %(since)s::date)
-      and (%(until)s::date is null or v.features_as_of < %(until)s::date)
-    order by v.features_as_of, v.offer_id
-"""
+
+
+def _sql(name: str) -> str:
+    """The text of sql/evaluation/<name>.sql."""
+    return load_sql(package_dir("sql"), f"evaluation/{name}")
 
 
 @dataclass(frozen=True)
@@ -354,8 +344,6 @@ def load_logged_offers(
     that channel, so the target policy cannot send there either (both sides of the estimate see the
     same users; it is not the consent the logging policy saw).
     """
-    import pandas as pd
-
     feature_cols = [
         sql.SQL("f.{} as {}").format(sql.Identifier(c), sql.Identifier(c))
         if c in _FROM_FEATURES_TABLE
@@ -365,7 +353,7 @@ def load_logged_offers(
     columns = sql.SQL(", ").join([sql.SQL("v.{}").format(sql.Identifier(c)) for c in _OUTCOME_COLUMNS] + feature_cols)
     params = {"since": since, "until": until}
     with conn.cursor() as cur:
-        select = cur.mogrify(sql.SQL(_LOGGED_QUERY).format(columns=columns), params).decode()
+        select = cur.mogrify(sql.SQL(_sql("logged_offers")).format(columns=columns), params).decode()
         buffer = io.StringIO()
         # The join over every feature partition looks expensive to the planner, which then spends
         # seconds JIT-compiling a query that runs in about as long without it; off for this query only.
@@ -373,44 +361,10 @@ def load_logged_offers(
         jit = cur.fetchone()[0]
         cur.copy_expert(f"copy ({select}) to stdout with (format csv, header)", buffer)
         cur.execute("select set_config('jit', %s, true)", (jit,))
-        cur.execute(
-            """
-            select count(*) filter (where not v.has_features),
-                   count(*) filter (where v.has_features and v.propensity is null)
-            from recsys.v_logged_offers as v
-            where (%(since)s::date is null or v.features_as_of >= %(since)s::date)
-              and (%(until)s::date is null or v.features_as_of < %(until)s::date)
-            """,
-            params,
-        )
+        cur.execute(_sql("logged_offers_skipped"), params)
         no_features, no_propensity = cur.fetchone()
     buffer.seek(0)
-    booleans = (
-        "opened",
-        "clicked",
-        "converted",
-        "unsubscribed",
-        *(f"{c}_{s}" for s in ("consent", "ok") for c in ("email", "sms", "push")),
-    )
-    rows = pd.read_csv(
-        buffer,
-        dtype={"offer_id": str, "source": str, "offer_type": str, "channel": str, "timing": str}
-        | {c: "boolean" for c in booleans},
-        true_values=["t"],
-        false_values=["f"],
-        keep_default_na=False,
-        na_values=[""],
-    )
-    rows["sent_at"] = pd.to_datetime(rows["sent_at"], utc=True, format="ISO8601")
-    rows["features_as_of"] = pd.to_datetime(rows["features_as_of"]).dt.date
-    actions = pd.DataFrame(
-        [(a.offer_type, float(a.value), a.channel, a.timing, a.action_id) for a in catalog.actions],
-        columns=["offer_type", "offer_value", "channel", "timing", "action_id"],
-    )
-    keys = ["offer_type", "offer_value", "channel", "timing"]
-    rows["offer_value"] = rows["offer_value"].astype(np.float64)
-    rows = rows.merge(actions, on=keys, how="left", validate="many_to_one")
-    rows["action_id"] = rows["action_id"].fillna(-1).astype(np.int64)
+    rows = _read_logged_rows(buffer, catalog)
 
     raw = (
         np.column_stack(
@@ -439,6 +393,40 @@ def load_logged_offers(
         propensity=rows["propensity"].to_numpy(dtype=np.float64),
         skipped={"no_features": int(no_features), "no_propensity": int(no_propensity)},
     )
+
+
+def _read_logged_rows(buffer: io.StringIO, catalog: Catalog) -> pd.DataFrame:
+    """The CSV of sql/evaluation/logged_offers.sql as a DataFrame with typed columns and the
+    catalog's `action_id` of each logged offer (-1: not in the catalog)."""
+    import pandas as pd
+
+    booleans = (
+        "opened",
+        "clicked",
+        "converted",
+        "unsubscribed",
+        *(f"{c}_{s}" for s in ("consent", "ok") for c in ("email", "sms", "push")),
+    )
+    rows = pd.read_csv(
+        buffer,
+        dtype={"offer_id": str, "source": str, "offer_type": str, "channel": str, "timing": str}
+        | {c: "boolean" for c in booleans},
+        true_values=["t"],
+        false_values=["f"],
+        keep_default_na=False,
+        na_values=[""],
+    )
+    rows["sent_at"] = pd.to_datetime(rows["sent_at"], utc=True, format="ISO8601")
+    rows["features_as_of"] = pd.to_datetime(rows["features_as_of"]).dt.date
+    actions = pd.DataFrame(
+        [(a.offer_type, float(a.value), a.channel, a.timing, a.action_id) for a in catalog.actions],
+        columns=["offer_type", "offer_value", "channel", "timing", "action_id"],
+    )
+    keys = ["offer_type", "offer_value", "channel", "timing"]
+    rows["offer_value"] = rows["offer_value"].astype(np.float64)
+    rows = rows.merge(actions, on=keys, how="left", validate="many_to_one")
+    rows["action_id"] = rows["action_id"].fillna(-1).astype(np.int64)
+    return rows
 
 
 def target_probabilities(policy: Policy, logs: LoggedOffers, *, chunk: int = 65_536) -> np.ndarray:
