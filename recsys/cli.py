@@ -405,7 +405,7 @@ def _add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _add_delivery_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Delivery and its outcomes: `send`, `ingest-feedback`."""
+    """Delivery and its outcomes, real or simulated: `send`, `ingest-feedback`, `simulate`."""
     p = sub.add_parser("send", help="reference sender: claim due offers, deliver them, ack or fail each")
     p.add_argument("--channel", required=True, choices=("email", "sms", "push"))
     p.add_argument("--adapter", required=True, choices=("stdout", "jsonl", "smtp", "webhook"))
@@ -420,9 +420,6 @@ def _add_delivery_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument("--force", action="store_true", help="load a file even if its checksum was loaded before")
     p.set_defaults(func=cmd_ingest_feedback)
 
-
-def _add_simulate_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`simulate`: many nights with simulated sender and users."""
     p = sub.add_parser("simulate", help="many nights of the nightly run with simulated sender and users")
     p.add_argument("--nights", type=_positive, default=7, help="consecutive campaign dates (default 7)")
     p.add_argument("--users", type=_positive, default=5000, help="users of the generated shop (default 5000)")
@@ -469,15 +466,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add_commands in (
-        _add_setup_commands,
-        _add_data_commands,
-        _add_model_commands,
-        _add_delivery_commands,
-        _add_simulate_command,
-        _add_campaign_commands,
-    ):
-        add_commands(sub)
+    _add_setup_commands(sub)
+    _add_data_commands(sub)
+    _add_model_commands(sub)
+    _add_delivery_commands(sub)
+    _add_campaign_commands(sub)
     return parser
 
 
