@@ -135,6 +135,26 @@ def add_offers(
     return ids
 
 
+def claim(
+    conn: Connection,
+    worker: str = "w1",
+    n: int = 100,
+    channel: str = "email",
+    lease: dt.timedelta = dt.timedelta(minutes=5),
+) -> list[dict]:
+    """Claim up to `n` due offers of `channel` through `recsys.claim_offers`, committed."""
+    rows = fetch_all(conn, "select * from recsys.claim_offers(%s, %s, %s, %s)", (channel, worker, n, lease))
+    conn.commit()
+    return rows
+
+
+def call(conn: Connection, query: str, *params: object) -> object:
+    """The first value `query` returns, committed (one protocol call = one transaction)."""
+    value = fetch_value(conn, query, params)
+    conn.commit()
+    return value
+
+
 def statuses(conn: Connection) -> dict[str, int]:
     rows = fetch_all(conn, "select status, count(*) as n from recsys.campaign_offers group by status")
     return {r["status"]: r["n"] for r in rows}

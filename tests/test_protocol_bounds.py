@@ -14,6 +14,7 @@ from pathlib import Path
 import psycopg2.errors
 import pytest
 import sender_support as s
+from sender_support import call, claim
 
 from recsys.config.settings import Settings
 from recsys.data.extract import extract_path
@@ -31,18 +32,6 @@ def cdb(migrated_url: str) -> Iterator[Connection]:
         yield conn
         conn.rollback()
         s.reset(conn)  # no suppressed address may reach another test's users
-
-
-def claim(conn: Connection, worker: str = "w1", lease: dt.timedelta = LEASE, channel: str = "email") -> list[dict]:
-    rows = fetch_all(conn, "select * from recsys.claim_offers(%s, %s, %s, %s)", (channel, worker, 100, lease))
-    conn.commit()
-    return rows
-
-
-def call(conn: Connection, query: str, *params: object) -> object:
-    value = fetch_value(conn, query, params)
-    conn.commit()
-    return value
 
 
 def record(conn: Connection, offer_id: int, event: str, at: dt.datetime | str) -> bool:

@@ -14,6 +14,7 @@ import pytest
 import sender_support as s
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
+from sender_support import call, claim
 
 from recsys.config.settings import load_settings
 from recsys.db import Connection, connect, fetch_all, fetch_value
@@ -29,18 +30,6 @@ def cdb(migrated_url: str) -> Iterator[Connection]:
     with connect(migrated_url) as conn:
         s.reset(conn)
         yield conn
-
-
-def claim(conn: Connection, worker: str = "w1", n: int = 100, channel: str = "email") -> list[dict]:
-    rows = fetch_all(conn, "select * from recsys.claim_offers(%s, %s, %s, %s)", (channel, worker, n, LEASE))
-    conn.commit()
-    return rows
-
-
-def call(conn: Connection, query: str, *params: object) -> object:
-    value = fetch_value(conn, query, params)
-    conn.commit()
-    return value
 
 
 def claimed_at(conn: Connection, at: dt.datetime, channel: str = "email") -> list[int]:
