@@ -2,14 +2,15 @@
 
 Times inside the generator are integer seconds since the Unix epoch (UTC). The offsets are looked up
 once per (time zone, date) with `zoneinfo`, at local noon, so daylight-saving changes (which happen at
-night) are applied from the day they take effect. Used by `recsys.benchmark.synth.generate` and
-`recsys.benchmark.synth.truth`.
+night) are applied from the day they take effect. `Window` is the data window of one generation.
+Used by the generator's modules, `recsys.benchmark.synth.truth` and `recsys.benchmark.simulate`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -48,3 +49,22 @@ def release_seconds(
     """
     local_send = night_start + round(release_hour_local * HOUR) - offset
     return np.maximum(local_send, night_start + round(publish_hour_utc * HOUR))
+
+
+@dataclass(frozen=True)
+class Window:
+    """The data window: the `days` days before `end_date`, [start, end) in epoch seconds (UTC)."""
+
+    start: int
+    end: int
+    days: int
+    first_date: dt.date
+    offsets: np.ndarray
+    """UTC offset (seconds) per time zone and day of the window, shape (len(timezones), days)."""
+
+    @classmethod
+    def before(cls, end_date: dt.date, days: int, timezones: Sequence[str]) -> Window:
+        end = epoch_seconds(end_date)
+        first_date = end_date - dt.timedelta(days=days)
+        offsets = utc_offsets(timezones, first_date, days)
+        return cls(start=end - days * DAY, end=end, days=days, first_date=first_date, offsets=offsets)
