@@ -1,194 +1,41 @@
 """The hidden ground truth of the synthetic shop: user traits and the one offer-response model.
 
-This module is the only place that defines the latent traits and how a user responds to an offer.
-The generator (`recsys.benchmark.synth.generate`) draws the traits here and simulates every campaign outcome
-with `GroundTruth.response`; evaluation code loads the saved truth (`GroundTruth.load`) to score a
-policy by its true expected value. Loading, feature and training code never import it.
-
-Traits (one draw per user; every constant is a field of `SynthParams`)
------------------------------------------------------------------------
-- discount sensitivity, free-shipping preference, recommendation affinity: Beta(2, 3) each (mean
-  0.4); bundle affinity: Beta(1.8, 3.2). Independent, so each offer type is somebody's favourite.
-- channel responsiveness (email, sms, push) = open rate at the preferred hour without fatigue
-  = sigmoid(open_rate_logit_c + z_c), logits (-1.3, 0.3, -1.9), z ~ N(0, 1.0^2) per channel with
-  correlation 0.25; median open rates 21% (email), 57% (sms), 13% (push).
-- preferred hour (local time): a mixture of N(8.5, 1.2^2), N(12.5, 1.2^2), N(19.5, 1.2^2) with
-  weights 0.30 / 0.25 / 0.45, wrapped to [0, 24).
-- category affinities over 8 categories: Dirichlet(3.0 x popularity), popularity (0.16, 0.18, 0.15,
-  0.12, 0.11, 0.08, 0.10, 0.10); focus = (max affinity - 1/8) / (1 - 1/8) in [0, 1].
-- activity rate (organic sessions per day): log-normal, median 0.055, log-sd 0.9 (mean 0.082).
-- basket size (the user's mean order value): log-normal, median 42, log-sd 0.5; one order is that
-  mean times a log-normal factor with mean 1 and log-sd 0.45.
-- fatigue: Gamma(shape 2, scale 0.15), mean 0.3.
-- consent per channel: 12% of users consent to nothing; the others consent to channel c with
-  probability sigmoid(consent_logit_c + 0.8 z_c), logits (1.2, -0.6, -0.1), so consent follows
-  responsiveness. Unsubscribes during the simulated campaigns revoke consent; the truth file holds the
-  consent at the end of the data (what the `users` sheet says).
-- time zone (not latent, but needed for local send hours): one of TIMEZONES with weights
-  `timezone_weights`.
-
-Response to one offer: user u, action a = (type, value v, channel c, timing), night d, k = offers
-the user got in the 7 nights before d
------------------------------------------------------------------------------------------------
-- local send hour = release + the timing's delay; release = max(09:00 local on d, the run's publish
-  time 01:00 UTC on d) (east of UTC, 09:00 can come before the run is published).
-- P(open) = responsiveness_c x timing x exp(-fatigue x k) x weekday factor of d (Monday first
-  0.98, 1.0, 1.0, 0.99, 0.93, 1.04, 1.06; 1 when d is not given), capped at 0.99, where
-  timing = 0.35 + 0.65 exp(-0.5 (distance between send hour and preferred hour / 2.5 h)^2).
-- P(click | open) = sigmoid(click_logit_c + click gain), click logits (-3.2, -2.8, -2.9);
-  P(convert | click) = sigmoid(-2.2 + conversion gain). Gains per offer type (s = the trait that
-  goes with the type):
-      type            click gain              conversion gain   catalog value means
-      discount        2.0 s v/10              1.0 s v/10        percent off
-      free_shipping   3.4 s exp(-v/40)        1.6 s exp(-v/40)  minimum order value (lower is better)
-      recommendation  4.5 s focus fit(v)      2.0 s focus       products shown
-      bundle          1.8 s v/10              1.2 s             percent off a bundle of the top category
-  fit(v) = exp(-0.5 ((v - ideal) / 4)^2), ideal = 5 products for a fully focused user up to 15 for
-  one without a favourite category.
-- order on conversion: list value G = basket x lift x LogNormal(mean 1, log-sd 0.45), lift = 1 + 0.3 s
-  focus for a recommendation, 1 + 1.2 s for a bundle, else 1. The customer pays G (1 - v/100) for a
-  discount or a bundle, max(G, v) for free shipping (tops the order up to the threshold), G for a
-  recommendation. That amount is the offer's `revenue`.
-- net value of a conversion = paid - cost of goods (1 - 0.32) x list value - the shipping fee 5.5 the
-  shop pays for free shipping; the offer's cost (discount given, fee paid) is charged on conversion.
-  In expectation: basket (0.32 - v/100) for a discount, 0.32 E[max(G, v)] - 5.5 for free shipping,
-  0.32 basket lift for a recommendation, basket lift (0.32 - v/100) for a bundle.
-- P(unsubscribe | open) = u_c (1 + 1.5 fatigue k), u = (0.6%, 1.2%, 1.0%); an open leads to a click
-  or an unsubscribe, never both. An unsubscribe costs 4.0 (future contacts forgone).
-- expected value = P(open) P(click|open) P(convert|click) E[net | convert] - contact cost_c
-  - 4.0 P(open) P(unsubscribe|open), contact cost (0.003, 0.03, 0.002) for (email, sms, push).
+`GroundTruth` is the only thing that knows the latent traits (`recsys.benchmark.synth.traits`) and how
+a user responds to an offer (`recsys.benchmark.synth.response`). The generator
+(`recsys.benchmark.synth.generate`) draws the traits and simulates every campaign outcome with
+`GroundTruth.response`; evaluation code loads the saved truth (`GroundTruth.load`, the file:
+`recsys.benchmark.synth.truth_file`) to score a policy by its true expected value. Loading, feature
+and training code never import it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import io
-import json
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from recsys.benchmark.synth.clock import HOUR, epoch_seconds, release_seconds, utc_offsets
-from recsys.benchmark.synth.params import CATEGORIES, CHANNELS, OFFER_TYPES, TIMEZONES, SynthParams
+from recsys.benchmark.synth.params import CHANNELS, OFFER_TYPES, TIMEZONES, SynthParams
+from recsys.benchmark.synth.response import Response, offer_response
+from recsys.benchmark.synth.traits import Traits, sample_traits
+from recsys.benchmark.synth.truth_file import TRUTH_FORMAT, catalog_meta, read_truth, write_truth
 from recsys.config.catalog import Catalog
 from recsys.errors import GenerateError
 
-TRUTH_FORMAT = "recsys-synth-truth/1"
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+__all__ = [
+    "TRUTH_FORMAT",
+    "FixedVsOracle",
+    "GroundTruth",
+    "PersonalisationReport",
+    "Response",
+    "Traits",
+    "catalog_meta",
+    "sample_traits",
+]
+
 _CHUNK_USERS = 8_192
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def _norm_cdf(x: np.ndarray) -> np.ndarray:
-    """Standard normal CDF (Abramowitz & Stegun 7.1.26, absolute error below 1.5e-7)."""
-    z = np.abs(x) / np.sqrt(2.0)
-    t = 1.0 / (1.0 + 0.3275911 * z)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    erf = 1.0 - poly * np.exp(-z * z)
-    return 0.5 * (1.0 + np.sign(x) * erf)
-
-
-@dataclass
-class Traits:
-    """Latent traits, one row per user (float64 arrays holding float32-exact values)."""
-
-    discount_sensitivity: np.ndarray
-    free_shipping_preference: np.ndarray
-    recommendation_affinity: np.ndarray
-    bundle_affinity: np.ndarray
-    responsiveness: np.ndarray
-    """(n, 3): open rate per channel of CHANNELS at the preferred hour, without fatigue."""
-    preferred_hour: np.ndarray
-    category_affinity: np.ndarray
-    """(n, len(CATEGORIES)), rows sum to 1."""
-    activity_rate: np.ndarray
-    basket_mean: np.ndarray
-    fatigue: np.ndarray
-
-    @property
-    def n(self) -> int:
-        return len(self.fatigue)
-
-    def focus(self) -> np.ndarray:
-        """How concentrated the category affinity is: 0 = uniform, 1 = one category only."""
-        k = self.category_affinity.shape[1]
-        return (self.category_affinity.max(axis=1) - 1.0 / k) / (1.0 - 1.0 / k)
-
-    def top_category(self) -> np.ndarray:
-        return self.category_affinity.argmax(axis=1).astype(np.int8)
-
-
-def _f32(x: np.ndarray) -> np.ndarray:
-    """Round to float32 (what the truth file stores) and compute in float64."""
-    return np.asarray(x, dtype=np.float32).astype(np.float64)
-
-
-def sample_traits(rng: np.random.Generator, n: int, params: SynthParams) -> tuple[Traits, np.ndarray]:
-    """Draw the traits of `n` users and their initial consent (n, 3) bool, as documented above."""
-    p = params
-    discount = rng.beta(*p.discount_sensitivity_beta, size=n)
-    free_ship = rng.beta(*p.free_shipping_preference_beta, size=n)
-    rec = rng.beta(*p.recommendation_affinity_beta, size=n)
-    bundle = rng.beta(*p.bundle_affinity_beta, size=n)
-    corr = np.full((3, 3), p.responsiveness_corr)
-    np.fill_diagonal(corr, 1.0)
-    chol = np.linalg.cholesky(corr * p.responsiveness_sd**2)
-    z = rng.standard_normal((n, 3)) @ chol.T
-    responsiveness = _sigmoid(np.asarray(p.open_rate_logit) + z)
-    group = rng.choice(3, size=n, p=np.asarray(p.preferred_hour_weights) / sum(p.preferred_hour_weights))
-    hour = np.asarray(p.preferred_hour_modes)[group] + rng.normal(0.0, p.preferred_hour_sd, size=n)
-    hour = np.mod(hour, 24.0)
-    popularity = np.asarray(p.category_popularity) / sum(p.category_popularity)
-    affinity = rng.dirichlet(p.category_concentration * popularity, size=n)
-    # Dirichlet draws can underflow to exact zeros for tiny alphas; keep every category reachable.
-    affinity = np.maximum(affinity, 1e-6)
-    affinity = affinity / affinity.sum(axis=1, keepdims=True)
-    activity = p.activity_median_per_day * np.exp(rng.normal(0.0, p.activity_log_sd, size=n))
-    basket = p.basket_median * np.exp(rng.normal(0.0, p.basket_log_sd, size=n))
-    fatigue = rng.gamma(p.fatigue_gamma[0], p.fatigue_gamma[1], size=n)
-    none = rng.random(n) < p.no_consent_share
-    consent = rng.random((n, 3)) < _sigmoid(np.asarray(p.consent_logit) + p.consent_responsiveness_slope * z)
-    consent &= ~none[:, None]
-    traits = Traits(
-        discount_sensitivity=_f32(discount),
-        free_shipping_preference=_f32(free_ship),
-        recommendation_affinity=_f32(rec),
-        bundle_affinity=_f32(bundle),
-        responsiveness=_f32(responsiveness),
-        preferred_hour=_f32(hour),
-        category_affinity=_f32(affinity),
-        activity_rate=_f32(activity),
-        basket_mean=_f32(basket),
-        fatigue=_f32(fatigue),
-    )
-    return traits, consent
-
-
-@dataclass(frozen=True)
-class Response:
-    """Outcome probabilities of sending offers (elementwise over the broadcast user/action shape)."""
-
-    p_open: np.ndarray
-    p_click: np.ndarray
-    """P(click | open)."""
-    p_convert: np.ndarray
-    """P(convert | click)."""
-    p_unsubscribe: np.ndarray
-    """P(unsubscribe | open)."""
-    net_value: np.ndarray
-    """Expected net value of a conversion (margin after the offer's cost)."""
-    contact_cost: np.ndarray
-
-    def expected_value(self, unsubscribe_penalty: float) -> np.ndarray:
-        converted = self.p_open * self.p_click * self.p_convert
-        unsubscribed = self.p_open * self.p_unsubscribe
-        return converted * self.net_value - self.contact_cost - unsubscribe_penalty * unsubscribed
 
 
 @dataclass(frozen=True)
@@ -351,81 +198,19 @@ class GroundTruth:
         release_hour: np.ndarray | None,
     ) -> Response:
         """The response model on any broadcastable arrays of user rows and action attributes."""
-        p = self.params
-        tr = self.traits
         if release_hour is None:
             release_hour = self.release_local_hour(night)
-        k = np.asarray(offers_last_7d, dtype=np.float64)
-
-        send_hour = release_hour[idx] + delay_hours
-        distance = np.abs(np.mod(send_hour - tr.preferred_hour[idx] + 12.0, 24.0) - 12.0)
-        timing = p.timing_floor + (1.0 - p.timing_floor) * np.exp(-0.5 * (distance / p.timing_width_hours) ** 2)
-        fatigue = tr.fatigue[idx]
-        p_open = tr.responsiveness[idx, ch] * timing * np.exp(-fatigue * k) * self._weekday_factor(night)
-        p_open = np.minimum(p_open, 0.99)
-
-        ds = tr.discount_sensitivity[idx]
-        fs = tr.free_shipping_preference[idx]
-        ra = tr.recommendation_affinity[idx]
-        ba = tr.bundle_affinity[idx]
-        focus = self._focus[idx]
-        basket = tr.basket_mean[idx]
-        tenth = val / 10.0
-        fs_appeal = np.exp(-val / p.free_shipping_threshold_scale)
-        ideal = p.recommendation_ideal_products[0] + (
-            p.recommendation_ideal_products[1] - p.recommendation_ideal_products[0]
-        ) * (1.0 - focus)
-        fit = np.exp(-0.5 * ((val - ideal) / p.recommendation_fit_width) ** 2)
-        is_disc, is_fs, is_rec = typ == 0, typ == 1, typ == 2
-
-        click_gain = np.where(
-            is_disc,
-            p.discount_click * ds * tenth,
-            np.where(
-                is_fs,
-                p.free_shipping_click * fs * fs_appeal,
-                np.where(is_rec, p.recommendation_click * ra * focus * fit, p.bundle_click * ba * tenth),
-            ),
-        )
-        conv_gain = np.where(
-            is_disc,
-            p.discount_convert * ds * tenth,
-            np.where(
-                is_fs,
-                p.free_shipping_convert * fs * fs_appeal,
-                np.where(is_rec, p.recommendation_convert * ra * focus, p.bundle_convert * ba),
-            ),
-        )
-        p_click = _sigmoid(np.asarray(p.click_logit)[ch] + click_gain)
-        p_convert = _sigmoid(p.conversion_logit + conv_gain)
-
-        m = p.margin_rate
-        off = val / 100.0
-        s = p.order_log_sd
-        # Free shipping: E[max(G, v)] for log-normal G with mean `basket`.
-        d = (np.log(val) - np.log(basket) + 0.5 * s * s) / s
-        topped_up = val * _norm_cdf(d) + basket * _norm_cdf(s - d)
-        net = np.where(
-            is_disc,
-            basket * (m - off),
-            np.where(
-                is_fs,
-                m * topped_up - p.shipping_fee,
-                np.where(
-                    is_rec,
-                    basket * (1.0 + p.recommendation_basket_lift * ra * focus) * m,
-                    basket * (1.0 + p.bundle_basket_lift * ba) * (m - off),
-                ),
-            ),
-        )
-        unsub = np.asarray(p.unsubscribe_per_open)[ch] * (1.0 + p.unsubscribe_fatigue * fatigue * k)
-        return Response(
-            p_open=p_open,
-            p_click=p_click,
-            p_convert=p_convert,
-            p_unsubscribe=np.minimum(unsub, 0.5),
-            net_value=net,
-            contact_cost=np.asarray(p.contact_cost)[ch],
+        return offer_response(
+            self.params,
+            self.traits,
+            self._focus,
+            idx,
+            typ,
+            val,
+            ch,
+            send_hour=release_hour[idx] + delay_hours,
+            offers_last_7d=np.asarray(offers_last_7d, dtype=np.float64),
+            weekday_factor=self._weekday_factor(night),
         )
 
     def sample_order(
@@ -590,78 +375,9 @@ class GroundTruth:
 
     def save(self, path: Path) -> None:
         """Write the truth as an .npz with its metadata (deterministic bytes for identical content)."""
-        tr = self.traits
-        arrays = {
-            "user_ids": self.user_ids,
-            "timezone": self.timezone,
-            "consent": self.consent,
-            **{f.name: np.asarray(getattr(tr, f.name), dtype=np.float32) for f in dataclasses.fields(Traits)},
-            "meta_json": np.array(json.dumps(self.meta, sort_keys=True)),
-            "params_json": np.array(self.params.to_json()),
-        }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-            for name, array in arrays.items():
-                info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
-                info.external_attr = 0o644 << 16
-                buf = io.BytesIO()
-                np.lib.format.write_array(buf, np.asarray(array, order="C"), allow_pickle=False)
-                zf.writestr(info, buf.getvalue())
+        write_truth(self, path)
 
     @classmethod
     def load(cls, path: Path) -> GroundTruth:
         """Read a truth file written by `recsys generate-data`."""
-        path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-        except FileNotFoundError as e:
-            raise GenerateError(f"ground truth file not found: {path}") from e
-        except (OSError, ValueError, zipfile.BadZipFile) as e:
-            raise GenerateError(f"{path}: not a ground truth file ({e})") from e
-        required = {"user_ids", "timezone", "consent", "meta_json", "params_json"} | {
-            f.name for f in dataclasses.fields(Traits)
-        }
-        missing = sorted(required - data.keys())
-        if missing:
-            raise GenerateError(f"{path}: not a ground truth file (missing arrays {missing})")
-        meta = json.loads(str(data["meta_json"].item()))
-        if meta.get("format") != TRUTH_FORMAT:
-            raise GenerateError(f"{path}: unsupported truth format {meta.get('format')!r}, expected {TRUTH_FORMAT!r}")
-        if list(meta["timezones"]) != list(TIMEZONES) or list(meta["categories"]) != list(CATEGORIES):
-            raise GenerateError(f"{path}: written with other time zones or categories than this version knows")
-        cat = meta["catalog"]
-        catalog = Catalog(
-            offer_types=tuple(cat["offer_types"]),
-            values=tuple(float(v) for v in cat["values"]),
-            channels=tuple(cat["channels"]),
-            timings=tuple(cat["timings"]),
-            value_units=dict(cat["value_units"]),
-            category_offer_types=tuple(cat["category_offer_types"]),
-            timing_delay_minutes={k: int(v) for k, v in cat["timing_delay_minutes"].items()},
-        )
-        if catalog.fingerprint() != meta["catalog_fingerprint"]:
-            raise GenerateError(f"{path}: the stored catalog does not match its fingerprint")
-        traits = Traits(**{f.name: data[f.name].astype(np.float64) for f in dataclasses.fields(Traits)})
-        return cls(
-            user_ids=data["user_ids"],
-            traits=traits,
-            consent=data["consent"],
-            timezone=data["timezone"],
-            catalog=catalog,
-            params=SynthParams.from_json(str(data["params_json"].item())),
-            meta=meta,
-        )
-
-
-def catalog_meta(catalog: Catalog) -> dict:
-    """The catalog as stored in the truth metadata."""
-    return {
-        "offer_types": list(catalog.offer_types),
-        "values": list(catalog.values),
-        "channels": list(catalog.channels),
-        "timings": list(catalog.timings),
-        "value_units": dict(catalog.value_units),
-        "category_offer_types": list(catalog.category_offer_types),
-        "timing_delay_minutes": dict(catalog.timing_delay_minutes),
-    }
+        return cls(**read_truth(path))
