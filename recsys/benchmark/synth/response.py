@@ -136,25 +136,19 @@ def _gains(
         p.recommendation_ideal_products[1] - p.recommendation_ideal_products[0]
     ) * (1.0 - focus)
     fit = np.exp(-0.5 * ((val - ideal) / p.recommendation_fit_width) ** 2)
-    is_disc, is_fs, is_rec = typ == 0, typ == 1, typ == 2
-
-    click_gain = np.where(
-        is_disc,
+    click_gain = _per_type(
+        typ,
         p.discount_click * ds * tenth,
-        np.where(
-            is_fs,
-            p.free_shipping_click * fs * fs_appeal,
-            np.where(is_rec, p.recommendation_click * ra * focus * fit, p.bundle_click * ba * tenth),
-        ),
+        p.free_shipping_click * fs * fs_appeal,
+        p.recommendation_click * ra * focus * fit,
+        p.bundle_click * ba * tenth,
     )
-    conv_gain = np.where(
-        is_disc,
+    conv_gain = _per_type(
+        typ,
         p.discount_convert * ds * tenth,
-        np.where(
-            is_fs,
-            p.free_shipping_convert * fs * fs_appeal,
-            np.where(is_rec, p.recommendation_convert * ra * focus, p.bundle_convert * ba),
-        ),
+        p.free_shipping_convert * fs * fs_appeal,
+        p.recommendation_convert * ra * focus,
+        p.bundle_convert * ba,
     )
     return click_gain, conv_gain
 
@@ -173,16 +167,17 @@ def _net_value(
     # Free shipping: E[max(G, v)] for log-normal G with mean `basket`.
     d = (np.log(val) - np.log(basket) + 0.5 * s * s) / s
     topped_up = val * norm_cdf(d) + basket * norm_cdf(s - d)
-    return np.where(
-        typ == 0,
+    return _per_type(
+        typ,
         basket * (m - off),
-        np.where(
-            typ == 1,
-            m * topped_up - p.shipping_fee,
-            np.where(
-                typ == 2,
-                basket * (1.0 + p.recommendation_basket_lift * ra * focus) * m,
-                basket * (1.0 + p.bundle_basket_lift * ba) * (m - off),
-            ),
-        ),
+        m * topped_up - p.shipping_fee,
+        basket * (1.0 + p.recommendation_basket_lift * ra * focus) * m,
+        basket * (1.0 + p.bundle_basket_lift * ba) * (m - off),
     )
+
+
+def _per_type(
+    typ: np.ndarray, discount: np.ndarray, free_shipping: np.ndarray, recommendation: np.ndarray, bundle: np.ndarray
+) -> np.ndarray:
+    """Per offer, the value given for its type (codes of OFFER_TYPES; broadcast together)."""
+    return np.where(typ == 0, discount, np.where(typ == 1, free_shipping, np.where(typ == 2, recommendation, bundle)))
