@@ -87,6 +87,31 @@ class Catalog:
         )
         return hashlib.sha256(payload.encode()).hexdigest()
 
+    def to_dict(self) -> dict:
+        """The lists and maps as JSON-ready values (what the response model and the truth store)."""
+        return {
+            "offer_types": list(self.offer_types),
+            "values": list(self.values),
+            "channels": list(self.channels),
+            "timings": list(self.timings),
+            "value_units": dict(self.value_units),
+            "category_offer_types": list(self.category_offer_types),
+            "timing_delay_minutes": dict(self.timing_delay_minutes),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Catalog:
+        """The catalog `to_dict` stored (other keys, such as a stored fingerprint, are ignored)."""
+        return cls(
+            offer_types=tuple(d["offer_types"]),
+            values=tuple(float(v) for v in d["values"]),
+            channels=tuple(d["channels"]),
+            timings=tuple(d["timings"]),
+            value_units=dict(d["value_units"]),
+            category_offer_types=tuple(d["category_offer_types"]),
+            timing_delay_minutes={k: int(v) for k, v in d["timing_delay_minutes"].items()},
+        )
+
 
 def _require_list(section: dict, key: str, source: Path) -> list:
     value = section.get(key)

@@ -399,16 +399,7 @@ class ResponseModel:
             "feature_fingerprint": feature_fingerprint(),
             "design_features": list(DESIGN_FEATURES),
             "attributes": list(self._attrs.names),
-            "catalog": {
-                "fingerprint": c.fingerprint(),
-                "offer_types": list(c.offer_types),
-                "values": list(c.values),
-                "channels": list(c.channels),
-                "timings": list(c.timings),
-                "value_units": dict(c.value_units),
-                "category_offer_types": list(c.category_offer_types),
-                "timing_delay_minutes": dict(c.timing_delay_minutes),
-            },
+            "catalog": {"fingerprint": c.fingerprint(), **c.to_dict()},
             "rules": self.rules.to_dict(),
             "heads": {
                 h: {"w": p.w.tolist(), "gamma": p.gamma.tolist(), "D": p.D.tolist()} for h, p in self.params.items()
@@ -426,15 +417,7 @@ class ResponseModel:
             raise ConfigError("response model: it was fitted on a different observation definition")
         try:
             cd = d["catalog"]
-            stored = Catalog(
-                offer_types=tuple(cd["offer_types"]),
-                values=tuple(float(v) for v in cd["values"]),
-                channels=tuple(cd["channels"]),
-                timings=tuple(cd["timings"]),
-                value_units=dict(cd["value_units"]),
-                category_offer_types=tuple(cd["category_offer_types"]),
-                timing_delay_minutes={k: int(v) for k, v in cd["timing_delay_minutes"].items()},
-            )
+            stored = Catalog.from_dict(cd)
             if stored.fingerprint() != cd["fingerprint"]:
                 raise ConfigError("response model: the stored catalog does not match its fingerprint")
             if catalog is not None and catalog.fingerprint() != stored.fingerprint():

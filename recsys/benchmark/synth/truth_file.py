@@ -32,15 +32,7 @@ _TRAIT_NAMES = tuple(f.name for f in dataclasses.fields(Traits))
 
 def catalog_meta(catalog: Catalog) -> dict:
     """The catalog as stored in the truth metadata."""
-    return {
-        "offer_types": list(catalog.offer_types),
-        "values": list(catalog.values),
-        "channels": list(catalog.channels),
-        "timings": list(catalog.timings),
-        "value_units": dict(catalog.value_units),
-        "category_offer_types": list(catalog.category_offer_types),
-        "timing_delay_minutes": dict(catalog.timing_delay_minutes),
-    }
+    return catalog.to_dict()
 
 
 def write_truth(truth: GroundTruth, path: Path) -> None:
@@ -104,16 +96,7 @@ def _stored_catalog(path: Path, meta: dict) -> Catalog:
         raise GenerateError(f"{path}: unsupported truth format {meta.get('format')!r}, expected {TRUTH_FORMAT!r}")
     if list(meta["timezones"]) != list(TIMEZONES) or list(meta["categories"]) != list(CATEGORIES):
         raise GenerateError(f"{path}: written with other time zones or categories than this version knows")
-    cat = meta["catalog"]
-    catalog = Catalog(
-        offer_types=tuple(cat["offer_types"]),
-        values=tuple(float(v) for v in cat["values"]),
-        channels=tuple(cat["channels"]),
-        timings=tuple(cat["timings"]),
-        value_units=dict(cat["value_units"]),
-        category_offer_types=tuple(cat["category_offer_types"]),
-        timing_delay_minutes={k: int(v) for k, v in cat["timing_delay_minutes"].items()},
-    )
+    catalog = Catalog.from_dict(meta["catalog"])
     if catalog.fingerprint() != meta["catalog_fingerprint"]:
         raise GenerateError(f"{path}: the stored catalog does not match its fingerprint")
     return catalog
