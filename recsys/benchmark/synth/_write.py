@@ -4,7 +4,8 @@ CSV rows are assembled without a Python loop per row: every field becomes a (row
 matrix of its characters, padded with NUL bytes; the fields are laid side by side with commas and a
 newline, and dropping the NUL bytes leaves the finished text. The workbook writer uses openpyxl's
 write-only mode and fixes every timestamp inside the zip and the document properties, so the same
-tables always give the same bytes. Called by `recsys.benchmark.synth.generate` only.
+tables always give the same bytes. Called by `recsys.benchmark.synth.writers` and, for its event files,
+`recsys.benchmark.simulate`.
 """
 
 from __future__ import annotations
