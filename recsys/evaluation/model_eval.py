@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys.config.catalog import Catalog, load_catalog
+from recsys.config import Config
+from recsys.config.catalog import Catalog
+from recsys.config.reward import RewardRules
 from recsys.data.states import load_states
 from recsys.db import Connection, fetch_value
 from recsys.errors import RecsysError
@@ -26,7 +28,6 @@ from recsys.evaluation.ope import Estimate, evaluation_report, off_policy_evalua
 from recsys.evaluation.registry import ModelRecord, get_model, require_champion
 from recsys.model.baselines import RuleHeuristicPolicy, UniformRandomPolicy
 from recsys.model.policy import PPOPolicy, load_sb3_model
-from recsys.model.rewards import RewardRules, load_reward_rules
 
 
 def realised_reward(rows: pd.DataFrame, rules: RewardRules) -> np.ndarray:
@@ -107,6 +108,7 @@ def _model(conn: Connection, model_version: str | None, catalog: Catalog) -> Mod
 
 def evaluate_model(
     conn: Connection,
+    config: Config,
     *,
     model_version: str | None = None,
     as_of: dt.date | None = None,
@@ -114,8 +116,8 @@ def evaluate_model(
 ) -> ModelEvaluation:
     from recsys.model.response import ResponseModel
 
-    catalog = load_catalog()
-    rules = load_reward_rules()
+    catalog = config.catalog
+    rules = config.reward
     record = _model(conn, model_version, catalog)
     if as_of is None:
         as_of = fetch_value(conn, "select max(as_of) from recsys.user_features")
