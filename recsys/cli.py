@@ -188,12 +188,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from recsys.evaluation.model_eval import evaluate_model
 
     settings = load_settings()
+    config = load_config(settings.config)
     with connect(database_url(settings)) as conn:
-        result = evaluate_model(conn, load_config(settings.config), model_version=args.model, as_of=args.as_of)
+        result = evaluate_model(conn, config, model_version=args.model, as_of=args.as_of)
         if args.truth:
             from recsys.benchmark.truth_eval import evaluate_model_against_truth
 
-            evaluate_model_against_truth(conn, result, Path(args.truth))
+            result = evaluate_model_against_truth(conn, config.catalog, result, Path(args.truth))
     print(result.report())
     return 0
 

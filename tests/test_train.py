@@ -220,4 +220,4 @@ def test_warm_start_imitates_the_response_models_best_offer(loaded: Connection, 
     assert agreement(warm) > 0.5 > 0.2 > agreement(cold)
     assert warm.evaluation.simulator_value > cold.evaluation.simulator_value
     assert cold.evaluation.warm_start == WarmStart(examples=0, steps=0)
-    assert "warm_start" not in fine.evaluation  # a fine-tune continues the champion's actor as it is
+    assert fine.evaluation.warm_start is None  # a fine-tune continues the champion's actor as it is

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -62,13 +62,25 @@ def realised_reward(rows: pd.DataFrame, rules: RewardRules) -> np.ndarray:
     return net - contact - rules.unsubscribe_penalty * unsubscribed
 
 
-@dataclass
+class TruthTable(Protocol):
+    """Values against a hidden truth (`recsys.benchmark.truth_eval.TruthEvaluation`)."""
+
+    def table(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
 class ModelEvaluation:
+    """`recsys evaluate`'s result: a registered model on a night's users, in the simulator and on the logs."""
+
     model_version: str
     as_of: dt.date
     simulator: dict[str, float]
+    """simulator_value, model_greedy_value, rule_value, random_value: value per user-night."""
     off_policy: dict[str, Estimate] = field(default_factory=dict)
-    truth_eval: Any = None  # recsys.benchmark.truth_eval.TruthEvaluation, added by the benchmark when a truth exists
+    truth_eval: TruthTable | None = None
+    """Added by the benchmark (`evaluate_model_against_truth`) when a truth exists."""
     fit_report: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
