@@ -27,8 +27,8 @@ from recsys.data.features import build_feature_range
 from recsys.db import Connection, fetch_all
 from recsys.db.sqlfiles import load_sql
 from recsys.model.observation import FEATURE_NAMES, N_FEATURES, normalise
-from recsys.model.response import ResponseModel, check_rules_cover
-from recsys.model.response_fit import FitConfig, LoggedOffers, fit_response_model_to_logs
+from recsys.model.response import ResponseModel
+from recsys.model.response_fit import FitConfig, FitRequest, LoggedOffers, fit_response_model_to_logs
 from recsys.model.rewards import RewardRules
 
 if TYPE_CHECKING:
@@ -62,28 +62,19 @@ def fit_response_model(
     counted. The consent flags of the observation (which the heads do not read) are the consent at
     the send (`load_logged_offers`).
 
+    The arguments are checked first (`recsys.model.response_fit.FitRequest`), before anything is built.
     The fit itself, with its held-out report: `recsys.model.response_fit.fit_response_model_to_logs`.
     """
-    config = config or FitConfig()
-    if not 0.0 <= holdout_fraction < 1.0:
-        raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
-    check_rules_cover(catalog, rules)
+    request = FitRequest(catalog, rules, as_of, holdout_fraction=holdout_fraction, seed=seed, config=config or FitConfig())
     started = time.perf_counter()
-    since = None if config.log_window_days is None else as_of - timedelta(days=config.log_window_days)
+    window_days = request.config.log_window_days
+    since = None if window_days is None else as_of - timedelta(days=window_days)
     built = ensure_point_in_time_features(conn, settings, as_of, since=since)
     built_seconds = time.perf_counter() - started
     logs = load_logged_offers(conn, catalog, since=since, until=as_of, by="send").response_fit_logs(catalog)
     load_seconds = time.perf_counter() - started - built_seconds
-    return fit_response_model_to_logs(
-        logs,
-        catalog,
-        rules,
-        as_of,
-        holdout_fraction=holdout_fraction,
-        seed=seed,
-        config=config,
-        prepared={"feature_dates_built": len(built), "build_seconds": built_seconds, "load_seconds": load_seconds},
-    )
+    prepared = {"feature_dates_built": len(built), "build_seconds": built_seconds, "load_seconds": load_seconds}
+    return fit_response_model_to_logs(logs, request, prepared=prepared)
 
 
 def ensure_point_in_time_features(
