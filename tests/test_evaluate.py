@@ -39,7 +39,7 @@ from recsys.evaluation.ope import (
     target_probabilities,
 )
 from recsys.model.baselines import FixedActionPolicy, RuleHeuristicPolicy, UniformRandomPolicy, choose
-from recsys.model.observation import FEATURE_NAMES
+from recsys.model.observation import CONSENT_FEATURES, FEATURE_NAMES, STORED_FEATURES
 
 CATALOG = load_catalog()
 
@@ -419,11 +419,13 @@ def test_logged_observations_are_the_ones_scoring_would_have_seen(conn: Connecti
         states = load_states(conn, day, users)
         order = np.searchsorted(states.user_ids, users)
         assert (states.user_ids[order] == users).all()
-        np.testing.assert_array_equal(logs.obs[rows, :-3], states.obs[order, :-3])
+        stored = [FEATURE_NAMES.index(n) for n in STORED_FEATURES]
+        consent = [FEATURE_NAMES.index(n) for n in CONSENT_FEATURES]
+        np.testing.assert_array_equal(logs.obs[rows][:, stored], states.obs[order][:, stored])
         sent = logs.rows["sent_at"].iloc[rows].tolist()
         same = np.array([changed_at[u] is None or changed_at[u] <= t for u, t in zip(users, sent, strict=True)])
         assert same.sum() > 0.9 * len(rows)
-        np.testing.assert_array_equal(logs.obs[rows[same], -3:], states.obs[order[same], -3:])
+        np.testing.assert_array_equal(logs.obs[rows[same]][:, consent], states.obs[order[same]][:, consent])
         np.testing.assert_array_equal(logs.mask[rows[same]], states.action_mask(CATALOG)[order[same]])
 
 
@@ -440,7 +442,7 @@ def test_logged_consent_is_the_one_the_logging_policy_saw(conn: Connection) -> N
     some users unsubscribed afterwards, so today's consent would not match."""
     logs = load_logged_offers(conn, CATALOG)
     allowed = _allowed_channels(logs.propensity)
-    consent = logs.rows[["email_consent", "sms_consent", "push_consent"]].to_numpy(dtype=bool)
+    consent = logs.rows[list(CONSENT_FEATURES)].to_numpy(dtype=bool)
     np.testing.assert_array_equal(consent.sum(axis=1), allowed)
     channel_of = np.array([CATALOG.channels.index(a.channel) for a in CATALOG.actions])
     reachable = np.column_stack([logs.mask[:, channel_of == k].any(axis=1) for k in range(len(CATALOG.channels))])

@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 from psycopg2 import sql
 
-from recsys.config.catalog import Catalog, load_catalog
+from recsys.config.catalog import ALLOWED_CHANNELS, Catalog, load_catalog
 from recsys.data.features import partition_name
-from recsys.data.logged_offers import CHANNELS, load_logged_offers
+from recsys.data.logged_offers import load_logged_offers
 from recsys.db import Connection
 from recsys.evaluation import ope
-from recsys.model.observation import FEATURE_NAMES
+from recsys.model.observation import CONSENT_FEATURES, FEATURE_NAMES
 
 DAY = dt.date(2025, 6, 10)
 SENT = dt.datetime(2025, 6, 10, 10, tzinfo=dt.UTC)
-CONSENT_COLS = [FEATURE_NAMES.index(f"{c}_consent") for c in CHANNELS]
+CONSENT_COLS = [FEATURE_NAMES.index(name) for name in CONSENT_FEATURES]
 
 
 def _at(days: float) -> dt.datetime:
@@ -119,8 +119,8 @@ def _expected(index: int) -> np.ndarray:
 
 def _channel_mask(catalog: Catalog, mask: np.ndarray) -> np.ndarray:
     """(n, 3): whether each channel's actions are allowed (all or none of them, checked)."""
-    out = np.zeros((len(mask), len(CHANNELS)), dtype=bool)
-    for k, channel in enumerate(CHANNELS):
+    out = np.zeros((len(mask), len(ALLOWED_CHANNELS)), dtype=bool)
+    for k, channel in enumerate(ALLOWED_CHANNELS):
         cols = mask[:, [a.action_id for a in catalog.actions if a.channel == channel]]
         assert (cols.all(axis=1) | ~cols.any(axis=1)).all()
         out[:, k] = cols.all(axis=1)
@@ -130,7 +130,7 @@ def _channel_mask(catalog: Catalog, mask: np.ndarray) -> np.ndarray:
 def test_consent_is_the_one_when_the_offer_was_sent(logged: Connection, catalog: Catalog) -> None:
     logs = load_logged_offers(logged, catalog)
     assert logs.rows["user_id"].tolist() == sorted(USERS)
-    consent = logs.rows[[f"{c}_consent" for c in CHANNELS]].to_numpy(dtype=bool)
+    consent = logs.rows[[f"{c}_consent" for c in ALLOWED_CHANNELS]].to_numpy(dtype=bool)
     np.testing.assert_array_equal(consent, _expected(3))
     np.testing.assert_array_equal(logs.obs[:, CONSENT_COLS], _expected(3).astype(np.float32))
     np.testing.assert_array_equal(_channel_mask(catalog, logs.mask), _expected(4))

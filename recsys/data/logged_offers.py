@@ -21,23 +21,21 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from recsys.config.catalog import Catalog
+from recsys.config.catalog import ALLOWED_CHANNELS, Catalog
+from recsys.config.reward import RewardRules
 from recsys.config.settings import Settings, package_dir
 from recsys.data.features import build_feature_range
 from recsys.db import Connection, fetch_all
 from recsys.db.sqlfiles import load_sql
-from recsys.model.observation import FEATURE_NAMES, N_FEATURES, normalise
+from recsys.model.observation import CONSENT_FEATURES, FEATURE_NAMES, N_FEATURES, STORED_FEATURES, normalise
 from recsys.model.response import ResponseModel
 from recsys.model.response_fit import FitConfig, FitRequest, LoggedOffers, fit_response_model_to_logs
-from recsys.model.rewards import RewardRules
 
 if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
 
-CHANNELS = ("email", "sms", "push")
-"""The consent and reachability columns, in the order of the observation's consent flags."""
 OUTCOMES = ("opened", "clicked", "converted", "unsubscribed")
 """The view's outcome columns: true / false / null (unknown)."""
 
@@ -65,7 +63,9 @@ def fit_response_model(
     The arguments are checked first (`recsys.model.response_fit.FitRequest`), before anything is built.
     The fit itself, with its held-out report: `recsys.model.response_fit.fit_response_model_to_logs`.
     """
-    request = FitRequest(catalog, rules, as_of, holdout_fraction=holdout_fraction, seed=seed, config=config or FitConfig())
+    request = FitRequest(
+        catalog, rules, as_of, holdout_fraction=holdout_fraction, seed=seed, config=config or FitConfig()
+    )
     started = time.perf_counter()
     window_days = request.config.log_window_days
     since = None if window_days is None else as_of - timedelta(days=window_days)
@@ -264,7 +264,7 @@ def _read_rows(buffer: io.StringIO, catalog: Catalog) -> pd.DataFrame:
     catalog's `action_id` of each logged offer (-1: not in the catalog)."""
     import pandas as pd
 
-    booleans = (*OUTCOMES, "has_features", *(f"{c}_{s}" for s in ("consent", "reachable") for c in CHANNELS))
+    booleans = (*OUTCOMES, "has_features", *(f"{c}_{s}" for s in ("consent", "reachable") for c in ALLOWED_CHANNELS))
     rows = pd.read_csv(
         buffer,
         dtype={"offer_id": str, "source": str, "offer_type": str, "channel": str, "timing": str}
@@ -293,21 +293,21 @@ def _offer_log(rows: pd.DataFrame, catalog: Catalog) -> OfferLog:
     n = len(rows)
     has_features = rows["has_features"].to_numpy(dtype=bool, na_value=False)
     raw = np.zeros((n, N_FEATURES))
-    for j, name in enumerate(FEATURE_NAMES[:-3]):
-        raw[:, j] = rows[name].to_numpy(dtype=np.float64, na_value=np.nan)
-    for k, channel in enumerate(CHANNELS):
-        raw[:, N_FEATURES - 3 + k] = rows[f"{channel}_consent"].to_numpy(dtype=np.float64, na_value=0.0)
+    for name in STORED_FEATURES:
+        raw[:, FEATURE_NAMES.index(name)] = rows[name].to_numpy(dtype=np.float64, na_value=np.nan)
+    for name in CONSENT_FEATURES:  # the consent at the send: sql/logged_offers/logged_offers.sql
+        raw[:, FEATURE_NAMES.index(name)] = rows[name].to_numpy(dtype=np.float64, na_value=0.0)
     raw[~has_features] = 0.0
-    reachable = np.zeros((n, len(CHANNELS)), dtype=bool)
-    for k, channel in enumerate(CHANNELS):
+    reachable = np.zeros((n, len(ALLOWED_CHANNELS)), dtype=bool)
+    for k, channel in enumerate(ALLOWED_CHANNELS):
         reachable[:, k] = rows[f"{channel}_reachable"].to_numpy(dtype=bool, na_value=False)
     unknown = int((rows["action_id"] < 0).sum())
     if unknown:
         log.info("%d logged offers are not in the catalog: no policy on it can choose them (weight 0)", unknown)
     return OfferLog(
-        rows=rows.drop(columns=[f"{c}_reachable" for c in CHANNELS]),
+        rows=rows.drop(columns=[f"{c}_reachable" for c in ALLOWED_CHANNELS]),
         obs=normalise(np.nan_to_num(raw)),
-        mask=reachable[:, [CHANNELS.index(a.channel) for a in catalog.actions]],
+        mask=reachable[:, [ALLOWED_CHANNELS.index(a.channel) for a in catalog.actions]],
         action_ids=rows["action_id"].to_numpy(dtype=np.int64),
         propensity=rows["propensity"].to_numpy(dtype=np.float64, na_value=np.nan),
         skipped={},
