@@ -24,7 +24,7 @@ from recsys.config.settings import load_settings
 from recsys.data.extract import extract_path
 from recsys.data.features import build_feature_range, feature_partitions
 from recsys.data.states import load_states
-from recsys.db import Connection, connect
+from recsys.db import Connection, connect, fetch_all
 from recsys.errors import RecsysError
 from recsys.evaluation.ope import (
     Estimate,
@@ -39,7 +39,7 @@ from recsys.evaluation.ope import (
     target_probabilities,
 )
 from recsys.model.baselines import FixedActionPolicy, RuleHeuristicPolicy, UniformRandomPolicy, choose
-from recsys.model.observation import FEATURE_NAMES
+from recsys.model.observation import CONSENT_FEATURES, FEATURE_NAMES, STORED_FEATURES
 
 CATALOG = load_catalog()
 
@@ -404,18 +404,54 @@ def revenue_reward(rows: pd.DataFrame) -> np.ndarray:
 
 
 def test_logged_observations_are_the_ones_scoring_would_have_seen(conn: Connection) -> None:
+    """The features of the decision's day, as scoring reads them; the consent of the send, which is
+    today's for the users whose users row has not changed since (the others: the next test)."""
     logs = load_logged_offers(conn, CATALOG)
     assert len(logs) > 2000
     days = sorted(set(logs.rows["features_as_of"]))
     assert days[0] >= FIRST and days[-1] < END
+    changed_at = {
+        r["user_id"]: r["updated_at"] for r in fetch_all(conn, "select user_id, updated_at from recsys.users")
+    }
     for day in (days[0], days[len(days) // 2], days[-1]):
         rows = np.flatnonzero((logs.rows["features_as_of"] == day).to_numpy())
         users = logs.rows["user_id"].to_numpy()[rows]
         states = load_states(conn, day, users)
         order = np.searchsorted(states.user_ids, users)
         assert (states.user_ids[order] == users).all()
-        np.testing.assert_array_equal(logs.obs[rows], states.obs[order])
-        np.testing.assert_array_equal(logs.mask[rows], states.action_mask(CATALOG)[order])
+        stored = [FEATURE_NAMES.index(n) for n in STORED_FEATURES]
+        consent = [FEATURE_NAMES.index(n) for n in CONSENT_FEATURES]
+        np.testing.assert_array_equal(logs.obs[rows][:, stored], states.obs[order][:, stored])
+        sent = logs.rows["sent_at"].iloc[rows].tolist()
+        same = np.array([changed_at[u] is None or changed_at[u] <= t for u, t in zip(users, sent, strict=True)])
+        assert same.sum() > 0.9 * len(rows)
+        np.testing.assert_array_equal(logs.obs[rows[same]][:, consent], states.obs[order[same]][:, consent])
+        np.testing.assert_array_equal(logs.mask[rows[same]], states.action_mask(CATALOG)[order[same]])
+
+
+def _allowed_channels(propensity: np.ndarray) -> np.ndarray:
+    """How many channels the generator's logging policy could use for each of its offers:
+    pi = 0.5 / |allowed| + 0.5 [the rule's action], with |allowed| = 36 actions per consented channel."""
+    per_channel = CATALOG.n_actions // len(CATALOG.channels)
+    uniform = np.where(propensity > 0.5, propensity - 0.5, propensity)
+    return np.round(0.5 / (per_channel * uniform)).astype(np.int64)
+
+
+def test_logged_consent_is_the_one_the_logging_policy_saw(conn: Connection) -> None:
+    """The generator's logging policy chose among the channels the user consented to at that moment;
+    some users unsubscribed afterwards, so today's consent would not match."""
+    logs = load_logged_offers(conn, CATALOG)
+    allowed = _allowed_channels(logs.propensity)
+    consent = logs.rows[list(CONSENT_FEATURES)].to_numpy(dtype=bool)
+    np.testing.assert_array_equal(consent.sum(axis=1), allowed)
+    channel_of = np.array([CATALOG.channels.index(a.channel) for a in CATALOG.actions])
+    reachable = np.column_stack([logs.mask[:, channel_of == k].any(axis=1) for k in range(len(CATALOG.channels))])
+    np.testing.assert_array_equal(reachable.sum(axis=1), allowed)
+    today = fetch_all(
+        conn, "select user_id, email_opt_in::int + sms_opt_in::int + push_opt_in::int as n from recsys.users"
+    )
+    consented_today = {r["user_id"]: r["n"] for r in today}
+    assert sum(consented_today.get(u, 0) != a for u, a in zip(logs.rows["user_id"], allowed, strict=True)) > 0
 
 
 def test_logged_action_ids_match_the_catalog(conn: Connection) -> None:
@@ -434,22 +470,13 @@ def test_logged_action_ids_match_the_catalog(conn: Connection) -> None:
 
 def _independent_uniform_ips(conn: Connection, since: dt.date | None = None, until: dt.date | None = None) -> dict:
     """The uniform policy's IPS terms straight from the tables: offers with features and a propensity,
-    target probability 1 / (36 x reachable channels) when the offer's channel is reachable now."""
+    target probability 1 / (36 x the channels the user could receive when the offer was sent), which
+    the generator's logging policy wrote into the propensity (`_allowed_channels`)."""
     with conn.cursor() as cur:
         cur.execute(
             """
-            select h.propensity,
-                   coalesce(h.revenue, 0) * coalesce(h.converted::int, 0),
-                   coalesce(u.email_opt_in and u.email is not null, false)::int
-                   + coalesce(u.sms_opt_in and u.phone is not null, false)::int
-                   + coalesce(u.push_opt_in and u.push_token is not null, false)::int,
-                   case h.channel
-                       when 'email' then coalesce(u.email_opt_in and u.email is not null, false)
-                       when 'sms' then coalesce(u.sms_opt_in and u.phone is not null, false)
-                       else coalesce(u.push_opt_in and u.push_token is not null, false)
-                   end
+            select h.propensity, coalesce(h.revenue, 0) * coalesce(h.converted::int, 0)
             from recsys.offer_history as h
-            join recsys.users as u using (user_id)
             where h.propensity is not null
               and exists (select 1 from recsys.user_features as f
                           where f.as_of = (h.sent_at at time zone 'UTC')::date and f.user_id = h.user_id)
@@ -459,8 +486,8 @@ def _independent_uniform_ips(conn: Connection, since: dt.date | None = None, unt
             {"since": since, "until": until},
         )
         rows = np.array(cur.fetchall(), dtype=np.float64)
-    propensity, reward, channels, reachable = rows.T
-    target = np.where(reachable > 0, 1.0 / np.maximum(36 * channels, 1), 0.0)
+    propensity, reward = rows.T
+    target = 1.0 / (CATALOG.n_actions // len(CATALOG.channels) * _allowed_channels(propensity))
     return {"n": len(rows), "ips": float((target / propensity * reward).mean()), "logged": float(reward.mean())}
 
 
@@ -573,7 +600,7 @@ def test_doubly_robust_from_the_logs(conn: Connection) -> None:
     policy = RuleHeuristicPolicy(CATALOG)
     logs = load_logged_offers(conn, CATALOG)
     reachable = logs.mask.any(axis=1)
-    assert not reachable.all()  # some users have unsubscribed from everything since
+    assert reachable.all()  # the logged offer reached its user: some action was allowed then
     w = target_probabilities(policy, logs) / logs.propensity
     rewards = revenue_reward(logs.rows)
 

@@ -485,7 +485,7 @@ def test_fit_uses_point_in_time_features_built_on_demand(
     assert model.fit_report["feature_dates_built"] == len(send_dates)
     assert send_dates <= {d for v in feature_partitions(db).values() for d in v}
 
-    logs = load_logged_offers(db, catalog, end)
+    logs = load_logged_offers(db, catalog, until=end, by="send").response_fit_logs(catalog)
     assert logs.counts["used"] > 0
     assert logs.counts["used"] + logs.counts["without_features"] == logs.counts["logged"]
     design = [COL[n] for n in FEATURE_NAMES if not n.endswith("_consent")]

@@ -1,8 +1,12 @@
-"""The offers learning reads: every logged decision with the features the system had when it was
-made (`recsys.v_logged_offers`), as arrays for the response model, and the fit that joins the two.
+"""The logged offers learning and off-policy evaluation read: every logged decision of a window with
+the context the system had when it made it (`load_logged_offers`, one SQL path), and the fit of the
+response model to them (`fit_response_model`).
 
-`fit_response_model` builds missing point-in-time feature dates, loads the logs in one COPY and
-fits `recsys.model.response` to them. Called by training and the benchmarks.
+`load_logged_offers` reads `recsys.v_logged_offers` in one COPY: the features as of each decision's
+date, the consent the user had when the offer was sent, the offer as a catalog action and its
+outcome. Learning takes its arrays with `OfferLog.response_fit_logs`; off-policy evaluation
+(`recsys.evaluation.ope`) the decisions it can use with `OfferLog.evaluable`. Called by training,
+evaluation and the benchmarks.
 """
 
 from __future__ import annotations
@@ -11,22 +15,29 @@ import datetime as dt
 import io
 import logging
 import time
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from psycopg2 import sql
 
-from recsys.config.catalog import Catalog
+from recsys.config.catalog import ALLOWED_CHANNELS, Catalog
+from recsys.config.reward import RewardRules
 from recsys.config.settings import Settings, package_dir
 from recsys.data.features import build_feature_range
 from recsys.db import Connection, fetch_all
 from recsys.db.sqlfiles import load_sql
-from recsys.model.observation import FEATURE_NAMES, N_FEATURES, normalise
-from recsys.model.response import ResponseModel, check_rules_cover
-from recsys.model.response_fit import FitConfig, LoggedOffers, fit_response_model_to_logs
-from recsys.config.reward import RewardRules
+from recsys.model.observation import CONSENT_FEATURES, FEATURE_NAMES, N_FEATURES, STORED_FEATURES, normalise
+from recsys.model.response import ResponseModel
+from recsys.model.response_fit import FitConfig, FitRequest, LoggedOffers, fit_response_model_to_logs
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
+
+OUTCOMES = ("opened", "clicked", "converted", "unsubscribed")
+"""The view's outcome columns: true / false / null (unknown)."""
 
 
 def fit_response_model(
@@ -46,34 +57,24 @@ def fit_response_model(
     its send date, `recsys.v_logged_offers`); send dates whose features were never built are built
     first (`recsys.data.features.build_feature_range`; this commits). Offers of users who have no
     feature row even then (no event in the recency window before the send date) are left out and
-    counted.
+    counted. The consent flags of the observation (which the heads do not read) are the consent at
+    the send (`load_logged_offers`).
 
-    Consent flags, which the observation includes but the heads do not read, are approximated: the
-    channel of a later offer to the user was consented then; otherwise the consent in `recsys.users`
-    as it is now (the users table keeps no consent history).
-
+    The arguments are checked first (`recsys.model.response_fit.FitRequest`), before anything is built.
     The fit itself, with its held-out report: `recsys.model.response_fit.fit_response_model_to_logs`.
     """
-    config = config or FitConfig()
-    if not 0.0 <= holdout_fraction < 1.0:
-        raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
-    check_rules_cover(catalog, rules)
+    request = FitRequest(
+        catalog, rules, as_of, holdout_fraction=holdout_fraction, seed=seed, config=config or FitConfig()
+    )
     started = time.perf_counter()
-    since = None if config.log_window_days is None else as_of - timedelta(days=config.log_window_days)
+    window_days = request.config.log_window_days
+    since = None if window_days is None else as_of - timedelta(days=window_days)
     built = ensure_point_in_time_features(conn, settings, as_of, since=since)
     built_seconds = time.perf_counter() - started
-    logs = load_logged_offers(conn, catalog, as_of, since=since)
+    logs = load_logged_offers(conn, catalog, since=since, until=as_of, by="send").response_fit_logs(catalog)
     load_seconds = time.perf_counter() - started - built_seconds
-    return fit_response_model_to_logs(
-        logs,
-        catalog,
-        rules,
-        as_of,
-        holdout_fraction=holdout_fraction,
-        seed=seed,
-        config=config,
-        prepared={"feature_dates_built": len(built), "build_seconds": built_seconds, "load_seconds": load_seconds},
-    )
+    prepared = {"feature_dates_built": len(built), "build_seconds": built_seconds, "load_seconds": load_seconds}
+    return fit_response_model_to_logs(logs, request, prepared=prepared)
 
 
 def ensure_point_in_time_features(
@@ -107,89 +108,207 @@ def ensure_point_in_time_features(
 
 
 def _sql(name: str) -> str:
-    """The text of sql/learning/<name>.sql."""
-    return load_sql(package_dir("sql"), f"learning/{name}")
+    """The text of sql/logged_offers/<name>.sql."""
+    return load_sql(package_dir("sql"), f"logged_offers/{name}")
 
 
-def _midnight(day: date) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(0, 0), tzinfo=dt.UTC)
+def _midnight(day: date | None) -> dt.datetime | None:
+    return None if day is None else dt.datetime.combine(day, dt.time(0, 0), tzinfo=dt.UTC)
 
 
+@dataclass(frozen=True)
+class OfferLog:
+    """Logged decisions, one row each, with the context the system had when it made each.
+
+    `rows` holds the view's decision and outcome columns, `has_features`, the raw features (null
+    without features), `email_consent` / `sms_consent` / `push_consent` (the consent when the offer
+    was sent) and `action_id` (the catalog action of the logged offer, -1 when the catalog has no
+    such offer: no policy on this catalog can choose it).
+    """
+
+    rows: pd.DataFrame
+    obs: np.ndarray  # float32 (n, N_FEATURES), built like recsys.model.observation; 0 without features
+    mask: np.ndarray  # bool (n, n_actions): the actions the user could receive when the offer was sent
+    action_ids: np.ndarray  # int64 (n,)
+    propensity: np.ndarray  # float64 (n,): the logging policy's probability of the logged offer; nan: unknown
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Logged offers of the window left out, by reason: no features for the day, unknown propensity."""
+
+    def __len__(self) -> int:
+        return len(self.action_ids)
+
+    def evaluable(self) -> OfferLog:
+        """The decisions off-policy evaluation can use: those with the features of their day and a
+        known propensity. The others are added to `skipped` (`no_features`, `no_propensity`)."""
+        has_features = self.rows["has_features"].to_numpy(dtype=bool)
+        known = ~np.isnan(self.propensity)
+        keep = has_features & known
+        left_out = {"no_features": int((~has_features).sum()), "no_propensity": int((has_features & ~known).sum())}
+        return replace(
+            self,
+            rows=self.rows.loc[keep].reset_index(drop=True),
+            obs=self.obs[keep],
+            mask=self.mask[keep],
+            action_ids=self.action_ids[keep],
+            propensity=self.propensity[keep],
+            skipped={k: self.skipped.get(k, 0) + v for k, v in left_out.items()},
+        )
+
+    def response_fit_logs(self, catalog: Catalog) -> LoggedOffers:
+        """The arrays the response model learns from (`recsys.model.response_fit.LoggedOffers`).
+
+        Usable: offers with features whose type, channel and timing `catalog` has (the value may lie
+        between the catalog's values: the model reads it as a number).
+        """
+        import pandas as pd
+
+        rows = self.rows
+        n = len(rows)
+        index = {
+            column: pd.Index(list(names)).get_indexer(rows[column])
+            for column, names in (
+                ("offer_type", catalog.offer_types),
+                ("channel", catalog.channels),
+                ("timing", catalog.timings),
+            )
+        }
+        has_features = rows["has_features"].to_numpy(dtype=bool)
+        in_catalog = (index["offer_type"] >= 0) & (index["channel"] >= 0) & (index["timing"] >= 0)
+        usable = has_features & in_catalog
+        send_day = pd.to_datetime(rows["features_as_of"]).to_numpy("datetime64[D]").astype(np.int64)
+        used = send_day[usable]
+        epoch = date(1970, 1, 1)
+        return LoggedOffers(
+            user_id=rows["user_id"].to_numpy(dtype=np.int64),
+            send_day=send_day,
+            obs=self.obs.astype(np.float64),
+            type_idx=np.maximum(index["offer_type"], 0),
+            value=rows["offer_value"].to_numpy(dtype=np.float64),
+            channel_idx=np.maximum(index["channel"], 0),
+            timing_idx=np.maximum(index["timing"], 0),
+            outcomes={c: rows[c].astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan) for c in OUTCOMES},
+            revenue=rows["revenue"].to_numpy(dtype=np.float64, na_value=np.nan),
+            usable=usable,
+            counts={
+                "logged": n,
+                "used": int(usable.sum()),
+                "without_features": int((~has_features).sum()),
+                "outside_catalog": int((has_features & ~in_catalog).sum()),
+            },
+            window={
+                "first_send_date": (epoch + timedelta(days=int(used.min()))).isoformat() if len(used) else None,
+                "last_send_date": (epoch + timedelta(days=int(used.max()))).isoformat() if len(used) else None,
+            },
+        )
+
+
+# One wide join over every feature partition of the window: JIT compilation costs seconds and wins
+# nothing back; the sorts want memory. Set for the load only.
 _QUERY_SETTINGS = {"jit": "off", "work_mem": "256MB"}
 
-_LOG_FEATURES = tuple(n for n in FEATURE_NAMES if not n.endswith("_consent") and n != "purchase_count")
 
+def load_logged_offers(
+    conn: Connection,
+    catalog: Catalog,
+    *,
+    since: date | None = None,
+    until: date | None = None,
+    by: Literal["decision", "send"] = "decision",
+) -> OfferLog:
+    """Every offer of `recsys.v_logged_offers` with since <= its date < until (None: open), in one COPY.
 
-def load_logged_offers(conn: Connection, catalog: Catalog, as_of: date, *, since: date | None = None) -> LoggedOffers:
-    """Every offer in `recsys.v_logged_offers` sent before `as_of` 00:00 UTC (and from `since`), as
-    arrays (one COPY)."""
-    import pandas as pd
+    `by="decision"`: the date is the decision's (`features_as_of`, the night whose features the
+    system used), rows in (date, offer id) order: off-policy evaluation's window. `by="send"`: the
+    offers sent from `since` 00:00 UTC to `until` 00:00 UTC, rows in (send time, offer id) order:
+    what the response model may learn from on the night `until`.
 
-    with conn.cursor() as cur:
-        cur.execute(_sql("logged_offer_outcomes"))
-        view_columns = {r[0] for r in cur.fetchall()}
-    outcome_columns = [c for c in ("opened", "clicked", "converted", "unsubscribed") if c in view_columns]
-    # The view carries the features of the send date but not purchase_count: it comes from the same
-    # user_features row. Consent: see fit_response_model.
-    query = sql.SQL(_sql("logged_offers")).format(
-        outcomes=sql.SQL(", ").join(
-            sql.SQL("{}::int as {}").format(sql.Identifier("o", c), sql.Identifier(c)) for c in outcome_columns
-        ),
-        features=sql.SQL(", ").join(sql.Identifier("o", c) for c in _LOG_FEATURES),
-    )
+    The observation of each offer is the one the system had when it decided: the features as of
+    that date (`recsys.user_features`, built exactly as `recsys.data.states.load_states` builds
+    them) and the consent the user had when the offer was sent, never the consent of today (a
+    user who unsubscribed since was still reachable then; one who consents today may not have
+    been). No table keeps a history of consent, so it is read from the records the database holds,
+    each with its moment: the users row (its opt-in, from its `updated_at`, else its load, on),
+    every unsubscribe the system recorded (`recsys.consent_revocations`: consent before it, none
+    from it on) and every offer sent on the channel (consent then). The consent at the send is the
+    latest record's at or before it; before a user's first record, what that record says held just
+    before it. The mask allows a channel with consent at the send and an address now (addresses
+    keep no history), and always the offer's own channel: it reached the user there.
+    (sql/logged_offers/logged_offers.sql.)
+    """
+    if by not in ("decision", "send"):
+        raise ValueError(f"by must be 'decision' or 'send', got {by!r}")
+    by_send = by == "send"
     params = {
-        "before": _midnight(as_of),
-        "after": None if since is None else _midnight(since),
-        "types": list(catalog.offer_types),
-        "channels": list(catalog.channels),
-        "timings": list(catalog.timings),
+        "sent_from": _midnight(since) if by_send else None,
+        "sent_before": _midnight(until) if by_send else None,
+        "decided_from": None if by_send else since,
+        "decided_before": None if by_send else until,
+        "by_send": by_send,
     }
-    buf = io.StringIO()
+    buffer = io.StringIO()
     with conn.cursor() as cur:
-        # One wide join over every feature partition of the window: JIT compilation costs seconds
-        # and wins nothing back; the sort by send date wants memory.
+        cur.execute("select " + ", ".join("current_setting(%s)" for _ in _QUERY_SETTINGS), tuple(_QUERY_SETTINGS))
+        saved = dict(zip(_QUERY_SETTINGS, cur.fetchone(), strict=True))
         for name, value in _QUERY_SETTINGS.items():
             cur.execute("select set_config(%s, %s, true)", (name, value))
-        bound = cur.mogrify(query, params).decode()
-        cur.copy_expert(f"copy ({bound}) to stdout with (format csv, header true)", buf)
-    buf.seek(0)
-    df = pd.read_csv(buf, dtype=np.float64)
-    n = len(df)
+        select = cur.mogrify(_sql("logged_offers"), params).decode()
+        cur.copy_expert(f"copy ({select}) to stdout with (format csv, header)", buffer)
+        for name, value in saved.items():
+            cur.execute("select set_config(%s, %s, true)", (name, value))
+    buffer.seek(0)
+    return _offer_log(_read_rows(buffer, catalog), catalog)
 
+
+def _read_rows(buffer: io.StringIO, catalog: Catalog) -> pd.DataFrame:
+    """The CSV of sql/logged_offers/logged_offers.sql as a DataFrame with typed columns and the
+    catalog's `action_id` of each logged offer (-1: not in the catalog)."""
+    import pandas as pd
+
+    booleans = (*OUTCOMES, "has_features", *(f"{c}_{s}" for s in ("consent", "reachable") for c in ALLOWED_CHANNELS))
+    rows = pd.read_csv(
+        buffer,
+        dtype={"offer_id": str, "source": str, "offer_type": str, "channel": str, "timing": str}
+        | {c: "boolean" for c in booleans},
+        true_values=["t"],
+        false_values=["f"],
+        keep_default_na=False,
+        na_values=[""],
+    )
+    rows["sent_at"] = pd.to_datetime(rows["sent_at"], utc=True, format="ISO8601")
+    rows["features_as_of"] = pd.to_datetime(rows["features_as_of"]).dt.date
+    rows["offer_value"] = rows["offer_value"].astype(np.float64)
+    actions = pd.DataFrame(
+        [(a.offer_type, float(a.value), a.channel, a.timing, a.action_id) for a in catalog.actions],
+        columns=["offer_type", "offer_value", "channel", "timing", "action_id"],
+    )
+    rows = rows.merge(
+        actions, on=["offer_type", "offer_value", "channel", "timing"], how="left", validate="many_to_one"
+    )
+    rows["action_id"] = rows["action_id"].fillna(-1).astype(np.int64)
+    return rows
+
+
+def _offer_log(rows: pd.DataFrame, catalog: Catalog) -> OfferLog:
+    """The observations, masks and actions of the rows read by `load_logged_offers`."""
+    n = len(rows)
+    has_features = rows["has_features"].to_numpy(dtype=bool, na_value=False)
     raw = np.zeros((n, N_FEATURES))
-    for name in FEATURE_NAMES:
-        raw[:, FEATURE_NAMES.index(name)] = df[name].to_numpy()
-    has_features = df["has_features"].to_numpy() == 1
-    in_catalog = df[["type_idx", "channel_idx", "timing_idx"]].notna().all(axis=1).to_numpy()
-    usable = has_features & in_catalog
+    for name in STORED_FEATURES:
+        raw[:, FEATURE_NAMES.index(name)] = rows[name].to_numpy(dtype=np.float64, na_value=np.nan)
+    for name in CONSENT_FEATURES:  # the consent at the send: sql/logged_offers/logged_offers.sql
+        raw[:, FEATURE_NAMES.index(name)] = rows[name].to_numpy(dtype=np.float64, na_value=0.0)
     raw[~has_features] = 0.0
-    obs = normalise(np.nan_to_num(raw)).astype(np.float64)
-
-    def idx(col: str) -> np.ndarray:
-        return np.nan_to_num(df[col].to_numpy(), nan=0).astype(np.int64)
-
-    send_day = df["send_day"].to_numpy()
-    used_days = send_day[usable]
-    epoch = date(1970, 1, 1)
-    return LoggedOffers(
-        user_id=df["user_id"].to_numpy().astype(np.int64),
-        send_day=send_day.astype(np.int64),
-        obs=obs,
-        type_idx=idx("type_idx"),
-        value=df["offer_value"].to_numpy(),
-        channel_idx=idx("channel_idx"),
-        timing_idx=idx("timing_idx"),
-        outcomes={c: df[c].to_numpy() for c in outcome_columns},
-        revenue=df["revenue"].to_numpy(),
-        usable=usable,
-        counts={
-            "logged": n,
-            "used": int(usable.sum()),
-            "without_features": int((~has_features).sum()),
-            "outside_catalog": int((has_features & ~in_catalog).sum()),
-        },
-        window={
-            "first_send_date": (epoch + timedelta(days=int(used_days.min()))).isoformat() if len(used_days) else None,
-            "last_send_date": (epoch + timedelta(days=int(used_days.max()))).isoformat() if len(used_days) else None,
-        },
+    reachable = np.zeros((n, len(ALLOWED_CHANNELS)), dtype=bool)
+    for k, channel in enumerate(ALLOWED_CHANNELS):
+        reachable[:, k] = rows[f"{channel}_reachable"].to_numpy(dtype=bool, na_value=False)
+    unknown = int((rows["action_id"] < 0).sum())
+    if unknown:
+        log.info("%d logged offers are not in the catalog: no policy on it can choose them (weight 0)", unknown)
+    return OfferLog(
+        rows=rows.drop(columns=[f"{c}_reachable" for c in ALLOWED_CHANNELS]),
+        obs=normalise(np.nan_to_num(raw)),
+        mask=reachable[:, [ALLOWED_CHANNELS.index(a.channel) for a in catalog.actions]],
+        action_ids=rows["action_id"].to_numpy(dtype=np.int64),
+        propensity=rows["propensity"].to_numpy(dtype=np.float64, na_value=np.nan),
+        skipped={},
     )

@@ -59,19 +59,34 @@ class FitConfig:
     """Fewer users than this in the holdout: no held-out report."""
 
 
+@dataclass(frozen=True)
+class FitRequest:
+    """One fit of the response model: what it fits and how; checked when made, before any data is read."""
+
+    catalog: Catalog
+    """The offers the model values."""
+    rules: RewardRules
+    """The business rules: the priors, and the reward of each outcome."""
+    as_of: date
+    """The night: the model learns from the offers logged before its 00:00 UTC."""
+    holdout_fraction: float = 0.2
+    """Share of the users held out for the report, in [0, 1)."""
+    seed: int = 0
+    """Draws the held-out users."""
+    config: FitConfig = field(default_factory=FitConfig)
+    """The hyperparameters."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
+        check_rules_cover(self.catalog, self.rules)
+
+
 def fit_response_model_to_logs(
-    logs: LoggedOffers,
-    catalog: Catalog,
-    rules: RewardRules,
-    as_of: date,
-    *,
-    holdout_fraction: float = 0.2,
-    seed: int = 0,
-    config: FitConfig | None = None,
-    prepared: dict[str, float] | None = None,
+    logs: LoggedOffers, request: FitRequest, *, prepared: dict[str, float] | None = None
 ) -> ResponseModel:
-    """Fit the response model to `logs`, the offers logged before `as_of` (00:00 UTC) with the
-    features the system had when each was sent (`recsys.data.logged_offers` loads them).
+    """Fit the response model to `logs`, the offers logged before `request.as_of` (00:00 UTC) with
+    the features the system had when each was sent (`recsys.data.logged_offers` loads them).
 
     A random `holdout_fraction` of users (by `seed`) is held out: the model is fitted on the others
     and its held-out log loss and calibration of P(open), P(click) and P(convert) are reported next
@@ -79,10 +94,8 @@ def fit_response_model_to_logs(
     `prepared` carries what loading took (`feature_dates_built`, `build_seconds`, `load_seconds`)
     into the report.
     """
-    config = config or FitConfig()
-    if not 0.0 <= holdout_fraction < 1.0:
-        raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
-    check_rules_cover(catalog, rules)
+    catalog, rules, as_of, config = request.catalog, request.rules, request.as_of, request.config
+    holdout_fraction, seed = request.holdout_fraction, request.seed
     prepared = prepared or {}
     built_seconds = float(prepared.get("build_seconds", 0.0))
     load_seconds = float(prepared.get("load_seconds", 0.0))
@@ -435,6 +448,7 @@ def format_fit_report(report: dict[str, Any]) -> str:
 
 __all__ = [
     "FitConfig",
+    "FitRequest",
     "LoggedOffers",
     "fit_response_model_to_logs",
     "format_fit_report",

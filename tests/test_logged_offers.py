@@ -1,0 +1,159 @@
+"""Tests of `recsys.data.logged_offers.load_logged_offers`: the one reader of logged offers, for
+learning (`OfferLog.response_fit_logs`) and off-policy evaluation (`recsys.evaluation.ope`).
+
+The consent of each logged decision is the one the user had when the offer was sent, read from the
+users row, the recorded unsubscribes and the offers sent: a user who unsubscribed later was still
+reachable then, and one who consents today may not have been.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from psycopg2 import sql
+
+from recsys.config.catalog import ALLOWED_CHANNELS, Catalog, load_catalog
+from recsys.data.features import partition_name
+from recsys.data.logged_offers import load_logged_offers
+from recsys.db import Connection
+from recsys.evaluation import ope
+from recsys.model.observation import CONSENT_FEATURES, FEATURE_NAMES
+
+DAY = dt.date(2025, 6, 10)
+SENT = dt.datetime(2025, 6, 10, 10, tzinfo=dt.UTC)
+CONSENT_COLS = [FEATURE_NAMES.index(name) for name in CONSENT_FEATURES]
+
+
+def _at(days: float) -> dt.datetime:
+    """The send time moved by `days`."""
+    return SENT + dt.timedelta(days=days)
+
+
+# user: (users row or None: (email_opt_in, sms_opt_in, push_opt_in, email, phone, push_token, updated_at),
+#        unsubscribes [(channel, at)], the channel of the logged offer, expected consent, expected reachable)
+USERS = {
+    # Unsubscribed from email five days after the send (the users row then turned email off):
+    # consented to email when the offer was sent.
+    1: (
+        (False, True, False, "a@x.org", "+100", None, _at(5)),
+        [("email", _at(5))],
+        "sms",
+        (True, True, False),
+        (True, True, False),
+    ),
+    # Unsubscribed from sms three days before the send; a users row granted sms again two days
+    # after it: no sms consent when the offer was sent, though there is today.
+    2: (
+        (True, True, False, "b@x.org", "+200", None, _at(2)),
+        [("sms", _at(-3))],
+        "email",
+        (True, False, False),
+        (True, False, False),
+    ),
+    # The users row is older than the send: its consent held then. No push token: push consent
+    # without a way to reach the user.
+    3: (
+        (True, False, True, "c@x.org", None, None, _at(-30)),
+        [],
+        "email",
+        (True, False, True),
+        (True, False, False),
+    ),
+    # No users row at all: the offer reached the user on push, nothing else is known.
+    4: (None, [], "push", (False, False, True), (False, False, True)),
+}
+
+
+@pytest.fixture
+def logged(db: Connection) -> Iterator[Connection]:
+    """One logged offer per user of USERS on DAY, with features of DAY; rolled back afterwards."""
+    with db.cursor() as cur:
+        for user, (row, unsubscribes, channel, _, _) in USERS.items():
+            if row is not None:
+                cur.execute(
+                    "insert into recsys.users (user_id, email_opt_in, sms_opt_in, push_opt_in, email, phone,"
+                    " push_token, updated_at, load_id) values (%s, %s, %s, %s, %s, %s, %s, %s, 0)",
+                    (user, *row),
+                )
+            for revoked, at in unsubscribes:
+                cur.execute(
+                    "insert into recsys.consent_revocations (user_id, channel, revoked_at) values (%s, %s, %s)",
+                    (user, revoked, at),
+                )
+            cur.execute(
+                "insert into recsys.offer_history (offer_id, user_id, sent_at, offer_type, offer_value, channel,"
+                " timing, propensity, opened, clicked, converted, revenue, load_id)"
+                " values (%s, %s, %s, 'discount', 10, %s, 'immediate', 0.25, true, false, false, 0, 0)",
+                (f"o{user}", user, SENT, channel),
+            )
+        cur.execute(
+            sql.SQL("create table {} partition of recsys.user_features for values in (%s)").format(
+                sql.Identifier("recsys", partition_name(DAY))
+            ),
+            (DAY,),
+        )
+        cur.execute(
+            "insert into recsys.user_features (as_of, user_id, recency_days, frequency_sessions, monetary_value,"
+            " engagement_score, discount_sensitivity, free_shipping_preference, email_responsiveness,"
+            " sms_responsiveness, push_responsiveness, days_since_last_purchase, purchase_count, offers_last_7d,"
+            " days_since_last_offer, top_category, r_score, f_score, m_score, segment)"
+            " select %s, u, 10, 5, 100, 0.3, 0.5, 0.5, 0.3, 0.3, 0.3, 20, 2, 0, 365, 'books', 3, 3, 3, 'loyal'"
+            " from unnest(%s::bigint[]) as u",
+            (DAY, list(USERS)),
+        )
+    yield db
+    db.rollback()
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Catalog:
+    return load_catalog()
+
+
+def _expected(index: int) -> np.ndarray:
+    return np.array([USERS[u][index] for u in sorted(USERS)], dtype=bool)
+
+
+def _channel_mask(catalog: Catalog, mask: np.ndarray) -> np.ndarray:
+    """(n, 3): whether each channel's actions are allowed (all or none of them, checked)."""
+    out = np.zeros((len(mask), len(ALLOWED_CHANNELS)), dtype=bool)
+    for k, channel in enumerate(ALLOWED_CHANNELS):
+        cols = mask[:, [a.action_id for a in catalog.actions if a.channel == channel]]
+        assert (cols.all(axis=1) | ~cols.any(axis=1)).all()
+        out[:, k] = cols.all(axis=1)
+    return out
+
+
+def test_consent_is_the_one_when_the_offer_was_sent(logged: Connection, catalog: Catalog) -> None:
+    logs = load_logged_offers(logged, catalog)
+    assert logs.rows["user_id"].tolist() == sorted(USERS)
+    consent = logs.rows[[f"{c}_consent" for c in ALLOWED_CHANNELS]].to_numpy(dtype=bool)
+    np.testing.assert_array_equal(consent, _expected(3))
+    np.testing.assert_array_equal(logs.obs[:, CONSENT_COLS], _expected(3).astype(np.float32))
+    np.testing.assert_array_equal(_channel_mask(catalog, logs.mask), _expected(4))
+    # The logged action is always one the user could receive: it was sent.
+    assert logs.mask[np.arange(len(logs)), logs.action_ids].all()
+
+
+def test_learning_and_evaluation_read_the_same_consent(logged: Connection, catalog: Catalog) -> None:
+    learning = load_logged_offers(logged, catalog, until=DAY + dt.timedelta(days=1), by="send").response_fit_logs(
+        catalog
+    )
+    assert learning.counts == {"logged": 4, "used": 4, "without_features": 0, "outside_catalog": 0}
+    np.testing.assert_array_equal(learning.obs[:, CONSENT_COLS], _expected(3).astype(np.float64))
+
+    evaluation = ope.load_logged_offers(logged, catalog, until=DAY + dt.timedelta(days=1))
+    assert len(evaluation) == 4 and evaluation.skipped == {"no_features": 0, "no_propensity": 0}
+    np.testing.assert_array_equal(evaluation.obs.astype(np.float64), learning.obs)
+    np.testing.assert_array_equal(_channel_mask(catalog, evaluation.mask), _expected(4))
+
+
+def test_windows_by_decision_and_by_send(logged: Connection, catalog: Catalog) -> None:
+    assert len(load_logged_offers(logged, catalog, since=DAY, until=DAY + dt.timedelta(days=1))) == 4
+    assert len(load_logged_offers(logged, catalog, until=DAY)) == 0
+    assert len(load_logged_offers(logged, catalog, since=DAY + dt.timedelta(days=1), by="send")) == 0
+    with pytest.raises(ValueError, match="by must be 'decision' or 'send'"):
+        load_logged_offers(logged, catalog, by="sent")  # type: ignore[arg-type]
