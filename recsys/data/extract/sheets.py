@@ -7,7 +7,7 @@ name; `LoadResult` and `SheetCounts` are what a load reports. Used by every modu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from recsys.config.settings import Settings
@@ -71,13 +71,7 @@ class SheetCounts:
     """Loaded rows with a field dropped (a header field with a line break; in load_rejects)."""
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            "read": self.read,
-            "loaded": self.loaded,
-            "rejected": self.rejected,
-            "duplicate": self.duplicate,
-            "dropped": self.dropped,
-        }
+        return asdict(self)
 
 
 @dataclass
