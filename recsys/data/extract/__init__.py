@@ -73,6 +73,7 @@ from recsys.data.extract.sheets import (
     SheetCounts,
     SheetSpec,
     classify,
+    rejects_sql,
     sql_text,
 )
 from recsys.data.extract.staging import HEADER_MAX_BYTES, stage_csv, stage_rows
@@ -409,7 +410,7 @@ def _validate(
             cur.execute(sql_text(settings, "events_derive_ids"))
     step("validation")
     cur.execute(sql.SQL("analyze pg_temp.{}").format(checked))
-    cur.execute(sql_text(settings, f"{spec.name}_rejects"), params)
+    cur.execute(rejects_sql(settings, spec.name), {**params, "sheet": spec.name})
     step("rejects")
     if formula_rejects:
         psycopg2.extras.execute_values(
