@@ -112,6 +112,17 @@ def db(migrated_url: str) -> Iterator[Connection]:
         yield conn
 
 
+@pytest.fixture
+def cdb(migrated_url: str) -> Iterator[Connection]:
+    """A connection to the test database whose campaign tables and users start empty
+    (sender_support.reset: the sender, feedback and campaign-summary tests)."""
+    from sender_support import reset
+
+    with connect(migrated_url) as conn:
+        reset(conn)
+        yield conn
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Silence the embedded server's exit-time log lines: they run after pytest has closed the
     streams its handlers write to, and would print tracebacks under a passing run."""

@@ -1,5 +1,6 @@
 """Test data for the sender, feedback and campaign-summary tests: users, runs and offers written
-straight into the campaign tables with SQL set operations (scoring is tested elsewhere)."""
+straight into the campaign tables with SQL set operations (scoring is tested elsewhere); and
+`run_cli`, the `recsys` command line in a child process, for every test of a command."""
 
 from __future__ import annotations
 
@@ -133,6 +134,14 @@ def add_offers(
         ids = sorted(r[0] for r in cur.fetchall())
     conn.commit()
     return ids
+
+
+def published_offers(conn: Connection, day: dt.date, last_user: int, **offer: object) -> list[int]:
+    """Users 1..`last_user` (consenting, with addresses), the published run "r" of `day`, and an
+    offer of it to each (`add_offers` options); returns the offer ids."""
+    add_users(conn, 1, last_user)
+    add_run(conn, "r", day)
+    return add_offers(conn, "r", day, 1, last_user, **offer)
 
 
 def claim(

@@ -5,27 +5,25 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
 import sender_support as s
 
 from recsys.config.settings import Settings
-from recsys.db import Connection, connect, fetch_all, fetch_value
+from recsys.db import Connection, fetch_all, fetch_value
 
 DAY = dt.date(2026, 11, 1)
 MIDNIGHT = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 
 
 @pytest.fixture
-def cdb(migrated_url: str) -> Iterator[Connection]:
-    with connect(migrated_url) as conn:
-        s.reset(conn)
-        with conn.cursor() as cur:
-            cur.execute("delete from recsys.behavior_events where session_id like 'summary-%'")
-        conn.commit()
-        yield conn
+def cdb(cdb: Connection) -> Connection:
+    """conftest's cdb, without the purchases an earlier test of this module wrote."""
+    with cdb.cursor() as cur:
+        cur.execute("delete from recsys.behavior_events where session_id like 'summary-%'")
+    cdb.commit()
+    return cdb
 
 
 def purchase(conn: Connection, user_id: int, at: dt.datetime) -> None:
@@ -57,6 +55,16 @@ def holdout(conn: Connection, first: int, last: int, channel: str, offer_type: s
 def event(conn: Connection, offer_id: int, name: str, at: dt.datetime, revenue: float | None = None) -> None:
     with conn.cursor() as cur:
         cur.execute("select recsys.record_offer_event(%s, %s, %s, %s)", (offer_id, name, at, revenue))
+    conn.commit()
+
+
+def mark_sent(conn: Connection, sent_at: dict[int, dt.datetime]) -> None:
+    """Offers marked sent at the given times (offer id -> sent_at), as if a sender had acked them then."""
+    with conn.cursor() as cur:
+        for oid, at in sent_at.items():
+            cur.execute(
+                "update recsys.campaign_offers set status = 'sent', sent_at = %s where offer_id = %s", (at, oid)
+            )
     conn.commit()
 
 
@@ -127,18 +135,11 @@ def test_campaign_summary_counts_rates_and_lift(cdb: Connection) -> None:
 
 
 def test_offer_log_carries_own_offers_once_their_window_closed(cdb: Connection) -> None:
-    s.add_users(cdb, 1, 3)
-    s.add_run(cdb, "r", DAY)
-    old, old_quiet, recent = s.add_offers(cdb, "r", DAY, 1, 3)
+    old, old_quiet, recent = s.published_offers(cdb, DAY, 3)
     now = fetch_value(cdb, "select now()")
     cdb.commit()
     sent = {old: now - dt.timedelta(days=4), old_quiet: now - dt.timedelta(days=5), recent: now - dt.timedelta(days=1)}
-    with cdb.cursor() as cur:
-        for oid, at in sent.items():
-            cur.execute(
-                "update recsys.campaign_offers set status = 'sent', sent_at = %s where offer_id = %s", (at, oid)
-            )
-    cdb.commit()
+    mark_sent(cdb, sent)
     event(cdb, old, "clicked", sent[old] + dt.timedelta(hours=2))
     event(cdb, old, "converted", sent[old] + dt.timedelta(days=1), 30)
     event(cdb, old_quiet, "converted", sent[old_quiet] + dt.timedelta(days=3, seconds=1), 99)  # too late
@@ -175,12 +176,7 @@ def test_own_offers_are_contacts_at_once_and_evidence_once_final(cdb: Connection
     (old,) = s.add_offers(cdb, "old", today - dt.timedelta(days=5), 1, 1)
     (new,) = s.add_offers(cdb, "new", today - dt.timedelta(days=1), 1, 1)
     sent = {old: now - dt.timedelta(days=5), new: now - dt.timedelta(days=1)}
-    with cdb.cursor() as cur:
-        for oid, at in sent.items():
-            cur.execute(
-                "update recsys.campaign_offers set status = 'sent', sent_at = %s where offer_id = %s", (at, oid)
-            )
-    cdb.commit()
+    mark_sent(cdb, sent)
     event(cdb, old, "clicked", sent[old] + dt.timedelta(hours=1))
     assert fetch_value(cdb, "select count(*) from recsys.v_offer_log where source = 'campaign'") == 1  # not final
 

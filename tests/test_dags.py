@@ -1,43 +1,50 @@
 """The Airflow DAGs: they parse cheaply, and the nightly DAG runs end to end through `dag.test()`.
 
-Airflow reads its configuration when first imported, so every Airflow run here happens in a
-subprocess with its own `AIRFLOW_HOME` (metadata in a scratch database on the test server); the
-campaign database is the session's test database, reached through `AIRFLOW_CONN_RECSYS_DB`.
+Every Airflow run here happens in a child process with its own `AIRFLOW_HOME` (tests/dag_support.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import psycopg2
 import pytest
-from psycopg2 import sql
+from dag_support import (
+    PY,
+    airflow_env,
+    airflow_local,
+    airflow_metadata,  # noqa: F401 (a fixture)
+    campaign_db,  # noqa: F401 (a fixture)
+    nightly_command,
+    nightly_env,
+    result_of,
+    run_dag,
+    shop_inbox,
+)
 from psycopg2.extensions import parse_dsn
 
 from recsys.config.settings import PROJECT_ROOT, load_settings
-from recsys.db import (
-    airflow_connection,
-    connect,
-    connection_url,
-    create_database,
-    drop_database,
-    fetch_all,
-    fetch_value,
-    with_database,
-)
+from recsys.db import airflow_connection, connect, connection_url, fetch_all, fetch_value, with_database
 from recsys.errors import RecsysError
 from recsys.orchestration.pipeline import campaign_date_for, shard_list
 
-PY = sys.executable
+NIGHTLY_TASKS = (
+    "migrate",
+    "extract",
+    "ingest_feedback",
+    "features",
+    "train",
+    "evaluate",
+    "shard_list",
+    "score",
+    "publish",
+    "report",
+)
 
 PARSE_CHECK = r"""
 import json, sys
@@ -77,38 +84,18 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def _airflow_env(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RECSYS_"))}
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
-            "OMP_NUM_THREADS": "1",
-            **extra,
-        }
-    )
-    return env
-
-
-def _result(proc: subprocess.CompletedProcess[str]) -> dict:
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, f"no result (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return json.loads(lines[-1].removeprefix("RESULT "))
-
-
 # --- parse time -----------------------------------------------------------------------------------
 
 
 def test_dag_files_import_cheaply_without_looking_up_connections(tmp_path: Path) -> None:
     proc = subprocess.run(
         [PY, "-c", PARSE_CHECK, str(PROJECT_ROOT / "dags")],
-        env=_airflow_env(tmp_path / "airflow"),
+        env=airflow_env(tmp_path / "airflow"),
         capture_output=True,
         text=True,
         timeout=300,
     )
-    out = _result(proc)
+    out = result_of(proc)
     assert out["errors"] == {}
     assert out["dags"] == ["recsys_dispatch", "recsys_nightly"]
     assert out["heavy"] == []
@@ -118,21 +105,7 @@ def test_dag_files_import_cheaply_without_looking_up_connections(tmp_path: Path)
     assert "recsys" in nightly["tags"] and nightly["retries"] == 2
     assert set(nightly["params"]) >= {"mode", "total_timesteps", "shards", "campaign_date", "dry_run"}
     assert all(nightly["params"].values()), "every param has a description for the trigger form"
-    assert nightly["tasks"] == sorted(
-        [
-            "migrate",
-            "extract",
-            "ingest_feedback",
-            "features",
-            "train",
-            "evaluate",
-            "shard_list",
-            "score",
-            "publish",
-            "report",
-            "inbox_refusals",
-        ]
-    )
+    assert nightly["tasks"] == sorted([*NIGHTLY_TASKS, "inbox_refusals"])
     assert nightly["outlets"] == ["recsys://campaign_offers/"]
     assert out["dispatch"] == {"catchup": False, "max_active_runs": 1, "tasks": ["send"]}
 
@@ -202,35 +175,6 @@ def test_a_socket_url_round_trips_through_every_converter(server_url: str) -> No
 # --- the nightly DAG end to end -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def airflow_metadata(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A scratch PostgreSQL database for Airflow's metadata (SQLite when the server is a socket)."""
-    params = parse_dsn(server_url)
-    if str(params.get("host", "")).startswith("/"):
-        yield f"sqlite:///{tmp_path_factory.mktemp('airflow-meta') / 'airflow.db'}"
-        return
-    name = f"recsys_test_airflow_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(server_url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    params["dbname"] = name
-    p = params
-    auth = p.get("user", "postgres") + (f":{p['password']}" if p.get("password") else "")
-    yield f"postgresql+psycopg2://{auth}@{p.get('host', 'localhost')}:{p.get('port', '5432')}/{name}"
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-    admin.close()
-
-
-@pytest.fixture(scope="module")
-def campaign_db(server_url: str) -> Iterator[str]:
-    """A database of its own for the nightly runs (the DAG's migrate task creates the schema)."""
-    name = f"recsys_test_nightly_{uuid.uuid4().hex[:8]}"
-    yield create_database(server_url, name)
-    drop_database(server_url, name)
-
-
 OFFER_COLUMNS = (
     "offer_id, campaign_date, user_id, action_id, offer_type, offer_value, product_category, channel, timing, "
     "scheduled_at, expires_at, status, subject, body, model_version, propensity, is_exploration, features_as_of"
@@ -245,38 +189,16 @@ def _offers(url: str) -> list[tuple]:
 
 @pytest.mark.slow
 def test_nightly_dag_end_to_end_rerun_and_cleared_shard(
-    airflow_metadata: str, campaign_db: str, tmp_path: Path
+    airflow_metadata: str,  # noqa: F811
+    campaign_db: str,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
-    from recsys.benchmark.synth.generate import generate_data
-
     night = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=3)  # release at the local send time
-    shop = tmp_path / "shop"
-    generate_data(users=400, days=30, seed=11, out=shop, end_date=night)
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    for f in shop.glob("*.csv"):
-        (inbox / f.name).write_bytes(f.read_bytes())
-    env = _airflow_env(
-        tmp_path / "airflow",
-        AIRFLOW_CONN_RECSYS_DB=airflow_connection(campaign_db),
-        RECSYS_INBOX=str(inbox),
-        RECSYS_DATA_DIR=str(tmp_path / "data"),
-        RECSYS_NIGHTLY_RETRIES="0",
-        RECSYS_INBOX_SETTLE_SECONDS="0",  # the files were just copied in, whole
-    )
-    conf = json.dumps({"total_timesteps": 2048, "shards": 2, "mode": "auto"})
-    command = [
-        PY,
-        "-m",
-        "recsys.orchestration.airflow_local",
-        "--home",
-        str(tmp_path / "airflow"),
-        "--metadata",
-        airflow_metadata,
-    ]
-    command += ["--date", f"{night.isoformat()}T02:00:00+00:00", "--conf", conf]
+    _, inbox = shop_inbox(tmp_path, night, users=400, seed=11)
+    env = nightly_env(tmp_path, campaign_db, inbox, retries=0)
+    command = nightly_command(tmp_path, airflow_metadata, night, {"total_timesteps": 2048, "shards": 2, "mode": "auto"})
 
-    first = _result(subprocess.run(command, env=env, capture_output=True, text=True, timeout=900))
+    first = run_dag(command, env)
     assert first["state"] == "success", first
     states = {(t["task_id"], t["map_index"]): t["state"] for t in first["tasks"]}
     assert set(states.values()) == {"success"}
@@ -323,7 +245,7 @@ def test_nightly_dag_end_to_end_rerun_and_cleared_shard(
     offers = _offers(campaign_db)
 
     # the same night again: nothing changes (the night's model is reused, offers upserted in place)
-    second = _result(subprocess.run(command, env=env, capture_output=True, text=True, timeout=900))
+    second = run_dag(command, env)
     assert second["state"] == "success", second
     assert second["run_id"] != first["run_id"]
     assert _offers(campaign_db) == offers
@@ -363,9 +285,8 @@ def test_nightly_dag_end_to_end_rerun_and_cleared_shard(
             " returning channel"
         )
         due = sorted(r[0] for r in cur.fetchall())
-    command = [PY, "-m", "recsys.orchestration.airflow_local", "recsys_dispatch", "--home", str(tmp_path / "airflow")]
-    command += ["--metadata", airflow_metadata]
-    dispatched = _result(subprocess.run(command, env=env, capture_output=True, text=True, timeout=600))
+    command = airflow_local(tmp_path / "airflow", "recsys_dispatch", metadata=airflow_metadata)
+    dispatched = run_dag(command, env, timeout=600)
     assert dispatched["state"] == "success", dispatched
     assert sorted(t["map_index"] for t in dispatched["tasks"]) == [0, 1, 2]
     outbox = tmp_path / "data" / "outbox"
@@ -416,12 +337,12 @@ print("RESULT " + json.dumps(out))
 def _notice_check(tmp_path: Path, **env: str) -> dict:
     proc = subprocess.run(
         [PY, "-c", NOTICE_CHECK, str(PROJECT_ROOT / "dags")],
-        env=_airflow_env(tmp_path / "airflow", **env),
+        env=airflow_env(tmp_path / "airflow", **env),
         capture_output=True,
         text=True,
         timeout=300,
     )
-    return _result(proc)
+    return result_of(proc)
 
 
 def test_the_dags_carry_timeouts_failure_notices_and_the_publish_deadline(tmp_path: Path) -> None:
@@ -478,20 +399,6 @@ def test_timeouts_and_the_deadline_come_from_the_environment(tmp_path: Path) -> 
     assert nightly["deadline"][0]["interval"] == 3 * 3600 + 45 * 60  # 01:30 -> 05:15
     assert out["recsys_dispatch"]["tasks"]["send"]["timeout"] == 7 * 60
     assert _notice_check(tmp_path, RECSYS_PUBLISH_DEADLINE="off")["recsys_nightly"]["deadline"] == []
-
-
-NIGHTLY_TASKS = (
-    "migrate",
-    "extract",
-    "ingest_feedback",
-    "features",
-    "train",
-    "evaluate",
-    "shard_list",
-    "score",
-    "publish",
-    "report",
-)
 
 
 def test_publish_deadline_interval_and_its_bad_input() -> None:
@@ -563,7 +470,7 @@ def _mails(received: list) -> list:
 def test_a_failing_night_logs_and_mails_a_notice(tmp_path: Path, mailbox: tuple[int, list]) -> None:
     """The real nightly DAG with its database down: the migrate task fails, the notice names it."""
     port, received = mailbox
-    env = _airflow_env(
+    env = airflow_env(
         tmp_path / "airflow",
         AIRFLOW_CONN_RECSYS_DB=airflow_connection("postgresql://nobody@127.0.0.1:1/nothing"),
         AIRFLOW_CONN_SMTP_DEFAULT=_smtp_connection(port),
@@ -571,17 +478,9 @@ def test_a_failing_night_logs_and_mails_a_notice(tmp_path: Path, mailbox: tuple[
         RECSYS_NIGHTLY_RETRIES="0",
         RECSYS_DATA_DIR=str(tmp_path / "data"),
     )
-    command = [
-        PY,
-        "-m",
-        "recsys.orchestration.airflow_local",
-        "--home",
-        str(tmp_path / "airflow"),
-        "--date",
-        "2026-12-01T02:00:00Z",
-    ]
+    command = airflow_local(tmp_path / "airflow", "--date", "2026-12-01T02:00:00Z")
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    run = _result(proc)
+    run = result_of(proc)
     assert run["state"] == "failed"
     assert {t["task_id"]: t["state"] for t in run["tasks"]}["migrate"] == "failed"
     lines = [line for line in proc.stdout.splitlines() if "recsys_nightly task failed:" in line]
@@ -614,7 +513,7 @@ notify.task_failed({"ti": ti, "reason": "task_failure", "run_id": "scheduled__x"
 notify.task_failed({"ti": ti, "reason": "timed_out", "run_id": "scheduled__x"})
 """
     port, received = mailbox
-    env = _airflow_env(tmp_path / "airflow", AIRFLOW_CONN_SMTP_DEFAULT=_smtp_connection(port))
+    env = airflow_env(tmp_path / "airflow", AIRFLOW_CONN_SMTP_DEFAULT=_smtp_connection(port))
     proc = subprocess.run([PY, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines() == [
@@ -640,7 +539,7 @@ context = {
 asyncio.run(notify.publish_deadline_missed(context, published_by="06:00 UTC"))
 """
     port, received = mailbox
-    env = _airflow_env(
+    env = airflow_env(
         tmp_path / "airflow", AIRFLOW_CONN_SMTP_DEFAULT=_smtp_connection(port), RECSYS_ALERT_EMAIL="ops@shop.example"
     )
     proc = subprocess.run([PY, "-c", code], env=env, capture_output=True, text=True, timeout=120)

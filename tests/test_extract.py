@@ -13,10 +13,8 @@ import csv
 import datetime as dt
 import fnmatch
 import importlib.util
-import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -24,9 +22,10 @@ from typing import Any
 
 import openpyxl
 import pytest
+import sender_support
 
 from recsys.benchmark.synth.generate import generate_data
-from recsys.config.settings import PROJECT_ROOT, Settings
+from recsys.config.settings import Settings
 from recsys.data import extract
 from recsys.data.extract import LoadResult, extract_path, load_file, load_inbox
 from recsys.db import Connection, fetch_all, fetch_value
@@ -879,17 +878,7 @@ def test_folder_or_path_that_holds_nothing_to_load(db: Connection, settings: Set
 
 
 def _cli(settings: Settings, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
-    env |= {"RECSYS_DATABASE_URL": str(settings.database_url), "RECSYS_DATA_DIR": str(tmp_path / "data")}
-    return subprocess.run(
-        [sys.executable, "-m", "recsys", "extract", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        cwd=PROJECT_ROOT,
-        check=False,
-    )
+    return sender_support.run_cli(str(settings.database_url), tmp_path / "data", "extract", *args)
 
 
 @pytest.mark.parametrize(

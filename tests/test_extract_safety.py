@@ -13,7 +13,6 @@ import csv
 import datetime as dt
 import os
 import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -21,8 +20,9 @@ from typing import Any
 
 import openpyxl
 import pytest
+import sender_support
 
-from recsys.config.settings import PROJECT_ROOT, Settings
+from recsys.config.settings import Settings
 from recsys.data import extract
 from recsys.data.extract import LoadResult, load_file, load_inbox
 from recsys.db import Connection, fetch_all, fetch_value
@@ -40,6 +40,15 @@ def _write_bytes(path: Path, data: bytes) -> Path:
 
 def _write(path: Path, *lines: str) -> Path:
     return _write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
+
+
+def _users_csv(path: Path, *rows: list[Any]) -> Path:
+    """A users CSV of USER_HEADER and `rows`, written with the csv module (fields with line breaks quoted)."""
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(USER_HEADER)
+        w.writerows(rows)
+    return path
 
 
 def _load(db: Connection, settings: Settings, path: Path, **kw: Any) -> LoadResult:
@@ -125,14 +134,13 @@ def test_end_of_copy_marker_inside_quoted_values_is_kept(db: Connection, setting
 def test_header_fields_with_line_breaks_are_dropped_and_the_user_kept(
     db: Connection, settings: Settings, tmp_path: Path
 ) -> None:
-    path = tmp_path / "users.csv"
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(USER_HEADER)
-        w.writerow([1, "true", "true", "false", "ann@example.com", "+15550001", "", "Ann\r\nBcc: all@example.com"])
-        w.writerow([2, "false", "true", "true", "bob@example.com\nBcc: x@example.com", "+1555\r0002", "tok\n2", "Bob"])
-        w.writerow([3, "true", "false", "false", "cy@example.com", "", "", "Cy\x0bde"])
-        w.writerow([4, "true", "false", "false", "dee@example.com", "", "", "Dée"])
+    path = _users_csv(
+        tmp_path / "users.csv",
+        [1, "true", "true", "false", "ann@example.com", "+15550001", "", "Ann\r\nBcc: all@example.com"],
+        [2, "false", "true", "true", "bob@example.com\nBcc: x@example.com", "+1555\r0002", "tok\n2", "Bob"],
+        [3, "true", "false", "false", "cy@example.com", "", "", "Cy\x0bde"],
+        [4, "true", "false", "false", "dee@example.com", "", "", "Dée"],
+    )
     result = _load(db, settings, path)
     assert result.status == "loaded", result.describe()
     counts = result.sheets["users"]
@@ -177,17 +185,7 @@ def test_header_fields_with_line_breaks_are_dropped_and_the_user_kept(
 
 
 def _cli(settings: Settings, tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
-    base |= {"RECSYS_DATABASE_URL": str(settings.database_url), "RECSYS_DATA_DIR": str(tmp_path / "data"), **env}
-    return subprocess.run(
-        [sys.executable, "-m", "recsys", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=base,
-        cwd=PROJECT_ROOT,
-        check=False,
-    )
+    return sender_support.run_cli(str(settings.database_url), tmp_path / "data", *args, **env)
 
 
 def test_backfill_older_than_the_retention_window_is_refused_loudly(
@@ -259,12 +257,10 @@ def test_dropped_fields_are_counted_and_never_named_as_why_a_file_was_refused(
     db: Connection, settings: Settings, tmp_path: Path
 ) -> None:
     # every row has a bad consent flag (a reject) and an email with a line break (only dropped)
-    path = tmp_path / "users.csv"
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(USER_HEADER)
-        for i in (1, 2):
-            w.writerow([i, "maybe", "true", "false", f"u{i}@example.com\nBcc: x@example.com", "", "", "Ann"])
+    path = _users_csv(
+        tmp_path / "users.csv",
+        *([i, "maybe", "true", "false", f"u{i}@example.com\nBcc: x@example.com", "", "", "Ann"] for i in (1, 2)),
+    )
     result = _load(db, settings, path)
     assert result.status == "refused"
     assert result.message.startswith("users.csv: all 2 rows rejected; 2 of them with email_opt_in: "), result.message

@@ -40,21 +40,12 @@ MIDNIGHT = datetime(2026, 6, 15, tzinfo=UTC)
 US = timedelta(microseconds=1)
 CHANNELS = ("email", "sms", "push", "web", "app", None)
 CATEGORIES = ("books", "Books", "toys", "garden", "Ünïcode", None)
-FLOAT_COLUMNS = {
-    "recency_days",
-    "monetary_value",
-    "engagement_score",
-    "discount_sensitivity",
-    "free_shipping_preference",
-    "email_responsiveness",
-    "sms_responsiveness",
-    "push_responsiveness",
-    "days_since_last_purchase",
-    "days_since_last_offer",
-    "morning_share",
-    "evening_share",
-    "category_focus",
-}
+# the date, whole-number and text columns, compared exactly; every other feature is a float
+EXACT_COLUMNS = (
+    "as_of", "user_id", "frequency_sessions", "purchase_count", "offers_last_7d", "r_score", "f_score", "m_score",
+    "top_category", "segment",
+)  # fmt: skip
+FLOAT_COLUMNS = {c for c in FEATURE_COLUMNS if c not in EXACT_COLUMNS}
 
 
 @dataclasses.dataclass

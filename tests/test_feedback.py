@@ -4,7 +4,6 @@ consent revocation as record_offer_event does it."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -14,18 +13,11 @@ import sender_support as s
 from recsys.config.settings import Settings
 from recsys.data.extract import extract_path, load_inbox
 from recsys.data.feedback import ingest_feedback
-from recsys.db import Connection, connect, fetch_all, fetch_value
+from recsys.db import Connection, fetch_all, fetch_value
 from recsys.errors import RecsysError
 
 DAY = dt.date(2026, 11, 23)
 REF = dt.datetime(2026, 11, 25, tzinfo=dt.UTC)
-
-
-@pytest.fixture
-def cdb(migrated_url: str) -> Iterator[Connection]:
-    with connect(migrated_url) as conn:
-        s.reset(conn)
-        yield conn
 
 
 def write(path: Path, *lines: str) -> Path:
@@ -55,9 +47,7 @@ def events(conn: Connection) -> list[tuple]:
 
 
 def test_feedback_file_loads_events_and_rejects_bad_rows(cdb: Connection, settings: Settings, tmp_path: Path) -> None:
-    s.add_users(cdb, 1, 3)
-    s.add_run(cdb, "r", DAY)
-    a, b, c = s.add_offers(cdb, "r", DAY, 1, 3)
+    a, b, c = s.published_offers(cdb, DAY, 3)
     claimed_at(cdb, dt.datetime(2026, 11, 23, 7, tzinfo=dt.UTC))
     f = write(
         tmp_path / "feedback_day1.csv",
@@ -155,9 +145,7 @@ def test_feedback_rows_outside_the_protocol_bounds_are_rejected(
 
 
 def test_feedback_is_idempotent_and_first_report_wins(cdb: Connection, settings: Settings, tmp_path: Path) -> None:
-    s.add_users(cdb, 1, 1)
-    s.add_run(cdb, "r", DAY)
-    (a,) = s.add_offers(cdb, "r", DAY, 1, 1)
+    (a,) = s.published_offers(cdb, DAY, 1)
     claimed_at(cdb, dt.datetime(2026, 11, 23, 7, tzinfo=dt.UTC))
     with cdb.cursor() as cur:
         cur.execute("select recsys.record_offer_event(%s, 'opened', '2026-11-23T08:00:00Z', null)", (a,))
@@ -173,9 +161,7 @@ def test_feedback_is_idempotent_and_first_report_wins(cdb: Connection, settings:
 
 
 def test_unreadable_or_wrong_files_are_refused_whole(cdb: Connection, settings: Settings, tmp_path: Path) -> None:
-    s.add_users(cdb, 1, 1)
-    s.add_run(cdb, "r", DAY)
-    (a,) = s.add_offers(cdb, "r", DAY, 1, 1)
+    (a,) = s.published_offers(cdb, DAY, 1)
     bad = write(tmp_path / "feedback_bad.csv", "offer_id,when", f"{a},2026-11-23T10:00:00Z")
     (result,) = ingest_feedback(cdb, settings, bad, reference_at=REF)
     assert result.status == "refused"
@@ -191,9 +177,7 @@ def test_unreadable_or_wrong_files_are_refused_whole(cdb: Connection, settings: 
 
 
 def test_inbox_loads_feedback_files_after_the_others(cdb: Connection, settings: Settings) -> None:
-    s.add_users(cdb, 1, 1)
-    s.add_run(cdb, "r", DAY)
-    (a,) = s.add_offers(cdb, "r", DAY, 1, 1)
+    (a,) = s.published_offers(cdb, DAY, 1)
     claimed_at(cdb, dt.datetime(2026, 11, 23, 7, tzinfo=dt.UTC))
     write(settings.inbox / "feedback_1.csv", "offer_id,event,event_at", f"{a},clicked,2026-11-23T10:00:00Z")
     results = load_inbox(cdb, settings, reference_at=REF)
@@ -203,9 +187,7 @@ def test_inbox_loads_feedback_files_after_the_others(cdb: Connection, settings: 
 
 
 def test_cli_ingest_feedback(cdb: Connection, migrated_url: str, tmp_path: Path) -> None:
-    s.add_users(cdb, 1, 1)
-    s.add_run(cdb, "r", DAY)
-    (a,) = s.add_offers(cdb, "r", DAY, 1, 1)
+    (a,) = s.published_offers(cdb, DAY, 1)
     claimed_at(cdb, dt.datetime(2026, 11, 23, 7, tzinfo=dt.UTC))
     folder = tmp_path / "fb"
     write(folder / "feedback_a.csv", "offer_id,event,event_at", f"{a},delivered,2026-11-23T10:00:00Z")

@@ -2,24 +2,20 @@
 
 The other files load and the night scores on them; the refusal stays visible: the leaf task
 `inbox_refusals` fails, so the DAG run ends failed however many retries happen, and the refused
-file's rejects are in `load_rejects`. The DAG runs as in tests/test_dags.py: `dag.test()` in a
-child process with its own AIRFLOW_HOME, the campaign database reached as `recsys_db`.
+file's rejects are in `load_rejects`. The DAG runs as in tests/test_dags.py (tests/dag_support.py):
+`dag.test()` in a child process with its own AIRFLOW_HOME, the campaign database reached as `recsys_db`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import subprocess
 from pathlib import Path
 
 import pytest
-import sender_support as s
-from test_dags import PY, _airflow_env, _result, airflow_metadata, campaign_db  # noqa: F401 (fixtures)
+from dag_support import airflow_metadata, campaign_db, nightly_command, nightly_env, run_dag, shop_inbox  # noqa: F401
 
 from recsys.config.settings import Settings, load_settings
 from recsys.db import Connection, connect, fetch_all, fetch_value
-from recsys.demo import airflow_connection
 from recsys.errors import RecsysError
 from recsys.orchestration import pipeline
 
@@ -40,37 +36,15 @@ def test_a_refused_file_fails_the_night_but_the_night_scores_on_the_others(
     campaign_db: str,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    from recsys.benchmark.synth.generate import generate_data
-
     night = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=3)
-    shop = tmp_path / "shop"
-    generate_data(users=300, days=30, seed=5, out=shop, end_date=night)
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    for f in shop.glob("*.csv"):
-        (inbox / f.name).write_bytes(f.read_bytes())
+    shop, inbox = shop_inbox(tmp_path, night, users=300, seed=5)
     retention = load_settings(env={}).event_retention_days
     _backfill(inbox / "events_backfill.csv", night, retention)
-    env = _airflow_env(
-        tmp_path / "airflow",
-        AIRFLOW_CONN_RECSYS_DB=airflow_connection(campaign_db),
-        RECSYS_INBOX=str(inbox),
-        RECSYS_DATA_DIR=str(tmp_path / "data"),
-        RECSYS_NIGHTLY_RETRIES="2",  # the other tasks may retry; the refusal check never does
-        RECSYS_INBOX_SETTLE_SECONDS="0",
+    # the other tasks may retry; the refusal check never does
+    env = nightly_env(tmp_path, campaign_db, inbox, retries=2)
+    run = run_dag(
+        nightly_command(tmp_path, airflow_metadata, night, {"total_timesteps": 2048, "shards": 1, "mode": "auto"}), env
     )
-    conf = json.dumps({"total_timesteps": 2048, "shards": 1, "mode": "auto"})
-    command = [
-        PY,
-        "-m",
-        "recsys.orchestration.airflow_local",
-        "--home",
-        str(tmp_path / "airflow"),
-        "--metadata",
-        airflow_metadata,
-    ]
-    command += ["--date", f"{night.isoformat()}T02:00:00+00:00", "--conf", conf]
-    run = _result(subprocess.run(command, env=env, capture_output=True, text=True, timeout=900))
 
     states = {t["task_id"]: t["state"] for t in run["tasks"]}
     assert run["state"] == "failed", run
@@ -113,13 +87,6 @@ def test_a_refused_file_fails_the_night_but_the_night_scores_on_the_others(
     fixed.write_text(EVENT_HEADER + f"\nnew1,1,s1,{night - dt.timedelta(days=1)}T10:00:00Z,view,,,\n", encoding="utf-8")
     assert pipeline.extract(settings, night)["refused"] == []
     assert pipeline.check_refusals(settings, night)["refused"] == 0
-
-
-@pytest.fixture
-def cdb(migrated_url: str) -> Connection:
-    with connect(migrated_url) as conn:
-        s.reset(conn)
-        yield conn
 
 
 def test_refused_feedback_fails_the_check_and_does_not_stop_the_task(

@@ -26,12 +26,11 @@ USERS_HEADER = "user_id,email_opt_in,sms_opt_in,push_opt_in,email,phone,push_tok
 
 
 @pytest.fixture
-def cdb(migrated_url: str) -> Iterator[Connection]:
-    with connect(migrated_url) as conn:
-        s.reset(conn)
-        yield conn
-        conn.rollback()
-        s.reset(conn)  # no suppressed address may reach another test's users
+def cdb(cdb: Connection) -> Iterator[Connection]:
+    """conftest's cdb, emptied again afterwards: no suppressed address may reach another test's users."""
+    yield cdb
+    cdb.rollback()
+    s.reset(cdb)
 
 
 def record(conn: Connection, offer_id: int, event: str, at: dt.datetime | str) -> bool:
@@ -84,9 +83,7 @@ def test_events_of_never_claimed_offers_are_refused_and_write_nothing(cdb: Conne
 
 
 def test_event_at_lies_between_the_first_claim_and_now(cdb: Connection) -> None:
-    s.add_users(cdb, 1, 1)
-    s.add_run(cdb, "r", DAY)
-    (oid,) = s.add_offers(cdb, "r", DAY, 1, 1)
+    (oid,) = s.published_offers(cdb, DAY, 1)
     claim(cdb, "w1")
     at = "select first_claimed_at, claimed_at from recsys.campaign_offers where offer_id = %s"
     (row,) = fetch_all(cdb, at, (oid,))
@@ -117,9 +114,7 @@ def test_event_at_lies_between_the_first_claim_and_now(cdb: Connection) -> None:
 def test_a_far_future_unsubscribe_no_longer_freezes_the_users_row(
     cdb: Connection, settings: Settings, tmp_path: Path
 ) -> None:
-    s.add_users(cdb, 1, 1)
-    s.add_run(cdb, "r", DAY)
-    (oid,) = s.add_offers(cdb, "r", DAY, 1, 1)
+    (oid,) = s.published_offers(cdb, DAY, 1)
     claim(cdb, "w1")
     far = dt.datetime(2036, 1, 1, tzinfo=dt.UTC)
     refused(cdb, oid, "unsubscribed", far, f"unsubscribed of offer {oid} at .* refused: in the future")
@@ -140,9 +135,7 @@ def test_a_far_future_unsubscribe_no_longer_freezes_the_users_row(
 
 
 def test_a_lease_longer_than_one_hour_is_clamped(cdb: Connection) -> None:
-    s.add_users(cdb, 1, 2)
-    s.add_run(cdb, "r", DAY)
-    long_one, short_one = s.add_offers(cdb, "r", DAY, 1, 2)
+    long_one, short_one = s.published_offers(cdb, DAY, 2)
     call(cdb, "update recsys.campaign_offers set scheduled_at = scheduled_at - interval '1 minute' "
               "where offer_id = %s returning 1", long_one)  # fmt: skip
     fetch_all(cdb, "select * from recsys.claim_offers('email', 'w1', 1, interval '3 days')")
@@ -156,9 +149,7 @@ def test_a_lease_longer_than_one_hour_is_clamped(cdb: Connection) -> None:
 
 
 def test_retry_after_is_clamped_to_a_day_and_never_outlives_the_offer(cdb: Connection) -> None:
-    s.add_users(cdb, 1, 3)
-    s.add_run(cdb, "r", DAY)
-    week, past, short = s.add_offers(cdb, "r", DAY, 1, 3, valid_for=dt.timedelta(days=30))
+    week, past, short = s.published_offers(cdb, DAY, 3, valid_for=dt.timedelta(days=30))
     call(cdb, "update recsys.campaign_offers set expires_at = now() + interval '2 hours' where offer_id = %s "
               "returning 1", short)  # fmt: skip
     claim(cdb, "w1")
@@ -272,9 +263,7 @@ def blocked_call(conn: Connection, watcher: Connection, query: str, *params: obj
 def test_a_late_fail_cannot_overwrite_another_workers_fresh_claim(migrated_url: str, cdb: Connection) -> None:
     """A's lease runs out, B claims the offer (not yet committed), A's fail_offer waits for B's row
     lock: once B commits, A no longer holds the claim, so its fail is refused and B's ack stands."""
-    s.add_users(cdb, 1, 1)
-    s.add_run(cdb, "r", DAY)
-    (oid,) = s.add_offers(cdb, "r", DAY, 1, 1)
+    (oid,) = s.published_offers(cdb, DAY, 1)
     assert [r["offer_id"] for r in claim(cdb, "A")] == [oid]
     s.end_leases(cdb)
     with connect(migrated_url) as a, connect(migrated_url) as b:
@@ -290,9 +279,7 @@ def test_a_late_fail_cannot_overwrite_another_workers_fresh_claim(migrated_url: 
 
 
 def test_a_late_ack_cannot_take_another_workers_fresh_claim(migrated_url: str, cdb: Connection) -> None:
-    s.add_users(cdb, 1, 1)
-    s.add_run(cdb, "r", DAY)
-    (oid,) = s.add_offers(cdb, "r", DAY, 1, 1)
+    (oid,) = s.published_offers(cdb, DAY, 1)
     claim(cdb, "A")
     s.end_leases(cdb)
     with connect(migrated_url) as a, connect(migrated_url) as b:

@@ -31,7 +31,7 @@ from recsys.campaign.messages import UNSUBSCRIBE_MARKER, Renderer
 from recsys.config.catalog import load_catalog
 from recsys.config.rules import load_rules
 from recsys.config.settings import Settings, load_settings
-from recsys.db import Connection, connect, fetch_all, fetch_value
+from recsys.db import Connection, fetch_all, fetch_value
 from recsys.errors import RecsysError
 from recsys.sender import run_sender
 from recsys.sender.adapters import (
@@ -48,13 +48,6 @@ from recsys.sender.signature import signed_headers, verify
 
 DAY = dt.date(2026, 11, 21)
 SECRET = "test-webhook-secret"
-
-
-@pytest.fixture
-def cdb(migrated_url: str) -> Iterator[Connection]:
-    with connect(migrated_url) as conn:
-        s.reset(conn)
-        yield conn
 
 
 def client(url: str, channel: str = "email", worker: str = "t") -> ProtocolClient:
@@ -169,9 +162,7 @@ def test_smtp_per_offer_errors_fail_that_offer_and_the_sender_goes_on(
     cdb: Connection, migrated_url: str, smtp_server: tuple[Mailbox, int]
 ) -> None:
     box, port = smtp_server
-    s.add_users(cdb, 1, 5)
-    s.add_run(cdb, "r", DAY)
-    s.add_offers(cdb, "r", DAY, 1, 5)
+    s.published_offers(cdb, DAY, 5)
     set_column(cdb, "campaign_offers", "subject", 1, "Jane\r\nBcc: everyone@example.net, 10% off")  # header injection
     set_column(cdb, "users", "email", 2, "not an address")
     set_column(cdb, "campaign_offers", "subject", 3, "please reject me")  # the server refuses the message
@@ -194,9 +185,7 @@ def test_smtp_starttls_refuses_an_untrusted_certificate_and_delivers_with_the_ca
     cdb: Connection, migrated_url: str, starttls_server: tuple[Mailbox, int, Path]
 ) -> None:
     box, port, ca = starttls_server
-    s.add_users(cdb, 1, 2)
-    s.add_run(cdb, "r", DAY)
-    s.add_offers(cdb, "r", DAY, 1, 2)
+    s.published_offers(cdb, DAY, 2)
     untrusted = load_settings(env={}, smtp_host="127.0.0.1", smtp_port=port, smtp_starttls=True)
     with client(migrated_url) as c:
         stats = run_sender(c, make_adapter("smtp", untrusted), batch=10, once=True, poll_seconds=1)
@@ -230,9 +219,7 @@ def test_smtp_never_logs_in_without_tls(tmp_path: Path) -> None:
 
 
 def test_smtp_server_down_stops_the_batch_for_a_retry(cdb: Connection, migrated_url: str) -> None:
-    s.add_users(cdb, 1, 3)
-    s.add_run(cdb, "r", DAY)
-    s.add_offers(cdb, "r", DAY, 1, 3)
+    s.published_offers(cdb, DAY, 3)
     settings = load_settings(env={}, smtp_host="127.0.0.1", smtp_port=1)  # nothing listens on port 1
     with client(migrated_url) as c:
         stats = run_sender(c, SmtpAdapter(settings), batch=10, once=True, poll_seconds=1)
@@ -249,9 +236,7 @@ def test_an_outage_of_several_batches_uses_no_attempt_of_untried_offers(cdb: Con
     """The SMTP server is down for as many batches as an offer has attempts: in each batch only the
     offer that met the outage used an attempt; the others were given back untried, so no offer
     failed for good unless it was itself tried on every attempt."""
-    s.add_users(cdb, 1, 4)
-    s.add_run(cdb, "r", DAY)
-    s.add_offers(cdb, "r", DAY, 1, 4, max_attempts=3)
+    s.published_offers(cdb, DAY, 4, max_attempts=3)
     settings = load_settings(env={}, smtp_host="127.0.0.1", smtp_port=1)  # nothing listens on port 1
     with client(migrated_url) as c:
         for _ in range(3):
@@ -295,16 +280,26 @@ def rendered_email_body() -> str:
     return body
 
 
+def send_rendered_emails(cdb: Connection, url: str, settings: Settings, *, users: int) -> list[int]:
+    """Offers to users 1..`users` whose body is a rendered email (with its unsubscribe marker), all
+    sent once through the smtp adapter of `settings`; returns their offer ids."""
+    s.add_users(cdb, 1, users)
+    s.add_run(cdb, "r", DAY)
+    ids = s.add_offers(cdb, "r", DAY, 1, users)
+    with cdb.cursor() as cur:
+        cur.execute("update recsys.campaign_offers set body = %s", (rendered_email_body(),))
+    cdb.commit()
+    adapter = make_adapter("smtp", settings)
+    with client(url) as c:
+        assert run_sender(c, adapter, batch=10, once=True, poll_seconds=1).sent == users
+    adapter.close()
+    return ids
+
+
 def test_emails_carry_list_unsubscribe_headers_and_a_working_link(
     cdb: Connection, migrated_url: str, smtp_server: tuple[Mailbox, int], tmp_path: Path
 ) -> None:
     box, port = smtp_server
-    s.add_users(cdb, 1, 2)
-    s.add_run(cdb, "r", DAY)
-    ids = s.add_offers(cdb, "r", DAY, 1, 2)
-    with cdb.cursor() as cur:
-        cur.execute("update recsys.campaign_offers set body = %s", (rendered_email_body(),))
-    cdb.commit()
     settings = load_settings(
         env={},
         smtp_host="127.0.0.1",
@@ -313,10 +308,7 @@ def test_emails_carry_list_unsubscribe_headers_and_a_working_link(
         unsubscribe_url="https://shop.example/unsubscribe?offer={offer_id}&token={token}",
         unsubscribe_secret="unsub-secret",
     )
-    adapter = make_adapter("smtp", settings)
-    with client(migrated_url) as c:
-        assert run_sender(c, adapter, batch=10, once=True, poll_seconds=1).sent == 2
-    adapter.close()
+    ids = send_rendered_emails(cdb, migrated_url, settings, users=2)
 
     m = box.parsed()["u1@example.com"]
     token = hmac.new(b"unsub-secret", str(ids[0]).encode(), hashlib.sha256).hexdigest()
@@ -353,15 +345,8 @@ def test_without_an_unsubscribe_url_emails_get_a_mailto(
     cdb: Connection, migrated_url: str, smtp_server: tuple[Mailbox, int]
 ) -> None:
     box, port = smtp_server
-    s.add_users(cdb, 1, 1)
-    s.add_run(cdb, "r", DAY)
-    ids = s.add_offers(cdb, "r", DAY, 1, 1)
-    with cdb.cursor() as cur:
-        cur.execute("update recsys.campaign_offers set body = %s", (rendered_email_body(),))
-    cdb.commit()
     settings = load_settings(env={}, smtp_host="127.0.0.1", smtp_port=port, smtp_from="shop@example.org")
-    with client(migrated_url) as c:
-        assert run_sender(c, make_adapter("smtp", settings), batch=10, once=True, poll_seconds=1).sent == 1
+    ids = send_rendered_emails(cdb, migrated_url, settings, users=1)
     m = box.parsed()["u1@example.com"]
     mailto = f"mailto:shop@example.org?subject=unsubscribe%20{ids[0]}"
     assert m["List-Unsubscribe"] == f"<{mailto}>"
@@ -466,9 +451,7 @@ def test_webhook_posts_json_with_idempotency_key_and_retries_after_500(
     cdb: Connection, migrated_url: str, webhook: tuple[Hook, str]
 ) -> None:
     hook, url = webhook
-    s.add_users(cdb, 1, 2)
-    s.add_run(cdb, "r", DAY)
-    ids = s.add_offers(cdb, "r", DAY, 1, 2, channel="push")
+    ids = s.published_offers(cdb, DAY, 2, channel="push")
     adapter = webhook_adapter(url)
     with client(migrated_url, channel="push") as c:
         first = run_sender(c, adapter, batch=10, once=True, poll_seconds=1)
@@ -503,9 +486,7 @@ def test_webhook_signature_verifies_and_a_tampered_body_does_not(
         return (202 if verify_signature(SECRET, headers, body, now) else 401), {}
 
     hook.answer = answer
-    s.add_users(cdb, 1, 3)
-    s.add_run(cdb, "r", DAY)
-    ids = s.add_offers(cdb, "r", DAY, 1, 3)
+    ids = s.published_offers(cdb, DAY, 3)
     adapter = webhook_adapter(url)
     with client(migrated_url) as c:
         stats = run_sender(c, adapter, batch=10, once=True, poll_seconds=1)
@@ -552,9 +533,7 @@ def test_webhook_redirect_is_a_failure_not_an_ack(
         return (302, {"Location": "/moved"}) if path == "/offers" else (200, {})
 
     hook.answer = answer
-    s.add_users(cdb, 1, 2)
-    s.add_run(cdb, "r", DAY)
-    s.add_offers(cdb, "r", DAY, 1, 2, channel="push")
+    s.published_offers(cdb, DAY, 2, channel="push")
     adapter = webhook_adapter(url)
     with client(migrated_url, channel="push") as c:
         stats = run_sender(c, adapter, batch=10, once=True, poll_seconds=1)
@@ -572,9 +551,7 @@ def test_webhook_retry_after_sets_the_offers_retry_time(
     hook, url = webhook
     retry_after = {"Retry-After": "900"}
     hook.answer = lambda path, headers, body: (429, retry_after)
-    s.add_users(cdb, 1, 3)
-    s.add_run(cdb, "r", DAY)
-    s.add_offers(cdb, "r", DAY, 1, 3, channel="push")
+    s.published_offers(cdb, DAY, 3, channel="push")
     adapter = webhook_adapter(url)
 
     def retry_in_seconds() -> list[float]:
@@ -644,9 +621,7 @@ def test_webhook_requires_https_except_to_this_machine() -> None:
 
 
 def test_jsonl_adapter_appends_one_object_per_offer(cdb: Connection, migrated_url: str, tmp_path: Path) -> None:
-    s.add_users(cdb, 1, 5)
-    s.add_run(cdb, "r", DAY)
-    ids = s.add_offers(cdb, "r", DAY, 1, 5, channel="sms")
+    ids = s.published_offers(cdb, DAY, 5, channel="sms")
     out = tmp_path / "out" / "sms.jsonl"
     out.parent.mkdir()
     out.write_text('{"earlier": true}\n')

@@ -10,23 +10,14 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import sender_support as s
 
 from recsys.config.settings import PROJECT_ROOT
-from recsys.db import Connection, connect, fetch_all, fetch_value
+from recsys.db import Connection, fetch_all, fetch_value
 
 DAY = dt.date(2026, 11, 22)
-
-
-@pytest.fixture
-def cdb(migrated_url: str) -> Iterator[Connection]:
-    with connect(migrated_url) as conn:
-        s.reset(conn)
-        yield conn
 
 
 def jsonl_ids(path: Path) -> list[int]:
@@ -43,14 +34,31 @@ def wait_for(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyp
         time.sleep(0.1)
 
 
-def test_send_once_end_to_end(cdb: Connection, migrated_url: str, tmp_path: Path) -> None:
-    s.add_users(cdb, 1, 40)
-    s.add_users(cdb, 41, 45, opt_in=False)
+def offers_to_send(cdb: Connection, *, consenting: int, withdrawn: int, unpublished: int) -> list[int]:
+    """Email offers of the published run "r": to users 1..`consenting` (returned, to be sent) and to
+    the next `withdrawn` users, who no longer consent (cancelled, never sent); and `unpublished`
+    offers of a run still scoring the next day (never touched)."""
+    last = consenting + withdrawn
+    s.add_users(cdb, 1, consenting)
+    s.add_users(cdb, consenting + 1, last, opt_in=False)
     s.add_run(cdb, "r", DAY)
     s.add_run(cdb, "hidden", DAY + dt.timedelta(days=1), state="scoring")
-    ids = s.add_offers(cdb, "r", DAY, 1, 40)
-    s.add_offers(cdb, "r", DAY, 41, 45)  # consent withdrawn: cancelled, never sent
-    s.add_offers(cdb, "hidden", DAY + dt.timedelta(days=1), 1, 10)  # unpublished: untouched
+    ids = s.add_offers(cdb, "r", DAY, 1, consenting)
+    s.add_offers(cdb, "r", DAY, consenting + 1, last)
+    s.add_offers(cdb, "hidden", DAY + dt.timedelta(days=1), 1, unpublished)
+    return ids
+
+
+def run_statuses(cdb: Connection) -> list[tuple[str, str, int]]:
+    """(run_id, status, offers) of every run and status, in that order."""
+    rows = fetch_all(
+        cdb, "select run_id, status, count(*) as n from recsys.campaign_offers group by 1, 2 order by 1, 2"
+    )
+    return [(r["run_id"], r["status"], r["n"]) for r in rows]
+
+
+def test_send_once_end_to_end(cdb: Connection, migrated_url: str, tmp_path: Path) -> None:
+    ids = offers_to_send(cdb, consenting=40, withdrawn=5, unpublished=10)
     out = tmp_path / "email.jsonl"
 
     result = s.run_cli(
@@ -60,10 +68,7 @@ def test_send_once_end_to_end(cdb: Connection, migrated_url: str, tmp_path: Path
     assert result.returncode == 0, result.stderr
     assert "send email via jsonl (cli-1): claimed 40, sent 40, failed 0" in result.stderr
     assert sorted(jsonl_ids(out)) == ids
-    rows = fetch_all(
-        cdb, "select run_id, status, count(*) as n from recsys.campaign_offers group by 1, 2 order by 1, 2"
-    )
-    assert [(r["run_id"], r["status"], r["n"]) for r in rows] == [
+    assert run_statuses(cdb) == [
         ("hidden", "scheduled", 10),
         ("r", "cancelled", 5),
         ("r", "sent", 40),
@@ -100,9 +105,7 @@ def test_send_refuses_bad_options_in_one_line(migrated_url: str, tmp_path: Path)
 
 
 def test_sigterm_stops_a_polling_sender_cleanly(cdb: Connection, migrated_url: str, tmp_path: Path) -> None:
-    s.add_users(cdb, 1, 3000)
-    s.add_run(cdb, "r", DAY)
-    ids = s.add_offers(cdb, "r", DAY, 1, 3000)
+    ids = s.published_offers(cdb, DAY, 3000)
     out = tmp_path / "email.jsonl"
     proc = subprocess.Popen(
         s.recsys_cmd("send", "--channel", "email", "--adapter", "jsonl", "--batch", "20", "--out", str(out)),
@@ -154,9 +157,7 @@ with ProtocolClient(sys.argv[1], channel="email", worker="doomed", lease_seconds
 
 
 def test_sender_killed_between_claim_and_ack(cdb: Connection, migrated_url: str, tmp_path: Path) -> None:
-    s.add_users(cdb, 1, 50)
-    s.add_run(cdb, "r", DAY)
-    ids = s.add_offers(cdb, "r", DAY, 1, 50)
+    ids = s.published_offers(cdb, DAY, 50)
     doomed = subprocess.Popen(
         [sys.executable, "-c", CLAIM_AND_HANG, migrated_url, "30"],
         stdout=subprocess.PIPE,
@@ -199,13 +200,7 @@ def test_sender_killed_between_claim_and_ack(cdb: Connection, migrated_url: str,
 
 
 def test_concurrent_senders_ack_each_offer_exactly_once(cdb: Connection, migrated_url: str, tmp_path: Path) -> None:
-    s.add_users(cdb, 1, 3000)
-    s.add_users(cdb, 3001, 3200, opt_in=False)
-    s.add_run(cdb, "r", DAY)
-    s.add_run(cdb, "hidden", DAY + dt.timedelta(days=1), state="scoring")
-    ids = s.add_offers(cdb, "r", DAY, 1, 3000)
-    s.add_offers(cdb, "r", DAY, 3001, 3200)
-    s.add_offers(cdb, "hidden", DAY + dt.timedelta(days=1), 1, 500)
+    ids = offers_to_send(cdb, consenting=3000, withdrawn=200, unpublished=500)
     workers = 4
     procs = [
         subprocess.Popen(
@@ -238,10 +233,7 @@ def test_concurrent_senders_ack_each_offer_exactly_once(cdb: Connection, migrate
         fetch_value(cdb, "select count(*) from recsys.campaign_offers where status = 'sent' and sent_at < scheduled_at")
         == 0
     )
-    rows = fetch_all(
-        cdb, "select run_id, status, count(*) as n from recsys.campaign_offers group by 1, 2 order by 1, 2"
-    )
-    assert [(r["run_id"], r["status"], r["n"]) for r in rows] == [
+    assert run_statuses(cdb) == [
         ("hidden", "scheduled", 500),
         ("r", "cancelled", 200),
         ("r", "sent", 3000),

@@ -25,13 +25,6 @@ DAY = dt.date(2026, 11, 20)
 LEASE = dt.timedelta(minutes=5)
 
 
-@pytest.fixture
-def cdb(migrated_url: str) -> Iterator[Connection]:
-    with connect(migrated_url) as conn:
-        s.reset(conn)
-        yield conn
-
-
 def claimed_at(conn: Connection, at: dt.datetime, channel: str = "email") -> list[int]:
     """Claim every due offer of the channel through claim_offers, then date that claim back to `at`
     (events may only be recorded for claimed offers, from their first claim on)."""

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from recsys_campaigns import data
+
+if TYPE_CHECKING:
+    import psycopg2.extensions
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 CHANNELS = ("email", "sms", "push")
@@ -79,27 +84,34 @@ def _histogram(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"peak": peak, "bars": bars}
 
 
-def _overview(run_id: str | None, runs_limit: int, models_limit: int) -> dict[str, Any]:
+@contextmanager
+def _campaign_db() -> Iterator[psycopg2.extensions.connection]:
+    """`data.connect()`, with a database that is not configured or does not answer as a 503."""
     try:
         with data.connect() as conn:
-            runs = data.latest_runs(conn, runs_limit)
-            selected = None
-            if run_id is not None:
-                selected = data.run(conn, run_id)
-                if selected is None:
-                    raise HTTPException(status_code=404, detail=f"no campaign run with run_id {run_id!r}")
-            elif runs:
-                selected = data.run(conn, runs[0]["run_id"])
-            detail = None
-            if selected is not None:
-                detail = {
-                    "run": selected,
-                    "histogram": _histogram(data.schedule(conn, selected["run_id"])),
-                    "breakdown": selected.pop("breakdown"),
-                }
-            models = data.leaderboard(conn, models_limit)
+            yield conn
     except data.DatabaseUnavailable as e:
         raise HTTPException(status_code=503, detail=str(e)) from e
+
+
+def _overview(run_id: str | None, runs_limit: int, models_limit: int) -> dict[str, Any]:
+    with _campaign_db() as conn:
+        runs = data.latest_runs(conn, runs_limit)
+        selected = None
+        if run_id is not None:
+            selected = data.run(conn, run_id)
+            if selected is None:
+                raise HTTPException(status_code=404, detail=f"no campaign run with run_id {run_id!r}")
+        elif runs:
+            selected = data.run(conn, runs[0]["run_id"])
+        detail = None
+        if selected is not None:
+            detail = {
+                "run": selected,
+                "histogram": _histogram(data.schedule(conn, selected["run_id"])),
+                "breakdown": selected.pop("breakdown"),
+            }
+        models = data.leaderboard(conn, models_limit)
     return {"runs": runs, "selected": detail, "models": models}
 
 
@@ -133,11 +145,8 @@ def create_app() -> FastAPI:
     @app.get("/api/runs")
     def api_runs(limit: int = Query(10, ge=1, le=200)) -> Any:
         """The latest campaign runs: state, model, offers by channel / offer type / timing, skipped users."""
-        try:
-            with data.connect() as conn:
-                return _jsonable({"runs": data.latest_runs(conn, limit)})
-        except data.DatabaseUnavailable as e:
-            raise HTTPException(status_code=503, detail=str(e)) from e
+        with _campaign_db() as conn:
+            return _jsonable({"runs": data.latest_runs(conn, limit)})
 
     @app.get("/api/runs/{run_id}")
     def api_run(run_id: str) -> Any:
@@ -147,11 +156,8 @@ def create_app() -> FastAPI:
     @app.get("/api/models")
     def api_models(limit: int = Query(20, ge=1, le=500)) -> Any:
         """The model leaderboard with the gate's decisions, newest first."""
-        try:
-            with data.connect() as conn:
-                return _jsonable({"models": data.leaderboard(conn, limit)})
-        except data.DatabaseUnavailable as e:
-            raise HTTPException(status_code=503, detail=str(e)) from e
+        with _campaign_db() as conn:
+            return _jsonable({"models": data.leaderboard(conn, limit)})
 
     @app.get("/api/overview")
     def api_overview(

@@ -1,5 +1,7 @@
 """Queries behind the Campaigns page: read-only, from the analyst views only.
 
+The queries are the package's `sql/plugin/*.sql` files, read by name with `recsys.db.sqlfiles.load_sql`.
+
 The database is the Airflow connection `recsys_db` (an `AIRFLOW_CONN_RECSYS_DB` variable, a secrets
 backend or the metadata database), else `RECSYS_DATABASE_URL`. It is resolved per request, never at
 import. The session then acts as the analyst role (`RECSYS_ANALYST_ROLE`, default `recsys_analyst`:
@@ -114,9 +116,13 @@ def _act_as_analyst(conn: psycopg2.extensions.connection, role: str) -> None:
         ) from e
 
 
-def _rows(conn: psycopg2.extensions.connection, query: str, params: Any = None) -> list[dict[str, Any]]:
+def _rows(conn: psycopg2.extensions.connection, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of `sql/plugin/<name>.sql` as dicts."""
+    from recsys.config.settings import package_dir
+    from recsys.db.sqlfiles import load_sql
+
     with conn.cursor() as cur:
-        cur.execute(query, params)
+        cur.execute(load_sql(package_dir("sql"), f"plugin/{name}"), params)
         names = [d.name for d in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
@@ -127,19 +133,7 @@ def latest_runs(conn: psycopg2.extensions.connection, limit: int) -> list[dict[s
     From the counts the runs recorded, so the list stays cheap however many users a night has;
     outcomes and lift (which read every offer and purchase of a run) come per run from `run()`.
     """
-    return _rows(
-        conn,
-        """
-        select
-            run_id, campaign_date, state, dry_run, model_version, shard_count, features_as_of, users,
-            eligible_users, offers, holdout_users, exploration_offers, offers_by_channel, offers_by_offer_type,
-            offers_by_timing, skipped_by_reason, timings, message, created_at, published_at, finished_at
-        from recsys.v_campaign_runs
-        order by campaign_date desc, created_at desc
-        limit %s
-        """,
-        (limit,),
-    )
+    return _rows(conn, "latest_runs", {"max_rows": limit})
 
 
 def run(conn: psycopg2.extensions.connection, run_id: str) -> dict[str, Any] | None:
@@ -150,7 +144,7 @@ def run(conn: psycopg2.extensions.connection, run_id: str) -> dict[str, Any] | N
     for the run's totals. Treated and holdout users of different groups are disjoint, so the sums
     are the run's users and the lift is over all of them.
     """
-    rows = _rows(conn, "select * from recsys.v_campaign_runs where run_id = %s", (run_id,))
+    rows = _rows(conn, "run", {"run_id": run_id})
     if not rows:
         return None
     found = rows[0]
@@ -184,31 +178,7 @@ def run(conn: psycopg2.extensions.connection, run_id: str) -> dict[str, Any] | N
 
 
 def _summary_groups(conn: psycopg2.extensions.connection, run_id: str) -> list[dict[str, Any]]:
-    return _rows(
-        conn,
-        """
-        select
-            channel, offer_type, timing,
-            coalesce(sum(offers), 0)::bigint as offers,
-            coalesce(sum(sent), 0)::bigint as sent,
-            coalesce(sum(delivered), 0)::bigint as delivered,
-            coalesce(sum(opened), 0)::bigint as opened,
-            coalesce(sum(clicked), 0)::bigint as clicked,
-            coalesce(sum(converted), 0)::bigint as converted,
-            coalesce(sum(revenue), 0)::double precision as revenue,
-            coalesce(sum(treated_users), 0)::bigint as treated_users,
-            coalesce(sum(holdout_users), 0)::bigint as holdout_users,
-            coalesce(sum(coalesce(treated_purchase_rate, 0) * treated_users), 0)::double precision
-                as treated_buyers,
-            coalesce(sum(coalesce(holdout_purchase_rate, 0) * holdout_users), 0)::double precision
-                as holdout_buyers
-        from recsys.v_campaign_summary
-        where run_id = %s
-        group by channel, offer_type, timing
-        order by channel, offer_type, timing
-        """,
-        (run_id,),
-    )
+    return _rows(conn, "run_summary_groups", {"run_id": run_id})
 
 
 OUTCOMES = ("offers", "sent", "delivered", "opened", "clicked", "converted", "revenue")
@@ -244,30 +214,9 @@ def lift(treated_users: int, treated_buyers: float, holdout_users: int, holdout_
 
 def schedule(conn: psycopg2.extensions.connection, run_id: str) -> list[dict[str, Any]]:
     """A run's scheduled-time histogram: offers (and sent) per UTC hour and channel."""
-    return _rows(
-        conn,
-        """
-        select scheduled_hour, channel, offers::bigint as offers, sent::bigint as sent
-        from recsys.v_campaign_schedule
-        where run_id = %s
-        order by scheduled_hour, channel
-        """,
-        (run_id,),
-    )
+    return _rows(conn, "run_schedule", {"run_id": run_id})
 
 
 def leaderboard(conn: psycopg2.extensions.connection, limit: int) -> list[dict[str, Any]]:
     """The newest registered models with their headline numbers and the gate's decision."""
-    return _rows(
-        conn,
-        """
-        select
-            model_version, parent_version, algorithm, training_mode, trained_on, total_timesteps,
-            simulator_value, random_value, dr_value, dr_lower, gate_decision, gate_reasons,
-            is_champion, created_at, promoted_at
-        from recsys.v_model_leaderboard
-        order by created_at desc
-        limit %s
-        """,
-        (limit,),
-    )
+    return _rows(conn, "leaderboard", {"max_rows": limit})

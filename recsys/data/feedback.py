@@ -18,13 +18,10 @@ from pathlib import Path
 
 from recsys.db import Connection
 from recsys.errors import RecsysError
-from recsys.data.extract import LoadResult, classify, load_file
+from recsys.data.extract import LoadResult, classify, feedback_files, load_file_or_folder
 from recsys.config.settings import Settings
 
-
-def feedback_files(folder: Path) -> list[Path]:
-    """The `feedback*.csv` files of a folder, by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and classify(p) == "feedback")
+__all__ = ["feedback_files", "ingest_feedback"]
 
 
 def ingest_feedback(
@@ -36,15 +33,15 @@ def ingest_feedback(
     force: bool = False,
 ) -> list[LoadResult]:
     """Load one feedback file, or every feedback file of a folder. One result per file."""
-    reference_at = reference_at or dt.datetime.now(dt.UTC)
-    if path.is_dir():
-        files = feedback_files(path)
-        if not files:
-            raise RecsysError(f"{path}: no feedback files (expected feedback*.csv)")
-    elif not path.exists():
-        raise RecsysError(f"{path}: no such file or folder")
-    elif classify(path) != "feedback":
+    if not path.is_dir() and path.exists() and classify(path) != "feedback":
         raise RecsysError(f"{path.name}: not a feedback file (expected a CSV named feedback*.csv)")
-    else:
-        files = [path]
-    return [load_file(conn, settings, f, reference_at=reference_at, force=force, feedback=True) for f in files]
+    return load_file_or_folder(
+        conn,
+        settings,
+        path,
+        folder_files=feedback_files,
+        expected="feedback files (expected feedback*.csv)",
+        reference_at=reference_at,
+        force=force,
+        feedback=True,
+    )

@@ -32,26 +32,10 @@ comment on function recsys.ensure_event_partitions(timestamptz, timestamptz) is
 
 create or replace function recsys.drop_event_partitions_before(cutoff timestamptz)
 returns integer
-language plpgsql
+language sql
 as $$
-declare
-    part record;
-    dropped integer := 0;
-begin
-    for part in
-        select c.relname, pg_get_expr(c.relpartbound, c.oid) as bound
-        from pg_inherits as i
-        inner join pg_class as c on i.inhrelid = c.oid
-        where i.inhparent = 'recsys.behavior_events'::regclass
-    loop
-        -- a monthly partition is dropped only when its whole month lies before the cutoff
-        if (to_date(right(part.relname, 6), 'YYYYMM') + interval '1 month')::timestamp at time zone 'UTC' <= cutoff then
-            execute format('drop table recsys.%I', part.relname);
-            dropped := dropped + 1;
-        end if;
-    end loop;
-    return dropped;
-end;
+    -- a monthly partition is dropped only when its whole month lies before the cutoff
+    select recsys.drop_partitions_before('recsys.behavior_events', 'YYYYMM', interval '1 month', cutoff)
 $$;
 
 comment on function recsys.drop_event_partitions_before(timestamptz) is

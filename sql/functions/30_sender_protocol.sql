@@ -317,14 +317,15 @@ comment on function recsys.ack_offer(bigint, text) is
 'Sender protocol: marks an offer sent. Accepted (true) only from the worker holding the latest claim '
 '(even past its lease, unless re-claimed since); a repeated ack by that worker is true and changes nothing.';
 
-create or replace function recsys.fail_offer(
-    p_offer_id bigint, p_worker text, p_error text, p_retry_after interval default null
+-- fail_offer and release_offer both hand a claim back; this one statement does it for both, so the
+-- holder check, the retry_after clamps and the expiry rule are written once. Not part of the
+-- protocol: it runs with its caller's rights (the two definer functions), and PUBLIC may not call it.
+create or replace function recsys.requeue_claimed_offer(
+    p_caller text, p_offer_id bigint, p_worker text, p_retry_after interval, p_message text, p_untried boolean
 )
 returns boolean
 language plpgsql
-security definer
 set search_path = pg_catalog, pg_temp
-set jit = off
 as $$
 declare
     -- A retry_after longer than this is clamped to it (a provider's Retry-After of days would hold
@@ -335,43 +336,61 @@ declare
         when p_retry_after is not null then least(greatest(p_retry_after, interval '0'), max_retry_after)
     end;
 begin
-    -- default back-off: 1 minute after the first attempt, doubling, at most 1 hour. An offer whose
-    -- retry would come at or after its expiry expires now instead of waiting for it.
-    -- The row is locked as it is read (for update): under READ COMMITTED a fail that waits for another
+    -- Without a retry_after, a failed send waits the default back-off (1 minute after the first
+    -- attempt, doubling, at most 1 hour) and an untried one none. An offer whose retry would come at
+    -- or after its expiry expires now instead of waiting for it; a failed send with no attempt left fails.
+    -- The row is locked as it is read (for update): under READ COMMITTED a call that waits for another
     -- worker's fresh claim re-reads the row once that claim commits and finds it no longer holds it.
     -- The update repeats the holder check, so it can never land on a row this worker does not hold.
     with target as (
         select
             o.campaign_date,
             o.offer_id,
-            o.attempts < o.max_attempts as may_retry,
-            now() + coalesce(retry_after, least(interval '1 minute' * power(2, o.attempts - 1), interval '1 hour'))
-                as retry_at,
+            o.attempts < o.max_attempts as attempts_left,
+            now() + coalesce(
+                retry_after,
+                case
+                    when p_untried then interval '0'
+                    else least(interval '1 minute' * power(2, o.attempts - 1), interval '1 hour')
+                end
+            ) as retry_at,
             o.expires_at
         from recsys.campaign_offers as o
         where o.offer_id = p_offer_id and o.status = 'claimed' and o.claimed_by = p_worker
         for update of o
+    ),
+
+    decided as (
+        select
+            t.campaign_date,
+            t.offer_id,
+            t.retry_at,
+            case
+                when not (p_untried or t.attempts_left) then 'failed'
+                when t.retry_at >= t.expires_at then 'expired'
+                else 'scheduled'
+            end as outcome
+        from target as t
     )
 
     update recsys.campaign_offers as o
     set
-        status = case
-            when not t.may_retry then 'failed'
-            when t.retry_at >= t.expires_at then 'expired'
-            else 'scheduled'
-        end,
-        lease_until = case when t.may_retry and t.retry_at < t.expires_at then t.retry_at end,
-        last_error = left(
-            coalesce(nullif(btrim(p_error), ''), 'unspecified error')
-            || case
-                when t.may_retry and t.retry_at >= t.expires_at
-                    then ' (no retry: it would come after the offer expires)'
-                else ''
-            end,
-            2000
+        status = t.outcome,
+        -- an untried claim gives its attempt back
+        attempts = case when p_untried then greatest(o.attempts - 1, 0) else o.attempts end,
+        -- claimable again at retry_at; an untried offer with nothing to wait for at once
+        lease_until = case when t.outcome = 'scheduled' and (t.retry_at > now() or not p_untried) then t.retry_at end,
+        -- no message (a release without a reason) keeps the last error
+        last_error = coalesce(
+            left(
+                p_message
+                || case when t.outcome = 'expired' then ' (no retry: it would come after the offer expires)' else '' end,
+                2000
+            ),
+            o.last_error
         ),
         updated_at = now()
-    from target as t
+    from decided as t
     where
         o.campaign_date = t.campaign_date
         and o.offer_id = t.offer_id
@@ -382,9 +401,33 @@ begin
     end if;
     perform from recsys.campaign_offers as o where o.offer_id = p_offer_id;
     if not found then
-        raise exception 'fail_offer: no offer with offer_id %', p_offer_id using errcode = '22023';
+        raise exception '%: no offer with offer_id %', p_caller, p_offer_id using errcode = '22023';
     end if;
     return false;
+end;
+$$;
+
+revoke execute on function recsys.requeue_claimed_offer(text, bigint, text, interval, text, boolean) from public;
+
+comment on function recsys.requeue_claimed_offer(text, bigint, text, interval, text, boolean) is
+'Internal to fail_offer and release_offer (untried): the claim holder hands an offer back, to scheduled '
+'behind retry_after (clamped to [0, 24 h]) or the back-off, expired when that is at or after expires_at, '
+'failed when a failed send has no attempt left. False when the worker does not hold the claim.';
+
+create or replace function recsys.fail_offer(
+    p_offer_id bigint, p_worker text, p_error text, p_retry_after interval default null
+)
+returns boolean
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
+begin
+    return recsys.requeue_claimed_offer(
+        'fail_offer', p_offer_id, p_worker, p_retry_after, coalesce(nullif(btrim(p_error), ''), 'unspecified error'),
+        false
+    );
 end;
 $$;
 
@@ -403,57 +446,11 @@ security definer
 set search_path = pg_catalog, pg_temp
 set jit = off
 as $$
-declare
-    -- the same clamps as fail_offer: at most 24 hours, a negative retry_after counts as 0
-    max_retry_after constant interval := interval '24 hours';
-    retry_after interval := least(greatest(coalesce(p_retry_after, interval '0'), interval '0'), max_retry_after);
 begin
     -- An offer the sender claimed but never tried (its channel went down first) goes back to
-    -- scheduled, claimable again after retry_after, and its claim's attempt is given back: an outage
-    -- must not use up the attempts of offers nobody tried to send. Locked as read and the holder
-    -- checked again in the update, as in fail_offer. A retry at or after expires_at expires it now.
-    with target as (
-        select
-            o.campaign_date,
-            o.offer_id,
-            now() + retry_after as retry_at,
-            o.expires_at
-        from recsys.campaign_offers as o
-        where o.offer_id = p_offer_id and o.status = 'claimed' and o.claimed_by = p_worker
-        for update of o
-    )
-
-    update recsys.campaign_offers as o
-    set
-        status = case when t.retry_at >= t.expires_at then 'expired' else 'scheduled' end,
-        attempts = greatest(o.attempts - 1, 0),
-        lease_until = case when t.retry_at < t.expires_at and retry_after > interval '0' then t.retry_at end,
-        last_error = coalesce(
-            left(
-                nullif(btrim(p_reason), '')
-                || case
-                    when t.retry_at >= t.expires_at then ' (no retry: it would come after the offer expires)'
-                    else ''
-                end,
-                2000
-            ),
-            o.last_error
-        ),
-        updated_at = now()
-    from target as t
-    where
-        o.campaign_date = t.campaign_date
-        and o.offer_id = t.offer_id
-        and o.status = 'claimed'
-        and o.claimed_by = p_worker;
-    if found then
-        return true;
-    end if;
-    perform from recsys.campaign_offers as o where o.offer_id = p_offer_id;
-    if not found then
-        raise exception 'release_offer: no offer with offer_id %', p_offer_id using errcode = '22023';
-    end if;
-    return false;
+    -- scheduled, claimable again after retry_after (none: at once), and its claim's attempt is given
+    -- back: an outage must not use up the attempts of offers nobody tried to send.
+    return recsys.requeue_claimed_offer('release_offer', p_offer_id, p_worker, p_retry_after, nullif(btrim(p_reason), ''), true);
 end;
 $$;
 

@@ -117,20 +117,12 @@ returns integer
 language plpgsql
 as $$
 declare
-    part record;
-    dropped integer := 0;
+    dropped integer;
 begin
-    for part in
-        select c.relname
-        from pg_inherits as i
-        inner join pg_class as c on i.inhrelid = c.oid
-        where i.inhparent = 'recsys.campaign_offers'::regclass
-    loop
-        if to_date(right(part.relname, 8), 'YYYYMMDD') < p_cutoff then
-            execute format('drop table recsys.%I', part.relname);
-            dropped := dropped + 1;
-        end if;
-    end loop;
+    -- a daily partition goes when its campaign date is before the cutoff
+    dropped := recsys.drop_partitions_before(
+        'recsys.campaign_offers', 'YYYYMMDD', interval '1 day', p_cutoff::timestamp at time zone 'UTC'
+    );
     delete from recsys.campaign_holdout where campaign_date < p_cutoff;
     return dropped;
 end;

@@ -12,7 +12,7 @@
 -- still grow).
 
 create or replace view recsys.v_campaign_summary as
-with offers as (
+with groups as (
     select
         o.run_id,
         o.campaign_date,
@@ -21,11 +21,12 @@ with offers as (
         o.timing,
         o.segment,
         o.user_id,
+        true as is_treated,
         o.status = 'sent' as is_sent,
-        e.delivered,
-        e.opened,
-        e.clicked,
-        e.converted,
+        coalesce(e.delivered, false) as delivered,
+        coalesce(e.opened, false) as opened,
+        coalesce(e.clicked, false) as clicked,
+        coalesce(e.converted, false) as converted,
         e.revenue
     from recsys.campaign_offers as o
     left join lateral (
@@ -38,25 +39,6 @@ with offers as (
         from recsys.offer_events as ev
         where ev.offer_id = o.offer_id
     ) as e on true
-),
-
-groups as (
-    select
-        run_id,
-        campaign_date,
-        channel,
-        offer_type,
-        timing,
-        segment,
-        user_id,
-        true as is_treated,
-        is_sent,
-        coalesce(delivered, false) as delivered,
-        coalesce(opened, false) as opened,
-        coalesce(clicked, false) as clicked,
-        coalesce(converted, false) as converted,
-        revenue
-    from offers
     union all
     select
         h.run_id,
@@ -122,6 +104,18 @@ rates as (
     from counted
 ),
 
+lifts as (
+    select
+        *,
+        treated_purchase_rate - holdout_purchase_rate as lift,
+        -- half the width of the 95% interval
+        1.959964 * sqrt(
+            treated_purchase_rate * (1 - treated_purchase_rate) / treated_users
+            + holdout_purchase_rate * (1 - holdout_purchase_rate) / holdout_users
+        ) as lift_margin
+    from rates
+),
+
 final as (
     select
         run_id,
@@ -141,17 +135,11 @@ final as (
         holdout_users,
         treated_purchase_rate,
         holdout_purchase_rate,
-        treated_purchase_rate - holdout_purchase_rate as lift,
-        treated_purchase_rate - holdout_purchase_rate - 1.959964 * sqrt(
-            treated_purchase_rate * (1 - treated_purchase_rate) / treated_users
-            + holdout_purchase_rate * (1 - holdout_purchase_rate) / holdout_users
-        ) as lift_ci_low,
-        treated_purchase_rate - holdout_purchase_rate + 1.959964 * sqrt(
-            treated_purchase_rate * (1 - treated_purchase_rate) / treated_users
-            + holdout_purchase_rate * (1 - holdout_purchase_rate) / holdout_users
-        ) as lift_ci_high,
+        lift,
+        lift - lift_margin as lift_ci_low,
+        lift + lift_margin as lift_ci_high,
         (campaign_date::timestamp at time zone 'UTC') + recsys.attribution_window() <= now() as is_window_closed
-    from rates
+    from lifts
 )
 
 select * from final;

@@ -42,6 +42,7 @@ from recsys.config.settings import Settings
 from recsys.data.extract.inbox import (
     IN_PROGRESS_SUFFIXES,
     UNREADABLE_SHA256,
+    feedback_files,
     file_digest,
     held_by_name,
     move_into,
@@ -72,6 +73,7 @@ from recsys.data.extract.sheets import (
     SheetCounts,
     SheetSpec,
     classify,
+    rejects_sql,
     sql_text,
 )
 from recsys.data.extract.staging import HEADER_MAX_BYTES, stage_csv, stage_rows
@@ -97,7 +99,9 @@ __all__ = [
     "SheetSpec",
     "classify",
     "extract_path",
+    "feedback_files",
     "load_file",
+    "load_file_or_folder",
     "load_inbox",
     "loaded_event_count",
     "night_refusals",
@@ -116,15 +120,41 @@ def extract_path(
     force: bool = False,
 ) -> list[LoadResult]:
     """Load one file, or every supported file of a folder (not recursive). One result per file."""
+    return load_file_or_folder(
+        conn,
+        settings,
+        path,
+        folder_files=supported_files,
+        expected="input files (expected *.xlsx, events*.csv, users*.csv or offers*.csv)",
+        reference_at=reference_at,
+        force=force,
+    )
+
+
+def load_file_or_folder(
+    conn: Connection,
+    settings: Settings,
+    path: Path,
+    *,
+    folder_files: Callable[[Path], list[Path]],
+    expected: str,
+    reference_at: dt.datetime | None = None,
+    force: bool = False,
+    feedback: bool = False,
+) -> list[LoadResult]:
+    """Load the file `path`, or the files `folder_files` picks in the folder `path` (a folder with
+    none is an error naming the `expected` files), all against one reference time (default: now).
+    One result per file. `extract_path` and `recsys.data.feedback.ingest_feedback` call it."""
     reference_at = reference_at or dt.datetime.now(dt.UTC)
     if path.is_dir():
-        files = supported_files(path)
+        files = folder_files(path)
         if not files:
-            raise RecsysError(f"{path}: no input files (expected *.xlsx, events*.csv, users*.csv or offers*.csv)")
-        return [load_file(conn, settings, f, reference_at=reference_at, force=force) for f in files]
-    if not path.exists():
+            raise RecsysError(f"{path}: no {expected}")
+    elif not path.exists():
         raise RecsysError(f"{path}: no such file or folder")
-    return [load_file(conn, settings, path, reference_at=reference_at, force=force)]
+    else:
+        files = [path]
+    return [load_file(conn, settings, f, reference_at=reference_at, force=force, feedback=feedback) for f in files]
 
 
 def load_inbox(
@@ -145,8 +175,8 @@ def load_inbox(
     inbox.mkdir(parents=True, exist_ok=True)
     results: list[LoadResult] = []
     # feedback files last: they report on offers, which the other files do not hold
-    feedback_files = sorted(p for p in inbox.iterdir() if p.is_file() and classify(p) == "feedback")
-    files = feedback_files if feedback_only else [*supported_files(inbox), *feedback_files]
+    feedback = feedback_files(inbox)
+    files = feedback if feedback_only else [*supported_files(inbox), *feedback]
     held = held_by_name(inbox)
     if not feedback_only:  # temporary names and held files of every kind, reported once a night
         results += [LoadResult(p, "waiting", message=why) for p, why in held.items() if p not in files]
@@ -157,7 +187,7 @@ def load_inbox(
             log.warning("%s", results[-1].describe())
             continue
         result = load_file(
-            conn, settings, f, reference_at=reference_at or dt.datetime.now(dt.UTC), feedback=f in feedback_files
+            conn, settings, f, reference_at=reference_at or dt.datetime.now(dt.UTC), feedback=f in feedback
         )
         if result.status != "waiting":
             move_into(f, inbox / ("refused" if result.status == "refused" else "loaded"))
@@ -380,7 +410,7 @@ def _validate(
             cur.execute(sql_text(settings, "events_derive_ids"))
     step("validation")
     cur.execute(sql.SQL("analyze pg_temp.{}").format(checked))
-    cur.execute(sql_text(settings, f"{spec.name}_rejects"), params)
+    cur.execute(rejects_sql(settings, spec.name), {**params, "sheet": spec.name})
     step("rejects")
     if formula_rejects:
         psycopg2.extras.execute_values(

@@ -1,7 +1,7 @@
 """Which input files to load and when: folder discovery, the inbox's settle time and held files,
 file signatures and checksums, and the moves to `loaded/` and `refused/`.
 
-Called by `recsys.data.extract` (`extract_path`, `load_inbox`, `load_file`).
+Called by `recsys.data.extract` (`extract_path`, `load_inbox`, `load_file`) and `recsys.data.feedback`.
 """
 
 from __future__ import annotations
@@ -78,6 +78,11 @@ def supported_files(folder: Path) -> list[Path]:
             rank = 0 if kind == "workbook" else 1 + SHEET_ORDER.index(kind)
             found.append((rank, p.name, p))
     return [p for _, _, p in sorted(found)]
+
+
+def feedback_files(folder: Path) -> list[Path]:
+    """The `feedback*.csv` files of a folder, by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and classify(p) == "feedback")
 
 
 def signature(path: Path) -> tuple[int, int]:

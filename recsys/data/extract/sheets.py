@@ -7,8 +7,10 @@ name; `LoadResult` and `SheetCounts` are what a load reports. Used by every modu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from psycopg2 import sql
 
 from recsys.config.settings import Settings
 from recsys.db.sqlfiles import load_sql
@@ -52,6 +54,44 @@ SHEETS: dict[str, SheetSpec] = {
 # Users first, so a folder's users exist before their events; the order is otherwise free.
 SHEET_ORDER = ("users", "offers", "events")
 CSV_KINDS = ("events", "users", "offers", "feedback")
+
+
+def _checked(*columns: str) -> tuple[tuple[str, str, str], ...]:
+    return tuple((c, c, f"{c}_reason") for c in columns)
+
+
+@dataclass(frozen=True)
+class SheetRejects:
+    """What sql/extract/rejects.sql records of a sheet, with the names of its <sheet>_check.sql."""
+
+    problems: tuple[tuple[str, str, str], ...]
+    """Per problem, in the order recorded: the column the reject names, the checked column holding
+    its value, the one holding its reason (null: no problem)."""
+    rows: tuple[str, ...] = ("is_rejected",)
+    """The flags of the rows whose problems are recorded (any of them)."""
+
+
+REJECTS: dict[str, SheetRejects] = {
+    "events": SheetRejects(
+        (
+            *_checked("event_id", "user_id", "session_id"),
+            ("timestamp", "event_ts", "timestamp_reason"),
+            *_checked("action", "amount", "discount_used", "free_shipping_used"),
+        )
+    ),
+    "users": SheetRejects(
+        (
+            *_checked("user_id", "email_opt_in", "sms_opt_in", "push_opt_in", "email", "timezone", "updated_at"),
+            # fields dropped from a loaded row (a line break): recorded, the row kept
+            *((c, c, f"{c}_dropped") for c in ("email", "phone", "push_token", "first_name")),
+        ),
+        rows=("is_rejected", "has_dropped_fields"),
+    ),
+    # every column of these two sheets is checked
+    "offers": SheetRejects(_checked(*SHEETS["offers"].columns)),
+    "feedback": SheetRejects(_checked(*SHEETS["feedback"].columns)),
+}
+
 # The SQL that writes each sheet's target, and how the result counts.
 WRITERS = {
     "events": "events_insert",
@@ -71,13 +111,7 @@ class SheetCounts:
     """Loaded rows with a field dropped (a header field with a line break; in load_rejects)."""
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            "read": self.read,
-            "loaded": self.loaded,
-            "rejected": self.rejected,
-            "duplicate": self.duplicate,
-            "dropped": self.dropped,
-        }
+        return asdict(self)
 
 
 @dataclass
@@ -126,3 +160,19 @@ def classify(path: Path) -> str | None:
 
 def sql_text(settings: Settings, name: str) -> str:
     return load_sql(settings, f"extract/{name}")
+
+
+def rejects_sql(settings: Settings, sheet: str) -> sql.Composed:
+    """sql/extract/rejects.sql for one sheet (params: load_id, file_name, sheet)."""
+    spec = REJECTS[sheet]
+    problems = sql.SQL("values {}").format(
+        sql.SQL(", ").join(
+            sql.SQL("({}, {}, {})").format(sql.Literal(column), sql.Identifier("c", value), sql.Identifier("c", reason))
+            for column, value, reason in spec.problems
+        )
+    )
+    return sql.SQL(sql_text(settings, "rejects")).format(
+        checked=sql.Identifier(f"{sheet}_checked"),
+        problems=problems,
+        reported=sql.SQL(" or ").join(sql.Identifier("c", flag) for flag in spec.rows),
+    )
