@@ -12,7 +12,7 @@ import pytest
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-import recsys.campaign.score as score_module
+import recsys.campaign.write as write_module
 from recsys.benchmark.toy import toy_ppo_artifact, toy_record
 from recsys.campaign import load_rules, publish_run, score_campaign
 from recsys.campaign.score import choose_actions
@@ -321,7 +321,7 @@ def test_a_run_failing_after_copy_writes_nothing_and_a_rerun_completes(campaign,
     def boom() -> dt.datetime:
         raise RuntimeError("killed after COPY")
 
-    monkeypatch.setattr(score_module, "_publish_at_scoring", boom)
+    monkeypatch.setattr(write_module, "_publish_at_scoring", boom)
     with pytest.raises(RuntimeError, match="killed after COPY"):
         score_campaign(settings, DAY, run_id="dies")
     assert offers(conn) == []
@@ -501,8 +501,9 @@ def test_a_scoring_process_killed_with_sigkill_mid_write_leaves_the_previous_off
         f"""
         import datetime as dt, os, signal
         import recsys.campaign.score as s
+        import recsys.campaign.write as w
         from recsys.config.settings import load_settings
-        s._publish_at_scoring = lambda: os.kill(os.getpid(), signal.SIGKILL)
+        w._publish_at_scoring = lambda: os.kill(os.getpid(), signal.SIGKILL)
         s.score_campaign(load_settings(env={{}}, database_url={settings.database_url!r}), dt.date(2026, 6, 10),
                          run_id="killed")
         """
@@ -590,8 +591,9 @@ def test_a_run_killed_inside_the_attach_path_leaves_nothing_and_claims_on_other_
         f"""
         import datetime as dt, time
         import recsys.campaign.score as s
+        import recsys.campaign.write as w
         from recsys.config.settings import load_settings
-        s._attached = lambda: time.sleep(600)
+        w._attached = lambda: time.sleep(600)
         s.score_campaign(load_settings(env={{}}, database_url={settings.database_url!r}), dt.date.fromisoformat(
             {other.isoformat()!r}), run_id="killed")
         """
