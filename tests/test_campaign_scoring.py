@@ -466,6 +466,29 @@ def test_scheduled_at_uses_local_send_time_and_publish_retimes_late_releases(cam
         assert row["scheduled_at"] == published + delay
 
 
+def test_a_pinned_publish_moment_schedules_and_publishes_as_if_it_were_now(campaign) -> None:
+    conn, settings = campaign
+    add_users(conn, DAY, [{"user_id": 1, "timezone": "Asia/Tokyo", "sms": False, "push": False}])
+    rules = dataclasses.replace(load_rules(), holdout_share=0.0, exploration_share=0.0)
+    naive = dt.datetime(2026, 6, 10, 2, 0)
+    with pytest.raises(RecsysError, match="publish_at 2026-06-10T02:00:00 has no time zone"):
+        score_campaign(settings, DAY, run_id="naive", rules=rules, publish_at=naive)
+    assert fetch_value(conn, "select count(*) from recsys.campaign_runs") == 0
+    # scored at 01:00 UTC (10:00 in Tokyo, past its 09:00), published at 02:00: released at 02:00
+    at = dt.datetime(2026, 6, 10, 2, 0, tzinfo=dt.UTC)
+    score_campaign(
+        settings, DAY, run_id="pinned", shard=0, shards=1, rules=rules, publish_at=at - dt.timedelta(hours=1)
+    )
+    with pytest.raises(RecsysError, match="published_at 2026-06-10T02:00:00 has no time zone"):
+        publish_run(settings, "pinned", published_at=naive)
+    result = publish_run(settings, "pinned", published_at=at)
+    assert dt.datetime.fromisoformat(result["published_at"]) == at and result["retimed"] == 1
+    [row] = offers(conn)
+    delays = {"immediate": 0, "delay_1hour": 60, "delay_6hours": 360}
+    assert row["scheduled_at"] == at + dt.timedelta(minutes=delays[row["timing"]])
+    assert fetch_value(conn, "select published_at from recsys.campaign_runs where run_id = 'pinned'") == at
+
+
 def test_retention_drops_campaign_partitions_past_the_window(campaign) -> None:
     conn, settings = campaign
     from recsys.data.retention import apply_retention

@@ -37,13 +37,21 @@ def _rules_from_json(settings_json: dict[str, Any]) -> tuple[dt.time, int, list[
     return send, int(settings_json["validity_hours"]), timings, quiet
 
 
-def publish_run(settings: Settings, run_id: str) -> dict[str, Any]:
+def check_moment(moment: dt.datetime | None, name: str) -> None:
+    """A pinned moment must say its time zone (a naive one would be read in the server's)."""
+    if moment is not None and moment.utcoffset() is None:
+        raise RecsysError(f"{name} {moment.isoformat()} has no time zone: give an offset, e.g. +00:00")
+
+
+def publish_run(settings: Settings, run_id: str, *, published_at: dt.datetime | None = None) -> dict[str, Any]:
     """Make a run's offers claimable once every shard is done; re-times offers released before now.
 
     An offer's release is the later of its local send time and the publish moment (contract
     section 0): still-scheduled offers of the run get scheduled_at / expires_at recomputed by the
-    same SQL function that wrote them, with the publish moment.
+    same SQL function that wrote them, with the publish moment: `published_at` (timezone-aware;
+    benchmarks and tests pin it), else the transaction's now().
     """
+    check_moment(published_at, "published_at")
     sql_dir = settings.sql_dir
     with connect(database_url(settings)) as conn, conn.cursor() as cur:
         campaign_date, rules_json = _lock_publishable(cur, sql_dir, run_id)
@@ -53,8 +61,9 @@ def publish_run(settings: Settings, run_id: str) -> dict[str, Any]:
         cur.execute("analyze publish_timezones")
         execute_values(cur, "insert into publish_timings values %s", timings)
         execute_values(cur, "insert into publish_quiet values %s", quiet)
-        cur.execute("select now()")
-        published_at = cur.fetchone()[0]
+        if published_at is None:
+            cur.execute("select now()")
+            published_at = cur.fetchone()[0]
         params = {
             "send_time": send_time,
             "now": published_at,

@@ -35,7 +35,7 @@ from recsys.campaign.decide import CHANNELS, SKIP_REASONS, allowed_mask, choose_
 from recsys.campaign.load import load_users, resolve_model
 from recsys.campaign.messages import Renderer
 from recsys.campaign.pgcopy import binary_copy
-from recsys.campaign.publish import publish_run
+from recsys.campaign.publish import check_moment, publish_run
 from recsys.campaign.queries import campaign_sql
 from recsys.campaign.runs import default_run_id, finish_shard, mark_failed, parse_shard, shard_counts, start_run
 from recsys.campaign.write import Decisions, partition_name, render_messages, write_decisions
@@ -72,13 +72,17 @@ def score_campaign(
     dry_run: bool = False,
     model_version: str | None = None,
     rules: CampaignRules | None = None,
+    publish_at: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """Score one campaign date (or one shard K of N of it) and write its offers.
 
     Without a shard (shard None, shards 1) the run is published at the end; a shard, even 0 of 1,
-    leaves publishing to `publish_run`. Returns the summary counts.
+    leaves publishing to `publish_run`. `publish_at` (timezone-aware) is the publish moment the
+    offers are scheduled for, and the unsharded run's publish moment; None: the clock at each step.
+    Benchmarks and tests pin it. Returns the summary counts.
     """
     k, n = parse_shard(shard, shards)
+    check_moment(publish_at, "publish_at")
     rules = rules or load_rules()
     catalog = load_catalog()
     run_id = run_id or default_run_id(campaign_date)
@@ -122,6 +126,7 @@ def score_campaign(
                 catalog,
                 renderer,
                 timings,
+                publish_at,
             )
         except BaseException as e:
             conn.rollback()
@@ -130,7 +135,7 @@ def score_campaign(
     timings["total"] = time.perf_counter() - t0
     summary["timings"] = timings
     if shard is None and n == 1 and not dry_run:
-        summary["publish"] = publish_run(settings, run_id)
+        summary["publish"] = publish_run(settings, run_id, published_at=publish_at)
     return summary
 
 
@@ -148,6 +153,7 @@ def _score_shard(
     catalog: Catalog,
     renderer: Renderer,
     timings: dict[str, float],
+    publish_at: dt.datetime | None,
 ) -> dict[str, Any]:
     # importing torch / SB3 and loading the model (seconds of Python) overlaps the load's COPY, which
     # waits on the server with the GIL released; "model_load" is what is left to wait for after it
@@ -197,7 +203,7 @@ def _score_shard(
             segments=users.attrs["segments"],
             messages=messages,
         )
-        counts.update(write_decisions(conn, sql_dir, decisions, rules, catalog, timings))
+        counts.update(write_decisions(conn, sql_dir, decisions, rules, catalog, timings, publish_at))
     timings["write"] = time.perf_counter() - t
     finish_shard(conn, sql_dir, run_id, (k, n), dry_run, counts, timings)
     return {

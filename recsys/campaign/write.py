@@ -90,15 +90,24 @@ def render_messages(
 
 
 def write_decisions(
-    conn: Connection, sql_dir: Path, d: Decisions, rules: CampaignRules, catalog: Catalog, timings: dict[str, float]
+    conn: Connection,
+    sql_dir: Path,
+    d: Decisions,
+    rules: CampaignRules,
+    catalog: Catalog,
+    timings: dict[str, float],
+    publish_at: dt.datetime | None = None,
 ) -> dict[str, int]:
-    """Stage the decisions with COPY, write offers (attach or upsert) and holdout; the caller commits."""
+    """Stage the decisions with COPY, write offers (attach or upsert) and holdout; the caller commits.
+
+    The offers are scheduled for the publish moment `publish_at` (None: now); publishing re-times
+    those whose release it moves."""
     t = time.perf_counter()
     with conn.cursor() as cur:
         bad_timezones = _stage(cur, sql_dir, d, rules, catalog)
         timings["write_staging"] = time.perf_counter() - t
         t = time.perf_counter()
-        path, written, replaced = _write_offers(cur, sql_dir, d, _offer_params(d, rules))
+        path, written, replaced = _write_offers(cur, sql_dir, d, _offer_params(d, rules, publish_at))
         timings[f"write_{path}"] = time.perf_counter() - t
         # step 3: the holdout rows
         params = {"run_id": d.run_id, "day": d.campaign_date, "model": d.model_version}
@@ -181,11 +190,11 @@ def _publish_at_scoring() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _offer_params(d: Decisions, rules: CampaignRules) -> dict[str, Any]:
+def _offer_params(d: Decisions, rules: CampaignRules, publish_at: dt.datetime | None) -> dict[str, Any]:
     return {
         "day": d.campaign_date,
         "send_time": rules.send_time,
-        "publish_at": _publish_at_scoring(),
+        "publish_at": _publish_at_scoring() if publish_at is None else publish_at,
         "validity": rules.validity_hours,
         "max_attempts": rules.max_attempts,
         "marker": MARKER,
