@@ -61,6 +61,7 @@ def publish_run(settings: Settings, run_id: str, *, published_at: dt.datetime | 
         cur.execute("analyze publish_timezones")
         execute_values(cur, "insert into publish_timings values %s", timings)
         execute_values(cur, "insert into publish_quiet values %s", quiet)
+        cur.execute("analyze publish_timings; analyze publish_quiet")
         if published_at is None:
             cur.execute("select now()")
             published_at = cur.fetchone()[0]
@@ -72,17 +73,30 @@ def publish_run(settings: Settings, run_id: str, *, published_at: dt.datetime | 
             "validity": validity,
             "published_at": published_at,
         }
-        # nothing to re-time while the publish moment precedes every zone's local send time (a run
-        # for a later date): skip the pass over the run's offers
-        cur.execute(campaign_sql(sql_dir, "publish_earliest_release"), params)
-        earliest = cur.fetchone()[0]
-        retimed = 0
-        if earliest is None or published_at > earliest:
-            cur.execute(campaign_sql(sql_dir, "publish_retime"), params)
-            retimed = cur.rowcount
+        retimed = _retime(cur, sql_dir, params)
         cur.execute(campaign_sql(sql_dir, "run_published"), params)
         offers = fetch_value(conn, campaign_sql(sql_dir, "run_offer_count"), params)
     return {"run_id": run_id, "published_at": published_at.isoformat(), "offers": int(offers), "retimed": retimed}
+
+
+def _retime(cur: Any, sql_dir: Path, params: dict[str, Any]) -> int:
+    """Re-time the run's still-scheduled offers whose zone's send time precedes the publish moment;
+    returns how many changed.
+
+    The schedule is computed once per (time zone, timing, channel) that the users' zones make
+    possible, then joined to the offers. No zone released (a run for a later date, or none of the
+    users in the zones east enough): no pass over the run's offers at all.
+    """
+    cur.execute(campaign_sql(sql_dir, "publish_schedule"), params)
+    if not cur.rowcount:
+        return 0
+    cur.execute("analyze publish_schedule")
+    # the date's partition was just attached and has no statistics yet: the planner would guess a
+    # few rows and loop over an index per offer (minutes for 100k offers); every join here is a bulk one
+    # (JIT compiling these few expressions costs more than it saves)
+    cur.execute("set local enable_nestloop = off; set local work_mem = '256MB'; set local jit = off")
+    cur.execute(campaign_sql(sql_dir, "publish_retime"), params)
+    return cur.rowcount
 
 
 def _lock_publishable(cur: Any, sql_dir: Path, run_id: str) -> tuple[dt.date, dict[str, Any]]:
