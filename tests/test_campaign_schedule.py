@@ -235,12 +235,12 @@ def _schedule_params(at: dt.datetime) -> dict:
     }
 
 
-def _add_run(conn: Connection, run_id: str, day: dt.date, scored_at: dt.datetime, first_user: int) -> None:
+def _add_run(conn: Connection, run_id: str, day: dt.date, scored_at: dt.datetime, first_user: int, zones: list) -> None:
     """A scored run of `day`: per (zone, timing, channel) a scheduled offer, and a claimed and a sent
     one, scheduled as scoring at `scored_at` writes them; its users numbered from first_user."""
     offers = [
         (tz, timing, channel, status)
-        for tz in PUBLISH_ZONES
+        for tz in zones
         for timing in DELAYS
         for channel in ("email", *QUIET_HOURS)
         for status in ("scheduled", "claimed", "sent")
@@ -289,6 +289,41 @@ def _moment(day: dt.date, days: int, hour: int, minute: int = 0) -> dt.datetime:
     return dt.datetime.combine(day + dt.timedelta(days=days), dt.time(hour, minute), Z)
 
 
+def _publish_as_per_offer(conn: Connection, settings, day: dt.date, at: dt.datetime, zones: list) -> int:
+    """Publish run "pub" of `day` at `at` beside another run of the date and a run of the next date;
+    asserts every row is what offer_schedule per offer gives; returns the offers re-timed."""
+    from recsys.campaign import publish_run
+
+    scored = at - dt.timedelta(minutes=50)
+    _add_run(conn, "pub", day, scored, 1, zones)
+    _add_run(conn, "other", day, scored, 10_001, zones)  # a run of the same date, not published
+    _add_run(conn, "next", day + dt.timedelta(days=1), scored, 20_001, zones)  # the next date
+    everything = (
+        "select offer_id, run_id, campaign_date, user_id, timing, channel, status, scheduled_at, expires_at "
+        "from recsys.campaign_offers"
+    )
+    before = {r["offer_id"]: r for r in fetch_all(conn, everything)}
+    expected = {
+        r["offer_id"]: r
+        for r in fetch_all(conn, PER_OFFER.format(offers=everything) + EXPECTED, _schedule_params(at))
+        if r["run_id"] == "pub" and r["status"] == "scheduled"
+    }
+    expected = {k: expected.get(k, v) for k, v in before.items()}  # other runs, dates and statuses: untouched
+    changed = sum(expected[k]["scheduled_at"] != v["scheduled_at"] for k, v in before.items())
+
+    result = publish_run(settings, "pub", published_at=at)
+    after = {r["offer_id"]: r for r in fetch_all(conn, everything)}
+    assert after == expected  # same offer ids, same rows, the per-offer schedule where released
+    assert result["retimed"] == changed
+
+    # publishing again at the same moment (a cleared publish re-run) changes nothing
+    with conn.cursor() as cur:
+        cur.execute("update recsys.campaign_runs set state = 'scoring' where run_id = 'pub'")
+    assert publish_run(settings, "pub", published_at=at)["retimed"] == 0
+    assert {r["offer_id"]: r for r in fetch_all(conn, everything)} == expected
+    return changed
+
+
 @pytest.mark.parametrize(
     ("day", "days", "hour", "minute"),
     [
@@ -311,35 +346,11 @@ def _moment(day: dt.date, days: int, hour: int, minute: int = 0) -> dt.datetime:
 def test_publish_retimes_as_offer_schedule_per_offer_would(
     publish_db: Connection, settings, day: dt.date, days: int, hour: int, minute: int
 ) -> None:
-    from recsys.campaign import publish_run
+    retimed = _publish_as_per_offer(publish_db, settings, day, _moment(day, days, hour, minute), PUBLISH_ZONES)
+    assert (retimed > 0) == (days >= 0)  # the moments after some zone's release move offers
 
-    conn = publish_db
-    at = _moment(day, days, hour, minute)
-    scored = at - dt.timedelta(minutes=50)
-    _add_run(conn, "pub", day, scored, first_user=1)
-    _add_run(conn, "other", day, scored, first_user=10_001)  # a run of the same date, not published
-    _add_run(conn, "next", day + dt.timedelta(days=1), scored, first_user=20_001)  # the next date
-    everything = (
-        "select offer_id, run_id, campaign_date, user_id, timing, channel, status, scheduled_at, expires_at "
-        "from recsys.campaign_offers"
-    )
-    before = {r["offer_id"]: r for r in fetch_all(conn, everything)}
-    expected = {
-        r["offer_id"]: r
-        for r in fetch_all(conn, PER_OFFER.format(offers=everything) + EXPECTED, _schedule_params(at))
-        if r["run_id"] == "pub" and r["status"] == "scheduled"
-    }
-    expected = {k: expected.get(k, v) for k, v in before.items()}  # other runs, dates and statuses: untouched
-    changed = sum(expected[k]["scheduled_at"] != v["scheduled_at"] for k, v in before.items())
 
-    result = publish_run(settings, "pub", published_at=at)
-    after = {r["offer_id"]: r for r in fetch_all(conn, everything)}
-    assert after == expected  # same offer ids, same rows, the per-offer schedule where released
-    assert result["retimed"] == changed
-    assert (changed > 0) == (days >= 0)  # the moments after some zone's release move offers
-
-    # publishing again at the same moment (a cleared publish re-run) changes nothing
-    with conn.cursor() as cur:
-        cur.execute("update recsys.campaign_runs set state = 'scoring' where run_id = 'pub'")
-    assert publish_run(settings, "pub", published_at=at)["retimed"] == 0
-    assert {r["offer_id"]: r for r in fetch_all(conn, everything)} == expected
+def test_publish_retimes_users_scheduled_in_utc_when_no_user_lives_in_utc(publish_db: Connection, settings) -> None:
+    day = dt.date(2026, 6, 10)
+    zones = [z for z in PUBLISH_ZONES if z != "UTC"]  # the unknown zone and the user without a row remain
+    assert _publish_as_per_offer(publish_db, settings, day, _moment(day, 0, 9, 30), zones) > 0

@@ -83,18 +83,22 @@ def _retime(cur: Any, sql_dir: Path, params: dict[str, Any]) -> int:
     """Re-time the run's still-scheduled offers whose zone's send time precedes the publish moment;
     returns how many changed.
 
-    The schedule is computed once per (time zone, timing, channel) that the users' zones make
-    possible, then joined to the offers. No zone released (a run for a later date, or none of the
-    users in the zones east enough): no pass over the run's offers at all.
+    The schedule is computed once per (time zone, timing, channel) of the released zones the users
+    are in, then joined to the offers. No zone released (a run for a later date): no pass over the
+    users or the offers; none of the users in a released zone: no pass over the offers.
     """
+    cur.execute(campaign_sql(sql_dir, "publish_released"), params)
+    if not cur.rowcount:
+        return 0
+    cur.execute("analyze publish_released")
+    # the date's partition was just attached and has no statistics yet: the planner would guess a
+    # few rows and loop over an index per offer (minutes for 100k offers); every join here is a bulk
+    # one. (JIT compiling these few expressions costs more than it saves.)
+    cur.execute("set local enable_nestloop = off; set local work_mem = '256MB'; set local jit = off")
     cur.execute(campaign_sql(sql_dir, "publish_schedule"), params)
     if not cur.rowcount:
         return 0
     cur.execute("analyze publish_schedule")
-    # the date's partition was just attached and has no statistics yet: the planner would guess a
-    # few rows and loop over an index per offer (minutes for 100k offers); every join here is a bulk one
-    # (JIT compiling these few expressions costs more than it saves)
-    cur.execute("set local enable_nestloop = off; set local work_mem = '256MB'; set local jit = off")
     cur.execute(campaign_sql(sql_dir, "publish_retime"), params)
     return cur.rowcount
 

@@ -1,6 +1,7 @@
 -- still-scheduled offers of the run whose time zone's send time precedes the publish moment: re-timed
 -- from it by joining the schedule of their (time zone, timing, channel), never computed per offer
-with zoned as (
+-- (materialized: the zone is joined with the schedule on all three keys at once, never fanned out by timing)
+with zoned as materialized (
     select
         o.offer_id,
         o.timing,
