@@ -6,11 +6,21 @@ COPY into staging and one upsert, publish), timed and measured for peak RSS in a
 its own (bar: <= 20 s, <= 2 GB). Naive path on 100k users: per-user `model.predict`, per-row Jinja
 render and per-row INSERT; the ratio of users/s (target >= 40x).
 
+The clock is pinned: the fast path runs once per publish moment (`--publish-at`, each scored and
+published as if it were that moment), by default two, relative to the campaign date D:
+- D-1 02:00 UTC, the nightly run the night before: before every zone's 09:00 on D, nothing to
+  re-time at publish;
+- D 02:00 UTC, the nightly run on the night: past 09:00 in Tokyo and Sydney, so publishing re-times
+  those users' offers.
+Scoring takes its clock `--scoring-lag` seconds (default 60) before the publish moment, as a nightly
+run scores first and publishes when done; so offers already released when scored are re-timed at
+publish. Each run gets the date's partition afresh (the attach path), so the runs are comparable.
+
 The users and their features are written directly with COPY from numpy (not the generator: 1M
 generated users take minutes); the model is an untrained PPO of the production shapes (19 features,
 108 actions, SB3's default 64x64 MLP, 64 learning steps): the bar is throughput, not quality.
 
-    python bench/bench_score.py [--users 1000000] [--naive-users 100000]
+    python bench/bench_score.py [--users 1000000] [--naive-users 100000] [--publish-at MOMENT ...] [--scoring-lag 60]
 
 Uses a scratch database on RECSYS_BENCH_DATABASE_URL (else RECSYS_TEST_DATABASE_URL, else
 RECSYS_DATABASE_URL, else the embedded server), dropped at the end.
@@ -27,6 +37,7 @@ import resource
 import subprocess
 import sys
 import time
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -129,16 +140,90 @@ def register_model(url: str) -> None:
         record_decision(conn, "bench", decision="bootstrap", reasons=[], evaluation={})
 
 
-def child_fast(url: str) -> None:
-    """The measured fast path, alone in this process: prints a JSON line."""
-    from recsys.campaign import score_campaign
+def default_moments(day: dt.date) -> list[dt.datetime]:
+    """The nightly run the night before the date (before every zone's release) and on the night
+    (past the release in the zones east of UTC+7)."""
+    two = dt.time(2, 0, tzinfo=dt.UTC)
+    return [dt.datetime.combine(day - dt.timedelta(days=1), two), dt.datetime.combine(day, two)]
+
+
+def released_zones(day: dt.date, moment: dt.datetime, send_time: dt.time = dt.time(9)) -> list[str]:
+    """The population's time zones whose local send time on the date precedes the moment."""
+    return [tz for tz in TIMEZONES if dt.datetime.combine(day, send_time, ZoneInfo(tz)) < moment]
+
+
+def moment_arg(text: str) -> dt.datetime:
+    moment = dt.datetime.fromisoformat(text)
+    if moment.utcoffset() is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone: give an offset, e.g. 2026-12-01T02:00+00:00")
+    return moment
+
+
+def child_fast(url: str, run_id: str, moment: dt.datetime, lag: float) -> None:
+    """The measured fast path at a pinned moment, alone in this process: prints a JSON line.
+
+    Shard 0 of 1 then `publish_run`: what the unsharded `score_campaign` does, with the publish timed.
+    Scoring's clock is `lag` seconds before the publish moment."""
+    from recsys.campaign import publish_run, score_campaign
 
     settings = load_settings(env={}, database_url=url)
+    scored_at = moment - dt.timedelta(seconds=lag)
     t = time.perf_counter()
-    summary = score_campaign(settings, DAY, run_id="bench-fast")
-    wall = time.perf_counter() - t
+    summary = score_campaign(settings, DAY, run_id=run_id, shard=0, shards=1, publish_at=scored_at)
+    p = time.perf_counter()
+    summary["publish"] = publish_run(settings, run_id, published_at=moment)
+    end = time.perf_counter()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"wall": wall, "peak": peak, "summary": summary}, default=str))
+    print(json.dumps({"wall": end - t, "publish": end - p, "peak": peak, "summary": summary}, default=str))
+
+
+def run_fast(url: str, run_id: str, moment: dt.datetime, lag: float) -> dict | None:
+    """The fast path in a child process on a date without offers (its partition dropped first)."""
+    with connect(url) as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("drop table if exists recsys.{}").format(sql.Identifier(f"campaign_offers_{DAY:%Y%m%d}")))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            *("--child-fast", url, "--child-run", run_id),
+            *("--publish-at", moment.isoformat(), "--scoring-lag", str(lag)),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    if proc.returncode != 0:
+        print(proc.stderr, file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def fast_rows(users: int, moment: dt.datetime, fast: dict) -> list[tuple[str, str, str]]:
+    """The report's rows of one fast run."""
+    s = fast["summary"]
+    timings = s["timings"]
+    zones = released_zones(DAY, moment)
+    return [
+        (f"publish at {moment:%Y-%m-%d %H:%M %Z}", "", f"released: {', '.join(zones) or 'no zone yet'}"),
+        ("  offers written / holdout / explored", f"{s['offers']:,} / {s['holdout']:,} / {s['exploration']:,}", ""),
+        (
+            "  stage seconds: load / score / render / write",
+            " / ".join(f"{timings[k]:.1f}" for k in ("load", "score", "render", "write")),
+            "",
+        ),
+        (
+            "  stage seconds: model load / staging / upsert / attach",
+            " / ".join(
+                f"{timings.get(k, 0):.1f}" for k in ("model_load", "write_staging", "write_upsert", "write_attach")
+            ),
+            f"write path: {s.get('write_path')}",
+        ),
+        ("  publish", f"{fast['publish']:.1f} s", f"offers re-timed: {s['publish']['retimed']:,}"),
+        ("  fast path, end to end incl. publish", f"{fast['wall']:.1f} s", "bar <= 20 s"),
+        ("  fast path peak RSS", f"{fast['peak'] / 2**30:.2f} GB", "bar <= 2 GB"),
+        ("  fast path users/s", f"{users / fast['wall']:,.0f}", ""),
+    ]
 
 
 def naive(url: str, n: int) -> tuple[float, int]:
@@ -218,11 +303,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--naive-users", type=int, default=100_000)
+    parser.add_argument(
+        "--publish-at",
+        type=moment_arg,
+        nargs="+",
+        default=default_moments(DAY),
+        metavar="MOMENT",
+        help=f"publish moments, ISO with an offset; one fast run each (default: 02:00 UTC on {DAY} and the day before)",
+    )
+    parser.add_argument(
+        "--scoring-lag", type=float, default=60.0, help="seconds from scoring's clock to the publish moment"
+    )
     parser.add_argument("--child-fast", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child-run", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--keep-db", action="store_true", help="keep the scratch database (to inspect it)")
     args = parser.parse_args()
     if args.child_fast:
-        child_fast(args.child_fast)
+        child_fast(args.child_fast, args.child_run, args.publish_at[0], args.scoring_lag)
         return 0
 
     server = bench_server(os.environ.get("RECSYS_TEST_DATABASE_URL"))
@@ -234,44 +331,24 @@ def main() -> int:
         register_model(url)
         print(f"setup: {args.users:,} users and features written with COPY in {time.perf_counter() - t:.1f} s")
 
-        proc = subprocess.run(
-            [sys.executable, __file__, "--child-fast", url],
-            capture_output=True,
-            text=True,
-            check=False,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )
-        if proc.returncode != 0:
-            print(proc.stderr, file=sys.stderr)
-            return 1
-        fast = json.loads(proc.stdout.strip().splitlines()[-1])
-        s = fast["summary"]
+        runs = []
+        for i, moment in enumerate(args.publish_at):
+            fast = run_fast(url, f"bench-fast-{i}", moment, args.scoring_lag)
+            if fast is None:
+                return 1
+            runs.append((moment, fast))
         naive_seconds, naive_rows = naive(url, args.naive_users)
 
-        fast_rate = args.users / fast["wall"]
         naive_rate = naive_rows / naive_seconds
-        timings = s["timings"]
-        rows = [
-            ("users scored", f"{s['users']:,}", ""),
-            ("offers written / holdout / explored", f"{s['offers']:,} / {s['holdout']:,} / {s['exploration']:,}", ""),
-            (
-                "stage seconds: load / score / render / write",
-                " / ".join(f"{timings[k]:.1f}" for k in ("load", "score", "render", "write")),
-                "",
-            ),
-            (
-                "stage seconds: model load / staging / upsert / attach",
-                " / ".join(
-                    f"{timings.get(k, 0):.1f}" for k in ("model_load", "write_staging", "write_upsert", "write_attach")
-                ),
-                f"write path: {s.get('write_path')}",
-            ),
-            ("fast path, end to end incl. publish", f"{fast['wall']:.1f} s", "bar <= 20 s"),
-            ("fast path peak RSS", f"{fast['peak'] / 2**30:.2f} GB", "bar <= 2 GB"),
-            ("fast path users/s", f"{fast_rate:,.0f}", ""),
-            (f"naive path on {naive_rows:,} users", f"{naive_seconds:.1f} s ({naive_rate:,.0f} users/s)", ""),
-            ("ratio fast / naive (users/s)", f"{fast_rate / naive_rate:.0f}x", "target >= 40x"),
-        ]
+        s = runs[0][1]["summary"]
+        rows = [("users scored", f"{s['users']:,}", "")]
+        for moment, fast in runs:
+            rows += fast_rows(args.users, moment, fast)
+        rows.append((f"naive path on {naive_rows:,} users", f"{naive_seconds:.1f} s ({naive_rate:,.0f} users/s)", ""))
+        for moment, fast in runs:
+            ratio = args.users / fast["wall"] / naive_rate
+            label = f"ratio fast / naive (users/s), publish at {moment:%m-%d %H:%M}"
+            rows.append((label, f"{ratio:.0f}x", "target >= 40x"))
         width = max(len(r[0]) for r in rows)
         print(f"\n{'measure':<{width}}  {'value':>28}  note")
         for label, value, note in rows:

@@ -12,7 +12,7 @@ import pytest
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-import recsys.campaign.score as score_module
+import recsys.campaign.write as write_module
 from recsys.benchmark.toy import toy_ppo_artifact, toy_record
 from recsys.campaign import load_rules, publish_run, score_campaign
 from recsys.campaign.score import choose_actions
@@ -321,7 +321,7 @@ def test_a_run_failing_after_copy_writes_nothing_and_a_rerun_completes(campaign,
     def boom() -> dt.datetime:
         raise RuntimeError("killed after COPY")
 
-    monkeypatch.setattr(score_module, "_publish_at_scoring", boom)
+    monkeypatch.setattr(write_module, "_publish_at_scoring", boom)
     with pytest.raises(RuntimeError, match="killed after COPY"):
         score_campaign(settings, DAY, run_id="dies")
     assert offers(conn) == []
@@ -466,6 +466,29 @@ def test_scheduled_at_uses_local_send_time_and_publish_retimes_late_releases(cam
         assert row["scheduled_at"] == published + delay
 
 
+def test_a_pinned_publish_moment_schedules_and_publishes_as_if_it_were_now(campaign) -> None:
+    conn, settings = campaign
+    add_users(conn, DAY, [{"user_id": 1, "timezone": "Asia/Tokyo", "sms": False, "push": False}])
+    rules = dataclasses.replace(load_rules(), holdout_share=0.0, exploration_share=0.0)
+    naive = dt.datetime(2026, 6, 10, 2, 0)
+    with pytest.raises(RecsysError, match="publish_at 2026-06-10T02:00:00 has no time zone"):
+        score_campaign(settings, DAY, run_id="naive", rules=rules, publish_at=naive)
+    assert fetch_value(conn, "select count(*) from recsys.campaign_runs") == 0
+    # scored at 01:00 UTC (10:00 in Tokyo, past its 09:00), published at 02:00: released at 02:00
+    at = dt.datetime(2026, 6, 10, 2, 0, tzinfo=dt.UTC)
+    score_campaign(
+        settings, DAY, run_id="pinned", shard=0, shards=1, rules=rules, publish_at=at - dt.timedelta(hours=1)
+    )
+    with pytest.raises(RecsysError, match="published_at 2026-06-10T02:00:00 has no time zone"):
+        publish_run(settings, "pinned", published_at=naive)
+    result = publish_run(settings, "pinned", published_at=at)
+    assert dt.datetime.fromisoformat(result["published_at"]) == at and result["retimed"] == 1
+    [row] = offers(conn)
+    delays = {"immediate": 0, "delay_1hour": 60, "delay_6hours": 360}
+    assert row["scheduled_at"] == at + dt.timedelta(minutes=delays[row["timing"]])
+    assert fetch_value(conn, "select published_at from recsys.campaign_runs where run_id = 'pinned'") == at
+
+
 def test_retention_drops_campaign_partitions_past_the_window(campaign) -> None:
     conn, settings = campaign
     from recsys.data.retention import apply_retention
@@ -501,8 +524,9 @@ def test_a_scoring_process_killed_with_sigkill_mid_write_leaves_the_previous_off
         f"""
         import datetime as dt, os, signal
         import recsys.campaign.score as s
+        import recsys.campaign.write as w
         from recsys.config.settings import load_settings
-        s._publish_at_scoring = lambda: os.kill(os.getpid(), signal.SIGKILL)
+        w._publish_at_scoring = lambda: os.kill(os.getpid(), signal.SIGKILL)
         s.score_campaign(load_settings(env={{}}, database_url={settings.database_url!r}), dt.date(2026, 6, 10),
                          run_id="killed")
         """
@@ -590,8 +614,9 @@ def test_a_run_killed_inside_the_attach_path_leaves_nothing_and_claims_on_other_
         f"""
         import datetime as dt, time
         import recsys.campaign.score as s
+        import recsys.campaign.write as w
         from recsys.config.settings import load_settings
-        s._attached = lambda: time.sleep(600)
+        w._attached = lambda: time.sleep(600)
         s.score_campaign(load_settings(env={{}}, database_url={settings.database_url!r}), dt.date.fromisoformat(
             {other.isoformat()!r}), run_id="killed")
         """

@@ -1,23 +1,25 @@
--- still-scheduled offers of the run released before the publish moment: re-timed from it
-with timed as (
+-- still-scheduled offers of the run whose time zone's send time precedes the publish moment: re-timed
+-- from it by joining the schedule of their (time zone, timing, channel), never computed per offer
+-- (materialized: the zone is joined with the schedule on all three keys at once, never fanned out by timing)
+with zoned as materialized (
     select
-        o.campaign_date,
         o.offer_id,
-        sch.scheduled_at
+        o.timing,
+        o.channel,
+        coalesce(z.tz, 'UTC') as tz
     from recsys.campaign_offers as o
-    inner join publish_timings as t on o.timing = t.timing
-    inner join publish_quiet as q on o.channel = q.channel
     left join recsys.users as u on o.user_id = u.user_id
     left join publish_timezones as z on u.timezone = z.tz
-    cross join
-        lateral recsys.offer_schedule(
-            o.campaign_date, coalesce(z.tz, 'UTC'), %(send_time)s, %(now)s, t.delay_minutes, q.quiet_start,
-            q.quiet_end
-        ) as sch
-    where
-        o.run_id = %(run_id)s and o.campaign_date = %(day)s and o.status = 'scheduled'
-        and recsys.offer_release(o.campaign_date, coalesce(z.tz, 'UTC'), %(send_time)s, %(now)s)
-        > recsys.offer_release(o.campaign_date, coalesce(z.tz, 'UTC'), %(send_time)s, '-infinity')
+    where o.run_id = %(run_id)s and o.campaign_date = %(day)s and o.status = 'scheduled'
+),
+
+timed as (
+    select
+        zoned.offer_id,
+        s.scheduled_at
+    from zoned
+    inner join publish_schedule as s
+        on zoned.tz = s.tz and zoned.timing = s.timing and zoned.channel = s.channel
 )
 
 update recsys.campaign_offers as o
@@ -27,5 +29,5 @@ set
     updated_at = clock_timestamp()
 from timed
 where
-    o.campaign_date = timed.campaign_date and o.offer_id = timed.offer_id
+    o.campaign_date = %(day)s and o.offer_id = timed.offer_id
     and o.scheduled_at is distinct from timed.scheduled_at

@@ -1,0 +1,90 @@
+"""Campaign decisions in numpy: who may get what, why the others get nothing, and what each gets.
+
+`allowed_mask` (consent with an address, frequency caps, cooldown), `skip_reasons`, the exploration
+mixture with exact propensities (`choose_actions`) and `decide`, which adds the policy's greedy
+action on masked logits and the holdout. Called by `score_campaign` (recsys.campaign.score).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+
+from recsys.campaign import hashing
+from recsys.config.catalog import Catalog
+from recsys.config.rules import CampaignRules
+from recsys.model.observation import normalise
+from recsys.model.policy import PPOPolicy
+
+CHANNELS = ("email", "sms", "push")
+SKIP_REASONS = ("no_consent", "inactive", "cooldown", "frequency_cap")
+
+
+def allowed_mask(users: pd.DataFrame, catalog: Catalog, rules: CampaignRules) -> tuple[np.ndarray, np.ndarray]:
+    """(channel_ok (n, 3), action mask (n, n_actions)): consent with an address, caps, cooldown."""
+    n = len(users)
+    channel_ok = np.stack([users[f"ok_{ch}"].to_numpy() > 0 for ch in CHANNELS], axis=1)
+    capped = users["n_total"].to_numpy() >= rules.cap_total
+    per_channel = np.zeros((n, 3), bool)
+    for j, ch in enumerate(CHANNELS):
+        if ch in rules.cap_per_channel:
+            per_channel[:, j] = users[f"n_{ch}"].to_numpy() >= rules.cap_per_channel[ch]
+    cool = users["cooldown"].to_numpy() > 0 if rules.cooldown_days > 0 else np.zeros(n, bool)
+    active = users["active"].to_numpy() > 0
+    usable = channel_ok & ~per_channel & (active & ~capped & ~cool)[:, None]
+    cols = np.array([CHANNELS.index(a.channel) for a in catalog.actions])
+    return channel_ok, usable[:, cols]
+
+
+def skip_reasons(users: pd.DataFrame, channel_ok: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per user the first reason they get nothing ('' when eligible), in SKIP_REASONS order."""
+    reason = np.full(len(users), "", dtype=object)
+    has_mask = mask.any(axis=1)
+    checks = (
+        ("no_consent", ~channel_ok.any(axis=1)),
+        ("inactive", users["active"].to_numpy() == 0),
+        ("cooldown", users["cooldown"].to_numpy() > 0),
+        ("frequency_cap", ~has_mask),  # the total cap, or every reachable channel at its own cap
+    )
+    for name, hit in checks:
+        reason[(reason == "") & hit & ~has_mask] = name
+    return reason
+
+
+def choose_actions(
+    greedy: np.ndarray, mask: np.ndarray, user_ids: np.ndarray, campaign_date: dt.date, rules: CampaignRules
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exploration mixture: (action, propensity, is_exploration) per user with an allowed action.
+
+    With eps = exploration_share and A the allowed set: an explored user's action is uniform on A;
+    P(greedy) = (1 - eps) + eps / |A|, P(other allowed a) = eps / |A| (exact under the hash draws).
+    """
+    eps = rules.exploration_share
+    n_allowed = mask.sum(axis=1)
+    explore = hashing.uniform(user_ids, rules.exploration_salt, campaign_date.isoformat(), "explore") < eps
+    action = greedy.copy()
+    rows = np.flatnonzero(explore & (n_allowed > 0))
+    if len(rows):
+        draw = hashing.uniform(user_ids[rows], rules.exploration_salt, campaign_date.isoformat(), "draw")
+        k = np.minimum((draw * n_allowed[rows]).astype(np.int64), n_allowed[rows] - 1)
+        position = np.cumsum(mask[rows], axis=1, dtype=np.int32)  # position (1-based) among allowed
+        action[rows] = np.argmax(position > k[:, None], axis=1)
+    share = eps / np.maximum(n_allowed, 1)
+    propensity = np.where(action == greedy, (1.0 - eps) + share, share)
+    return action, propensity, explore
+
+
+def decide(
+    policy: PPOPolicy, raw: np.ndarray, mask: np.ndarray, ids: np.ndarray, campaign_date: dt.date, rules: CampaignRules
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(action, propensity, is_exploration, is_holdout) per eligible user: the policy's greedy action
+    on masked logits, the exploration mixture, and the holdout (greedy action logged, never sent)."""
+    greedy, _ = policy.act(normalise(raw), mask)
+    holdout = hashing.uniform(ids, rules.holdout_salt, "holdout") < rules.holdout_share
+    action, propensity, explore = choose_actions(greedy, mask, ids, campaign_date, rules)
+    action = np.where(holdout, greedy, action)
+    explore &= ~holdout
+    propensity = np.where(holdout, 1.0, propensity)
+    return action, propensity, explore, holdout

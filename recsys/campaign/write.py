@@ -1,0 +1,281 @@
+"""Campaign write: one shard's decisions into campaign_offers and campaign_holdout, in the run's
+transaction (the caller commits).
+
+The decisions go into staging tables with COPY BINARY; the offers (the schedule and the first-name
+fill computed in SQL) then either fill a new daily partition that is attached at the end (the
+nightly common case) or are upserted into the existing one (re-runs, shards), replacing only
+still-scheduled offers. A run killed before its commit leaves nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from psycopg2 import sql
+from psycopg2.extras import execute_values
+
+from recsys.campaign.decide import CHANNELS
+from recsys.campaign.messages import GSM_BASIC, MARKER, Renderer
+from recsys.campaign.pgcopy import binary_copy
+from recsys.campaign.queries import campaign_sql, composed
+from recsys.config.catalog import Catalog
+from recsys.config.rules import CampaignRules
+from recsys.db import Connection
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """One shard's decisions, ready to write: one entry per eligible user (offered or held out)."""
+
+    run_id: str
+    campaign_date: dt.date
+    shard: int
+    shards: int
+    model_version: str
+    user_ids: np.ndarray
+    actions: np.ndarray
+    propensity: np.ndarray
+    is_exploration: np.ndarray
+    is_holdout: np.ndarray
+    message_id: np.ndarray
+    category_codes: np.ndarray
+    """Code k (1-based) of `categories[k - 1]`, per user."""
+    segment_codes: np.ndarray
+    """Code k (1-based) of `segments[k - 1]`, per user."""
+    categories: list[str]
+    segments: list[str]
+    messages: list[tuple]
+    """The distinct rendered messages, by message id (see `render_messages`)."""
+
+
+def render_messages(
+    renderer: Renderer, catalog: Catalog, actions: np.ndarray, categories: np.ndarray
+) -> tuple[np.ndarray, list[tuple]]:
+    """Render each distinct (action without timing, category) once; message id per user."""
+    acts = catalog.actions
+    # the text does not depend on timing: key on (offer type, value, channel) and the category
+    base = np.array([a.action_id // len(catalog.timings) for a in acts])
+    category_type = np.array([a.offer_type in catalog.category_offer_types for a in acts])
+    cat_codes, cat_values = pd.factorize(pd.Series(categories, dtype=object))
+    cat_key = np.where(category_type[actions], cat_codes, -1)
+    keys = base[actions].astype(np.int64) * (len(cat_values) + 1) + (cat_key + 1)
+    unique, message_id = np.unique(keys, return_inverse=True)
+    messages = []
+    for i, k in enumerate(unique):
+        b, c = divmod(int(k), len(cat_values) + 1)
+        a = acts[b * len(catalog.timings)]
+        category = None if c == 0 else str(cat_values[c - 1])
+        r = renderer.render(a.channel, a.offer_type, a.value, category)
+        marker_count = r.body.count(MARKER)
+        messages.append(
+            (
+                i,
+                r.subject,
+                r.body,
+                r.is_html,
+                r.max_chars,
+                r.fallback_subject,
+                r.fallback_body,
+                marker_count,
+                len(r.body) - marker_count * len(MARKER),
+            )
+        )
+    return message_id.astype(np.int64), messages
+
+
+def write_decisions(
+    conn: Connection,
+    sql_dir: Path,
+    d: Decisions,
+    rules: CampaignRules,
+    catalog: Catalog,
+    timings: dict[str, float],
+    publish_at: dt.datetime | None = None,
+) -> dict[str, int]:
+    """Stage the decisions with COPY, write offers (attach or upsert) and holdout; the caller commits.
+
+    The offers are scheduled for the publish moment `publish_at` (None: now); publishing re-times
+    those whose release it moves."""
+    t = time.perf_counter()
+    with conn.cursor() as cur:
+        bad_timezones = _stage(cur, sql_dir, d, rules, catalog)
+        timings["write_staging"] = time.perf_counter() - t
+        t = time.perf_counter()
+        path, written, replaced = _write_offers(cur, sql_dir, d, _offer_params(d, rules, publish_at))
+        timings[f"write_{path}"] = time.perf_counter() - t
+        # step 3: the holdout rows
+        params = {"run_id": d.run_id, "day": d.campaign_date, "model": d.model_version}
+        cur.execute(campaign_sql(sql_dir, "holdout_insert"), params)
+    return {
+        "offers_written": written,
+        "offers_removed": replaced,
+        "timezone_fallback_utc": bad_timezones,
+        "write_path": path,
+    }
+
+
+_STAGED = ("stage_offers", "stage_actions", "stage_messages", "stage_timings", "stage_quiet", "stage_codes")
+
+
+def _stage(cur: Any, sql_dir: Path, d: Decisions, rules: CampaignRules, catalog: Catalog) -> int:
+    """Step 1: COPY the decisions and their lookups into staging tables; returns the offered users
+    whose time zone PostgreSQL does not know (scheduled in UTC)."""
+    cur.execute(campaign_sql(sql_dir, "stage_tables"))
+    columns = [
+        (d.user_ids, ">i8"),
+        (d.actions, ">i4"),
+        (d.propensity, ">f8"),
+        (d.is_exploration, "u1"),
+        (d.is_holdout, "u1"),
+        (d.message_id, ">i4"),
+        (d.category_codes, ">i4"),
+        (d.segment_codes, ">i4"),
+    ]
+    cur.copy_expert("copy stage_offers from stdin with (format binary)", binary_copy(columns))
+    units, category_types = catalog.value_units, catalog.category_offer_types
+    execute_values(
+        cur,
+        "insert into stage_actions values %s",
+        [
+            (
+                a.action_id,
+                a.offer_type,
+                a.value,
+                units[a.offer_type],
+                a.channel,
+                a.timing,
+                a.offer_type in category_types,
+            )
+            for a in catalog.actions
+        ],
+    )
+    if d.messages:
+        execute_values(cur, "insert into stage_messages values %s", d.messages)
+    delays, quiet = _schedule_params(catalog, rules)
+    codes = [("category", k, v) for k, v in enumerate(d.categories, 1)]
+    execute_values(
+        cur, "insert into stage_codes values %s", codes + [("segment", k, v) for k, v in enumerate(d.segments, 1)]
+    )
+    execute_values(cur, "insert into stage_timings values %s", delays)
+    execute_values(cur, "insert into stage_quiet values %s", quiet)
+    cur.execute(campaign_sql(sql_dir, "stage_timezones"))
+    cur.execute("analyze stage_timezones")
+    cur.execute(campaign_sql(sql_dir, "stage_unknown_timezones"))
+    bad_timezones = int(cur.fetchone()[0])
+    for table in _STAGED:
+        cur.execute(sql.SQL("analyze {}").format(sql.Identifier(table)))  # the planner needs real row counts
+    # sorts and hashes of a million staged rows in memory, not in temp files
+    cur.execute("set local work_mem = '256MB'")
+    # A fresh daily partition has no statistics yet (autovacuum has not seen it): the planner would
+    # guess one row and pick nested loops over a million. Every join here is a bulk one.
+    cur.execute("set local enable_nestloop = off")
+    return bad_timezones
+
+
+def _schedule_params(catalog: Catalog, rules: CampaignRules) -> tuple[list[tuple], list[tuple]]:
+    timings = [(t, int(catalog.timing_delay_minutes[t])) for t in catalog.timings]
+    quiet = [(ch, *rules.quiet_hours.get(ch, (None, None))) for ch in CHANNELS]
+    return timings, quiet
+
+
+def _publish_at_scoring() -> dt.datetime:
+    """The publish moment the offers are scheduled for while scoring: now (publishing re-times them;
+    a seam for tests that stop a run right after its COPY)."""
+    return dt.datetime.now(dt.UTC)
+
+
+def _offer_params(d: Decisions, rules: CampaignRules, publish_at: dt.datetime | None) -> dict[str, Any]:
+    return {
+        "day": d.campaign_date,
+        "send_time": rules.send_time,
+        "publish_at": _publish_at_scoring() if publish_at is None else publish_at,
+        "validity": rules.validity_hours,
+        "max_attempts": rules.max_attempts,
+        "marker": MARKER,
+        "gsm": GSM_BASIC,
+        "run_id": d.run_id,
+        "model": d.model_version,
+    }
+
+
+def _write_offers(cur: Any, sql_dir: Path, d: Decisions, params: dict[str, Any]) -> tuple[str, int, int]:
+    """Step 2: the offers, by attaching a new partition or upserting; (path, written, removed)."""
+    cur.execute(campaign_sql(sql_dir, "stage_schedule"), params)
+    cur.execute("analyze stage_schedule")
+    if d.shards == 1 and not partition_exists(cur, sql_dir, d.campaign_date):
+        cur.execute(campaign_sql(sql_dir, "holdout_clear_date"), {"day": d.campaign_date})
+        return "attach", _attach_partition(cur, sql_dir, d.campaign_date, params), 0
+    written, replaced = _upsert(cur, sql_dir, d.campaign_date, d.shard, d.shards, params)
+    return "upsert", written, replaced
+
+
+def partition_name(campaign_date: dt.date) -> str:
+    """The daily campaign_offers partition's name (retention parses the date back from it)."""
+    return f"campaign_offers_{campaign_date:%Y%m%d}"
+
+
+def partition_exists(cur: Any, sql_dir: Path, campaign_date: dt.date) -> bool:
+    cur.execute(campaign_sql(sql_dir, "partition_exists"), {"name": f"recsys.{partition_name(campaign_date)}"})
+    return bool(cur.fetchone()[0])
+
+
+def drop_empty_partition(cur: Any, sql_dir: Path, campaign_date: dt.date) -> None:
+    """An empty partition of the date (left by an older version or a helper) goes, so the write can
+    build the partition standalone and attach it. Dropping locks campaign_offers exclusively, so it
+    happens here, in the short committed start transaction, never inside the long write."""
+    part = sql.Identifier("recsys", partition_name(campaign_date))
+    if partition_exists(cur, sql_dir, campaign_date):
+        cur.execute(composed(sql_dir, "partition_has_rows", part=part))
+        if not cur.fetchone()[0]:
+            cur.execute(composed(sql_dir, "partition_drop", part=part))
+
+
+def _attached() -> None:
+    """Called inside the write right after ATTACH PARTITION (a seam for tests that kill a run there)."""
+
+
+def _offers(sql_dir: Path, name: str, **identifiers: sql.Composable) -> sql.Composed:
+    """An insert of the staged decisions as offers (offers_insert or offers_upsert)."""
+    return composed(sql_dir, name, offers=sql.SQL(campaign_sql(sql_dir, "offers_select")), **identifiers)
+
+
+def _attach_partition(cur: Any, sql_dir: Path, campaign_date: dt.date, params: dict[str, Any]) -> int:
+    """The nightly common case, a date without a partition: build it as a standalone table, fill it
+    with one INSERT ... SELECT, then ATTACH it; returns the rows written.
+
+    Per-row btree maintenance of four indexes dominated the upsert into an indexed partition; here
+    the rows go into a bare heap and ATTACH builds each index the parent declares with one sorted
+    build (so the partition's indexes always match the parent's). The CHECK constraint equals the
+    partition bound, so ATTACH skips its validation scan. ATTACH takes only SHARE UPDATE EXCLUSIVE
+    on campaign_offers: senders keep claiming other dates meanwhile. All in the run's transaction:
+    a run killed before its commit leaves no partition and no rows.
+    """
+    name = partition_name(campaign_date)
+    part = sql.Identifier("recsys", name)
+    bounds = {"lo": campaign_date, "hi": campaign_date + dt.timedelta(days=1)}
+    cur.execute(composed(sql_dir, "partition_create", part=part, check_name=sql.Identifier(f"{name}_bound")), bounds)
+    cur.execute(composed(sql_dir, "partition_comment", part=part), {"comment": f"campaign_offers of {campaign_date}"})
+    cur.execute(_offers(sql_dir, "offers_insert", target=part), params)
+    written = cur.rowcount
+    cur.execute("set local maintenance_work_mem = '256MB'")  # the index sorts stay in memory
+    cur.execute(composed(sql_dir, "partition_attach", part=part), bounds)
+    _attached()
+    return written
+
+
+def _upsert(
+    cur: Any, sql_dir: Path, campaign_date: dt.date, shard: int, shards: int, offer_params: dict[str, Any]
+) -> tuple[int, int]:
+    """Re-runs, shards and dates that already have offers: merge into the partition; (written, removed)."""
+    params = {"day": campaign_date, "shards": shards, "shard": shard}
+    cur.execute(campaign_sql(sql_dir, "upsert_remove_offers"), params)
+    replaced = cur.rowcount
+    cur.execute(campaign_sql(sql_dir, "upsert_remove_holdout"), params)
+    cur.execute(_offers(sql_dir, "offers_upsert"), offer_params)
+    return cur.rowcount, replaced
