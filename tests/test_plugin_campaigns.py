@@ -3,24 +3,18 @@
 A module fixture creates its own PostgreSQL database (so other tests' campaign runs never mix in),
 fills it with two campaign runs, their offers, holdout, offer events, purchases and three models,
 and starts `airflow api-server` on SQLite metadata with the simple auth manager (known passwords)
-and this repository's `plugins/` folder, pointing `AIRFLOW_CONN_RECSYS_DB` at that database.
+and this repository's `plugins/` folder, pointing `AIRFLOW_CONN_RECSYS_DB` at that database. The
+server and the browser come from tests/airflow_ui_support.py (shared with the README's screenshot).
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
-import itertools
 import json
 import math
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -29,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import airflow_ui_support as ui
 import psycopg2
 import pytest
 from psycopg2 import sql
@@ -39,10 +34,7 @@ from recsys.db.migrate import migrate
 
 pytestmark = pytest.mark.slow
 
-AIRFLOW = Path(sys.executable).with_name("airflow")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
-PASSWORDS = {"admin": "admin-pw-1", "viewer1": "viewer-pw-1"}
 
 RUN = "scheduled__2026-11-27T02:00:00+00:00"
 OLD_RUN = "manual__2026-11-26T08:00:00+00:00"
@@ -226,109 +218,27 @@ def _expected_lift(url: str, run_id: str) -> dict[str, float]:
 # --- the Airflow API server -----------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _airflow_env(home: Path, campaign_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    (home / "dags").mkdir(parents=True, exist_ok=True)
-    passwords = home / "passwords.json"
-    passwords.write_text(json.dumps(PASSWORDS))
-    env.update(
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"),
-        AIRFLOW__CORE__PLUGINS_FOLDER=str(PROJECT_ROOT / "plugins"),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__PARALLELISM="2",
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
-        AIRFLOW__CORE__AUTH_MANAGER="airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin,viewer1:viewer",
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(passwords),
-        AIRFLOW__API_AUTH__JWT_SECRET=uuid.uuid4().hex,
-        AIRFLOW__API__WORKERS="1",
-        AIRFLOW_CONN_RECSYS_DB=airflow_connection(campaign_url),
-        RECSYS_DATABASE_URL="",
-        OMP_NUM_THREADS="1",
-    )
-    return env
-
-
 @pytest.fixture(scope="module")
 def airflow_home(tmp_path_factory: pytest.TempPathFactory, campaign_db: str) -> tuple[Path, dict[str, str]]:
     """A migrated Airflow home (SQLite metadata) configured for the plugin and the campaign database."""
     home = tmp_path_factory.mktemp("airflow_home")
-    env = _airflow_env(home, campaign_db)
-    subprocess.run([str(AIRFLOW), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    return home, env
+    return home, ui.migrated_airflow_home(home, campaign_db)
 
 
 @pytest.fixture(scope="module")
 def api(airflow_home: tuple[Path, dict[str, str]]) -> Iterator[str]:
     """Base URL of a running `airflow api-server` with the plugin loaded; stopped after the module."""
-    home, env = airflow_home
-    port = _free_port()
-    log = (home / "api-server.log").open("wb")
-    proc = subprocess.Popen(
-        [str(AIRFLOW), "api-server", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"airflow api-server exited: {(home / 'api-server.log').read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{base}/api/v2/monitor/health", timeout=5):
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("airflow api-server did not answer within 180 s") from None
-                time.sleep(1)
+    with ui.api_server(*airflow_home) as base:
         yield base
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        log.close()
-
-
-def _request(url: str, *, token: str | None = None, cookie: str | None = None) -> tuple[int, bytes]:
-    req = urllib.request.Request(url)
-    if token is not None:
-        req.add_header("Authorization", f"Bearer {token}")
-    if cookie is not None:
-        req.add_header("Cookie", f"_token={cookie}")
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
-def _login(base: str, user: str) -> str:
-    body = json.dumps({"username": user, "password": PASSWORDS[user]}).encode()
-    req = urllib.request.Request(f"{base}/auth/token", data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        return json.load(resp)["access_token"]
 
 
 @pytest.fixture(scope="module")
 def token(api: str) -> str:
-    return _login(api, "admin")
+    return ui.login(api, "admin")
 
 
 def _get_json(url: str, token: str) -> Any:
-    status, body = _request(url, token=token)
+    status, body = ui.request(url, token=token)
     assert status == 200, body[:500]
     return json.loads(body)
 
@@ -339,7 +249,12 @@ def _get_json(url: str, token: str) -> Any:
 def test_airflow_lists_the_plugin(airflow_home: tuple[Path, dict[str, str]]) -> None:
     _, env = airflow_home
     out = subprocess.run(
-        [str(AIRFLOW), "plugins", "--output", "json"], env=env, check=True, capture_output=True, text=True, timeout=300
+        [str(ui.AIRFLOW), "plugins", "--output", "json"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
     ).stdout
     plugins = json.loads(out[out.index("[") :])
     ours = next(p for p in plugins if p["name"] == "recsys_campaigns")
@@ -446,11 +361,11 @@ def test_the_ui_lists_the_campaigns_entry(api: str, token: str) -> None:
     "path", ["/recsys/campaigns", "/recsys/api/runs", "/recsys/api/models", "/recsys/api/overview"]
 )
 def test_requests_without_a_valid_login_are_refused(api: str, path: str) -> None:
-    status, _ = _request(api + path)
+    status, _ = ui.request(api + path)
     assert status == 401
-    status, _ = _request(api + path, token="not-a-jwt")
+    status, _ = ui.request(api + path, token="not-a-jwt")
     assert status in (401, 403)
-    status, _ = _request(api + path, cookie="not-a-jwt")
+    status, _ = ui.request(api + path, cookie="not-a-jwt")
     assert status in (401, 403)
 
 
@@ -459,10 +374,10 @@ def test_requests_without_a_valid_login_are_refused(api: str, path: str) -> None
 )
 def test_fastapi_docs_routes_are_off(api: str, token: str, path: str) -> None:
     """FastAPI serves its docs outside the app's dependencies: they must not exist at all."""
-    status, body = _request(api + path)
+    status, body = ui.request(api + path)
     assert status in (401, 404), (status, body[:200])
     assert b"openapi" not in body.lower() and b"/recsys/api/runs" not in body
-    status, _ = _request(api + path, token=token)
+    status, _ = ui.request(api + path, token=token)
     assert status == 404
 
 
@@ -586,7 +501,7 @@ def test_a_schema_owner_login_reads_as_the_analyst_role(
 
 
 def test_a_viewer_login_may_read(api: str) -> None:
-    status, body = _request(f"{api}/recsys/api/runs?limit=1", token=_login(api, "viewer1"))
+    status, body = ui.request(f"{api}/recsys/api/runs?limit=1", token=ui.login(api, "viewer1"))
     assert status == 200
     assert json.loads(body)["runs"][0]["run_id"] == RUN
 
@@ -645,7 +560,7 @@ def test_a_run_without_holdout_has_no_lift(api: str, token: str) -> None:
 
 
 def test_unknown_run_is_a_404_naming_it(api: str, token: str) -> None:
-    status, body = _request(f"{api}/recsys/api/runs/no-such-run", token=token)
+    status, body = ui.request(f"{api}/recsys/api/runs/no-such-run", token=token)
     assert status == 404
     assert "no-such-run" in json.loads(body)["detail"]
 
@@ -660,7 +575,7 @@ def test_model_leaderboard_shows_the_gate_decisions(api: str, token: str) -> Non
 
 
 def test_html_page_renders_the_numbers(api: str, token: str, campaign_db: str) -> None:
-    status, body = _request(f"{api}/recsys/campaigns", token=token)
+    status, body = ui.request(f"{api}/recsys/campaigns", token=token)
     assert status == 200
     html = body.decode()
     assert "<h1>Campaigns</h1>" in html
@@ -679,7 +594,7 @@ def test_html_page_renders_the_numbers(api: str, token: str, campaign_db: str) -
 
 def test_html_page_for_one_run_and_through_the_cookie(api: str, token: str) -> None:
     url = f"{api}/recsys/campaigns?run_id={urllib.parse.quote(OLD_RUN, safe='')}"
-    status, body = _request(url, cookie=token)
+    status, body = ui.request(url, cookie=token)
     assert status == 200
     assert f"Run {OLD_RUN}" in body.decode()
     assert '<b id="run-offers">2</b>' in body.decode()
@@ -688,106 +603,12 @@ def test_html_page_for_one_run_and_through_the_cookie(api: str, token: str) -> N
 # --- headless Chromium ----------------------------------------------------------------------------
 
 
-class _Chromium:
-    """Headless Chromium driven over the DevTools protocol (a websocket; no extra dependency)."""
-
-    def __init__(self, exe: str) -> None:
-        from websockets.sync.client import connect as ws_connect
-
-        self.profile = tempfile.mkdtemp(prefix="recsys-chromium-")
-        self.proc = subprocess.Popen(
-            [
-                exe,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--remote-debugging-port=0",
-                f"--user-data-dir={self.profile}",
-                "--window-size=1600,1000",
-                "about:blank",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        port_file = Path(self.profile) / "DevToolsActivePort"
-        deadline = time.monotonic() + 60
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                self.close()
-                raise RuntimeError("chromium did not open its DevTools port")
-            time.sleep(0.1)
-        port = port_file.read_text().split()[0]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as resp:
-            page = next(t for t in json.load(resp) if t["type"] == "page")
-        self.stack = contextlib.ExitStack()
-        self.ws = self.stack.enter_context(ws_connect(page["webSocketDebuggerUrl"], max_size=None))
-        self.ids = itertools.count(1)
-
-    def send(self, method: str, **params: Any) -> dict[str, Any]:
-        i = next(self.ids)
-        self.ws.send(json.dumps({"id": i, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv(timeout=60))
-            if msg.get("id") == i:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg["result"]
-
-    def eval(self, expression: str) -> Any:
-        return self.send("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
-
-    def wait_for(self, expression: str, timeout: float = 60) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = self.eval(expression)
-            if value:
-                return value
-            time.sleep(0.25)
-        raise AssertionError(f"timed out waiting for {expression}")
-
-    def type_into(self, selector: str, text: str) -> None:
-        self.eval(f"document.querySelector({json.dumps(selector)}).focus()")
-        self.send("Input.insertText", text=text)
-
-    def close(self) -> None:
-        if getattr(self, "stack", None) is not None:
-            self.stack.close()
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        shutil.rmtree(self.profile, ignore_errors=True)
-
-
-IFRAME_TEXT = """(() => {
-  const f = document.querySelector('iframe');
-  const t = f && f.contentDocument && f.contentDocument.body && f.contentDocument.body.innerText;
-  return t && t.includes('Model leaderboard') ? t : '';
-})()"""
-
-
 def test_campaigns_page_in_headless_chromium(api: str) -> None:
-    if CHROMIUM is None:
+    if ui.CHROMIUM is None:
         pytest.skip("chromium is not installed (Debian package `chromium`; .ci/run installs it)")
-    browser = _Chromium(CHROMIUM)
+    browser = ui.Chromium(ui.CHROMIUM)
     try:
-        browser.send("Page.enable")
-        next_url = f"{api}/plugin/campaigns"
-        browser.send("Page.navigate", url=f"{api}/auth/login?next={urllib.parse.quote(next_url, safe='')}")
-        browser.wait_for("!!document.querySelector('input[name=username]')")
-        browser.type_into("input[name=username]", "admin")
-        browser.type_into("input[name=password]", PASSWORDS["admin"])
-        browser.wait_for("!document.querySelector('button[type=submit]').disabled")
-        browser.eval("document.querySelector('button[type=submit]').click()")
-        browser.wait_for("!location.pathname.startsWith('/auth')")
-        browser.send("Page.navigate", url=next_url)
-        page_text = browser.wait_for(IFRAME_TEXT)
-        nav_text = browser.eval("document.body.innerText")
-        browser.eval("document.querySelector('iframe').contentWindow.scrollTo(0, 0)")
+        page_text, nav_text = ui.open_campaigns_page(browser, api)
         png = base64.b64decode(browser.send("Page.captureScreenshot", format="png")["data"])
     finally:
         browser.close()
