@@ -31,6 +31,7 @@ from _support import LOCAL_SERVER, bench_server, scratch_database
 
 from recsys.benchmark.synth.generate import generate_data
 from recsys.config.catalog import load_catalog
+from recsys.config.reward import load_reward_rules
 from recsys.config.settings import load_settings
 from recsys.data.extract import extract_path
 from recsys.data.logged_offers import fit_response_model
@@ -40,7 +41,6 @@ from recsys.model.env import OfferVecEnv
 from recsys.model.observation import FEATURE_NAMES, normalise
 from recsys.model.response import prior_response_model
 from recsys.model.response_fit import format_fit_report
-from recsys.model.rewards import load_reward_rules
 
 END_DATE = dt.date(2026, 9, 1)
 BAR_STEPS_PER_SECOND = 500_000

@@ -32,7 +32,7 @@ from _support import bench_server, scratch_database
 
 from recsys.benchmark.synth.generate import generate_data, truth_path_for
 from recsys.benchmark.truth_eval import evaluate_against_truth
-from recsys.config.catalog import load_catalog
+from recsys.config import load_config
 from recsys.config.settings import PROJECT_ROOT, load_settings
 from recsys.data.extract import extract_path
 from recsys.data.features import build_features
@@ -78,7 +78,8 @@ def one_seed(server: str, seed: int, users: int, days: int, timesteps: int) -> d
     if not (data / "events.csv").exists():
         generate_data(users=users, days=days, seed=seed, out=data, end_date=END)
     truth = truth_path_for(data)
-    catalog = load_catalog()
+    config = load_config()
+    catalog = config.catalog
     out: dict[str, float] = {}
     with scratch_database(server, "recsys_bench_policy") as url:
         settings = load_settings(env={}, database_url=url)
@@ -88,11 +89,11 @@ def one_seed(server: str, seed: int, users: int, days: int, timesteps: int) -> d
             yesterday = END - dt.timedelta(days=1)
             build_features(conn, settings, yesterday)
             build_features(conn, settings, END)
-            config = TrainConfig(total_timesteps=timesteps, seed=seed)
+            hyper = TrainConfig(total_timesteps=timesteps, seed=seed)
             # The champion of the previous night, then tonight: a full retrain and a quarter fine-tune.
-            train(conn, settings, as_of=yesterday, mode="retrain", config=config)
+            train(conn, settings, config=config, as_of=yesterday, mode="retrain", train_config=hyper)
             started = time.perf_counter()
-            retrained = train(conn, settings, as_of=END, mode="retrain", config=config)
+            retrained = train(conn, settings, config=config, as_of=END, mode="retrain", train_config=hyper)
             out["train_steps_per_s"] = timesteps / (time.perf_counter() - started)
             # the retrain may have replaced yesterday's champion: fine-tune yesterday's explicitly
             with conn.cursor() as cur:
@@ -105,7 +106,7 @@ def one_seed(server: str, seed: int, users: int, days: int, timesteps: int) -> d
                 )
             conn.commit()
             quarter = TrainConfig(total_timesteps=timesteps // 4, seed=seed)
-            fine = train(conn, settings, as_of=END, mode="fine_tune", config=quarter)
+            fine = train(conn, settings, config=config, as_of=END, mode="fine_tune", train_config=quarter)
             policies = {
                 "ppo (retrain)": PPOPolicy(load_sb3_model(retrained.record.artifact), catalog),
                 "ppo (fine-tune, 1/4 steps)": PPOPolicy(load_sb3_model(fine.record.artifact), catalog),

@@ -112,6 +112,12 @@ def _night() -> tuple[Any, dt.date, dict[str, Any]]:
             description="Score this date instead of the run's logical date (YYYY-MM-DD).",
         ),
         "dry_run": Param(False, type="boolean", description="Score and report without writing or publishing offers."),
+        "frequency_cap": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            description="Offers per user in the frequency-cap window for this run (empty: the configuration's rule).",
+        ),
         "force_train": Param(
             False, type="boolean", description="Train again even if a model was already trained for this date."
         ),
@@ -195,6 +201,7 @@ def recsys_nightly() -> None:
             shard=shard,
             shards=params["shards"],
             dry_run=params["dry_run"],
+            frequency_cap=params.get("frequency_cap"),
         )
 
     @task

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from recsys.config import load_config
+from recsys.config.catalog import ALLOWED_CHANNELS
 from recsys.errors import RecsysError
 
 log = logging.getLogger("recsys")
@@ -70,9 +72,10 @@ def cmd_db_retention(args: argparse.Namespace) -> int:
     from recsys.db import connect, database_url
 
     settings = load_settings()
+    rules = load_config(settings.config).rules
     today = args.today or dt.datetime.now(dt.UTC).date()
     with connect(database_url(settings)) as conn:
-        print(apply_retention(conn, settings, today).describe())
+        print(apply_retention(conn, settings, rules, today).describe())
     return 0
 
 
@@ -144,11 +147,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from recsys.orchestration.train import TrainConfig, train
 
     settings = load_settings()
-    config = TrainConfig()
-    for name in ("total_timesteps", "seed", "n_envs", "learning_rate", "horizon", "warm_start_steps"):
-        value = getattr(args, name)
-        if value is not None:
-            setattr(config, name, value)
+    names = ("total_timesteps", "seed", "n_envs", "learning_rate", "horizon", "warm_start_steps")
+    hyper = TrainConfig(**{n: getattr(args, n) for n in names if getattr(args, n) is not None})
     with connect(database_url(settings)) as conn:
         if args.data:
             from recsys.data.extract import extract_path
@@ -171,9 +171,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = train(
             conn,
             settings,
+            config=load_config(settings.config),
             as_of=as_of,
             mode=args.mode,
-            config=config,
+            train_config=hyper,
             save=Path(args.save) if args.save else None,
             progress_bar=sys.stderr.isatty(),
         )
@@ -187,12 +188,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from recsys.evaluation.model_eval import evaluate_model
 
     settings = load_settings()
+    config = load_config(settings.config)
     with connect(database_url(settings)) as conn:
-        result = evaluate_model(conn, model_version=args.model, as_of=args.as_of)
+        result = evaluate_model(conn, config, model_version=args.model, as_of=args.as_of)
         if args.truth:
             from recsys.benchmark.truth_eval import evaluate_model_against_truth
 
-            evaluate_model_against_truth(conn, result, Path(args.truth))
+            result = evaluate_model_against_truth(conn, config.catalog, result, Path(args.truth))
     print(result.report())
     return 0
 
@@ -407,7 +409,7 @@ def _add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 def _add_delivery_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Delivery and its outcomes, real or simulated: `send`, `ingest-feedback`, `simulate`."""
     p = sub.add_parser("send", help="reference sender: claim due offers, deliver them, ack or fail each")
-    p.add_argument("--channel", required=True, choices=("email", "sms", "push"))
+    p.add_argument("--channel", required=True, choices=ALLOWED_CHANNELS)
     p.add_argument("--adapter", required=True, choices=("stdout", "jsonl", "smtp", "webhook"))
     p.add_argument("--once", action="store_true", help="drain what is due now and exit (default: keep polling)")
     p.add_argument("--batch", type=_positive, default=None, help="offers per claim (default RECSYS_SENDER_BATCH)")

@@ -27,6 +27,7 @@ from typing import Any, TextIO
 
 from psycopg2 import sql
 
+from recsys.config import load_config
 from recsys.config.settings import PROJECT_ROOT, Settings, load_settings
 from recsys.db import airflow_connection, connect, create_database, database_url, fetch_all, redact
 
@@ -166,9 +167,11 @@ def _show_truth_and_a_recommendation(conn: Any, today: dt.date, truth_path: Path
     from recsys.benchmark.truth_eval import evaluate_model_against_truth
     from recsys.evaluation.model_eval import evaluate_model
 
-    evaluation = evaluate_model(conn, as_of=today, n_boot=100)
-    evaluate_model_against_truth(conn, evaluation, truth_path, n_boot=100)
-    print(_indent(evaluation.truth_eval.table()))
+    config = load_config(load_settings().config)
+    evaluation = evaluate_model(conn, config, as_of=today, n_boot=100)
+    truth_eval = evaluate_model_against_truth(conn, config.catalog, evaluation, truth_path, n_boot=100).truth_eval
+    assert truth_eval is not None
+    print(_indent(truth_eval.table()))
     top = fetch_all(
         conn,
         "select user_id from recsys.user_features where as_of = %s order by engagement_score desc, user_id limit 1",

@@ -292,8 +292,8 @@ def test_choose_from_probabilities_on_an_empty_batch() -> None:
 
 
 def test_response_greedy_takes_the_models_best_allowed_offer() -> None:
+    from recsys.config.reward import load_reward_rules
     from recsys.model.response import prior_response_model
-    from recsys.model.rewards import load_reward_rules
 
     model = prior_response_model(CATALOG, load_reward_rules())
     obs, mask = random_batch(300, seed=4)

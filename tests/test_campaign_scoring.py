@@ -475,7 +475,7 @@ def test_retention_drops_campaign_partitions_past_the_window(campaign) -> None:
         add_users(conn, day, [{"user_id": 1}, {"user_id": 2}])
         score_campaign(settings, day, run_id=f"r{day}", rules=dataclasses.replace(load_rules(), holdout_share=0.5))
     with connect(settings.database_url) as own:
-        result = apply_retention(own, settings, DAY)
+        result = apply_retention(own, settings, load_rules(), DAY)
     assert result.campaign_partitions >= 1
     assert (
         fetch_value(conn, "select to_regclass('recsys.campaign_offers_' || to_char(%s::date, 'YYYYMMDD'))", (old,))

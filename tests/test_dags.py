@@ -346,6 +346,15 @@ def test_nightly_dag_end_to_end_rerun_and_cleared_shard(
     assert publish(settings, "cleared-shard")["already"] is True  # a cleared publish task too
     assert _offers(campaign_db) == offers
 
+    # the frequency_cap param: this run's rules, stored with the run; a bad value is refused
+    score_shard(settings, night, run_id="capped", shard=0, shards=1, dry_run=True, frequency_cap=1)
+    with connect(campaign_db) as conn:
+        stored = fetch_value(conn, "select settings->>'cap_total' from recsys.campaign_runs where run_id = 'capped'")
+    assert stored == "1"
+    with pytest.raises(RecsysError, match="param frequency_cap: expected >= 1, got 0"):
+        score_shard(settings, night, run_id="capped-0", shard=0, shards=1, dry_run=True, frequency_cap=0)
+    assert _offers(campaign_db) == offers
+
     # the dispatch DAG: offers made due are sent once each through the jsonl adapter, per channel
     with connect(campaign_db) as conn, conn.cursor() as cur:
         cur.execute(

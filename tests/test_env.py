@@ -20,10 +20,10 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from recsys.config.catalog import DEFAULT_CONFIG, Catalog, load_catalog
+from recsys.config.reward import load_reward_rules
 from recsys.model.env import ENV_ID, OfferEnv, OfferVecEnv
 from recsys.model.observation import FEATURE_NAMES, N_FEATURES, normalise
 from recsys.model.response import ResponseModel, prior_response_model
-from recsys.model.rewards import load_reward_rules
 
 COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
 

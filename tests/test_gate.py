@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from recsys.evaluation.gate import GateConfig, decide
+from typing import Any
+
+from recsys.evaluation.gate import GateConfig
+from recsys.evaluation.gate import decide as decide_typed
+from recsys.evaluation.results import ChallengerEvaluation, ChampionEvaluation, GateDecision, OffPolicyValue
+
+
+def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, config: GateConfig) -> GateDecision:
+    """The gate on evaluations written in the stored (flat) layout of `policy_models.evaluation`."""
+    best = None
+    if champion is not None:
+        dr = champion.get("dr_value")
+        best = ChampionEvaluation(champion["simulator_value"], OffPolicyValue(dr, dr, dr) if dr is not None else None)
+    return decide_typed(ChallengerEvaluation.from_json(challenger), best, config)
 
 
 def _eval(sim: float, rnd: float = 0.01, dr: float | None = None, lower: float | None = None) -> dict:
@@ -15,7 +28,7 @@ def _eval(sim: float, rnd: float = 0.01, dr: float | None = None, lower: float |
 def test_first_sane_model_is_a_bootstrap_champion() -> None:
     d = decide(_eval(0.05), None, GateConfig())
     assert d.decision == "bootstrap" and d.promoted
-    assert d.reasons[0]["passed"] is True
+    assert d.reasons[0].passed is True
 
 
 def test_a_model_no_better_than_random_is_rejected_even_without_champion() -> None:
@@ -29,7 +42,7 @@ def test_worse_challenger_is_rejected_and_margin_is_honoured() -> None:
     assert decide(_eval(0.097), champion, GateConfig(margin=0.05)).decision == "promoted"
     rejected = decide(_eval(0.097), champion, GateConfig(margin=0.02))
     assert rejected.decision == "rejected"
-    assert any(not r["passed"] and "champion" in r["check"] for r in rejected.reasons)
+    assert any(not r.passed and "champion" in r.check for r in rejected.reasons)
     assert decide(_eval(0.12), champion, GateConfig(margin=0.0)).decision == "promoted"
 
 
@@ -42,7 +55,7 @@ def test_the_paired_off_policy_difference_can_veto_a_challenger() -> None:
     # better in the simulator, but the logs show it clearly worse than the champion
     d = decide(_paired(0.11, diff=-0.03, lower=-0.05, upper=-0.01), champion, GateConfig(margin=0.02))
     assert d.decision == "rejected"
-    assert [r["passed"] for r in d.reasons] == [True, True, False]
+    assert [r.passed for r in d.reasons] == [True, True, False]
     assert "paired doubly robust" in d.describe()
     # a wide interval that includes 0 is no evidence against it: the simulator decides
     assert decide(_paired(0.11, -0.01, -0.05, 0.03), champion, GateConfig()).decision == "promoted"
@@ -64,7 +77,7 @@ def test_a_model_that_only_fools_the_simulator_is_rejected_once_logs_exist() -> 
     }  # fmt: skip
     d = decide(fooled, None, GateConfig())
     assert d.decision == "rejected"
-    assert [r["passed"] for r in d.reasons] == [True, False]
+    assert [r.passed for r in d.reasons] == [True, False]
     honest = {**_eval(0.05), "dr_value": 0.006, "dr_lower": 0.001, "dr_upper": 0.011, "random_dr_value": 0.004}
     assert decide(honest, None, GateConfig()).decision == "bootstrap"
     noisy = {**_eval(0.05), "dr_value": 0.003, "dr_lower": -0.004, "dr_upper": 0.010, "random_dr_value": 0.004}
@@ -80,8 +93,22 @@ def test_the_logs_judge_only_with_enough_effective_sample() -> None:
     }  # fmt: skip
     d = decide(thin, None, GateConfig())
     assert d.decision == "bootstrap"
-    assert d.reasons[1]["passed"] is True and d.reasons[1]["inconclusive"] is True
+    assert d.reasons[1].passed is True and d.reasons[1].inconclusive is True
     assert "[n/a]" in d.describe() and "inconclusive" in d.describe() and "227" in d.describe()
     # the same numbers on enough logs reject it; so does a stricter configuration on the thin ones
     assert decide({**thin, "dr_effective_sample_size": 1_000.0}, None, GateConfig()).decision == "rejected"
     assert decide(thin, None, GateConfig(min_effective_sample_size=200)).decision == "rejected"
+
+
+def test_an_evaluation_round_trips_through_its_stored_layout() -> None:
+    stored = {
+        "simulator_value": 0.05, "random_value": 0.01, "users": 600, "env_steps_per_second": 900.0,
+        "warm_start": {"examples": 10, "steps": 5, "epochs": 1.0, "final_loss": 2.0, "agreement": 0.5, "seconds": 0.1},
+        "champion_simulator_value": 0.04, "dr_value": 0.03, "dr_lower": 0.01, "dr_upper": 0.05,
+        "dr_effective_sample_size": 1500.0, "dr_diff_value": 0.01, "dr_diff_lower": -0.01, "dr_diff_upper": 0.02,
+        "random_dr_value": 0.004, "champion_dr_value": 0.02, "champion_dr_lower": 0.0,
+    }  # fmt: skip
+    evaluation = ChallengerEvaluation.from_json(stored)
+    assert evaluation.champion is not None and evaluation.champion.simulator_value == 0.04
+    assert evaluation.dr_diff == OffPolicyValue(0.01, -0.01, 0.02)
+    assert evaluation.to_json() == stored

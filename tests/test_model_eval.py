@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from recsys.config.reward import load_reward_rules
 from recsys.evaluation.model_eval import realised_reward
-from recsys.model.rewards import load_reward_rules
 
 
 def test_realised_reward_charges_margin_offer_cost_contact_and_recorded_unsubscribes() -> None:

@@ -1,4 +1,4 @@
-"""Tests of `recsys.model.rewards` and `recsys.model.response`: reward rules, priors, fitting from logged offers.
+"""Tests of `recsys.config.reward` and `recsys.model.response`: reward rules, priors, fitting from logged offers.
 
 The fit is checked on logs drawn from a known logistic ground truth (written straight into
 `recsys.user_features` and `recsys.offer_history`), so the direction of every effect is known; the
@@ -20,6 +20,7 @@ from psycopg2 import sql
 
 from recsys.benchmark.synth.generate import generate_data
 from recsys.config.catalog import DEFAULT_CONFIG, Catalog, load_catalog
+from recsys.config.reward import RewardRules, load_reward_rules
 from recsys.config.settings import Settings
 from recsys.data.extract import extract_path
 from recsys.data.features import FEATURE_COLUMNS, build_features, feature_partitions, partition_name
@@ -30,7 +31,6 @@ from recsys.errors import ConfigError
 from recsys.model.observation import FEATURE_NAMES, FEATURES, N_FEATURES, normalise
 from recsys.model.response import ResponseModel, prior_response_model
 from recsys.model.response_fit import FitConfig, format_fit_report
-from recsys.model.rewards import RewardRules, load_reward_rules
 
 COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
 

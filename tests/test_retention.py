@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from recsys.config import load_config
 from recsys.config.settings import Settings, load_settings
 from recsys.data.features import build_features
 from recsys.data.retention import apply_retention
@@ -39,7 +40,7 @@ def test_retention_drops_only_what_is_wholly_older(db: Connection, settings: Set
     # (other tests may have left partitions of their own: expectations are computed from the list)
     events_before = _partitions(db, "behavior_events")
     features_before = _partitions(db, "user_features")
-    result = apply_retention(db, short, dt.date(2026, 5, 1))
+    result = apply_retention(db, short, load_config(short.config).rules, dt.date(2026, 5, 1))
     events_after = _partitions(db, "behavior_events")
     features_after = _partitions(db, "user_features")
     remaining = [r["event_id"] for r in fetch_all(db, "select event_id from recsys.behavior_events order by 1")]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ def _offers(truth: GroundTruth, actions: np.ndarray | None = None) -> sim.SentOf
     ids = truth.user_ids[truth.consent.any(axis=1)]
     if actions is None:
         actions = truth.oracle_actions(ids, night=NIGHT)
-    send = sim._epoch(NIGHT) + 9 * 3600
+    send = sim.epoch(NIGHT) + 9 * 3600
     return sim.SentOffers(np.arange(1, len(ids) + 1), ids, np.asarray(actions), np.full(len(ids), send))
 
 
@@ -90,12 +91,12 @@ def test_the_days_behaviour_loads_through_the_normal_loader_with_its_dates(
     responses = users.respond(NIGHT, offers, np.zeros(len(offers)))
     # one conversion late in the evening, so its purchase lands after midnight
     late = int(np.flatnonzero(responses.converted)[0])
-    responses.click_at[late] = sim._epoch(NIGHT) + 23 * 3600 + 59 * 60
+    responses.click_at[late] = sim.epoch(NIGHT) + 23 * 3600 + 59 * 60
     responses.buy_at[late] = responses.click_at[late] + 30 * 60
     buys = users.live_day(NIGHT, responses)
     first = settings.inbox / "events_sim_1.csv"
     settings.inbox.mkdir(parents=True)
-    written = users.write_events(first, sim._epoch(NIGHT) + sim.DAY)
+    written = users.write_events(first, sim.epoch(NIGHT) + sim.DAY)
     assert written > 0 and first.exists()
 
     midnight = dt.datetime.combine(NIGHT + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
@@ -123,7 +124,7 @@ def test_the_days_behaviour_loads_through_the_normal_loader_with_its_dates(
     assert len(buys["user_id"]) == rows["buys"]
     # the purchase after midnight waits for the next night's file
     second = settings.inbox / "events_sim_2.csv"
-    assert users.write_events(second, sim._epoch(NIGHT) + 2 * sim.DAY) >= 1
+    assert users.write_events(second, sim.epoch(NIGHT) + 2 * sim.DAY) >= 1
     text = second.read_text()
     assert f"{NIGHT + dt.timedelta(days=1)}T00:" in text and ",purchase," in text
 
@@ -235,7 +236,8 @@ def _run(settings: Settings, tmp_path: Path, *, in_process: bool, nights: int = 
         timesteps=4096,
         history_days=30,
         in_process=in_process,
-        database=f"recsys_sim_test_{tmp_path.name[-12:].lower().replace('-', '_')}",
+        # one per test and per test session: parallel sessions on one server must not drop each other's
+        database=f"recsys_sim_test_{os.getpid()}_{tmp_path.name[-12:].lower().replace('-', '_')}",
     )
     return sim.simulate(config, settings, echo=False)
 

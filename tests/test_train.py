@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import subprocess
@@ -11,12 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from recsys.config import load_config
 from recsys.config.settings import PROJECT_ROOT, Settings
 from recsys.data.extract import extract_path
 from recsys.data.features import build_features
 from recsys.db import Connection, fetch_all, fetch_value
 from recsys.errors import RecsysError
 from recsys.evaluation.registry import champion, get_model
+from recsys.evaluation.results import WarmStart
 from recsys.orchestration.train import TrainConfig, train
 
 END = dt.date(2026, 10, 1)
@@ -39,14 +42,17 @@ def loaded(db: Connection, settings: Settings, shop: Path) -> Connection:
 
 
 def _tiny(**kw: object) -> TrainConfig:
-    config = TrainConfig(total_timesteps=2048, n_envs=64, n_steps=16, batch_size=256, n_epochs=2, seed=7)
-    for k, v in kw.items():
-        setattr(config, k, v)
-    return config
+    tiny = TrainConfig(total_timesteps=2048, n_envs=64, n_steps=16, batch_size=256, n_epochs=2, seed=7)
+    return dataclasses.replace(tiny, **kw)
+
+
+CONFIG = load_config()
 
 
 def test_smoke_train_registers_a_bootstrap_champion(loaded: Connection, settings: Settings, tmp_path: Path) -> None:
-    result = train(loaded, settings, as_of=END, mode="auto", config=_tiny(), save=tmp_path / "ppo_recommender")
+    result = train(
+        loaded, settings, config=CONFIG, as_of=END, mode="auto", train_config=_tiny(), save=tmp_path / "ppo_recommender"
+    )
     assert result.record.training_mode == "retrain"
     assert result.decision.decision == "bootstrap"
     assert result.saved_to == tmp_path / "ppo_recommender.zip" and result.saved_to.stat().st_size > 1000
@@ -57,16 +63,16 @@ def test_smoke_train_registers_a_bootstrap_champion(loaded: Connection, settings
     assert current.response_model["fit_report"]  # fitted on the shop's logged offers
     assert current.training_window_start is not None
     assert current.training_window_start <= current.training_window_end < END
-    assert result.evaluation["simulator_value"] > result.evaluation["random_value"]
+    assert result.evaluation.simulator_value > result.evaluation.random_value
 
 
 def test_same_seed_twice_gives_the_same_policy(loaded: Connection, settings: Settings) -> None:
     from recsys.data.states import load_states
     from recsys.model.policy import PPOPolicy, load_sb3_model
 
-    a = train(loaded, settings, as_of=END, mode="retrain", config=_tiny())
-    b = train(loaded, settings, as_of=END, mode="retrain", config=_tiny())
-    c = train(loaded, settings, as_of=END, mode="retrain", config=_tiny(seed=8))
+    a = train(loaded, settings, config=CONFIG, as_of=END, mode="retrain", train_config=_tiny())
+    b = train(loaded, settings, config=CONFIG, as_of=END, mode="retrain", train_config=_tiny())
+    c = train(loaded, settings, config=CONFIG, as_of=END, mode="retrain", train_config=_tiny(seed=8))
     states = load_states(loaded, END)
     from recsys.config.catalog import load_catalog
 
@@ -78,13 +84,13 @@ def test_same_seed_twice_gives_the_same_policy(loaded: Connection, settings: Set
 
     assert np.allclose(probs(a), probs(b), atol=1e-6)
     assert not np.allclose(probs(a), probs(c), atol=1e-4)
-    assert a.evaluation["simulator_value"] == pytest.approx(b.evaluation["simulator_value"], abs=1e-9)
+    assert a.evaluation.simulator_value == pytest.approx(b.evaluation.simulator_value, abs=1e-9)
 
 
 def test_fine_tune_continues_the_champion(loaded: Connection, settings: Settings) -> None:
-    first = train(loaded, settings, as_of=END, mode="retrain", config=_tiny())
+    first = train(loaded, settings, config=CONFIG, as_of=END, mode="retrain", train_config=_tiny())
     assert first.decision.promoted
-    second = train(loaded, settings, as_of=END, mode="auto", config=_tiny(total_timesteps=1024))
+    second = train(loaded, settings, config=CONFIG, as_of=END, mode="auto", train_config=_tiny(total_timesteps=1024))
     assert second.record.training_mode == "fine_tune"
     assert second.record.parent_version == first.record.model_version
     # reset_num_timesteps=False: the count goes on from the parent's
@@ -109,7 +115,7 @@ def test_gate_refuses_a_deliberately_worse_model(loaded: Connection, settings: S
     from recsys.model.response import ResponseModel
     from recsys.orchestration.train import register_challenger
 
-    good = train(loaded, settings, as_of=END, mode="retrain", config=_tiny(total_timesteps=8192))
+    good = train(loaded, settings, config=CONFIG, as_of=END, mode="retrain", train_config=_tiny(total_timesteps=8192))
     assert champion(loaded).model_version == good.record.model_version
     # Sabotage a copy of the champion: its actor now prefers, for everyone, the action worth least.
     catalog = load_catalog()
@@ -135,7 +141,8 @@ def test_gate_refuses_a_deliberately_worse_model(loaded: Connection, settings: S
         gate=GateConfig(),
     )
     assert result.decision.decision == "rejected"
-    assert result.evaluation["simulator_value"] < result.evaluation["champion_simulator_value"]
+    assert result.evaluation.champion is not None
+    assert result.evaluation.simulator_value < result.evaluation.champion.simulator_value
     assert champion(loaded).model_version == good.record.model_version
     assert fetch_value(loaded, "select count(*) from recsys.policy_models where is_champion") == 1
     board = fetch_all(loaded, "select model_version, gate_decision from recsys.v_model_leaderboard")
@@ -144,7 +151,7 @@ def test_gate_refuses_a_deliberately_worse_model(loaded: Connection, settings: S
 
 def test_fine_tune_without_champion_or_features_is_a_clear_error(db: Connection, settings: Settings) -> None:
     with pytest.raises(RecsysError, match="no user features as of"):
-        train(db, settings, as_of=END, mode="auto", config=_tiny())
+        train(db, settings, config=CONFIG, as_of=END, mode="auto", train_config=_tiny())
 
 
 def test_cli_train_evaluate_recommend(loaded: Connection, settings: Settings, tmp_path: Path, shop: Path) -> None:
@@ -193,9 +200,9 @@ def test_warm_start_imitates_the_response_models_best_offer(loaded: Connection, 
     from recsys.model.policy import PPOPolicy, load_sb3_model
     from recsys.model.response import ResponseModel
 
-    warm = train(loaded, settings, as_of=END, mode="retrain", config=_tiny())
-    cold = train(loaded, settings, as_of=END, mode="retrain", config=_tiny(warm_start_steps=0))
-    fine = train(loaded, settings, as_of=END, mode="fine_tune", config=_tiny())
+    warm = train(loaded, settings, config=CONFIG, as_of=END, mode="retrain", train_config=_tiny())
+    cold = train(loaded, settings, config=CONFIG, as_of=END, mode="retrain", train_config=_tiny(warm_start_steps=0))
+    fine = train(loaded, settings, config=CONFIG, as_of=END, mode="fine_tune", train_config=_tiny())
     catalog = load_catalog()
     states = load_states(loaded, END)
     mask = states.action_mask(catalog)
@@ -211,6 +218,6 @@ def test_warm_start_imitates_the_response_models_best_offer(loaded: Connection, 
     assert recorded["examples"] == 2 * int(has.sum())  # every user who can receive an offer, twice
     assert recorded["steps"] == 3_000
     assert agreement(warm) > 0.5 > 0.2 > agreement(cold)
-    assert warm.evaluation["simulator_value"] > cold.evaluation["simulator_value"]
-    assert cold.evaluation["warm_start"] == {"examples": 0, "steps": 0}
-    assert "warm_start" not in fine.evaluation  # a fine-tune continues the champion's actor as it is
+    assert warm.evaluation.simulator_value > cold.evaluation.simulator_value
+    assert cold.evaluation.warm_start == WarmStart(examples=0, steps=0)
+    assert fine.evaluation.warm_start is None  # a fine-tune continues the champion's actor as it is

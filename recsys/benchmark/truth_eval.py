@@ -9,6 +9,7 @@ only code, with the generator, that reads the truth.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from collections.abc import Mapping
@@ -335,21 +336,19 @@ def _policy_values(
 
 
 def evaluate_model_against_truth(
-    conn: Connection, evaluation: ModelEvaluation, truth_path: Path, *, n_boot: int = 200
+    conn: Connection, catalog: Catalog, evaluation: ModelEvaluation, truth_path: Path, *, n_boot: int = 200
 ) -> ModelEvaluation:
     """`evaluation` (of a registered model) with the truth table of its night added: the model, the
     rule heuristic and greedy on the model's own response model, against the references."""
-    from recsys.config.catalog import load_catalog
     from recsys.evaluation.registry import get_model
     from recsys.model.baselines import ResponseGreedyPolicy, RuleHeuristicPolicy
     from recsys.model.policy import PPOPolicy, load_sb3_model
     from recsys.model.response import ResponseModel
 
-    catalog = load_catalog()
     record = get_model(conn, evaluation.model_version)
     policy = PPOPolicy(load_sb3_model(record.artifact), catalog, name=record.model_version)
     response = ResponseModel.from_dict(record.response_model, catalog)
-    evaluation.truth_eval = evaluate_against_truth(
+    truth_eval = evaluate_against_truth(
         conn,
         truth_path,
         evaluation.as_of,
@@ -361,4 +360,4 @@ def evaluate_model_against_truth(
         catalog=catalog,
         n_boot=n_boot,
     )
-    return evaluation
+    return dataclasses.replace(evaluation, truth_eval=truth_eval)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,15 +96,26 @@ def _require_list(section: dict, key: str, source: Path) -> list:
     return value
 
 
-def load_catalog(path: Path | None = None) -> Catalog:
-    """Read the catalog from `path`, else RECSYS_CONFIG, else the packaged default."""
-    source = Path(path or os.environ.get("RECSYS_CONFIG") or DEFAULT_CONFIG)
+def read_config_file(path: Path | None = None) -> tuple[dict, Path]:
+    """The parsed TOML of the configuration file `path` (default: the packaged `recsys/config.toml`)
+    and the path it came from. The one reader of the file: `recsys.config.load_config` parses
+    every section from what it returns."""
+    source = Path(path or DEFAULT_CONFIG)
     try:
-        data = tomllib.loads(source.read_text(encoding="utf-8"))
+        return tomllib.loads(source.read_text(encoding="utf-8")), source
     except FileNotFoundError as e:
         raise ConfigError(f"config file not found: {source}") from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: not valid TOML: {e}") from e
+
+
+def load_catalog(path: Path | None = None) -> Catalog:
+    """The catalog of the configuration file `path` (default: the packaged one)."""
+    return parse_catalog(*read_config_file(path))
+
+
+def parse_catalog(data: dict, source: Path) -> Catalog:
+    """The `[catalog]` section of a parsed configuration file, checked; errors name the key."""
     section = data.get("catalog")
     if not isinstance(section, dict):
         raise ConfigError(f"{source}: missing [catalog] section")

@@ -7,14 +7,12 @@ every run in `campaign_runs.settings`, so a run says which rules it was scored u
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recsys.config.catalog import ALLOWED_CHANNELS, DEFAULT_CONFIG
+from recsys.config.catalog import ALLOWED_CHANNELS, read_config_file
 from recsys.config.settings import package_dir
 from recsys.errors import ConfigError
 
@@ -175,12 +173,5 @@ def _templates_dir(configured: Path, source: Path) -> Path:
 
 
 def load_rules(path: Path | None = None) -> CampaignRules:
-    """The campaign rules from `path`, else RECSYS_CONFIG, else the packaged config."""
-    source = Path(path or os.environ.get("RECSYS_CONFIG") or DEFAULT_CONFIG)
-    try:
-        data = tomllib.loads(source.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise ConfigError(f"config file not found: {source}") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{source}: not valid TOML: {e}") from e
-    return parse_rules(data, source)
+    """The campaign rules of the configuration file `path` (default: the packaged one)."""
+    return parse_rules(*read_config_file(path))

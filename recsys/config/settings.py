@@ -43,6 +43,8 @@ _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 class Settings:
     """Runtime configuration. Each field maps to `RECSYS_<FIELD NAME IN UPPER CASE>`."""
 
+    config: Path = field(default_factory=lambda: PACKAGE_ROOT / "config.toml")
+    """The product configuration file: offer catalog, reward rules, campaign rules (`load_config`)."""
     database_url: str | None = None
     """PostgreSQL URL. Unset: an embedded server (pgserver) in `embedded_pgdata`."""
     data_dir: Path = field(default_factory=lambda: state_root() / "data")

@@ -24,7 +24,7 @@ from recsys.db.sqlfiles import load_sql
 from recsys.model.observation import FEATURE_NAMES, N_FEATURES, normalise
 from recsys.model.response import ResponseModel, check_rules_cover
 from recsys.model.response_fit import FitConfig, LoggedOffers, fit_response_model_to_logs
-from recsys.model.rewards import RewardRules
+from recsys.config.reward import RewardRules
 
 log = logging.getLogger(__name__)
 

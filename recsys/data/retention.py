@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from recsys.config.rules import load_rules
+from recsys.config.rules import CampaignRules
 from recsys.db import Connection, fetch_value
 from recsys.data.features import drop_old_features
 from recsys.config.settings import Settings
@@ -33,14 +33,15 @@ class RetentionResult:
         )
 
 
-def apply_retention(conn: Connection, settings: Settings, today: dt.date) -> RetentionResult:
-    """Drop what is older than the retention windows, counted back from `today`; commits."""
+def apply_retention(conn: Connection, settings: Settings, rules: CampaignRules, today: dt.date) -> RetentionResult:
+    """Drop what is older than the retention windows (the settings' for events and features, the
+    campaign rules' for offers), counted back from `today`; commits."""
     cutoff = dt.datetime.combine(today - dt.timedelta(days=settings.event_retention_days), dt.time(), dt.UTC)
     events = int(fetch_value(conn, "select recsys.drop_event_partitions_before(%s)", (cutoff,)))
     conn.commit()
     features = drop_old_features(conn, settings, today)
     # campaign_offers: daily partitions older than [campaign] retention_days (with their holdout rows)
-    campaign_cutoff = today - dt.timedelta(days=load_rules().retention_days)
+    campaign_cutoff = today - dt.timedelta(days=rules.retention_days)
     campaigns = int(fetch_value(conn, "select recsys.drop_campaign_partitions_before(%s)", (campaign_cutoff,)))
     conn.commit()
     result = RetentionResult(events, features, campaigns)

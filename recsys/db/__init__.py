@@ -55,16 +55,21 @@ def database_url(settings: Settings) -> str:
     return embedded_url(settings.embedded_pgdata)
 
 
+def open_connection(url: str, *, application_name: str = "recsys") -> Connection:
+    """A new connection (the caller closes it); a clear error naming the server when it cannot."""
+    try:
+        return psycopg2.connect(url, application_name=application_name[:63])
+    except psycopg2.OperationalError as e:
+        raise RecsysError(f"cannot connect to PostgreSQL ({redact(url)}): {str(e).strip()}") from e
+
+
 @contextmanager
 def connect(url: str, *, autocommit: bool = False, **session: Any) -> Iterator[Connection]:
     """A connection that commits when the block succeeds and rolls back when it raises.
 
     Keyword arguments become session settings (`work_mem="256MB"`), set for this connection only.
     """
-    try:
-        conn = psycopg2.connect(url, application_name="recsys")
-    except psycopg2.OperationalError as e:
-        raise RecsysError(f"cannot connect to PostgreSQL ({redact(url)}): {str(e).strip()}") from e
+    conn = open_connection(url)
     conn.autocommit = autocommit
     try:
         with conn.cursor() as cur:

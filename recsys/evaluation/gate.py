@@ -20,7 +20,10 @@ A challenger that fails any check is `rejected` and the champion stays.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+from recsys.evaluation.results import ChallengerEvaluation, ChampionEvaluation, GateCheck, GateDecision
+
+__all__ = ["GateConfig", "GateDecision", "decide"]
 
 
 @dataclass(frozen=True)
@@ -38,49 +41,24 @@ class GateConfig:
     -0.012 [-0.041, +0.007] against random's +0.014 on 24,497 logged offers, effective sample 226.5)."""
 
 
-@dataclass(frozen=True)
-class GateDecision:
-    decision: str  # bootstrap | promoted | rejected
-    reasons: list[dict[str, Any]]
-
-    @property
-    def promoted(self) -> bool:
-        return self.decision in ("bootstrap", "promoted")
-
-    def describe(self) -> str:
-        lines = [f"gate: {self.decision}"]
-        lines += [
-            f"  [{'n/a' if r.get('inconclusive') else 'pass' if r['passed'] else 'FAIL'}] {r['check']}: {r['detail']}"
-            for r in self.reasons
-        ]
-        return "\n".join(lines)
-
-
-def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, config: GateConfig) -> GateDecision:
-    """Compare evaluation dicts with keys simulator_value, random_value and optionally dr_value,
-    dr_upper, dr_effective_sample_size, random_dr_value and the paired dr_diff_value /
-    dr_diff_lower / dr_diff_upper."""
-    reasons: list[dict[str, Any]] = []
+def decide(challenger: ChallengerEvaluation, champion: ChampionEvaluation | None, config: GateConfig) -> GateDecision:
+    """The challenger's checks against random and, when there is one, the champion."""
+    reasons: list[GateCheck] = []
 
     def check(name: str, passed: bool, detail: str, *, inconclusive: bool = False) -> bool:
-        reason: dict[str, Any] = {"check": name, "passed": bool(passed), "detail": detail}
-        if inconclusive:
-            reason["inconclusive"] = True  # recorded, passes, decided nothing
-        reasons.append(reason)
+        reasons.append(GateCheck(name, bool(passed), detail, inconclusive))
         return passed
 
     sane = check(
         "beats uniform random in the simulator",
-        challenger["simulator_value"] > challenger["random_value"],
-        f"challenger {challenger['simulator_value']:.5f} vs random {challenger['random_value']:.5f}",
+        challenger.simulator_value > challenger.random_value,
+        f"challenger {challenger.simulator_value:.5f} vs random {challenger.random_value:.5f}",
     )
-    if challenger.get("dr_upper") is not None and challenger.get("random_dr_value") is not None:
+    dr = challenger.dr
+    if dr is not None and challenger.random_dr_value is not None:
         name = "not clearly worse than uniform random off-policy (doubly robust, on the logs)"
-        detail = (
-            f"challenger {challenger['dr_value']:.5f} (upper {challenger['dr_upper']:.5f}) "
-            f"vs random {challenger['random_dr_value']:.5f}"
-        )
-        ess = challenger.get("dr_effective_sample_size")
+        detail = f"challenger {dr.value:.5f} (upper {dr.upper:.5f}) vs random {challenger.random_dr_value:.5f}"
+        ess = dr.effective_sample_size
         if ess is not None and ess < config.min_effective_sample_size:
             check(
                 name,
@@ -90,29 +68,29 @@ def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, config: 
                 inconclusive=True,
             )
         else:
-            sane = check(name, challenger["dr_upper"] >= challenger["random_dr_value"], detail) and sane
+            sane = check(name, dr.upper >= challenger.random_dr_value, detail) and sane
     if champion is None:
-        return GateDecision("bootstrap" if sane else "rejected", reasons)
-    floor = champion["simulator_value"] - config.margin * abs(champion["simulator_value"])
+        return GateDecision("bootstrap" if sane else "rejected", tuple(reasons))
+    floor = champion.simulator_value - config.margin * abs(champion.simulator_value)
     ok = check(
         "simulator value not worse than the champion's",
-        challenger["simulator_value"] >= floor,
-        f"challenger {challenger['simulator_value']:.5f} vs champion {champion['simulator_value']:.5f} "
+        challenger.simulator_value >= floor,
+        f"challenger {challenger.simulator_value:.5f} vs champion {champion.simulator_value:.5f} "
         f"(floor {floor:.5f} at margin {config.margin:.0%})",
     )
-    if challenger.get("dr_diff_upper") is not None:
+    diff = challenger.dr_diff
+    if diff is not None:
         # Paired: both policies on the same logged rows and resamples. Comparing two separate
         # intervals instead would favour the champion, whose own offers fill the logs (a tight
         # interval) over any challenger (judged mostly on the exploration offers: a wide one).
-        tolerance = config.margin * abs(champion.get("dr_value") or 0.0)
+        tolerance = config.margin * abs(champion.dr.value if champion.dr is not None else 0.0)
         ok = (
             check(
                 "not clearly worse than the champion off-policy (paired doubly robust difference, on the logs)",
-                challenger["dr_diff_upper"] >= -tolerance,
-                f"challenger - champion {challenger['dr_diff_value']:+.5f} "
-                f"[{challenger['dr_diff_lower']:+.5f}, {challenger['dr_diff_upper']:+.5f}] "
+                diff.upper >= -tolerance,
+                f"challenger - champion {diff.value:+.5f} [{diff.lower:+.5f}, {diff.upper:+.5f}] "
                 f"(tolerance {-tolerance:+.5f})",
             )
             and ok
         )
-    return GateDecision("promoted" if sane and ok else "rejected", reasons)
+    return GateDecision("promoted" if sane and ok else "rejected", tuple(reasons))

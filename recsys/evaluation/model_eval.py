@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
-from recsys.config.catalog import Catalog, load_catalog
+from recsys.config import Config
+from recsys.config.catalog import Catalog
+from recsys.config.reward import RewardRules
 from recsys.data.states import load_states
 from recsys.db import Connection, fetch_value
 from recsys.errors import RecsysError
@@ -26,7 +28,6 @@ from recsys.evaluation.ope import Estimate, evaluation_report, off_policy_evalua
 from recsys.evaluation.registry import ModelRecord, get_model, require_champion
 from recsys.model.baselines import RuleHeuristicPolicy, UniformRandomPolicy
 from recsys.model.policy import PPOPolicy, load_sb3_model
-from recsys.model.rewards import RewardRules, load_reward_rules
 
 
 def realised_reward(rows: pd.DataFrame, rules: RewardRules) -> np.ndarray:
@@ -61,13 +62,25 @@ def realised_reward(rows: pd.DataFrame, rules: RewardRules) -> np.ndarray:
     return net - contact - rules.unsubscribe_penalty * unsubscribed
 
 
-@dataclass
+class TruthTable(Protocol):
+    """Values against a hidden truth (`recsys.benchmark.truth_eval.TruthEvaluation`)."""
+
+    def table(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
 class ModelEvaluation:
+    """`recsys evaluate`'s result: a registered model on a night's users, in the simulator and on the logs."""
+
     model_version: str
     as_of: dt.date
     simulator: dict[str, float]
+    """simulator_value, model_greedy_value, rule_value, random_value: value per user-night."""
     off_policy: dict[str, Estimate] = field(default_factory=dict)
-    truth_eval: Any = None  # recsys.benchmark.truth_eval.TruthEvaluation, added by the benchmark when a truth exists
+    truth_eval: TruthTable | None = None
+    """Added by the benchmark (`evaluate_model_against_truth`) when a truth exists."""
     fit_report: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,6 +120,7 @@ def _model(conn: Connection, model_version: str | None, catalog: Catalog) -> Mod
 
 def evaluate_model(
     conn: Connection,
+    config: Config,
     *,
     model_version: str | None = None,
     as_of: dt.date | None = None,
@@ -114,8 +128,8 @@ def evaluate_model(
 ) -> ModelEvaluation:
     from recsys.model.response import ResponseModel
 
-    catalog = load_catalog()
-    rules = load_reward_rules()
+    catalog = config.catalog
+    rules = config.reward
     record = _model(conn, model_version, catalog)
     if as_of is None:
         as_of = fetch_value(conn, "select max(as_of) from recsys.user_features")

@@ -18,6 +18,7 @@ from psycopg2.extras import Json
 from recsys.config.catalog import Catalog
 from recsys.db import Connection, fetch_all
 from recsys.errors import RecsysError
+from recsys.evaluation.results import PROMOTED_VERDICTS, GateVerdict
 from recsys.model.observation import feature_fingerprint
 
 
@@ -123,15 +124,15 @@ def record_decision(
     conn: Connection,
     model_version: str,
     *,
-    decision: str,
-    reasons: list[Any],
+    decision: GateVerdict,
+    reasons: list[dict[str, Any]],
     evaluation: dict[str, Any],
 ) -> None:
     """Store the gate's decision; on `bootstrap` / `promoted` the model becomes the only champion."""
     with conn.cursor() as cur:
         # Serialise promotions: two trainings finishing together must not both win.
         cur.execute("lock table recsys.policy_models in share row exclusive mode")
-        if decision in ("bootstrap", "promoted"):
+        if decision in PROMOTED_VERDICTS:
             cur.execute("update recsys.policy_models set is_champion = false where is_champion")
         cur.execute(
             """
@@ -144,8 +145,8 @@ def record_decision(
                 decision,
                 Json(_jsonable(reasons)),
                 Json(_jsonable(evaluation)),
-                decision in ("bootstrap", "promoted"),
-                decision in ("bootstrap", "promoted"),
+                decision in PROMOTED_VERDICTS,
+                decision in PROMOTED_VERDICTS,
                 model_version,
             ),
         )

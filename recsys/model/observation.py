@@ -14,32 +14,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recsys.config.catalog import Catalog
+from recsys.config.catalog import ALLOWED_CHANNELS, Catalog
+from recsys.config.features import CONSENT_FEATURES, FEATURE_NAMES, FEATURES, STORED_FEATURES
 
-# (column in user_features or users, transform, scale): every value ends up roughly in [0, 1].
-# The consent flags stay last: readers of user_features select FEATURE_NAMES[:-3].
-FEATURES: tuple[tuple[str, str, float], ...] = (
-    ("recency_days", "linear", 365.0),
-    ("frequency_sessions", "log1p", 100.0),
-    ("monetary_value", "log1p", 5000.0),
-    ("engagement_score", "linear", 1.0),
-    ("discount_sensitivity", "linear", 1.0),
-    ("free_shipping_preference", "linear", 1.0),
-    ("email_responsiveness", "linear", 1.0),
-    ("sms_responsiveness", "linear", 1.0),
-    ("push_responsiveness", "linear", 1.0),
-    ("days_since_last_purchase", "linear", 365.0),
-    ("purchase_count", "log1p", 50.0),
-    ("offers_last_7d", "linear", 7.0),
-    ("days_since_last_offer", "linear", 365.0),
-    ("morning_share", "linear", 1.0),
-    ("evening_share", "linear", 1.0),
-    ("category_focus", "linear", 1.0),
-    ("email_consent", "linear", 1.0),
-    ("sms_consent", "linear", 1.0),
-    ("push_consent", "linear", 1.0),
-)
-FEATURE_NAMES = tuple(name for name, _, _ in FEATURES)
+__all__ = [
+    "CONSENT_FEATURES",
+    "FEATURES",
+    "FEATURE_NAMES",
+    "N_FEATURES",
+    "STORED_FEATURES",
+    "States",
+    "feature_fingerprint",
+    "normalise",
+]
+
 N_FEATURES = len(FEATURES)
 
 
@@ -66,7 +54,7 @@ class States:
     user_ids: np.ndarray  # int64 (n,)
     raw: np.ndarray  # float64 (n, N_FEATURES), FEATURES order
     obs: np.ndarray  # float32 (n, N_FEATURES)
-    channel_ok: np.ndarray  # bool (n, 3): email, sms, push: consent and an address
+    channel_ok: np.ndarray  # bool (n, 3): per ALLOWED_CHANNELS, consent and an address
     top_category: np.ndarray  # object (n,)
 
     def __len__(self) -> int:
@@ -74,6 +62,5 @@ class States:
 
     def action_mask(self, catalog: Catalog) -> np.ndarray:
         """bool (n, n_actions): actions whose channel the user can receive."""
-        channel_index = {"email": 0, "sms": 1, "push": 2}
-        cols = np.array([channel_index[a.channel] for a in catalog.actions])
+        cols = np.array([ALLOWED_CHANNELS.index(a.channel) for a in catalog.actions])
         return self.channel_ok[:, cols]

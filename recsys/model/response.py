@@ -50,9 +50,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from recsys.config.catalog import ALLOWED_CHANNELS, Catalog
+from recsys.config.reward import PREFERENCE_FEATURES, RewardRules
 from recsys.errors import ConfigError
 from recsys.model.observation import FEATURE_NAMES, FEATURES, N_FEATURES, feature_fingerprint
-from recsys.model.rewards import PREFERENCE_FEATURES, RewardRules
 
 FORMAT = "recsys.model.response/1"
 """Version of the `to_dict` layout."""

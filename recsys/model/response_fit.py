@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from recsys.config.catalog import Catalog
+from recsys.config.reward import RewardRules
 from recsys.model.response import (
     _DESIGN_IDX,
     DESIGN_FEATURES,
@@ -31,7 +32,6 @@ from recsys.model.response import (
     basket_value,
     check_rules_cover,
 )
-from recsys.model.rewards import RewardRules
 
 
 @dataclass(frozen=True)

@@ -17,150 +17,71 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
-from functools import wraps
-from pathlib import Path
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from recsys.config.settings import Settings, load_settings
+from recsys.config import load_config
+from recsys.config.settings import Settings
 from recsys.errors import RecsysError
+from recsys.orchestration.runtime import (
+    CONNECTION_ID,
+    add_listener,
+    airflow_settings,
+    campaign_date_for,
+    jsonable,
+    reference_time,
+    seconds,
+    statement,
+    step,
+    url,
+    whole,
+)
+
+__all__ = [
+    "CONNECTION_ID",
+    "MODES",
+    "add_listener",
+    "airflow_settings",
+    "build_features",
+    "campaign_date_for",
+    "check_refusals",
+    "dispatch",
+    "evaluate",
+    "extract",
+    "ingest_feedback",
+    "migrate",
+    "publish",
+    "reference_time",
+    "report",
+    "score_shard",
+    "shard_list",
+    "train",
+]
 
 log = logging.getLogger(__name__)
 
-CONNECTION_ID = "recsys_db"
 MODES = ("auto", "retrain", "fine_tune")
-# --- configuration --------------------------------------------------------------------------------
-
-
-def airflow_settings(conn_id: str = CONNECTION_ID) -> Settings:
-    """Settings for a task running inside Airflow: the `recsys_db` connection when it exists.
-
-    Falls back to `RECSYS_DATABASE_URL`, then to the embedded server (`recsys.db.database_url`).
-    Called at task run time only, never while a DAG file is parsed.
-    """
-    settings = load_settings()
-    from airflow.sdk import Connection
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        conn = Connection.get(conn_id)
-    except AirflowNotFoundException:
-        where = "RECSYS_DATABASE_URL" if settings.database_url else "the embedded PostgreSQL"
-        log.info("no Airflow connection %r: using %s", conn_id, where)
-        return settings
-    from recsys.db import connection_url
-
-    return replace(settings, database_url=connection_url(conn))
-
-
-def campaign_date_for(
-    logical_date: dt.datetime | None, run_after: dt.datetime | None, override: str | dt.date | None = None
-) -> dt.date:
-    """The run's campaign date (contract section 0): the param, else the logical date in UTC.
-
-    Runs triggered without a logical date (possible from the UI and the API in Airflow 3) use
-    the moment they were queued to run (`run_after`).
-    """
-    if override:
-        if isinstance(override, dt.date):
-            return override
-        try:
-            return dt.date.fromisoformat(str(override).strip())
-        except ValueError as e:
-            raise RecsysError(f"param campaign_date: expected a date as YYYY-MM-DD, got {override!r}") from e
-    moment = logical_date or run_after
-    if moment is None:
-        raise RecsysError("the run has neither a logical date nor a run_after time: pass campaign_date")
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC).date()
-
-
-def reference_time(campaign_date: dt.date) -> dt.datetime:
-    """The load's reference time for a night: the campaign date, 00:00 UTC (contract section 0)."""
-    return dt.datetime.combine(campaign_date, dt.time(0), tzinfo=dt.UTC)
-
-
-def _url(settings: Settings) -> str:
-    from recsys.db import database_url
-
-    return database_url(settings)
-
-
-def _jsonable(value: Any) -> Any:
-    """Round-trip through JSON so XComs and the report hold plain values (dates as ISO text)."""
-
-    def default(o: Any) -> Any:
-        if isinstance(o, dt.date | dt.datetime):
-            return o.isoformat()
-        if isinstance(o, Path):
-            return str(o)
-        if hasattr(o, "item"):  # numpy scalars
-            return o.item()
-        if hasattr(o, "tolist"):
-            return o.tolist()
-        raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
-
-    return json.loads(json.dumps(value, default=default, allow_nan=False))
-
-
-def _seconds(started: float) -> float:
-    return round(time.perf_counter() - started, 3)
-
-
-Listener = Callable[[str, str, dict[str, Any] | None], None]
-_listeners: list[Listener] = []
-
-
-def add_listener(listener: Listener) -> Callable[[], None]:
-    """Call `listener(task, "start" | "done", result)` around every task function (the demo's
-    progress display). Returns a function that removes it."""
-    _listeners.append(listener)
-    return lambda: _listeners.remove(listener)
-
-
-def _step(name: str) -> Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]]:
-    """Announce a task function to the listeners, and log how long it took."""
-
-    def decorate(func: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
-        @wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> dict[str, Any]:
-            for listener in list(_listeners):
-                listener(name, "start", None)
-            started = time.perf_counter()
-            result = func(*args, **kwargs)
-            log.info("%s: done in %.1f s", name, time.perf_counter() - started)
-            for listener in list(_listeners):
-                listener(name, "done", result)
-            return result
-
-        return wrapper
-
-    return decorate
-
-
 # --- tasks ----------------------------------------------------------------------------------------
 
 
-@_step("migrate")
+@step("migrate")
 def migrate(settings: Settings) -> dict[str, Any]:
     """Apply pending migrations and changed views/functions (a no-op when up to date)."""
     from recsys.db import connect
     from recsys.db.migrate import migrate as apply
 
     started = time.perf_counter()
-    with connect(_url(settings)) as conn:
+    with connect(url(settings)) as conn:
         result = apply(conn, settings)
     log.info("migrate: %s", result.summary())
-    return {"summary": result.summary(), "seconds": _seconds(started)}
+    return {"summary": result.summary(), "seconds": seconds(started)}
 
 
 def _outcomes(results: Iterable[Any], status: str) -> list[dict[str, str]]:
     return [{"file": r.path.name, "message": r.describe()} for r in results if r.status == status]
 
 
-@_step("extract")
+@step("extract")
 def extract(settings: Settings, campaign_date: dt.date) -> dict[str, Any]:
     """Load the inbox's new files (events, users, past offers) with the night as reference time.
 
@@ -174,7 +95,7 @@ def extract(settings: Settings, campaign_date: dt.date) -> dict[str, Any]:
     from recsys.db import connect
 
     started = time.perf_counter()
-    with connect(_url(settings)) as conn:
+    with connect(url(settings)) as conn:
         results = load_inbox(conn, settings, reference_at=reference_time(campaign_date))
     for r in results:
         (log.warning if r.status in ("refused", "waiting") else log.info)("extract: %s", r.describe())
@@ -184,11 +105,11 @@ def extract(settings: Settings, campaign_date: dt.date) -> dict[str, Any]:
         "rows_rejected": sum(r.total("rejected") for r in results),
         "refused": _outcomes(results, "refused"),
         "waiting": _outcomes(results, "waiting"),
-        "seconds": _seconds(started),
+        "seconds": seconds(started),
     }
 
 
-@_step("ingest_feedback")
+@step("ingest_feedback")
 def ingest_feedback(settings: Settings, campaign_date: dt.date) -> dict[str, Any]:
     """Load `feedback*.csv` files (outcomes of our own offers) still in the inbox into `offer_events`.
 
@@ -201,12 +122,10 @@ def ingest_feedback(settings: Settings, campaign_date: dt.date) -> dict[str, Any
     from recsys.db import connect, fetch_value
 
     started = time.perf_counter()
-    with connect(_url(settings)) as conn:
+    with connect(url(settings)) as conn:
         results = load_inbox(conn, settings, reference_at=reference_time(campaign_date), feedback_only=True)
         events = fetch_value(
-            conn,
-            "select count(*) from recsys.offer_events where event_at >= %s - interval '1 day' and event_at < %s",
-            (reference_time(campaign_date), reference_time(campaign_date)),
+            conn, statement(settings, "offer_events_last_day"), {"reference_at": reference_time(campaign_date)}
         )
     for r in results:
         (log.warning if r.status in ("refused", "waiting") else log.info)("ingest_feedback: %s", r.describe())
@@ -218,11 +137,11 @@ def ingest_feedback(settings: Settings, campaign_date: dt.date) -> dict[str, Any
         "events_last_day": int(events),
         "refused": _outcomes(results, "refused"),
         "waiting": _outcomes(results, "waiting"),
-        "seconds": _seconds(started),
+        "seconds": seconds(started),
     }
 
 
-@_step("inbox_refusals")
+@step("inbox_refusals")
 def check_refusals(settings: Settings, campaign_date: dt.date) -> dict[str, Any]:
     """Fail when an input file of this night was refused, so the run ends failed (red).
 
@@ -235,7 +154,7 @@ def check_refusals(settings: Settings, campaign_date: dt.date) -> dict[str, Any]
     from recsys.db import connect
 
     started = time.perf_counter()
-    with connect(_url(settings)) as conn:
+    with connect(url(settings)) as conn:
         refused = night_refusals(conn, settings, reference_time(campaign_date))
     if refused:
         files = "; ".join(
@@ -247,23 +166,23 @@ def check_refusals(settings: Settings, campaign_date: dt.date) -> dict[str, Any]
             f"files. {files}. Fix the file and drop it into the inbox again (the refused one is in "
             f"{settings.inbox / 'refused'}; its rejects are in recsys.load_rejects)"
         )
-    return {"refused": 0, "seconds": _seconds(started)}
+    return {"refused": 0, "seconds": seconds(started)}
 
 
-@_step("features")
+@step("features")
 def build_features(settings: Settings, campaign_date: dt.date) -> dict[str, Any]:
     """Features as of the campaign date (events before its 00:00 UTC only); replaces the date."""
     from recsys.data.features import build_features as build
     from recsys.db import connect
 
     started = time.perf_counter()
-    with connect(_url(settings)) as conn:
+    with connect(url(settings)) as conn:
         result = build(conn, settings, campaign_date)
     log.info("features: %s", result.describe())
-    return {"as_of": campaign_date.isoformat(), "users": int(result.users), "seconds": _seconds(started)}
+    return {"as_of": campaign_date.isoformat(), "users": int(result.users), "seconds": seconds(started)}
 
 
-@_step("train")
+@step("train")
 def train(
     settings: Settings,
     campaign_date: dt.date,
@@ -283,14 +202,9 @@ def train(
     if mode not in MODES:
         raise RecsysError(f"param mode: expected one of {', '.join(MODES)}, got {mode!r}")
     started = time.perf_counter()
-    with connect(_url(settings)) as conn:
+    with connect(url(settings)) as conn:
         if not force:
-            done = fetch_all(
-                conn,
-                "select model_version, training_mode, gate_decision, is_champion, total_timesteps"
-                " from recsys.policy_models where trained_on = %s order by created_at desc limit 1",
-                (campaign_date,),
-            )
+            done = fetch_all(conn, statement(settings, "model_trained_on"), {"day": campaign_date})
             if done:
                 row = done[0]
                 log.info("train: model %s was already trained for %s: reused", row["model_version"], campaign_date)
@@ -301,60 +215,54 @@ def train(
                     "is_champion": bool(row["is_champion"]),
                     "total_timesteps": int(row["total_timesteps"]),
                     "reused": True,
-                    "seconds": _seconds(started),
+                    "seconds": seconds(started),
                 }
         from recsys.orchestration.train import TrainConfig
         from recsys.orchestration.train import train as fit
 
-        config = TrainConfig()
-        if total_timesteps is not None:
-            config.total_timesteps = int(total_timesteps)
-        if seed is not None:
-            config.seed = int(seed)
-        result = fit(conn, settings, as_of=campaign_date, mode=mode, config=config)
+        hyper = TrainConfig().with_overrides(total_timesteps=total_timesteps, seed=seed)
+        result = fit(
+            conn, settings, config=load_config(settings.config), as_of=campaign_date, mode=mode, train_config=hyper
+        )
     record, decision = result.record, result.decision
-    return _jsonable(
+    return jsonable(
         {
             "model_version": record.model_version,
             "mode": record.training_mode,
             "parent_version": record.parent_version,
             "decision": decision.decision,
-            "is_champion": decision.decision in ("bootstrap", "promoted"),
+            "is_champion": decision.promoted,
             "total_timesteps": record.total_timesteps,
-            "simulator_value": result.evaluation.get("simulator_value"),
-            "random_value": result.evaluation.get("random_value"),
+            "simulator_value": result.evaluation.simulator_value,
+            "random_value": result.evaluation.random_value,
             "reused": False,
-            "seconds": _seconds(started),
+            "seconds": seconds(started),
         }
     )
 
 
-@_step("evaluate")
+@step("evaluate")
 def evaluate(settings: Settings, campaign_date: dt.date, *, model_version: str | None = None) -> dict[str, Any]:
     """The champion's metrics on the night's users: simulator values and off-policy estimates."""
     from recsys.db import connect
     from recsys.evaluation.model_eval import evaluate_model
 
     started = time.perf_counter()
-    with connect(_url(settings)) as conn:
-        result = evaluate_model(conn, model_version=model_version, as_of=campaign_date, n_boot=100)
+    with connect(url(settings)) as conn:
+        result = evaluate_model(
+            conn, load_config(settings.config), model_version=model_version, as_of=campaign_date, n_boot=100
+        )
     metrics = result.to_dict()
     metrics.pop("off_policy", None)
-    return _jsonable({"model_version": result.model_version, **metrics, "seconds": _seconds(started)})
+    return jsonable({"model_version": result.model_version, **metrics, "seconds": seconds(started)})
 
 
 def shard_list(shards: int) -> list[int]:
     """The shard numbers 0..N-1 the scoring task is mapped over."""
-    try:
-        n = int(shards)
-    except (TypeError, ValueError) as e:
-        raise RecsysError(f"param shards: expected a whole number, got {shards!r}") from e
-    if n < 1 or n > 64:
-        raise RecsysError(f"param shards: expected 1 to 64, got {n}")
-    return list(range(n))
+    return list(range(whole(shards, "shards", minimum=1, maximum=64)))
 
 
-@_step("score")
+@step("score")
 def score_shard(
     settings: Settings,
     campaign_date: dt.date,
@@ -364,8 +272,12 @@ def score_shard(
     shards: int,
     dry_run: bool = False,
     model_version: str | None = None,
+    frequency_cap: int | None = None,
 ) -> dict[str, Any]:
     """Score shard K of N of the night's active users and write their offers (unpublished).
+
+    The campaign rules are the configuration's; `frequency_cap` (the DAG param) replaces its
+    `[campaign.frequency_cap] total` for this run only.
 
     The shard's rows are replaced in one transaction keyed on (campaign date, user), so a cleared
     shard re-runs alone and changes nothing that was already right. A shard of a run that is
@@ -375,16 +287,14 @@ def score_shard(
     from recsys.db import connect, fetch_all
 
     started = time.perf_counter()
-    with connect(_url(settings)) as conn:
-        done = fetch_all(
-            conn,
-            "select s.counts from recsys.campaign_runs as r join recsys.campaign_run_shards as s using (run_id)"
-            " where r.run_id = %s and r.state = 'published' and s.shard = %s and s.state = 'done'",
-            (run_id, int(shard)),
-        )
+    with connect(url(settings)) as conn:
+        done = fetch_all(conn, statement(settings, "published_shard_counts"), {"run_id": run_id, "shard": int(shard)})
     if done:  # a shard of a published run cleared in the UI: its offers are out already, keep them
         log.info("score: run %s is published and shard %s is done: nothing to do", run_id, shard)
-        return _jsonable({**done[0]["counts"], "shard": int(shard), "already_published": True, "seconds": 0.0})
+        return jsonable({**done[0]["counts"], "shard": int(shard), "already_published": True, "seconds": 0.0})
+    config = load_config(settings.config)
+    if frequency_cap is not None:
+        config = config.with_rules(cap_total=whole(frequency_cap, "frequency_cap", minimum=1))
     result = score_campaign(
         settings,
         campaign_date,
@@ -393,30 +303,31 @@ def score_shard(
         shards=int(shards),
         dry_run=bool(dry_run),
         model_version=model_version,
+        rules=config.rules,
     )
-    return _jsonable({**dict(result), "shard": int(shard), "seconds": _seconds(started)})
+    return jsonable({**dict(result), "shard": int(shard), "seconds": seconds(started)})
 
 
-@_step("publish")
+@step("publish")
 def publish(settings: Settings, run_id: str, *, dry_run: bool = False) -> dict[str, Any]:
     """Make the run's offers claimable once every shard is done (a dry run publishes nothing)."""
     started = time.perf_counter()
     if dry_run:
         log.info("publish: dry run %s: nothing to publish", run_id)
-        return {"run_id": run_id, "published": False, "dry_run": True, "seconds": _seconds(started)}
+        return {"run_id": run_id, "published": False, "dry_run": True, "seconds": seconds(started)}
     from recsys.campaign import publish_run
     from recsys.db import connect, fetch_value
 
-    with connect(_url(settings)) as conn:
-        state = fetch_value(conn, "select state from recsys.campaign_runs where run_id = %s", (run_id,))
+    with connect(url(settings)) as conn:
+        state = fetch_value(conn, statement(settings, "run_state"), {"run_id": run_id})
     if state == "published":  # a cleared publish task re-runs as a no-op
         log.info("publish: run %s is already published", run_id)
-        return {"run_id": run_id, "published": True, "already": True, "seconds": _seconds(started)}
+        return {"run_id": run_id, "published": True, "already": True, "seconds": seconds(started)}
     result = publish_run(settings, run_id)
-    return _jsonable({**dict(result), "run_id": run_id, "seconds": _seconds(started)})
+    return jsonable({**dict(result), "run_id": run_id, "seconds": seconds(started)})
 
 
-@_step("report")
+@step("report")
 def report(
     settings: Settings,
     run_id: str,
@@ -440,7 +351,7 @@ def report(
             parts = [float(r.get("seconds", 0.0)) for r in result if isinstance(r, Mapping)]
             seconds[name] = round(max(parts, default=0.0), 3)
             seconds[f"{name}_sum"] = round(sum(parts), 3)
-    body = _jsonable(
+    body = jsonable(
         {
             "campaign_date": campaign_date,
             "seconds_per_task": seconds,
@@ -450,22 +361,14 @@ def report(
             "features": {k: v for k, v in (tasks.get("features") or {}).items() if k != "seconds"},
         }
     )
-    with connect(_url(settings)) as conn:
+    with connect(url(settings)) as conn:
         with conn.cursor() as cur:
-            cur.execute(
-                "update recsys.campaign_runs set report = %s::jsonb where run_id = %s"
-                " returning state, dry_run, model_version, counts",
-                (json.dumps(body), run_id),
-            )
+            cur.execute(statement(settings, "run_report_update"), {"report": json.dumps(body), "run_id": run_id})
             row = cur.fetchone()
         if row is None:
             raise RecsysError(f"report: no campaign run {run_id!r} (did the score task run?)")
         state, dry_run, model_version, counts = row
-        offers = fetch_all(
-            conn,
-            "select channel, count(*) as n from recsys.campaign_offers where run_id = %s group by channel",
-            (run_id,),
-        )
+        offers = fetch_all(conn, statement(settings, "run_offers_by_channel"), {"run_id": run_id})
     summary = {
         "run_id": run_id,
         "campaign_date": campaign_date.isoformat(),
@@ -477,10 +380,10 @@ def report(
         "seconds_per_task": seconds,
     }
     log.info("report: %s", json.dumps(summary, default=str))
-    return _jsonable(summary)
+    return jsonable(summary)
 
 
-@_step("dispatch")
+@step("dispatch")
 def dispatch(settings: Settings, channel: str, *, adapter: str | None = None) -> dict[str, Any]:
     """Run the reference sender once for one channel: claim what is due, send, ack, then stop.
 
@@ -498,7 +401,7 @@ def dispatch(settings: Settings, channel: str, *, adapter: str | None = None) ->
     worker = f"airflow-dispatch {default_worker()}"
     try:
         with ProtocolClient(
-            _url(settings), channel=channel, worker=worker, lease_seconds=settings.sender_lease_seconds
+            url(settings), channel=channel, worker=worker, lease_seconds=settings.sender_lease_seconds
         ) as client:
             stats = run_sender(
                 client, sender, batch=settings.sender_batch, once=True, poll_seconds=settings.sender_poll_seconds
@@ -513,5 +416,5 @@ def dispatch(settings: Settings, channel: str, *, adapter: str | None = None) ->
         "sent": stats.sent,
         "failed": stats.failed,
         "released": stats.released,
-        "seconds": _seconds(started),
+        "seconds": seconds(started),
     }

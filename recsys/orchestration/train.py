@@ -24,30 +24,45 @@ import io
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from recsys.config.catalog import Catalog, load_catalog
+from recsys.config import Config
+from recsys.config.catalog import Catalog
 from recsys.config.settings import Settings
 from recsys.data.states import load_states
 from recsys.db import Connection
 from recsys.errors import RecsysError
-from recsys.evaluation.gate import GateConfig, GateDecision, decide
+from recsys.evaluation.challenger import evaluate_challenger
+from recsys.evaluation.gate import GateConfig, decide
 from recsys.evaluation.registry import ModelRecord, catalog_json, champion, record_decision, register
+from recsys.evaluation.results import (
+    ChallengerEvaluation,
+    GateDecision,
+    WarmStart,
+)
 from recsys.model.observation import FEATURE_NAMES, FEATURES, States, feature_fingerprint
 from recsys.model.policy import PPOPolicy, actor_logits, load_sb3_model, set_torch_threads
+
+if TYPE_CHECKING:  # imported where used: stable_baselines3 and the environment load torch
+    from stable_baselines3 import PPO
+
+    from recsys.model.env import OfferVecEnv
+    from recsys.model.response import ResponseModel
 
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "retrain", "fine_tune")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """PPO hyperparameters and the environment's shape. Defaults suit nightly runs on 2 cores."""
+    """PPO hyperparameters and the environment's shape. Defaults suit nightly runs on 2 cores.
+
+    Frozen: a variant is `dataclasses.replace(TrainConfig(), total_timesteps=...)`."""
 
     total_timesteps: int = 200_000
     """Environment steps to learn for (user-nights); fine-tunes add to the parent's count."""
@@ -88,6 +103,11 @@ class TrainConfig:
     seed: int = 0
     """The one seed for everything."""
 
+    def with_overrides(self, *, total_timesteps: int | None = None, seed: int | None = None) -> TrainConfig:
+        """This configuration with the run's step budget and seed where given."""
+        changes = {"total_timesteps": total_timesteps, "seed": seed}
+        return replace(self, **{k: int(v) for k, v in changes.items() if v is not None})
+
     def ppo_kwargs(self) -> dict[str, Any]:
         return {
             "n_steps": self.n_steps,
@@ -102,11 +122,11 @@ class TrainConfig:
         }
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainResult:
     record: ModelRecord
     decision: GateDecision
-    evaluation: dict[str, Any] = field(default_factory=dict)
+    evaluation: ChallengerEvaluation
     saved_to: Path | None = None
 
     def describe(self) -> str:
@@ -115,17 +135,16 @@ class TrainResult:
             f"model {self.record.model_version} ({self.record.training_mode}"
             + (f" of {self.record.parent_version}" if self.record.parent_version else "")
             + f", {self.record.total_timesteps:,} timesteps, {self.record.train_seconds:.0f} s)",
-            f"  simulator value per user-night: policy {e['simulator_value']:.5f}, "
-            f"random {e['random_value']:.5f}"
-            + (f", champion {e['champion_simulator_value']:.5f}" if "champion_simulator_value" in e else ""),
+            f"  simulator value per user-night: policy {e.simulator_value:.5f}, random {e.random_value:.5f}"
+            + (f", champion {e.champion.simulator_value:.5f}" if e.champion is not None else ""),
             self.decision.describe(),
         ]
-        warm = e.get("warm_start") or {}
-        if warm.get("examples"):
+        warm = e.warm_start
+        if warm is not None and warm.examples:
             lines.insert(
                 1,
-                f"  warm start: {warm['steps']:,} steps on {warm['examples']:,} examples; the actor then took the "
-                f"response model's best offer for {warm['agreement']:.0%} of tonight's sample",
+                f"  warm start: {warm.steps:,} steps on {warm.examples:,} examples; the actor then took the "
+                f"response model's best offer for {warm.agreement or 0.0:.0%} of tonight's sample",
             )
         if self.saved_to:
             lines.append(f"saved to {self.saved_to}")
@@ -162,8 +181,8 @@ _WARM_START_BATCH = 512
 
 
 def warm_start_actor(
-    model: Any, states: States, response: Any, catalog: Catalog, config: TrainConfig
-) -> dict[str, Any]:
+    model: PPO, states: States, response: ResponseModel, catalog: Catalog, config: TrainConfig
+) -> WarmStart:
     """Fit a new PPO actor, by cross-entropy, to the response model's best allowed offer per user.
 
     The examples are a sample of tonight's users (`warm_start_users`), each twice: as is, and with
@@ -184,7 +203,7 @@ def warm_start_actor(
     if len(rows) > config.warm_start_users:
         rows = np.sort(rng.choice(rows, size=config.warm_start_users, replace=False))
     if len(rows) == 0 or config.warm_start_steps <= 0:
-        return {"examples": 0, "steps": 0}
+        return WarmStart(examples=0, steps=0)
     obs, allowed = states.obs[rows], mask[rows]
     fatigued = obs.copy()
     for name, low, high in (("offers_last_7d", 1, 6), ("days_since_last_offer", 1, 7)):
@@ -218,17 +237,17 @@ def warm_start_actor(
         optimizer.step()
     policy.set_training_mode(False)
     chosen, _ = PPOPolicy(model, catalog).act(obs, allowed)
-    return {
-        "examples": len(x),
-        "steps": config.warm_start_steps,
-        "epochs": round(config.warm_start_steps / len(starts), 2),
-        "final_loss": float(loss.item()),
-        "agreement": float(np.mean(chosen == targets[: len(rows)])),
-        "seconds": time.perf_counter() - started,
-    }
+    return WarmStart(
+        examples=len(x),
+        steps=config.warm_start_steps,
+        epochs=round(config.warm_start_steps / len(starts), 2),
+        final_loss=float(loss.item()),
+        agreement=float(np.mean(chosen == targets[: len(rows)])),
+        seconds=time.perf_counter() - started,
+    )
 
 
-def _make_vec_env(states: States, response: Any, catalog: Catalog, rules: Any, config: TrainConfig) -> Any:
+def _make_vec_env(states: States, response: ResponseModel, config: TrainConfig) -> OfferVecEnv:
     from recsys.model.env import OfferVecEnv
 
     return OfferVecEnv(
@@ -236,106 +255,35 @@ def _make_vec_env(states: States, response: Any, catalog: Catalog, rules: Any, c
     )
 
 
-def simulator_values(policy: Any, states: States, response: Any, catalog: Catalog) -> dict[str, float]:
-    """Mean expected reward per user of the policy's greedy action, and of uniform random, under the
-    response model (one night, today's states)."""
-    from recsys.model.baselines import UniformRandomPolicy, choose
-
-    mask = states.action_mask(catalog)
-    rewards = response.reward_matrix(states.obs)
-    actions, _ = choose(policy, states.obs, mask)
-    has = actions >= 0
-    chosen = np.where(has, rewards[np.arange(len(actions)), np.maximum(actions, 0)], 0.0)
-    random_probs = UniformRandomPolicy(catalog).probabilities(states.obs, mask)
-    return {
-        "simulator_value": float(chosen.mean()) if len(chosen) else 0.0,
-        "random_value": float((random_probs * rewards).sum(axis=1).mean()) if len(chosen) else 0.0,
-    }
-
-
-def _window_date(response: Any, key: str) -> dt.date | None:
+def _window_date(response: ResponseModel, key: str) -> dt.date | None:
     """A send date of the logged offers the response model learned from (None for the prior)."""
     value = (response.fit_report.get("window") or {}).get(key)
     return dt.date.fromisoformat(value) if value else None
-
-
-def off_policy_values(
-    conn: Connection,
-    as_of: dt.date,
-    catalog: Catalog,
-    response: Any,
-    challenger: Any,
-    champion_policy: Any | None,
-    *,
-    seed: int = 0,
-) -> dict[str, dict[str, float]]:
-    """Doubly robust estimates, on the offers logged before `as_of`, of the challenger, uniform
-    random (as `random_dr_value` in the challenger's dict) and the champion. Empty without logs."""
-    from recsys.evaluation.model_eval import realised_reward
-    from recsys.evaluation.ope import load_logged_offers, off_policy_evaluation
-    from recsys.model.baselines import UniformRandomPolicy
-
-    logs = load_logged_offers(conn, catalog, until=as_of)
-    if len(logs) == 0:
-        return {}
-    rules = response.rules
-
-    def dr(policy: Any, baseline: Any | None = None) -> dict[str, float]:
-        estimates = off_policy_evaluation(
-            conn,
-            policy,
-            catalog=catalog,
-            reward_fn=lambda rows: realised_reward(rows, rules),
-            q_fn=response.expected_reward,
-            logs=logs,
-            n_boot=200,
-            seed=seed,
-            baseline=baseline,
-        )
-        d = estimates["dr"]
-        out = {
-            "dr_value": d.value,
-            "dr_lower": d.lower,
-            "dr_upper": d.upper,
-            "dr_effective_sample_size": d.effective_sample_size,
-        }
-        if "dr_diff" in estimates:
-            diff, base = estimates["dr_diff"], estimates["baseline_dr"]
-            out |= {"dr_diff_value": diff.value, "dr_diff_lower": diff.lower, "dr_diff_upper": diff.upper}
-            out["baseline"] = {"dr_value": base.value, "dr_lower": base.lower, "dr_upper": base.upper}
-        return out
-
-    challenger_dr = dr(challenger, champion_policy)
-    champion_dr = challenger_dr.pop("baseline", None)  # the champion's estimate came with the paired one
-    out = {"challenger": {**challenger_dr, "random_dr_value": dr(UniformRandomPolicy(catalog))["dr_value"]}}
-    if champion_dr is not None:
-        out["champion"] = champion_dr
-    return out
 
 
 def train(
     conn: Connection,
     settings: Settings,
     *,
+    config: Config,
     as_of: dt.date,
     mode: str = "auto",
-    config: TrainConfig | None = None,
+    train_config: TrainConfig | None = None,
     save: Path | None = None,
     progress_bar: bool = False,
     gate: GateConfig | None = None,
 ) -> TrainResult:
-    """Train, evaluate, gate and register one model. Commits the registry rows."""
+    """Train, evaluate, gate and register one model under the product configuration `config`
+    (catalog and reward rules). Commits the registry rows."""
     from stable_baselines3 import PPO
 
     from recsys.data.logged_offers import fit_response_model
-    from recsys.model.rewards import load_reward_rules
 
-    config = config or TrainConfig()
+    hyper = train_config or TrainConfig()
     gate = gate or GateConfig()
     set_torch_threads()
-    seed_everything(config.seed)
-    catalog = load_catalog()
-    rules = load_reward_rules()
+    seed_everything(hyper.seed)
+    catalog = config.catalog
     states = load_states(conn, as_of)
     if len(states) == 0:
         raise RecsysError(f"no user features as of {as_of}: run `recsys features --as-of {as_of}` first")
@@ -343,29 +291,29 @@ def train(
     mode, why = resolve_mode(mode, current, catalog)
     log.info("train: %s (%s) on %d users as of %s", mode, why, len(states), as_of)
 
-    response = fit_response_model(conn, settings, catalog, rules, as_of, seed=config.seed)
-    warm_start: dict[str, Any] | None = None
-    env = _make_vec_env(states, response, catalog, rules, config)
+    response = fit_response_model(conn, settings, catalog, config.reward, as_of, seed=hyper.seed)
+    warm_start: WarmStart | None = None
+    env = _make_vec_env(states, response, hyper)
     started = time.perf_counter()
     if mode == "fine_tune":
         assert current is not None
         model = load_sb3_model(current.artifact)
         model.set_env(env)
-        model.set_random_seed(config.seed)
-        model.learn(total_timesteps=config.total_timesteps, reset_num_timesteps=False, progress_bar=progress_bar)
+        model.set_random_seed(hyper.seed)
+        model.learn(total_timesteps=hyper.total_timesteps, reset_num_timesteps=False, progress_bar=progress_bar)
     else:
         model = PPO(
             "MlpPolicy",
             env,
-            seed=config.seed,
+            seed=hyper.seed,
             device="cpu",
-            policy_kwargs={"net_arch": list(config.net_arch)},
+            policy_kwargs={"net_arch": list(hyper.net_arch)},
             verbose=0,
-            **config.ppo_kwargs(),
+            **hyper.ppo_kwargs(),
         )
-        warm_start = warm_start_actor(model, states, response, catalog, config)
+        warm_start = warm_start_actor(model, states, response, catalog, hyper)
         log.info("train: warm start %s", warm_start)
-        model.learn(total_timesteps=config.total_timesteps, progress_bar=progress_bar)
+        model.learn(total_timesteps=hyper.total_timesteps, progress_bar=progress_bar)
     seconds = time.perf_counter() - started
     result = register_challenger(
         conn,
@@ -376,7 +324,7 @@ def train(
         response=response,
         catalog=catalog,
         current=current,
-        config=config,
+        config=hyper,
         seconds=seconds,
         gate=gate,
         save=save,
@@ -388,44 +336,40 @@ def train(
 
 def register_challenger(
     conn: Connection,
-    model: Any,
+    model: PPO,
     *,
     as_of: dt.date,
     mode: str,
     states: States,
-    response: Any,
+    response: ResponseModel,
     catalog: Catalog,
     current: ModelRecord | None,
     config: TrainConfig,
     seconds: float,
     gate: GateConfig,
     save: Path | None = None,
-    warm_start: dict[str, Any] | None = None,
+    warm_start: WarmStart | None = None,
 ) -> TrainResult:
     """Evaluate a trained model next to random and the champion, run the gate, register it. Commits."""
     buffer = io.BytesIO()
     model.save(buffer)
     artifact = buffer.getvalue()
 
-    challenger = PPOPolicy(model, catalog)
-    evaluation: dict[str, Any] = simulator_values(challenger, states, response, catalog)
-    evaluation["users"] = len(states)
-    evaluation["env_steps_per_second"] = config.total_timesteps / seconds if seconds > 0 else None
-    if warm_start is not None:
-        evaluation["warm_start"] = warm_start
-    champion_eval: dict[str, Any] | None = None
-    current_policy = None
-    if current is not None and current.catalog_fingerprint == catalog.fingerprint():
-        current_policy = PPOPolicy(load_sb3_model(current.artifact), catalog, name="champion")
-        champion_eval = simulator_values(current_policy, states, response, catalog)
-        evaluation["champion_simulator_value"] = champion_eval["simulator_value"]
-    off_policy = off_policy_values(conn, as_of, catalog, response, challenger, current_policy, seed=config.seed)
-    evaluation.update(off_policy.get("challenger", {}))
-    if champion_eval is not None and "champion" in off_policy:
-        champion_eval.update(off_policy["champion"])
-        evaluation["champion_dr_value"] = champion_eval["dr_value"]
-        evaluation["champion_dr_lower"] = champion_eval["dr_lower"]
-    decision = decide(evaluation, champion_eval, gate)
+    evaluation = replace(
+        evaluate_challenger(
+            conn,
+            PPOPolicy(model, catalog),
+            as_of=as_of,
+            states=states,
+            response=response,
+            catalog=catalog,
+            current=current,
+            seed=config.seed,
+        ),
+        env_steps_per_second=config.total_timesteps / seconds if seconds > 0 else None,
+        warm_start=warm_start,
+    )
+    decision = decide(evaluation, evaluation.champion, gate)
 
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     record = ModelRecord(
@@ -445,11 +389,15 @@ def register_challenger(
         training_window_start=_window_date(response, "first_send_date"),
         training_window_end=_window_date(response, "last_send_date"),
         response_model=response.to_dict(),
-        evaluation=evaluation,
+        evaluation=evaluation.to_json(),
     )
     register(conn, record)
     record_decision(
-        conn, record.model_version, decision=decision.decision, reasons=decision.reasons, evaluation=evaluation
+        conn,
+        record.model_version,
+        decision=decision.decision,
+        reasons=decision.reasons_json(),
+        evaluation=record.evaluation,
     )
     conn.commit()
     record.gate_decision = decision.decision

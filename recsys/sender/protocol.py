@@ -17,9 +17,11 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
+from recsys.config.catalog import ALLOWED_CHANNELS
+from recsys.db import open_connection
 from recsys.errors import RecsysError
 
-CHANNELS = ("email", "sms", "push")
+CHANNELS = ALLOWED_CHANNELS
 
 
 @dataclass(frozen=True)
@@ -76,12 +78,7 @@ class ProtocolClient:
         self.channel = channel
         self.worker = worker
         self.lease = dt.timedelta(seconds=lease_seconds)
-        try:
-            self.conn = psycopg2.connect(url, application_name=f"recsys-sender {worker}"[:63])
-        except psycopg2.OperationalError as e:
-            from recsys.db import redact
-
-            raise RecsysError(f"cannot connect to PostgreSQL ({redact(url)}): {str(e).strip()}") from e
+        self.conn = open_connection(url, application_name=f"recsys-sender {worker}")
         self.conn.autocommit = True
         with self.conn.cursor() as cur:
             cur.execute("set time zone 'UTC'")

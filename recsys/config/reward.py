@@ -12,24 +12,19 @@ the environment, training and evaluation.
 from __future__ import annotations
 
 import math
-import os
-import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from recsys.config.catalog import ALLOWED_CHANNELS, ALLOWED_OFFER_TYPES, DEFAULT_CONFIG, load_catalog
+from recsys.config.catalog import ALLOWED_CHANNELS, ALLOWED_OFFER_TYPES, Catalog, parse_catalog, read_config_file
+from recsys.config.features import PREFERENCE_FEATURES
 from recsys.errors import ConfigError
-from recsys.model.observation import FEATURE_NAMES
 
 COST_RULES = ("percent_of_order", "fee_on_conversion", "none")
 """How an offer type costs the shop on a conversion (see the config file)."""
 
 VALUE_EFFECTS = ("proportional", "decay", "none")
 """How an offer's value scales its appeal: value / reference, exp(-value / reference), or not at all."""
-
-PREFERENCE_FEATURES = tuple(n for n in FEATURE_NAMES if not n.endswith("_consent"))
-"""Observation features an offer type's appeal may depend on (consent says what can be sent, not appeal)."""
 
 
 @dataclass(frozen=True)
@@ -110,17 +105,15 @@ class RewardRules:
 
 
 def load_reward_rules(path: Path | None = None) -> RewardRules:
-    """Read `[reward]` from `path`, else RECSYS_CONFIG, else the packaged default (as `load_catalog`).
+    """The reward rules of the configuration file `path` (default: the packaged one)."""
+    data, source = read_config_file(path)
+    return parse_reward(data, source, parse_catalog(data, source))
 
-    Checks that every offer type and channel of the same file's `[catalog]` has its costs and
-    priors, so a catalog edit that forgets the reward fails here with a message naming the key.
-    """
-    source = Path(path or os.environ.get("RECSYS_CONFIG") or DEFAULT_CONFIG)
-    catalog = load_catalog(source)
-    try:
-        data = tomllib.loads(source.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:  # pragma: no cover - load_catalog read it just now
-        raise ConfigError(f"config file not found: {source}") from e
+
+def parse_reward(data: dict, source: Path, catalog: Catalog) -> RewardRules:
+    """The `[reward]` section of a parsed configuration file, checked against the same file's
+    catalog: every offer type and channel of `catalog` needs its costs and priors, so a catalog edit
+    that forgets the reward fails here with a message naming the key."""
     section = data.get("reward")
     if not isinstance(section, dict):
         raise ConfigError(f"{source}: missing [reward] section")

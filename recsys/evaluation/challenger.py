@@ -1,0 +1,129 @@
+"""A challenger's evaluation at training time: its greedy value in the simulator (the night's users
+under the response model it trained with) next to uniform random and the champion, and, once offers
+are logged, doubly robust estimates on the logs, paired with the champion's on the same rows.
+The gate (`recsys.evaluation.gate`) judges what this returns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+
+from recsys.config.catalog import Catalog
+from recsys.db import Connection
+from recsys.evaluation.registry import ModelRecord
+from recsys.evaluation.results import ChallengerEvaluation, ChampionEvaluation, OffPolicyValue
+from recsys.model.baselines import Policy
+from recsys.model.observation import States
+from recsys.model.policy import PPOPolicy, load_sb3_model
+from recsys.model.response import ResponseModel
+
+
+def simulator_values(policy: Policy, states: States, response: ResponseModel, catalog: Catalog) -> tuple[float, float]:
+    """Mean expected reward per user of the policy's greedy action, and of uniform random, under the
+    response model (one night, today's states)."""
+    from recsys.model.baselines import UniformRandomPolicy, choose
+
+    if len(states) == 0:
+        return 0.0, 0.0
+    mask = states.action_mask(catalog)
+    rewards = response.reward_matrix(states.obs)
+    actions, _ = choose(policy, states.obs, mask)
+    has = actions >= 0
+    chosen = np.where(has, rewards[np.arange(len(actions)), np.maximum(actions, 0)], 0.0)
+    random_probs = UniformRandomPolicy(catalog).probabilities(states.obs, mask)
+    return float(chosen.mean()), float((random_probs * rewards).sum(axis=1).mean())
+
+
+@dataclass(frozen=True)
+class OffPolicyValues:
+    """Doubly robust estimates on the logs: the challenger, uniform random, and (paired with the
+    challenger's, same rows and resamples) the champion and the difference."""
+
+    challenger: OffPolicyValue
+    random_value: float
+    champion: OffPolicyValue | None = None
+    difference: OffPolicyValue | None = None
+
+
+def off_policy_values(
+    conn: Connection,
+    as_of: dt.date,
+    catalog: Catalog,
+    response: ResponseModel,
+    challenger: Policy,
+    champion_policy: Policy | None,
+    *,
+    seed: int = 0,
+) -> OffPolicyValues | None:
+    """Doubly robust estimates, on the offers logged before `as_of`, of the challenger, uniform
+    random and the champion. None without logs."""
+    from recsys.evaluation.model_eval import realised_reward
+    from recsys.evaluation.ope import Estimate, load_logged_offers, off_policy_evaluation
+    from recsys.model.baselines import UniformRandomPolicy
+
+    logs = load_logged_offers(conn, catalog, until=as_of)
+    if len(logs) == 0:
+        return None
+    rules = response.rules
+
+    def dr(policy: Policy, baseline: Policy | None = None) -> dict[str, Estimate]:
+        return off_policy_evaluation(
+            conn,
+            policy,
+            catalog=catalog,
+            reward_fn=lambda rows: realised_reward(rows, rules),
+            q_fn=response.expected_reward,
+            logs=logs,
+            n_boot=200,
+            seed=seed,
+            baseline=baseline,
+        )
+
+    def value(e: Estimate, *, ess: bool = True) -> OffPolicyValue:
+        return OffPolicyValue(e.value, e.lower, e.upper, e.effective_sample_size if ess else None)
+
+    estimates = dr(challenger, champion_policy)
+    paired = "dr_diff" in estimates
+    return OffPolicyValues(
+        challenger=value(estimates["dr"]),
+        random_value=dr(UniformRandomPolicy(catalog))["dr"].value,
+        champion=value(estimates["baseline_dr"], ess=False) if paired else None,
+        difference=value(estimates["dr_diff"], ess=False) if paired else None,
+    )
+
+
+def evaluate_challenger(
+    conn: Connection,
+    challenger: Policy,
+    *,
+    as_of: dt.date,
+    states: States,
+    response: ResponseModel,
+    catalog: Catalog,
+    current: ModelRecord | None,
+    seed: int,
+) -> ChallengerEvaluation:
+    """The challenger next to random and (same catalog only) the champion: in the simulator on
+    tonight's users, and doubly robust on the logs when there are any."""
+    simulator_value, random_value = simulator_values(challenger, states, response, catalog)
+    champion_policy = None
+    champion_value = None
+    if current is not None and current.catalog_fingerprint == catalog.fingerprint():
+        champion_policy = PPOPolicy(load_sb3_model(current.artifact), catalog, name="champion")
+        champion_value, _ = simulator_values(champion_policy, states, response, catalog)
+    logged = off_policy_values(conn, as_of, catalog, response, challenger, champion_policy, seed=seed)
+    champion_eval = None
+    if champion_value is not None:
+        champion_eval = ChampionEvaluation(champion_value, logged.champion if logged is not None else None)
+    return ChallengerEvaluation(
+        simulator_value=simulator_value,
+        random_value=random_value,
+        users=len(states),
+        dr=logged.challenger if logged is not None else None,
+        random_dr_value=logged.random_value if logged is not None else None,
+        dr_diff=logged.difference if logged is not None else None,
+        champion=champion_eval,
+    )
