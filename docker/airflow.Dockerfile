@@ -8,12 +8,13 @@ COPY --chown=airflow:root requirements.txt /tmp/recsys-requirements.txt
 
 # torch first and alone, from PyTorch's CPU-only index: the pinned version's CPU build (about
 # 200 MB) instead of the default CUDA build (several GB). Then the rest of requirements.txt minus
-# what the image already has (Airflow and its providers, postgres and standard included; torch,
-# installed above; pgserver, the embedded server the stack does not need), with Airflow pinned to
-# the image's version so pip never moves it.
+# what the image already has (Airflow and its providers, postgres, standard and celery included,
+# with the Celery stack and the Redis client they were released with; torch, installed above;
+# pgserver, the embedded server the stack does not need), with Airflow pinned to the image's
+# version so pip never moves it.
 RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu \
         "$(grep -E '^torch==' /tmp/recsys-requirements.txt)" \
-    && grep -vE '^(torch|apache-airflow[a-z-]*|pgserver)([=<>!~ \[]|$)' /tmp/recsys-requirements.txt \
+    && grep -vE '^(torch|apache-airflow[a-z-]*|pgserver|celery|kombu|redis)([=<>!~ \[]|$)' /tmp/recsys-requirements.txt \
         > /tmp/recsys-requirements-image.txt \
     && pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -r /tmp/recsys-requirements-image.txt \
     && pip check

@@ -3,7 +3,9 @@
 The file must parse, validate against the Compose specification's JSON schema after variable
 interpolation (as `docker compose` does it), mount only paths that exist, document every variable
 without a default in `.env.example`, match the services and commands docs/operate-the-dags.md lists, and build
-the official Airflow image with the CPU-only torch. The PostgreSQL and Airflow init scripts run for
+the official Airflow image with the CPU-only torch. The `celery` profile adds Redis and Celery workers on the
+same image; the scheduler's start script picks the CeleryExecutor when the profile's broker is there (run for
+real here with a stand-in `airflow`). The PostgreSQL and Airflow init scripts run for
 real against the test server.
 
 `tests/data/compose-spec.json` is the Compose specification's schema from the compose-spec project
@@ -38,6 +40,7 @@ ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
 SCHEMA = PROJECT_ROOT / "tests" / "data" / "compose-spec.json"
 COMPOSE_GUIDE = PROJECT_ROOT / "docs" / "operate-the-dags.md"
 AIRFLOW_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer")
+CELERY_SERVICES = ("redis", "airflow-worker")  # the `celery` profile
 MOUNTED_CODE = ("dags", "plugins", "recsys", "sql", "templates")
 
 # ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message}, ${VAR?message}, $VAR; $$ is a literal $
@@ -112,7 +115,10 @@ def _command(service: dict[str, Any]) -> str:
 
 
 def test_it_parses_and_has_the_stack(raw: dict[str, Any]) -> None:
-    assert set(raw["services"]) == {"postgres", "airflow-init", *AIRFLOW_SERVICES}
+    assert set(raw["services"]) == {"postgres", "airflow-init", *AIRFLOW_SERVICES, *CELERY_SERVICES}
+    in_profiles = {name: service.get("profiles") for name, service in raw["services"].items()}
+    assert {name for name, profiles in in_profiles.items() if profiles} == set(CELERY_SERVICES)
+    assert all(in_profiles[name] == ["celery"] for name in CELERY_SERVICES)
     assert {"pgdata", "recsys-models"} <= set(raw["volumes"])
 
 
@@ -180,7 +186,7 @@ def test_compose_refuses_to_start_without_each_secret(raw: dict[str, Any], secre
 
 def test_the_fernet_key_is_generated_never_empty(compose: dict[str, Any]) -> None:
     init = (PROJECT_ROOT / "docker" / "airflow-init.sh").read_text()
-    for name in ("airflow-init", *AIRFLOW_SERVICES):
+    for name in ("airflow-init", *AIRFLOW_SERVICES, "airflow-worker"):
         env = compose["services"][name]["environment"]
         assert "AIRFLOW__CORE__FERNET_KEY" not in env, f"{name}: an empty or fixed Fernet key"
         assert env["AIRFLOW__CORE__FERNET_KEY_CMD"] == f"cat {env['AIRFLOW_FERNET_KEY_FILE']}"
@@ -228,12 +234,12 @@ def test_every_bind_mount_and_build_path_exists(raw: dict[str, Any]) -> None:
             context = PROJECT_ROOT / build["context"]
             assert context.is_dir(), f"{name}: build context {build['context']}"
             assert (context / build["dockerfile"]).is_file(), f"{name}: {build['dockerfile']}"
-    for script in ("docker/postgres/init-databases.sh", "docker/airflow-init.sh"):
+    for script in ("docker/postgres/init-databases.sh", "docker/airflow-init.sh", "docker/airflow-scheduler.sh"):
         assert os.access(PROJECT_ROOT / script, os.X_OK), f"{script} is not executable"
 
 
 def test_airflow_services_mount_the_code_and_find_dags_plugins_and_the_database(compose: dict[str, Any]) -> None:
-    for name in ("airflow-init", *AIRFLOW_SERVICES):
+    for name in ("airflow-init", *AIRFLOW_SERVICES, "airflow-worker"):
         service = compose["services"][name]
         targets = {v.split(":")[1]: v.split(":")[0] for v in service["volumes"]}
         for folder in MOUNTED_CODE:
@@ -265,6 +271,69 @@ def test_healthchecks_and_start_order(compose: dict[str, Any]) -> None:
         }
     assert services["airflow-apiserver"]["ports"] == ["8080:8080"]
     assert "/api/v2/monitor/health" in " ".join(services["airflow-apiserver"]["healthcheck"]["test"])
+    assert services["airflow-worker"]["depends_on"] == {
+        "postgres": {"condition": "service_healthy"},
+        "airflow-init": {"condition": "service_completed_successfully"},
+        "redis": {"condition": "service_healthy"},
+    }
+
+
+# --- the celery profile -------------------------------------------------------------------------------
+
+
+def test_the_celery_profile_runs_workers_on_the_same_image_with_redis(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    redis, worker, scheduler = services["redis"], services["airflow-worker"], services["airflow-scheduler"]
+    assert redis["image"].startswith("redis:") and "ports" not in redis  # the compose network only
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert _command(worker) == "celery worker"
+    assert worker["deploy"]["replicas"] >= 2
+    assert (worker["image"], worker["build"]) == (scheduler["image"], scheduler["build"])
+    assert worker["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert "celery@${HOSTNAME}" in worker["healthcheck"]["test"][1]  # its own container's worker
+    for name in ("airflow-init", *AIRFLOW_SERVICES, "airflow-worker"):
+        env = services[name]["environment"]
+        assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0", name
+        assert "AIRFLOW__CELERY__RESULT_BACKEND" not in env, f"{name}: results go to the metadata database"
+        assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
+        assert (
+            env["AIRFLOW__API_AUTH__JWT_SECRET"]
+            == services["airflow-scheduler"]["environment"]["AIRFLOW__API_AUTH__JWT_SECRET"]
+        ), f"{name}: one secret signs and checks the workers' task tokens"
+    timeout = int(scheduler["environment"]["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT"])
+    assert timeout > 180 * 60, "longer than the longest task (train), or a running task is handed out again"
+    assert _command(scheduler) == "bash /opt/airflow/project/docker/airflow-scheduler.sh"
+    assert scheduler["environment"]["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"  # without the profile
+
+
+@pytest.mark.parametrize(
+    ("broker_url", "executor", "expected"),
+    [
+        ("redis://localhost:6379/0", "LocalExecutor", "CeleryExecutor"),  # the profile's broker resolves
+        ("redis://:s3cret@localhost:6379/0", "LocalExecutor", "CeleryExecutor"),
+        ("redis://recsys-no-such-broker.invalid:6379/0", "LocalExecutor", "LocalExecutor"),  # no profile
+        ("", "LocalExecutor", "LocalExecutor"),
+        ("redis://localhost:6379/0", "KubernetesExecutor", "KubernetesExecutor"),  # an explicit choice stays
+    ],
+)
+def test_the_scheduler_script_picks_the_executor(tmp_path: Path, broker_url: str, executor: str, expected: str) -> None:
+    """docker/airflow-scheduler.sh run for real, with a stand-in `airflow` that reports what it was given."""
+    if shutil.which("getent") is None:
+        pytest.skip("needs getent (glibc), as in the Airflow image")
+    stand_in = tmp_path / "bin" / "airflow"
+    stand_in.parent.mkdir()
+    stand_in.write_text('#!/bin/sh\necho "airflow $* with $AIRFLOW__CORE__EXECUTOR"\n')
+    stand_in.chmod(0o755)
+    env = {
+        "PATH": f"{stand_in.parent}{os.pathsep}{os.environ['PATH']}",
+        "AIRFLOW__CORE__EXECUTOR": executor,
+        "AIRFLOW__CELERY__BROKER_URL": broker_url,
+    }
+    script = PROJECT_ROOT / "docker" / "airflow-scheduler.sh"
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == f"airflow scheduler with {expected}"
+    assert "s3cret" not in done.stdout
 
 
 def _documented_services() -> dict[str, str]:
@@ -305,6 +374,7 @@ def test_the_image_installs_requirements_minus_airflow_torch_and_pgserver(tmp_pa
     ).stdout
     names = {re.split(r"[=<>!~\[ ]", line)[0] for line in kept.splitlines() if line and not line.startswith("#")}
     assert not {n for n in names if n == "torch" or n == "pgserver" or n.startswith("apache-airflow")}
+    assert not names & {"celery", "kombu", "redis"}, "the image's Celery stack is the one its provider came with"
     assert {"stable-baselines3", "gymnasium", "pandas", "numpy", "openpyxl", "psycopg2-binary", "jinja2"} <= names
     assert 'pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}"' in dockerfile
 
