@@ -1,7 +1,7 @@
 """Users as the policy sees them on a night: their features as of a date and the channels each can
 receive, read from `user_features` and `users` into a `recsys.model.observation.States`.
 Called by evaluation, the recommendation command and the benchmarks; scoring reads its own wider
-set in one binary COPY (`recsys.campaign.score`).
+set in one binary COPY (`recsys.campaign.load`).
 """
 
 from __future__ import annotations
