@@ -186,7 +186,15 @@ class Chromium:
     def wait_for(self, expression: str, timeout: float = 60) -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            value = self.eval(expression)
+            try:
+                value = self.eval(expression)
+            except RuntimeError as exc:
+                # A navigation (the login form's redirect) can replace the page while the
+                # expression runs; poll again on the new page rather than fail.
+                transient = ("navigated or closed", "context was destroyed", "Cannot find default execution context")
+                if not any(text in str(exc) for text in transient):
+                    raise
+                value = None
             if value:
                 return value
             time.sleep(0.25)
