@@ -206,7 +206,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     with connect(database_url(settings)) as conn:
-        print(recommend(conn, user_id=args.user_id, model=args.model, as_of=args.as_of).format())
+        catalog = load_config(settings.config).catalog
+        print(recommend(conn, catalog, user_id=args.user_id, model=args.model, as_of=args.as_of).format())
     return 0
 
 
@@ -223,19 +224,24 @@ def _shard(text: str) -> tuple[int, int]:
 def cmd_score(args: argparse.Namespace) -> int:
     from recsys.campaign import score_campaign
     from recsys.config.settings import load_settings
+    from recsys.db import connect, database_url
 
     if args.shard is not None and not args.run_id:
         raise RecsysError("--shard K/N needs --run-id R (every shard of a run shares its id)")
     k, n = args.shard if args.shard is not None else (None, 1)
-    summary = score_campaign(
-        load_settings(),
-        args.campaign_date,
-        run_id=args.run_id,
-        shard=k,
-        shards=n,
-        dry_run=args.dry_run,
-        model_version=args.model,
-    )
+    settings = load_settings()
+    with connect(database_url(settings)) as conn:
+        summary = score_campaign(
+            conn,
+            settings,
+            args.campaign_date,
+            config=load_config(settings.config),
+            run_id=args.run_id,
+            shard=k,
+            shards=n,
+            dry_run=args.dry_run,
+            model_version=args.model,
+        )
     skipped = ", ".join(f"{r} {c}" for r, c in sorted(summary["skipped"].items())) or "none"
     state = "dry run" if args.dry_run else ("published" if "publish" in summary else f"shard {k}/{n} done")
     print(
@@ -249,8 +255,11 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_publish(args: argparse.Namespace) -> int:
     from recsys.campaign import publish_run
     from recsys.config.settings import load_settings
+    from recsys.db import connect, database_url
 
-    result = publish_run(load_settings(), args.run_id)
+    settings = load_settings()
+    with connect(database_url(settings)) as conn:
+        result = publish_run(conn, settings, args.run_id)
     print(f"publish {result['run_id']}: {result['offers']} offers claimable from {result['published_at']}")
     return 0
 
