@@ -144,7 +144,7 @@ class TrainResult:
         lines = []
         if self.baseline is not None:
             crowned, verdict = self.baseline
-            lines += [f"conservative baseline {crowned.model_version} (the rule heuristic, not trained)", verdict.describe()]
+            lines += [f"conservative baseline {crowned.model_version} (the rule heuristic)", verdict.describe()]
         lines += [
             f"model {self.record.model_version} ({self.record.training_mode}"
             + (f" of {self.record.parent_version}" if self.record.parent_version else "")
@@ -304,6 +304,19 @@ def _window_date(response: ResponseModel, key: str) -> dt.date | None:
     return dt.date.fromisoformat(value) if value else None
 
 
+def _champion_of_catalog(
+    conn: Connection, catalog: Catalog, as_of: dt.date, states: States, response: ResponseModel, seed: int
+) -> tuple[ModelRecord | None, tuple[ModelRecord, GateDecision] | None]:
+    """(the champion, the rule heuristic if it was crowned now): with no champion for the running
+    catalog, the rule heuristic is registered and crowned first (`crown_baseline`)."""
+    current = champion(conn)
+    gap = no_champion_reason(current, catalog)
+    if not gap:
+        return current, None
+    crowned = crown_baseline(conn, catalog, as_of=as_of, states=states, response=response, seed=seed, reason=gap)
+    return (crowned[0] if crowned is not None else current), crowned
+
+
 def train(
     conn: Connection,
     settings: Settings,
@@ -330,16 +343,8 @@ def train(
     states = load_states(conn, as_of)
     if len(states) == 0:
         raise RecsysError(f"no user features as of {as_of}: run `recsys features --as-of {as_of}` first")
-    current = champion(conn)
     response = fit_response_model(conn, settings, catalog, config.reward, as_of, seed=hyper.seed)
-    crowned = None
-    gap = no_champion_reason(current, catalog)
-    if gap:  # no champion for this catalog: the rule heuristic first
-        crowned = crown_baseline(
-            conn, catalog, as_of=as_of, states=states, response=response, seed=hyper.seed, reason=gap
-        )
-        if crowned is not None:
-            current = crowned[0]
+    current, crowned = _champion_of_catalog(conn, catalog, as_of, states, response, hyper.seed)
     parent = fine_tune_parent(conn, current, catalog)
     mode, why = resolve_mode(mode, current, catalog, parent)
     log.info("train: %s (%s) on %d users as of %s", mode, why, len(states), as_of)
