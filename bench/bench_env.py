@@ -30,6 +30,7 @@ import numpy as np
 from _support import LOCAL_SERVER, bench_server, scratch_database
 
 from recsys.benchmark.synth.generate import generate_data
+from recsys.benchmark.toy import plausible_observations
 from recsys.config.catalog import load_catalog
 from recsys.config.reward import load_reward_rules
 from recsys.config.settings import load_settings
@@ -38,7 +39,6 @@ from recsys.data.logged_offers import fit_response_model
 from recsys.db import connect
 from recsys.db.migrate import migrate
 from recsys.model.env import OfferVecEnv
-from recsys.model.observation import FEATURE_NAMES, normalise
 from recsys.model.response import prior_response_model
 from recsys.model.response_fit import format_fit_report
 
@@ -50,38 +50,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def plausible_users(n: int, seed: int) -> np.ndarray:
-    """Random but plausible normalised users: the start pool of the speed test."""
-    rng = np.random.default_rng(seed)
-    raw = {
-        "recency_days": rng.uniform(0, 365, n),
-        "frequency_sessions": rng.poisson(4, n),
-        "monetary_value": rng.gamma(2, 60, n),
-        "engagement_score": rng.uniform(0, 1, n),
-        "discount_sensitivity": rng.beta(2, 3, n),
-        "free_shipping_preference": rng.beta(2, 3, n),
-        "email_responsiveness": rng.uniform(0, 1, n),
-        "sms_responsiveness": rng.uniform(0, 1, n),
-        "push_responsiveness": rng.uniform(0, 1, n),
-        "days_since_last_purchase": rng.uniform(0, 365, n),
-        "purchase_count": rng.poisson(2, n),
-        "offers_last_7d": rng.integers(0, 4, n),
-        "days_since_last_offer": rng.uniform(1, 60, n),
-        "morning_share": rng.uniform(0, 1, n),
-        "evening_share": rng.uniform(0, 1, n),
-        "category_focus": rng.uniform(0, 1, n),
-        "email_consent": rng.random(n) < 0.8,
-        "sms_consent": rng.random(n) < 0.4,
-        "push_consent": rng.random(n) < 0.5,
-    }
-    return normalise(np.column_stack([raw[name] for name in FEATURE_NAMES]).astype(np.float64))
-
-
 def bench_steps(n_envs: int, steps: int, horizon: int) -> float:
     """User-steps per second of OfferVecEnv with random actions (best of three timed runs)."""
     catalog = load_catalog()
     model = prior_response_model(catalog, load_reward_rules())
-    env = OfferVecEnv(model, plausible_users(100_000, seed=1), num_envs=n_envs, horizon=horizon, seed=0)
+    env = OfferVecEnv(model, plausible_observations(100_000, seed=1), num_envs=n_envs, horizon=horizon, seed=0)
     env.reset()
     actions = np.random.default_rng(2).integers(0, catalog.n_actions, (steps, n_envs))
     for k in range(min(20, steps)):  # warm-up

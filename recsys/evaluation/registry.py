@@ -101,6 +101,18 @@ def load_policy(record: ModelRecord, catalog: Catalog) -> Policy:
     )
 
 
+def load_ppo_model(record: ModelRecord) -> Any:
+    """The Stable-Baselines3 model of a registered PPO model, to continue training it (fine-tune).
+    Refuses a model that is not PPO (the rule heuristic has nothing to continue)."""
+    if record.algorithm.upper() != PPO:
+        raise RecsysError(
+            f"model {record.model_version} is {record.algorithm}, not PPO: there is no network to continue"
+        )
+    from recsys.model.policy import load_sb3_model
+
+    return load_sb3_model(record.artifact)
+
+
 def rule_heuristic_record(catalog: Catalog, *, as_of: dt.date, response_model: dict[str, Any]) -> ModelRecord:
     """The rule heuristic of `catalog` as a registry row (not yet registered): the conservative
     baseline a catalog starts with. One version per catalog and feature set, so registering it

@@ -44,14 +44,22 @@ from recsys.evaluation.baseline import conservative_baseline, crown_baseline
 from recsys.evaluation.challenger import evaluate_challenger
 from recsys.evaluation.gate import GateConfig, decide
 from recsys.evaluation.registry import PPO as PPO_ALGORITHM
-from recsys.evaluation.registry import ModelRecord, catalog_json, champion, latest_model, record_decision, register
+from recsys.evaluation.registry import (
+    ModelRecord,
+    catalog_json,
+    champion,
+    latest_model,
+    load_ppo_model,
+    record_decision,
+    register,
+)
 from recsys.evaluation.results import (
     ChallengerEvaluation,
     GateDecision,
     WarmStart,
 )
 from recsys.model.observation import FEATURE_NAMES, FEATURES, States, feature_fingerprint
-from recsys.model.policy import PPOPolicy, actor_logits, load_sb3_model, set_torch_threads
+from recsys.model.policy import PPOPolicy, actor_logits, set_torch_threads
 
 if TYPE_CHECKING:  # imported where used: stable_baselines3 and the environment load torch
     from stable_baselines3 import PPO
@@ -354,7 +362,7 @@ def train(
     started = time.perf_counter()
     if mode == "fine_tune":
         assert parent is not None
-        model = load_sb3_model(parent.artifact)
+        model = load_ppo_model(parent)
         model.set_env(env)
         model.set_random_seed(hyper.seed)
         model.learn(total_timesteps=hyper.total_timesteps, reset_num_timesteps=False, progress_bar=progress_bar)

@@ -40,7 +40,7 @@ from recsys.benchmark.synth.writers import (
     write_users_csv,
     write_workbook,
 )
-from recsys.config.catalog import load_catalog
+from recsys.config.catalog import Catalog, load_catalog
 from recsys.errors import GenerateError
 
 XLSX_MAX_ROWS = 1_048_575
@@ -202,13 +202,15 @@ def generate_data(
     out: Path,
     end_date: dt.date | None = None,
     fmt: str | None = None,
+    catalog: Catalog | None = None,
 ) -> GenerateSummary:
     """Generate `users` users over the `days` days before `end_date` and write them to `out`.
 
     `out` ending in .xlsx gives one workbook (sheets events, users, offers); anything else a folder
     with events.csv, users.csv and offers.csv. The ground truth goes to `truth_path_for(out)`. The
     same arguments always give byte-identical files. Nothing is written when the request cannot be
-    met (for instance more rows than an .xlsx sheet holds).
+    met (for instance more rows than an .xlsx sheet holds). `catalog` is the offers the simulated
+    shop sent in the past (default: the packaged seed catalog).
     """
     started = time.perf_counter()
     out = Path(out)
@@ -216,7 +218,7 @@ def generate_data(
     if end_date is None:
         end_date = dt.datetime.now(dt.UTC).date()
 
-    catalog = load_catalog()
+    catalog = catalog or load_catalog()
     world = simulate(users=users, days=days, seed=seed, end_date=end_date, catalog=catalog)
     counts = {"events": world.n_events, "users": users, "offers": world.n_offers}
     if fmt == "xlsx":
