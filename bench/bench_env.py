@@ -40,7 +40,7 @@ from recsys.db import connect
 from recsys.db.migrate import migrate
 from recsys.model.env import OfferVecEnv
 from recsys.model.response import prior_response_model
-from recsys.model.response_fit import format_fit_report
+from recsys.model.response_fit import FitConfig, format_fit_report
 
 END_DATE = dt.date(2026, 9, 1)
 BAR_STEPS_PER_SECOND = 500_000
@@ -68,7 +68,7 @@ def bench_steps(n_envs: int, steps: int, horizon: int) -> float:
     return best
 
 
-def bench_fit(server_url: str, users: int, days: int, keep: bool) -> None:
+def bench_fit(server_url: str, users: int, days: int, keep: bool, caps: list[int | None]) -> None:
     with scratch_database(server_url, "recsys_bench_env", keep=keep) as url:
         with tempfile.TemporaryDirectory() as tmp:
             settings = load_settings(env={}, database_url=url, data_dir=Path(tmp))
@@ -87,14 +87,20 @@ def bench_fit(server_url: str, users: int, days: int, keep: bool) -> None:
                 f"{summary.counts['events']:,} events in {time.perf_counter() - t0:.0f} s"
             )
             catalog, rules = load_catalog(), load_reward_rules()
-            for label in ("fit, building the point-in-time feature dates", "refit, features built"):
+            runs = [("fit, building the point-in-time feature dates", FitConfig())]
+            runs += [
+                (f"refit, features built, at most {cap or 'all'} offers", FitConfig(max_offers=cap)) for cap in caps
+            ]
+            for label, config in runs:
                 with connect(url) as conn:
                     started = time.perf_counter()
-                    model = fit_response_model(conn, settings, catalog, rules, END_DATE)
+                    model = fit_response_model(conn, settings, catalog, rules, END_DATE, config=config)
                     seconds = time.perf_counter() - started
+                report = model.fit_report
+                losses = {s: round(report["holdout"][s]["model"]["log_loss"], 5) for s in ("open", "click", "convert")}
                 print(
-                    f"{label}: {seconds:.1f} s {json.dumps(model.fit_report['seconds'])} "
-                    f"(peak RSS {peak_rss_mb():.0f} MB)"
+                    f"{label}: {seconds:.1f} s {json.dumps(report['seconds'])} (peak RSS {peak_rss_mb():.0f} MB); "
+                    f"sample {json.dumps(report['sample'])}; held-out log loss {json.dumps(losses)}"
                 )
             print(format_fit_report(model.fit_report))
 
@@ -110,6 +116,13 @@ def main() -> int:
     parser.add_argument(
         "--url", default=bench_server(LOCAL_SERVER), help="the server (default: RECSYS_BENCH_DATABASE_URL, else local)"
     )
+    parser.add_argument(
+        "--max-offers",
+        type=lambda text: None if text == "all" else int(text),
+        nargs="+",
+        default=[None, 100_000],
+        help="refit with these bounds on the offers (`all`: unbounded) (--fit)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch database (prints its name)")
     args = parser.parse_args()
 
@@ -124,7 +137,7 @@ def main() -> int:
         print(f"OfferVecEnv, {n_envs:,} users at once, random actions: {rate:,.0f} user-steps/s")
     print(f"bar {BAR_STEPS_PER_SECOND:,} user-steps/s: {'met' if ok else 'NOT met'}")
     if args.fit:
-        bench_fit(args.url, args.users, args.days, args.keep)
+        bench_fit(args.url, args.users, args.days, args.keep, args.max_offers)
     return 0 if ok else 1
 
 

@@ -94,7 +94,7 @@ def cmd_generate_data(args: argparse.Namespace) -> int:
     from recsys.benchmark.synth.generate import generate_data
 
     summary = generate_data(
-        users=args.users, days=args.days, seed=args.seed, out=Path(args.out), end_date=args.end_date
+        users=args.users, days=args.days, seed=args.seed, out=Path(args.out), end_date=args.end_date, world=args.world
     )
     print(summary.format_report())
     return 0
@@ -344,6 +344,12 @@ def _add_data_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--end-date", type=_date, default=None, help="events end before this date (default today, UTC)")
     p.add_argument("--out", required=True, help="a .xlsx file, or a folder for CSV files (for more than ~1M rows)")
+    p.add_argument(
+        "--world",
+        choices=("standard", "shifted"),
+        default="standard",
+        help="the generator's form: the documented model, or one that differs from it on purpose (default standard)",
+    )
     p.set_defaults(func=cmd_generate_data)
 
     p = sub.add_parser("extract", help="validated, idempotent load of input files into PostgreSQL")
