@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from recsys.evaluation.gate import GateConfig
 from recsys.evaluation.gate import decide as decide_typed
 from recsys.evaluation.results import ChallengerEvaluation, ChampionEvaluation, GateDecision, OffPolicyValue
@@ -143,13 +145,24 @@ def _evidence(d: GateDecision):
     return next(r for r in d.reasons if "conservative baseline" in r.check)
 
 
+def _model_evidence(d: GateDecision):
+    return next(r for r in d.reasons if "under the response model" in r.check)
+
+
+def _with_model(e: dict, *refits: float) -> dict:
+    """`e` with model evidence: the refits' differences challenger - rule (night's model: their mean)."""
+    return e | {"model_evidence": {"difference": sum(refits) / len(refits), "refit_differences": list(refits)}}
+
+
 def test_without_logs_there_is_no_evidence_over_the_rule_and_the_champion_stays() -> None:
     d = decide(_over_rule(None), RULE_CHAMPION, GateConfig())
     assert d.decision == "rejected"
     assert not _evidence(d).passed and "no evidence yet: no logged offers" in _evidence(d).detail
     assert RULE in _evidence(d).check
-    # better in the simulator than the champion: that alone never promotes it
-    assert all(r.passed for r in d.reasons if r is not _evidence(d))
+    # better in the simulator than the champion: that alone never promotes it (nor does a
+    # response model without refits: no model evidence either)
+    assert all(r.passed for r in d.reasons if r is not _evidence(d) and r is not _model_evidence(d))
+    assert not _model_evidence(d).passed and "no model evidence" in _model_evidence(d).detail
     # nor does it bootstrap on an empty registry
     assert decide(_over_rule(None), None, GateConfig()).decision == "rejected"
 
@@ -183,3 +196,40 @@ def test_the_evidence_can_be_recorded_without_being_required() -> None:
     assert d.decision == "promoted"
     assert _evidence(d).inconclusive and "not required" in _evidence(d).detail
     assert "[n/a]" in d.describe()
+
+
+# --- path b: the response model's bootstrap refits --------------------------------------------------
+
+CONFIDENT = tuple(0.002 + 0.0005 * k for k in range(16))  # every refit says the challenger is better
+UNSURE = (-0.003, -0.001, *CONFIDENT[2:])  # two refits in 16 say worse: the 5% quantile is below 0
+
+
+def test_model_evidence_promotes_where_the_logs_are_too_thin() -> None:
+    # the logs' paired difference over the rule, [-0.01, +0.01] on an effective 108: no evidence, no contradiction
+    thin = _with_model(_over_rule(-0.01, ess=108.0), *CONFIDENT)
+    d = decide(thin, RULE_CHAMPION, GateConfig())
+    assert d.decision == "promoted", d.describe()
+    assert not _evidence(d).passed and _model_evidence(d).passed
+    assert "16 refits" in _model_evidence(d).detail and "5% quantile +0.002" in _model_evidence(d).detail
+    assert decide(_with_model(_over_rule(0.004, ess=108.0), *UNSURE), RULE_CHAMPION, GateConfig()).decision == (
+        "rejected"
+    )
+    # without logs there is nothing to contradict the model either
+    assert decide(_with_model(_over_rule(None), *CONFIDENT), RULE_CHAMPION, GateConfig()).promoted
+
+
+def test_logs_that_show_the_challenger_worse_veto_the_model_evidence() -> None:
+    worse = _with_model(_over_rule(-0.03), *CONFIDENT)  # paired DR [-0.03, -0.01]: clearly worse than the rule
+    d = decide(worse, RULE_CHAMPION, GateConfig())
+    assert d.decision == "rejected"
+    assert not _model_evidence(d).passed and "the logs contradict it" in _model_evidence(d).detail
+
+
+def test_model_evidence_round_trips_through_the_stored_layout() -> None:
+    stored = _with_model(_over_rule(0.004), *CONFIDENT) | {"users": 600, "env_steps_per_second": 900.0}
+    stored |= {"model_evidence": {
+        "difference": 0.005, "refit_differences": list(CONFIDENT), "seconds": 2.5}}  # fmt: skip
+    evaluation = ChallengerEvaluation.from_json(stored)
+    assert evaluation.model_evidence is not None and evaluation.model_evidence.refit_differences == CONFIDENT
+    assert evaluation.model_evidence.quantile(0.5) == pytest.approx(0.00575)
+    assert evaluation.to_json() == stored

@@ -30,6 +30,7 @@ from recsys.db.sqlfiles import load_sql
 from recsys.model.observation import CONSENT_FEATURES, FEATURE_NAMES, N_FEATURES, STORED_FEATURES, normalise
 from recsys.model.response import ResponseModel
 from recsys.model.response_fit import FitConfig, FitRequest, LoggedOffers, fit_response_model_to_logs
+from recsys.model.response_refit import BootstrapSample
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -66,15 +67,43 @@ def fit_response_model(
     request = FitRequest(
         catalog, rules, as_of, holdout_fraction=holdout_fraction, seed=seed, config=config or FitConfig()
     )
+    logs, prepared = _response_fit_logs(conn, settings, request)
+    return fit_response_model_to_logs(logs, request, prepared=prepared)
+
+
+def fit_response_model_with_bootstrap(
+    conn: Connection,
+    settings: Settings,
+    catalog: Catalog,
+    rules: RewardRules,
+    as_of: date,
+    *,
+    seed: int = 0,
+    config: FitConfig | None = None,
+) -> tuple[ResponseModel, BootstrapSample | None]:
+    """`fit_response_model`, and the training offers it learned from, kept to refit it on
+    resamples of its users (`recsys.model.response_refit.BootstrapSample`; None when it learned
+    from none). The logs are loaded once; only the training rows are kept."""
+    request = FitRequest(catalog, rules, as_of, seed=seed, config=config or FitConfig())
+    logs, prepared = _response_fit_logs(conn, settings, request)
+    return fit_response_model_to_logs(logs, request, prepared=prepared), BootstrapSample.of(logs, request)
+
+
+def _response_fit_logs(
+    conn: Connection, settings: Settings, request: FitRequest
+) -> tuple[LoggedOffers, dict[str, float]]:
+    """The logged offers the fit of `request` reads (point-in-time features built first), and what
+    building and loading took."""
     started = time.perf_counter()
-    window_days = request.config.log_window_days
+    as_of, window_days = request.as_of, request.config.log_window_days
     since = None if window_days is None else as_of - timedelta(days=window_days)
     built = ensure_point_in_time_features(conn, settings, as_of, since=since)
     built_seconds = time.perf_counter() - started
-    logs = load_logged_offers(conn, catalog, since=since, until=as_of, by="send").response_fit_logs(catalog)
+    logs = load_logged_offers(conn, request.catalog, since=since, until=as_of, by="send").response_fit_logs(
+        request.catalog
+    )
     load_seconds = time.perf_counter() - started - built_seconds
-    prepared = {"feature_dates_built": len(built), "build_seconds": built_seconds, "load_seconds": load_seconds}
-    return fit_response_model_to_logs(logs, request, prepared=prepared)
+    return logs, {"feature_dates_built": len(built), "build_seconds": built_seconds, "load_seconds": load_seconds}
 
 
 def ensure_point_in_time_features(

@@ -8,6 +8,7 @@ The gate (`recsys.evaluation.gate`) judges what this returns.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,10 +116,13 @@ def evaluate_challenger(
     current: ModelRecord | None,
     seed: int,
     baseline: tuple[str, Policy] | None = None,
+    refits: Iterable[ResponseModel] | None = None,
 ) -> ChallengerEvaluation:
     """The challenger next to random, (same catalog only) the champion and the conservative
     `baseline` (its model version and policy, `recsys.evaluation.baseline.conservative_baseline`):
-    in the simulator on tonight's users, and doubly robust on the logs when there are any."""
+    in the simulator on tonight's users, doubly robust on the logs when there are any, and, given
+    the response model's bootstrap `refits` (`recsys.model.response_refit`), against the baseline
+    under the night's model and each refit (`recsys.evaluation.model_evidence`)."""
     simulator_value, random_value = simulator_values(challenger, states, response, catalog)
     champion_policy = None
     champion_value = None
@@ -136,6 +140,13 @@ def evaluate_challenger(
     baseline_diff = None
     if logged is not None and baseline is not None:
         baseline_diff = logged.difference if baseline_is_champion else logged.baseline_difference
+    evidence = None
+    if baseline is not None and refits is not None:
+        from recsys.evaluation.model_evidence import model_evidence
+
+        evidence = model_evidence(
+            challenger, baseline[1], states=states, catalog=catalog, response=response, refits=refits
+        )
     return ChallengerEvaluation(
         simulator_value=simulator_value,
         random_value=random_value,
@@ -146,4 +157,5 @@ def evaluate_challenger(
         champion=champion_eval,
         baseline=baseline[0] if baseline is not None else None,
         baseline_diff=baseline_diff,
+        model_evidence=evidence,
     )

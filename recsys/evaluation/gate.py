@@ -62,7 +62,23 @@ class GateConfig:
     rule 0.119, but its paired difference on the shop's logs rested on an effective 108 decisions,
     +0.135 [-0.043, +0.355]: no evidence, so the rule stays champion until the system's own logs
     accumulate. False records the comparison without letting it decide (tests and benchmarks that
-    need a trained champion on a few synthetic nights)."""
+    need a trained champion on a few synthetic nights). The model-based path (`model_evidence_*`)
+    is the other way to earn the promotion."""
+    model_evidence_refits: int = 16
+    """Evidence path b: refits of the response model, each on a resample (with replacement) of the
+    users its night's fit trained on, under which the challenger and the baseline are revalued
+    (0: no refits, path b never passes)."""
+    model_evidence_quantile: float = 0.05
+    """Path b passes when this lower quantile of the refits' differences challenger - baseline
+    (mean expected reward per user of the greedy offers on tonight's users) is above 0, and the
+    logs, when there are any, do not contradict it (the paired doubly robust difference's upper end
+    >= 0). The refits measure the fit's estimation uncertainty, not the error of its structure."""
+
+    def __post_init__(self) -> None:
+        if self.model_evidence_refits < 0:
+            raise ValueError(f"model_evidence_refits must be >= 0, got {self.model_evidence_refits}")
+        if not 0.0 < self.model_evidence_quantile < 0.5:
+            raise ValueError(f"model_evidence_quantile must be in (0, 0.5), got {self.model_evidence_quantile}")
 
 
 def decide(challenger: ChallengerEvaluation, champion: ChampionEvaluation | None, config: GateConfig) -> GateDecision:
@@ -123,28 +139,68 @@ def decide(challenger: ChallengerEvaluation, champion: ChampionEvaluation | None
 
 
 def _evidence_over_baseline(challenger: ChallengerEvaluation, config: GateConfig, check: Check) -> bool:
-    """Check 2: the logs show the challenger better than the conservative baseline."""
+    """Check 2: evidence that the challenger is better than the conservative baseline, on the logs
+    (path a) or under the response model, not contradicted by the logs (path b). Either suffices;
+    each is recorded as its own check."""
     if challenger.baseline is None:
         return True
     name = f"better than the conservative baseline {challenger.baseline} off-policy (paired doubly robust lower bound)"
+    logs_passed, logs_detail = _logs_evidence(challenger, config)
+    model_name = (
+        f"better than the baseline {challenger.baseline} under the response model "
+        "(bootstrap refits, not contradicted by the logs)"
+    )
+    model_passed, model_detail = _model_evidence(challenger, config)
+    if not config.require_evidence_over_baseline:
+        note = "recorded, not required (require_evidence_over_baseline off): "
+        check(name, True, note + logs_detail, inconclusive=True)
+        if challenger.model_evidence is not None:
+            check(model_name, True, note + model_detail, inconclusive=True)
+        return True
+    either = "; either path suffices"
+    logs_ok = check(name, logs_passed, logs_detail + either)
+    model_ok = check(model_name, model_passed, model_detail + either)
+    return logs_ok or model_ok
+
+
+def _logs_evidence(challenger: ChallengerEvaluation, config: GateConfig) -> tuple[bool, str]:
+    """Path a: the paired doubly robust lower bound over the baseline > 0, on enough logs."""
     diff, dr = challenger.baseline_diff, challenger.dr
     ess = dr.effective_sample_size if dr is not None else None
     if diff is None or dr is None:
-        passed, detail = False, "no evidence yet: no logged offers to compare it with; the champion stays"
-    elif ess is None or ess < config.min_effective_sample_size:
-        passed = False
-        detail = (
+        return False, "no evidence yet: no logged offers to compare it with"
+    if ess is None or ess < config.min_effective_sample_size:
+        return False, (
             f"no evidence yet: the estimate rests on an effective {ess or 0:,.0f} logged decisions "
             f"(< {config.min_effective_sample_size:,.0f}); challenger - baseline {diff.value:+.5f} "
-            f"[{diff.lower:+.5f}, {diff.upper:+.5f}]; the champion stays"
+            f"[{diff.lower:+.5f}, {diff.upper:+.5f}]"
         )
-    else:
-        passed = diff.lower > 0
-        detail = (
-            f"challenger - baseline {diff.value:+.5f} [{diff.lower:+.5f}, {diff.upper:+.5f}] "
-            f"on an effective {ess:,.0f} logged decisions (lower end must be > 0)"
-        )
-    if not config.require_evidence_over_baseline:
-        check(name, True, f"recorded, not required (require_evidence_over_baseline off): {detail}", inconclusive=True)
-        return True
-    return check(name, passed, detail)
+    return diff.lower > 0, (
+        f"challenger - baseline {diff.value:+.5f} [{diff.lower:+.5f}, {diff.upper:+.5f}] "
+        f"on an effective {ess:,.0f} logged decisions (lower end must be > 0)"
+    )
+
+
+def _model_evidence(challenger: ChallengerEvaluation, config: GateConfig) -> tuple[bool, str]:
+    """Path b: the lower `model_evidence_quantile` of the refits' differences challenger - baseline
+    > 0, and, when there are logs, the paired doubly robust difference's upper end >= 0."""
+    evidence = challenger.model_evidence
+    if evidence is None or not evidence.refit_differences:
+        return False, "no model evidence: no refits of the response model (no logged offers, or refits off)"
+    q = config.model_evidence_quantile
+    lower, upper = evidence.quantile(q), evidence.quantile(1.0 - q)
+    passed = lower > 0
+    detail = (
+        f"challenger - baseline per user {evidence.difference:+.5f} under the night's model; over "
+        f"{len(evidence.refit_differences)} refits on resampled users: {q:.0%} quantile {lower:+.5f}, "
+        f"{1.0 - q:.0%} quantile {upper:+.5f} (lower must be > 0; {evidence.seconds:.1f} s)"
+    )
+    diff = challenger.baseline_diff
+    if diff is None:
+        return passed, detail + "; no logged offers to contradict it"
+    contradicted = diff.upper < 0
+    detail += (
+        f"; the logs {'contradict' if contradicted else 'do not contradict'} it: paired doubly robust "
+        f"{diff.value:+.5f} [{diff.lower:+.5f}, {diff.upper:+.5f}] (upper end must be >= 0)"
+    )
+    return passed and not contradicted, detail

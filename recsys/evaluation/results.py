@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+import numpy as np
+
 GateVerdict = Literal["bootstrap", "promoted", "rejected"]
 """bootstrap: the first champion; promoted: it replaces the champion; rejected: the champion stays."""
 
@@ -36,6 +38,36 @@ class WarmStart:
     agreement: float | None = None
     """Share of tonight's sample on which the actor's greedy offer is the response model's best."""
     seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelEvidence:
+    """Challenger - conservative baseline under the response model: the difference of the mean
+    expected reward per user of each one's greedy offer on tonight's users, under the night's model
+    and under each of its bootstrap refits (`recsys.evaluation.model_evidence`). The refits' spread
+    is the fit's estimation uncertainty, not the error of the model's structure."""
+
+    difference: float
+    """Under the night's response model."""
+    refit_differences: tuple[float, ...]
+    """Under each refit on a resample of the training users (empty: no refits)."""
+    seconds: float = 0.0
+    """What the refits and their values took."""
+
+    def quantile(self, q: float) -> float:
+        """The `q` quantile of the refits' differences (nan without refits)."""
+        return float(np.quantile(self.refit_differences, q)) if self.refit_differences else float("nan")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "difference": self.difference,
+            "refit_differences": list(self.refit_differences),
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ModelEvidence:
+        return cls(d["difference"], tuple(d.get("refit_differences", ())), d.get("seconds", 0.0))
 
 
 @dataclass(frozen=True)
@@ -68,6 +100,8 @@ class ChallengerEvaluation:
     version); None when the catalog cannot express the rule (then the gate has no baseline check)."""
     baseline_diff: OffPolicyValue | None = None
     """Challenger - baseline, doubly robust on the same logged rows and resamples (None without logs)."""
+    model_evidence: ModelEvidence | None = None
+    """Challenger - baseline under the response model and its bootstrap refits (None: not measured)."""
 
     def to_json(self) -> dict[str, Any]:
         """The flat layout stored in `policy_models.evaluation` (keys as documented for analysts)."""
@@ -102,6 +136,8 @@ class ChallengerEvaluation:
             out["baseline_dr_diff_value"] = self.baseline_diff.value
             out["baseline_dr_diff_lower"] = self.baseline_diff.lower
             out["baseline_dr_diff_upper"] = self.baseline_diff.upper
+        if self.model_evidence is not None:
+            out["model_evidence"] = self.model_evidence.to_json()
         return out
 
     @classmethod
@@ -118,7 +154,7 @@ class ChallengerEvaluation:
         champion = None
         if d.get("champion_simulator_value") is not None:
             champion = ChampionEvaluation(d["champion_simulator_value"], estimate("champion_dr"))
-        warm = d.get("warm_start")
+        warm, model = d.get("warm_start"), d.get("model_evidence")
         return cls(
             simulator_value=d["simulator_value"],
             random_value=d["random_value"],
@@ -131,6 +167,7 @@ class ChallengerEvaluation:
             champion=champion,
             baseline=d.get("baseline_version"),
             baseline_diff=estimate("baseline_dr_diff"),
+            model_evidence=ModelEvidence.from_json(model) if model else None,
         )
 
 

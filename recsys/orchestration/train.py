@@ -66,6 +66,7 @@ if TYPE_CHECKING:  # imported where used: stable_baselines3 and the environment 
 
     from recsys.model.env import OfferVecEnv
     from recsys.model.response import ResponseModel
+    from recsys.model.response_refit import BootstrapSample
 
 log = logging.getLogger(__name__)
 
@@ -341,7 +342,7 @@ def train(
     (catalog and reward rules). Commits the registry rows."""
     from stable_baselines3 import PPO
 
-    from recsys.data.logged_offers import fit_response_model
+    from recsys.data.logged_offers import fit_response_model_with_bootstrap
 
     hyper = train_config or TrainConfig()
     gate = gate or GateConfig()
@@ -351,7 +352,9 @@ def train(
     states = load_states(conn, as_of)
     if len(states) == 0:
         raise RecsysError(f"no user features as of {as_of}: run `recsys features --as-of {as_of}` first")
-    response = fit_response_model(conn, settings, catalog, config.reward, as_of, seed=hyper.seed)
+    response, bootstrap = fit_response_model_with_bootstrap(
+        conn, settings, catalog, config.reward, as_of, seed=hyper.seed
+    )
     current, crowned = _champion_of_catalog(conn, catalog, as_of, states, response, hyper.seed)
     parent = fine_tune_parent(conn, current, catalog)
     mode, why = resolve_mode(mode, current, catalog, parent)
@@ -395,6 +398,7 @@ def train(
         save=save,
         warm_start=warm_start,
         parent=parent if mode == "fine_tune" else None,
+        bootstrap=bootstrap,
     )
     result = replace(result, mode_reason=why, baseline=crowned)
     log.info("%s", result.describe())
@@ -417,9 +421,12 @@ def register_challenger(
     save: Path | None = None,
     warm_start: WarmStart | None = None,
     parent: ModelRecord | None = None,
+    bootstrap: BootstrapSample | None = None,
 ) -> TrainResult:
-    """Evaluate a trained model next to random, the conservative baseline and the champion, run the
-    gate, register it (`parent`: the PPO model a fine-tune continued). Commits."""
+    """Evaluate a trained model next to random, the conservative baseline and the champion (also
+    under `gate.model_evidence_refits` refits of the response model on `bootstrap`, the training
+    offers of its fit), run the gate, register it (`parent`: the PPO model a fine-tune continued).
+    Commits."""
     if parent is None and mode == "fine_tune" and current is not None and current.algorithm.upper() == PPO_ALGORITHM:
         parent = current
     buffer = io.BytesIO()
@@ -437,6 +444,7 @@ def register_challenger(
             current=current,
             seed=config.seed,
             baseline=conservative_baseline(catalog),
+            refits=bootstrap.refits(gate.model_evidence_refits, seed=config.seed) if bootstrap is not None else (),
         ),
         env_steps_per_second=config.total_timesteps / seconds if seconds > 0 else None,
         warm_start=warm_start,

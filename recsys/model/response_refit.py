@@ -1,0 +1,91 @@
+"""Bootstrap refits of the response model: its estimation uncertainty, for the promotion gate.
+
+`BootstrapSample.of` takes the logged offers a night's fit read (`recsys.model.fit_sample.LoggedOffers`,
+loaded once by `recsys.data.logged_offers`) and the same `FitRequest`, and keeps what the fit learned
+from: the same bounded sample and the same training users (the held-out users stay out).
+`BootstrapSample.refits` then refits every head B times, each on a resample of those users drawn
+with replacement: a user drawn k times counts k times (each of their offers' weight times k), which
+is the fit on the resampled users without copying rows. The spread of what the refits predict is
+the fit's estimation uncertainty given its structure, not the error of the structure itself.
+`recsys.evaluation.model_evidence` reads the refits. Pure numpy/torch, no database.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from recsys.model.fit_sample import LoggedOffers, bounded_sample
+from recsys.model.response import _DESIGN_IDX, ResponseModel, _Attributes, _prior_params
+from recsys.model.response_fit import FitRequest, _fit_heads, _split_users, _stage_targets
+
+
+@dataclass(frozen=True)
+class BootstrapSample:
+    """The training rows of a night's fit, ready to be refitted on resamples of their users."""
+
+    logs: LoggedOffers
+    """The fit's training offers (its bounded sample, held-out users left out), with their weights."""
+    request: FitRequest
+    user_index: np.ndarray
+    """Per offer: its user's index into the training users (0 .. n_users - 1)."""
+    n_users: int
+
+    @classmethod
+    def of(cls, logs: LoggedOffers, request: FitRequest) -> BootstrapSample | None:
+        """The offers the fit of `request` on `logs` trains on (same sample, same split by the
+        request's seed); None when there are none (the night's model is the prior: nothing to refit)."""
+        if not logs.usable.any():
+            return None
+        config = request.config
+        sample, _ = bounded_sample(
+            logs, request.as_of, max_offers=config.max_offers, recent_days=config.recent_days, seed=request.seed
+        )
+        train, _, _, _ = _split_users(sample.user_id, sample.usable, request.holdout_fraction, request.seed)
+        rows = np.flatnonzero(train)
+        if len(rows) == 0:
+            return None
+        logs = sample.take(rows, sample.weights()[rows])
+        users, user_index = np.unique(logs.user_id, return_inverse=True)
+        return cls(logs, request, user_index, len(users))
+
+    def refits(self, n: int, *, seed: int) -> Iterator[ResponseModel]:
+        """`n` response models, each fitted (same hyperparameters, same priors) on a resample of the
+        training users with replacement (by `seed`)."""
+        if n < 0:
+            raise ValueError(f"the number of refits must be >= 0, got {n}")
+        request = self.request
+        catalog, rules = request.catalog, request.rules
+        attrs = _Attributes.of(catalog)
+        prior = _prior_params(catalog, rules, attrs)
+        logs = self.logs
+        x = logs.obs[:, _DESIGN_IDX]
+        a = attrs.rows(catalog, rules, logs.type_idx, logs.value, logs.channel_idx, logs.timing_idx)
+        targets = _stage_targets(logs)
+        rng = np.random.default_rng(seed)
+        for b in range(n):
+            started = time.perf_counter()
+            draws = np.bincount(rng.integers(0, self.n_users, self.n_users), minlength=self.n_users)
+            times = draws[self.user_index]
+            rows = np.flatnonzero(times)
+            resample = logs.take(rows, logs.weights()[rows] * times[rows])
+            chosen = {k: (sel[rows], y[rows]) for k, (sel, y) in targets.items()}
+            everything = np.ones(len(rows), dtype=bool)
+            params, _ = _fit_heads(
+                resample, x[rows], a[rows], everything, chosen, prior, catalog, rules, attrs, request.config
+            )
+            report = {
+                "kind": "bootstrap_refit",
+                "as_of": request.as_of.isoformat(),
+                "refit": b,
+                "users": self.n_users,
+                "offers": len(rows),
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+            yield ResponseModel(catalog, rules, params, report)
+
+
+__all__ = ["BootstrapSample"]

@@ -1,0 +1,157 @@
+"""Evidence path b of the gate: the response model, refitted on resamples of its training users,
+is confident the challenger beats the rule heuristic, and the logs do not contradict it."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recsys.config import load_config
+from recsys.config.settings import Settings
+from recsys.data.extract import extract_path
+from recsys.data.features import build_features
+from recsys.data.logged_offers import fit_response_model_with_bootstrap
+from recsys.data.states import load_states
+from recsys.db import Connection
+from recsys.evaluation.baseline import conservative_baseline, crown_baseline
+from recsys.evaluation.challenger import evaluate_challenger
+from recsys.evaluation.gate import GateConfig, decide
+from recsys.evaluation.registry import champion, get_model
+from recsys.evaluation.results import ChallengerEvaluation, GateDecision, OffPolicyValue
+from recsys.model.baselines import FixedActionPolicy, ResponseGreedyPolicy
+
+END = dt.date(2026, 10, 1)
+CONFIG = load_config()
+MODEL_PATH = "under the response model"
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from recsys.benchmark.synth.generate import generate_data
+
+    out = tmp_path_factory.mktemp("shop") / "shop"
+    generate_data(users=600, days=30, seed=5, out=out, end_date=END)
+    return out
+
+
+@pytest.fixture
+def loaded(db: Connection, settings: Settings, shop: Path) -> Connection:
+    extract_path(db, settings, shop, reference_at=dt.datetime(2026, 10, 1, tzinfo=dt.UTC))
+    build_features(db, settings, END)
+    return db
+
+
+def _model_check(decision: GateDecision):
+    return next(r for r in decision.reasons if MODEL_PATH in r.check)
+
+
+def _evaluate(conn: Connection, settings: Settings, make_policy) -> ChallengerEvaluation:
+    """A challenger (`make_policy(response, states)`) against the crowned rule heuristic, with 8 refits."""
+    catalog = CONFIG.catalog
+    response, bootstrap = fit_response_model_with_bootstrap(conn, settings, catalog, CONFIG.reward, END, seed=0)
+    assert bootstrap is not None
+    states = load_states(conn, END)
+    crown_baseline(conn, catalog, as_of=END, states=states, response=response, seed=0, reason="test")
+    return evaluate_challenger(
+        conn,
+        make_policy(response, states),
+        as_of=END,
+        states=states,
+        response=response,
+        catalog=catalog,
+        current=champion(conn),
+        seed=0,
+        baseline=conservative_baseline(catalog),
+        refits=bootstrap.refits(8, seed=0),
+    )
+
+
+def test_refits_learn_from_resamples_of_the_fits_training_users(loaded: Connection, settings: Settings) -> None:
+    response, bootstrap = fit_response_model_with_bootstrap(
+        loaded, settings, CONFIG.catalog, CONFIG.reward, END, seed=0
+    )
+    assert bootstrap is not None
+    # the held-out users stay out: the refits resample the users the night's fit trained on
+    assert bootstrap.n_users == response.fit_report["offers"]["users_train"]
+    refits = list(bootstrap.refits(3, seed=1))
+    assert [r.fit_report["kind"] for r in refits] == ["bootstrap_refit"] * 3
+    states = load_states(loaded, END)
+    night = response.reward_matrix(states.obs)
+    moved = [np.abs(r.reward_matrix(states.obs) - night).mean() for r in refits]
+    assert all(m > 0 for m in moved)  # each resample gives another fit
+    again = next(iter(bootstrap.refits(1, seed=1)))
+    assert np.allclose(again.reward_matrix(states.obs), refits[0].reward_matrix(states.obs))  # seeded
+    with pytest.raises(ValueError, match="refits must be >= 0"):
+        next(iter(bootstrap.refits(-1, seed=0)))
+
+
+def test_a_challenger_the_model_is_sure_of_and_the_logs_do_not_contradict_is_promoted(
+    loaded: Connection, settings: Settings
+) -> None:
+    evaluation = _evaluate(loaded, settings, lambda response, states: ResponseGreedyPolicy(CONFIG.catalog, response))
+    evidence = evaluation.model_evidence
+    assert evidence is not None and len(evidence.refit_differences) == 8 and evidence.seconds > 0
+    assert evidence.difference > 0 and evidence.quantile(0.05) > 0
+    diff = evaluation.baseline_diff
+    assert diff is not None and diff.upper >= 0
+    # the logs alone are no evidence on this small shop; the model's confidence is
+    decision = decide(evaluation, evaluation.champion, GateConfig())
+    logs_check = next(r for r in decision.reasons if "conservative baseline" in r.check)
+    assert not logs_check.passed
+    assert decision.decision == "promoted", decision.describe()
+    assert _model_check(decision).passed and "8 refits" in _model_check(decision).detail
+    assert "do not contradict" in _model_check(decision).detail
+    # ... unless the logs' paired difference over the rule is clearly negative: vetoed
+    contradicted = dataclasses.replace(evaluation, baseline_diff=OffPolicyValue(-0.05, -0.09, -0.01))
+    vetoed = decide(contradicted, evaluation.champion, GateConfig())
+    assert vetoed.decision == "rejected"
+    assert not _model_check(vetoed).passed and "the logs contradict it" in _model_check(vetoed).detail
+    # and without refits there is no model evidence
+    none = decide(dataclasses.replace(evaluation, model_evidence=None), evaluation.champion, GateConfig())
+    assert none.decision == "rejected" and "no model evidence" in _model_check(none).detail
+    # the evaluation, with its refits' differences, round-trips through the stored layout
+    stored = evaluation.to_json()
+    assert stored["model_evidence"]["refit_differences"] == list(evidence.refit_differences)
+    restored = ChallengerEvaluation.from_json(stored)
+    assert restored.model_evidence == evidence and restored.baseline_diff == diff
+    assert decide(restored, evaluation.champion, GateConfig()).reasons == decision.reasons
+
+
+def test_a_challenger_worse_than_the_rule_under_the_model_is_rejected(loaded: Connection, settings: Settings) -> None:
+    def worst(response, states):
+        return FixedActionPolicy(CONFIG.catalog, int(response.reward_matrix(states.obs).mean(axis=0).argmin()))
+
+    evaluation = _evaluate(loaded, settings, worst)
+    evidence = evaluation.model_evidence
+    assert evidence is not None and evidence.quantile(0.95) < 0
+    decision = decide(evaluation, evaluation.champion, GateConfig())
+    assert decision.decision == "rejected"
+    assert not _model_check(decision).passed and "lower must be > 0" in _model_check(decision).detail
+
+
+def test_training_records_the_model_evidence_with_its_gate_check(loaded: Connection, settings: Settings) -> None:
+    from recsys.orchestration.train import TrainConfig, train
+
+    tiny = TrainConfig(total_timesteps=2048, n_envs=64, n_steps=16, batch_size=256, n_epochs=2, seed=7)
+    result = train(
+        loaded, settings, config=CONFIG, as_of=END, train_config=tiny, gate=GateConfig(model_evidence_refits=4)
+    )
+    stored = get_model(loaded, result.record.model_version)
+    assert len(stored.evaluation["model_evidence"]["refit_differences"]) == 4
+    assert ChallengerEvaluation.from_json(stored.evaluation).model_evidence == result.evaluation.model_evidence
+    checks = [r for r in stored.gate_reasons if MODEL_PATH in r["check"]]
+    assert len(checks) == 1 and "4 refits" in checks[0]["detail"]
+    logs_passed = any(r["passed"] for r in stored.gate_reasons if "conservative baseline" in r["check"])
+    if result.decision.promoted:  # only on evidence, from either path
+        assert checks[0]["passed"] or logs_passed
+
+
+def test_the_gate_config_refuses_bad_evidence_settings() -> None:
+    with pytest.raises(ValueError, match="model_evidence_refits must be >= 0"):
+        GateConfig(model_evidence_refits=-1)
+    with pytest.raises(ValueError, match="model_evidence_quantile must be in"):
+        GateConfig(model_evidence_quantile=0.5)
