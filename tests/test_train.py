@@ -18,6 +18,7 @@ from recsys.data.extract import extract_path
 from recsys.data.features import build_features
 from recsys.db import Connection, fetch_all, fetch_value
 from recsys.errors import RecsysError
+from recsys.evaluation.gate import GateConfig
 from recsys.evaluation.registry import champion, get_model, latest_model
 from recsys.evaluation.results import WarmStart
 from recsys.orchestration.train import TrainConfig, train
@@ -55,8 +56,17 @@ def test_an_empty_registry_crowns_the_rule_heuristic_and_a_challenger_without_ev
     # Before issue 12 the first sane PPO model became the champion (`bootstrap`). Now the rule
     # heuristic is crowned first, and this challenger (on a shop whose logs support it on an
     # effective handful of decisions) has no evidence over it: rejected, the rule stays.
+    # Evidence from the logs only: the model-based path (test_model_evidence.py) is off here.
+    logs_only = GateConfig(model_evidence_refits=0)
     result = train(
-        loaded, settings, config=CONFIG, as_of=END, mode="auto", train_config=_tiny(), save=tmp_path / "ppo_recommender"
+        loaded,
+        settings,
+        config=CONFIG,
+        as_of=END,
+        mode="auto",
+        train_config=_tiny(),
+        save=tmp_path / "ppo_recommender",
+        gate=logs_only,
     )
     assert result.baseline is not None
     rule, crowned = result.baseline
@@ -75,6 +85,8 @@ def test_an_empty_registry_crowns_the_rule_heuristic_and_a_challenger_without_ev
     assert result.decision.decision == "rejected"
     evidence = [r for r in result.decision.reasons if "conservative baseline" in r.check]
     assert len(evidence) == 1 and not evidence[0].passed and "no evidence yet" in evidence[0].detail
+    model_path = [r for r in result.decision.reasons if "under the response model" in r.check]
+    assert len(model_path) == 1 and not model_path[0].passed and "no model evidence" in model_path[0].detail
     assert result.evaluation.baseline == rule.model_version
     assert result.evaluation.baseline_diff == result.evaluation.dr_diff  # the champion is the baseline
     current = champion(loaded)
@@ -245,8 +257,10 @@ def test_cli_train_evaluate_recommend(loaded: Connection, settings: Settings, tm
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "gate: bootstrap" in out.stdout and "conservative baseline rule-heuristic-" in out.stdout
-    rule = champion(loaded)
-    assert rule is not None and rule.algorithm == "rule_heuristic"  # the trained model has no evidence yet
+    rule = champion(loaded)  # the rule heuristic, or the trained model on evidence over it
+    assert rule is not None and rule.algorithm in ("rule_heuristic", "PPO")
+    if rule.algorithm == "PPO":
+        assert "gate: promoted" in out.stdout and "bootstrap refits" in out.stdout
     trained = latest_model(loaded, CONFIG.catalog)
     assert trained is not None and trained.hyperparameters["warm_start_steps"] == 500
     assert trained.evaluation["warm_start"]["steps"] == 500
@@ -266,7 +280,8 @@ def test_cli_train_evaluate_recommend(loaded: Connection, settings: Settings, tm
     assert out.returncode == 0, out.stderr
     for needle in ("Simulator", "oracle", "rule heuristic", "greedy on response model", "doubly robust"):
         assert needle in out.stdout
-    assert f"model {rule.model_version}" in out.stdout and "champion (rule_heuristic)" in out.stdout
+    assert f"model {rule.model_version}" in out.stdout
+    assert ("champion (rule_heuristic)" if rule.algorithm == "rule_heuristic" else "ppo") in out.stdout
 
 
 def test_warm_start_imitates_the_response_models_best_offer(loaded: Connection, settings: Settings) -> None:

@@ -5,8 +5,9 @@ on the 2,000-user demo shop a first PPO champion was worth 0.080 normalised unde
 rule 0.121). So training (`recsys.orchestration.train`) calls `crown_baseline` when there is no
 champion for the running catalog: the rule heuristic (`recsys.model.baselines.RuleHeuristicPolicy`)
 is registered as a model of its own (algorithm `rule_heuristic`, no artifact) and crowned
-(`bootstrap`). Every challenger is then judged against it on the logs (`recsys.evaluation.gate`):
-it replaces the rule only when the paired doubly robust difference says it is better.
+(`bootstrap`). Every challenger is then judged against it (`recsys.evaluation.gate`): it replaces
+the rule only on evidence that it is better, from the logs (the paired doubly robust difference) or
+from the response model's bootstrap refits, when the logs do not contradict them.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def crown_baseline(
                 BOOTSTRAP_CHECK,
                 True,
                 f"{reason}: the rule heuristic is the conservative baseline and becomes the champion; "
-                "a trained model replaces it only when the logs show it better (paired doubly robust lower bound > 0)",
+                "a trained model replaces it only on evidence that it is better: the logs' paired doubly robust lower "
+                "bound > 0, or the response model's bootstrap refits, not contradicted by the logs",
             ),
         ),
     )

@@ -1,5 +1,6 @@
-"""The promotion gate: a challenger becomes champion only if the logs show it better than the
-conservative baseline and it is not worse than the champion.
+"""The promotion gate: a challenger becomes champion only on evidence that it is better than the
+conservative baseline (from the logs, or from the response model's bootstrap refits that the logs
+do not contradict) and it is not worse than the champion.
 
 A catalog's first champion is not trained: it is the rule heuristic (`recsys.evaluation.baseline`,
 verdict `bootstrap`), so a new shop starts with the rule and a trained model must earn its place.
@@ -10,11 +11,20 @@ Checks of a challenger, in order (each recorded with its numbers on the model ro
    the simulator's mistakes fails here; noise alone does not). The logs judge only when the
    challenger's estimate rests on enough of them (`min_effective_sample_size`); otherwise the check
    is recorded as inconclusive and the simulator decides;
-2. evidence over the conservative baseline (`require_evidence_over_baseline`): the paired doubly
-   robust difference challenger - rule heuristic on the logs (same rows, same resamples) has its
-   lower end above 0, on an effective sample of at least `min_effective_sample_size` logged
-   decisions. Without logs, or on too few, there is no evidence yet: the check fails and the
-   champion stays. (Skipped for a catalog that cannot express the rule.)
+2. evidence over the conservative baseline (`require_evidence_over_baseline`), by either of two
+   paths, each recorded as its own check:
+   a. on the logs: the paired doubly robust difference challenger - rule heuristic (same rows, same
+      resamples) has its lower end above 0, on an effective sample of at least
+      `min_effective_sample_size` logged decisions;
+   b. under the response model: refitted `model_evidence_refits` times on resamples of its
+      training users (`recsys.model.response_refit`), the lower `model_evidence_quantile` of the
+      differences challenger - rule (mean expected reward per user of each one's greedy offer on
+      tonight's users, `recsys.evaluation.model_evidence`) is above 0, and the logs, when there are
+      any, do not contradict it (the paired doubly robust difference's upper end >= 0).
+   Path b captures the fit's estimation uncertainty only: a model whose structure is wrong can be
+   confidently wrong, and then only the logs' veto (or, once they resolve it, path a) protects.
+   Without either, the check fails and the champion stays. (Skipped for a catalog that cannot
+   express the rule.)
 3. with no champion at all (a catalog without the rule), a challenger that passes becomes the
    first champion (`bootstrap`);
 4. simulator value: challenger >= champion - margin x |champion| on the same users, same night and
