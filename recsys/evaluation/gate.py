@@ -78,7 +78,7 @@ class GateConfig:
     """Evidence path b: refits of the response model, each on a resample (with replacement) of the
     users its night's fit trained on, under which the challenger and the baseline are revalued
     (0: no refits, path b never passes: the logs-only gate). Cost measured on a loaded 2-core
-    machine: 2 to 9 s per night on the 2,000-user demo shop, 115 to 144 s at 20,000 users x 90 days
+    machine: 2 to 9 s per night on the 2,000-user demo shop, 74 to 144 s at 20,000 users x 90 days
     (the night's fit 37 s). Measured risk (docs/decision-quality.md): on the demo shop of
     2026-12-04 path b promoted PPO on 7 seeds of 7, two of them worse than the rule under the truth
     (0.051 vs 0.104, 0.095 vs 0.122), which the logs-only gate kept out."""
