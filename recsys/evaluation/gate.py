@@ -74,10 +74,12 @@ class GateConfig:
     accumulate. False records the comparison without letting it decide (tests and benchmarks that
     need a trained champion on a few synthetic nights). The model-based path (`model_evidence_*`)
     is the other way to earn the promotion."""
-    model_evidence_refits: int = 16
-    """Evidence path b: refits of the response model, each on a resample (with replacement) of the
-    users its night's fit trained on, under which the challenger and the baseline are revalued
-    (0: no refits, path b never passes: the logs-only gate). Cost measured on a loaded 2-core
+    model_evidence_refits: int = 0
+    """Evidence path b, off by default: refits of the response model (16 is the measured setting),
+    each on a resample (with replacement) of the users its night's fit trained on, under which the
+    challenger and the baseline are revalued (0: no refits, path b never passes: the logs-only
+    gate). Off because it broke the gate's promise on small shops: see the measured risk below; an
+    operator of a large shop may turn it on knowing it. Cost measured on a loaded 2-core
     machine: 2 to 9 s per night on the 2,000-user demo shop, 74 to 144 s at 20,000 users x 90 days
     (the night's fit 37 s). Measured risk (docs/decision-quality.md): on the demo shop of
     2026-12-04 path b promoted PPO on 7 seeds of 7, two of them worse than the rule under the truth
