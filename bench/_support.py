@@ -12,12 +12,11 @@ embedded server.
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from recsys.config.settings import load_settings
-from recsys.db import create_database, database_url, drop_database
+from recsys.db import database_url, scratch_database
+
+__all__ = ["LOCAL_SERVER", "bench_server", "scratch_database"]
 
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -25,18 +24,3 @@ LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 def bench_server(default: str | None = None) -> str:
     """The server a bench script creates its scratch database on (see the module docstring)."""
     return os.environ.get("RECSYS_BENCH_DATABASE_URL") or default or database_url(load_settings())
-
-
-@contextmanager
-def scratch_database(server: str, prefix: str, *, keep: bool = False) -> Iterator[str]:
-    """A new database `<prefix>_<random>` on `server`: its URL, dropped when the block ends, also
-    on an error or Ctrl-C. With `keep` it stays, and its name is printed."""
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    url = create_database(server, name)
-    try:
-        yield url
-    finally:
-        if keep:
-            print(f"kept database {name}")
-        else:
-            drop_database(server, name)

@@ -30,6 +30,7 @@ import numpy as np
 from _support import LOCAL_SERVER, bench_server, scratch_database
 
 from recsys.benchmark.synth.generate import generate_data
+from recsys.benchmark.toy import plausible_observations
 from recsys.config.catalog import load_catalog
 from recsys.config.reward import load_reward_rules
 from recsys.config.settings import load_settings
@@ -38,9 +39,8 @@ from recsys.data.logged_offers import fit_response_model
 from recsys.db import connect
 from recsys.db.migrate import migrate
 from recsys.model.env import OfferVecEnv
-from recsys.model.observation import FEATURE_NAMES, normalise
 from recsys.model.response import prior_response_model
-from recsys.model.response_fit import format_fit_report
+from recsys.model.response_fit import FitConfig, format_fit_report
 
 END_DATE = dt.date(2026, 9, 1)
 BAR_STEPS_PER_SECOND = 500_000
@@ -50,38 +50,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def plausible_users(n: int, seed: int) -> np.ndarray:
-    """Random but plausible normalised users: the start pool of the speed test."""
-    rng = np.random.default_rng(seed)
-    raw = {
-        "recency_days": rng.uniform(0, 365, n),
-        "frequency_sessions": rng.poisson(4, n),
-        "monetary_value": rng.gamma(2, 60, n),
-        "engagement_score": rng.uniform(0, 1, n),
-        "discount_sensitivity": rng.beta(2, 3, n),
-        "free_shipping_preference": rng.beta(2, 3, n),
-        "email_responsiveness": rng.uniform(0, 1, n),
-        "sms_responsiveness": rng.uniform(0, 1, n),
-        "push_responsiveness": rng.uniform(0, 1, n),
-        "days_since_last_purchase": rng.uniform(0, 365, n),
-        "purchase_count": rng.poisson(2, n),
-        "offers_last_7d": rng.integers(0, 4, n),
-        "days_since_last_offer": rng.uniform(1, 60, n),
-        "morning_share": rng.uniform(0, 1, n),
-        "evening_share": rng.uniform(0, 1, n),
-        "category_focus": rng.uniform(0, 1, n),
-        "email_consent": rng.random(n) < 0.8,
-        "sms_consent": rng.random(n) < 0.4,
-        "push_consent": rng.random(n) < 0.5,
-    }
-    return normalise(np.column_stack([raw[name] for name in FEATURE_NAMES]).astype(np.float64))
-
-
 def bench_steps(n_envs: int, steps: int, horizon: int) -> float:
     """User-steps per second of OfferVecEnv with random actions (best of three timed runs)."""
     catalog = load_catalog()
     model = prior_response_model(catalog, load_reward_rules())
-    env = OfferVecEnv(model, plausible_users(100_000, seed=1), num_envs=n_envs, horizon=horizon, seed=0)
+    env = OfferVecEnv(model, plausible_observations(100_000, seed=1), num_envs=n_envs, horizon=horizon, seed=0)
     env.reset()
     actions = np.random.default_rng(2).integers(0, catalog.n_actions, (steps, n_envs))
     for k in range(min(20, steps)):  # warm-up
@@ -95,7 +68,7 @@ def bench_steps(n_envs: int, steps: int, horizon: int) -> float:
     return best
 
 
-def bench_fit(server_url: str, users: int, days: int, keep: bool) -> None:
+def bench_fit(server_url: str, users: int, days: int, keep: bool, caps: list[int | None]) -> None:
     with scratch_database(server_url, "recsys_bench_env", keep=keep) as url:
         with tempfile.TemporaryDirectory() as tmp:
             settings = load_settings(env={}, database_url=url, data_dir=Path(tmp))
@@ -114,14 +87,20 @@ def bench_fit(server_url: str, users: int, days: int, keep: bool) -> None:
                 f"{summary.counts['events']:,} events in {time.perf_counter() - t0:.0f} s"
             )
             catalog, rules = load_catalog(), load_reward_rules()
-            for label in ("fit, building the point-in-time feature dates", "refit, features built"):
+            runs = [("fit, building the point-in-time feature dates", FitConfig())]
+            runs += [
+                (f"refit, features built, at most {cap or 'all'} offers", FitConfig(max_offers=cap)) for cap in caps
+            ]
+            for label, config in runs:
                 with connect(url) as conn:
                     started = time.perf_counter()
-                    model = fit_response_model(conn, settings, catalog, rules, END_DATE)
+                    model = fit_response_model(conn, settings, catalog, rules, END_DATE, config=config)
                     seconds = time.perf_counter() - started
+                report = model.fit_report
+                losses = {s: round(report["holdout"][s]["model"]["log_loss"], 5) for s in ("open", "click", "convert")}
                 print(
-                    f"{label}: {seconds:.1f} s {json.dumps(model.fit_report['seconds'])} "
-                    f"(peak RSS {peak_rss_mb():.0f} MB)"
+                    f"{label}: {seconds:.1f} s {json.dumps(report['seconds'])} (peak RSS {peak_rss_mb():.0f} MB); "
+                    f"sample {json.dumps(report['sample'])}; held-out log loss {json.dumps(losses)}"
                 )
             print(format_fit_report(model.fit_report))
 
@@ -137,6 +116,13 @@ def main() -> int:
     parser.add_argument(
         "--url", default=bench_server(LOCAL_SERVER), help="the server (default: RECSYS_BENCH_DATABASE_URL, else local)"
     )
+    parser.add_argument(
+        "--max-offers",
+        type=lambda text: None if text == "all" else int(text),
+        nargs="+",
+        default=[None, 100_000],
+        help="refit with these bounds on the offers (`all`: unbounded) (--fit)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch database (prints its name)")
     args = parser.parse_args()
 
@@ -151,7 +137,7 @@ def main() -> int:
         print(f"OfferVecEnv, {n_envs:,} users at once, random actions: {rate:,.0f} user-steps/s")
     print(f"bar {BAR_STEPS_PER_SECOND:,} user-steps/s: {'met' if ok else 'NOT met'}")
     if args.fit:
-        bench_fit(args.url, args.users, args.days, args.keep)
+        bench_fit(args.url, args.users, args.days, args.keep, args.max_offers)
     return 0 if ok else 1
 
 

@@ -44,6 +44,7 @@ import pandas as pd
 from _support import bench_server, scratch_database
 from psycopg2 import sql
 
+from recsys.config import load_config
 from recsys.config.settings import load_settings
 from recsys.data.features import partition_name
 from recsys.db import connect
@@ -167,12 +168,17 @@ def child_fast(url: str, run_id: str, moment: dt.datetime, lag: float) -> None:
     from recsys.campaign import publish_run, score_campaign
 
     settings = load_settings(env={}, database_url=url)
+    config = load_config(settings.config)
     scored_at = moment - dt.timedelta(seconds=lag)
-    t = time.perf_counter()
-    summary = score_campaign(settings, DAY, run_id=run_id, shard=0, shards=1, publish_at=scored_at)
-    p = time.perf_counter()
-    summary["publish"] = publish_run(settings, run_id, published_at=moment)
-    end = time.perf_counter()
+    with connect(url) as conn:
+        t = time.perf_counter()
+        summary = score_campaign(
+            conn, settings, DAY, config=config, run_id=run_id, shard=0, shards=1, publish_at=scored_at
+        )
+        p = time.perf_counter()
+        summary["publish"] = publish_run(conn, settings, run_id, published_at=moment)
+        conn.commit()
+        end = time.perf_counter()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"wall": end - t, "publish": end - p, "peak": peak, "summary": summary}, default=str))
 

@@ -88,6 +88,83 @@ def populate(url: str, offers: int, revoked: int, not_due: int, unpublished: int
         cur.execute("analyze recsys.users")
 
 
+def run_senders(url: str, senders: int, batch: int) -> tuple[float, dict[str, list[int]], list[str]]:
+    """`senders` `recsys send --once` processes at once: seconds, the offer ids each wrote, failures."""
+    failures: list[str] = []
+    out = Path(tempfile.mkdtemp(prefix="bench_sender_"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
+    env.update(RECSYS_DATABASE_URL=url, RECSYS_DATA_DIR=str(out), OMP_NUM_THREADS="1")
+    started = time.perf_counter()
+    procs = []
+    for k in range(senders):
+        command = [
+            sys.executable, "-m", "recsys", "send", "--channel", "email", "--adapter", "jsonl", "--once",
+            "--batch", str(batch), "--worker", f"bench-{k}", "--out", str(out / f"bench-{k}.jsonl"),
+        ]  # fmt: skip
+        procs.append(subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, stderr=subprocess.PIPE, text=True))
+    for p in procs:
+        _, err = p.communicate()
+        if p.returncode != 0:
+            failures.append(f"a sender exited with {p.returncode}: {err.strip()[-300:]}")
+        else:
+            print("  " + err.strip().splitlines()[-1])
+    seconds = time.perf_counter() - started
+    per_worker: dict[str, list[int]] = {}
+    for k in range(senders):
+        path = out / f"bench-{k}.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        per_worker[f"bench-{k}"] = [json.loads(line)["offer_id"] for line in lines]
+    return seconds, per_worker, failures
+
+
+def check_outcome(url: str, args: argparse.Namespace, per_worker: dict[str, list[int]]) -> tuple[int, list[str]]:
+    """The protocol's promises checked on the database after the run: (offers acked, failed checks)."""
+    counts = Counter(i for ids in per_worker.values() for i in ids)
+    with connect(url) as conn:
+        rows = fetch_all(
+            conn,
+            "select run_id, status, count(*) as n from recsys.campaign_offers group by 1, 2 order by 1, 2",
+        )
+        sent = {
+            r["offer_id"]: r
+            for r in fetch_all(
+                conn,
+                """
+                select o.offer_id, o.claimed_by, o.attempts, o.sent_at >= o.scheduled_at as on_time,
+                       u.email_opt_in as consented, o.run_id
+                from recsys.campaign_offers as o join recsys.users as u using (user_id)
+                where o.status = 'sent'
+                """,
+            )
+        }
+        eligible = fetch_value(
+            conn,
+            "select count(*) from recsys.campaign_offers as o join recsys.users as u using (user_id) "
+            "where o.run_id = 'bench-published' and o.scheduled_at <= now() and u.email_opt_in",
+        )
+    acks = len(sent)
+    print(f"status by run: {[(r['run_id'], r['status'], r['n']) for r in rows]}")
+    checks = {
+        "every eligible offer acked": acks == eligible == args.offers,
+        "each offer written exactly once": set(counts.values()) <= {1} and len(counts) == acks,
+        "written = acked": set(counts) == set(sent),
+        "acked by the sender that wrote it": all(
+            sent[i]["claimed_by"] == w for w, ids in per_worker.items() for i in ids if i in sent
+        ),
+        "none before scheduled_at": all(r["on_time"] for r in sent.values()),
+        "none to a non-consented channel": all(r["consented"] for r in sent.values()),
+        "none of an unpublished run": all(r["run_id"] == "bench-published" for r in sent.values()),
+        "revoked ones cancelled": any(r["status"] == "cancelled" and r["n"] == args.revoked for r in rows),
+        "unpublished untouched": any(
+            r["run_id"] == "bench-unpublished" and r["status"] == "scheduled" and r["n"] == args.unpublished
+            for r in rows
+        ),
+    }
+    for label, ok in checks.items():
+        print(f"  {'ok  ' if ok else 'FAIL'} {label}")
+    return acks, [label for label, ok in checks.items() if not ok]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--offers", type=int, default=100_000, help="due offers to consenting users")
@@ -99,7 +176,6 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     args = parser.parse_args()
 
-    failures: list[str] = []
     with scratch_database(bench_server(), "recsys_bench_sender", keep=args.keep) as url:
         with connect(url) as conn:
             migrate(conn, load_settings(database_url=url))
@@ -107,76 +183,9 @@ def main() -> int:
         populate(url, args.offers, args.revoked, args.not_due, args.unpublished)
         print(f"populated {args.offers + args.revoked + args.not_due + args.unpublished:,} offers "
               f"in {time.perf_counter() - started:.1f} s", flush=True)  # fmt: skip
-
-        out = Path(tempfile.mkdtemp(prefix="bench_sender_"))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
-        env.update(RECSYS_DATABASE_URL=url, RECSYS_DATA_DIR=str(out), OMP_NUM_THREADS="1")
-        started = time.perf_counter()
-        procs = []
-        for k in range(args.senders):
-            command = [
-                sys.executable, "-m", "recsys", "send", "--channel", "email", "--adapter", "jsonl", "--once",
-                "--batch", str(args.batch), "--worker", f"bench-{k}", "--out", str(out / f"bench-{k}.jsonl"),
-            ]  # fmt: skip
-            procs.append(subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, stderr=subprocess.PIPE, text=True))
-        for p in procs:
-            _, err = p.communicate()
-            if p.returncode != 0:
-                failures.append(f"a sender exited with {p.returncode}: {err.strip()[-300:]}")
-            else:
-                print("  " + err.strip().splitlines()[-1])
-        seconds = time.perf_counter() - started
-
-        per_worker: dict[str, list[int]] = {}
-        for k in range(args.senders):
-            path = out / f"bench-{k}.jsonl"
-            lines = path.read_text().splitlines() if path.exists() else []
-            per_worker[f"bench-{k}"] = [json.loads(line)["offer_id"] for line in lines]
-        counts = Counter(i for ids in per_worker.values() for i in ids)
-        with connect(url) as conn:
-            rows = fetch_all(
-                conn,
-                "select run_id, status, count(*) as n from recsys.campaign_offers group by 1, 2 order by 1, 2",
-            )
-            sent = {
-                r["offer_id"]: r
-                for r in fetch_all(
-                    conn,
-                    """
-                    select o.offer_id, o.claimed_by, o.attempts, o.sent_at >= o.scheduled_at as on_time,
-                           u.email_opt_in as consented, o.run_id
-                    from recsys.campaign_offers as o join recsys.users as u using (user_id)
-                    where o.status = 'sent'
-                    """,
-                )
-            }
-            eligible = fetch_value(
-                conn,
-                "select count(*) from recsys.campaign_offers as o join recsys.users as u using (user_id) "
-                "where o.run_id = 'bench-published' and o.scheduled_at <= now() and u.email_opt_in",
-            )
-        acks = len(sent)
-        print(f"status by run: {[(r['run_id'], r['status'], r['n']) for r in rows]}")
-        checks = {
-            "every eligible offer acked": acks == eligible == args.offers,
-            "each offer written exactly once": set(counts.values()) <= {1} and len(counts) == acks,
-            "written = acked": set(counts) == set(sent),
-            "acked by the sender that wrote it": all(
-                sent[i]["claimed_by"] == w for w, ids in per_worker.items() for i in ids if i in sent
-            ),
-            "none before scheduled_at": all(r["on_time"] for r in sent.values()),
-            "none to a non-consented channel": all(r["consented"] for r in sent.values()),
-            "none of an unpublished run": all(r["run_id"] == "bench-published" for r in sent.values()),
-            "revoked ones cancelled": any(r["status"] == "cancelled" and r["n"] == args.revoked for r in rows),
-            "unpublished untouched": any(
-                r["run_id"] == "bench-unpublished" and r["status"] == "scheduled" and r["n"] == args.unpublished
-                for r in rows
-            ),
-        }
-        for label, ok in checks.items():
-            print(f"  {'ok  ' if ok else 'FAIL'} {label}")
-            if not ok:
-                failures.append(label)
+        seconds, per_worker, failures = run_senders(url, args.senders, args.batch)
+        acks, failed_checks = check_outcome(url, args, per_worker)
+        failures += failed_checks
         print(
             f"{args.senders} senders acked {acks:,} offers in {seconds:.1f} s: {acks / seconds:,.0f} acks/s "
             f"(batch {args.batch}; includes process start-up; machine: {os.cpu_count()} cores, shared)"

@@ -124,6 +124,10 @@ def _night() -> tuple[Any, dt.date, dict[str, Any]]:
     },
 )
 def recsys_nightly() -> None:
+    """The night's tasks and their order. Long on purpose: each task is a few lines that call one
+    `recsys.orchestration.pipeline` stage, and keeping them in one body keeps the flow readable
+    top to bottom, as the Airflow UI shows it."""
+
     @task
     def migrate() -> dict[str, Any]:
         from recsys.orchestration import pipeline

@@ -11,14 +11,31 @@ import argparse
 import datetime as dt
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recsys.config import load_config
 from recsys.config.catalog import ALLOWED_CHANNELS
 from recsys.errors import RecsysError
 
+if TYPE_CHECKING:
+    from recsys.config.settings import Settings
+    from recsys.db import Connection
+
 log = logging.getLogger("recsys")
+
+
+@contextmanager
+def _session() -> Iterator[tuple[Settings, Connection]]:
+    """The settings and a connection to their database, committed when the command succeeds."""
+    from recsys.config.settings import load_settings
+    from recsys.db import connect, database_url
+
+    settings = load_settings()
+    with connect(database_url(settings)) as conn:
+        yield settings, conn
 
 
 def _date(text: str) -> dt.date:
@@ -55,26 +72,20 @@ def _non_negative(text: str) -> int:
 
 
 def cmd_db_migrate(args: argparse.Namespace) -> int:
-    from recsys.config.settings import load_settings
-    from recsys.db import connect, database_url
     from recsys.db.migrate import migrate
 
-    settings = load_settings()
-    with connect(database_url(settings)) as conn:
+    with _session() as (settings, conn):
         result = migrate(conn, settings)
     print(result.summary())
     return 0
 
 
 def cmd_db_retention(args: argparse.Namespace) -> int:
-    from recsys.config.settings import load_settings
     from recsys.data.retention import apply_retention
-    from recsys.db import connect, database_url
 
-    settings = load_settings()
-    rules = load_config(settings.config).rules
     today = args.today or dt.datetime.now(dt.UTC).date()
-    with connect(database_url(settings)) as conn:
+    with _session() as (settings, conn):
+        rules = load_config(settings.config).rules
         print(apply_retention(conn, settings, rules, today).describe())
     return 0
 
@@ -83,19 +94,16 @@ def cmd_generate_data(args: argparse.Namespace) -> int:
     from recsys.benchmark.synth.generate import generate_data
 
     summary = generate_data(
-        users=args.users, days=args.days, seed=args.seed, out=Path(args.out), end_date=args.end_date
+        users=args.users, days=args.days, seed=args.seed, out=Path(args.out), end_date=args.end_date, world=args.world
     )
     print(summary.format_report())
     return 0
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from recsys.config.settings import load_settings
     from recsys.data.extract import extract_path, load_inbox
-    from recsys.db import connect, database_url
 
-    settings = load_settings()
-    with connect(database_url(settings)) as conn:
+    with _session() as (settings, conn):
         if args.inbox:
             results = load_inbox(conn, settings, reference_at=args.reference_time)
         else:
@@ -111,9 +119,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
-    from recsys.config.settings import load_settings
     from recsys.data.features import build_feature_range
-    from recsys.db import connect, database_url
 
     if args.as_of is not None:
         start = end = args.as_of
@@ -123,8 +129,7 @@ def cmd_features(args: argparse.Namespace) -> int:
             raise RecsysError(f"--to {end} is before --from {start}")
     else:
         raise RecsysError("give --as-of DATE, or --from DATE --to DATE")
-    settings = load_settings()
-    with connect(database_url(settings)) as conn:
+    with _session() as (settings, conn):
         results = build_feature_range(conn, settings, start, end)
     for r in results:
         print(r.describe())
@@ -141,15 +146,12 @@ def _latest_feature_date(conn: object) -> dt.date:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from recsys.config.settings import load_settings
     from recsys.data.features import build_features
-    from recsys.db import connect, database_url
     from recsys.orchestration.train import TrainConfig, train
 
-    settings = load_settings()
     names = ("total_timesteps", "seed", "n_envs", "learning_rate", "horizon", "warm_start_steps")
     hyper = TrainConfig(**{n: getattr(args, n) for n in names if getattr(args, n) is not None})
-    with connect(database_url(settings)) as conn:
+    with _session() as (settings, conn):
         if args.data:
             from recsys.data.extract import extract_path
             from recsys.db.migrate import migrate
@@ -183,13 +185,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from recsys.config.settings import load_settings
-    from recsys.db import connect, database_url
     from recsys.evaluation.model_eval import evaluate_model
 
-    settings = load_settings()
-    config = load_config(settings.config)
-    with connect(database_url(settings)) as conn:
+    with _session() as (settings, conn):
+        config = load_config(settings.config)
         result = evaluate_model(conn, config, model_version=args.model, as_of=args.as_of)
         if args.truth:
             from recsys.benchmark.truth_eval import evaluate_model_against_truth
@@ -201,12 +200,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     from recsys.campaign.recommend import recommend
-    from recsys.config.settings import load_settings
-    from recsys.db import connect, database_url
 
-    settings = load_settings()
-    with connect(database_url(settings)) as conn:
-        print(recommend(conn, user_id=args.user_id, model=args.model, as_of=args.as_of).format())
+    with _session() as (settings, conn):
+        catalog = load_config(settings.config).catalog
+        print(recommend(conn, catalog, user_id=args.user_id, model=args.model, as_of=args.as_of).format())
     return 0
 
 
@@ -222,20 +219,22 @@ def _shard(text: str) -> tuple[int, int]:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from recsys.campaign import score_campaign
-    from recsys.config.settings import load_settings
 
     if args.shard is not None and not args.run_id:
         raise RecsysError("--shard K/N needs --run-id R (every shard of a run shares its id)")
     k, n = args.shard if args.shard is not None else (None, 1)
-    summary = score_campaign(
-        load_settings(),
-        args.campaign_date,
-        run_id=args.run_id,
-        shard=k,
-        shards=n,
-        dry_run=args.dry_run,
-        model_version=args.model,
-    )
+    with _session() as (settings, conn):
+        summary = score_campaign(
+            conn,
+            settings,
+            args.campaign_date,
+            config=load_config(settings.config),
+            run_id=args.run_id,
+            shard=k,
+            shards=n,
+            dry_run=args.dry_run,
+            model_version=args.model,
+        )
     skipped = ", ".join(f"{r} {c}" for r, c in sorted(summary["skipped"].items())) or "none"
     state = "dry run" if args.dry_run else ("published" if "publish" in summary else f"shard {k}/{n} done")
     print(
@@ -248,9 +247,9 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from recsys.campaign import publish_run
-    from recsys.config.settings import load_settings
 
-    result = publish_run(load_settings(), args.run_id)
+    with _session() as (settings, conn):
+        result = publish_run(conn, settings, args.run_id)
     print(f"publish {result['run_id']}: {result['offers']} offers claimable from {result['published_at']}")
     return 0
 
@@ -285,12 +284,9 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest_feedback(args: argparse.Namespace) -> int:
-    from recsys.config.settings import load_settings
     from recsys.data.feedback import ingest_feedback
-    from recsys.db import connect, database_url
 
-    settings = load_settings()
-    with connect(database_url(settings)) as conn:
+    with _session() as (settings, conn):
         results = ingest_feedback(conn, settings, Path(args.source), force=args.force)
     for r in results:
         print(r.describe())
@@ -348,6 +344,12 @@ def _add_data_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--end-date", type=_date, default=None, help="events end before this date (default today, UTC)")
     p.add_argument("--out", required=True, help="a .xlsx file, or a folder for CSV files (for more than ~1M rows)")
+    p.add_argument(
+        "--world",
+        choices=("standard", "shifted"),
+        default="standard",
+        help="the generator's form: the documented model, or one that differs from it on purpose (default standard)",
+    )
     p.set_defaults(func=cmd_generate_data)
 
     p = sub.add_parser("extract", help="validated, idempotent load of input files into PostgreSQL")

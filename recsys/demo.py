@@ -181,7 +181,7 @@ def _show_truth_and_a_recommendation(conn: Any, today: dt.date, truth_path: Path
         from recsys.campaign.recommend import recommend
 
         print()
-        print(_indent(recommend(conn, user_id=int(top[0]["user_id"]), as_of=today).format()))
+        print(_indent(recommend(conn, config.catalog, user_id=int(top[0]["user_id"]), as_of=today).format()))
 
 
 def _run_nightly(conf: dict[str, Any], log_path: Path) -> dict[str, Any]:

@@ -8,16 +8,15 @@ migrated once, and dropped at the end.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 from psycopg2 import sql
 
 from recsys.config.settings import PROJECT_ROOT, Settings, load_settings
-from recsys.db import Connection, connect, create_database, drop_database, embedded_url
+from recsys.db import Connection, connect, embedded_url, scratch_database
 from recsys.db.migrate import migrate
 
 DATA_TABLES = (
@@ -38,14 +37,8 @@ def _server_url() -> str:
     return embedded_url(PROJECT_ROOT / ".pgdata-test")
 
 
-@contextmanager
-def _scratch_database(server: str) -> Iterator[str]:
-    name = f"recsys_test_{uuid.uuid4().hex[:10]}"
-    url = create_database(server, name)
-    try:
-        yield url
-    finally:
-        drop_database(server, name)
+def _scratch_database(server: str) -> AbstractContextManager[str]:
+    return scratch_database(server, "recsys_test")
 
 
 @pytest.fixture(scope="session")

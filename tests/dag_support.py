@@ -13,18 +13,15 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
-from psycopg2 import sql
 from psycopg2.extensions import parse_dsn
 
 from recsys.config.settings import PROJECT_ROOT
-from recsys.db import airflow_connection, create_database, drop_database
+from recsys.db import airflow_connection, scratch_database
 
 PY = sys.executable
 
@@ -102,23 +99,14 @@ def airflow_metadata(server_url: str, tmp_path_factory: pytest.TempPathFactory) 
     if str(params.get("host", "")).startswith("/"):
         yield f"sqlite:///{tmp_path_factory.mktemp('airflow-meta') / 'airflow.db'}"
         return
-    name = f"recsys_test_airflow_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(server_url)
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
-    params["dbname"] = name
-    p = params
-    auth = p.get("user", "postgres") + (f":{p['password']}" if p.get("password") else "")
-    yield f"postgresql+psycopg2://{auth}@{p.get('host', 'localhost')}:{p.get('port', '5432')}/{name}"
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-    admin.close()
+    with scratch_database(server_url, "recsys_test_airflow") as url:
+        p = parse_dsn(url)
+        auth = p.get("user", "postgres") + (f":{p['password']}" if p.get("password") else "")
+        yield f"postgresql+psycopg2://{auth}@{p.get('host', 'localhost')}:{p.get('port', '5432')}/{p['dbname']}"
 
 
 @pytest.fixture(scope="module")
 def campaign_db(server_url: str) -> Iterator[str]:
     """A database of its own for the nightly runs (the DAG's migrate task creates the schema)."""
-    name = f"recsys_test_nightly_{uuid.uuid4().hex[:8]}"
-    yield create_database(server_url, name)
-    drop_database(server_url, name)
+    with scratch_database(server_url, "recsys_test_nightly") as url:
+        yield url

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from psycopg2.extras import Json, execute_values
 
-from recsys.db import Connection, connect, fetch_all, fetch_value
+from recsys.db import Connection, connect, database_url, fetch_all, fetch_value
 
 Z = dt.UTC
 QUIET = (dt.time(21, 0), dt.time(8, 0))
@@ -273,6 +274,14 @@ def _add_run(conn: Connection, run_id: str, day: dt.date, scored_at: dt.datetime
         cur.execute(PER_OFFER.format(offers=NEW_OFFERS) + INSERT, params)
 
 
+def _publish(settings: Any, run_id: str, **kwargs: Any) -> dict[str, Any]:
+    """`publish_run` in a transaction of its own, committed."""
+    from recsys.campaign import publish_run
+
+    with connect(database_url(settings)) as conn:
+        return publish_run(conn, settings, run_id, **kwargs)
+
+
 @pytest.fixture
 def publish_db(migrated_url: str) -> Iterator[Connection]:
     """The test database without campaign runs, offers or users (autocommit)."""
@@ -292,8 +301,6 @@ def _moment(day: dt.date, days: int, hour: int, minute: int = 0) -> dt.datetime:
 def _publish_as_per_offer(conn: Connection, settings, day: dt.date, at: dt.datetime, zones: list) -> int:
     """Publish run "pub" of `day` at `at` beside another run of the date and a run of the next date;
     asserts every row is what offer_schedule per offer gives; returns the offers re-timed."""
-    from recsys.campaign import publish_run
-
     scored = at - dt.timedelta(minutes=50)
     _add_run(conn, "pub", day, scored, 1, zones)
     _add_run(conn, "other", day, scored, 10_001, zones)  # a run of the same date, not published
@@ -311,7 +318,7 @@ def _publish_as_per_offer(conn: Connection, settings, day: dt.date, at: dt.datet
     expected = {k: expected.get(k, v) for k, v in before.items()}  # other runs, dates and statuses: untouched
     changed = sum(expected[k]["scheduled_at"] != v["scheduled_at"] for k, v in before.items())
 
-    result = publish_run(settings, "pub", published_at=at)
+    result = _publish(settings, "pub", published_at=at)
     after = {r["offer_id"]: r for r in fetch_all(conn, everything)}
     assert after == expected  # same offer ids, same rows, the per-offer schedule where released
     assert result["retimed"] == changed
@@ -319,7 +326,7 @@ def _publish_as_per_offer(conn: Connection, settings, day: dt.date, at: dt.datet
     # publishing again at the same moment (a cleared publish re-run) changes nothing
     with conn.cursor() as cur:
         cur.execute("update recsys.campaign_runs set state = 'scoring' where run_id = 'pub'")
-    assert publish_run(settings, "pub", published_at=at)["retimed"] == 0
+    assert _publish(settings, "pub", published_at=at)["retimed"] == 0
     assert {r["offer_id"]: r for r in fetch_all(conn, everything)} == expected
     return changed
 

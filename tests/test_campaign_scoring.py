@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -14,12 +15,14 @@ from psycopg2.extras import execute_values
 
 import recsys.campaign.write as write_module
 from recsys.benchmark.toy import toy_ppo_artifact, toy_record
-from recsys.campaign import load_rules, publish_run, score_campaign
+from recsys.campaign import CampaignRules, load_rules, publish_run, score_campaign
 from recsys.campaign.score import choose_actions
 from recsys.cli import main
+from recsys.config import load_config
 from recsys.config.catalog import load_catalog
+from recsys.config.settings import Settings
 from recsys.data.features import partition_name
-from recsys.db import Connection, connect, fetch_all, fetch_value
+from recsys.db import Connection, connect, database_url, fetch_all, fetch_value
 from recsys.errors import RecsysError
 from recsys.evaluation.registry import record_decision, register
 
@@ -30,6 +33,22 @@ FEATURE_COLUMNS = (
     "days_since_last_purchase, purchase_count, offers_last_7d, days_since_last_offer, top_category, "
     "r_score, f_score, m_score, segment"
 )
+
+
+def score(settings: Settings, day: dt.date, *, rules: CampaignRules | None = None, **kwargs: Any) -> dict[str, Any]:
+    """`score_campaign` on a connection of its own, as the CLI and the DAG call it; `rules`
+    replaces the configured campaign rules."""
+    config = load_config(settings.config)
+    if rules is not None:
+        config = dataclasses.replace(config, rules=rules)
+    with connect(database_url(settings)) as conn:
+        return score_campaign(conn, settings, day, config=config, **kwargs)
+
+
+def publish(settings: Settings, run_id: str, **kwargs: Any) -> dict[str, Any]:
+    """`publish_run` on a connection of its own, committed."""
+    with connect(database_url(settings)) as conn:
+        return publish_run(conn, settings, run_id, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +167,7 @@ def offers(conn: Connection, day: dt.date = DAY) -> list[dict]:
 def test_one_offer_per_eligible_user_never_on_a_channel_without_consent(campaign) -> None:
     conn, settings = campaign
     add_users(conn, DAY, _population())
-    summary = score_campaign(settings, DAY, run_id="r1")
+    summary = score(settings, DAY, run_id="r1")
     rows = offers(conn)
     holdout = fetch_value(conn, "select count(*) from recsys.campaign_holdout where campaign_date = %s", (DAY,))
     skipped = summary["skipped"]
@@ -190,7 +209,7 @@ def test_a_suppressed_address_is_no_way_to_reach_the_user(campaign) -> None:
             "select 'email', recsys.normalized_address('email', upper(email)), 'bounced', null, user_id, now() "
             "from recsys.users where user_id in (11, 21, 5, 15)"
         )
-    summary = score_campaign(settings, DAY, run_id="r1")
+    summary = score(settings, DAY, run_id="r1")
     rows = {r["user_id"]: r for r in offers(conn)}
     assert summary["skipped"] == {"no_consent": 62, "inactive": 30}
     assert 11 not in rows and 21 not in rows
@@ -228,7 +247,7 @@ def test_frequency_cap_per_channel_cap_and_cooldown_mask_actions(campaign) -> No
         )
     conn.commit()
     rules = dataclasses.replace(load_rules(), cap_per_channel={"sms": 1}, holdout_share=0.0)
-    summary = score_campaign(settings, DAY, run_id="caps", rules=rules)
+    summary = score(settings, DAY, run_id="caps", rules=rules)
     assert summary["skipped"] == {"frequency_cap": 10, "cooldown": 10}
     rows = {r["user_id"]: r for r in offers(conn)}
     assert set(rows) == set(range(11, 21)) | set(range(31, 41))
@@ -248,8 +267,8 @@ def test_holdout_is_a_stable_share_and_gets_the_greedy_action(campaign) -> None:
     people = [{"user_id": i} for i in range(1, 401)]
     add_users(conn, DAY, people)
     add_users(conn, day2, people)
-    score_campaign(settings, DAY, run_id="d1")
-    score_campaign(settings, day2, run_id="d2")
+    score(settings, DAY, run_id="d1")
+    score(settings, day2, run_id="d2")
     query = "select user_id from recsys.campaign_holdout where campaign_date = %s"
     held = [{r["user_id"] for r in fetch_all(conn, query, (d,))} for d in (DAY, day2)]
     assert held[0] == held[1] and 5 <= len(held[0]) <= 40
@@ -282,7 +301,7 @@ def test_exploration_draws_are_uniform_and_propensities_exact() -> None:
 def test_rerun_is_idempotent_keeps_offer_ids_and_never_touches_claimed_or_sent(campaign, artifact) -> None:
     conn, settings = campaign
     add_users(conn, DAY, _population(200))
-    score_campaign(settings, DAY, run_id="first")
+    score(settings, DAY, run_id="first")
     before = {r["user_id"]: r for r in offers(conn)}
     frozen = sorted(before)[:6]
     with conn.cursor() as cur:
@@ -293,7 +312,7 @@ def test_rerun_is_idempotent_keeps_offer_ids_and_never_touches_claimed_or_sent(c
         )
     conn.commit()
     register_model(conn, "m2", artifact)  # a new champion does not change tonight's re-run
-    score_campaign(settings, DAY, run_id="second")
+    score(settings, DAY, run_id="second")
     after = {r["user_id"]: r for r in offers(conn)}
     assert set(after) == set(before)
     for u, row in after.items():
@@ -310,7 +329,7 @@ def test_rerun_is_idempotent_keeps_offer_ids_and_never_touches_claimed_or_sent(c
             assert row["run_id"] == "second" and row["status"] == "scheduled"
     version = fetch_value(conn, "select model_version from recsys.campaign_runs where run_id = 'second'")
     assert version == "m1"
-    score_campaign(settings, DAY, run_id="third", model_version="m2")
+    score(settings, DAY, run_id="third", model_version="m2")
     assert fetch_value(conn, "select model_version from recsys.campaign_runs where run_id = 'third'") == "m2"
 
 
@@ -323,12 +342,12 @@ def test_a_run_failing_after_copy_writes_nothing_and_a_rerun_completes(campaign,
 
     monkeypatch.setattr(write_module, "_publish_at_scoring", boom)
     with pytest.raises(RuntimeError, match="killed after COPY"):
-        score_campaign(settings, DAY, run_id="dies")
+        score(settings, DAY, run_id="dies")
     assert offers(conn) == []
     assert fetch_value(conn, "select count(*) from recsys.campaign_holdout") == 0
     assert fetch_value(conn, "select state from recsys.campaign_runs where run_id = 'dies'") == "failed"
     monkeypatch.undo()
-    summary = score_campaign(settings, DAY, run_id="again")
+    summary = score(settings, DAY, run_id="again")
     rows = offers(conn)
     assert len(rows) == summary["offers"] and len({r["user_id"] for r in rows}) == len(rows)
     assert len(rows) + summary["holdout"] == summary["eligible"] == 140
@@ -337,15 +356,15 @@ def test_a_run_failing_after_copy_writes_nothing_and_a_rerun_completes(campaign,
 def test_shards_union_equals_the_unsharded_run_and_publish_waits_for_all(campaign) -> None:
     conn, settings = campaign
     add_users(conn, DAY, _population(300))
-    score_campaign(settings, DAY, run_id="whole")
+    score(settings, DAY, run_id="whole")
     whole = {r["user_id"]: (r["offer_id"], r["action_id"], r["propensity"]) for r in offers(conn)}
     for k in (0, 1):
-        score_campaign(settings, DAY, run_id="sharded", shard=k, shards=3)
+        score(settings, DAY, run_id="sharded", shard=k, shards=3)
     with pytest.raises(RecsysError, match="shard\\(s\\) 2 of 3 are not done"):
-        publish_run(settings, "sharded")
+        publish(settings, "sharded")
     assert fetch_value(conn, "select state from recsys.campaign_runs where run_id = 'sharded'") == "scoring"
-    score_campaign(settings, DAY, run_id="sharded", shard=2, shards=3)
-    result = publish_run(settings, "sharded")
+    score(settings, DAY, run_id="sharded", shard=2, shards=3)
+    result = publish(settings, "sharded")
     sharded = {r["user_id"]: (r["offer_id"], r["action_id"], r["propensity"]) for r in offers(conn)}
     assert sharded == whole
     per_shard = fetch_all(
@@ -355,7 +374,7 @@ def test_shards_union_equals_the_unsharded_run_and_publish_waits_for_all(campaig
     assert all(r["n"] > 0 for r in per_shard)
     assert fetch_value(conn, "select state from recsys.campaign_runs where run_id = 'sharded'") == "published"
     with pytest.raises(RecsysError, match="already published"):
-        publish_run(settings, "sharded")
+        publish(settings, "sharded")
 
 
 def test_first_names_are_escaped_in_html_and_fall_back_in_sms(campaign) -> None:
@@ -371,7 +390,7 @@ def test_first_names_are_escaped_in_html_and_fall_back_in_sms(campaign) -> None:
         ],
     )
     rules = dataclasses.replace(load_rules(), holdout_share=0.0, exploration_share=0.0)
-    summary = score_campaign(settings, DAY, run_id="names", rules=rules)
+    summary = score(settings, DAY, run_id="names", rules=rules)
     rows = {r["user_id"]: r for r in offers(conn)}
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in rows[1]["body"] and "<script>" not in rows[1]["body"]
     assert rows[1]["subject"].startswith("<script>")  # a subject is plain text for the mail client to show
@@ -392,7 +411,7 @@ def test_template_errors_stop_the_run_before_anything_is_written(campaign, tmp_p
     shutil.copytree(rules.templates_dir, broken)
     (broken / "push" / "bundle.body.txt.j2").write_text("Hi {{ first_name }} {{ nope }}")
     with pytest.raises(RecsysError, match=r"template push/bundle.body.txt.j2: UndefinedError: 'nope' is undefined"):
-        score_campaign(settings, DAY, run_id="t1", rules=dataclasses.replace(rules, templates_dir=broken))
+        score(settings, DAY, run_id="t1", rules=dataclasses.replace(rules, templates_dir=broken))
     assert fetch_value(conn, "select count(*) from recsys.campaign_runs") == 0
     assert offers(conn) == []
 
@@ -400,24 +419,24 @@ def test_template_errors_stop_the_run_before_anything_is_written(campaign, tmp_p
 def test_dry_run_counts_without_writing(campaign) -> None:
     conn, settings = campaign
     add_users(conn, DAY, _population(100))
-    summary = score_campaign(settings, DAY, run_id="dry", dry_run=True)
+    summary = score(settings, DAY, run_id="dry", dry_run=True)
     assert summary["offers"] > 0 and offers(conn) == []
     run = fetch_all(conn, "select dry_run, counts from recsys.campaign_runs where run_id = 'dry'")[0]
     assert run["dry_run"] and run["counts"]["offers"] == summary["offers"]
     with pytest.raises(RecsysError, match="dry run"):
-        publish_run(settings, "dry")
+        publish(settings, "dry")
 
 
 def test_missing_features_and_missing_champion_are_clear_errors(campaign) -> None:
     conn, settings = campaign
     with pytest.raises(RecsysError, match="no features as of 2026-06-10: build them first"):
-        score_campaign(settings, DAY)
+        score(settings, DAY)
     add_users(conn, DAY, [{"user_id": 1}])
     with conn.cursor() as cur:
         cur.execute("update recsys.policy_models set is_champion = false")
     conn.commit()
     with pytest.raises(RecsysError, match="no champion model"):
-        score_campaign(settings, DAY)
+        score(settings, DAY)
 
 
 def test_cli_score_shards_and_publish(campaign, monkeypatch, capsys) -> None:
@@ -446,7 +465,7 @@ def test_scheduled_at_uses_local_send_time_and_publish_retimes_late_releases(cam
     add_users(conn, future, people)
     add_users(conn, DAY, people)
     rules = dataclasses.replace(load_rules(), holdout_share=0.0, exploration_share=0.0)
-    score_campaign(settings, future, run_id="future", rules=rules)
+    score(settings, future, run_id="future", rules=rules)
     delays = {"immediate": 0, "delay_1hour": 60, "delay_6hours": 360}
     for row in offers(conn, future):
         tz = "Asia/Tokyo" if row["user_id"] == 1 else "America/Los_Angeles"
@@ -454,9 +473,9 @@ def test_scheduled_at_uses_local_send_time_and_publish_retimes_late_releases(cam
         assert row["scheduled_at"] == local_nine + dt.timedelta(minutes=delays[row["timing"]])
         assert row["expires_at"] - row["scheduled_at"] == dt.timedelta(hours=24)
     # a past date is released when it is published: sharded, scored now, published a moment later
-    score_campaign(settings, DAY, run_id="late", shard=0, shards=1, rules=rules)
+    score(settings, DAY, run_id="late", shard=0, shards=1, rules=rules)
     scored = {r["user_id"]: r["scheduled_at"] for r in offers(conn)}
-    result = publish_run(settings, "late")
+    result = publish(settings, "late")
     published = dt.datetime.fromisoformat(result["published_at"])
     assert result["retimed"] == 2
     for row in offers(conn):
@@ -472,16 +491,14 @@ def test_a_pinned_publish_moment_schedules_and_publishes_as_if_it_were_now(campa
     rules = dataclasses.replace(load_rules(), holdout_share=0.0, exploration_share=0.0)
     naive = dt.datetime(2026, 6, 10, 2, 0)
     with pytest.raises(RecsysError, match="publish_at 2026-06-10T02:00:00 has no time zone"):
-        score_campaign(settings, DAY, run_id="naive", rules=rules, publish_at=naive)
+        score(settings, DAY, run_id="naive", rules=rules, publish_at=naive)
     assert fetch_value(conn, "select count(*) from recsys.campaign_runs") == 0
     # scored at 01:00 UTC (10:00 in Tokyo, past its 09:00), published at 02:00: released at 02:00
     at = dt.datetime(2026, 6, 10, 2, 0, tzinfo=dt.UTC)
-    score_campaign(
-        settings, DAY, run_id="pinned", shard=0, shards=1, rules=rules, publish_at=at - dt.timedelta(hours=1)
-    )
+    score(settings, DAY, run_id="pinned", shard=0, shards=1, rules=rules, publish_at=at - dt.timedelta(hours=1))
     with pytest.raises(RecsysError, match="published_at 2026-06-10T02:00:00 has no time zone"):
-        publish_run(settings, "pinned", published_at=naive)
-    result = publish_run(settings, "pinned", published_at=at)
+        publish(settings, "pinned", published_at=naive)
+    result = publish(settings, "pinned", published_at=at)
     assert dt.datetime.fromisoformat(result["published_at"]) == at and result["retimed"] == 1
     [row] = offers(conn)
     delays = {"immediate": 0, "delay_1hour": 60, "delay_6hours": 360}
@@ -496,7 +513,7 @@ def test_retention_drops_campaign_partitions_past_the_window(campaign) -> None:
     old, recent = DAY - dt.timedelta(days=200), DAY - dt.timedelta(days=10)
     for day in (old, recent):
         add_users(conn, day, [{"user_id": 1}, {"user_id": 2}])
-        score_campaign(settings, day, run_id=f"r{day}", rules=dataclasses.replace(load_rules(), holdout_share=0.5))
+        score(settings, day, run_id=f"r{day}", rules=dataclasses.replace(load_rules(), holdout_share=0.5))
     with connect(settings.database_url) as own:
         result = apply_retention(own, settings, load_rules(), DAY)
     assert result.campaign_partitions >= 1
@@ -517,7 +534,7 @@ def test_a_scoring_process_killed_with_sigkill_mid_write_leaves_the_previous_off
 
     conn, settings = campaign
     add_users(conn, DAY, _population(120))
-    first = score_campaign(settings, DAY, run_id="before")
+    first = score(settings, DAY, run_id="before")
     before = {r["user_id"]: r["offer_id"] for r in offers(conn)}
     # a child process scores the date again and SIGKILLs itself after COPY, inside the write
     script = textwrap.dedent(
@@ -525,17 +542,20 @@ def test_a_scoring_process_killed_with_sigkill_mid_write_leaves_the_previous_off
         import datetime as dt, os, signal
         import recsys.campaign.score as s
         import recsys.campaign.write as w
+        from recsys.config import load_config
         from recsys.config.settings import load_settings
+        from recsys.db import connect
         w._publish_at_scoring = lambda: os.kill(os.getpid(), signal.SIGKILL)
-        s.score_campaign(load_settings(env={{}}, database_url={settings.database_url!r}), dt.date(2026, 6, 10),
-                         run_id="killed")
+        settings = load_settings(env={{}}, database_url={settings.database_url!r})
+        with connect(settings.database_url) as conn:
+            s.score_campaign(conn, settings, dt.date(2026, 6, 10), config=load_config(), run_id="killed")
         """
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
     assert proc.returncode == -signal.SIGKILL
     assert {r["user_id"]: r["offer_id"] for r in offers(conn)} == before
     assert fetch_value(conn, "select state from recsys.campaign_runs where run_id = 'killed'") == "scoring"
-    again = score_campaign(settings, DAY, run_id="after")
+    again = score(settings, DAY, run_id="after")
     rows = offers(conn)
     assert len(rows) == len({r["user_id"] for r in rows}) == again["offers"] == first["offers"]
     assert {r["user_id"]: r["offer_id"] for r in rows} == before
@@ -560,7 +580,7 @@ def test_attach_path_and_upsert_path_write_identical_rows_and_indexes(campaign) 
     day = dt.date(2035, 3, 14)  # a future date: release at the local send time, whenever the run publishes
     part = f"recsys.campaign_offers_{day:%Y%m%d}"
     add_users(conn, day, _population(300))
-    first = score_campaign(settings, day, run_id="attach")
+    first = score(settings, day, run_id="attach")
     assert first["write_path"] == "attach"
     attached = _comparable(conn, day)
     assert len(attached[0]) == first["offers"] > 0 and len(attached[1]) == first["holdout"] > 0
@@ -582,12 +602,12 @@ def test_attach_path_and_upsert_path_write_identical_rows_and_indexes(campaign) 
         cur.execute("delete from recsys.campaign_offers where campaign_date = %s", (day,))
         cur.execute("delete from recsys.campaign_holdout where campaign_date = %s", (day,))
     for k in (0, 1):
-        shard = score_campaign(settings, day, run_id="upsert", shard=k, shards=2)
+        shard = score(settings, day, run_id="upsert", shard=k, shards=2)
         assert shard["write_path"] == "upsert"
-    publish_run(settings, "upsert")
+    publish(settings, "upsert")
     assert _comparable(conn, day) == attached
     # and a re-run over existing offers upserts in place
-    again = score_campaign(settings, day, run_id="rerun")
+    again = score(settings, day, run_id="rerun")
     assert again["write_path"] == "upsert" and _comparable(conn, day) == attached
 
 
@@ -602,7 +622,7 @@ def test_a_run_killed_inside_the_attach_path_leaves_nothing_and_claims_on_other_
     other = DAY + dt.timedelta(days=1)
     add_users(conn, DAY, _population(100))
     add_users(conn, other, _population(100))
-    score_campaign(settings, DAY, run_id="live")
+    score(settings, DAY, run_id="live")
     with conn.cursor() as cur:  # tonight's offers of DAY are due now
         cur.execute(
             "update recsys.campaign_offers set scheduled_at = now() - interval '1 minute', "
@@ -615,10 +635,14 @@ def test_a_run_killed_inside_the_attach_path_leaves_nothing_and_claims_on_other_
         import datetime as dt, time
         import recsys.campaign.score as s
         import recsys.campaign.write as w
+        from recsys.config import load_config
         from recsys.config.settings import load_settings
+        from recsys.db import connect
         w._attached = lambda: time.sleep(600)
-        s.score_campaign(load_settings(env={{}}, database_url={settings.database_url!r}), dt.date.fromisoformat(
-            {other.isoformat()!r}), run_id="killed")
+        settings = load_settings(env={{}}, database_url={settings.database_url!r})
+        with connect(settings.database_url) as conn:
+            s.score_campaign(conn, settings, dt.date.fromisoformat({other.isoformat()!r}), config=load_config(),
+                             run_id="killed")
         """
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -651,5 +675,5 @@ def test_a_run_killed_inside_the_attach_path_leaves_nothing_and_claims_on_other_
     )
     assert fetch_value(conn, "select count(*) from recsys.campaign_offers where campaign_date = %s", (other,)) == 0
     assert fetch_value(conn, "select count(*) from recsys.campaign_holdout where campaign_date = %s", (other,)) == 0
-    again = score_campaign(settings, other, run_id="after")
+    again = score(settings, other, run_id="after")
     assert again["write_path"] == "attach" and len(offers(conn, other)) == again["offers"] > 0

@@ -33,7 +33,7 @@ import pytest
 from psycopg2.extensions import parse_dsn
 
 from recsys.config.settings import PROJECT_ROOT
-from recsys.db import airflow_connection, connect, create_database, drop_database, fetch_all, fetch_value
+from recsys.db import airflow_connection, connect, fetch_all, fetch_value, scratch_database
 
 PY = sys.executable
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -103,15 +103,9 @@ def _sqlalchemy_url(url: str) -> str:
 
 @contextmanager
 def _databases(server_url: str, *roles: str) -> Iterator[list[str]]:
-    """A fresh database per role on the test server (one tag for all), dropped afterwards."""
-    tag = uuid.uuid4().hex[:8]
-    with ExitStack() as cleanup:
-        urls = []
-        for role in roles:
-            name = f"recsys_test_{role}_{tag}"
-            urls.append(create_database(server_url, name))
-            cleanup.callback(drop_database, server_url, name)
-        yield urls
+    """A fresh database per role on the test server, dropped afterwards."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(scratch_database(server_url, f"recsys_test_{role}")) for role in roles]
 
 
 # --- processes ------------------------------------------------------------------------------------

@@ -19,10 +19,11 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.vec_env import DummyVecEnv
 
+from recsys.benchmark.toy import plausible_observations
 from recsys.config.catalog import DEFAULT_CONFIG, Catalog, load_catalog
 from recsys.config.reward import load_reward_rules
 from recsys.model.env import ENV_ID, OfferEnv, OfferVecEnv
-from recsys.model.observation import FEATURE_NAMES, N_FEATURES, normalise
+from recsys.model.observation import FEATURE_NAMES, N_FEATURES
 from recsys.model.response import ResponseModel, prior_response_model
 
 COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
@@ -40,29 +41,7 @@ def model(catalog: Catalog) -> ResponseModel:
 
 def _starts(n: int = 300, seed: int = 0, **fixed: float) -> np.ndarray:
     """Plausible normalised users; `fixed` sets raw feature values for all of them."""
-    rng = np.random.default_rng(seed)
-    raw = {
-        "recency_days": rng.uniform(0, 120, n),
-        "frequency_sessions": rng.poisson(4, n),
-        "monetary_value": rng.gamma(2, 60, n),
-        "engagement_score": rng.uniform(0, 1, n),
-        "discount_sensitivity": rng.uniform(0, 1, n),
-        "free_shipping_preference": rng.uniform(0, 1, n),
-        "email_responsiveness": rng.uniform(0, 1, n),
-        "sms_responsiveness": rng.uniform(0, 1, n),
-        "push_responsiveness": rng.uniform(0, 1, n),
-        "days_since_last_purchase": rng.uniform(0, 365, n),
-        "purchase_count": rng.poisson(2, n),
-        "offers_last_7d": rng.integers(0, 4, n),
-        "days_since_last_offer": rng.uniform(1, 60, n),
-        "morning_share": rng.uniform(0, 1, n),
-        "evening_share": rng.uniform(0, 1, n),
-        "category_focus": rng.uniform(0, 1, n),
-        "email_consent": rng.random(n) < 0.8,
-        "sms_consent": rng.random(n) < 0.5,
-        "push_consent": rng.random(n) < 0.5,
-    } | {k: np.full(n, float(v)) for k, v in fixed.items()}
-    return normalise(np.column_stack([raw[name] for name in FEATURE_NAMES]).astype(np.float64))
+    return plausible_observations(n, seed, **fixed)
 
 
 def _action(catalog: Catalog, offer_type: str, value: float, channel: str) -> int:

@@ -556,6 +556,24 @@ def test_off_policy_evaluation_agrees_with_the_estimator_functions(conn: Connect
         assert (got.n, got.effective_sample_size) == pytest.approx((e.n, e.effective_sample_size)), key
 
 
+def test_a_bounded_evaluation_uses_a_uniform_sample_and_widens_its_interval(conn: Connection) -> None:
+    policy = UniformRandomPolicy(CATALOG)
+    full = off_policy_evaluation(conn, policy, catalog=CATALOG, reward_fn=revenue_reward, n_boot=200, seed=2)
+    n = full["ips"].n
+    bounded = off_policy_evaluation(
+        conn, policy, catalog=CATALOG, reward_fn=revenue_reward, n_boot=200, seed=2, max_offers=n // 3
+    )
+    assert bounded["ips"].n == n // 3 < n
+    assert bounded["ips"].upper - bounded["ips"].lower > full["ips"].upper - full["ips"].lower
+    assert bounded["ips"].lower < full["ips"].value < bounded["ips"].upper  # the same quantity
+    # the sample is the usable decisions' own rows, in their order
+    logs = load_logged_offers(conn, CATALOG)
+    sample = logs.sample(n // 3, seed=2)
+    assert len(sample) == n // 3 and set(sample.rows["offer_id"]) <= set(logs.rows["offer_id"])
+    assert sample.rows["offer_id"].tolist() == [i for i in logs.rows["offer_id"] if i in set(sample.rows["offer_id"])]
+    assert logs.sample(None) is logs and logs.sample(n) is logs
+
+
 def test_reading_the_logs_leaves_the_session_settings_alone(conn: Connection) -> None:
     with conn.cursor() as cur:
         cur.execute("select set_config('jit', 'on', false)")

@@ -6,6 +6,7 @@ No database: the generator only writes files. Sizes are small so the module runs
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import re
 from collections import defaultdict
@@ -205,6 +206,7 @@ def test_xlsx_refuses_too_many_events_after_simulating_and_writes_nothing(
         ({"fmt": "parquet"}, "unknown output format 'parquet'"),
         ({"fmt": "csv", "out": Path("x.xlsx")}, "CSV output is a folder"),
         ({"out": Path("events.csv")}, "give a folder"),
+        ({"world": "flat"}, "world must be one of standard, shifted, got 'flat'"),
     ],
 )
 def test_bad_arguments_are_refused_with_a_clear_error(tmp_path: Path, kwargs: dict, message: str) -> None:
@@ -431,3 +433,44 @@ def test_personalisation_matters_in_the_default_world(tmp_path: Path) -> None:
     assert len({a.timing for a in actions}) == 3
     text = summary.format_report()
     assert "per-user best" in text and f"{report.with_consent.ratio:.0%}" in text
+
+
+def test_the_shifted_world_differs_from_the_standard_one_as_documented(tmp_path: Path) -> None:
+    from recsys.benchmark.synth.response import offer_response
+    from recsys.benchmark.synth.traits import norm_cdf, sigmoid
+
+    summary = generate_data(users=4000, days=10, seed=5, out=tmp_path / "shifted", end_date=END, world="shifted")
+    truth = GroundTruth.load(summary.truth_path)
+    shifted, standard = truth.params, SynthParams()
+    assert shifted.world == "shifted" and dataclasses.replace(shifted, world="standard") == standard
+    tr = truth.traits
+
+    def rank_corr(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.corrcoef(a.argsort().argsort(), b.argsort().argsort())[0, 1])
+
+    # affinities follow browsing and basket (the standard world draws them independently)
+    assert rank_corr(tr.recommendation_affinity, tr.activity_rate) > 0.35
+    assert rank_corr(tr.discount_sensitivity, tr.basket_mean) < -0.35
+    assert rank_corr(tr.bundle_affinity, tr.basket_mean) > 0.25
+    # the response on the same users and offers: probit links, compounding fatigue, cannibalisation
+    idx = np.arange(tr.n)
+    typ, val, ch = np.zeros(tr.n, int), np.full(tr.n, 15.0), np.zeros(tr.n, int)
+    focus = tr.focus()
+
+    def respond(params: SynthParams, k: int):
+        return offer_response(
+            params, tr, focus, idx, typ, val, ch, send_hour=tr.preferred_hour, offers_last_7d=np.full(tr.n, k),
+            weekday_factor=1.0,
+        )  # fmt: skip
+
+    a, b = respond(shifted, 0), respond(standard, 0)
+    logit = np.asarray(shifted.click_logit)[0] + shifted.discount_click * tr.discount_sensitivity * 1.5
+    assert np.allclose(a.p_click, norm_cdf(logit / shifted.probit_scale))
+    assert np.allclose(b.p_click, sigmoid(logit))
+    assert np.allclose(a.p_open, b.p_open)  # no offers in the last 7 nights: no fatigue either way
+    share = np.minimum(shifted.cannibalisation_cap, shifted.cannibalisation_per_session_rate * tr.activity_rate)
+    assert np.allclose(b.net_value - a.net_value, share * tr.basket_mean * shifted.margin_rate)
+    tired_shifted, tired_standard = respond(shifted, 4).p_open, respond(standard, 4).p_open
+    capped = b.p_open >= 0.99
+    ratio = tired_shifted[~capped] / tired_standard[~capped]
+    assert np.allclose(ratio, np.exp(-tr.fatigue[~capped] * (4 * 5 / 4 - 4)))  # k (k + 1) / 4 against k

@@ -29,7 +29,7 @@ import pytest
 from psycopg2 import sql
 
 from recsys.config.settings import PROJECT_ROOT, load_settings
-from recsys.db import airflow_connection, connect, create_database, drop_database
+from recsys.db import airflow_connection, connect, scratch_database
 from recsys.db.migrate import migrate
 
 pytestmark = pytest.mark.slow
@@ -62,16 +62,12 @@ PURCHASES = [(1, "2026-11-27 12:00", 50), (2, "2026-11-27 13:00", 30), (101, "20
 @pytest.fixture(scope="module")
 def campaign_db(server_url: str) -> Iterator[str]:
     """A fresh, migrated database holding two campaign runs, their outcomes and three models."""
-    name = f"recsys_plugin_{uuid.uuid4().hex[:10]}"
-    url = create_database(server_url, name)
-    try:
+    with scratch_database(server_url, "recsys_plugin") as url:
         with connect(url) as conn:
             migrate(conn, load_settings(env={}, database_url=url))
             with conn.cursor() as cur:
                 _fill(cur)
         yield url
-    finally:
-        drop_database(server_url, name)
 
 
 def _fill(cur: Any) -> None:

@@ -534,3 +534,94 @@ def test_fit_report_numbers_are_plain_json(
     assert recent.fit_report["window"] == {"first_send_date": "2025-03-07", "last_send_date": "2025-03-09"}
     assert 0 < recent.fit_report["offers"]["logged"] < model.fit_report["offers"]["logged"]
     assert len(FEATURES) == N_FEATURES
+
+
+def test_a_bounded_fit_keeps_the_recent_offers_weights_the_rest_and_stays_close_to_the_full_fit(
+    db: Connection, settings: Settings, catalog: Catalog, rules: RewardRules
+) -> None:
+    _write_truth_logs(db, catalog, users=1500, send_share=0.8, seed=7)
+    as_of = TRUTH_DATES[-1] + dt.timedelta(days=1)
+    full = fit_response_model(db, settings, catalog, rules, as_of, holdout_fraction=0.2, seed=3)
+    logged = full.fit_report["offers"]["logged"]
+    assert full.fit_report["sample"] == {"bounded": False, "offers": logged}
+
+    bounded = fit_response_model(
+        db,
+        settings,
+        catalog,
+        rules,
+        as_of,
+        holdout_fraction=0.2,
+        seed=3,
+        config=FitConfig(max_offers=6000, recent_days=2),
+    )
+    sample = bounded.fit_report["sample"]
+    per_day = logged // len(TRUTH_DATES)
+    assert sample["bounded"] and sample["offers"] == logged
+    # every offer of the last two send dates is kept; the older ones fill the bound, weighted
+    assert sample["recent"] == sample["recent_kept"] == pytest.approx(2 * per_day, rel=0.1)
+    assert (
+        sample["recent_kept"] + sample["older_kept"]
+        == 6000
+        == sum(bounded.fit_report["offers"][k] for k in ("train", "holdout"))
+    )
+    assert sample["older_weight"] == pytest.approx(sample["older"] / sample["older_kept"], rel=1e-5)
+    assert bounded.fit_report["heads"]["open"]["rows"] < full.fit_report["heads"]["open"]["rows"]
+
+    # Under two thirds of the logs, reweighted, recover the truth's open rates nearly as well as all of them,
+    # and far better than the prior.
+    rng = np.random.default_rng(1)
+    obs = np.vstack(
+        [
+            _user(email_responsiveness=r, offers_last_7d=k)
+            for r, k in zip(rng.uniform(0, 1, 300), rng.integers(0, 5, 300), strict=True)
+        ]
+    )
+    actions = np.array([_action(catalog, "discount", 15, "email")] * 300)
+    truth = _truth_open(obs, np.array(["email"] * 300))
+
+    def error(model: ResponseModel) -> float:
+        return float(np.abs(model.stage_probabilities(obs, actions)["open"] - truth).mean())
+
+    assert error(bounded) < 1.5 * error(full) + 0.01
+    assert error(bounded) < 0.5 * error(prior_response_model(catalog, rules))
+    held = bounded.fit_report["holdout"]["open"]
+    assert held["model"]["log_loss"] < held["prior"]["log_loss"]
+
+
+def test_bounded_sample_weights_sum_to_the_offers_they_stand_for() -> None:
+    from recsys.model.fit_sample import LoggedOffers, bounded_sample
+
+    n = 10_000
+    rng = np.random.default_rng(0)
+    day0 = (dt.date(2025, 1, 1) - dt.date(1970, 1, 1)).days
+    send_day = day0 + rng.integers(0, 30, n)
+    usable = rng.random(n) < 0.9
+    logs = LoggedOffers(
+        user_id=rng.integers(0, 500, n),
+        send_day=send_day,
+        obs=rng.random((n, N_FEATURES)),
+        type_idx=np.zeros(n, np.int64),
+        value=np.ones(n),
+        channel_idx=np.zeros(n, np.int64),
+        timing_idx=np.zeros(n, np.int64),
+        outcomes={"opened": (rng.random(n) < 0.3).astype(float)},
+        revenue=np.zeros(n),
+        usable=usable,
+    )
+    as_of = dt.date(2025, 1, 31)
+    sample, report = bounded_sample(logs, as_of, max_offers=3000, recent_days=5, seed=4)
+    recent = usable & (send_day >= day0 + 25)
+    assert len(sample.user_id) == 3000 and sample.usable.all()
+    assert report["recent_kept"] == report["recent"] == int(recent.sum())
+    assert sample.weights().sum() == pytest.approx(usable.sum())  # the sample stands for every usable offer
+    assert (sample.weights()[sample.send_day >= day0 + 25] == 1.0).all()
+    # weighted open rate: an unbiased estimate of the rate on every usable offer
+    rate = (sample.weights() * sample.outcomes["opened"]).sum() / sample.weights().sum()
+    assert rate == pytest.approx(logs.outcomes["opened"][usable].mean(), abs=0.02)
+    # the recent days alone over the bound: one uniform sample of everything
+    small, report = bounded_sample(logs, as_of, max_offers=500, recent_days=5, seed=4)
+    assert len(small.user_id) == 500 and small.weights().sum() == pytest.approx(usable.sum())
+    # under the bound: every usable offer, weight 1
+    whole, report = bounded_sample(logs, as_of, max_offers=None, recent_days=5, seed=4)
+    assert report == {"bounded": False, "offers": int(usable.sum())} and (whole.weights() == 1).all()

@@ -149,7 +149,7 @@ def test_sigterm_stops_a_polling_sender_cleanly(cdb: Connection, migrated_url: s
 CLAIM_AND_HANG = """
 import sys, time
 from recsys.sender.protocol import ProtocolClient
-with ProtocolClient(sys.argv[1], channel="email", worker="doomed", lease_seconds=2) as c:
+with ProtocolClient(sys.argv[1], channel="email", worker="doomed", lease_seconds=15) as c:
     offers = c.claim(int(sys.argv[2]))
     print(len(offers), flush=True)
     time.sleep(600)  # killed here, between claim and ack
@@ -180,7 +180,8 @@ def test_sender_killed_between_claim_and_ack(cdb: Connection, migrated_url: str,
     first = s.run_cli(migrated_url, tmp_path, *cmd)
     assert first.returncode == 0 and "sent 20" in first.stderr  # the 30 are still leased
 
-    # wait for the real 2 s lease to run out, no shortcut
+    # wait for the real lease to run out, no shortcut (15 s: long enough that the first sender's
+    # start-up on a loaded machine cannot outlast it, which made a 2 s lease flaky)
     def leases_over() -> bool:
         over = fetch_value(
             cdb, "select bool_and(lease_until <= now()) from recsys.campaign_offers where status = 'claimed'"

@@ -62,7 +62,8 @@ def _url_from_airflow() -> str | None:
 @contextmanager
 def connect() -> Iterator[psycopg2.extensions.connection]:
     """A read-only connection to the campaign database, closed (and rolled back) on exit."""
-    import psycopg2
+    from recsys.db import open_connection
+    from recsys.errors import RecsysError
 
     role = _analyst_role()
     url = _url_from_airflow() or os.environ.get("RECSYS_DATABASE_URL")
@@ -72,9 +73,10 @@ def connect() -> Iterator[psycopg2.extensions.connection]:
             f"(AIRFLOW_CONN_{CONN_ID.upper()}) or set RECSYS_DATABASE_URL"
         )
     try:
-        conn = psycopg2.connect(url, application_name="recsys-campaigns-ui")
-    except psycopg2.OperationalError as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        conn = open_connection(url, application_name="recsys-campaigns-ui")
+    except RecsysError as e:
+        cause = str(e.__cause__ or e).strip()
+        first_line = cause.splitlines()[0] if cause else type(e).__name__
         raise DatabaseUnavailable(f"cannot connect to the campaign database ({CONN_ID}): {first_line}") from e
     try:
         conn.set_session(readonly=True)

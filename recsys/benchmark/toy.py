@@ -1,4 +1,4 @@
-"""A toy PPO policy of the production shapes, for the tests and bench/bench_score.py.
+"""A toy PPO policy of the production shapes and plausible observations, for the tests and benches.
 
 A one-step Gymnasium environment with the model's observations and the catalog's actions, and a real
 Stable-Baselines3 PPO trained on it for a few steps: its network has the shapes of a trained
@@ -18,8 +18,36 @@ import numpy as np
 
 from recsys.config.catalog import Catalog
 from recsys.evaluation.registry import ModelRecord, catalog_json
-from recsys.model.observation import N_FEATURES, feature_fingerprint
+from recsys.model.observation import FEATURE_NAMES, N_FEATURES, feature_fingerprint, normalise
 from recsys.model.policy import set_torch_threads
+
+
+def plausible_observations(n: int = 300, seed: int = 0, **fixed: float) -> np.ndarray:
+    """`n` normalised observations of plausible users (raw features drawn from broad ranges, then
+    `normalise`); `fixed` sets a raw feature to one value for all of them."""
+    rng = np.random.default_rng(seed)
+    raw = {
+        "recency_days": rng.uniform(0, 120, n),
+        "frequency_sessions": rng.poisson(4, n),
+        "monetary_value": rng.gamma(2, 60, n),
+        "engagement_score": rng.uniform(0, 1, n),
+        "discount_sensitivity": rng.uniform(0, 1, n),
+        "free_shipping_preference": rng.uniform(0, 1, n),
+        "email_responsiveness": rng.uniform(0, 1, n),
+        "sms_responsiveness": rng.uniform(0, 1, n),
+        "push_responsiveness": rng.uniform(0, 1, n),
+        "days_since_last_purchase": rng.uniform(0, 365, n),
+        "purchase_count": rng.poisson(2, n),
+        "offers_last_7d": rng.integers(0, 4, n),
+        "days_since_last_offer": rng.uniform(1, 60, n),
+        "morning_share": rng.uniform(0, 1, n),
+        "evening_share": rng.uniform(0, 1, n),
+        "category_focus": rng.uniform(0, 1, n),
+        "email_consent": rng.random(n) < 0.8,
+        "sms_consent": rng.random(n) < 0.5,
+        "push_consent": rng.random(n) < 0.5,
+    } | {k: np.full(n, float(v)) for k, v in fixed.items()}
+    return normalise(np.column_stack([raw[name] for name in FEATURE_NAMES]).astype(np.float64))
 
 
 class ToyEnv(gym.Env):

@@ -1,11 +1,13 @@
 """Campaigns: score every active user for a campaign date, write scheduled offers, publish the run.
 
-The API the CLI and the Airflow DAGs call (both open their own connections via recsys.db):
+The API the CLI and the Airflow DAGs call, each with a connection it opened through recsys.db and
+the product config (`recsys.config.load_config`):
 
-- `score_campaign(settings, campaign_date, *, run_id=None, shard=None, shards=1, dry_run=False,
-  model_version=None) -> dict`: scores the date (or shard K of N) and, unsharded, publishes it;
-- `publish_run(settings, run_id) -> dict`: makes a sharded run's offers claimable once every
-  shard is done.
+- `score_campaign(conn, settings, campaign_date, *, config, run_id=None, shard=None, shards=1,
+  dry_run=False, model_version=None, publish_at=None) -> dict`: scores the date (or shard K of N)
+  and, unsharded, publishes it;
+- `publish_run(conn, settings, run_id, *, published_at=None) -> dict`: makes a sharded run's offers
+  claimable once every shard is done.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from recsys.config.rules import CampaignRules
 from recsys.db import Connection, fetch_all, fetch_value
 from recsys.errors import RecsysError
 from recsys.evaluation.registry import get_model, require_champion
-from recsys.model.observation import FEATURE_NAMES
+from recsys.model.observation import CONSENT_FEATURES, FEATURE_NAMES, STORED_FEATURES
 
 _LOAD_INTS = ("ok_email", "ok_sms", "ok_push", "active", "cooldown", "n_total", "n_email", "n_sms", "n_push")
 
@@ -38,7 +38,7 @@ def load_users(
     categories = sorted({r["top_category"] for r in pairs})
     segments = sorted({r["segment"] for r in pairs})
     # features stored as double travel as real: half the bytes, and float32 is what the policy reads
-    features = sql.SQL(", ").join(sql.SQL("{}::real").format(sql.Identifier("f", n)) for n in FEATURE_NAMES[:-3])
+    features = sql.SQL(", ").join(sql.SQL("{}::real").format(sql.Identifier("f", n)) for n in STORED_FEATURES)
     query = composed(sql_dir, "load_users", features=features)
     params = {
         "day": campaign_date,
@@ -57,8 +57,8 @@ def load_users(
         cur.execute("set local max_parallel_workers_per_gather = 0; set local work_mem = '256MB'")
         cur.copy_expert(cur.mogrify(query, params).decode(), buffer)
     fields: list[tuple[str, str]] = [("count", ">i2"), ("len_user_id", ">i4"), ("user_id", ">i8")]
-    kinds = {n: ">f4" for n in FEATURE_NAMES[:-3]}
-    kinds.update({n: ">i4" for n in (*FEATURE_NAMES[-3:], *_LOAD_INTS, "category_code", "segment_code")})
+    kinds = {n: ">f4" for n in STORED_FEATURES}
+    kinds.update({n: ">i4" for n in (*CONSENT_FEATURES, *_LOAD_INTS, "category_code", "segment_code")})
     for name, kind in kinds.items():
         fields += [(f"len_{name}", ">i4"), (name, kind)]
     layout = np.dtype(fields)

@@ -15,7 +15,7 @@ from psycopg2.extras import execute_values
 from recsys.campaign.decide import CHANNELS
 from recsys.campaign.queries import campaign_sql
 from recsys.config.settings import Settings
-from recsys.db import connect, database_url, fetch_value
+from recsys.db import Connection, fetch_value
 from recsys.errors import RecsysError
 
 
@@ -43,17 +43,22 @@ def check_moment(moment: dt.datetime | None, name: str) -> None:
         raise RecsysError(f"{name} {moment.isoformat()} has no time zone: give an offset, e.g. +00:00")
 
 
-def publish_run(settings: Settings, run_id: str, *, published_at: dt.datetime | None = None) -> dict[str, Any]:
+def publish_run(
+    conn: Connection, settings: Settings, run_id: str, *, published_at: dt.datetime | None = None
+) -> dict[str, Any]:
     """Make a run's offers claimable once every shard is done; re-times offers released before now.
 
     An offer's release is the later of its local send time and the publish moment (contract
     section 0): still-scheduled offers of the run get scheduled_at / expires_at recomputed by the
     same SQL function that wrote them, with the publish moment: `published_at` (timezone-aware;
-    benchmarks and tests pin it), else the transaction's now().
+    benchmarks and tests pin it), else the transaction's now(). One transaction: the caller
+    commits.
     """
     check_moment(published_at, "published_at")
+    if conn.autocommit:
+        raise RecsysError("publish_run needs a connection in a transaction, not an autocommit one")
     sql_dir = settings.sql_dir
-    with connect(database_url(settings)) as conn, conn.cursor() as cur:
+    with conn.cursor() as cur:
         campaign_date, rules_json = _lock_publishable(cur, sql_dir, run_id)
         send_time, validity, timings, quiet = _rules_from_json(rules_json)
         cur.execute(campaign_sql(sql_dir, "publish_tables"))

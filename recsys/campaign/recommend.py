@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.config.catalog import Catalog, load_catalog
+from recsys.config.catalog import Catalog
 from recsys.data.states import load_states
 from recsys.db import Connection, fetch_value
 from recsys.errors import RecsysError
@@ -81,9 +81,10 @@ def _load_model(conn: Connection, model: str | None, catalog: Catalog) -> tuple[
 
 
 def recommend(
-    conn: Connection, *, user_id: int, model: str | None = None, as_of: dt.date | None = None
+    conn: Connection, catalog: Catalog, *, user_id: int, model: str | None = None, as_of: dt.date | None = None
 ) -> Recommendation:
-    catalog = load_catalog()
+    """The offer `model` (the champion by default) makes to one user with features as of `as_of`
+    (their latest by default), from `catalog`."""
     policy, model_name = _load_model(conn, model, catalog)
     if as_of is None:
         as_of = fetch_value(conn, "select max(as_of) from recsys.user_features where user_id = %s", (user_id,))

@@ -20,7 +20,7 @@ from psycopg2.extras import Json
 from recsys.campaign.queries import campaign_sql
 from recsys.campaign.write import drop_empty_partition
 from recsys.config.catalog import Catalog
-from recsys.db import Connection, connect
+from recsys.db import Connection
 from recsys.errors import RecsysError
 
 # the run's log lines keep the name they have always had
@@ -86,11 +86,13 @@ def start_run(
     conn.commit()
 
 
-def mark_failed(url: str, sql_dir: Path, run_id: str, shard: int, message: str) -> None:
+def mark_failed(conn: Connection, sql_dir: Path, run_id: str, shard: int, message: str) -> None:
+    """Record a shard's failure and commit it (call after rolling back the failed work)."""
     params = {"run_id": run_id, "shard": shard, "message": message[:2000]}
-    with connect(url) as conn, conn.cursor() as cur:
+    with conn.cursor() as cur:
         cur.execute(campaign_sql(sql_dir, "shard_failed"), params)
         cur.execute(campaign_sql(sql_dir, "run_failed"), params)
+    conn.commit()
 
 
 def finish_shard(

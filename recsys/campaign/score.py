@@ -39,10 +39,11 @@ from recsys.campaign.publish import check_moment, publish_run
 from recsys.campaign.queries import campaign_sql
 from recsys.campaign.runs import default_run_id, finish_shard, mark_failed, parse_shard, shard_counts, start_run
 from recsys.campaign.write import Decisions, partition_name, render_messages, write_decisions
-from recsys.config.catalog import Catalog, load_catalog
-from recsys.config.rules import CampaignRules, load_rules
+from recsys.config.catalog import Catalog
+from recsys.config.product import Config
+from recsys.config.rules import CampaignRules
 from recsys.config.settings import Settings
-from recsys.db import Connection, connect, database_url, fetch_all, fetch_value
+from recsys.db import Connection, fetch_all, fetch_value
 from recsys.errors import RecsysError
 from recsys.evaluation.registry import get_model
 from recsys.model.observation import FEATURE_NAMES
@@ -63,18 +64,23 @@ __all__ = [
 
 
 def score_campaign(
+    conn: Connection,
     settings: Settings,
     campaign_date: dt.date,
     *,
+    config: Config,
     run_id: str | None = None,
     shard: int | None = None,
     shards: int = 1,
     dry_run: bool = False,
     model_version: str | None = None,
-    rules: CampaignRules | None = None,
     publish_at: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """Score one campaign date (or one shard K of N of it) and write its offers.
+
+    `config` gives the catalog and the campaign rules (`config.with_rules(...)` for one run's
+    overrides). It commits on `conn` as it goes (the run and shard rows, the offers, a failure), so
+    that other sessions see a run's progress: call it with no work of your own pending.
 
     Without a shard (shard None, shards 1) the run is published at the end; a shard, even 0 of 1,
     leaves publishing to `publish_run`. `publish_at` (timezone-aware) is the publish moment the
@@ -83,10 +89,8 @@ def score_campaign(
     """
     k, n = parse_shard(shard, shards)
     check_moment(publish_at, "publish_at")
-    rules = rules or load_rules()
-    catalog = load_catalog()
+    rules, catalog = config.rules, config.catalog
     run_id = run_id or default_run_id(campaign_date)
-    url = database_url(settings)
     sql_dir = settings.sql_dir
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -97,45 +101,46 @@ def score_campaign(
         sms_max_chars=rules.sms_max_chars,
         validity_hours=rules.validity_hours,
     )
-    with connect(url) as conn:
-        has_features = fetch_value(conn, campaign_sql(sql_dir, "has_features"), {"day": campaign_date})
-        if not has_features:
-            raise RecsysError(
-                f"no features as of {campaign_date}: build them first (`recsys features --as-of {campaign_date}`)"
-            )
-        longest = fetch_all(conn, campaign_sql(sql_dir, "longest_category"), {"day": campaign_date})
-        categories = [r["top_category"] for r in longest]
-        renderer.check_all(categories)  # template problems surface before anything is written
-        version = resolve_model(conn, sql_dir, run_id, campaign_date, model_version)
-        record = get_model(conn, version)
-        record.check_compatible(catalog)
-        rules_json = {**rules.as_json(), "timing_delay_minutes": dict(catalog.timing_delay_minutes)}
-        start_run(conn, sql_dir, run_id, campaign_date, version, k, n, dry_run, rules_json)
-        try:
-            summary = _score_shard(
-                conn,
-                sql_dir,
-                run_id,
-                campaign_date,
-                k,
-                n,
-                dry_run,
-                version,
-                record.artifact,
-                rules,
-                catalog,
-                renderer,
-                timings,
-                publish_at,
-            )
-        except BaseException as e:
-            conn.rollback()
-            mark_failed(url, sql_dir, run_id, k, f"shard {k}/{n}: {e}")
-            raise
+    has_features = fetch_value(conn, campaign_sql(sql_dir, "has_features"), {"day": campaign_date})
+    if not has_features:
+        raise RecsysError(
+            f"no features as of {campaign_date}: build them first (`recsys features --as-of {campaign_date}`)"
+        )
+    longest = fetch_all(conn, campaign_sql(sql_dir, "longest_category"), {"day": campaign_date})
+    categories = [r["top_category"] for r in longest]
+    renderer.check_all(categories)  # template problems surface before anything is written
+    version = resolve_model(conn, sql_dir, run_id, campaign_date, model_version)
+    record = get_model(conn, version)
+    record.check_compatible(catalog)
+    rules_json = {**rules.as_json(), "timing_delay_minutes": dict(catalog.timing_delay_minutes)}
+    start_run(conn, sql_dir, run_id, campaign_date, version, k, n, dry_run, rules_json)
+    try:
+        summary = _score_shard(
+            conn,
+            sql_dir,
+            run_id,
+            campaign_date,
+            k,
+            n,
+            dry_run,
+            version,
+            record.artifact,
+            rules,
+            catalog,
+            renderer,
+            timings,
+            publish_at,
+        )
+    except BaseException as e:
+        conn.rollback()
+        mark_failed(conn, sql_dir, run_id, k, f"shard {k}/{n}: {e}")
+        raise
+    conn.commit()
     timings["total"] = time.perf_counter() - t0
     summary["timings"] = timings
     if shard is None and n == 1 and not dry_run:
-        summary["publish"] = publish_run(settings, run_id, published_at=publish_at)
+        summary["publish"] = publish_run(conn, settings, run_id, published_at=publish_at)
+        conn.commit()
     return summary
 
 

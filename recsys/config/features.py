@@ -40,5 +40,8 @@ FEATURE_NAMES: tuple[str, ...] = tuple(name for name, _, _ in FEATURES)
 STORED_FEATURES: tuple[str, ...] = tuple(name for name in FEATURE_NAMES if name not in CONSENT_FEATURES)
 """The observation's columns that `user_features` stores (everything but consent)."""
 
+if FEATURE_NAMES != STORED_FEATURES + CONSENT_FEATURES:  # the loaders read stored columns, then consent
+    raise ImportError("FEATURES must list the stored features first and the consent flags last")
+
 PREFERENCE_FEATURES: tuple[str, ...] = STORED_FEATURES
 """Features an offer type's appeal may depend on (consent says what can be sent, not appeal)."""

@@ -154,6 +154,23 @@ class OfferLog:
             skipped={k: self.skipped.get(k, 0) + v for k, v in left_out.items()},
         )
 
+    def sample(self, max_rows: int | None, seed: int = 0) -> OfferLog:
+        """At most `max_rows` of the decisions, a uniform sample without replacement (by `seed`) in
+        their order; all of them when there are fewer (or `max_rows` is None). A mean over the
+        sample estimates the mean over all without bias, and a bootstrap over the sample gives its
+        interval, sampling included."""
+        if max_rows is None or len(self) <= max_rows:
+            return self
+        keep = np.sort(np.random.default_rng(seed).choice(len(self), max_rows, replace=False))
+        return replace(
+            self,
+            rows=self.rows.iloc[keep].reset_index(drop=True),
+            obs=self.obs[keep],
+            mask=self.mask[keep],
+            action_ids=self.action_ids[keep],
+            propensity=self.propensity[keep],
+        )
+
     def response_fit_logs(self, catalog: Catalog) -> LoggedOffers:
         """The arrays the response model learns from (`recsys.model.response_fit.LoggedOffers`).
 

@@ -10,25 +10,18 @@ import datetime as dt
 
 import numpy as np
 
+from psycopg2 import sql
+
+from recsys.config.settings import package_dir
 from recsys.db import Connection
-from recsys.model.observation import FEATURE_NAMES, N_FEATURES, States, normalise
+from recsys.db.sqlfiles import load_sql
+from recsys.model.observation import N_FEATURES, STORED_FEATURES, States, normalise
 
 
 def load_states(conn: Connection, as_of: dt.date, user_ids: np.ndarray | None = None) -> States:
     """Every user with features as of `as_of` (or just `user_ids`), in user_id order."""
-    feature_cols = ", ".join(f"f.{n}" for n in FEATURE_NAMES[:-3])
-    query = f"""
-        select f.user_id, {feature_cols},
-               coalesce(u.email_opt_in, false), coalesce(u.sms_opt_in, false), coalesce(u.push_opt_in, false),
-               coalesce(u.email_opt_in and u.email is not null, false),
-               coalesce(u.sms_opt_in and u.phone is not null, false),
-               coalesce(u.push_opt_in and u.push_token is not null, false),
-               f.top_category
-        from recsys.user_features as f
-        left join recsys.users as u on u.user_id = f.user_id
-        where f.as_of = %(as_of)s and (%(ids)s::bigint[] is null or f.user_id = any(%(ids)s::bigint[]))
-        order by f.user_id
-    """  # noqa: S608 - column names come from the FEATURES constant, values are parameters
+    features = sql.SQL(", ").join(sql.Identifier("f", name) for name in STORED_FEATURES)
+    query = sql.SQL(load_sql(package_dir("sql"), "data/states")).format(features=features)
     ids = None if user_ids is None else [int(u) for u in np.asarray(user_ids)]
     with conn.cursor() as cur:
         cur.execute(query, {"as_of": as_of, "ids": ids})

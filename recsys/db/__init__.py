@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -211,6 +212,22 @@ def drop_database(server_url: str, name: str) -> None:
     """Drop database `name` (closing its sessions) if it exists."""
     with connect(server_url, autocommit=True) as conn, conn.cursor() as cur:
         cur.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+@contextmanager
+def scratch_database(server_url: str, prefix: str, *, keep: bool = False) -> Iterator[str]:
+    """A new database `<prefix>_<random>` on the server of `server_url`: its URL, dropped when the
+    block ends, also on an error or Ctrl-C. With `keep` it stays, and its name is printed. For
+    tests and benchmarks."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    url = create_database(server_url, name)
+    try:
+        yield url
+    finally:
+        if keep:
+            print(f"kept database {name}")
+        else:
+            drop_database(server_url, name)
 
 
 def fetch_all(conn: Connection, query: str | sql.Composable, params: Any = None) -> list[dict[str, Any]]:

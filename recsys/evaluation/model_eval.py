@@ -125,7 +125,12 @@ def evaluate_model(
     model_version: str | None = None,
     as_of: dt.date | None = None,
     n_boot: int = 200,
+    max_offers: int | None = 200_000,
 ) -> ModelEvaluation:
+    """The model (the champion by default) on the users as of `as_of` (the latest features by
+    default) in its response model's simulator, and off-policy on the logged decisions: on a
+    uniform sample of at most `max_offers` of them (None: all), so that the night's evaluation
+    costs the same however long the logs grow; the intervals include the sampling."""
     from recsys.model.response import ResponseModel
 
     catalog = config.catalog
@@ -164,6 +169,7 @@ def evaluate_model(
         reward_fn=lambda rows: realised_reward(rows, rules),
         q_fn=response.expected_reward,
         n_boot=n_boot,
+        max_offers=max_offers,
     )
     evaluation = ModelEvaluation(
         record.model_version, as_of, simulator, ope, fit_report=record.response_model.get("fit_report", {})

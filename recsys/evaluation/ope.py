@@ -112,6 +112,7 @@ def off_policy_evaluation(
     alpha: float = 0.05,
     logs: OfferLog | None = None,
     baseline: Policy | None = None,
+    max_offers: int | None = None,
 ) -> dict[str, Estimate]:
     """Estimates of `policy`'s mean value per logged decision, from `recsys.v_logged_offers`.
 
@@ -126,8 +127,14 @@ def off_policy_evaluation(
     difference policy - baseline: both are computed on
     the same rows and resamples, so what they share (the logged rewards, the reward model's error)
     cancels and the interval is that of the difference, much narrower than two separate intervals.
+    With `max_offers`, the estimates use a uniform sample of at most that many usable decisions
+    (`OfferLog.sample`, by `seed`): the night's cost stays flat as the logs grow, and the intervals
+    widen accordingly.
     """
     logs = (logs if logs is not None else load_offer_log(conn, catalog, since=since, until=until)).evaluable()
+    if max_offers is not None and len(logs) > max_offers:
+        log.info("off-policy evaluation: a uniform sample of %d of %d logged decisions", max_offers, len(logs))
+        logs = logs.sample(max_offers, seed)
     if logs.skipped.get("no_features") or logs.skipped.get("no_propensity"):
         log.info(
             "off-policy evaluation: left out %d logged offers without features of their day and %d without a "

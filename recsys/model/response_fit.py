@@ -19,6 +19,7 @@ import numpy as np
 
 from recsys.config.catalog import Catalog
 from recsys.config.reward import RewardRules
+from recsys.model.fit_sample import LoggedOffers, bounded_sample
 from recsys.model.response import (
     _DESIGN_IDX,
     DESIGN_FEATURES,
@@ -53,6 +54,15 @@ class FitConfig:
     log_window_days: int | None = 365
     """Learn from the offers sent in this many days before as_of (None: all). Within the feature
     retention (400 days by default), so no dropped feature date is rebuilt night after night."""
+    max_offers: int | None = 300_000
+    """Bound on the offers a night's fit learns from, so that its cost stays flat as the logs grow
+    (None: no bound). Over it, every offer sent in the last `recent_days` days is kept and the older
+    ones are a uniform random sample (by `seed`) that fills the bound, each weighted by the inverse of
+    its sampling rate: the weighted objective is an unbiased estimate of the objective on all the
+    logs. Measured: a fit costs about linear time in its rows (docs/performance.md)."""
+    recent_days: int = 7
+    """The days before as_of whose offers a bounded fit always keeps whole: the system's own latest
+    outcomes are what the night's model most needs to learn from."""
     calibration_bins: int = 10
     """Bins (equal counts, by predicted probability) of the reliability table."""
     min_holdout_users: int = 1
@@ -119,9 +129,12 @@ def fit_response_model_to_logs(
         report["reason"] = "no logged offers with point-in-time features before as_of"
         return ResponseModel(catalog, rules, prior, report)
 
+    logs, report["sample"] = bounded_sample(
+        logs, as_of, max_offers=config.max_offers, recent_days=config.recent_days, seed=seed
+    )
     x_all = logs.obs[:, _DESIGN_IDX]
     a_all = attrs.rows(catalog, rules, logs.type_idx, logs.value, logs.channel_idx, logs.timing_idx)
-    train, held, n_users, n_holdout = _split_users(logs.user_id, usable, holdout_fraction, seed)
+    train, held, n_users, n_holdout = _split_users(logs.user_id, logs.usable, holdout_fraction, seed)
     report["offers"] |= {
         "train": int(train.sum()),
         "holdout": int(held.sum()),
@@ -172,6 +185,7 @@ def _fit_heads(
     with what each fit did."""
     params = {h: p.copy() for h, p in prior.items()}
     heads_report: dict[str, Any] = {}
+    weight = logs.weights()
     for head in STAGES:
         rows, y = targets.get(head, (None, None))
         if rows is None:
@@ -181,30 +195,14 @@ def _fit_heads(
         if not sel.any():
             heads_report[head] = {"fitted": False, "reason": "no training rows; the prior is kept"}
             continue
-        params[head], info = _fit_logistic(x[sel], a[sel], y[sel], prior[head], _masks(attrs, head), config)
+        params[head], info = _fit_logistic(
+            x[sel], a[sel], y[sel], weight[sel], prior[head], _masks(attrs, head), config
+        )
         heads_report[head] = {"fitted": True, "rows": int(sel.sum()), "positives": int(y[sel].sum()), **info}
     params["order_value"], heads_report["order_value"] = _fit_order_value(
         logs, x, a, train, targets, catalog, rules, attrs, config
     )
     return params, heads_report
-
-
-@dataclass
-class LoggedOffers:
-    """Logged offers before a date, with the observation the system had when each was sent."""
-
-    user_id: np.ndarray
-    send_day: np.ndarray  # int days since 1970-01-01 of features_as_of
-    obs: np.ndarray  # (n, N_FEATURES) float64, normalised
-    type_idx: np.ndarray
-    value: np.ndarray
-    channel_idx: np.ndarray
-    timing_idx: np.ndarray
-    outcomes: dict[str, np.ndarray]  # opened, clicked, converted (, unsubscribed): 1.0 / 0.0 / nan
-    revenue: np.ndarray
-    usable: np.ndarray  # bool: has features and an action of the catalog's types, channels, timings
-    counts: dict[str, int] = field(default_factory=dict)
-    window: dict[str, str | None] = field(default_factory=dict)
 
 
 def _stage_targets(logs: LoggedOffers) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -237,6 +235,7 @@ def _fit_logistic(
     x: np.ndarray,
     a: np.ndarray,
     y: np.ndarray,
+    weight: np.ndarray,
     prior: HeadParams,
     masks: tuple[np.ndarray, np.ndarray, np.ndarray],
     config: FitConfig,
@@ -245,6 +244,7 @@ def _fit_logistic(
 
     The head's existing terms become the columns of one design matrix (features, attributes, and
     attribute x feature products), so each evaluation is one matrix product and its transpose.
+    Each row's log-likelihood counts `weight` times (a bounded sample's inverse sampling rate).
     """
     import torch
 
@@ -256,11 +256,11 @@ def _fit_logistic(
     precision = np.concatenate(
         [np.full(mw.sum() + mg.sum(), config.l2_main), np.full(len(rows_d), config.l2_interaction)]
     )
-    zt, yt, t0, lam = (
-        torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64)) for v in (design, y, theta0, precision)
+    zt, yt, wt, t0, lam = (
+        torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64)) for v in (design, y, weight, theta0, precision)
     )
     theta = t0.clone().requires_grad_(True)
-    n = len(y)
+    n = float(weight.sum())
     opt = torch.optim.LBFGS(
         [theta],
         lr=1.0,
@@ -272,7 +272,7 @@ def _fit_logistic(
     )
 
     def objective() -> torch.Tensor:
-        nll = torch.nn.functional.binary_cross_entropy_with_logits(zt @ theta, yt, reduction="sum")
+        nll = torch.nn.functional.binary_cross_entropy_with_logits(zt @ theta, yt, weight=wt, reduction="sum")
         return (nll + 0.5 * (lam * (theta - t0) ** 2).sum()) / n
 
     def closure() -> torch.Tensor:
@@ -325,16 +325,18 @@ def _fit_order_value(
     mw, mg, _ = _masks(attrs, "order_value")
     cols_w, cols_g = np.flatnonzero(mw), np.flatnonzero(mg)
     design = np.hstack([x[rows][:, cols_w], a[rows][:, cols_g]])
-    gram = design.T @ design + config.order_value_l2 * np.eye(design.shape[1])
-    coef = np.linalg.solve(gram, design.T @ y)
+    weight = logs.weights()[rows]
+    gram = design.T @ (design * weight[:, None]) + config.order_value_l2 * np.eye(design.shape[1])
+    coef = np.linalg.solve(gram, design.T @ (weight * y))
     resid = y - design @ coef
     w0 = config.order_value_prior_weight
-    variance = (float(resid @ resid) + w0 * config.order_value_prior_sd**2) / (n + w0)
+    variance = (float(weight @ resid**2) + w0 * config.order_value_prior_sd**2) / (float(weight.sum()) + w0)
     params = zero.copy()
     params.w[cols_w] = coef[: len(cols_w)]
     # E[value] = basket x exp(mean log ratio + variance / 2); the type one-hots sum to 1 per action.
     params.gamma[cols_g] = coef[len(cols_w) :] + variance / 2
-    return params, {"fitted": True, "rows": n, "log_sd": math.sqrt(variance), "mean_log_ratio": float(y.mean())}
+    mean_log_ratio = float(weight @ y / weight.sum())
+    return params, {"fitted": True, "rows": n, "log_sd": math.sqrt(variance), "mean_log_ratio": mean_log_ratio}
 
 
 def _holdout_report(

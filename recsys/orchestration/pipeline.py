@@ -295,16 +295,18 @@ def score_shard(
     config = load_config(settings.config)
     if frequency_cap is not None:
         config = config.with_rules(cap_total=whole(frequency_cap, "frequency_cap", minimum=1))
-    result = score_campaign(
-        settings,
-        campaign_date,
-        run_id=run_id,
-        shard=int(shard),
-        shards=int(shards),
-        dry_run=bool(dry_run),
-        model_version=model_version,
-        rules=config.rules,
-    )
+    with connect(url(settings)) as conn:
+        result = score_campaign(
+            conn,
+            settings,
+            campaign_date,
+            config=config,
+            run_id=run_id,
+            shard=int(shard),
+            shards=int(shards),
+            dry_run=bool(dry_run),
+            model_version=model_version,
+        )
     return jsonable({**dict(result), "shard": int(shard), "seconds": seconds(started)})
 
 
@@ -320,10 +322,10 @@ def publish(settings: Settings, run_id: str, *, dry_run: bool = False) -> dict[s
 
     with connect(url(settings)) as conn:
         state = fetch_value(conn, statement(settings, "run_state"), {"run_id": run_id})
-    if state == "published":  # a cleared publish task re-runs as a no-op
-        log.info("publish: run %s is already published", run_id)
-        return {"run_id": run_id, "published": True, "already": True, "seconds": seconds(started)}
-    result = publish_run(settings, run_id)
+        if state == "published":  # a cleared publish task re-runs as a no-op
+            log.info("publish: run %s is already published", run_id)
+            return {"run_id": run_id, "published": True, "already": True, "seconds": seconds(started)}
+        result = publish_run(conn, settings, run_id)
     return jsonable({**dict(result), "run_id": run_id, "seconds": seconds(started)})
 
 

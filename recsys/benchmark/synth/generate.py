@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recsys.benchmark.synth.campaigns import truncated_exponential
+from recsys.benchmark.synth.params import WORLDS, SynthParams
 from recsys.benchmark.synth.sessions import (
     ACTIONS,
     CLICKED,
@@ -40,7 +41,7 @@ from recsys.benchmark.synth.writers import (
     write_users_csv,
     write_workbook,
 )
-from recsys.config.catalog import load_catalog
+from recsys.config.catalog import Catalog, load_catalog
 from recsys.errors import GenerateError
 
 XLSX_MAX_ROWS = 1_048_575
@@ -202,27 +203,34 @@ def generate_data(
     out: Path,
     end_date: dt.date | None = None,
     fmt: str | None = None,
+    catalog: Catalog | None = None,
+    world: str = "standard",
 ) -> GenerateSummary:
     """Generate `users` users over the `days` days before `end_date` and write them to `out`.
 
     `out` ending in .xlsx gives one workbook (sheets events, users, offers); anything else a folder
     with events.csv, users.csv and offers.csv. The ground truth goes to `truth_path_for(out)`. The
     same arguments always give byte-identical files. Nothing is written when the request cannot be
-    met (for instance more rows than an .xlsx sheet holds).
+    met (for instance more rows than an .xlsx sheet holds). `catalog` is the offers the simulated
+    shop sent in the past (default: the packaged seed catalog). `world` is the generator's form
+    (`recsys.benchmark.synth.params.WORLDS`; `shifted` differs from the documented model on purpose).
     """
     started = time.perf_counter()
+    if world not in WORLDS:
+        raise GenerateError(f"world must be one of {', '.join(WORLDS)}, got {world!r}")
+    params = SynthParams(world=world)
     out = Path(out)
     fmt = _check_request(users=users, days=days, seed=seed, out=out, fmt=fmt)
     if end_date is None:
         end_date = dt.datetime.now(dt.UTC).date()
 
-    catalog = load_catalog()
-    world = simulate(users=users, days=days, seed=seed, end_date=end_date, catalog=catalog)
-    counts = {"events": world.n_events, "users": users, "offers": world.n_offers}
+    catalog = catalog or load_catalog()
+    world_data = simulate(users=users, days=days, seed=seed, end_date=end_date, catalog=catalog, params=params)
+    counts = {"events": world_data.n_events, "users": users, "offers": world_data.n_offers}
     if fmt == "xlsx":
         _check_xlsx_rows(counts, out)
-    paths = _write_files(world, out, fmt, end_date)
-    report = world.truth.personalisation_report()
+    paths = _write_files(world_data, out, fmt, end_date)
+    report = world_data.truth.personalisation_report()
     return GenerateSummary(
         users=users,
         days=days,

@@ -32,6 +32,9 @@ the user got in the 7 nights before d
 - expected value = P(open) P(click|open) P(convert|click) E[net | convert] - contact cost_c
   - 4.0 P(open) P(unsubscribe|open), contact cost (0.003, 0.03, 0.002) for (email, sms, push).
 
+The `shifted` world (`SynthParams.world`) changes the links, the fatigue and the net value of a
+conversion as `SynthParams.world` documents.
+
 `offer_response` is the one implementation, used to simulate and to evaluate (through
 `recsys.benchmark.synth.truth.GroundTruth`, which gives it the users' traits and the actions).
 """
@@ -43,16 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys.benchmark.synth.params import SynthParams
-from recsys.benchmark.synth.traits import Traits, sigmoid
-
-
-def norm_cdf(x: np.ndarray) -> np.ndarray:
-    """Standard normal CDF (Abramowitz & Stegun 7.1.26, absolute error below 1.5e-7)."""
-    z = np.abs(x) / np.sqrt(2.0)
-    t = 1.0 / (1.0 + 0.3275911 * z)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    erf = 1.0 - poly * np.exp(-z * z)
-    return 0.5 * (1.0 + np.sign(x) * erf)
+from recsys.benchmark.synth.traits import Traits, link, norm_cdf
 
 
 @dataclass(frozen=True)
@@ -97,8 +91,8 @@ def offer_response(
     unsub = np.asarray(p.unsubscribe_per_open)[ch] * (1.0 + p.unsubscribe_fatigue * tr.fatigue[idx] * k)
     return Response(
         p_open=_open_probability(p, tr, idx, ch, send_hour, k, weekday_factor),
-        p_click=sigmoid(np.asarray(p.click_logit)[ch] + click_gain),
-        p_convert=sigmoid(p.conversion_logit + conv_gain),
+        p_click=link(p, np.asarray(p.click_logit)[ch] + click_gain),
+        p_convert=link(p, p.conversion_logit + conv_gain),
         p_unsubscribe=np.minimum(unsub, 0.5),
         net_value=_net_value(p, tr, focus, idx, typ, val),
         contact_cost=np.asarray(p.contact_cost)[ch],
@@ -117,7 +111,8 @@ def _open_probability(
     """P(open) = responsiveness on the channel x timing x exp(-fatigue k) x weekday, capped at 0.99."""
     distance = np.abs(np.mod(send_hour - tr.preferred_hour[idx] + 12.0, 24.0) - 12.0)
     timing = p.timing_floor + (1.0 - p.timing_floor) * np.exp(-0.5 * (distance / p.timing_width_hours) ** 2)
-    p_open = tr.responsiveness[idx, ch] * timing * np.exp(-tr.fatigue[idx] * k) * weekday_factor
+    load = k * (k + 1) / 4.0 if p.world == "shifted" else k  # hazard-type fatigue: it compounds
+    p_open = tr.responsiveness[idx, ch] * timing * np.exp(-tr.fatigue[idx] * load) * weekday_factor
     return np.minimum(p_open, 0.99)
 
 
@@ -167,13 +162,17 @@ def _net_value(
     # Free shipping: E[max(G, v)] for log-normal G with mean `basket`.
     d = (np.log(val) - np.log(basket) + 0.5 * s * s) / s
     topped_up = val * norm_cdf(d) + basket * norm_cdf(s - d)
-    return _per_type(
+    net = _per_type(
         typ,
         basket * (m - off),
         m * topped_up - p.shipping_fee,
         basket * (1.0 + p.recommendation_basket_lift * ra * focus) * m,
         basket * (1.0 + p.bundle_basket_lift * ba) * (m - off),
     )
+    if p.world == "shifted":  # part of the order would have come anyway, at full price
+        share = np.minimum(p.cannibalisation_cap, p.cannibalisation_per_session_rate * tr.activity_rate[idx])
+        net = net - share * basket * m
+    return net
 
 
 def _per_type(

@@ -38,6 +38,30 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def norm_cdf(x: np.ndarray) -> np.ndarray:
+    """Standard normal CDF (Abramowitz & Stegun 7.1.26, absolute error below 1.5e-7)."""
+    z = np.abs(x) / np.sqrt(2.0)
+    t = 1.0 / (1.0 + 0.3275911 * z)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    erf = 1.0 - poly * np.exp(-z * z)
+    return 0.5 * (1.0 + np.sign(x) * erf)
+
+
+def link(p: SynthParams, logit: np.ndarray) -> np.ndarray:
+    """A logit as a probability in the world's form: logistic, or probit for `shifted`."""
+    return norm_cdf(logit / p.probit_scale) if p.world == "shifted" else sigmoid(logit)
+
+
+def _correlated(rng: np.random.Generator, draws: np.ndarray, partner: np.ndarray, rho: float) -> np.ndarray:
+    """`draws` reordered so that their ranks have Gaussian-copula correlation `rho` with `partner`'s
+    (the marginal distribution is unchanged)."""
+    z = (np.log(partner) - np.log(partner).mean()) / max(np.log(partner).std(), 1e-12)
+    score = rho * z + np.sqrt(1.0 - rho * rho) * rng.standard_normal(len(draws))
+    out = np.empty_like(draws)
+    out[np.argsort(score, kind="stable")] = np.sort(draws, kind="stable")
+    return out
+
+
 @dataclass
 class Traits:
     """Latent traits, one row per user (float64 arrays holding float32-exact values)."""
@@ -84,7 +108,7 @@ def sample_traits(rng: np.random.Generator, n: int, params: SynthParams) -> tupl
     np.fill_diagonal(corr, 1.0)
     chol = np.linalg.cholesky(corr * p.responsiveness_sd**2)
     z = rng.standard_normal((n, 3)) @ chol.T
-    responsiveness = sigmoid(np.asarray(p.open_rate_logit) + z)
+    responsiveness = link(p, np.asarray(p.open_rate_logit) + z)
     group = rng.choice(3, size=n, p=np.asarray(p.preferred_hour_weights) / sum(p.preferred_hour_weights))
     hour = np.asarray(p.preferred_hour_modes)[group] + rng.normal(0.0, p.preferred_hour_sd, size=n)
     hour = np.mod(hour, 24.0)
@@ -99,6 +123,11 @@ def sample_traits(rng: np.random.Generator, n: int, params: SynthParams) -> tupl
     none = rng.random(n) < p.no_consent_share
     consent = rng.random((n, 3)) < sigmoid(np.asarray(p.consent_logit) + p.consent_responsiveness_slope * z)
     consent &= ~none[:, None]
+    if p.world == "shifted":  # drawn after the standard draws: the standard world's stream is unchanged
+        rec_activity, discount_basket, bundle_basket = p.shifted_correlations
+        rec = _correlated(rng, rec, activity, rec_activity)
+        discount = _correlated(rng, discount, basket, discount_basket)
+        bundle = _correlated(rng, bundle, basket, bundle_basket)
     traits = Traits(
         discount_sensitivity=_f32(discount),
         free_shipping_preference=_f32(free_ship),
