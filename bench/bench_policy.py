@@ -14,9 +14,10 @@ better; a two-layer MLP in a one-off check did about the same).
 Peer rows: what a data scientist would build instead on the same logs and features
 (`recsys.benchmark.peers`): LightGBM direct method, a LightGBM open/click/convert funnel and Vowpal
 Wabbit `--cb_adf --cb_type dr`, each greedy, hyper-parameters from a pinned grid chosen by held-out
-users' loss (printed). They need `pip install -r bench/requirements-bench.txt`; without it their rows
-are skipped (and say so). Every row of the truth table carries its 95% CI and its paired difference
-from the retrained champion, (champion - row) / (oracle - random), on the same resampled users.
+users' loss (printed). They need `pip install --only-binary=:all: -r bench/requirements-bench.txt`;
+without them their rows are skipped (and say so). Every row of the truth table carries its 95% CI
+and its paired difference from the retrained champion, (champion - row) / (oracle - random), on the
+same resampled users.
 Speed: PPO env-steps/s end to end (bar >= 1,000), the batch policy API in users/s (bar >= 500k) next
 to a naive per-user `model.predict` loop. (The environment's own speed is bench/bench_env.py.)
 
