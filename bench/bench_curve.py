@@ -51,7 +51,7 @@ def measure(server: str, users: int) -> dict[str, float]:
 def report(results: dict[int, dict[str, float]]) -> str:
     """The table and the Mermaid chart of the measured stages."""
     sizes = sorted(results)
-    lines = ["| users | " + " | ".join(STAGES) + " | end to end |", "| ---" * (len(STAGES) + 2) + " |"]
+    lines = ["| users | " + " | ".join(STAGES) + " | end to end |", "|" + " --- |" * (len(STAGES) + 2)]
     for n in sizes:
         r = results[n]
         lines.append(f"| {n:,} | " + " | ".join(f"{r[s]:.1f} s" for s in STAGES) + f" | **{r['wall']:.1f} s** |")

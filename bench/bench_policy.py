@@ -6,6 +6,8 @@ Decision quality, per seed (default 3 seeds), on `generate-data` with 20k users 
     single fixed offer (bar >= 10%);
   - fine-tune: a champion trained on the previous night is fine-tuned on the new night with a
     quarter of the timesteps; its truth value must reach the retrained policy's minus 2%.
+The gate's pick: the champion after the two nights' trainings (the rule heuristic crowned first,
+or a PPO model the logs showed better than it), evaluated next to the retrained PPO.
 Reference rows: the rule heuristic, greedy on the learned response model (what PPO's warm start
 imitates), and the feature ceiling: a ridge regression of every action's true value on the same
 observations, fitted to the truth on half of the users and greedy on the other half (then swapped).
@@ -47,6 +49,7 @@ from recsys.data.logged_offers import load_logged_offers
 from recsys.data.states import load_states
 from recsys.db import connect
 from recsys.db.migrate import migrate
+from recsys.evaluation.registry import champion, load_policy
 from recsys.model.baselines import ResponseGreedyPolicy, RuleHeuristicPolicy
 from recsys.model.policy import PPOPolicy, load_sb3_model
 from recsys.model.response import ResponseModel
@@ -128,12 +131,16 @@ def one_seed(server: str, seed: int, users: int, days: int, timesteps: int) -> d
             started = time.perf_counter()
             retrained = train(conn, settings, config=config, as_of=END, mode="retrain", train_config=hyper)
             out["train_steps_per_s"] = timesteps / (time.perf_counter() - started)
-            # the retrain may have replaced yesterday's champion: fine-tune yesterday's explicitly
+            # what the gate picked after two nights: the rule heuristic crowned first, or a PPO model
+            # that showed evidence over it on the logs
+            picked = champion(conn)
+            print(retrained.describe(), flush=True)
+            # the retrain may have replaced yesterday's champion: fine-tune yesterday's PPO model explicitly
             with conn.cursor() as cur:
                 cur.execute("update recsys.policy_models set is_champion = false where is_champion")
                 cur.execute(
                     "update recsys.policy_models set is_champion = true where model_version = "
-                    "(select model_version from recsys.policy_models where trained_on = %s "
+                    "(select model_version from recsys.policy_models where trained_on = %s and algorithm = 'PPO' "
                     "order by created_at limit 1)",
                     (yesterday,),
                 )
@@ -143,6 +150,7 @@ def one_seed(server: str, seed: int, users: int, days: int, timesteps: int) -> d
             policies = {
                 "ppo (retrain)": PPOPolicy(load_sb3_model(retrained.record.artifact), catalog),
                 "ppo (fine-tune, 1/4 steps)": PPOPolicy(load_sb3_model(fine.record.artifact), catalog),
+                "gate's pick": load_policy(picked, catalog),
                 "rule heuristic": RuleHeuristicPolicy(catalog),
                 "greedy on response model": ResponseGreedyPolicy(
                     catalog, ResponseModel.from_dict(retrained.record.response_model, catalog)
@@ -171,6 +179,8 @@ def one_seed(server: str, seed: int, users: int, days: int, timesteps: int) -> d
             warm = retrained.record.evaluation.get("warm_start") or {}
             out["warm_start_agreement"] = warm.get("agreement", float("nan"))
             out["retrain_gate"] = retrained.decision.decision
+            out["champion"] = picked.model_version
+            out["champion_normalised"] = result.row("gate's pick").normalised
             if seed == 1:
                 out.update(speed(conn, catalog, retrained.record.artifact))
     return out
@@ -227,6 +237,8 @@ def main() -> int:
     print(f"  feature ceiling (fitted to truth):   {summary('ceiling_normalised')}")
     print(f"  warm start = model's best offer:     {summary('warm_start_agreement')}")
     print(f"  gate decision of each retrain:       {', '.join(str(r['retrain_gate']) for r in results)}")
+    print(f"  the gate's pick (champion):          {', '.join(str(r['champion']) for r in results)}")
+    print(f"  its normalised score:                {summary('champion_normalised')}")
     print(f"BAR gain over best fixed >= 10%:       {summary('gain_over_fixed')}")
     print(f"BAR fine-tune (1/4 steps) >= -2%:      {summary('fine_vs_retrain')}")
     print(f"BAR PPO env-steps/s >= 1,000:          {summary('train_steps_per_s')}")

@@ -3,7 +3,8 @@
 
 Every night: apply migrations, load the inbox (behaviour, users, past offers) with the night's
 00:00 UTC as reference time, ingest feedback files, build features as of the campaign date,
-retrain or fine-tune the PPO policy through the promotion gate, evaluate the champion, score every
+retrain or fine-tune the PPO policy through the promotion gate (a new catalog's first champion is
+the rule heuristic; a trained model replaces it only on evidence from the logs), evaluate the champion, score every
 active user in parallel shards, publish the run once every shard is in (only then can senders
 claim its offers), and write a report into `recsys.campaign_runs.report`.
 
@@ -96,8 +97,9 @@ def _night() -> tuple[Any, dt.date, dict[str, Any]]:
         "mode": Param(
             "auto",
             enum=["auto", "retrain", "fine_tune"],
-            description="auto fine-tunes the champion unless there is none (or the catalog changed); "
-            "retrain starts from scratch; fine_tune continues the champion.",
+            description="auto fine-tunes the champion's PPO model (while the rule heuristic is champion: the "
+            "newest PPO model of the catalog) unless there is none; retrain starts from scratch; fine_tune "
+            "continues that model.",
         ),
         "total_timesteps": Param(
             200_000, type="integer", minimum=1, description="PPO environment steps (user-nights) to train for."

@@ -677,3 +677,55 @@ def test_a_run_killed_inside_the_attach_path_leaves_nothing_and_claims_on_other_
     assert fetch_value(conn, "select count(*) from recsys.campaign_holdout where campaign_date = %s", (other,)) == 0
     again = score(settings, other, run_id="after")
     assert again["write_path"] == "attach" and len(offers(conn, other)) == again["offers"] > 0
+
+
+def test_a_rule_heuristic_champion_scores_through_the_same_batch_api(campaign) -> None:
+    """The registry's rule heuristic (no artifact) scores like a trained model: its offers carry its
+    model version, every treated offer is the rule's or an exploration draw, propensities exact."""
+    from recsys.campaign.recommend import recommend
+    from recsys.data.states import load_states
+    from recsys.evaluation.registry import rule_heuristic_record
+    from recsys.model.baselines import RuleHeuristicPolicy
+
+    conn, settings = campaign
+    catalog = load_catalog()
+    rule = rule_heuristic_record(catalog, as_of=DAY, response_model={})
+    with connect(conn.dsn) as own:
+        register(own, rule)
+        record_decision(own, rule.model_version, decision="bootstrap", reasons=[], evaluation={})
+    add_users(conn, DAY, _population())
+    rules = dataclasses.replace(load_rules(), exploration_share=0.2)
+    summary = score(settings, DAY, run_id="rule", rules=rules)
+    rows = offers(conn)
+    assert summary["model_version"] == rule.model_version and summary["offers"] == len(rows) > 100
+    assert {r["model_version"] for r in rows} == {rule.model_version}
+    # the rule's own choice per user, on the channels the user can be reached on
+    reach = fetch_all(
+        conn,
+        "select user_id, email_opt_in and email is not null as email, sms_opt_in and phone is not null as sms, "
+        "push_opt_in and push_token is not null as push from recsys.users order by user_id",
+    )
+    reachable = {r["user_id"]: r for r in reach}
+    ids = np.array([r["user_id"] for r in rows])
+    states = load_states(conn, DAY, ids)
+    assert np.array_equal(states.user_ids, ids)
+    mask = np.array([[reachable[u][a.channel] for a in catalog.actions] for u in ids])
+    greedy = RuleHeuristicPolicy(catalog).probabilities(states.obs, mask).argmax(axis=1)
+    action = np.array([r["action_id"] for r in rows])
+    explored = np.array([r["is_exploration"] for r in rows])
+    propensity = np.array([float(r["propensity"]) for r in rows])
+    n_allowed = mask.sum(axis=1)
+    assert (action[~explored] == greedy[~explored]).all()
+    assert (action != greedy).sum() > 0 and ((action != greedy) <= explored).all()
+    # the exploration mixture (1 - eps) x rule + eps x uniform over the allowed offers: a distribution
+    # per user (it sums to one), and each logged propensity is its probability of the offer sent
+    eps = 0.2
+    mixture = (1 - eps) * np.eye(catalog.n_actions)[greedy] + eps * mask / n_allowed[:, None]
+    assert np.allclose(mixture.sum(axis=1), 1.0)
+    assert np.allclose(propensity, mixture[np.arange(len(ids)), action])
+    # `recommend` serves the same champion
+    user = int(ids[~explored][0])
+    shown = recommend(conn, catalog, user_id=user)
+    one = load_states(conn, DAY, np.array([user]))
+    expected = RuleHeuristicPolicy(catalog).probabilities(one.obs, one.action_mask(catalog)).argmax(axis=1)[0]
+    assert (shown.model, shown.action_id, shown.probability) == (rule.model_version, expected, 1.0)

@@ -209,7 +209,12 @@ def test_nightly_dag_end_to_end_rerun_and_cleared_shard(
         run = fetch_all(conn, "select * from recsys.campaign_runs where run_id = %s", (first["run_id"],))[0]
         assert run["state"] == "published" and run["campaign_date"] == night and run["shard_count"] == 2
         assert run["report"]["seconds_per_task"]["train"] > 0
-        assert run["report"]["model"]["model_version"] == run["model_version"]
+        # the champion scored the night: the rule heuristic crowned first, or the trained model if the
+        # gate promoted it (before issue 12 the first trained model was always the champion)
+        trained = run["report"]["model"]
+        assert run["report"]["evaluation"]["model_version"] == run["model_version"]
+        assert (trained["model_version"] == run["model_version"]) == trained["is_champion"]
+        assert trained["baseline_crowned"] is not None and trained["mode"] == "retrain"
         assert "simulator_value" in run["report"]["evaluation"]
         counts = run["counts"]
         n_offers = fetch_value(conn, "select count(*) from recsys.campaign_offers where campaign_date = %s", (night,))
@@ -250,7 +255,9 @@ def test_nightly_dag_end_to_end_rerun_and_cleared_shard(
     assert second["run_id"] != first["run_id"]
     assert _offers(campaign_db) == offers
     with connect(campaign_db) as conn:
-        assert fetch_value(conn, "select count(*) from recsys.policy_models") == 1
+        # the rule heuristic crowned on the empty registry, and the one model trained that night
+        models = fetch_all(conn, "select algorithm from recsys.policy_models order by created_at")
+        assert [m["algorithm"] for m in models] == ["rule_heuristic", "PPO"]
 
     # a shard of the published run cleared in the UI: a no-op
     from recsys.orchestration.pipeline import publish, score_shard

@@ -6,7 +6,7 @@ repository root, with the project's virtual environment first on PATH, `RECSYS_D
 at a fresh, migrated database on the test server and `RECSYS_DATA_DIR` in a temporary folder;
 `bash slow` blocks too, in the tests marked slow. `sh` blocks are shell commands shown but not run
 (Docker, servers that never exit, external SMTP, or commands that write into the checkout); `text`,
-`sql`, `python` and `toml` blocks are not shell. A block without an info string fails.
+`sql`, `python`, `toml` and `mermaid` (charts) blocks are not shell. A block without an info string fails.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ README = PROJECT_ROOT / "README.md"
 DOCS = PROJECT_ROOT / "docs"
 CONFIGURATION_PAGE = DOCS / "operate-the-dags.md"
 RUNNABLE = {"bash": False, "bash slow": True}  # info string -> slow
-SHOWN = {"sh", "text", "sql", "python", "toml"}
+SHOWN = {"sh", "text", "sql", "python", "toml", "mermaid"}
 README_MAX_LINES = 250
 
 _FENCE = re.compile(r"^\s*```(?P<info>[^`]*)$")

@@ -107,8 +107,79 @@ def test_an_evaluation_round_trips_through_its_stored_layout() -> None:
         "champion_simulator_value": 0.04, "dr_value": 0.03, "dr_lower": 0.01, "dr_upper": 0.05,
         "dr_effective_sample_size": 1500.0, "dr_diff_value": 0.01, "dr_diff_lower": -0.01, "dr_diff_upper": 0.02,
         "random_dr_value": 0.004, "champion_dr_value": 0.02, "champion_dr_lower": 0.0,
+        "baseline_version": "rule-heuristic-1a2b3c4d-5e6f7a8b", "baseline_dr_diff_value": 0.02,
+        "baseline_dr_diff_lower": 0.005, "baseline_dr_diff_upper": 0.035,
     }  # fmt: skip
     evaluation = ChallengerEvaluation.from_json(stored)
     assert evaluation.champion is not None and evaluation.champion.simulator_value == 0.04
     assert evaluation.dr_diff == OffPolicyValue(0.01, -0.01, 0.02)
+    assert evaluation.baseline == "rule-heuristic-1a2b3c4d-5e6f7a8b"
+    assert evaluation.baseline_diff == OffPolicyValue(0.02, 0.005, 0.035)
     assert evaluation.to_json() == stored
+
+
+# --- evidence over the conservative baseline (the rule heuristic) ---------------------------------
+
+RULE = "rule-heuristic-1a2b3c4d-5e6f7a8b"
+
+
+def _over_rule(diff_lower: float | None, ess: float | None = 5_000.0, sim: float = 0.11) -> dict:
+    """A challenger judged against the rule heuristic champion; diff_lower None: no logs."""
+    e = {**_eval(sim), "baseline_version": RULE}
+    if diff_lower is not None:
+        e |= {
+            "dr_value": 0.05, "dr_lower": 0.03, "dr_upper": 0.07, "dr_effective_sample_size": ess,
+            "random_dr_value": 0.01, "dr_diff_value": diff_lower + 0.01, "dr_diff_lower": diff_lower,
+            "dr_diff_upper": diff_lower + 0.02, "baseline_dr_diff_value": diff_lower + 0.01,
+            "baseline_dr_diff_lower": diff_lower, "baseline_dr_diff_upper": diff_lower + 0.02,
+        }  # fmt: skip
+    return e
+
+
+RULE_CHAMPION = _eval(0.05, dr=0.04, lower=0.03)
+
+
+def _evidence(d: GateDecision):
+    return next(r for r in d.reasons if "conservative baseline" in r.check)
+
+
+def test_without_logs_there_is_no_evidence_over_the_rule_and_the_champion_stays() -> None:
+    d = decide(_over_rule(None), RULE_CHAMPION, GateConfig())
+    assert d.decision == "rejected"
+    assert not _evidence(d).passed and "no evidence yet: no logged offers" in _evidence(d).detail
+    assert RULE in _evidence(d).check
+    # better in the simulator than the champion: that alone never promotes it
+    assert all(r.passed for r in d.reasons if r is not _evidence(d))
+    # nor does it bootstrap on an empty registry
+    assert decide(_over_rule(None), None, GateConfig()).decision == "rejected"
+
+
+def test_too_thin_logs_are_no_evidence_either() -> None:
+    d = decide(_over_rule(0.004, ess=227.0), RULE_CHAMPION, GateConfig())
+    assert d.decision == "rejected"
+    assert "no evidence yet" in _evidence(d).detail and "227" in _evidence(d).detail
+    assert decide(_over_rule(0.004, ess=227.0), RULE_CHAMPION, GateConfig(min_effective_sample_size=200)).promoted
+
+
+def test_a_challenger_whose_paired_lower_bound_over_the_rule_is_positive_is_promoted() -> None:
+    d = decide(_over_rule(0.004), RULE_CHAMPION, GateConfig())
+    assert d.decision == "promoted" and _evidence(d).passed
+    assert "+0.00400" in _evidence(d).detail and "5,000" in _evidence(d).detail
+    # a lower end at or below zero is not evidence, however good the point estimate
+    assert decide(_over_rule(0.0), RULE_CHAMPION, GateConfig()).decision == "rejected"
+    assert decide(_over_rule(-0.004), RULE_CHAMPION, GateConfig()).decision == "rejected"
+
+
+def test_every_challenger_needs_the_evidence_even_against_a_trained_champion() -> None:
+    ppo_champion = _eval(0.09, dr=0.045, lower=0.03)
+    assert decide(_over_rule(0.004), ppo_champion, GateConfig()).decision == "promoted"
+    assert decide(_over_rule(None), ppo_champion, GateConfig()).decision == "rejected"
+    assert decide(_over_rule(-0.001), ppo_champion, GateConfig()).decision == "rejected"
+
+
+def test_the_evidence_can_be_recorded_without_being_required() -> None:
+    lenient = GateConfig(require_evidence_over_baseline=False)
+    d = decide(_over_rule(None), RULE_CHAMPION, lenient)
+    assert d.decision == "promoted"
+    assert _evidence(d).inconclusive and "not required" in _evidence(d).detail
+    assert "[n/a]" in d.describe()

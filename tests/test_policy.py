@@ -144,3 +144,36 @@ def test_act_matches_the_probability_matrix_without_building_it(toy_model, monke
     assert np.array_equal(actions, expected_actions)
     assert np.allclose(chosen, expected_probs, atol=1e-6)
     assert (actions[:5] == -1).all() and (chosen[:5] == 0).all()
+
+
+def test_load_policy_runs_ppo_and_the_rule_heuristic_and_refuses_anything_else(db: Connection, toy_model) -> None:
+    import psycopg2
+
+    from recsys.evaluation.registry import load_policy, rule_heuristic_record
+    from recsys.model.baselines import RuleHeuristicPolicy
+
+    catalog = load_catalog()
+    with db.cursor() as cur:
+        cur.execute("delete from recsys.policy_models")
+    register(db, _record("ppo-1", ppo_artifact(toy_model)))
+    rule = rule_heuristic_record(catalog, as_of=dt.date(2026, 11, 1), response_model={})
+    register(db, rule)
+    db.commit()
+    obs = np.random.default_rng(4).random((300, N_FEATURES), dtype=np.float32)
+    mask = np.ones((300, catalog.n_actions), bool)
+    ppo = load_policy(get_model(db, "ppo-1"), catalog)
+    assert isinstance(ppo, PPOPolicy)
+    assert np.array_equal(choose(ppo, obs, mask)[0], toy_model.predict(obs, deterministic=True)[0])
+    stored = get_model(db, rule.model_version)
+    assert (stored.algorithm, stored.artifact, stored.total_timesteps) == ("rule_heuristic", b"", 0)
+    policy = load_policy(stored, catalog)
+    assert isinstance(policy, RuleHeuristicPolicy) and policy.name == rule.model_version
+    assert np.array_equal(policy.probabilities(obs, mask), RuleHeuristicPolicy(catalog).probabilities(obs, mask))
+    # an algorithm this code cannot run is refused by name, never replaced by another policy
+    unknown = dataclasses.replace(stored, model_version="lgbm-1", algorithm="lightgbm")
+    with pytest.raises(RecsysError, match="model lgbm-1 has algorithm 'lightgbm', which this version cannot run"):
+        load_policy(unknown, catalog)
+    # the schema keeps a rule row free of anything trained
+    with pytest.raises(psycopg2.errors.CheckViolation, match="policy_models_rule_heuristic_check"):
+        register(db, dataclasses.replace(rule, model_version="rule-with-weights", artifact=b"zip"))
+    db.rollback()

@@ -18,7 +18,7 @@ from recsys.data.extract import extract_path
 from recsys.data.features import build_features
 from recsys.db import Connection, fetch_all, fetch_value
 from recsys.errors import RecsysError
-from recsys.evaluation.registry import champion, get_model
+from recsys.evaluation.registry import champion, get_model, latest_model
 from recsys.evaluation.results import WarmStart
 from recsys.orchestration.train import TrainConfig, train
 
@@ -49,21 +49,75 @@ def _tiny(**kw: object) -> TrainConfig:
 CONFIG = load_config()
 
 
-def test_smoke_train_registers_a_bootstrap_champion(loaded: Connection, settings: Settings, tmp_path: Path) -> None:
+def test_an_empty_registry_crowns_the_rule_heuristic_and_a_challenger_without_evidence_is_rejected(
+    loaded: Connection, settings: Settings, tmp_path: Path
+) -> None:
+    # Before issue 12 the first sane PPO model became the champion (`bootstrap`). Now the rule
+    # heuristic is crowned first, and this challenger (on a shop whose logs support it on an
+    # effective handful of decisions) has no evidence over it: rejected, the rule stays.
     result = train(
         loaded, settings, config=CONFIG, as_of=END, mode="auto", train_config=_tiny(), save=tmp_path / "ppo_recommender"
     )
+    assert result.baseline is not None
+    rule, crowned = result.baseline
+    assert crowned.decision == "bootstrap" and "conservative baseline" in crowned.reasons[0].detail
+    stored_rule = get_model(loaded, rule.model_version)
+    assert stored_rule.algorithm == "rule_heuristic" and stored_rule.training_mode == "baseline"
+    assert stored_rule.artifact == b"" and stored_rule.total_timesteps == 0
+    assert stored_rule.catalog_fingerprint == CONFIG.catalog.fingerprint()
+    assert (
+        stored_rule.model_version
+        == f"rule-heuristic-{CONFIG.catalog.fingerprint()[:8]}-" + (stored_rule.feature_fingerprint[:8])
+    )
+    assert stored_rule.gate_decision == "bootstrap" and stored_rule.evaluation["simulator_value"] > 0
     assert result.record.training_mode == "retrain"
-    assert result.decision.decision == "bootstrap"
-    assert result.saved_to == tmp_path / "ppo_recommender.zip" and result.saved_to.stat().st_size > 1000
+    assert "no PPO model of this catalog" in result.mode_reason
+    assert result.decision.decision == "rejected"
+    evidence = [r for r in result.decision.reasons if "conservative baseline" in r.check]
+    assert len(evidence) == 1 and not evidence[0].passed and "no evidence yet" in evidence[0].detail
+    assert result.evaluation.baseline == rule.model_version
+    assert result.evaluation.baseline_diff == result.evaluation.dr_diff  # the champion is the baseline
     current = champion(loaded)
-    assert current is not None and current.model_version == result.record.model_version
-    assert current.total_timesteps == 2048
-    assert current.hyperparameters["seed"] == 7 and current.seed == 7
-    assert current.response_model["fit_report"]  # fitted on the shop's logged offers
-    assert current.training_window_start is not None
-    assert current.training_window_start <= current.training_window_end < END
+    assert current is not None and current.model_version == rule.model_version
+    assert result.saved_to == tmp_path / "ppo_recommender.zip" and result.saved_to.stat().st_size > 1000
+    trained = get_model(loaded, result.record.model_version)
+    assert trained.algorithm == "PPO" and not trained.is_champion and trained.gate_decision == "rejected"
+    assert trained.total_timesteps == 2048
+    assert trained.hyperparameters["seed"] == 7 and trained.seed == 7
+    assert trained.response_model["fit_report"]  # fitted on the shop's logged offers
+    assert trained.training_window_start is not None
+    assert trained.training_window_start <= trained.training_window_end < END
+    assert trained.evaluation["baseline_version"] == rule.model_version
+    assert trained.evaluation["baseline_dr_diff_lower"] <= trained.evaluation["baseline_dr_diff_upper"]
     assert result.evaluation.simulator_value > result.evaluation.random_value
+    # the next night's auto training continues that PPO model, not the rule (which has nothing to continue)
+    again = train(loaded, settings, config=CONFIG, as_of=END, mode="auto", train_config=_tiny(total_timesteps=1024))
+    assert again.baseline is None and again.record.training_mode == "fine_tune"
+    assert again.record.parent_version == result.record.model_version
+    assert again.record.total_timesteps == 2048 + 1024
+    assert "continuing the newest PPO model" in again.mode_reason and "mode: fine_tune because" in again.describe()
+    assert fetch_value(loaded, "select count(*) from recsys.policy_models where algorithm = 'rule_heuristic'") == 1
+
+
+def test_a_challenger_with_evidence_over_the_rule_is_promoted(loaded: Connection, settings: Settings) -> None:
+    from recsys.evaluation.gate import GateConfig
+
+    # The same training, judged by a gate content with the evidence this shop's logs hold (an
+    # effective handful of decisions): the paired lower bound over the rule is what decides.
+    result = train(
+        loaded, settings, config=CONFIG, as_of=END, train_config=_tiny(), gate=GateConfig(min_effective_sample_size=1)
+    )
+    diff = result.evaluation.baseline_diff
+    assert diff is not None and diff.lower > 0
+    assert result.decision.decision == "promoted", result.decision.describe()
+    assert champion(loaded).model_version == result.record.model_version
+    rows = fetch_all(
+        loaded, "select algorithm, gate_decision, is_champion from recsys.policy_models order by created_at"
+    )
+    assert rows == [
+        {"algorithm": "rule_heuristic", "gate_decision": "bootstrap", "is_champion": False},
+        {"algorithm": "PPO", "gate_decision": "promoted", "is_champion": True},
+    ]
 
 
 def test_same_seed_twice_gives_the_same_policy(loaded: Connection, settings: Settings) -> None:
@@ -88,7 +142,11 @@ def test_same_seed_twice_gives_the_same_policy(loaded: Connection, settings: Set
 
 
 def test_fine_tune_continues_the_champion(loaded: Connection, settings: Settings) -> None:
-    first = train(loaded, settings, config=CONFIG, as_of=END, mode="retrain", train_config=_tiny())
+    from recsys.evaluation.gate import GateConfig
+
+    # a PPO champion: a gate that records the evidence over the rule without requiring it
+    lenient = GateConfig(require_evidence_over_baseline=False)
+    first = train(loaded, settings, config=CONFIG, as_of=END, mode="retrain", train_config=_tiny(), gate=lenient)
     assert first.decision.promoted
     second = train(loaded, settings, config=CONFIG, as_of=END, mode="auto", train_config=_tiny(total_timesteps=1024))
     assert second.record.training_mode == "fine_tune"
@@ -102,6 +160,9 @@ def test_fine_tune_continues_the_champion(loaded: Connection, settings: Settings
     assert e["dr_diff_lower"] <= e["dr_diff_value"] <= e["dr_diff_upper"]
     assert e["dr_diff_value"] == pytest.approx(e["dr_value"] - e["champion_dr_value"])
     assert any("paired doubly robust difference" in r["check"] for r in row.gate_reasons)
+    # ... and so is the comparison with the rule heuristic, which is no longer the champion
+    assert e["baseline_version"].startswith("rule-heuristic-")
+    assert e["baseline_dr_diff_lower"] <= e["baseline_dr_diff_value"] <= e["baseline_dr_diff_upper"]
 
 
 def test_gate_refuses_a_deliberately_worse_model(loaded: Connection, settings: Settings) -> None:
@@ -115,7 +176,15 @@ def test_gate_refuses_a_deliberately_worse_model(loaded: Connection, settings: S
     from recsys.model.response import ResponseModel
     from recsys.orchestration.train import register_challenger
 
-    good = train(loaded, settings, config=CONFIG, as_of=END, mode="retrain", train_config=_tiny(total_timesteps=8192))
+    good = train(
+        loaded,
+        settings,
+        config=CONFIG,
+        as_of=END,
+        mode="retrain",
+        train_config=_tiny(total_timesteps=8192),
+        gate=GateConfig(require_evidence_over_baseline=False),  # a PPO champion to sabotage
+    )
     assert champion(loaded).model_version == good.record.model_version
     # Sabotage a copy of the champion: its actor now prefers, for everyone, the action worth least.
     catalog = load_catalog()
@@ -175,12 +244,17 @@ def test_cli_train_evaluate_recommend(loaded: Connection, settings: Settings, tm
         "--save", str(tmp_path / "m"),
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    assert "gate: bootstrap" in out.stdout
-    trained = champion(loaded)
+    assert "gate: bootstrap" in out.stdout and "conservative baseline rule-heuristic-" in out.stdout
+    rule = champion(loaded)
+    assert rule is not None and rule.algorithm == "rule_heuristic"  # the trained model has no evidence yet
+    trained = latest_model(loaded, CONFIG.catalog)
     assert trained is not None and trained.hyperparameters["warm_start_steps"] == 500
     assert trained.evaluation["warm_start"]["steps"] == 500
     assert "warm start: 500 steps on " in out.stdout and "best offer for " in out.stdout
     user = fetch_value(loaded, "select min(user_id) from recsys.user_features where as_of = %s", (END,))
+    out = run("recommend", "--user-id", str(user))  # the rule heuristic champion, through the same API
+    assert out.returncode == 0, out.stderr
+    assert f"Recommendation for User {user}:" in out.stdout and f"under model {rule.model_version}" in out.stdout
     out = run("recommend", "--model", str(tmp_path / "m.zip"), "--user_id", str(user))
     assert out.returncode == 0, out.stderr
     assert f"Recommendation for User {user}:" in out.stdout and "Recommended Action:" in out.stdout
@@ -192,6 +266,7 @@ def test_cli_train_evaluate_recommend(loaded: Connection, settings: Settings, tm
     assert out.returncode == 0, out.stderr
     for needle in ("Simulator", "oracle", "rule heuristic", "greedy on response model", "doubly robust"):
         assert needle in out.stdout
+    assert f"model {rule.model_version}" in out.stdout and "champion (rule_heuristic)" in out.stdout
 
 
 def test_warm_start_imitates_the_response_models_best_offer(loaded: Connection, settings: Settings) -> None:

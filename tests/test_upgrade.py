@@ -10,6 +10,7 @@ of the migrated parts).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,3 +157,44 @@ def test_features_and_analyst_views_answer_on_upgraded_data(upgraded, tmp_path: 
     assert sum(int(r["offers"]) for r in summary) == 3
     assert [r["model_version"] for r in leaderboard] == ["m-010"]
     assert logged >= 2  # the two past campaigns from files, at least
+
+
+def test_migration_010_upgrades_a_registry_at_the_previous_head(empty_database_url: str, tmp_path: Path) -> None:
+    """A database at head 009 with a registered PPO champion: 010 admits rule heuristic rows (training
+    mode `baseline`, no artifact), keeps every model, and refuses a rule row carrying weights."""
+    import shutil
+
+    import psycopg2
+
+    from recsys.config.catalog import load_catalog
+    from recsys.evaluation.registry import champion, load_policy, record_decision, register, rule_heuristic_record
+
+    previous = tmp_path / "sql"
+    shutil.copytree(PROJECT_ROOT / "sql", previous)
+    (previous / "migrations" / "010_rule_heuristic_models.sql").unlink()
+    build_release_database(empty_database_url, PREVIOUS_RELEASE)
+    with connect(empty_database_url) as conn:
+        migrate(conn, load_settings(env={}, database_url=empty_database_url, sql_dir=previous))
+    catalog = load_catalog()
+    rule = rule_heuristic_record(catalog, as_of=dt.date(2026, 12, 1), response_model={})
+    with connect(empty_database_url) as conn, pytest.raises(psycopg2.errors.CheckViolation):
+        register(conn, rule)  # at 009 the registry has no room for it
+    before = _counts(empty_database_url)
+    with connect(empty_database_url) as conn:
+        applied = migrate(conn, load_settings(env={}, database_url=empty_database_url)).applied
+    assert applied == ["010_rule_heuristic_models.sql"]
+    assert _counts(empty_database_url) == before
+    with connect(empty_database_url) as conn:
+        assert champion(conn).model_version == "m-010"  # the old champion, untouched
+        register(conn, rule)
+        record_decision(conn, rule.model_version, decision="bootstrap", reasons=[], evaluation={})
+        conn.commit()
+        current = champion(conn)
+        assert (current.model_version, current.training_mode, current.artifact) == (rule.model_version, "baseline", b"")
+        assert load_policy(current, catalog).name == rule.model_version
+        comment = fetch_value(
+            conn, "select col_description('recsys.policy_models'::regclass, 3)"
+        )  # the algorithm column
+        assert "rule_heuristic" in comment
+        with pytest.raises(psycopg2.errors.CheckViolation, match="policy_models_rule_heuristic_check"):
+            register(conn, dataclasses.replace(rule, model_version="rule-2", total_timesteps=10))

@@ -387,20 +387,19 @@ def evaluate_model_against_truth(
 ) -> ModelEvaluation:
     """`evaluation` (of a registered model) with the truth table of its night added: the model, the
     rule heuristic and greedy on the model's own response model, against the references."""
-    from recsys.evaluation.registry import get_model
+    from recsys.evaluation.registry import get_model, load_policy
     from recsys.model.baselines import ResponseGreedyPolicy, RuleHeuristicPolicy
-    from recsys.model.policy import PPOPolicy, load_sb3_model
     from recsys.model.response import ResponseModel
 
     record = get_model(conn, evaluation.model_version)
-    policy = PPOPolicy(load_sb3_model(record.artifact), catalog, name=record.model_version)
+    policy = load_policy(record, catalog)
     response = ResponseModel.from_dict(record.response_model, catalog)
     truth_eval = evaluate_against_truth(
         conn,
         truth_path,
         evaluation.as_of,
         {
-            "ppo": policy,
+            ("ppo" if record.algorithm.upper() == "PPO" else f"champion ({record.algorithm})"): policy,
             "rule heuristic": RuleHeuristicPolicy(catalog),
             "greedy on response model": ResponseGreedyPolicy(catalog, response),
         },

@@ -15,8 +15,8 @@ import pandas as pd
 from recsys.campaign import hashing
 from recsys.config.catalog import Catalog
 from recsys.config.rules import CampaignRules
+from recsys.model.baselines import Policy, greedy_actions
 from recsys.model.observation import normalise
-from recsys.model.policy import PPOPolicy
 
 CHANNELS = ("email", "sms", "push")
 SKIP_REASONS = ("no_consent", "inactive", "cooldown", "frequency_cap")
@@ -77,11 +77,12 @@ def choose_actions(
 
 
 def decide(
-    policy: PPOPolicy, raw: np.ndarray, mask: np.ndarray, ids: np.ndarray, campaign_date: dt.date, rules: CampaignRules
+    policy: Policy, raw: np.ndarray, mask: np.ndarray, ids: np.ndarray, campaign_date: dt.date, rules: CampaignRules
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(action, propensity, is_exploration, is_holdout) per eligible user: the policy's greedy action
-    on masked logits, the exploration mixture, and the holdout (greedy action logged, never sent)."""
-    greedy, _ = policy.act(normalise(raw), mask)
+    (any `Policy`: PPO's argmax on masked logits, the rule heuristic's offer), the exploration
+    mixture, and the holdout (greedy action logged, never sent)."""
+    greedy, _ = greedy_actions(policy, normalise(raw), mask)
     holdout = hashing.uniform(ids, rules.holdout_salt, "holdout") < rules.holdout_share
     action, propensity, explore = choose_actions(greedy, mask, ids, campaign_date, rules)
     action = np.where(holdout, greedy, action)

@@ -17,9 +17,8 @@ from recsys.config.catalog import Catalog
 from recsys.data.states import load_states
 from recsys.db import Connection, fetch_value
 from recsys.errors import RecsysError
-from recsys.evaluation.registry import get_model, require_champion
-from recsys.model.baselines import choose
-from recsys.model.policy import PPOPolicy, load_sb3_model
+from recsys.evaluation.registry import get_model, load_policy, require_champion
+from recsys.model.baselines import Policy, choose
 
 
 @dataclass(frozen=True)
@@ -59,16 +58,19 @@ class Recommendation:
         return "\n".join(lines)
 
 
-def _load_model(conn: Connection, model: str | None, catalog: Catalog) -> tuple[PPOPolicy, str]:
+def _load_model(conn: Connection, model: str | None, catalog: Catalog) -> tuple[Policy, str]:
+    """The champion, a registered model version, or an SB3 zip file (`recsys train --save`)."""
     if model is None:
         record = require_champion(conn)
         record.check_compatible(catalog)
-        return PPOPolicy(load_sb3_model(record.artifact), catalog), record.model_version
+        return load_policy(record, catalog), record.model_version
     path = Path(model)
     candidates = [path, path.with_name(path.name + ".zip")] if path.suffix != ".zip" else [path]
     for candidate in candidates:
         if candidate.is_file():
-            return PPOPolicy(load_sb3_model(candidate), catalog), str(candidate)
+            from recsys.model.policy import PPOPolicy
+
+            return PPOPolicy.from_file(candidate, catalog), str(candidate)
     if path.suffix in ("", ".zip") and "/" not in model:
         try:
             record = get_model(conn, model)
@@ -76,7 +78,7 @@ def _load_model(conn: Connection, model: str | None, catalog: Catalog) -> tuple[
             pass
         else:
             record.check_compatible(catalog)
-            return PPOPolicy(load_sb3_model(record.artifact), catalog), record.model_version
+            return load_policy(record, catalog), record.model_version
     raise RecsysError(f"no model file {model!r} (nor a registered model version of that name)")
 
 

@@ -6,8 +6,9 @@ makes a run's offers claimable. Steps of one run (or one shard of it):
 1. load: one COPY of every user with features as of the campaign date (of the shard), with
    consent, recent offers and conversions, computed in SQL;
 2. score: eligibility and the allowed-action mask (consent and address, frequency caps, cooldown)
-   in numpy, the policy's greedy action on masked logits (batched torch), the holdout and
-   exploration draws from stable hashes, exact propensities;
+   in numpy, the champion's greedy action (any registered model through
+   `recsys.evaluation.registry.load_policy`: PPO's masked logits in batched torch, or the rule
+   heuristic), the holdout and exploration draws from stable hashes, exact propensities;
 3. render: each distinct (channel, offer type, value, category) once;
 4. write: COPY of the decisions into a staging table, then one upsert into campaign_offers (the
    schedule and the first-name fill computed in SQL), the holdout rows and the shard row, in one
@@ -45,9 +46,8 @@ from recsys.config.rules import CampaignRules
 from recsys.config.settings import Settings
 from recsys.db import Connection, fetch_all, fetch_value
 from recsys.errors import RecsysError
-from recsys.evaluation.registry import get_model
+from recsys.evaluation.registry import ModelRecord, get_model, load_policy
 from recsys.model.observation import FEATURE_NAMES
-from recsys.model.policy import PPOPolicy, load_sb3_model
 
 __all__ = [
     "CHANNELS",
@@ -123,8 +123,7 @@ def score_campaign(
             k,
             n,
             dry_run,
-            version,
-            record.artifact,
+            record,
             rules,
             catalog,
             renderer,
@@ -152,8 +151,7 @@ def _score_shard(
     k: int,
     n: int,
     dry_run: bool,
-    version: str,
-    artifact: bytes,
+    record: ModelRecord,
     rules: CampaignRules,
     catalog: Catalog,
     renderer: Renderer,
@@ -162,8 +160,9 @@ def _score_shard(
 ) -> dict[str, Any]:
     # importing torch / SB3 and loading the model (seconds of Python) overlaps the load's COPY, which
     # waits on the server with the GIL released; "model_load" is what is left to wait for after it
+    version = record.model_version
     with ThreadPoolExecutor(1) as pool:
-        model = pool.submit(load_sb3_model, artifact)
+        model = pool.submit(load_policy, record, catalog)
         t = time.perf_counter()
         users = load_users(conn, sql_dir, campaign_date, rules, k, n)
         timings["load"] = time.perf_counter() - t
@@ -173,7 +172,7 @@ def _score_shard(
         channel_ok, mask = allowed_mask(users, catalog, rules)
         reasons = skip_reasons(users, channel_ok, mask)
         eligible = reasons == ""
-        policy = PPOPolicy(model.result(), catalog)
+        policy = model.result()
         timings["model_load"] = time.perf_counter() - t
     rows = np.flatnonzero(eligible)
     ids = user_ids[rows]

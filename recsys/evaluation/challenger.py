@@ -1,6 +1,7 @@
 """A challenger's evaluation at training time: its greedy value in the simulator (the night's users
 under the response model it trained with) next to uniform random and the champion, and, once offers
-are logged, doubly robust estimates on the logs, paired with the champion's on the same rows.
+are logged, doubly robust estimates on the logs, paired on the same rows and resamples with the
+champion's and with the conservative baseline's (the rule heuristic).
 The gate (`recsys.evaluation.gate`) judges what this returns.
 """
 
@@ -13,11 +14,10 @@ import numpy as np
 
 from recsys.config.catalog import Catalog
 from recsys.db import Connection
-from recsys.evaluation.registry import ModelRecord
+from recsys.evaluation.registry import ModelRecord, load_policy
 from recsys.evaluation.results import ChallengerEvaluation, ChampionEvaluation, OffPolicyValue
 from recsys.model.baselines import Policy
 from recsys.model.observation import States
-from recsys.model.policy import PPOPolicy, load_sb3_model
 from recsys.model.response import ResponseModel
 
 
@@ -40,12 +40,14 @@ def simulator_values(policy: Policy, states: States, response: ResponseModel, ca
 @dataclass(frozen=True)
 class OffPolicyValues:
     """Doubly robust estimates on the logs: the challenger, uniform random, and (paired with the
-    challenger's, same rows and resamples) the champion and the difference."""
+    challenger's, same rows and resamples) the champion and the difference, and the difference
+    challenger - conservative baseline."""
 
     challenger: OffPolicyValue
     random_value: float
     champion: OffPolicyValue | None = None
     difference: OffPolicyValue | None = None
+    baseline_difference: OffPolicyValue | None = None
 
 
 def off_policy_values(
@@ -57,9 +59,11 @@ def off_policy_values(
     champion_policy: Policy | None,
     *,
     seed: int = 0,
+    baseline_policy: Policy | None = None,
 ) -> OffPolicyValues | None:
     """Doubly robust estimates, on the offers logged before `as_of`, of the challenger, uniform
-    random and the champion. None without logs."""
+    random, the champion and the conservative baseline (pass None when the baseline is the
+    champion: the champion's difference is the baseline's). None without logs."""
     from recsys.evaluation.model_eval import realised_reward
     from recsys.evaluation.ope import Estimate, load_logged_offers, off_policy_evaluation
     from recsys.model.baselines import UniformRandomPolicy
@@ -69,7 +73,9 @@ def off_policy_values(
         return None
     rules = response.rules
 
-    def dr(policy: Policy, baseline: Policy | None = None) -> dict[str, Estimate]:
+    def dr(
+        policy: Policy, baseline: Policy | None = None, paired: dict[str, Policy] | None = None
+    ) -> dict[str, Estimate]:
         return off_policy_evaluation(
             conn,
             policy,
@@ -80,18 +86,21 @@ def off_policy_values(
             n_boot=200,
             seed=seed,
             baseline=baseline,
+            paired=paired,
         )
 
     def value(e: Estimate, *, ess: bool = True) -> OffPolicyValue:
         return OffPolicyValue(e.value, e.lower, e.upper, e.effective_sample_size if ess else None)
 
-    estimates = dr(challenger, champion_policy)
+    estimates = dr(challenger, champion_policy, {"conservative": baseline_policy} if baseline_policy else None)
     paired = "dr_diff" in estimates
+    conservative = estimates.get("conservative_dr_diff")
     return OffPolicyValues(
         challenger=value(estimates["dr"]),
         random_value=dr(UniformRandomPolicy(catalog))["dr"].value,
         champion=value(estimates["baseline_dr"], ess=False) if paired else None,
         difference=value(estimates["dr_diff"], ess=False) if paired else None,
+        baseline_difference=value(conservative, ess=False) if conservative is not None else None,
     )
 
 
@@ -105,19 +114,28 @@ def evaluate_challenger(
     catalog: Catalog,
     current: ModelRecord | None,
     seed: int,
+    baseline: tuple[str, Policy] | None = None,
 ) -> ChallengerEvaluation:
-    """The challenger next to random and (same catalog only) the champion: in the simulator on
-    tonight's users, and doubly robust on the logs when there are any."""
+    """The challenger next to random, (same catalog only) the champion and the conservative
+    `baseline` (its model version and policy, `recsys.evaluation.baseline.conservative_baseline`):
+    in the simulator on tonight's users, and doubly robust on the logs when there are any."""
     simulator_value, random_value = simulator_values(challenger, states, response, catalog)
     champion_policy = None
     champion_value = None
     if current is not None and current.catalog_fingerprint == catalog.fingerprint():
-        champion_policy = PPOPolicy(load_sb3_model(current.artifact), catalog, name="champion")
+        champion_policy = load_policy(current, catalog)
         champion_value, _ = simulator_values(champion_policy, states, response, catalog)
-    logged = off_policy_values(conn, as_of, catalog, response, challenger, champion_policy, seed=seed)
+    baseline_is_champion = baseline is not None and current is not None and baseline[0] == current.model_version
+    baseline_policy = baseline[1] if baseline is not None and not baseline_is_champion else None
+    logged = off_policy_values(
+        conn, as_of, catalog, response, challenger, champion_policy, seed=seed, baseline_policy=baseline_policy
+    )
     champion_eval = None
     if champion_value is not None:
         champion_eval = ChampionEvaluation(champion_value, logged.champion if logged is not None else None)
+    baseline_diff = None
+    if logged is not None and baseline is not None:
+        baseline_diff = logged.difference if baseline_is_champion else logged.baseline_difference
     return ChallengerEvaluation(
         simulator_value=simulator_value,
         random_value=random_value,
@@ -126,4 +144,6 @@ def evaluate_challenger(
         random_dr_value=logged.random_value if logged is not None else None,
         dr_diff=logged.difference if logged is not None else None,
         champion=champion_eval,
+        baseline=baseline[0] if baseline is not None else None,
+        baseline_diff=baseline_diff,
     )

@@ -25,9 +25,8 @@ from recsys.data.states import load_states
 from recsys.db import Connection, fetch_value
 from recsys.errors import RecsysError
 from recsys.evaluation.ope import Estimate, evaluation_report, off_policy_evaluation
-from recsys.evaluation.registry import ModelRecord, get_model, require_champion
+from recsys.evaluation.registry import ModelRecord, get_model, load_policy, require_champion
 from recsys.model.baselines import RuleHeuristicPolicy, UniformRandomPolicy
-from recsys.model.policy import PPOPolicy, load_sb3_model
 
 
 def realised_reward(rows: pd.DataFrame, rules: RewardRules) -> np.ndarray:
@@ -143,7 +142,7 @@ def evaluate_model(
     states = load_states(conn, as_of)
     if len(states) == 0:
         raise RecsysError(f"no user features as of {as_of}")
-    policy = PPOPolicy(load_sb3_model(record.artifact), catalog, name=record.model_version)
+    policy = load_policy(record, catalog)
     response = ResponseModel.from_dict(record.response_model, catalog)
     mask = states.action_mask(catalog)
     rewards = response.reward_matrix(states.obs)

@@ -112,6 +112,7 @@ def off_policy_evaluation(
     alpha: float = 0.05,
     logs: OfferLog | None = None,
     baseline: Policy | None = None,
+    paired: Mapping[str, Policy] | None = None,
     max_offers: int | None = None,
 ) -> dict[str, Estimate]:
     """Estimates of `policy`'s mean value per logged decision, from `recsys.v_logged_offers`.
@@ -127,6 +128,8 @@ def off_policy_evaluation(
     difference policy - baseline: both are computed on
     the same rows and resamples, so what they share (the logged rewards, the reward model's error)
     cancels and the interval is that of the difference, much narrower than two separate intervals.
+    `paired` adds more such comparisons on the same resamples: for each name k, "k_dr" and
+    "k_dr_diff" (the gate pairs a challenger with the champion and with the rule heuristic at once).
     With `max_offers`, the estimates use a uniform sample of at most that many usable decisions
     (`OfferLog.sample`, by `seed`): the night's cost stays flat as the logs grow, and the intervals
     widen accordingly.
@@ -154,13 +157,15 @@ def off_policy_evaluation(
         )
     q_logged, q_target = _reward_model_terms(policy, logs, q_fn)
     specs = estimator_specs(rewards, target, logs.propensity, q_logged, q_target)
-    if baseline is not None:
-        base_target = target_probabilities(baseline, logs)
+    comparisons = {"baseline": baseline} if baseline is not None else {}
+    for name, other in {**comparisons, **(paired or {})}.items():
+        base_target = target_probabilities(other, logs)
         base = estimator_specs(
-            rewards, base_target, logs.propensity, q_logged, _reward_model_terms(baseline, logs, q_fn)[1]
+            rewards, base_target, logs.propensity, q_logged, _reward_model_terms(other, logs, q_fn)[1]
         )
-        specs["baseline_dr"] = base["dr"]
-        specs["dr_diff"] = (specs["dr"][0] - base["dr"][0], None, min(specs["dr"][2], base["dr"][2]))
+        diff = (specs["dr"][0] - base["dr"][0], None, min(specs["dr"][2], base["dr"][2]))
+        specs[f"{name}_dr"] = base["dr"]
+        specs["dr_diff" if name == "baseline" and baseline is not None else f"{name}_dr_diff"] = diff
     return bootstrap_estimates(specs, n_boot=n_boot, seed=seed, alpha=alpha)
 
 

@@ -1,8 +1,13 @@
-"""The model registry (`recsys.policy_models`): register, look up, and crown champions.
+"""The model registry (`recsys.policy_models`): register, look up, load and crown champions.
 
 Every trained model is stored with its artifact (the SB3 zip, bytes and sha256), the catalog and
 feature-set fingerprints it was trained on, its evaluation and the gate's decision. Scoring only
 ever uses the champion, and refuses a model whose fingerprints differ from the running code's.
+
+Not every model is trained: a catalog's first champion is the rule heuristic
+(`recsys.model.baselines.RuleHeuristicPolicy`), registered by `rule_heuristic_record` with
+algorithm `rule_heuristic`, an empty artifact and no training steps. `load_policy` turns any
+record into the `Policy` that scoring, `recommend` and evaluation use.
 """
 
 from __future__ import annotations
@@ -19,7 +24,14 @@ from recsys.config.catalog import Catalog
 from recsys.db import Connection, fetch_all
 from recsys.errors import RecsysError
 from recsys.evaluation.results import PROMOTED_VERDICTS, GateVerdict
+from recsys.model.baselines import Policy, RuleHeuristicPolicy
 from recsys.model.observation import feature_fingerprint
+
+PPO = "PPO"
+"""`algorithm` of a trained Stable-Baselines3 PPO model (the artifact is its zip)."""
+RULE_HEURISTIC = "rule_heuristic"
+"""`algorithm` of the rule heuristic: no artifact, training mode `baseline`."""
+ALGORITHMS = (PPO, RULE_HEURISTIC)
 
 
 @dataclass
@@ -63,6 +75,67 @@ class ModelRecord:
                 f"model {self.model_version} reads a different feature set "
                 f"(fingerprint {self.feature_fingerprint[:12]}, code {feature_fingerprint()[:12]}): retrain it"
             )
+
+
+def load_policy(record: ModelRecord, catalog: Catalog) -> Policy:
+    """The `Policy` a registered model decides with: its PPO actor, or the rule heuristic.
+
+    Refuses an algorithm this code cannot run (a clear error, never a fallback policy). The caller
+    checks compatibility (`record.check_compatible`) first where the catalog may have changed.
+    """
+    algorithm = record.algorithm
+    if algorithm.upper() == PPO:
+        from recsys.model.policy import PPOPolicy, load_sb3_model
+
+        return PPOPolicy(load_sb3_model(record.artifact), catalog, name=record.model_version)
+    if algorithm == RULE_HEURISTIC:
+        try:
+            policy = RuleHeuristicPolicy(catalog)
+        except ValueError as e:
+            raise RecsysError(f"model {record.model_version}: {e}") from e
+        policy.name = record.model_version
+        return policy
+    raise RecsysError(
+        f"model {record.model_version} has algorithm {algorithm!r}, which this version cannot run "
+        f"(known: {', '.join(ALGORITHMS)}): crown another model or upgrade recsys"
+    )
+
+
+def load_ppo_model(record: ModelRecord) -> Any:
+    """The Stable-Baselines3 model of a registered PPO model, to continue training it (fine-tune).
+    Refuses a model that is not PPO (the rule heuristic has nothing to continue)."""
+    if record.algorithm.upper() != PPO:
+        raise RecsysError(
+            f"model {record.model_version} is {record.algorithm}, not PPO: there is no network to continue"
+        )
+    from recsys.model.policy import load_sb3_model
+
+    return load_sb3_model(record.artifact)
+
+
+def rule_heuristic_record(catalog: Catalog, *, as_of: dt.date, response_model: dict[str, Any]) -> ModelRecord:
+    """The rule heuristic of `catalog` as a registry row (not yet registered): the conservative
+    baseline a catalog starts with. One version per catalog and feature set, so registering it
+    again for the same catalog finds the row that is there. Raises ValueError when the catalog lacks
+    the offers the rule needs (discount, free shipping, recommendation)."""
+    RuleHeuristicPolicy(catalog)  # the catalog can express the rule
+    fingerprint = catalog.fingerprint()
+    features = feature_fingerprint()
+    return ModelRecord(
+        model_version=f"rule-heuristic-{fingerprint[:8]}-{features[:8]}",
+        parent_version=None,
+        algorithm=RULE_HEURISTIC,
+        training_mode="baseline",
+        hyperparameters={},
+        seed=0,
+        catalog_fingerprint=fingerprint,
+        feature_fingerprint=features,
+        catalog=catalog_json(catalog),
+        trained_on=as_of,
+        total_timesteps=0,
+        artifact=b"",
+        response_model=response_model,
+    )
 
 
 def catalog_json(catalog: Catalog) -> list[dict[str, Any]]:
@@ -167,6 +240,25 @@ def get_model(conn: Connection, model_version: str) -> ModelRecord:
     if not rows:
         raise RecsysError(f"no model {model_version!r} in recsys.policy_models")
     return _row_to_record(rows[0])
+
+
+def find_model(conn: Connection, model_version: str) -> ModelRecord | None:
+    """The model of that version, or None."""
+    try:
+        return get_model(conn, model_version)
+    except RecsysError:
+        return None
+
+
+def latest_model(conn: Connection, catalog: Catalog, *, algorithm: str = PPO) -> ModelRecord | None:
+    """The newest registered model of `algorithm` for this catalog and the running feature set."""
+    rows = fetch_all(
+        conn,
+        f"select {_COLUMNS} from recsys.policy_models where algorithm = %s and catalog_fingerprint = %s "  # noqa: S608
+        "and feature_fingerprint = %s order by created_at desc, model_version desc limit 1",
+        (algorithm, catalog.fingerprint(), feature_fingerprint()),
+    )
+    return _row_to_record(rows[0]) if rows else None
 
 
 def champion(conn: Connection) -> ModelRecord | None:

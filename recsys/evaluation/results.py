@@ -63,6 +63,11 @@ class ChallengerEvaluation:
     dr_diff: OffPolicyValue | None = None
     """Challenger - champion on the same logged rows and resamples."""
     champion: ChampionEvaluation | None = None
+    baseline: str | None = None
+    """The conservative baseline the challenger is judged against (the rule heuristic's model
+    version); None when the catalog cannot express the rule (then the gate has no baseline check)."""
+    baseline_diff: OffPolicyValue | None = None
+    """Challenger - baseline, doubly robust on the same logged rows and resamples (None without logs)."""
 
     def to_json(self) -> dict[str, Any]:
         """The flat layout stored in `policy_models.evaluation` (keys as documented for analysts)."""
@@ -91,6 +96,12 @@ class ChallengerEvaluation:
         if self.champion is not None and self.champion.dr is not None:
             out["champion_dr_value"] = self.champion.dr.value
             out["champion_dr_lower"] = self.champion.dr.lower
+        if self.baseline is not None:
+            out["baseline_version"] = self.baseline
+        if self.baseline_diff is not None:
+            out["baseline_dr_diff_value"] = self.baseline_diff.value
+            out["baseline_dr_diff_lower"] = self.baseline_diff.lower
+            out["baseline_dr_diff_upper"] = self.baseline_diff.upper
         return out
 
     @classmethod
@@ -118,6 +129,8 @@ class ChallengerEvaluation:
             random_dr_value=d.get("random_dr_value"),
             dr_diff=estimate("dr_diff"),
             champion=champion,
+            baseline=d.get("baseline_version"),
+            baseline_diff=estimate("baseline_dr_diff"),
         )
 
 

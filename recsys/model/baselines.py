@@ -71,6 +71,24 @@ def choose(
     return choose_from_probabilities(probs, rng=rng)
 
 
+def greedy_actions(
+    policy: Policy, obs: np.ndarray, mask: np.ndarray, *, chunk: int = 65_536
+) -> tuple[np.ndarray, np.ndarray]:
+    """`choose(policy, obs, mask)` (greedy) for any number of rows, `chunk` rows at a time so the
+    whole (n, n_actions) probability matrix never exists at once; a policy with its own `act`
+    (PPOPolicy: the argmax on masked logits, batched torch) is asked directly.
+    Returns (actions int64 (n,), the policy's probability of each float64 (n,)); -1 / 0 where
+    nothing is allowed."""
+    act = getattr(policy, "act", None)
+    if callable(act):
+        return act(obs, mask)
+    actions = np.full(len(obs), -1, dtype=np.int64)
+    chosen = np.zeros(len(obs), dtype=np.float64)
+    for lo in range(0, len(obs), chunk):
+        actions[lo : lo + chunk], chosen[lo : lo + chunk] = choose(policy, obs[lo : lo + chunk], mask[lo : lo + chunk])
+    return actions, chosen
+
+
 def choose_from_probabilities(
     probs: np.ndarray, *, rng: np.random.Generator | None = None
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -60,6 +60,11 @@ class PPOPolicy:
     catalog: Catalog
     name: str = "ppo"
 
+    @classmethod
+    def from_file(cls, path: Path, catalog: Catalog) -> PPOPolicy:
+        """A saved SB3 zip (`recsys train --save`) as a policy."""
+        return cls(load_sb3_model(path), catalog, name=str(path))
+
     def __post_init__(self) -> None:
         n = int(self.model.action_space.n)
         if n != self.catalog.n_actions:

@@ -235,6 +235,8 @@ def train(
             "total_timesteps": record.total_timesteps,
             "simulator_value": result.evaluation.simulator_value,
             "random_value": result.evaluation.random_value,
+            "mode_reason": result.mode_reason,
+            "baseline_crowned": result.baseline[0].model_version if result.baseline is not None else None,
             "reused": False,
             "seconds": seconds(started),
         }

@@ -4,14 +4,18 @@
    environment's starting states).
 2. The response model is estimated from the logged offers (point-in-time features), or is the
    documented business-rule prior when there are none.
-3. PPO (Stable-Baselines3) learns on the vectorised environment: from scratch (`retrain`), or
-   continuing the champion (`fine_tune`, `reset_num_timesteps=False`). `auto` fine-tunes unless
-   there is no champion or the catalog or feature set changed. A retrain's actor first imitates the
-   response model's best offer for one night (`warm_start_actor`, supervised); PPO then optimises
-   the multi-night return from there instead of from a uniform policy.
-4. The challenger and the champion are evaluated on the same users with the same response model
-   (and off-policy on the logs when there are any); the gate decides; the model is registered with
-   its artifact either way. `--save` also writes the SB3 zip.
+3. With no champion for the running catalog (none at all, or one trained on another catalog or
+   feature set), the catalog's rule heuristic is registered and crowned first
+   (`recsys.evaluation.baseline.crown_baseline`, verdict `bootstrap`): the conservative baseline.
+4. PPO (Stable-Baselines3) learns on the vectorised environment: from scratch (`retrain`), or
+   continuing a PPO model (`fine_tune`, `reset_num_timesteps=False`): the champion, or, while the
+   champion is the rule heuristic, the newest PPO model registered for the catalog. `auto`
+   fine-tunes when there is such a model, and retrains otherwise. A retrain's actor first imitates
+   the response model's best offer for one night (`warm_start_actor`, supervised); PPO then
+   optimises the multi-night return from there instead of from a uniform policy.
+5. The challenger, the champion and the rule heuristic are evaluated on the same users with the
+   same response model (and off-policy on the logs when there are any); the gate decides; the
+   model is registered with its artifact either way. `--save` also writes the SB3 zip.
 
 One seed feeds Python's, numpy's and torch's generators, the environment and PPO, and is stored.
 """
@@ -36,16 +40,26 @@ from recsys.config.settings import Settings
 from recsys.data.states import load_states
 from recsys.db import Connection
 from recsys.errors import RecsysError
+from recsys.evaluation.baseline import conservative_baseline, crown_baseline
 from recsys.evaluation.challenger import evaluate_challenger
 from recsys.evaluation.gate import GateConfig, decide
-from recsys.evaluation.registry import ModelRecord, catalog_json, champion, record_decision, register
+from recsys.evaluation.registry import PPO as PPO_ALGORITHM
+from recsys.evaluation.registry import (
+    ModelRecord,
+    catalog_json,
+    champion,
+    latest_model,
+    load_ppo_model,
+    record_decision,
+    register,
+)
 from recsys.evaluation.results import (
     ChallengerEvaluation,
     GateDecision,
     WarmStart,
 )
 from recsys.model.observation import FEATURE_NAMES, FEATURES, States, feature_fingerprint
-from recsys.model.policy import PPOPolicy, actor_logits, load_sb3_model, set_torch_threads
+from recsys.model.policy import PPOPolicy, actor_logits, set_torch_threads
 
 if TYPE_CHECKING:  # imported where used: stable_baselines3 and the environment load torch
     from stable_baselines3 import PPO
@@ -128,10 +142,18 @@ class TrainResult:
     decision: GateDecision
     evaluation: ChallengerEvaluation
     saved_to: Path | None = None
+    mode_reason: str = ""
+    """Why this training mode (e.g. the champion is the rule heuristic: fine-tuning the newest PPO model)."""
+    baseline: tuple[ModelRecord, GateDecision] | None = None
+    """The rule heuristic crowned before this training (no champion for the catalog), if it was."""
 
     def describe(self) -> str:
         e = self.evaluation
-        lines = [
+        lines = []
+        if self.baseline is not None:
+            crowned, verdict = self.baseline
+            lines += [f"conservative baseline {crowned.model_version} (the rule heuristic)", verdict.describe()]
+        lines += [
             f"model {self.record.model_version} ({self.record.training_mode}"
             + (f" of {self.record.parent_version}" if self.record.parent_version else "")
             + f", {self.record.total_timesteps:,} timesteps, {self.record.train_seconds:.0f} s)",
@@ -139,10 +161,12 @@ class TrainResult:
             + (f", champion {e.champion.simulator_value:.5f}" if e.champion is not None else ""),
             self.decision.describe(),
         ]
+        if self.mode_reason:
+            lines.insert(len(lines) - 2, f"  mode: {self.record.training_mode} because {self.mode_reason}")
         warm = e.warm_start
         if warm is not None and warm.examples:
             lines.insert(
-                1,
+                len(lines) - 2,
                 f"  warm start: {warm.steps:,} steps on {warm.examples:,} examples; the actor then took the "
                 f"response model's best offer for {warm.agreement or 0.0:.0%} of tonight's sample",
             )
@@ -159,22 +183,49 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_mode(mode: str, current: ModelRecord | None, catalog: Catalog) -> tuple[str, str]:
-    """(mode, why) for `auto`; checks that `fine_tune` is possible."""
+def resolve_mode(
+    mode: str, current: ModelRecord | None, catalog: Catalog, parent: ModelRecord | None = None
+) -> tuple[str, str]:
+    """(mode, why) for `auto`; checks that `fine_tune` is possible. `parent` is the PPO model a
+    fine-tune would continue (`fine_tune_parent`): the champion, or the newest PPO model of the
+    catalog while the champion is the rule heuristic."""
     if mode not in MODES:
         raise RecsysError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
-    reason = ""
-    if current is None:
-        reason = "there is no champion"
-    elif current.catalog_fingerprint != catalog.fingerprint():
-        reason = "the offer catalog changed since the champion was trained"
-    elif current.feature_fingerprint != feature_fingerprint():
-        reason = "the feature set changed since the champion was trained"
+    reason = no_champion_reason(current, catalog)
+    if not reason and parent is None:
+        assert current is not None
+        reason = f"the champion is {current.algorithm} and no PPO model of this catalog is registered to continue"
     if mode == "fine_tune" and reason:
         raise RecsysError(f"cannot fine-tune: {reason}; use --mode retrain")
     if mode == "auto":
-        return ("retrain", reason) if reason else ("fine_tune", "a compatible champion exists")
+        if reason:
+            return "retrain", reason
+        if parent is not None and current is not None and parent.model_version != current.model_version:
+            return "fine_tune", (
+                f"the champion is {current.algorithm}: continuing the newest PPO model of this catalog, "
+                f"{parent.model_version}"
+            )
+        return "fine_tune", "a compatible champion exists"
     return mode, "requested"
+
+
+def no_champion_reason(current: ModelRecord | None, catalog: Catalog) -> str:
+    """Why there is no champion for the running catalog and feature set ("" when there is one)."""
+    if current is None:
+        return "there is no champion"
+    if current.catalog_fingerprint != catalog.fingerprint():
+        return "the offer catalog changed since the champion was trained"
+    if current.feature_fingerprint != feature_fingerprint():
+        return "the feature set changed since the champion was trained"
+    return ""
+
+
+def fine_tune_parent(conn: Connection, current: ModelRecord | None, catalog: Catalog) -> ModelRecord | None:
+    """The PPO model a fine-tune continues: the champion when it is a compatible PPO model,
+    otherwise (the champion is the rule heuristic) the newest PPO model of the catalog, or None."""
+    if current is not None and current.algorithm.upper() == PPO_ALGORITHM:
+        return current
+    return latest_model(conn, catalog, algorithm=PPO_ALGORITHM)
 
 
 _WARM_START_BATCH = 512
@@ -261,6 +312,19 @@ def _window_date(response: ResponseModel, key: str) -> dt.date | None:
     return dt.date.fromisoformat(value) if value else None
 
 
+def _champion_of_catalog(
+    conn: Connection, catalog: Catalog, as_of: dt.date, states: States, response: ResponseModel, seed: int
+) -> tuple[ModelRecord | None, tuple[ModelRecord, GateDecision] | None]:
+    """(the champion, the rule heuristic if it was crowned now): with no champion for the running
+    catalog, the rule heuristic is registered and crowned first (`crown_baseline`)."""
+    current = champion(conn)
+    gap = no_champion_reason(current, catalog)
+    if not gap:
+        return current, None
+    crowned = crown_baseline(conn, catalog, as_of=as_of, states=states, response=response, seed=seed, reason=gap)
+    return (crowned[0] if crowned is not None else current), crowned
+
+
 def train(
     conn: Connection,
     settings: Settings,
@@ -287,17 +351,18 @@ def train(
     states = load_states(conn, as_of)
     if len(states) == 0:
         raise RecsysError(f"no user features as of {as_of}: run `recsys features --as-of {as_of}` first")
-    current = champion(conn)
-    mode, why = resolve_mode(mode, current, catalog)
+    response = fit_response_model(conn, settings, catalog, config.reward, as_of, seed=hyper.seed)
+    current, crowned = _champion_of_catalog(conn, catalog, as_of, states, response, hyper.seed)
+    parent = fine_tune_parent(conn, current, catalog)
+    mode, why = resolve_mode(mode, current, catalog, parent)
     log.info("train: %s (%s) on %d users as of %s", mode, why, len(states), as_of)
 
-    response = fit_response_model(conn, settings, catalog, config.reward, as_of, seed=hyper.seed)
     warm_start: WarmStart | None = None
     env = _make_vec_env(states, response, hyper)
     started = time.perf_counter()
     if mode == "fine_tune":
-        assert current is not None
-        model = load_sb3_model(current.artifact)
+        assert parent is not None
+        model = load_ppo_model(parent)
         model.set_env(env)
         model.set_random_seed(hyper.seed)
         model.learn(total_timesteps=hyper.total_timesteps, reset_num_timesteps=False, progress_bar=progress_bar)
@@ -329,7 +394,9 @@ def train(
         gate=gate,
         save=save,
         warm_start=warm_start,
+        parent=parent if mode == "fine_tune" else None,
     )
+    result = replace(result, mode_reason=why, baseline=crowned)
     log.info("%s", result.describe())
     return result
 
@@ -349,8 +416,12 @@ def register_challenger(
     gate: GateConfig,
     save: Path | None = None,
     warm_start: WarmStart | None = None,
+    parent: ModelRecord | None = None,
 ) -> TrainResult:
-    """Evaluate a trained model next to random and the champion, run the gate, register it. Commits."""
+    """Evaluate a trained model next to random, the conservative baseline and the champion, run the
+    gate, register it (`parent`: the PPO model a fine-tune continued). Commits."""
+    if parent is None and mode == "fine_tune" and current is not None and current.algorithm.upper() == PPO_ALGORITHM:
+        parent = current
     buffer = io.BytesIO()
     model.save(buffer)
     artifact = buffer.getvalue()
@@ -365,6 +436,7 @@ def register_challenger(
             catalog=catalog,
             current=current,
             seed=config.seed,
+            baseline=conservative_baseline(catalog),
         ),
         env_steps_per_second=config.total_timesteps / seconds if seconds > 0 else None,
         warm_start=warm_start,
@@ -374,8 +446,8 @@ def register_challenger(
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     record = ModelRecord(
         model_version=f"ppo-{stamp}-{hashlib.sha256(artifact).hexdigest()[:8]}",
-        parent_version=current.model_version if mode == "fine_tune" and current else None,
-        algorithm="PPO",
+        parent_version=parent.model_version if mode == "fine_tune" and parent else None,
+        algorithm=PPO_ALGORITHM,
         training_mode=mode,
         hyperparameters={**asdict(config), "net_arch": list(config.net_arch)},
         seed=config.seed,
