@@ -13,6 +13,13 @@ imitates), and the feature ceiling: a ridge regression of every action's true va
 observations, fitted to the truth on half of the users and greedy on the other half (then swapped).
 An estimate of what these observations allow, not a bound (a better regression could do a little
 better; a two-layer MLP in a one-off check did about the same).
+Peer rows: what a data scientist would build instead on the same logs and features
+(`recsys.benchmark.peers`): LightGBM direct method, a LightGBM open/click/convert funnel and Vowpal
+Wabbit `--cb_adf --cb_type dr`, each greedy, hyper-parameters from a pinned grid chosen by held-out
+users' loss (printed). They need `pip install --only-binary=:all: -r bench/requirements-bench.txt`;
+without them their rows are skipped (and say so). Every row of the truth table carries its 95% CI
+and its paired difference from the retrained champion, (champion - row) / (oracle - random), on the
+same resampled users.
 Speed: PPO env-steps/s end to end (bar >= 1,000), the batch policy API in users/s (bar >= 500k) next
 to a naive per-user `model.predict` loop. (The environment's own speed is bench/bench_env.py.)
 
@@ -38,6 +45,7 @@ from recsys.config import load_config
 from recsys.config.settings import PROJECT_ROOT, load_settings
 from recsys.data.extract import extract_path
 from recsys.data.features import build_features
+from recsys.data.logged_offers import load_logged_offers
 from recsys.data.states import load_states
 from recsys.db import connect
 from recsys.db.migrate import migrate
@@ -45,9 +53,34 @@ from recsys.evaluation.registry import champion, load_policy
 from recsys.model.baselines import ResponseGreedyPolicy, RuleHeuristicPolicy
 from recsys.model.policy import PPOPolicy, load_sb3_model
 from recsys.model.response import ResponseModel
+from recsys.model.response_fit import FitConfig
 from recsys.orchestration.train import TrainConfig, train
 
 END = dt.date(2026, 11, 1)
+CHAMPION = "ppo (retrain)"
+
+
+def peer_policies(conn, config, seed: int) -> dict:
+    """The peers (`recsys.benchmark.peers`) fitted on the offers the night's response model learnt
+    from (sent in its log window before END, with the features of their send day); prints what each
+    chose. Empty, with a message, when their packages are missing."""
+    from recsys.benchmark.peers import INSTALL_HINT, PeerConfig, fit_peers, missing_packages
+
+    missing = missing_packages()
+    if len(missing) == 2:
+        print(f"peer rows skipped: {', '.join(missing)} not installed ({INSTALL_HINT})", flush=True)
+        return {}
+    started = time.perf_counter()
+    window = FitConfig().log_window_days
+    since = None if window is None else END - dt.timedelta(days=window)
+    log = load_logged_offers(conn, config.catalog, since=since, until=END, by="send")
+    peers = fit_peers(log, config.catalog, config.reward, PeerConfig(seed=seed))
+    print(f"peers fitted on {peers.n_offers:,} logged offers in {time.perf_counter() - started:.0f} s", flush=True)
+    for name, why in peers.skipped.items():
+        print(f"  {name}: row skipped, {why}", flush=True)
+    for name, choice in peers.choices.items():
+        print(f"  {name}: chosen by held-out users' loss: {choice}", flush=True)
+    return peers.policies
 
 
 def feature_ceiling(conn, truth_path, as_of: dt.date, catalog, seed: int) -> float:
@@ -123,8 +156,18 @@ def one_seed(server: str, seed: int, users: int, days: int, timesteps: int) -> d
                     catalog, ResponseModel.from_dict(retrained.record.response_model, catalog)
                 ),
             }
-            result = evaluate_against_truth(conn, truth, END, policies, catalog=catalog, n_boot=200, seed=seed)
+            policies |= peer_policies(conn, config, seed)
+            result = evaluate_against_truth(
+                conn, truth, END, policies, catalog=catalog, n_boot=200, seed=seed, paired_with=CHAMPION
+            )
             print(result.table(), flush=True)
+            out["rows"] = {
+                row.name: (
+                    *(row.normalised, row.normalised_lower, row.normalised_upper),
+                    *(row.paired_difference, row.paired_lower, row.paired_upper),
+                )
+                for row in result.rows
+            }
             r = result.row("ppo (retrain)")
             f = result.row("ppo (fine-tune, 1/4 steps)")
             out["normalised"] = r.normalised
@@ -173,12 +216,20 @@ def main() -> int:
     for seed in args.seeds:
         print(f"\n=== seed {seed}: {args.users:,} users x {args.days} days, {args.timesteps:,} timesteps", flush=True)
         results.append(one_seed(server, seed, args.users, args.days, args.timesteps))
-        print({k: round(v, 4) if isinstance(v, float) else v for k, v in results[-1].items()}, flush=True)
+        scalars = {k: v for k, v in results[-1].items() if k != "rows"}
+        print({k: round(v, 4) if isinstance(v, float) else v for k, v in scalars.items()}, flush=True)
 
     def summary(key: str) -> str:
         values = [r[key] for r in results]
         return f"mean {statistics.mean(values):.3f} (per seed: {', '.join(f'{v:.3f}' for v in values)})"
 
+    print(f"\nEvery row, normalised [95% CI]; paired difference ({CHAMPION} - row) [95% CI], seeds {args.seeds}:")
+    for name in results[0]["rows"]:
+        cells = []
+        for r in results:
+            n, lo, hi, d, dlo, dhi = r["rows"].get(name, (float("nan"),) * 6)
+            cells.append(f"{n:.3f} [{lo:.3f}, {hi:.3f}]; {d:+.3f} [{dlo:+.3f}, {dhi:+.3f}]")
+        print(f"  {name:<28} " + "  |  ".join(cells))
     print()
     print(f"BAR normalised score >= 0.75:          {summary('normalised')}")
     print(f"  rule heuristic, for reference:       {summary('rule_normalised')}")

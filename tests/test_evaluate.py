@@ -348,6 +348,33 @@ def test_truth_evaluation_is_reproducible(shop: dict, truth_eval: TruthEvaluatio
     assert again == truth_eval
 
 
+def test_truth_table_pairs_every_row_with_one_policy(shop: dict, truth_eval: TruthEvaluation) -> None:
+    policies = {"rule": RuleHeuristicPolicy(CATALOG), "uniform greedy": UniformRandomPolicy(CATALOG)}
+    paired = evaluate_against_truth(
+        shop["conn"], shop["truth_path"], END, policies, catalog=CATALOG, n_boot=100, paired_with="rule"
+    )
+    # the rows and their intervals are those of the unpaired table
+    fields = ("name", "value", "lower", "upper", "normalised", "normalised_lower", "normalised_upper")
+    assert [[getattr(r, f) for f in fields] for r in paired.rows] == [
+        [getattr(r, f) for f in fields] for r in truth_eval.rows
+    ]
+    rule = paired.row("rule")
+    span = paired.oracle.value - paired.random.value
+    for r in paired.rows:
+        assert r.paired_difference == pytest.approx((rule.value - r.value) / span), r.name
+        assert r.paired_lower <= r.paired_difference <= r.paired_upper, r.name
+    assert (rule.paired_difference, rule.paired_lower, rule.paired_upper) == (0.0, 0.0, 0.0)
+    assert paired.row("uniform greedy").paired_lower > 0  # the rule beats greedy-on-uniform, on the same users
+    assert "paired diff" in paired.table().splitlines()[1]
+    assert paired.to_dict()["rows"][3]["paired_difference"] == pytest.approx(
+        paired.row("uniform greedy").paired_difference
+    )
+    with pytest.raises(ValueError, match="paired_with='nobody' is not one of the policies"):
+        evaluate_against_truth(
+            shop["conn"], shop["truth_path"], END, policies, catalog=CATALOG, n_boot=0, paired_with="nobody"
+        )
+
+
 def test_truth_of_other_data_is_refused(shop: dict, conn: Connection) -> None:
     other = shop["folder"] / "small"
     generate_data(users=500, days=5, seed=3, out=other, end_date=END)

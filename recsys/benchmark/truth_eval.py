@@ -57,6 +57,10 @@ class PolicyValue:
     """Mean value if actions were drawn from the policy's probabilities instead of taken greedily."""
     is_reference: bool
     note: str = ""
+    paired_difference: float = math.nan
+    """(paired row - this row) / (oracle - random), when the evaluation names a paired row."""
+    paired_lower: float = math.nan
+    paired_upper: float = math.nan
 
     def to_dict(self) -> dict:
         def num(x: float) -> float | None:
@@ -74,6 +78,9 @@ class PolicyValue:
             "sampled_value": num(self.sampled_value),
             "is_reference": self.is_reference,
             "note": self.note,
+            "paired_difference": num(self.paired_difference),
+            "paired_lower": num(self.paired_lower),
+            "paired_upper": num(self.paired_upper),
         }
 
 
@@ -92,6 +99,8 @@ class TruthEvaluation:
     alpha: float
     truth: dict
     """Where the truth came from: generator seed, users, days, end date."""
+    paired_with: str | None = None
+    """The row every row's paired difference is taken from (None: no paired differences)."""
 
     def row(self, name: str) -> PolicyValue:
         for r in self.rows:
@@ -115,24 +124,32 @@ class TruthEvaluation:
         """The rows as aligned text, references first and the oracle last."""
         level = f"{1 - self.alpha:.0%}"
         header = ["policy", "value/user/night", f"{level} CI", "of oracle", "normalised", f"{level} CI", "if sampled"]
+        if self.paired_with is not None:
+            header += ["paired diff", f"{level} CI"]
         body = []
         for r in self.rows:
-            body.append(
-                [
-                    r.name,
-                    f"{r.value:.4f}",
-                    f"[{r.lower:.4f}, {r.upper:.4f}]",
-                    _pct(r.fraction_of_oracle),
-                    f"{r.normalised:.3f}",
-                    f"[{r.normalised_lower:.3f}, {r.normalised_upper:.3f}]",
-                    f"{r.sampled_value:.4f}",
-                ]
-            )
+            line = [
+                r.name,
+                f"{r.value:.4f}",
+                f"[{r.lower:.4f}, {r.upper:.4f}]",
+                _pct(r.fraction_of_oracle),
+                f"{r.normalised:.3f}",
+                f"[{r.normalised_lower:.3f}, {r.normalised_upper:.3f}]",
+                f"{r.sampled_value:.4f}",
+            ]
+            if self.paired_with is not None:
+                line += [f"{r.paired_difference:+.3f}", f"[{r.paired_lower:+.3f}, {r.paired_upper:+.3f}]"]
+            body.append(line)
         widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
         lines = [
             f"Against the ground truth, night {self.as_of}: {self.n_users:,} users "
             f"({self.n_users_without_channel:,} reachable on no channel count as 0); "
-            f"bootstrap over users, {self.n_boot} resamples",
+            f"bootstrap over users, {self.n_boot} resamples"
+            + (
+                f"; paired diff = ({self.paired_with} - row) / (oracle - random), on the same resampled users"
+                if self.paired_with is not None
+                else ""
+            ),
             "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
         ]
         for r, line in zip(self.rows, body, strict=True):
@@ -171,6 +188,7 @@ def evaluate_against_truth(
     n_boot: int = 200,
     seed: int = 0,
     alpha: float = 0.05,
+    paired_with: str | None = None,
 ) -> TruthEvaluation:
     """Every policy's greedy offer for each user with features as of `as_of`, valued by the truth.
 
@@ -181,11 +199,15 @@ def evaluate_against_truth(
     each user's allowed actions, not one draw), `best fixed` = the single offer with the highest mean
     value when sent to everybody who can receive it (the others get nothing, worth 0), `oracle` = each
     user's best allowed offer. Intervals are percentile bootstraps over users, the same resamples for
-    every row, so normalised-score intervals account for the shared noise.
+    every row, so normalised-score intervals account for the shared noise. With `paired_with` (the
+    name of one of `policies`), every row also gets its paired difference from that policy in
+    normalised units, (paired - row) / (oracle - random), with its interval on the same resamples.
     """
     bad = [name for name in policies if name in _RESERVED]
     if bad:
         raise ValueError(f"policy names {bad} are reserved for the reference rows {list(_RESERVED)}")
+    if paired_with is not None and paired_with not in policies:
+        raise ValueError(f"paired_with={paired_with!r} is not one of the policies {list(policies)}")
     truth, states = _truth_and_states(conn, truth_path, as_of, catalog)
     n = len(states)
     k = states.raw[:, FEATURE_NAMES.index("offers_last_7d")]
@@ -208,6 +230,8 @@ def evaluate_against_truth(
     action = catalog.actions[fixed]
     fixed_note = f"({action.describe(catalog.value_units[action.offer_type])})"
     rows = _policy_values(labels, per_user, sampled, fixed_note, n_boot=n_boot, seed=seed, alpha=alpha)
+    if paired_with is not None:
+        rows = _paired(rows, per_user, labels.index(paired_with), n_boot=n_boot, seed=seed, alpha=alpha)
     meta = truth.meta
     return TruthEvaluation(
         as_of=as_of,
@@ -219,6 +243,7 @@ def evaluate_against_truth(
         seed=seed,
         alpha=alpha,
         truth={key: meta.get(key) for key in ("seed", "users", "days", "end_date") if key in meta},
+        paired_with=paired_with,
     )
 
 
@@ -333,6 +358,28 @@ def _policy_values(
             )
         )
     return rows
+
+
+def _paired(
+    rows: list[PolicyValue], per_user: np.ndarray, j: int, *, n_boot: int, seed: int, alpha: float
+) -> list[PolicyValue]:
+    """`rows` with their paired difference from row `j`: (row j - row) / (oracle - random), and its
+    percentile interval on the resamples `_policy_values` drew (the same seed, the same users)."""
+    means = per_user.mean(axis=1)
+    span = means[-1] - means[0]
+    diffs = (means[j] - means) / span if span != 0 else np.full(len(means), math.nan)
+    if n_boot > 0:
+        replicates = bootstrap_sums(per_user, n_boot, np.random.default_rng(seed)) / per_user.shape[1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            spans = replicates[:, -1] - replicates[:, 0]
+            differences = (replicates[:, [j]] - replicates) / spans[:, None]
+        bounds = [percentile_interval(differences[:, i], alpha) for i in range(len(rows))]
+    else:
+        bounds = [(math.nan, math.nan)] * len(rows)
+    return [
+        dataclasses.replace(r, paired_difference=float(d), paired_lower=lo, paired_upper=hi)
+        for r, d, (lo, hi) in zip(rows, diffs, bounds, strict=True)
+    ]
 
 
 def evaluate_model_against_truth(
