@@ -109,10 +109,13 @@ def feature_ceiling(conn, truth_path, as_of: dt.date, catalog, seed: int) -> flo
     return float((policy_value - random_value) / (oracle_value - random_value))
 
 
-def one_seed(server: str, seed: int, users: int, days: int, timesteps: int) -> dict[str, float]:
-    data = PROJECT_ROOT / "data" / "bench" / f"policy_u{users}_d{days}_s{seed}"
+def one_seed(
+    server: str, seed: int, users: int, days: int, timesteps: int, world: str = "standard"
+) -> dict[str, float]:
+    suffix = "" if world == "standard" else f"_{world}"
+    data = PROJECT_ROOT / "data" / "bench" / f"policy_u{users}_d{days}_s{seed}{suffix}"
     if not (data / "events.csv").exists():
-        generate_data(users=users, days=days, seed=seed, out=data, end_date=END)
+        generate_data(users=users, days=days, seed=seed, out=data, end_date=END, world=world)
     truth = truth_path_for(data)
     config = load_config()
     catalog = config.catalog
@@ -210,12 +213,22 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--timesteps", type=int, default=300_000)
+    parser.add_argument(
+        "--world",
+        choices=("standard", "shifted"),
+        default="standard",
+        help="the generator's form (`shifted` differs from the response model's shape on purpose)",
+    )
     args = parser.parse_args()
     server = bench_server()
     results = []
     for seed in args.seeds:
-        print(f"\n=== seed {seed}: {args.users:,} users x {args.days} days, {args.timesteps:,} timesteps", flush=True)
-        results.append(one_seed(server, seed, args.users, args.days, args.timesteps))
+        print(
+            f"\n=== seed {seed}: {args.users:,} users x {args.days} days, {args.timesteps:,} timesteps, "
+            f"{args.world} world",
+            flush=True,
+        )
+        results.append(one_seed(server, seed, args.users, args.days, args.timesteps, args.world))
         scalars = {k: v for k, v in results[-1].items() if k != "rows"}
         print({k: round(v, 4) if isinstance(v, float) else v for k, v in scalars.items()}, flush=True)
 
