@@ -25,6 +25,7 @@ version), `decide` (masks, skip reasons, the policy's and the exploration's choi
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -48,6 +49,8 @@ from recsys.db import Connection, fetch_all, fetch_value
 from recsys.errors import RecsysError
 from recsys.evaluation.registry import ModelRecord, get_model, load_policy
 from recsys.model.observation import FEATURE_NAMES
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "CHANNELS",
@@ -131,8 +134,11 @@ def score_campaign(
             publish_at,
         )
     except BaseException as e:
-        conn.rollback()
-        mark_failed(conn, sql_dir, run_id, k, f"shard {k}/{n}: {e}")
+        try:
+            conn.rollback()
+            mark_failed(conn, sql_dir, run_id, k, f"shard {k}/{n}: {e}")
+        except Exception:  # a broken connection cannot record the failure: keep the original error
+            log.exception("score: could not record the failure of run %s shard %s", run_id, k)
         raise
     conn.commit()
     timings["total"] = time.perf_counter() - t0
