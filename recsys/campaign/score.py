@@ -134,11 +134,7 @@ def score_campaign(
             publish_at,
         )
     except BaseException as e:
-        try:
-            conn.rollback()
-            mark_failed(conn, sql_dir, run_id, k, f"shard {k}/{n}: {e}")
-        except Exception:  # a broken connection cannot record the failure: keep the original error
-            log.exception("score: could not record the failure of run %s shard %s", run_id, k)
+        _record_failure(conn, sql_dir, run_id, (k, n), e)
         raise
     conn.commit()
     timings["total"] = time.perf_counter() - t0
@@ -147,6 +143,17 @@ def score_campaign(
         summary["publish"] = publish_run(conn, settings, run_id, published_at=publish_at)
         conn.commit()
     return summary
+
+
+def _record_failure(conn: Connection, sql_dir: Path, run_id: str, shard: tuple[int, int], error: BaseException) -> None:
+    """Roll the shard's work back and record its failure; a broken connection cannot, and then
+    the failure is only logged (the caller raises the original error either way)."""
+    k, n = shard
+    try:
+        conn.rollback()
+        mark_failed(conn, sql_dir, run_id, k, f"shard {k}/{n}: {error}")
+    except Exception:
+        log.exception("score: could not record the failure of run %s shard %s", run_id, k)
 
 
 def _score_shard(

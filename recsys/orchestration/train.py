@@ -482,9 +482,14 @@ def register_challenger(
     conn.commit()
     record.gate_decision = decision.decision
     record.is_champion = decision.promoted
-    saved = None
-    if save is not None:
-        saved = save if save.suffix == ".zip" else save.with_name(save.name + ".zip")
-        saved.parent.mkdir(parents=True, exist_ok=True)
-        saved.write_bytes(artifact)
-    return TrainResult(record, decision, evaluation, saved)
+    return TrainResult(record, decision, evaluation, _save_artifact(artifact, save))
+
+
+def _save_artifact(artifact: bytes, save: Path | None) -> Path | None:
+    """Write the SB3 zip to `save` (".zip" added when missing); the path written, or None."""
+    if save is None:
+        return None
+    saved = save if save.suffix == ".zip" else save.with_name(save.name + ".zip")
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_bytes(artifact)
+    return saved
