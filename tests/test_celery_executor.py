@@ -38,10 +38,13 @@ from recsys.db import airflow_connection, connect, fetch_all, fetch_value, scrat
 PY = sys.executable
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 REDIS_URL = os.environ.get("RECSYS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-WORKERS = ("worker-a", "worker-b")
+WORKERS = ("worker-a", "worker-b", "worker-c")
 SHARDS = 2
-# One task at a time per worker, so two shards queued together need both; logs stay in the shared
-# AIRFLOW_HOME (no log server per worker on one machine's port 8793).
+# One task at a time per worker, so two shards queued together go to two workers. Three workers,
+# not two: the worker that ran `evaluate` can still be finishing that Celery task when the shards
+# are queued, and a small shop's shard is done in seconds, so with two workers both shards
+# sometimes ran on the other one (seen in CI). Logs stay in the shared AIRFLOW_HOME (no log server
+# per worker on one machine's port 8793).
 WORKER_OPTIONS = ("--concurrency", "1", "--skip-serve-logs", "--without-mingle", "--without-gossip")
 COMPARED = "campaign_date, user_id, action_id, scheduled_at, propensity"
 
@@ -245,7 +248,8 @@ def test_nightly_dag_on_celery_runs_shards_on_different_workers_and_matches_a_lo
         shards = {ti["map_index"]: ti["hostname"] for ti in instances if ti["task_id"] == "score"}
         print(f"score shards ran on {shards}")
         assert sorted(shards) == list(range(SHARDS))
-        assert set(shards.values()) == workers, f"the score shards ran on {shards}"
+        assert len(set(shards.values())) == SHARDS, f"the score shards ran on {shards}"
+        assert set(shards.values()) <= workers
         assert {ti["hostname"] for ti in instances} <= workers
         assert {ti["queue"] for ti in instances} == {broker["queue"]}
 
@@ -278,7 +282,7 @@ def _run_on_celery(
         AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX=broker["prefix"],
         AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT="3600",
         AIRFLOW__OPERATORS__DEFAULT_QUEUE=broker["queue"],
-        AIRFLOW__CELERY__WORKER_CONCURRENCY="1",  # one task per worker: two shards need both workers
+        AIRFLOW__CELERY__WORKER_CONCURRENCY="1",  # one task per worker: two shards need two workers
     )
     _airflow(["db", "migrate"], env)
     stack = Stack(tmp_path)
