@@ -7,6 +7,7 @@ migrated once, and dropped at the end.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -114,6 +115,32 @@ def cdb(migrated_url: str) -> Iterator[Connection]:
     with connect(migrated_url) as conn:
         reset(conn)
         yield conn
+
+
+TRAINING_SHOP_END = dt.date(2026, 10, 1)
+"""The day after the training shop's data: the night the training tests learn on."""
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small generated shop (600 users, the 30 days before TRAINING_SHOP_END), once per module.
+    Modules that need another shop define a `shop` fixture of their own."""
+    from recsys.benchmark.synth.generate import generate_data
+
+    out = tmp_path_factory.mktemp("shop") / "shop"
+    generate_data(users=600, days=30, seed=5, out=out, end_date=TRAINING_SHOP_END)
+    return out
+
+
+@pytest.fixture
+def loaded(db: Connection, settings: Settings, shop: Path) -> Connection:
+    """The test database with `shop` extracted and its features built as of TRAINING_SHOP_END."""
+    from recsys.data.extract import extract_path
+    from recsys.data.features import build_features
+
+    extract_path(db, settings, shop, reference_at=dt.datetime.combine(TRAINING_SHOP_END, dt.time(), dt.UTC))
+    build_features(db, settings, TRAINING_SHOP_END)
+    return db
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -4,16 +4,13 @@ is confident the challenger beats the rule heuristic, and the logs do not contra
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TRAINING_SHOP_END
 
 from recsys.config import load_config
 from recsys.config.settings import Settings
-from recsys.data.extract import extract_path
-from recsys.data.features import build_features
 from recsys.data.logged_offers import fit_response_model_with_bootstrap
 from recsys.data.states import load_states
 from recsys.db import Connection
@@ -24,25 +21,9 @@ from recsys.evaluation.registry import champion, get_model
 from recsys.evaluation.results import ChallengerEvaluation, GateDecision, OffPolicyValue
 from recsys.model.baselines import FixedActionPolicy, ResponseGreedyPolicy
 
-END = dt.date(2026, 10, 1)
+END = TRAINING_SHOP_END  # the `shop` / `loaded` fixtures of conftest
 CONFIG = load_config()
 MODEL_PATH = "under the response model"
-
-
-@pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from recsys.benchmark.synth.generate import generate_data
-
-    out = tmp_path_factory.mktemp("shop") / "shop"
-    generate_data(users=600, days=30, seed=5, out=out, end_date=END)
-    return out
-
-
-@pytest.fixture
-def loaded(db: Connection, settings: Settings, shop: Path) -> Connection:
-    extract_path(db, settings, shop, reference_at=dt.datetime(2026, 10, 1, tzinfo=dt.UTC))
-    build_features(db, settings, END)
-    return db
 
 
 def _model_check(decision: GateDecision):

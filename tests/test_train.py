@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import os
 import subprocess
 import sys
@@ -11,11 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TRAINING_SHOP_END
 
 from recsys.config import load_config
 from recsys.config.settings import PROJECT_ROOT, Settings
-from recsys.data.extract import extract_path
-from recsys.data.features import build_features
 from recsys.db import Connection, fetch_all, fetch_value
 from recsys.errors import RecsysError
 from recsys.evaluation.gate import GateConfig
@@ -23,23 +21,7 @@ from recsys.evaluation.registry import champion, get_model, latest_model
 from recsys.evaluation.results import WarmStart
 from recsys.orchestration.train import TrainConfig, train
 
-END = dt.date(2026, 10, 1)
-
-
-@pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from recsys.benchmark.synth.generate import generate_data
-
-    out = tmp_path_factory.mktemp("shop") / "shop"
-    generate_data(users=600, days=30, seed=5, out=out, end_date=END)
-    return out
-
-
-@pytest.fixture
-def loaded(db: Connection, settings: Settings, shop: Path) -> Connection:
-    extract_path(db, settings, shop, reference_at=dt.datetime(2026, 10, 1, tzinfo=dt.UTC))
-    build_features(db, settings, END)
-    return db
+END = TRAINING_SHOP_END  # the `shop` / `loaded` fixtures of conftest
 
 
 def _tiny(**kw: object) -> TrainConfig:
