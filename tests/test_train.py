@@ -260,10 +260,16 @@ def test_cli_train_evaluate_recommend(loaded: Connection, settings: Settings, tm
     truth = shop.parent / "shop.truth.npz"
     out = run("evaluate", "--truth", str(truth))
     assert out.returncode == 0, out.stderr
-    for needle in ("Simulator", "oracle", "rule heuristic", "greedy on response model", "doubly robust"):
+    for needle in ("Simulator", "oracle", "greedy on response model", "doubly robust", "paired diff"):
         assert needle in out.stdout
     assert f"model {rule.model_version}" in out.stdout
-    assert ("champion (rule_heuristic)" if rule.algorithm == "rule_heuristic" else "ppo") in out.stdout
+    truth_rows = out.stdout[out.stdout.index("Against the ground truth") :]
+    if rule.algorithm == "rule_heuristic":
+        # the rule once, as the champion; the trained model that did not win, with the gate's word
+        assert "champion (rule_heuristic)" in truth_rows and "rule heuristic " not in truth_rows
+        assert f"newest ppo ({trained.gate_decision})" in truth_rows
+    else:
+        assert "ppo" in truth_rows and "rule heuristic" in truth_rows and "newest ppo" not in truth_rows
 
 
 def test_warm_start_imitates_the_response_models_best_offer(loaded: Connection, settings: Settings) -> None:
