@@ -58,7 +58,7 @@ __all__ = [
     "load_explorer",
     "resolve_explorer",
 ]
-CHUNK = 65_536
+CHUNK = 16_384
 """Users per batch of the source policy's probabilities (n x n_actions float64 at a time)."""
 
 
