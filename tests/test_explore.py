@@ -176,6 +176,7 @@ def test_the_source_is_the_newest_challenger_else_a_ppo_champion_else_uniform(db
     assert exploration_source(db, catalog, rules).model_version == "ppo-2"
     uniform = dataclasses.replace(rules, explorer="uniform")
     assert exploration_source(db, catalog, uniform) is None
+    assert exploration_source(db, catalog, dataclasses.replace(rules, exploration_share=0.0)) is None
     _fresh(db)
 
 

@@ -164,8 +164,8 @@ def choose_explored(
 def exploration_source(conn: Connection, catalog: Catalog, rules: CampaignRules) -> ModelRecord | None:
     """The registered model whose values the softmax explorer softens: the newest PPO model of this
     catalog and feature set that is not the champion, else the champion when it is PPO, else None
-    (uniform). Always None for the uniform explorer."""
-    if rules.explorer == UNIFORM:
+    (uniform). Always None for the uniform explorer, and without exploration (share 0)."""
+    if rules.explorer == UNIFORM or rules.exploration_share == 0:
         return None
     newest = latest_model(conn, catalog, algorithm=PPO)
     if newest is not None and not newest.is_champion:
