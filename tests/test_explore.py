@@ -12,7 +12,13 @@ import pytest
 from recsys.benchmark.toy import plausible_observations, toy_ppo_artifact, toy_record
 from recsys.campaign import load_rules
 from recsys.campaign.decide import decide
-from recsys.campaign.explore import Explorer, choose_explored, exploration_source, softmax_exploration
+from recsys.campaign.explore import (
+    Explorer,
+    choose_explored,
+    exploration_probability,
+    exploration_source,
+    softmax_exploration,
+)
 from recsys.campaign.score import choose_actions
 from recsys.config.catalog import DEFAULT_CONFIG, load_catalog
 from recsys.db import Connection
@@ -70,6 +76,22 @@ def test_exploration_distribution_is_a_distribution_on_the_allowed_actions() -> 
     assert np.allclose(sharp.sum(axis=1), has.astype(float))
     # a policy with no mass on the allowed actions (underflow) explores uniformly
     assert np.allclose(softmax_exploration(np.zeros_like(p), mask, temperature=1.0, floor=0.1), uniform)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.3, 2.5])
+def test_the_probability_of_one_action_equals_the_whole_distribution(temperature: float) -> None:
+    """What scoring computes for every offered user (q of one action) is q of the full matrix."""
+    rng = np.random.default_rng(4)
+    mask = rng.random((400, N_ACTIONS)) < 0.5
+    mask[:2] = False
+    p = FixedPreferences(SCORES * 3).probabilities(np.zeros((400, N_FEATURES)), mask)
+    q = softmax_exploration(p, mask, temperature=temperature, floor=0.2)
+    assert np.allclose(q.sum(axis=1)[2:], 1.0)
+    actions = rng.integers(0, N_ACTIONS, 400)
+    one = exploration_probability(p, mask, actions, temperature=temperature, floor=0.2)
+    assert np.allclose(one, q[np.arange(400), actions])  # 0 where the action is not allowed
+    assert (one[~mask[np.arange(400), actions]] == 0).all()
+    assert (exploration_probability(p, mask, np.full(400, -1), temperature=temperature, floor=0.2) == 0).all()
 
 
 def test_propensities_are_exact_and_match_the_draw_frequencies() -> None:

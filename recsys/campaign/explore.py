@@ -83,6 +83,15 @@ class Explorer:
         return self.kind == UNIFORM or self.policy is None
 
 
+def _softened(p: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(log p / temperature) up to its normaliser: (p / max p)^(1 / temperature) per row (the
+    largest is 1, so nothing underflows that matters); p itself at temperature 1."""
+    if temperature == 1.0:
+        return p
+    top = p.max(axis=1, keepdims=True)
+    return np.power(np.divide(p, top, out=np.zeros_like(p), where=top > 0), 1.0 / temperature)
+
+
 def softmax_exploration(probs: np.ndarray, mask: np.ndarray, *, temperature: float, floor: float) -> np.ndarray:
     """q (n, n_actions) = (1 - floor) softmax(log probs / temperature) + floor uniform, on each row's
     allowed actions (0 elsewhere, all zeros where nothing is allowed).
@@ -91,17 +100,30 @@ def softmax_exploration(probs: np.ndarray, mask: np.ndarray, *, temperature: flo
     a policy that puts nothing on the allowed actions) is uniform.
     """
     mask = np.asarray(mask, dtype=bool)
-    p = np.where(mask, np.asarray(probs, dtype=np.float64), 0.0)
-    with np.errstate(divide="ignore"):
-        logp = np.where(p > 0, np.log(np.where(p > 0, p, 1.0)), -np.inf) / temperature
-    top = logp.max(axis=1, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    soft = np.where(mask & (p > 0), np.exp(logp - top), 0.0)
+    soft = _softened(np.where(mask, np.asarray(probs, dtype=np.float64), 0.0), temperature)
     n_allowed = mask.sum(axis=1, keepdims=True)
     uniform = np.divide(mask, n_allowed, out=np.zeros(mask.shape), where=n_allowed > 0)
     total = soft.sum(axis=1, keepdims=True)
     soft = np.divide(soft, total, out=uniform.copy(), where=total > 0)
     return (1.0 - floor) * soft + floor * uniform
+
+
+def exploration_probability(
+    probs: np.ndarray, mask: np.ndarray, actions: np.ndarray, *, temperature: float, floor: float
+) -> np.ndarray:
+    """q(actions[i]) of `softmax_exploration` per row, without building q (fewer passes over the
+    (n, n_actions) matrix: what every offered user's propensity needs). 0 for action -1 or a
+    disallowed one. `probs` must be 0 where the mask is false."""
+    mask = np.asarray(mask, dtype=bool)
+    rows = np.arange(len(actions))
+    a = np.maximum(actions, 0)
+    allowed = (actions >= 0) & mask[rows, a]
+    n_allowed = mask.sum(axis=1)
+    soft = _softened(np.asarray(probs, dtype=np.float64), temperature)
+    total = soft.sum(axis=1)
+    uniform = np.divide(1.0, n_allowed, out=np.zeros(len(rows)), where=n_allowed > 0)
+    share = np.divide(soft[rows, a], total, out=uniform.copy(), where=total > 0)
+    return np.where(allowed, (1.0 - floor) * share + floor * uniform, 0.0)
 
 
 def draw_from(q: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -149,14 +171,15 @@ def choose_explored(
     q_logged = np.zeros(len(action))
     for lo in range(0, len(action), CHUNK):
         sl = slice(lo, lo + CHUNK)
-        probs = explorer.policy.probabilities(obs[sl], mask[sl])
-        q = softmax_exploration(probs, mask[sl], temperature=explorer.temperature, floor=explorer.floor)
+        probs = np.asarray(explorer.policy.probabilities(obs[sl], mask[sl]), dtype=np.float64)
+        probs *= mask[sl]  # exactness does not rest on the policy keeping its protocol
         rows = np.flatnonzero(explore[sl])
         if len(rows):
-            action[lo + rows] = draw_from(q[rows], draw[sl][rows])
-        chunk_action = action[sl]
-        has = chunk_action >= 0
-        q_logged[sl][has] = q[np.flatnonzero(has), chunk_action[has]]
+            q = softmax_exploration(probs[rows], mask[sl][rows], temperature=explorer.temperature, floor=explorer.floor)
+            action[lo + rows] = draw_from(q, draw[sl][rows])
+        q_logged[sl] = exploration_probability(
+            probs, mask[sl], action[sl], temperature=explorer.temperature, floor=explorer.floor
+        )
     propensity = (1.0 - eps) * (action == greedy) + eps * q_logged
     return action, propensity, explore
 
