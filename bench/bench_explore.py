@@ -19,6 +19,12 @@ compared with the rule on those logs:
         .venv/bin/python bench/bench_explore.py --out data/simulate --database recsys_simulate
 
 Nothing is written to the database. Numbers depend on the simulation run (its challenger).
+
+`--timing N` measures instead what the explorer costs scoring: `decide` on N plausible users with
+a toy PPO network of the production shapes as champion and as explorer, uniform against softmax,
+three times each (no database).
+
+    .venv/bin/python bench/bench_explore.py --timing 1000000
 """
 
 from __future__ import annotations
@@ -99,8 +105,9 @@ def true_difference(truth, users, days, k, challenger_probs, rule_actions):
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, required=True, help="the simulation's --out folder (its shop's truth)")
-    ap.add_argument("--database", required=True, help="the simulation's --database")
+    ap.add_argument("--out", type=Path, help="the simulation's --out folder (its shop's truth)")
+    ap.add_argument("--database", help="the simulation's --database")
+    ap.add_argument("--timing", type=int, metavar="USERS", help="time `decide` on USERS users instead")
     ap.add_argument("--since", type=dt.date.fromisoformat, help="first night (default: the first own decision)")
     ap.add_argument("--eps", type=float, default=None, help="exploration share (default: the config's)")
     ap.add_argument("--temperature", type=float, default=None)
@@ -109,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="first seed of the outcome draws and the bootstrap")
     ap.add_argument("--repeats", type=int, default=20, help="outcome draws (seeds seed, seed+1, ...) per explorer")
     args = ap.parse_args(argv)
+    if args.timing:
+        return timing(args.timing)
+    if args.out is None or args.database is None:
+        ap.error("--out and --database are required (or --timing)")
 
     settings = load_settings()
     url = make_dsn(**{**parse_dsn(database_url(settings)), "dbname": args.database})
@@ -191,6 +202,31 @@ def main(argv: list[str] | None = None) -> int:
         )
     print("\n".join(lines))
     print(f"true difference challenger - rule on these decisions: {truth_diff:+.4f}")
+    return 0
+
+
+def timing(n: int) -> int:
+    """Seconds of `decide` on n users, uniform against softmax exploration (a toy PPO both ways)."""
+    import time
+
+    from recsys.benchmark.toy import plausible_observations, toy_ppo
+    from recsys.campaign.decide import decide
+    from recsys.model.policy import PPOPolicy
+
+    config = load_config(load_settings().config)
+    catalog = config.catalog
+    policy = PPOPolicy(toy_ppo(catalog, 0), catalog)
+    obs = plausible_observations(n)
+    mask = np.random.default_rng(0).random((n, catalog.n_actions)) < 0.7
+    ids = np.arange(n)
+    softmax = Explorer("softmax", config.rules.exploration_temperature, config.rules.exploration_floor, policy, "toy")
+    for name, explorer in (("uniform", None), ("softmax", softmax)):
+        seconds = []
+        for _ in range(3):
+            t = time.perf_counter()
+            decide(policy, obs, mask, ids, dt.date(2026, 12, 1), config.rules, explorer)
+            seconds.append(time.perf_counter() - t)
+        print(f"decide, {n:,} users, {name} exploration: " + ", ".join(f"{x:.2f}" for x in seconds) + " s")
     return 0
 
 
