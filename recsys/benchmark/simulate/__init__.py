@@ -49,14 +49,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from psycopg2.extensions import parse_dsn
 
+from recsys.benchmark.simulate.cohort import (
+    Cohort,
+    CohortLedger,
+    CohortValues,
+    ValueRange,
+    format_cohort_table,
+    reference_values,
+)
 from recsys.benchmark.simulate.config import DAY, VALUE_ROWS, SimulateConfig, epoch
 from recsys.benchmark.simulate.runner import DagRunner, run_night_in_process
 from recsys.benchmark.simulate.sender import (
     channel_ok,
     holdout_users,
     night_model,
+    offers_by_night,
     offers_last_7d,
     record_responses,
     send_all,
@@ -78,6 +88,9 @@ from recsys.errors import RecsysError
 __all__ = [
     "DAY",
     "VALUE_ROWS",
+    "Cohort",
+    "CohortLedger",
+    "CohortValues",
     "DagRunner",
     "Interval",
     "NightValues",
@@ -86,6 +99,7 @@ __all__ = [
     "SimulateConfig",
     "SimulatedUsers",
     "SimulationResult",
+    "ValueRange",
     "epoch",
     "format_table",
     "record_responses",
@@ -101,6 +115,8 @@ class SimulationResult:
     config: SimulateConfig
     nights: list[NightValues]
     paths: dict[str, Path]
+    cohort: CohortValues | None = None
+    cohort_summary: dict[str, Any] | None = None
 
     def table(self) -> str:
         return format_table(self.nights)
@@ -184,6 +200,7 @@ def _simulate(
     runner = None if config.in_process else DagRunner(sim_settings, url, out / "airflow")
     users = SimulatedUsers(truth, config.seed)
     results: list[NightValues] = []
+    ledger: CohortLedger | None = None
     budget = {"timesteps": config.timesteps, "seed": config.seed, "shards": config.shards}
     for i, night in enumerate(dates, start=1):
         started = time.perf_counter()
@@ -192,11 +209,14 @@ def _simulate(
         else:
             runner.run(night, frequency_cap=config.frequency_cap, **budget)
         with connect(url) as conn:
+            if ledger is None:  # night 1: the cohort, before anybody responds to tonight's offers
+                ledger = CohortLedger(_cohort(conn, truth, night, product.rules.cap_total), len(dates))
             sent = send_all(conn, night, product, publish_hour_utc=truth.params.publish_hour_utc)
             held = holdout_users(conn, night)
             k = offers_last_7d(conn, night, sent.user_id)
             ok = channel_ok(conn, sent.user_id)
             per_user, fixed = value_users(truth, catalog, night, sent.user_id, sent.action_id, ok, k)
+            ledger.record(i - 1, sent.user_id, per_user["policy"], held)
             responses = users.respond(night, sent, k)
             record_responses(conn, responses)
             model_version, mode = night_model(conn, night)
@@ -224,6 +244,31 @@ def _simulate(
         )
         results.append(row)
         say(format_table([row], header=i == 1))
-    paths = save_results(results, out, config)
+    value_range = config.value_range().clip(len(dates))
+    assert ledger is not None  # at least one night ran (`_check`)
+    cohort = reference_values(truth, ledger, dates, value_range, config.seed)
+    summary = cohort.summary(value_range)
+    action = truth.catalog.actions[cohort.fixed_action]
+    summary["fixed_action"] = action.describe(truth.catalog.value_units[action.offer_type])
+    summary["fixed_cadence"] = cohort.fixed_cadence
+    say(format_cohort_table(cohort, dates, summary, summary["fixed_action"]))
+    paths = save_results(results, out, config, cohort=cohort, summary=summary)
     say(f"Saved {', '.join(str(p) for p in paths.values())}")
-    return SimulationResult(config, results, paths)
+    return SimulationResult(config, results, paths, cohort, summary)
+
+
+def _cohort(conn: Any, truth: Any, night: dt.date, cap: int) -> Cohort:
+    """The users active on night 1 (features as of the night), where every reference loop starts."""
+    from recsys.data.states import load_states
+
+    states = load_states(conn, night)
+    order = np.argsort(states.user_ids, kind="stable")
+    ids = states.user_ids[order]
+    return Cohort(
+        user_ids=ids,
+        idx=truth.index_of(ids),
+        channel_ok=np.asarray(states.channel_ok, dtype=bool)[order],
+        prior=offers_by_night(conn, night, ids),
+        obs=np.asarray(states.obs, dtype=np.float64)[order],
+        cap=int(cap),
+    )

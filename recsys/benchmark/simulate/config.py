@@ -5,8 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recsys.config.settings import PROJECT_ROOT
+
+if TYPE_CHECKING:  # the cohort module imports this one
+    from recsys.benchmark.simulate.cohort import ValueRange
 
 SIM_DATABASE = "recsys_simulate"
 SENDER_WORKER = "simulator"
@@ -48,6 +52,16 @@ class SimulateConfig:
     """Offers per user in 7 days for the simulated campaigns (None: the configuration's rule, 3 by
     default). 7 lets every active user get an offer every night, so each night is a full campaign to
     measure; with the shipped 3 in 7 days most users sit out nights 4 to 7."""
+
+    value_first: int = 8
+    value_last: int = 30
+    """Nights (1-based, inclusive) of the valuation over a range on the fixed cohort, and of the bar's
+    statistic; clipped to the run (a run shorter than `value_first` is valued over all its nights)."""
+
+    def value_range(self) -> ValueRange:
+        from recsys.benchmark.simulate.cohort import ValueRange
+
+        return ValueRange(self.value_first, self.value_last)
 
     def first_night(self) -> dt.date:
         return self.start or dt.datetime.now(dt.UTC).date() - dt.timedelta(days=self.nights)

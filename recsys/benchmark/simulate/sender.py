@@ -107,3 +107,22 @@ def night_model(conn: Connection, night: dt.date) -> tuple[str | None, str | Non
     """The model that chose the night's offers, and how it was trained."""
     rows = fetch_all(conn, _sql("night_model"), {"night": night})
     return (rows[0]["model_version"], rows[0]["training_mode"]) if rows else (None, None)
+
+
+def offers_by_night(conn: Connection, night: dt.date, user_ids: np.ndarray, days: int = 7) -> np.ndarray:
+    """(n, days) offers each user got on each of the `days` nights before `night` (column 0: the
+    earliest), past campaigns and the system's own."""
+    ids = np.asarray(user_ids, dtype=np.int64)
+    out = np.zeros((len(ids), days))
+    rows = fetch_all(
+        conn,
+        _sql("offers_by_night"),
+        {"lo": night - dt.timedelta(days=days), "night": night, "ids": [int(u) for u in ids]},
+    )
+    if rows and len(ids):
+        users = np.array([r["user_id"] for r in rows], dtype=np.int64)
+        col = np.array([days - (night - r["night"]).days for r in rows], dtype=np.int64)
+        order = np.argsort(ids, kind="stable")
+        pos = order[np.searchsorted(ids[order], users)]
+        np.add.at(out, (pos, col), np.array([r["n"] for r in rows], dtype=np.float64))
+    return out

@@ -145,9 +145,26 @@ def format_table(rows: list[NightValues], *, header: bool = True) -> str:
     return "\n".join(lines)
 
 
-def save_results(rows: list[NightValues], out: Path, config: SimulateConfig) -> dict[str, Path]:
-    """values.csv, values.json and values.png in `out`."""
+def save_results(
+    rows: list[NightValues],
+    out: Path,
+    config: SimulateConfig,
+    *,
+    cohort: Any = None,
+    summary: dict[str, Any] | None = None,
+) -> dict[str, Path]:
+    """values.csv, values.json and values.png in `out`. With the fixed cohort's values
+    (`cohort.CohortValues`), each night's row gains `cohort_<name>` (mean per cohort user, with the
+    95% interval for the policy and the best fixed offer at its cadence), and values.json the
+    summary over the valuation range with the bar's statistic under "cohort"."""
     flat = [r.flat() for r in rows]
+    if cohort is not None:
+        for t, row in enumerate(flat):
+            for name, v in cohort.night(t).items():
+                row[f"cohort_{name}"] = v.mean
+                if name in ("policy", "fixed_cadence"):
+                    row.update({f"cohort_{name}_lower": v.lower, f"cohort_{name}_upper": v.upper})
+            row["cohort_policy_contacted"] = float(cohort.sends["policy"][t].mean())
     paths = {"csv": out / "values.csv", "json": out / "values.json", "png": out / "values.png"}
     keys = list(flat[0]) if flat else []
     with open(paths["csv"], "w", newline="") as f:
@@ -156,9 +173,19 @@ def save_results(rows: list[NightValues], out: Path, config: SimulateConfig) -> 
         writer.writerows(flat)
     meta = {k: (str(v) if isinstance(v, Path | dt.date) else v) for k, v in dataclasses.asdict(config).items()}
     meta["start"] = config.first_night().isoformat()
-    paths["json"].write_text(json.dumps({"config": meta, "nights": flat}, indent=2) + "\n")
+    doc: dict[str, Any] = {"config": meta, "nights": flat}
+    if summary is not None:
+        doc["cohort"] = summary
+    paths["json"].write_text(json.dumps(doc, indent=2, default=_plain) + "\n")
     plot_values(rows, paths["png"], title=f"recsys simulate: {config.users:,} users, seed {config.seed}")
     return paths
+
+
+def _plain(x: Any) -> Any:
+    """numpy scalars (and NaN) as JSON values."""
+    if isinstance(x, np.generic):
+        x = x.item()
+    return None if isinstance(x, float) and not math.isfinite(x) else x
 
 
 def plot_values(rows: list[NightValues], path: Path, *, title: str = "recsys simulate") -> None:
