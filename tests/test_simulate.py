@@ -268,6 +268,17 @@ def test_two_nights_close_the_feedback_loop(settings: Settings, tmp_path: Path) 
                 assert v.n == n.treated and v.lower <= v.mean <= v.upper
         lines = result.paths["csv"].read_text().splitlines()
         assert len(lines) == 3
+        # the fixed cohort: the users with features on night 1, each valued on both nights (no offer: 0)
+        values = result.cohort
+        assert values is not None and result.cohort_summary is not None
+        users = result.cohort_summary["users"]
+        assert users >= result.nights[0].treated + result.nights[0].holdout
+        assert values.values["policy"].shape == (2, users)
+        assert (values.values["policy"] != 0).sum(axis=1)[0] <= result.nights[0].treated
+        assert "cohort_policy" in lines[0].split(",") and "cohort_fixed_cadence" in lines[0].split(",")
+        saved = json.loads(result.paths["json"].read_text())["cohort"]
+        assert saved["range"] == [1, 2] and set(saved["values"]) == set(sim.cohort.COHORT_ROWS)
+        assert saved["bar"]["lower"] <= saved["bar"]["mean"] and 1 <= saved["fixed_cadence"] <= 7
         assert result.paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         with connect(url) as conn:
             # every offer sent on night 1 was delivered, and the users responded to some
