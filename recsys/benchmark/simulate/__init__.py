@@ -26,8 +26,16 @@ to the start date) is loaded into a database of its own; then, for each campaign
    revenue per user of the day, treated against holdout, is reported beside it. Intervals are 95%
    normal intervals over users, mean +- 1.96 sd / sqrt(n); `policy - fixed` is the paired difference.
 
+5. **Valuation over a fixed cohort** (`recsys.benchmark.simulate.cohort`): the users active on night
+   1, each valued on every night (no offer, a rest, the holdout or an unsubscribe: 0, never
+   missing), against reference policies that each run their own closed loop under the truth
+   (uniform random, the rule heuristic, the best fixed offer at its best cadence of every 1..7
+   nights, a cadence-aware oracle), and, over nights 8-30, the bar's statistic: the paired lower 95%
+   bound of policy - 1.15 x the best fixed offer at its best cadence.
+
 The table is printed, saved as `values.csv` and `values.json`, and plotted to `values.png` in the
-output folder. The truth is read here (to play the users and to measure) and never reaches the
+output folder; the cohort's table follows it (per night in `values.csv`, the summary over the
+range under "cohort" in `values.json`). The truth is read here (to play the users and to measure) and never reaches the
 database, the features or anything the policy learns from: the policy sees only the behaviour and
 the offer outcomes that the simulated users produce.
 

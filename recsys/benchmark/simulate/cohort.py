@@ -13,7 +13,8 @@ users the first nightly run scored). Each of them is valued on every night, `nig
   the 7 nights before night 1), with its own fatigue (the truth's `offers_last_7d`, counting only
   its own sends from night 1 on), its own unsubscribes, the same frequency cap (no send when the
   user already had `cap` offers in the 7 nights before) and the policy's holdout of each night
-  (a user the policy held out is not contacted by the references either that night):
+  (a user the policy held out is not contacted by the references either that night). The cooldown
+  after a conversion does not apply (the loops draw no conversions); a rest is a night without a send:
 
   - `random`: uniform over the offers allowed tonight (consented channel, under the cap), every night;
   - `rule`: `recsys.model.baselines.RuleHeuristicPolicy` on the cohort's night-1 features, every night;
