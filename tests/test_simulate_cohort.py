@@ -58,6 +58,7 @@ def test_the_policy_counts_every_cohort_user_every_night_and_no_offer_is_zero(tr
     assert ledger.policy[0, :10].tolist() == [2.0] * 10
     assert (ledger.policy[0, 10:] == 0).all() and (ledger.policy[1:] == 0).all()
     assert ledger.held[0, 10:12].all() and ledger.held.sum() == 2
+    assert ledger.sent[0, :10].tolist() == [1.0] * 10 and ledger.sent.sum() == 10
     values = co.reference_values(truth, ledger, DATES, co.ValueRange(1, 1), seed=1)
     night = values.night(0)["policy"]
     # the mean is over the whole cohort: 10 users worth 2, everybody else 0 (never missing)

@@ -102,17 +102,21 @@ class CohortLedger:
     cohort: Cohort
     nights: int
     policy: np.ndarray = field(init=False)
+    sent: np.ndarray = field(init=False)
+    """Offers sent per user and night (a rest sends none)."""
     held: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         n = len(self.cohort)
         self.policy = np.zeros((self.nights, n))
+        self.sent = np.zeros((self.nights, n))
         self.held = np.zeros((self.nights, n), bool)
 
     def record(self, t: int, sent_users: np.ndarray, sent_values: np.ndarray, held_users: np.ndarray) -> None:
         """Night t (0-based): the true values of the offers sent (0 for everyone not sent one)."""
         inside, pos = self.cohort.positions(sent_users)
         np.add.at(self.policy[t], pos, np.asarray(sent_values, dtype=np.float64)[inside])
+        np.add.at(self.sent[t], pos, 1.0)
         inside, pos = self.cohort.positions(held_users)
         self.held[t, pos] = True
 
@@ -324,7 +328,7 @@ def reference_values(
         "oracle": oracle_v[:, :, 0],
     }
     sends = {
-        "policy": (ledger.policy != 0).astype(np.float64),
+        "policy": ledger.sent,
         "random": random_s,
         "rule": rule_s,
         "fixed_cadence": fixed_s[:, :, 0],
