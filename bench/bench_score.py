@@ -259,7 +259,7 @@ def naive(url: str, n: int) -> tuple[float, int]:
                 action, _ = model.predict(states.obs[i], deterministic=True)
                 a = actions[int(action)]
                 category = str(states.top_category[i])
-                unit = catalog.value_units[a.offer_type]
+                unit = catalog.value_units.get(a.offer_type, "")
                 context = {
                     "first_name": first.get(int(states.user_ids[i])) or "there",
                     "offer_type": a.offer_type,

@@ -709,7 +709,7 @@ def test_a_rule_heuristic_champion_scores_through_the_same_batch_api(campaign) -
     ids = np.array([r["user_id"] for r in rows])
     states = load_states(conn, DAY, ids)
     assert np.array_equal(states.user_ids, ids)
-    mask = np.array([[reachable[u][a.channel] for a in catalog.actions] for u in ids])
+    mask = catalog.action_mask(np.array([[reachable[u][c] for c in ("email", "sms", "push")] for u in ids]))
     greedy = RuleHeuristicPolicy(catalog).probabilities(states.obs, mask).argmax(axis=1)
     action = np.array([r["action_id"] for r in rows])
     explored = np.array([r["is_exploration"] for r in rows])
