@@ -29,6 +29,7 @@ RECSYS_DATABASE_URL, else the embedded server), dropped at the end.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -45,6 +46,7 @@ from _support import bench_server, scratch_database
 from psycopg2 import sql
 
 from recsys.config import load_config
+from recsys.config.catalog import Catalog
 from recsys.config.settings import load_settings
 from recsys.data.features import partition_name
 from recsys.db import connect
@@ -128,13 +130,25 @@ def make_population(url: str, n: int, day: dt.date, seed: int = 0) -> None:
             cur.execute("analyze recsys.users; analyze recsys.user_features")
 
 
+REST_ENV = "RECSYS_BENCH_REST"
+"""Set (to 1) by `--rest`, inherited by the child processes: score on the catalog with the rest."""
+
+
+def bench_catalog() -> Catalog:
+    """The catalog measured: the 108 offers of the seed (issue 12's bars), or with `--rest` the
+    configured catalog with its rest action."""
+    from recsys.config.catalog import load_catalog
+
+    catalog = load_catalog()
+    return catalog if os.environ.get(REST_ENV) == "1" else catalog.without_rest()
+
+
 def register_model(url: str) -> None:
     """An untrained PPO of the production shapes, registered as the champion "bench"."""
     from recsys.benchmark.toy import toy_ppo_artifact, toy_record
-    from recsys.config.catalog import load_catalog
     from recsys.evaluation.registry import record_decision, register
 
-    catalog = load_catalog()
+    catalog = bench_catalog()
     artifact = toy_ppo_artifact(catalog, seed=0)
     with connect(url) as conn:
         register(conn, toy_record(catalog, "bench", artifact, seed=0, trained_on=DAY, total_timesteps=64))
@@ -168,7 +182,7 @@ def child_fast(url: str, run_id: str, moment: dt.datetime, lag: float) -> None:
     from recsys.campaign import publish_run, score_campaign
 
     settings = load_settings(env={}, database_url=url)
-    config = load_config(settings.config)
+    config = dataclasses.replace(load_config(settings.config), catalog=bench_catalog())
     scored_at = moment - dt.timedelta(seconds=lag)
     with connect(url) as conn:
         t = time.perf_counter()
@@ -235,13 +249,12 @@ def fast_rows(users: int, moment: dt.datetime, fast: dict) -> list[tuple[str, st
 def naive(url: str, n: int) -> tuple[float, int]:
     """Per-user predict, per-row render, per-row INSERT on the first n users: (seconds, rows)."""
     from recsys.campaign.messages import PARTS, UNSUBSCRIBE_MARKER, environment, offer_text, validity_text
-    from recsys.config.catalog import load_catalog
     from recsys.config.rules import load_rules
     from recsys.data.states import load_states
     from recsys.evaluation.registry import get_model
     from recsys.model.policy import load_sb3_model
 
-    catalog = load_catalog()
+    catalog = bench_catalog()
     actions = catalog.actions
     rules = load_rules()
     env = environment(rules.templates_dir)
@@ -323,7 +336,12 @@ def main() -> int:
     parser.add_argument("--child-fast", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-run", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--keep-db", action="store_true", help="keep the scratch database (to inspect it)")
+    parser.add_argument(
+        "--rest", action="store_true", help="score on the catalog with the rest action (default: the 108 offers)"
+    )
     args = parser.parse_args()
+    if args.rest:
+        os.environ[REST_ENV] = "1"
     if args.child_fast:
         child_fast(args.child_fast, args.child_run, args.publish_at[0], args.scoring_lag)
         return 0

@@ -133,7 +133,8 @@ def campaign(migrated_url: str, artifact: bytes, settings):
     with connect(migrated_url, autocommit=True) as conn:
         with conn.cursor() as cur:
             cur.execute(
-                "truncate recsys.campaign_offers, recsys.campaign_holdout, recsys.campaign_run_shards, "
+                "truncate recsys.campaign_offers, recsys.campaign_holdout, recsys.campaign_decisions, "
+                "recsys.campaign_run_shards, "
                 "recsys.campaign_runs, recsys.offer_events, recsys.offer_history, recsys.users, "
                 "recsys.user_features, recsys.behavior_events, recsys.policy_models, "
                 "recsys.address_suppressions cascade"

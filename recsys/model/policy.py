@@ -69,8 +69,14 @@ class PPOPolicy:
 
     @classmethod
     def from_file(cls, path: Path, catalog: Catalog) -> PPOPolicy:
-        """A saved SB3 zip (`recsys train --save`) as a policy."""
-        return cls(load_sb3_model(path), catalog, name=str(path))
+        """A saved SB3 zip (`recsys train --save`) as a policy. The zip holds no catalog: a model
+        with one output per offer of a catalog with the rest is taken as trained on those offers
+        without the rest (the offers keep their ids), and never rests."""
+        model = load_sb3_model(path)
+        ids = None
+        if catalog.rest_action and int(model.action_space.n) == catalog.n_offers:
+            ids = np.arange(catalog.n_offers)
+        return cls(model, catalog, name=str(path), action_ids=ids)
 
     def __post_init__(self) -> None:
         n = int(self.model.action_space.n)
