@@ -172,6 +172,7 @@ def test_migration_010_upgrades_a_registry_at_the_previous_head(empty_database_u
     previous = tmp_path / "sql"
     shutil.copytree(PROJECT_ROOT / "sql", previous)
     (previous / "migrations" / "010_rule_heuristic_models.sql").unlink()
+    (previous / "migrations" / "011_campaign_decisions.sql").unlink()  # head 009: none of the later ones
     build_release_database(empty_database_url, PREVIOUS_RELEASE)
     with connect(empty_database_url) as conn:
         migrate(conn, load_settings(env={}, database_url=empty_database_url, sql_dir=previous))
@@ -182,7 +183,7 @@ def test_migration_010_upgrades_a_registry_at_the_previous_head(empty_database_u
     before = _counts(empty_database_url)
     with connect(empty_database_url) as conn:
         applied = migrate(conn, load_settings(env={}, database_url=empty_database_url)).applied
-    assert applied == ["010_rule_heuristic_models.sql"]
+    assert applied == ["010_rule_heuristic_models.sql", "011_campaign_decisions.sql"]
     assert _counts(empty_database_url) == before
     with connect(empty_database_url) as conn:
         assert champion(conn).model_version == "m-010"  # the old champion, untouched
