@@ -4,13 +4,12 @@ grows, and every scored user's decision in campaign_decisions (offer, rest, hold
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from test_campaign_scoring import DAY, _population, add_users, artifact, campaign, offers, score  # noqa: F401
-from upgrade_support import PREVIOUS_RELEASE, build_release_database
+from upgrade_support import PREVIOUS_RELEASE, build_release_database, sql_before
 
 from recsys.benchmark.toy import toy_ppo, toy_ppo_artifact, toy_record
 from recsys.campaign import load_rules
@@ -189,6 +188,17 @@ def test_every_scored_user_decision_is_recorded_and_rests_never_reach_senders(re
     assert all(float(offered[d["user_id"]]["propensity"]) == d["propensity"] for d in by["offer"])
     run = fetch_all(conn, "select counts from recsys.campaign_runs where run_id = 'rest-1'")[0]
     assert run["counts"]["rests"] == len(by["rest"])
+    assert fetch_value(conn, "select rested_users from recsys.v_campaign_runs where run_id = 'rest-1'") == len(
+        by["rest"]
+    )
+    assert all(d["segment"] == "loyal" for d in decisions if d["decision"] != "skipped")
+    # intent to treat: the treated arm is everyone scored and not held out, the rested included
+    groups = fetch_all(conn, "select * from recsys.v_campaign_summary where run_id = 'rest-1'")
+    assert sum(g["treated_users"] for g in groups) == len(by["offer"]) + len(by["rest"])
+    assert sum(g["offers"] for g in groups) == len(rows)
+    assert sum(g["holdout_users"] for g in groups) == len(by["holdout"])
+    (rest_group,) = [g for g in groups if g["offer_type"] == REST and g["treated_users"] > 0]
+    assert (rest_group["channel"], rest_group["offers"], rest_group["treated_users"]) == ("none", 0, len(by["rest"]))
 
     # a re-run of the date replaces the decisions: same users, no duplicates, the new run's id
     again = score(settings, DAY, run_id="rest-2", rules=dataclasses.replace(rules, exploration_share=0.0))
@@ -219,9 +229,7 @@ def test_migration_011_upgrades_a_database_at_head_010_and_its_champion_keeps_sc
 ) -> None:
     """A database at head 010 with data and a rule heuristic champion of the 108 offers: 011 adds
     campaign_decisions, keeps every row, and the champion scores on the catalog with the rest."""
-    previous = tmp_path / "sql"
-    shutil.copytree(PROJECT_ROOT / "sql", previous)
-    (previous / "migrations" / "011_campaign_decisions.sql").unlink()
+    previous = sql_before(tmp_path / "sql", "011_campaign_decisions.sql")
     build_release_database(empty_database_url, PREVIOUS_RELEASE)
     with connect(empty_database_url) as conn:
         migrate(conn, load_settings(env={}, database_url=empty_database_url, sql_dir=previous))

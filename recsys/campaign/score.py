@@ -223,6 +223,7 @@ def _score_shard(
             is_rest=catalog.is_rest(action),
             skipped_user_ids=user_ids[~eligible],
             skip_codes=skip_codes(reasons[~eligible]),
+            skipped_segment_codes=users["segment_code"].to_numpy()[~eligible],
         )
         counts.update(write_decisions(conn, sql_dir, decisions, rules, catalog, timings, publish_at))
     timings["write"] = time.perf_counter() - t

@@ -58,6 +58,8 @@ class Decisions:
     """The users a hard rule skipped (recorded as skipped, never as rests)."""
     skip_codes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int16))
     """Per skipped user: 1 + the index of its reason in SKIP_REASONS."""
+    skipped_segment_codes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    """Per skipped user: code k (1-based) of `segments[k - 1]` (0: unknown)."""
 
 
 def render_messages(
@@ -160,8 +162,13 @@ def _stage_decisions(cur: Any, d: Decisions) -> None:
         (np.concatenate([d.propensity, np.ones(m)]), ">f8"),
         (np.concatenate([d.is_exploration, np.zeros(m, dtype=bool)]), "u1"),
         (np.concatenate([np.zeros(n, dtype=np.int16), d.skip_codes]), ">i2"),
+        (np.concatenate([d.segment_codes, _codes(d.skipped_segment_codes, m)]), ">i4"),
     ]
     cur.copy_expert("copy stage_decisions from stdin with (format binary)", binary_copy(columns))
+
+
+def _codes(codes: np.ndarray, m: int) -> np.ndarray:
+    return codes if len(codes) == m else np.zeros(m, dtype=np.int32)
 
 
 def skip_codes(reasons: np.ndarray) -> np.ndarray:

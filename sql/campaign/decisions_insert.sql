@@ -6,8 +6,10 @@ with staged as (
         s.propensity,
         s.is_exploration,
         (array['offer', 'rest', 'holdout', 'skipped'])[s.decision_code + 1] as decision,
-        (array['no_consent', 'inactive', 'cooldown', 'frequency_cap'])[nullif(s.skip_code, 0)] as skip_reason
+        (array['no_consent', 'inactive', 'cooldown', 'frequency_cap'])[nullif(s.skip_code, 0)] as skip_reason,
+        g.name as segment
     from stage_decisions as s
+    left join stage_codes as g on g.kind = 'segment' and s.segment_code = g.code
 ),
 
 final as (
@@ -21,13 +23,14 @@ final as (
         decision <> 'skipped' and is_exploration as is_exploration,
         %(model)s as model_version,
         %(day)s::date as features_date,
-        skip_reason
+        skip_reason,
+        segment
     from staged
 )
 
 insert into recsys.campaign_decisions (
     campaign_date, run_id, user_id, decision, action_id, propensity, is_exploration, model_version,
-    features_date, skip_reason
+    features_date, skip_reason, segment
 )
 select
     campaign_date,
@@ -39,5 +42,6 @@ select
     is_exploration,
     model_version,
     features_date,
-    skip_reason
+    skip_reason,
+    segment
 from final

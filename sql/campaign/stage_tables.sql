@@ -17,5 +17,5 @@ create temp table stage_quiet (channel text, quiet_start time, quiet_end time) o
 create temp table stage_timezones (tz text primary key) on commit drop;
 create temp table stage_decisions (
     user_id bigint, decision_code smallint, action_id integer, propensity double precision,
-    is_exploration boolean, skip_code smallint
+    is_exploration boolean, skip_code smallint, segment_code integer
 ) on commit drop;

@@ -21,6 +21,7 @@ create table recsys.campaign_decisions (
     model_version text,
     features_date date not null,
     skip_reason text,
+    segment text,
     created_at timestamptz not null default clock_timestamp(),
     primary key (campaign_date, user_id),
     constraint campaign_decisions_skip_check check (
@@ -52,6 +53,7 @@ comment on column recsys.campaign_decisions.model_version is 'The policy that de
 comment on column recsys.campaign_decisions.features_date is 'as_of date of the features the policy read.';
 comment on column recsys.campaign_decisions.skip_reason is
 'Why a skipped user got nothing: no_consent, inactive, cooldown or frequency_cap; null otherwise.';
+comment on column recsys.campaign_decisions.segment is 'The user''s behavioural segment when scored (null if unknown).';
 comment on column recsys.campaign_decisions.created_at is 'When the row was written.';
 
 comment on column recsys.campaign_offers.is_exploration is
