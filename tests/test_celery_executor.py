@@ -40,11 +40,10 @@ AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 REDIS_URL = os.environ.get("RECSYS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 WORKERS = ("worker-a", "worker-b", "worker-c")
 SHARDS = 2
-# One task at a time per worker, so two shards queued together go to two workers. Three workers:
-# with two, CI once saw both shards on one worker; it has since happened with three too (issue 14
-# notes), so the cause is not a worker still busy with the previous task; the shards' dispatch
-# timing is the open lead. Logs stay in the shared AIRFLOW_HOME (no log server per worker on one
-# machine's port 8793).
+# One task at a time per worker and no broker prefetching (recsys.orchestration.celery_config), so
+# two shards queued together go to two workers: with prefetching, a busy worker took the second
+# shard off the queue and ran both in turn (3 of 7 runs). Logs stay in the shared AIRFLOW_HOME (no
+# log server per worker on one machine's port 8793).
 WORKER_OPTIONS = ("--concurrency", "1", "--skip-serve-logs", "--without-mingle", "--without-gossip")
 COMPARED = "campaign_date, user_id, action_id, scheduled_at, propensity"
 
@@ -284,6 +283,9 @@ def _run_on_celery(
         AIRFLOW__API__WORKERS="1",
         AIRFLOW__API_AUTH__JWT_SECRET=uuid.uuid4().hex,
         AIRFLOW__CELERY__BROKER_URL=broker["url"],
+        # as the compose profile: no broker prefetching, so a busy worker leaves the second shard
+        # to an idle one
+        AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS="recsys.orchestration.celery_config.CELERY_CONFIG",
         AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX=broker["prefix"],
         AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT="3600",
         AIRFLOW__OPERATORS__DEFAULT_QUEUE=broker["queue"],

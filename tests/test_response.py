@@ -536,6 +536,32 @@ def test_fit_report_numbers_are_plain_json(
     assert len(FEATURES) == N_FEATURES
 
 
+def test_the_nights_model_is_refitted_on_every_user_after_the_held_out_report(
+    db: Connection, settings: Settings, catalog: Catalog, rules: RewardRules
+) -> None:
+    _write_truth_logs(db, catalog, users=800, send_share=0.8, seed=5)
+    as_of = TRUTH_DATES[-1] + dt.timedelta(days=1)
+    refit = fit_response_model(db, settings, catalog, rules, as_of, holdout_fraction=0.25, seed=3)
+    offers = refit.fit_report["offers"]
+    assert offers["holdout"] > 0 and offers["final_fit"] == offers["train"] + offers["holdout"]
+    assert {"open", "click", "convert"} <= set(refit.fit_report["holdout"])  # judged on unseen users
+    assert refit.fit_report["seconds"]["refit"] > 0
+    assert "refitted on" in format_fit_report(refit.fit_report)
+
+    everyone = fit_response_model(db, settings, catalog, rules, as_of, holdout_fraction=0)
+    train_only = fit_response_model(
+        db, settings, catalog, rules, as_of, holdout_fraction=0.25, seed=3, config=FitConfig(refit_on_all=False)
+    )
+    assert train_only.fit_report["offers"]["final_fit"] == offers["train"]
+    assert refit.fit_report["heads"]["open"]["rows"] == everyone.fit_report["heads"]["open"]["rows"]
+    assert train_only.fit_report["heads"]["open"]["rows"] < everyone.fit_report["heads"]["open"]["rows"]
+    for head in ("open", "click", "convert"):
+        # warm-started from the training users' fit, the refit reaches the optimum of the fit on everyone
+        np.testing.assert_allclose(refit.params[head].w, everyone.params[head].w, atol=2e-3)
+        np.testing.assert_allclose(refit.params[head].gamma, everyone.params[head].gamma, atol=2e-3)
+    assert not np.allclose(train_only.params["open"].w, everyone.params["open"].w, atol=2e-3)
+
+
 def test_a_bounded_fit_keeps_the_recent_offers_weights_the_rest_and_stays_close_to_the_full_fit(
     db: Connection, settings: Settings, catalog: Catalog, rules: RewardRules
 ) -> None:

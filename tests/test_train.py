@@ -138,9 +138,10 @@ def test_same_seed_twice_gives_the_same_policy(loaded: Connection, settings: Set
 def test_fine_tune_continues_the_champion(loaded: Connection, settings: Settings) -> None:
     from recsys.evaluation.gate import GateConfig
 
-    # a PPO champion: a gate that records the evidence over the rule without requiring it
-    lenient = GateConfig(require_evidence_over_baseline=False)
-    first = train(loaded, settings, config=CONFIG, as_of=END, mode="retrain", train_config=_tiny(), gate=lenient)
+    # a PPO champion: a gate that records the evidence over the rule without requiring it, set as
+    # a shop sets it, in the configuration's [gate]
+    lenient = dataclasses.replace(CONFIG, gate=GateConfig(require_evidence_over_baseline=False))
+    first = train(loaded, settings, config=lenient, as_of=END, mode="retrain", train_config=_tiny())
     assert first.decision.promoted
     second = train(loaded, settings, config=CONFIG, as_of=END, mode="auto", train_config=_tiny(total_timesteps=1024))
     assert second.record.training_mode == "fine_tune"
@@ -263,10 +264,16 @@ def test_cli_train_evaluate_recommend(loaded: Connection, settings: Settings, tm
     truth = shop.parent / "shop.truth.npz"
     out = run("evaluate", "--truth", str(truth))
     assert out.returncode == 0, out.stderr
-    for needle in ("Simulator", "oracle", "rule heuristic", "greedy on response model", "doubly robust"):
+    for needle in ("Simulator", "oracle", "greedy on response model", "doubly robust", "paired diff"):
         assert needle in out.stdout
     assert f"model {rule.model_version}" in out.stdout
-    assert ("champion (rule_heuristic)" if rule.algorithm == "rule_heuristic" else "ppo") in out.stdout
+    truth_rows = out.stdout[out.stdout.index("Against the ground truth") :]
+    if rule.algorithm == "rule_heuristic":
+        # the rule once, as the champion; the trained model that did not win, with the gate's word
+        assert "champion (rule_heuristic)" in truth_rows and "rule heuristic " not in truth_rows
+        assert f"newest ppo ({trained.gate_decision})" in truth_rows
+    else:
+        assert "ppo" in truth_rows and "rule heuristic" in truth_rows and "newest ppo" not in truth_rows
 
 
 def test_warm_start_imitates_the_response_models_best_offer(loaded: Connection, settings: Settings) -> None:

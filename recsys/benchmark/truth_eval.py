@@ -387,24 +387,25 @@ def evaluate_model_against_truth(
     conn: Connection, catalog: Catalog, evaluation: ModelEvaluation, truth_path: Path, *, n_boot: int = 200
 ) -> ModelEvaluation:
     """`evaluation` (of a registered model) with the truth table of its night added: the model, the
-    rule heuristic and greedy on the model's own response model, against the references."""
-    from recsys.evaluation.registry import get_model, load_policy
+    rule heuristic (once: not again when the model is the rule heuristic), the newest trained PPO
+    model of the catalog when it is another model (with its gate decision: a rejected challenger is
+    shown, not hidden) and greedy on the model's own response model, against the references. Every
+    row carries its paired difference from the model (`TruthEvaluation.paired_with`)."""
+    from recsys.evaluation.registry import PPO, RULE_HEURISTIC, get_model, latest_model, load_policy
     from recsys.model.baselines import ResponseGreedyPolicy, RuleHeuristicPolicy
     from recsys.model.response import ResponseModel
 
     record = get_model(conn, evaluation.model_version)
-    policy = load_policy(record, catalog)
+    name = "ppo" if record.algorithm.upper() == PPO else f"champion ({record.algorithm})"
+    policies: dict[str, Policy] = {name: load_policy(record, catalog)}
+    if record.algorithm != RULE_HEURISTIC:
+        policies["rule heuristic"] = RuleHeuristicPolicy(catalog)
+    newest = latest_model(conn, catalog, algorithm=PPO)
+    if newest is not None and newest.model_version != record.model_version:
+        policies[f"newest ppo ({newest.gate_decision or 'not judged'})"] = load_policy(newest, catalog)
     response = ResponseModel.from_dict(record.response_model, catalog)
+    policies["greedy on response model"] = ResponseGreedyPolicy(catalog, response)
     truth_eval = evaluate_against_truth(
-        conn,
-        truth_path,
-        evaluation.as_of,
-        {
-            ("ppo" if record.algorithm.upper() == "PPO" else f"champion ({record.algorithm})"): policy,
-            "rule heuristic": RuleHeuristicPolicy(catalog),
-            "greedy on response model": ResponseGreedyPolicy(catalog, response),
-        },
-        catalog=catalog,
-        n_boot=n_boot,
+        conn, truth_path, evaluation.as_of, policies, catalog=catalog, n_boot=n_boot, paired_with=name
     )
     return dataclasses.replace(evaluation, truth_eval=truth_eval)

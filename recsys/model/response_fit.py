@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from recsys.config.catalog import Catalog
+from recsys.config.learning import FitConfig
 from recsys.config.reward import RewardRules
 from recsys.model.fit_sample import LoggedOffers, bounded_sample
 from recsys.model.response import (
@@ -33,40 +34,6 @@ from recsys.model.response import (
     basket_value,
     check_rules_cover,
 )
-
-
-@dataclass(frozen=True)
-class FitConfig:
-    """Hyperparameters of `fit_response_model`."""
-
-    l2_main: float = 10.0
-    """Precision of the Gaussian prior on main effects (w, gamma), centred on the business rules."""
-    l2_interaction: float = 30.0
-    """Precision of the prior on feature x attribute interactions (many, so held closer to the rules)."""
-    max_iter: int = 300
-    """L-BFGS iterations per head (full batch)."""
-    order_value_l2: float = 20.0
-    """Ridge precision of the log order value's deviation from the user's basket."""
-    order_value_prior_sd: float = 0.5
-    """Prior log-scale spread of one order around its expectation."""
-    order_value_prior_weight: float = 20.0
-    """How many conversions the prior spread counts as (it is pooled with the residual spread)."""
-    log_window_days: int | None = 365
-    """Learn from the offers sent in this many days before as_of (None: all). Within the feature
-    retention (400 days by default), so no dropped feature date is rebuilt night after night."""
-    max_offers: int | None = 300_000
-    """Bound on the offers a night's fit learns from, so that its cost stays flat as the logs grow
-    (None: no bound). Over it, every offer sent in the last `recent_days` days is kept and the older
-    ones are a uniform random sample (by `seed`) that fills the bound, each weighted by the inverse of
-    its sampling rate: the weighted objective is an unbiased estimate of the objective on all the
-    logs. Measured: a fit costs about linear time in its rows (docs/performance.md)."""
-    recent_days: int = 7
-    """The days before as_of whose offers a bounded fit always keeps whole: the system's own latest
-    outcomes are what the night's model most needs to learn from."""
-    calibration_bins: int = 10
-    """Bins (equal counts, by predicted probability) of the reliability table."""
-    min_holdout_users: int = 1
-    """Fewer users than this in the holdout: no held-out report."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +67,9 @@ def fit_response_model_to_logs(
 
     A random `holdout_fraction` of users (by `seed`) is held out: the model is fitted on the others
     and its held-out log loss and calibration of P(open), P(click) and P(convert) are reported next
-    to the prior's in `fit_report`. The returned model is the one fitted on the training users.
+    to the prior's in `fit_report`. The returned model is then refitted on every user's offers
+    (`FitConfig.refit_on_all`, warm-started from the training users' fit): the report describes
+    how the training users' model did on users it never saw; the night's model learns from all.
     `prepared` carries what loading took (`feature_dates_built`, `build_seconds`, `load_seconds`)
     into the report.
     """
@@ -152,6 +121,16 @@ def fit_response_model_to_logs(
     }
     if n_holdout >= config.min_holdout_users and held.any():
         report["holdout"] = _holdout_report(x_all, a_all, held, targets, prior, params, config)
+    if config.refit_on_all and held.any():
+        refit_started = time.perf_counter()
+        everyone = train | held
+        params, report["heads"] = _fit_heads(
+            logs, x_all, a_all, everyone, targets, prior, catalog, rules, attrs, config, start=params
+        )
+        report["offers"]["final_fit"] = int(everyone.sum())
+        report["seconds"]["refit"] = round(time.perf_counter() - refit_started, 3)
+    else:
+        report["offers"]["final_fit"] = int(train.sum())
     report["seconds"]["total"] = round(time.perf_counter() - started, 3)
     return ResponseModel(catalog, rules, params, _json_safe(report))
 
@@ -180,9 +159,12 @@ def _fit_heads(
     rules: RewardRules,
     attrs: _Attributes,
     config: FitConfig,
+    *,
+    start: dict[str, HeadParams] | None = None,
 ) -> tuple[dict[str, HeadParams], dict[str, Any]]:
     """Every head fitted on the training rows (a stage without outcomes or rows keeps its prior),
-    with what each fit did."""
+    with what each fit did. `start`: coefficients the optimiser starts from (the prior otherwise);
+    the Gaussian prior stays centred on `prior` either way, so the optimum is the same."""
     params = {h: p.copy() for h, p in prior.items()}
     heads_report: dict[str, Any] = {}
     weight = logs.weights()
@@ -196,7 +178,14 @@ def _fit_heads(
             heads_report[head] = {"fitted": False, "reason": "no training rows; the prior is kept"}
             continue
         params[head], info = _fit_logistic(
-            x[sel], a[sel], y[sel], weight[sel], prior[head], _masks(attrs, head), config
+            x[sel],
+            a[sel],
+            y[sel],
+            weight[sel],
+            prior[head],
+            _masks(attrs, head),
+            config,
+            start=None if start is None else start[head],
         )
         heads_report[head] = {"fitted": True, "rows": int(sel.sum()), "positives": int(y[sel].sum()), **info}
     params["order_value"], heads_report["order_value"] = _fit_order_value(
@@ -239,8 +228,11 @@ def _fit_logistic(
     prior: HeadParams,
     masks: tuple[np.ndarray, np.ndarray, np.ndarray],
     config: FitConfig,
+    *,
+    start: HeadParams | None = None,
 ) -> tuple[HeadParams, dict[str, Any]]:
-    """MAP logistic regression of one head (full-batch L-BFGS), Gaussian prior around `prior`.
+    """MAP logistic regression of one head (full-batch L-BFGS), Gaussian prior around `prior`,
+    starting from `start` (the prior when None).
 
     The head's existing terms become the columns of one design matrix (features, attributes, and
     attribute x feature products), so each evaluation is one matrix product and its transpose.
@@ -253,13 +245,16 @@ def _fit_logistic(
     rows_d, cols_d = np.nonzero(md)
     design = np.hstack([x[:, mw], a[:, mg], a[:, rows_d] * x[:, cols_d]])
     theta0 = np.concatenate([prior.w[mw], prior.gamma[mg], prior.D[rows_d, cols_d]])
+    init = start or prior
+    theta_init = np.concatenate([init.w[mw], init.gamma[mg], init.D[rows_d, cols_d]])
     precision = np.concatenate(
         [np.full(mw.sum() + mg.sum(), config.l2_main), np.full(len(rows_d), config.l2_interaction)]
     )
-    zt, yt, wt, t0, lam = (
-        torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64)) for v in (design, y, weight, theta0, precision)
+    zt, yt, wt, t0, lam, ti = (
+        torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64))
+        for v in (design, y, weight, theta0, precision, theta_init)
     )
-    theta = t0.clone().requires_grad_(True)
+    theta = ti.clone().requires_grad_(True)
     n = float(weight.sum())
     opt = torch.optim.LBFGS(
         [theta],
@@ -436,7 +431,8 @@ def format_fit_report(report: dict[str, Any]) -> str:
     lines = [
         f"response model fitted on offers before {report['as_of']}: "
         f"{offers.get('train', 0):,} train / {offers.get('holdout', 0):,} held-out offers "
-        f"({offers.get('without_features', 0):,} without point-in-time features left out)",
+        f"({offers.get('without_features', 0):,} without point-in-time features left out); "
+        f"the night's model refitted on {offers.get('final_fit', offers.get('train', 0)):,}",
         f"{'held-out':<10} {'n':>9} {'rate':>8} {'log loss':>10} {'prior':>10} {'ECE':>9} {'prior':>9}",
     ]
     for name, r in report.get("holdout", {}).items():
