@@ -18,9 +18,12 @@ publish. Each run gets the date's partition afresh (the attach path), so the run
 
 The users and their features are written directly with COPY from numpy (not the generator: 1M
 generated users take minutes); the model is an untrained PPO of the production shapes (19 features,
-108 actions, SB3's default 64x64 MLP, 64 learning steps): the bar is throughput, not quality.
+108 actions, SB3's default 64x64 MLP, 64 learning steps): the bar is throughput, not quality. The
+catalog is the seed's 108 offers without the rest action (issue 12's bars); `--rest` scores on the
+configured catalog with the rest (109 actions).
 
-    python bench/bench_score.py [--users 1000000] [--naive-users 100000] [--publish-at MOMENT ...] [--scoring-lag 60]
+    python bench/bench_score.py [--users 1000000] [--naive-users 100000] [--publish-at MOMENT ...]
+        [--scoring-lag 60] [--rest]
 
 Uses a scratch database on RECSYS_BENCH_DATABASE_URL (else RECSYS_TEST_DATABASE_URL, else
 RECSYS_DATABASE_URL, else the embedded server), dropped at the end.
@@ -233,9 +236,10 @@ def fast_rows(users: int, moment: dt.datetime, fast: dict) -> list[tuple[str, st
             "",
         ),
         (
-            "  stage seconds: model load / staging / upsert / attach",
+            "  stage seconds: model load / staging / upsert / attach / decisions",
             " / ".join(
-                f"{timings.get(k, 0):.1f}" for k in ("model_load", "write_staging", "write_upsert", "write_attach")
+                f"{timings.get(k, 0):.1f}"
+                for k in ("model_load", "write_staging", "write_upsert", "write_attach", "write_decisions")
             ),
             f"write path: {s.get('write_path')}",
         ),

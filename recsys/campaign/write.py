@@ -151,7 +151,8 @@ DECISION_CODES = ("offer", "rest", "holdout", "skipped")
 
 def _stage_decisions(cur: Any, d: Decisions) -> None:
     """COPY every scored user's decision into stage_decisions: the eligible users (offer, rest or
-    holdout) and the skipped ones (with their reason's code)."""
+    holdout) and the skipped ones (with their reason's code), in user order, so that the insert
+    fills the key's index in order (1M rows: 4.2 to 4.8 s, docs/performance.md)."""
     n, m = len(d.user_ids), len(d.skipped_user_ids)
     rest = d.is_rest if len(d.is_rest) == n else np.zeros(n, dtype=bool)
     code = np.where(d.is_holdout, 2, np.where(rest, 1, 0)).astype(np.int16)
@@ -164,6 +165,8 @@ def _stage_decisions(cur: Any, d: Decisions) -> None:
         (np.concatenate([np.zeros(n, dtype=np.int16), d.skip_codes]), ">i2"),
         (np.concatenate([d.segment_codes, _codes(d.skipped_segment_codes, m)]), ">i4"),
     ]
+    order = np.argsort(columns[0][0], kind="stable")
+    columns = [(values[order], kind) for values, kind in columns]
     cur.copy_expert("copy stage_decisions from stdin with (format binary)", binary_copy(columns))
 
 

@@ -30,7 +30,9 @@ create table recsys.campaign_decisions (
     )
 );
 
-create index campaign_decisions_run_idx on recsys.campaign_decisions (run_id);
+-- a million rows a night: one index besides the key, and a small one (the rests, which the campaign
+-- summary reads per run); a night's decisions are read by campaign_date, the key's prefix
+create index campaign_decisions_rest_idx on recsys.campaign_decisions (run_id) where decision = 'rest';
 
 comment on table recsys.campaign_decisions is
 'Every user a campaign run scored, and what it decided: offer, rest (no offer tonight), holdout or '
