@@ -259,3 +259,22 @@ def test_migration_011_upgrades_a_database_at_head_010_and_its_champion_keeps_sc
         obs = np.random.default_rng(2).random((20, N_FEATURES)).astype(np.float32)
         probs = policy.probabilities(obs, catalog.action_mask(np.ones((20, 3), bool)))
         assert (probs[:, 108] == 0.0).all() and np.allclose(probs.sum(axis=1), 1.0)
+
+
+def test_recommend_prints_the_rest_in_the_seed_format() -> None:
+    from recsys.campaign.recommend import Recommendation
+
+    rest = load_catalog().actions[-1]
+    features = dict.fromkeys(FEATURE_NAMES, 1.0)
+    text = Recommendation(42, DAY, features, rest.action_id, rest.describe(""), 0.61, "m").format()
+    assert "Recommended Action:\nno offer tonight (rest)\n(action 108, probability 61.0% under model m)" in text
+
+
+def test_a_saved_model_of_the_108_offers_scores_on_the_catalog_with_the_rest(tmp_path: Path) -> None:
+    catalog = load_catalog()
+    path = tmp_path / "m.zip"
+    toy_ppo(catalog.without_rest(), seed=4).save(path)
+    policy = PPOPolicy.from_file(path, catalog)
+    obs = np.random.default_rng(5).random((50, N_FEATURES)).astype(np.float32)
+    actions, _ = policy.act(obs, catalog.action_mask(np.ones((50, 3), bool)))
+    assert ((actions >= 0) & (actions < 108)).all()
