@@ -32,6 +32,7 @@ embedded server, dropped at its end.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import statistics
 import time
@@ -86,13 +87,14 @@ def peer_policies(conn, config, seed: int) -> dict:
 def feature_ceiling(conn, truth_path, as_of: dt.date, catalog, seed: int) -> float:
     """Normalised score, under the truth, of greedy on a regression of the truth's values on the
     observations (features, their squares, an intercept), cross-fitted on two halves of the users."""
-    from recsys.benchmark.synth.truth import GroundTruth
+    from recsys.benchmark.synth.truth import GroundTruth, with_rest
     from recsys.model.observation import FEATURE_NAMES
 
     truth = GroundTruth.load(truth_path)
     states = load_states(conn, as_of)
     k = states.raw[:, FEATURE_NAMES.index("offers_last_7d")]
     values = truth.value_matrix(states.user_ids, night=as_of, offers_last_7d=k, respect_consent=True)
+    values = with_rest(values, catalog)
     mask = states.action_mask(catalog)
     x = np.hstack([states.obs, states.obs**2, np.ones((len(states), 1))]).astype(np.float64)
     halves = np.array_split(np.random.default_rng(seed).permutation(len(states)), 2)
@@ -118,6 +120,8 @@ def one_seed(
         generate_data(users=users, days=days, seed=seed, out=data, end_date=END, world=world)
     truth = truth_path_for(data)
     config = load_config()
+    # issue 12's bars are measured on the seed's 108 offers, without the rest action
+    config = dataclasses.replace(config, catalog=config.catalog.without_rest())
     catalog = config.catalog
     out: dict[str, float] = {}
     with scratch_database(server, "recsys_bench_policy") as url:

@@ -18,9 +18,12 @@ publish. Each run gets the date's partition afresh (the attach path), so the run
 
 The users and their features are written directly with COPY from numpy (not the generator: 1M
 generated users take minutes); the model is an untrained PPO of the production shapes (19 features,
-108 actions, SB3's default 64x64 MLP, 64 learning steps): the bar is throughput, not quality.
+108 actions, SB3's default 64x64 MLP, 64 learning steps): the bar is throughput, not quality. The
+catalog is the seed's 108 offers without the rest action (issue 12's bars); `--rest` scores on the
+configured catalog with the rest (109 actions).
 
-    python bench/bench_score.py [--users 1000000] [--naive-users 100000] [--publish-at MOMENT ...] [--scoring-lag 60]
+    python bench/bench_score.py [--users 1000000] [--naive-users 100000] [--publish-at MOMENT ...]
+        [--scoring-lag 60] [--rest]
 
 Uses a scratch database on RECSYS_BENCH_DATABASE_URL (else RECSYS_TEST_DATABASE_URL, else
 RECSYS_DATABASE_URL, else the embedded server), dropped at the end.
@@ -29,6 +32,7 @@ RECSYS_DATABASE_URL, else the embedded server), dropped at the end.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -45,6 +49,7 @@ from _support import bench_server, scratch_database
 from psycopg2 import sql
 
 from recsys.config import load_config
+from recsys.config.catalog import Catalog
 from recsys.config.settings import load_settings
 from recsys.data.features import partition_name
 from recsys.db import connect
@@ -128,13 +133,25 @@ def make_population(url: str, n: int, day: dt.date, seed: int = 0) -> None:
             cur.execute("analyze recsys.users; analyze recsys.user_features")
 
 
+REST_ENV = "RECSYS_BENCH_REST"
+"""Set (to 1) by `--rest`, inherited by the child processes: score on the catalog with the rest."""
+
+
+def bench_catalog() -> Catalog:
+    """The catalog measured: the 108 offers of the seed (issue 12's bars), or with `--rest` the
+    configured catalog with its rest action."""
+    from recsys.config.catalog import load_catalog
+
+    catalog = load_catalog()
+    return catalog if os.environ.get(REST_ENV) == "1" else catalog.without_rest()
+
+
 def register_model(url: str) -> None:
     """An untrained PPO of the production shapes, registered as the champion "bench"."""
     from recsys.benchmark.toy import toy_ppo_artifact, toy_record
-    from recsys.config.catalog import load_catalog
     from recsys.evaluation.registry import record_decision, register
 
-    catalog = load_catalog()
+    catalog = bench_catalog()
     artifact = toy_ppo_artifact(catalog, seed=0)
     with connect(url) as conn:
         register(conn, toy_record(catalog, "bench", artifact, seed=0, trained_on=DAY, total_timesteps=64))
@@ -168,7 +185,7 @@ def child_fast(url: str, run_id: str, moment: dt.datetime, lag: float) -> None:
     from recsys.campaign import publish_run, score_campaign
 
     settings = load_settings(env={}, database_url=url)
-    config = load_config(settings.config)
+    config = dataclasses.replace(load_config(settings.config), catalog=bench_catalog())
     scored_at = moment - dt.timedelta(seconds=lag)
     with connect(url) as conn:
         t = time.perf_counter()
@@ -219,9 +236,10 @@ def fast_rows(users: int, moment: dt.datetime, fast: dict) -> list[tuple[str, st
             "",
         ),
         (
-            "  stage seconds: model load / staging / upsert / attach",
+            "  stage seconds: model load / staging / upsert / attach / decisions",
             " / ".join(
-                f"{timings.get(k, 0):.1f}" for k in ("model_load", "write_staging", "write_upsert", "write_attach")
+                f"{timings.get(k, 0):.1f}"
+                for k in ("model_load", "write_staging", "write_upsert", "write_attach", "write_decisions")
             ),
             f"write path: {s.get('write_path')}",
         ),
@@ -235,13 +253,12 @@ def fast_rows(users: int, moment: dt.datetime, fast: dict) -> list[tuple[str, st
 def naive(url: str, n: int) -> tuple[float, int]:
     """Per-user predict, per-row render, per-row INSERT on the first n users: (seconds, rows)."""
     from recsys.campaign.messages import PARTS, UNSUBSCRIBE_MARKER, environment, offer_text, validity_text
-    from recsys.config.catalog import load_catalog
     from recsys.config.rules import load_rules
     from recsys.data.states import load_states
     from recsys.evaluation.registry import get_model
     from recsys.model.policy import load_sb3_model
 
-    catalog = load_catalog()
+    catalog = bench_catalog()
     actions = catalog.actions
     rules = load_rules()
     env = environment(rules.templates_dir)
@@ -259,7 +276,7 @@ def naive(url: str, n: int) -> tuple[float, int]:
                 action, _ = model.predict(states.obs[i], deterministic=True)
                 a = actions[int(action)]
                 category = str(states.top_category[i])
-                unit = catalog.value_units[a.offer_type]
+                unit = catalog.value_units.get(a.offer_type, "")
                 context = {
                     "first_name": first.get(int(states.user_ids[i])) or "there",
                     "offer_type": a.offer_type,
@@ -323,7 +340,12 @@ def main() -> int:
     parser.add_argument("--child-fast", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-run", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--keep-db", action="store_true", help="keep the scratch database (to inspect it)")
+    parser.add_argument(
+        "--rest", action="store_true", help="score on the catalog with the rest action (default: the 108 offers)"
+    )
     args = parser.parse_args()
+    if args.rest:
+        os.environ[REST_ENV] = "1"
     if args.child_fast:
         child_fast(args.child_fast, args.child_run, args.publish_at[0], args.scoring_lag)
         return 0

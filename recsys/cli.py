@@ -239,7 +239,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     state = "dry run" if args.dry_run else ("published" if "publish" in summary else f"shard {k}/{n} done")
     print(
         f"score {summary['campaign_date']} run {summary['run_id']} (model {summary['model_version']}): "
-        f"{summary['offers']} offers, {summary['holdout']} holdout, {summary['exploration']} explored, "
+        f"{summary['offers']} offers, {summary.get('rests', 0)} rests, {summary['holdout']} holdout, "
+        f"{summary['exploration']} explored, "
         f"skipped {skipped}; {state} in {summary['timings']['total']:.1f} s"
     )
     return 0

@@ -224,7 +224,7 @@ def _headline(task: str, r: dict[str, Any]) -> str:
         value = r.get("simulator_value")
         return f"champion {r.get('model_version')}: simulator value {value:.4f}" if value is not None else ""
     if task == "score":
-        shown = ("users", "eligible", "offers", "holdout", "exploration")
+        shown = ("users", "eligible", "offers", "rests", "holdout", "exploration")
         return f"shard {r.get('shard')}: " + ", ".join(f"{k} {r[k]:,}" for k in shown if k in r)
     if task == "publish":
         return "published" if r.get("published", True) else "not published (dry run)"

@@ -27,9 +27,11 @@ RESP = {c: FEATURE_NAMES.index(f"{c}_responsiveness") for c in ("email", "sms", 
 
 
 def channel_mask(catalog: Catalog, channel_ok: np.ndarray) -> np.ndarray:
-    """The mask `States.action_mask` builds: an action is allowed when its channel is."""
+    """The mask `States.action_mask` builds: an offer is allowed when its channel is, the rest when
+    some offer is."""
     index = {"email": 0, "sms": 1, "push": 2}
-    return channel_ok[:, [index[a.channel] for a in catalog.actions]]
+    offers = channel_ok[:, [index[a.channel] for a in catalog.actions if not a.is_rest]]
+    return np.hstack([offers, offers.any(axis=1, keepdims=True)]) if catalog.rest_action else offers
 
 
 def random_batch(n: int, seed: int, catalog: Catalog = CATALOG) -> tuple[np.ndarray, np.ndarray]:
@@ -132,8 +134,8 @@ def test_fixed_action_where_allowed_else_uniform() -> None:
 
 
 def test_fixed_action_refuses_an_unknown_action() -> None:
-    with pytest.raises(ValueError, match=r"action_id must be in 0\.\.107"):
-        FixedActionPolicy(CATALOG, 108)
+    with pytest.raises(ValueError, match=r"action_id must be in 0\.\.108"):
+        FixedActionPolicy(CATALOG, 109)  # 108 is the rest
     with pytest.raises(ValueError, match="action_id must be in"):
         FixedActionPolicy(CATALOG, -1)
 

@@ -133,7 +133,8 @@ def campaign(migrated_url: str, artifact: bytes, settings):
     with connect(migrated_url, autocommit=True) as conn:
         with conn.cursor() as cur:
             cur.execute(
-                "truncate recsys.campaign_offers, recsys.campaign_holdout, recsys.campaign_run_shards, "
+                "truncate recsys.campaign_offers, recsys.campaign_holdout, recsys.campaign_decisions, "
+                "recsys.campaign_run_shards, "
                 "recsys.campaign_runs, recsys.offer_events, recsys.offer_history, recsys.users, "
                 "recsys.user_features, recsys.behavior_events, recsys.policy_models, "
                 "recsys.address_suppressions cascade"
@@ -710,7 +711,7 @@ def test_a_rule_heuristic_champion_scores_through_the_same_batch_api(campaign) -
     ids = np.array([r["user_id"] for r in rows])
     states = load_states(conn, DAY, ids)
     assert np.array_equal(states.user_ids, ids)
-    mask = np.array([[reachable[u][a.channel] for a in catalog.actions] for u in ids])
+    mask = catalog.action_mask(np.array([[reachable[u][c] for c in ("email", "sms", "push")] for u in ids]))
     greedy = RuleHeuristicPolicy(catalog).probabilities(states.obs, mask).argmax(axis=1)
     action = np.array([r["action_id"] for r in rows])
     explored = np.array([r["is_exploration"] for r in rows])
@@ -767,7 +768,7 @@ def test_the_newest_challenger_guides_exploration_and_the_run_keeps_its_source(c
     reachable = {r["user_id"]: r for r in reach}
     ids = np.array([r["user_id"] for r in rows])
     states = load_states(conn, DAY, ids)
-    mask = np.array([[reachable[u][a.channel] for a in catalog.actions] for u in ids])
+    mask = catalog.action_mask(np.array([[bool(reachable[u][ch]) for ch in ("email", "sms", "push")] for u in ids]))
     greedy = RuleHeuristicPolicy(catalog).probabilities(states.obs, mask).argmax(axis=1)
     challenger = PPOPolicy(load_sb3_model(artifact), catalog)
     q = softmax_exploration(challenger.probabilities(states.obs, mask), mask, temperature=1.0, floor=0.1)

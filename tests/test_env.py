@@ -184,7 +184,8 @@ def test_disallowed_channel_sends_nothing(model: ResponseModel, catalog: Catalog
     obs, _ = env.reset(seed=0)
     mask = env.action_masks()
     channels = np.array([a.channel for a in catalog.actions])
-    assert mask[channels == "email"].all() and not mask[channels != "email"].any()
+    assert mask[channels == "email"].all() and not mask[(channels != "email") & (channels != "none")].any()
+    assert mask[catalog.rest_id]  # the rest, wherever some offer is allowed
     for a in (_action(catalog, "discount", 10, "sms"), _action(catalog, "discount", 10, "push")):
         before = obs
         obs, reward, *_, info = env.step(a)

@@ -12,7 +12,14 @@ from recsys.benchmark.toy import ppo_artifact, toy_ppo, toy_record
 from recsys.config.catalog import load_catalog
 from recsys.db import Connection, fetch_value
 from recsys.errors import RecsysError
-from recsys.evaluation.registry import ModelRecord, champion, get_model, record_decision, register
+from recsys.evaluation.registry import (
+    ModelRecord,
+    catalog_json,
+    champion,
+    get_model,
+    record_decision,
+    register,
+)
 from recsys.model.baselines import choose
 from recsys.model.observation import N_FEATURES
 from recsys.model.policy import PPOPolicy, load_sb3_model
@@ -65,7 +72,7 @@ def test_chunking_gives_identical_results(toy_model, monkeypatch: pytest.MonkeyP
 def test_model_for_another_catalog_is_refused(toy_model) -> None:
     catalog = load_catalog()
     smaller = dataclasses.replace(catalog, values=(5.0, 10.0))
-    with pytest.raises(RecsysError, match="chooses among 108 actions but the catalog has 72"):
+    with pytest.raises(RecsysError, match="chooses among 109 actions but the catalog has 73"):
         PPOPolicy(toy_model, smaller)
 
 
@@ -121,9 +128,12 @@ def test_registry_keeps_one_champion_and_round_trips_the_artifact(db: Connection
 def test_registered_model_of_another_catalog_is_refused_at_use(db: Connection, toy_model) -> None:
     with db.cursor() as cur:
         cur.execute("delete from recsys.policy_models")
-    register(db, _record("old", ppo_artifact(toy_model), catalog_fingerprint="0" * 64))
+    other = dataclasses.replace(load_catalog(), values=(5.0, 10.0, 20.0))  # 20 is not configured
+    old = _record("old", ppo_artifact(toy_model), catalog_fingerprint="0" * 64)
+    old.catalog = catalog_json(other)
+    register(db, old)
     db.commit()
-    with pytest.raises(RecsysError, match="trained on a different offer catalog"):
+    with pytest.raises(RecsysError, match="trained on an offer catalog the configured one does not contain"):
         get_model(db, "old").check_compatible(load_catalog())
     with pytest.raises(RecsysError, match="no model 'nope'"):
         get_model(db, "nope")

@@ -322,7 +322,7 @@ def _write_truth_logs(conn: Connection, catalog: Catalog, users: int, send_share
         table = np.column_stack([raw[name] if name in raw else np.ones(n) for name in FEATURE_NAMES])
         obs = normalise(table)
         chosen = np.flatnonzero(rng.random(n) < send_share)
-        a = rng.integers(0, catalog.n_actions, len(chosen))
+        a = rng.integers(0, catalog.n_offers, len(chosen))  # logs hold offers, never the rest
         offer_type = np.array([actions[i].offer_type for i in a])
         value = np.array([actions[i].value for i in a])
         channel = np.array([actions[i].channel for i in a])
@@ -431,7 +431,7 @@ def test_few_logs_stay_close_to_the_prior(
     obs = normalise(
         rng.uniform(0, 1, (200, N_FEATURES)) * [60, 20, 300, 1, 1, 1, 1, 1, 1, 90, 5, 4, 30, 1, 1, 1, 1, 1, 1]
     )
-    actions = rng.integers(0, catalog.n_actions, 200)
+    actions = rng.integers(0, catalog.n_offers, 200)
 
     def distance(model: ResponseModel) -> float:
         fit, base = model.stage_probabilities(obs, actions), prior.stage_probabilities(obs, actions)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from upgrade_support import DATA_TABLES, PREVIOUS_RELEASE, RELEASES, build_release_database
+from upgrade_support import DATA_TABLES, PREVIOUS_RELEASE, RELEASES, build_release_database, sql_before
 
 from recsys.config.settings import PROJECT_ROOT, load_settings
 from recsys.data.features import build_features
@@ -162,16 +162,14 @@ def test_features_and_analyst_views_answer_on_upgraded_data(upgraded, tmp_path: 
 def test_migration_010_upgrades_a_registry_at_the_previous_head(empty_database_url: str, tmp_path: Path) -> None:
     """A database at head 009 with a registered PPO champion: 010 admits rule heuristic rows (training
     mode `baseline`, no artifact), keeps every model, and refuses a rule row carrying weights."""
-    import shutil
 
     import psycopg2
 
     from recsys.config.catalog import load_catalog
     from recsys.evaluation.registry import champion, load_policy, record_decision, register, rule_heuristic_record
 
-    previous = tmp_path / "sql"
-    shutil.copytree(PROJECT_ROOT / "sql", previous)
-    (previous / "migrations" / "010_rule_heuristic_models.sql").unlink()
+    # head 009: none of the later migrations
+    previous = sql_before(tmp_path / "sql", "010_rule_heuristic_models.sql", "011_campaign_decisions.sql")
     build_release_database(empty_database_url, PREVIOUS_RELEASE)
     with connect(empty_database_url) as conn:
         migrate(conn, load_settings(env={}, database_url=empty_database_url, sql_dir=previous))
@@ -182,7 +180,7 @@ def test_migration_010_upgrades_a_registry_at_the_previous_head(empty_database_u
     before = _counts(empty_database_url)
     with connect(empty_database_url) as conn:
         applied = migrate(conn, load_settings(env={}, database_url=empty_database_url)).applied
-    assert applied == ["010_rule_heuristic_models.sql"]
+    assert applied == ["010_rule_heuristic_models.sql", "011_campaign_decisions.sql"]
     assert _counts(empty_database_url) == before
     with connect(empty_database_url) as conn:
         assert champion(conn).model_version == "m-010"  # the old champion, untouched

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from recsys.config.settings import PROJECT_ROOT, load_settings
 from recsys.db import connect
 from recsys.db.migrate import migrate
@@ -31,3 +33,17 @@ def build_release_database(url: str, release: str, *, fill: bool = True) -> None
         if fill:
             with conn.cursor() as cur:
                 cur.execute((root / "fill.sql").read_text(encoding="utf-8"))
+
+
+def sql_before(target: Path, *migrations: str) -> Path:
+    """Today's sql/ tree without `migrations` (a database built with it is at an earlier head), in
+    `target`: its views are the previous release's, which read none of the tables those
+    migrations add (today's views are re-applied by the upgrade itself)."""
+    import shutil
+
+    shutil.copytree(PROJECT_ROOT / "sql", target)
+    for name in migrations:
+        (target / "migrations" / name).unlink()
+    shutil.rmtree(target / "views")
+    shutil.copytree(RELEASES / PREVIOUS_RELEASE / "sql" / "views", target / "views")
+    return target

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from recsys.benchmark.synth.truth import with_rest
 from recsys.config.catalog import Catalog
 from recsys.data.states import load_states
 from recsys.db import Connection
@@ -219,7 +220,7 @@ def evaluate_against_truth(
 
     fixed = int(column_sums.argmax())
     fixed_u = np.zeros(n)
-    can = mask[:, fixed]
+    can = mask[:, fixed] & ~catalog.is_rest(fixed)  # resting everybody is worth 0
     fixed_u[can] = truth.expected_value(
         states.user_ids[can], np.full(int(can.sum()), fixed), night=as_of, offers_last_7d=k[can], respect_consent=True
     )
@@ -228,7 +229,7 @@ def evaluate_against_truth(
     per_user = np.vstack([random_u, fixed_u, greedy_u, oracle_u])
     sampled = [random_u.mean(), fixed_u.mean(), *sampled_u.mean(axis=1), oracle_u.mean()]
     action = catalog.actions[fixed]
-    fixed_note = f"({action.describe(catalog.value_units[action.offer_type])})"
+    fixed_note = f"({action.describe(catalog.value_units.get(action.offer_type, ''))})"
     rows = _policy_values(labels, per_user, sampled, fixed_note, n_boot=n_boot, seed=seed, alpha=alpha)
     if paired_with is not None:
         rows = _paired(rows, per_user, labels.index(paired_with), n_boot=n_boot, seed=seed, alpha=alpha)
@@ -255,7 +256,7 @@ def _truth_and_states(
     from recsys.benchmark.synth.truth import GroundTruth
 
     truth = GroundTruth.load(truth_path)
-    if truth.catalog.fingerprint() != catalog.fingerprint():
+    if truth.catalog.fingerprint() != catalog.without_rest().fingerprint():
         raise RecsysError(
             f"{truth_path}: the truth was generated with another offer catalog "
             f"({truth.catalog.n_actions} actions) than the one evaluated ({catalog.n_actions} actions)"
@@ -291,7 +292,7 @@ def _per_user_values(
     for lo in range(0, n, USER_CHUNK):
         sl = slice(lo, lo + USER_CHUNK)
         ids, m, kk, obs = states.user_ids[sl], mask[sl], k[sl], states.obs[sl]
-        values = truth.value_matrix(ids, night=as_of, offers_last_7d=kk, respect_consent=True)
+        values = with_rest(truth.value_matrix(ids, night=as_of, offers_last_7d=kk, respect_consent=True), catalog)
         allowed_values = np.where(m, values, 0.0)
         n_allowed = m.sum(axis=1)
         random_u[sl] = np.divide(allowed_values.sum(axis=1), n_allowed, out=np.zeros(len(ids)), where=n_allowed > 0)
@@ -300,7 +301,7 @@ def _per_user_values(
         for j, name in enumerate(names):
             probs = checked_probabilities(policies[name], obs, m)
             actions, _ = choose_from_probabilities(probs)
-            sent = actions >= 0
+            sent = (actions >= 0) & ~catalog.is_rest(actions)  # a rest is worth 0
             greedy = np.zeros(len(ids))
             greedy[sent] = truth.expected_value(
                 ids[sent], actions[sent], night=as_of, offers_last_7d=kk[sent], respect_consent=True

@@ -25,7 +25,8 @@ SKIP_REASONS = ("no_consent", "inactive", "cooldown", "frequency_cap")
 
 
 def allowed_mask(users: pd.DataFrame, catalog: Catalog, rules: CampaignRules) -> tuple[np.ndarray, np.ndarray]:
-    """(channel_ok (n, 3), action mask (n, n_actions)): consent with an address, caps, cooldown."""
+    """(channel_ok (n, 3), action mask (n, n_actions)): consent with an address, caps, cooldown.
+    The rest is allowed wherever some offer is: a user the hard rules skip is skipped, never rested."""
     n = len(users)
     channel_ok = np.stack([users[f"ok_{ch}"].to_numpy() > 0 for ch in CHANNELS], axis=1)
     capped = users["n_total"].to_numpy() >= rules.cap_total
@@ -36,8 +37,7 @@ def allowed_mask(users: pd.DataFrame, catalog: Catalog, rules: CampaignRules) ->
     cool = users["cooldown"].to_numpy() > 0 if rules.cooldown_days > 0 else np.zeros(n, bool)
     active = users["active"].to_numpy() > 0
     usable = channel_ok & ~per_channel & (active & ~capped & ~cool)[:, None]
-    cols = np.array([CHANNELS.index(a.channel) for a in catalog.actions])
-    return channel_ok, usable[:, cols]
+    return channel_ok, catalog.action_mask(usable)
 
 
 def skip_reasons(users: pd.DataFrame, channel_ok: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -104,7 +104,7 @@ def recommend(
         )
     action = catalog.actions[int(actions[0])]
     return Recommendation(
-        user_id, as_of, raw, action.action_id, action.describe(catalog.value_units[action.offer_type]),
+        user_id, as_of, raw, action.action_id, action.describe(catalog.value_units.get(action.offer_type, "")),
         float(probs[0]), model_name,
     )  # fmt: skip
 

@@ -112,11 +112,12 @@ def finish_shard(
         _aggregate_run(cur, sql_dir, run_id, dry_run)
     conn.commit()
     log.info(
-        "run %s shard %d/%d: %d offers, %d holdout, skipped %s",
+        "run %s shard %d/%d: %d offers, %d rests, %d holdout, skipped %s",
         run_id,
         k,
         n,
         counts["offers"],
+        counts.get("rests", 0),
         counts["holdout"],
         counts["skipped"],
     )
@@ -125,10 +126,12 @@ def finish_shard(
 def shard_counts(
     catalog: Catalog, reasons: np.ndarray, action: np.ndarray, explore: np.ndarray, holdout: np.ndarray
 ) -> dict[str, Any]:
-    """The shard's summary counts: users, eligible, offers, holdout, skips and offers by attribute."""
+    """The shard's summary counts: users, eligible, offers, rests (eligible, not held out, the
+    policy chose no offer tonight), holdout, skips and offers by attribute."""
     acts = catalog.actions
     eligible = reasons == ""
-    offered = ~holdout
+    rested = ~holdout & catalog.is_rest(action)
+    offered = ~holdout & ~rested
     channel_of = np.array([a.channel for a in acts], dtype=object)
     type_of = np.array([a.offer_type for a in acts], dtype=object)
     timing_of = np.array([a.timing for a in acts], dtype=object)
@@ -137,6 +140,7 @@ def shard_counts(
         "users": len(reasons),
         "eligible": int(eligible.sum()),
         "offers": int(offered.sum()),
+        "rests": int(rested.sum()),
         "holdout": int(holdout.sum()),
         "exploration": int(explore.sum()),
         "skipped": _count(reasons[~eligible]),

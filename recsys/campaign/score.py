@@ -13,8 +13,9 @@ makes a run's offers claimable. Steps of one run (or one shard of it):
    or uniform), exact propensities;
 3. render: each distinct (channel, offer type, value, category) once;
 4. write: COPY of the decisions into a staging table, then one upsert into campaign_offers (the
-   schedule and the first-name fill computed in SQL), the holdout rows and the shard row, in one
-   transaction. A run killed before its commit leaves nothing; a re-run replaces scheduled offers
+   schedule and the first-name fill computed in SQL; offers only, never rests), the holdout rows,
+   every scored user's decision (campaign_decisions: offer, rest, holdout or skipped) and the
+   shard row, in one transaction. A run killed before its commit leaves nothing; a re-run replaces scheduled offers
    and never touches claimed, sent, failed, expired or cancelled ones.
 
 This module runs those steps; each lives in a module of its own: `load` (the users, the model
@@ -43,7 +44,7 @@ from recsys.campaign.pgcopy import binary_copy
 from recsys.campaign.publish import check_moment, publish_run
 from recsys.campaign.queries import campaign_sql
 from recsys.campaign.runs import default_run_id, finish_shard, mark_failed, parse_shard, shard_counts, start_run
-from recsys.campaign.write import Decisions, partition_name, render_messages, write_decisions
+from recsys.campaign.write import Decisions, partition_name, render_messages, skip_codes, write_decisions
 from recsys.config.catalog import Catalog
 from recsys.config.product import Config
 from recsys.config.rules import CampaignRules
@@ -230,6 +231,10 @@ def _score_shard(
             categories=users.attrs["categories"],
             segments=users.attrs["segments"],
             messages=messages,
+            is_rest=catalog.is_rest(action),
+            skipped_user_ids=user_ids[~eligible],
+            skip_codes=skip_codes(reasons[~eligible]),
+            skipped_segment_codes=users["segment_code"].to_numpy()[~eligible],
         )
         counts.update(write_decisions(conn, sql_dir, decisions, rules, catalog, timings, publish_at))
     timings["write"] = time.perf_counter() - t

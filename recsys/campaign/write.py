@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import pandas as pd
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from recsys.campaign.decide import CHANNELS
+from recsys.campaign.decide import CHANNELS, SKIP_REASONS
 from recsys.campaign.messages import GSM_BASIC, MARKER, Renderer
 from recsys.campaign.pgcopy import binary_copy
 from recsys.campaign.queries import campaign_sql, composed
@@ -52,12 +52,27 @@ class Decisions:
     segments: list[str]
     messages: list[tuple]
     """The distinct rendered messages, by message id (see `render_messages`)."""
+    is_rest: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    """Per eligible user: the action is the rest (no offer tonight); empty: no rests."""
+    skipped_user_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """The users a hard rule skipped (recorded as skipped, never as rests)."""
+    skip_codes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int16))
+    """Per skipped user: 1 + the index of its reason in SKIP_REASONS."""
+    skipped_segment_codes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    """Per skipped user: code k (1-based) of `segments[k - 1]` (0: unknown)."""
 
 
 def render_messages(
     renderer: Renderer, catalog: Catalog, actions: np.ndarray, categories: np.ndarray
 ) -> tuple[np.ndarray, list[tuple]]:
-    """Render each distinct (action without timing, category) once; message id per user."""
+    """Render each distinct (action without timing, category) once; message id per user (-1 for a
+    rest: nothing is sent, there is no message)."""
+    rest = catalog.is_rest(actions)
+    if rest.any():
+        message_id = np.full(len(actions), -1, dtype=np.int64)
+        sent = np.flatnonzero(~rest)
+        message_id[sent], messages = render_messages(renderer, catalog, actions[sent], categories[sent])
+        return message_id, messages
     acts = catalog.actions
     # the text does not depend on timing: key on (offer type, value, channel) and the category
     base = np.array([a.action_id // len(catalog.timings) for a in acts])
@@ -98,7 +113,8 @@ def write_decisions(
     timings: dict[str, float],
     publish_at: dt.datetime | None = None,
 ) -> dict[str, int]:
-    """Stage the decisions with COPY, write offers (attach or upsert) and holdout; the caller commits.
+    """Stage the decisions with COPY, write offers (attach or upsert), holdout and every scored
+    user's decision (campaign_decisions: offer, rest, holdout, skipped); the caller commits.
 
     The offers are scheduled for the publish moment `publish_at` (None: now); publishing re-times
     those whose release it moves."""
@@ -112,12 +128,58 @@ def write_decisions(
         # step 3: the holdout rows
         params = {"run_id": d.run_id, "day": d.campaign_date, "model": d.model_version}
         cur.execute(campaign_sql(sql_dir, "holdout_insert"), params)
+        # step 4: every scored user's decision, replacing the shard's of an earlier run
+        t = time.perf_counter()
+        shard = {"day": d.campaign_date, "shards": d.shards, "shard": d.shard}
+        cur.execute(campaign_sql(sql_dir, "decisions_clear"), shard)
+        _stage_decisions(cur, d)
+        cur.execute(campaign_sql(sql_dir, "decisions_insert"), params)
+        decided = cur.rowcount
+        timings["write_decisions"] = time.perf_counter() - t
     return {
         "offers_written": written,
         "offers_removed": replaced,
+        "decisions_written": decided,
         "timezone_fallback_utc": bad_timezones,
         "write_path": path,
     }
+
+
+DECISION_CODES = ("offer", "rest", "holdout", "skipped")
+"""campaign_decisions.decision by code (sql/campaign/decisions_insert.sql decodes the same order)."""
+
+
+def _stage_decisions(cur: Any, d: Decisions) -> None:
+    """COPY every scored user's decision into stage_decisions: the eligible users (offer, rest or
+    holdout) and the skipped ones (with their reason's code), in user order, so that the insert
+    fills the key's index in order (1M rows: 4.2 to 4.8 s, docs/performance.md)."""
+    n, m = len(d.user_ids), len(d.skipped_user_ids)
+    rest = d.is_rest if len(d.is_rest) == n else np.zeros(n, dtype=bool)
+    code = np.where(d.is_holdout, 2, np.where(rest, 1, 0)).astype(np.int16)
+    columns = [
+        (np.concatenate([d.user_ids, d.skipped_user_ids]), ">i8"),
+        (np.concatenate([code, np.full(m, 3, dtype=np.int16)]), ">i2"),
+        (np.concatenate([d.actions, np.zeros(m, dtype=np.int64)]), ">i4"),
+        (np.concatenate([d.propensity, np.ones(m)]), ">f8"),
+        (np.concatenate([d.is_exploration, np.zeros(m, dtype=bool)]), "u1"),
+        (np.concatenate([np.zeros(n, dtype=np.int16), d.skip_codes]), ">i2"),
+        (np.concatenate([d.segment_codes, _codes(d.skipped_segment_codes, m)]), ">i4"),
+    ]
+    order = np.argsort(columns[0][0], kind="stable")
+    columns = [(values[order], kind) for values, kind in columns]
+    cur.copy_expert("copy stage_decisions from stdin with (format binary)", binary_copy(columns))
+
+
+def _codes(codes: np.ndarray, m: int) -> np.ndarray:
+    return codes if len(codes) == m else np.zeros(m, dtype=np.int32)
+
+
+def skip_codes(reasons: np.ndarray) -> np.ndarray:
+    """int16 per skipped user: 1 + the index of its reason in SKIP_REASONS."""
+    codes = np.zeros(len(reasons), dtype=np.int16)
+    for k, reason in enumerate(SKIP_REASONS, 1):
+        codes[reasons == reason] = k
+    return codes
 
 
 _STAGED = ("stage_offers", "stage_actions", "stage_messages", "stage_timings", "stage_quiet", "stage_codes")
@@ -147,10 +209,11 @@ def _stage(cur: Any, sql_dir: Path, d: Decisions, rules: CampaignRules, catalog:
                 a.action_id,
                 a.offer_type,
                 a.value,
-                units[a.offer_type],
+                units.get(a.offer_type, "none"),
                 a.channel,
                 a.timing,
                 a.offer_type in category_types,
+                a.is_rest,
             )
             for a in catalog.actions
         ],

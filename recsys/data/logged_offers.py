@@ -353,7 +353,7 @@ def _offer_log(rows: pd.DataFrame, catalog: Catalog) -> OfferLog:
     return OfferLog(
         rows=rows.drop(columns=[f"{c}_reachable" for c in ALLOWED_CHANNELS]),
         obs=normalise(np.nan_to_num(raw)),
-        mask=reachable[:, [ALLOWED_CHANNELS.index(a.channel) for a in catalog.actions]],
+        mask=catalog.action_mask(reachable),
         action_ids=rows["action_id"].to_numpy(dtype=np.int64),
         propensity=rows["propensity"].to_numpy(dtype=np.float64, na_value=np.nan),
         skipped={},

@@ -15,6 +15,7 @@ import numpy as np
 
 from recsys.config.catalog import Catalog
 from recsys.db import Connection
+from recsys.errors import RecsysError
 from recsys.evaluation.registry import ModelRecord, load_policy
 from recsys.evaluation.results import ChallengerEvaluation, ChampionEvaluation, OffPolicyValue
 from recsys.model.baselines import Policy
@@ -36,6 +37,15 @@ def simulator_values(policy: Policy, states: States, response: ResponseModel, ca
     chosen = np.where(has, rewards[np.arange(len(actions)), np.maximum(actions, 0)], 0.0)
     random_probs = UniformRandomPolicy(catalog).probabilities(states.obs, mask)
     return float(chosen.mean()), float((random_probs * rewards).sum(axis=1).mean())
+
+
+def _scores_on(record: ModelRecord, catalog: Catalog) -> bool:
+    """The model scores on `catalog`: every action it was trained on is in it."""
+    try:
+        record.action_ids(catalog)
+    except RecsysError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -118,7 +128,8 @@ def evaluate_challenger(
     baseline: tuple[str, Policy] | None = None,
     refits: Iterable[ResponseModel] | None = None,
 ) -> ChallengerEvaluation:
-    """The challenger next to random, (same catalog only) the champion and the conservative
+    """The challenger next to random, the champion (when it scores on this catalog: trained on it,
+    or on a catalog it contains) and the conservative
     `baseline` (its model version and policy, `recsys.evaluation.baseline.conservative_baseline`):
     in the simulator on tonight's users, doubly robust on the logs when there are any, and, given
     the response model's bootstrap `refits` (`recsys.model.response_refit`), against the baseline
@@ -126,7 +137,8 @@ def evaluate_challenger(
     simulator_value, random_value = simulator_values(challenger, states, response, catalog)
     champion_policy = None
     champion_value = None
-    if current is not None and current.catalog_fingerprint == catalog.fingerprint():
+    if current is not None and _scores_on(current, catalog):
+        # a champion of a smaller catalog is re-evaluated on this one (it never picks the new actions)
         champion_policy = load_policy(current, catalog)
         champion_value, _ = simulator_values(champion_policy, states, response, catalog)
     baseline_is_champion = baseline is not None and current is not None and baseline[0] == current.model_version

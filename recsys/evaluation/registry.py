@@ -2,7 +2,10 @@
 
 Every trained model is stored with its artifact (the SB3 zip, bytes and sha256), the catalog and
 feature-set fingerprints it was trained on, its evaluation and the gate's decision. Scoring only
-ever uses the champion, and refuses a model whose fingerprints differ from the running code's.
+ever uses the champion. A model scores on any configured catalog that contains the one it was
+trained on (its stored action list, matched by offer type, value, channel and timing; the actions
+it never saw, such as the rest, it never picks); a model whose actions are not all configured, or
+whose feature set differs from the running code's, is refused.
 
 Not every model is trained: a catalog's first champion is the rule heuristic
 (`recsys.model.baselines.RuleHeuristicPolicy`), registered by `rule_heuristic_record` with
@@ -18,9 +21,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from psycopg2.extras import Json
 
-from recsys.config.catalog import Catalog
+from recsys.config.catalog import Catalog, action_mapping
 from recsys.db import Connection, fetch_all
 from recsys.errors import RecsysError
 from recsys.evaluation.results import PROMOTED_VERDICTS, GateVerdict
@@ -62,14 +66,29 @@ class ModelRecord:
     def artifact_sha256(self) -> str:
         return hashlib.sha256(self.artifact).hexdigest()
 
-    def check_compatible(self, catalog: Catalog) -> None:
-        """Refuse a model trained on another catalog or feature set than the running code's."""
-        if self.catalog_fingerprint != catalog.fingerprint():
+    def action_ids(self, catalog: Catalog) -> np.ndarray:
+        """int (n_model_actions,): the configured catalog's action id of each action the model was
+        trained on, in the model's order (identity on the catalog it was trained on). Raises
+        RecsysError when the configured catalog lacks some of them."""
+        if self.catalog_fingerprint == catalog.fingerprint():
+            return np.arange(catalog.n_actions)
+        try:
+            return action_mapping(self.catalog, catalog)
+        except (KeyError, TypeError, ValueError) as e:
             raise RecsysError(
-                f"model {self.model_version} was trained on a different offer catalog "
-                f"(fingerprint {self.catalog_fingerprint[:12]}, configured {catalog.fingerprint()[:12]}): "
-                "retrain it (`recsys train --mode retrain`) or restore the catalog it was trained on"
-            )
+                f"model {self.model_version} was trained on an offer catalog the configured one does not "
+                f"contain (fingerprint {self.catalog_fingerprint[:12]}, configured {catalog.fingerprint()[:12]}): "
+                f"{e}; retrain it (`recsys train --mode retrain`) or restore the offers it was trained on"
+            ) from e
+
+    def same_catalog(self, catalog: Catalog) -> bool:
+        """Trained on exactly this catalog (same actions, same ids)."""
+        return self.catalog_fingerprint == catalog.fingerprint()
+
+    def check_compatible(self, catalog: Catalog) -> None:
+        """Refuse a model whose actions are not all in the configured catalog (one trained on a
+        catalog the configured one contains is fine), or which reads another feature set."""
+        self.action_ids(catalog)
         if self.feature_fingerprint != feature_fingerprint():
             raise RecsysError(
                 f"model {self.model_version} reads a different feature set "
@@ -87,8 +106,10 @@ def load_policy(record: ModelRecord, catalog: Catalog) -> Policy:
     if algorithm.upper() == PPO:
         from recsys.model.policy import PPOPolicy, load_sb3_model
 
-        return PPOPolicy(load_sb3_model(record.artifact), catalog, name=record.model_version)
+        ids = record.action_ids(catalog)
+        return PPOPolicy(load_sb3_model(record.artifact), catalog, name=record.model_version, action_ids=ids)
     if algorithm == RULE_HEURISTIC:
+        record.action_ids(catalog)  # the rule picks its offers by what they are: they must exist
         try:
             policy = RuleHeuristicPolicy(catalog)
         except ValueError as e:

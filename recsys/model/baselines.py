@@ -148,7 +148,7 @@ class FixedActionPolicy:
         self.catalog = catalog
         self.action_id = int(action_id)
         action = catalog.actions[self.action_id]
-        self.name = f"fixed: {action.describe(catalog.value_units[action.offer_type])}"
+        self.name = f"fixed: {action.describe(catalog.value_units.get(action.offer_type, ''))}"
 
     def probabilities(self, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
         mask = _check_mask(self.catalog, obs, mask, self.name)

@@ -159,8 +159,9 @@ class OfferDynamics:
     # --- step --------------------------------------------------------------------------------
 
     def action_mask(self) -> np.ndarray:
-        """bool (n, n_actions): the actions whose channel each user can receive now."""
-        return self.channel_ok[:, self._action_channel]
+        """bool (n, n_actions): the actions whose channel each user can receive now; the rest
+        wherever some offer is."""
+        return self.model.catalog.action_mask(self.channel_ok)
 
     def step(self, actions: np.ndarray) -> StepResult:
         """One night for every slot: send, sample the outcomes, reward, move the state."""
@@ -173,7 +174,8 @@ class OfferDynamics:
             raise ValueError(f"action ids must be in [0, {self.model.n_actions}), got {a.min()}..{a.max()}")
         rows = self._rows
         channel = self._action_channel[a]
-        sent = self.channel_ok[rows, channel]
+        # the rest (channel -1) sends nothing: no reward, no contact, no fatigue, no unsubscribe
+        sent = self.channel_ok[rows, channel] & (channel >= 0)
         o = self.model.evaluate_unchecked(self.obs, a)
         u = self._draws[rows, np.minimum(self.night, self.horizon - 1)]
         opened = sent & (u[:, 0] < o.open)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recsys.config.catalog import ALLOWED_CHANNELS, Catalog
+from recsys.config.catalog import Catalog
 from recsys.config.features import CONSENT_FEATURES, FEATURE_NAMES, FEATURES, STORED_FEATURES
 
 __all__ = [
@@ -61,6 +61,6 @@ class States:
         return len(self.user_ids)
 
     def action_mask(self, catalog: Catalog) -> np.ndarray:
-        """bool (n, n_actions): actions whose channel the user can receive."""
-        cols = np.array([ALLOWED_CHANNELS.index(a.channel) for a in catalog.actions])
-        return self.channel_ok[:, cols]
+        """bool (n, n_actions): actions whose channel the user can receive; the rest wherever some
+        offer is."""
+        return catalog.action_mask(self.channel_ok)

@@ -54,24 +54,46 @@ def actor_logits(policy: Any, x: Any) -> Any:
 
 @dataclass
 class PPOPolicy:
-    """A trained PPO actor as a `Policy` (see recsys.model.baselines)."""
+    """A trained PPO actor as a `Policy` (see recsys.model.baselines).
+
+    `action_ids` maps the model's outputs to the running catalog's actions (`recsys.config.catalog.
+    action_mapping`): a model trained on a smaller catalog scores on one that contains it, and an
+    action it was not trained on (the rest, a new offer) is never chosen (probability 0). None: the
+    model was trained on this very catalog.
+    """
 
     model: Any
     catalog: Catalog
     name: str = "ppo"
+    action_ids: np.ndarray | None = None
 
     @classmethod
     def from_file(cls, path: Path, catalog: Catalog) -> PPOPolicy:
-        """A saved SB3 zip (`recsys train --save`) as a policy."""
-        return cls(load_sb3_model(path), catalog, name=str(path))
+        """A saved SB3 zip (`recsys train --save`) as a policy. The zip holds no catalog: a model
+        with one output per offer of a catalog with the rest is taken as trained on those offers
+        without the rest (the offers keep their ids), and never rests."""
+        model = load_sb3_model(path)
+        ids = None
+        if catalog.rest_action and int(model.action_space.n) == catalog.n_offers:
+            ids = np.arange(catalog.n_offers)
+        return cls(model, catalog, name=str(path), action_ids=ids)
 
     def __post_init__(self) -> None:
         n = int(self.model.action_space.n)
-        if n != self.catalog.n_actions:
+        if self.action_ids is None:
+            if n != self.catalog.n_actions:
+                raise RecsysError(
+                    f"the model chooses among {n} actions but the catalog has {self.catalog.n_actions}: "
+                    "it was trained on another catalog (pass its action mapping)"
+                )
+            return
+        ids = np.asarray(self.action_ids, dtype=np.int64)
+        if ids.shape != (n,) or len(np.unique(ids)) != n or ids.min() < 0 or ids.max() >= self.catalog.n_actions:
             raise RecsysError(
-                f"the model chooses among {n} actions but the catalog has {self.catalog.n_actions}: "
-                "it was trained on another catalog"
+                f"the model chooses among {n} actions but its action mapping has shape {ids.shape} "
+                f"or ids outside 0..{self.catalog.n_actions - 1} / repeated"
             )
+        self.action_ids = None if n == self.catalog.n_actions and (ids == np.arange(n)).all() else ids
 
     def _masked_log_probs(self, obs: np.ndarray, mask: np.ndarray) -> Iterator[tuple[int, Any]]:
         """(start row, masked log-probabilities as a float32 torch tensor) per chunk of users."""
@@ -83,7 +105,10 @@ class PPOPolicy:
             for lo in range(0, len(obs), CHUNK):
                 x = torch.as_tensor(np.asarray(obs[lo : lo + CHUNK], dtype=np.float32))
                 logits = actor_logits(policy, x)
-                allowed = torch.as_tensor(np.asarray(mask[lo : lo + CHUNK], dtype=bool))
+                part = np.asarray(mask[lo : lo + CHUNK], dtype=bool)
+                if self.action_ids is not None:  # the model's own actions, in its order
+                    part = part[:, self.action_ids]
+                allowed = torch.as_tensor(part)
                 logits = logits.masked_fill(~allowed, float("-inf"))
                 yield lo, torch.log_softmax(logits, dim=1)
 
@@ -93,9 +118,10 @@ class PPOPolicy:
         Returns the whole (n, n_actions) matrix: for evaluation-sized batches. Scoring uses `act`.
         """
         out = np.zeros((len(obs), self.catalog.n_actions), dtype=np.float64)
+        columns = slice(None) if self.action_ids is None else self.action_ids
         for lo, log_probs in self._masked_log_probs(obs, mask):
             probs = log_probs.exp().double().numpy()
-            out[lo : lo + len(probs)] = np.nan_to_num(probs, nan=0.0)
+            out[lo : lo + len(probs), columns] = np.nan_to_num(probs, nan=0.0)
         return out
 
     def act(self, obs: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +136,11 @@ class PPOPolicy:
             hi = lo + len(index)
             actions[lo:hi] = index.numpy()
             chosen[lo:hi] = best.exp().double().numpy()
-        empty = ~np.isfinite(chosen) | ~np.asarray(mask, dtype=bool).any(axis=1)
+        known = np.asarray(mask, dtype=bool)
+        if self.action_ids is not None:
+            actions = self.action_ids[actions]
+            known = known[:, self.action_ids]
+        empty = ~np.isfinite(chosen) | ~known.any(axis=1)
         actions[empty] = -1
         chosen[empty] = 0.0
         return actions, chosen

@@ -167,8 +167,9 @@ class _Attributes:
 
 
 def _catalog_attribute_rows(catalog: Catalog, rules: RewardRules, attrs: _Attributes) -> np.ndarray:
-    actions = catalog.actions
-    return attrs.rows(
+    """Attribute rows (n_actions, K); the rest's row is all zeros (it has no attributes)."""
+    actions = [a for a in catalog.actions if not a.is_rest]
+    rows = attrs.rows(
         catalog,
         rules,
         np.array([catalog.offer_types.index(a.offer_type) for a in actions]),
@@ -176,6 +177,7 @@ def _catalog_attribute_rows(catalog: Catalog, rules: RewardRules, attrs: _Attrib
         np.array([catalog.channels.index(a.channel) for a in actions]),
         np.array([catalog.timings.index(a.timing) for a in actions]),
     )
+    return np.vstack([rows, np.zeros((catalog.n_actions - len(actions), rows.shape[1]))])
 
 
 def _masks(attrs: _Attributes, head: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -289,15 +291,20 @@ class ResponseModel:
         # Per action: the constant part (U) and the feature weights (V) of every head's logit.
         self._U = np.stack([a @ params[h].gamma for h in HEADS], axis=1)  # (n_actions, H)
         self._V = np.stack([params[h].w + a @ params[h].D for h in HEADS], axis=1)  # (n_actions, H, d)
-        self.action_channel = np.array([ALLOWED_CHANNELS.index(x.channel) for x in actions])
-        """Per action: its channel as an index into ("email", "sms", "push")."""
-        self._consent_col = np.array([_CONSENT_IDX[x.channel] for x in actions])
-        cost = [rules.offer_cost[x.offer_type] for x in actions]
+        self.action_channel = catalog.channel_index()
+        """Per action: its channel as an index into ("email", "sms", "push"); -1 for the rest."""
+        self.is_rest = catalog.is_rest(np.arange(catalog.n_actions))
+        """Per action: it is the rest (nothing sent: every stage probability and the value are 0)."""
+        offers = [x for x in actions if not x.is_rest]
+        pad = [0.0] * int(self.is_rest.sum())
+        # the rest reads the email consent column: its value is 0 whatever the flag says
+        self._consent_col = np.array([_CONSENT_IDX[x.channel] for x in offers] + [_CONSENT_IDX["email"]] * len(pad))
+        cost = [rules.offer_cost[x.offer_type] for x in offers]
         self._percent = np.array(
-            [x.value / 100 if c.rule == "percent_of_order" else 0.0 for x, c in zip(actions, cost, strict=True)]
+            [x.value / 100 if c.rule == "percent_of_order" else 0.0 for x, c in zip(offers, cost, strict=True)] + pad
         )
-        self._fee = np.array([c.fee if c.rule == "fee_on_conversion" else 0.0 for c in cost])
-        self._contact = np.array([rules.contact_cost[x.channel] for x in actions])
+        self._fee = np.array([c.fee if c.rule == "fee_on_conversion" else 0.0 for c in cost] + pad)
+        self._contact = np.array([rules.contact_cost[x.channel] for x in offers] + pad)
         self.action_percent_off = self._percent
         """Per action: the share of the order's list value the customer does not pay (0 if none)."""
 
@@ -323,6 +330,8 @@ class ResponseModel:
         """Outcomes from the heads' logits (..., H) for actions a of the same leading shape."""
         p = _sigmoid(logits[..., :4])
         p_open, p_click, p_convert, p_unsub = p[..., 0], p[..., 1], p[..., 2], p[..., 3]
+        if self.catalog.rest_action:  # the rest sends nothing: nothing opens, its value is exactly 0
+            p_open = np.where(self.is_rest[a], 0.0, p_open)
         basket = basket_value(obs, self.rules.default_order_value)
         basket = basket.reshape(basket.shape + (1,) * (logits.ndim - 2))
         order_value = basket * np.exp(np.clip(logits[..., 4], -_LOGIT_CLIP, 5.0))
@@ -367,7 +376,7 @@ class ResponseModel:
     def channel_allowed(self, obs: np.ndarray) -> np.ndarray:
         """bool (n, n_actions): the user's consent flag for the action's channel is set."""
         obs = self._check_obs(obs)
-        return obs[:, self._consent_col] >= 0.5
+        return (obs[:, self._consent_col] >= 0.5) | self.is_rest
 
     def with_rules(self, rules: RewardRules) -> ResponseModel:
         """The same fitted probabilities priced with other reward rules (costs, margin, penalty)."""
@@ -420,10 +429,12 @@ class ResponseModel:
             stored = Catalog.from_dict(cd)
             if stored.fingerprint() != cd["fingerprint"]:
                 raise ConfigError("response model: the stored catalog does not match its fingerprint")
-            if catalog is not None and catalog.fingerprint() != stored.fingerprint():
+            if catalog is not None and catalog.without_rest().fingerprint() != stored.without_rest().fingerprint():
                 raise ConfigError(
                     "response model: it was made for another catalog (action ids differ); refit it for this catalog"
                 )
+            if catalog is not None:  # the same offers; the rest (on or off) needs no coefficients
+                stored = catalog
             rules = RewardRules.from_dict(d["rules"])
             attrs = _Attributes.of(stored)
             if list(attrs.names) != d["attributes"]:

@@ -195,7 +195,11 @@ def resolve_mode(
     reason = no_champion_reason(current, catalog)
     if not reason and parent is None:
         assert current is not None
-        reason = f"the champion is {current.algorithm} and no PPO model of this catalog is registered to continue"
+        reason = (
+            f"the champion is {current.algorithm}"
+            + ("" if current.same_catalog(catalog) else " of a smaller catalog")
+            + " and no PPO model of this catalog is registered to continue"
+        )
     if mode == "fine_tune" and reason:
         raise RecsysError(f"cannot fine-tune: {reason}; use --mode retrain")
     if mode == "auto":
@@ -203,7 +207,9 @@ def resolve_mode(
             return "retrain", reason
         if parent is not None and current is not None and parent.model_version != current.model_version:
             return "fine_tune", (
-                f"the champion is {current.algorithm}: continuing the newest PPO model of this catalog, "
+                f"the champion is {current.algorithm}"
+                + ("" if current.same_catalog(catalog) else " of a smaller catalog")
+                + ": continuing the newest PPO model of this catalog, "
                 f"{parent.model_version}"
             )
         return "fine_tune", "a compatible champion exists"
@@ -211,20 +217,27 @@ def resolve_mode(
 
 
 def no_champion_reason(current: ModelRecord | None, catalog: Catalog) -> str:
-    """Why there is no champion for the running catalog and feature set ("" when there is one)."""
+    """Why there is no champion for the running catalog and feature set ("" when there is one).
+
+    A champion trained on a catalog the running one contains (the catalog grew: the rest, new
+    offers) stays the champion: it scores on the grown catalog, is re-evaluated on it next to each
+    challenger, and a challenger must beat it through the gate (no bootstrap promotion)."""
     if current is None:
         return "there is no champion"
-    if current.catalog_fingerprint != catalog.fingerprint():
-        return "the offer catalog changed since the champion was trained"
+    try:
+        current.action_ids(catalog)
+    except RecsysError:
+        return "the offer catalog changed since the champion was trained (it lost some of the champion's offers)"
     if current.feature_fingerprint != feature_fingerprint():
         return "the feature set changed since the champion was trained"
     return ""
 
 
 def fine_tune_parent(conn: Connection, current: ModelRecord | None, catalog: Catalog) -> ModelRecord | None:
-    """The PPO model a fine-tune continues: the champion when it is a compatible PPO model,
-    otherwise (the champion is the rule heuristic) the newest PPO model of the catalog, or None."""
-    if current is not None and current.algorithm.upper() == PPO_ALGORITHM:
+    """The PPO model a fine-tune continues: the champion when it is a PPO model of this very
+    catalog, otherwise (the champion is the rule heuristic, or was trained on a smaller catalog:
+    its network has fewer outputs) the newest PPO model of the catalog, or None."""
+    if current is not None and current.algorithm.upper() == PPO_ALGORITHM and current.same_catalog(catalog):
         return current
     return latest_model(conn, catalog, algorithm=PPO_ALGORITHM)
 

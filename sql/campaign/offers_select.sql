@@ -33,7 +33,7 @@ with staged as (
     left join recsys.users as u on s.user_id = u.user_id
     left join stage_timezones as v on u.timezone = v.tz
     inner join stage_schedule as sch on coalesce(v.tz, 'UTC') = sch.tz and s.action_id = sch.action_id
-    where not s.is_holdout
+    where not s.is_holdout and not a.is_rest
 ),
 
 named as (

@@ -124,9 +124,10 @@ begin
         'recsys.campaign_offers', 'YYYYMMDD', interval '1 day', p_cutoff::timestamp at time zone 'UTC'
     );
     delete from recsys.campaign_holdout where campaign_date < p_cutoff;
+    delete from recsys.campaign_decisions where campaign_date < p_cutoff;
     return dropped;
 end;
 $$;
 
 comment on function recsys.drop_campaign_partitions_before(date) is
-'Retention: drops campaign_offers partitions of campaign dates before the cutoff (and their holdout rows); returns how many.';
+'Retention: drops campaign_offers partitions of campaign dates before the cutoff (and their holdout and decision rows); returns how many.';

@@ -11,6 +11,7 @@ select
     users,
     eligible_users,
     offers,
+    rested_users,
     holdout_users,
     exploration_offers,
     offers_by_channel,

@@ -1,10 +1,12 @@
 -- Analysts' campaign summary: per run, campaign date, channel, offer type, timing and segment, what
 -- was offered and what came of it, and the lift of the treated group over the holdout.
 --
--- Groups: an offer belongs to its own channel, offer type, timing and segment; a holdout user to
--- the action the policy would have chosen (campaign_holdout), so each row compares like with like.
--- Treated users are every user offered (intent to treat: sent or not), holdout users every user
--- held out. A user purchased when behavior_events holds a purchase of theirs in
+-- Groups: an offer belongs to its own channel, offer type, timing and segment; a rested user
+-- (campaign_decisions: the policy chose no offer tonight) to the rest's group (offer type
+-- 'no_offer', channel and timing 'none'); a holdout user to the action the policy would have chosen
+-- (campaign_holdout, possibly the rest), so each row compares like with like. Treated users are
+-- every user scored and not held out: offered (sent or not) or rested (intent to treat); summed over
+-- a run's groups they are the whole treated arm. Holdout users are every user held out. A user purchased when behavior_events holds a purchase of theirs in
 -- [campaign_date 00:00 UTC, + recsys.attribution_window()). lift is the difference of the purchase
 -- rates, with a 95% normal-approximation interval for a difference of two proportions
 -- (lift +- 1.959964 * sqrt(p1 (1 - p1) / n1 + p0 (1 - p0) / n0)); rates and lift are null when a
@@ -22,6 +24,7 @@ with groups as (
         o.segment,
         o.user_id,
         true as is_treated,
+        true as is_offer,
         o.status = 'sent' as is_sent,
         coalesce(e.delivered, false) as delivered,
         coalesce(e.opened, false) as opened,
@@ -41,6 +44,25 @@ with groups as (
     ) as e on true
     union all
     select
+        d.run_id,
+        d.campaign_date,
+        'none' as channel,
+        'no_offer' as offer_type,
+        'none' as timing,
+        d.segment,
+        d.user_id,
+        true as is_treated,
+        false as is_offer,
+        false as is_sent,
+        false as delivered,
+        false as opened,
+        false as clicked,
+        false as converted,
+        null::numeric as revenue
+    from recsys.campaign_decisions as d
+    where d.decision = 'rest'
+    union all
+    select
         h.run_id,
         h.campaign_date,
         h.channel,
@@ -49,6 +71,7 @@ with groups as (
         h.segment,
         h.user_id,
         false as is_treated,
+        false as is_offer,
         false as is_sent,
         false as delivered,
         false as opened,
@@ -80,7 +103,7 @@ counted as (
         offer_type,
         timing,
         segment,
-        count(*) filter (where is_treated) as offers,
+        count(*) filter (where is_offer) as offers,
         count(*) filter (where is_sent) as sent,
         count(*) filter (where delivered) as delivered,
         count(*) filter (where opened) as opened,
@@ -146,5 +169,6 @@ select * from final;
 
 comment on view recsys.v_campaign_summary is
 'Per run, campaign date, channel, offer type, timing and segment: offers, sent, delivered, opened, '
-'clicked, converted, revenue; treated and holdout users, their purchase rates within the attribution '
+'clicked, converted, revenue; treated users (offered or rested: intent to treat; the rest is offer type '
+'no_offer, channel and timing none) and holdout users, their purchase rates within the attribution '
 'window from the campaign date, lift (difference) and its 95% normal-approximation interval.';

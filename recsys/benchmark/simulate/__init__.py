@@ -242,7 +242,7 @@ def _simulate(
                 "control": Interval(0.0, 0.0, 0.0, len(held)),
             },
             policy_minus_fixed=Interval.of(per_user["policy"] - per_user["best_fixed"]),
-            fixed_action=action.describe(catalog.value_units[action.offer_type]),
+            fixed_action=action.describe(catalog.value_units.get(action.offer_type, "")),
             outcomes={**responses.counts(), "events_written": written},
             revenue_treated=revenue[0],
             revenue_holdout=revenue[1],

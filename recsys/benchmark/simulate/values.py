@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from recsys.benchmark.simulate.config import VALUE_ROWS, Z95, SimulateConfig
+from recsys.benchmark.synth.truth import with_rest
 
 
 @dataclass(frozen=True)
@@ -94,10 +95,10 @@ def value_users(
     per-user arrays (policy, best_fixed, random, oracle) and the fixed action's id.
     """
     n = len(user_ids)
-    channel_index = {"email": 0, "sms": 1, "push": 2}
-    cols = np.array([channel_index[a.channel] for a in catalog.actions])
-    mask = np.asarray(channel_ok, dtype=bool)[:, cols] if n else np.zeros((0, catalog.n_actions), bool)
-    values = truth.value_matrix(user_ids, night=night, offers_last_7d=offers_last_7d, respect_consent=True)
+    mask = catalog.action_mask(np.asarray(channel_ok, dtype=bool).reshape(n, 3))
+    values = with_rest(
+        truth.value_matrix(user_ids, night=night, offers_last_7d=offers_last_7d, respect_consent=True), catalog
+    )
     allowed = np.where(mask, values, 0.0)
     n_allowed = mask.sum(axis=1)
     random_u = np.divide(allowed.sum(axis=1), n_allowed, out=np.zeros(n), where=n_allowed > 0)

@@ -224,7 +224,8 @@ def generate_data(
     if end_date is None:
         end_date = dt.datetime.now(dt.UTC).date()
 
-    catalog = catalog or load_catalog()
+    # the simulated shop's past holds offers only: its truth knows no rest
+    catalog = (catalog or load_catalog()).without_rest()
     world_data = simulate(users=users, days=days, seed=seed, end_date=end_date, catalog=catalog, params=params)
     counts = {"events": world_data.n_events, "users": users, "offers": world_data.n_offers}
     if fmt == "xlsx":

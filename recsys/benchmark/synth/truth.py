@@ -63,6 +63,14 @@ class PersonalisationReport:
     """Every action allowed: heterogeneity of preferences alone."""
 
 
+def with_rest(values: np.ndarray, catalog: Catalog) -> np.ndarray:
+    """Values (n, truth's offers) as values (n, catalog.n_actions): the rest, when `catalog` has it,
+    is worth exactly 0 (nothing sent). The truth knows offers only: the simulated shop never rested."""
+    if not catalog.rest_action:
+        return values
+    return np.concatenate([values, np.zeros((len(values), 1))], axis=1)
+
+
 class GroundTruth:
     """Latent traits of the synthetic users and the response model; see the module docstring."""
 
@@ -359,7 +367,7 @@ class GroundTruth:
             return FixedVsOracle(
                 oracle_mean=best[consent] / n,
                 fixed_action_id=fixed,
-                fixed_action=action.describe(self.catalog.value_units[action.offer_type]),
+                fixed_action=action.describe(self.catalog.value_units.get(action.offer_type, "")),
                 fixed_mean=float(col[consent][fixed]) / n,
             )
 
