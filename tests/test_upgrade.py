@@ -169,7 +169,9 @@ def test_migration_010_upgrades_a_registry_at_the_previous_head(empty_database_u
     from recsys.evaluation.registry import champion, load_policy, record_decision, register, rule_heuristic_record
 
     # head 009: none of the later migrations
-    previous = sql_before(tmp_path / "sql", "010_rule_heuristic_models.sql", "011_campaign_decisions.sql")
+    previous = sql_before(
+        tmp_path / "sql", "010_rule_heuristic_models.sql", "011_campaign_decisions.sql", "012_exploration_source.sql"
+    )
     build_release_database(empty_database_url, PREVIOUS_RELEASE)
     with connect(empty_database_url) as conn:
         migrate(conn, load_settings(env={}, database_url=empty_database_url, sql_dir=previous))
@@ -180,7 +182,7 @@ def test_migration_010_upgrades_a_registry_at_the_previous_head(empty_database_u
     before = _counts(empty_database_url)
     with connect(empty_database_url) as conn:
         applied = migrate(conn, load_settings(env={}, database_url=empty_database_url)).applied
-    assert applied == ["010_rule_heuristic_models.sql", "011_campaign_decisions.sql"]
+    assert applied == ["010_rule_heuristic_models.sql", "011_campaign_decisions.sql", "012_exploration_source.sql"]
     assert _counts(empty_database_url) == before
     with connect(empty_database_url) as conn:
         assert champion(conn).model_version == "m-010"  # the old champion, untouched
@@ -196,3 +198,28 @@ def test_migration_010_upgrades_a_registry_at_the_previous_head(empty_database_u
         assert "rule_heuristic" in comment
         with pytest.raises(psycopg2.errors.CheckViolation, match="policy_models_rule_heuristic_check"):
             register(conn, dataclasses.replace(rule, model_version="rule-2", total_timesteps=10))
+
+
+def test_migration_012_describes_the_explorer_and_keeps_every_offer(empty_database_url: str, tmp_path: Path) -> None:
+    """A database at the head before 012, with the previous release's offers in it: 012 changes the
+    comments on is_exploration, propensity and the run settings only; every row stays."""
+    import shutil
+
+    previous = tmp_path / "sql"
+    shutil.copytree(PROJECT_ROOT / "sql", previous)
+    (previous / "migrations" / "012_exploration_source.sql").unlink()
+    build_release_database(empty_database_url, PREVIOUS_RELEASE)
+    with connect(empty_database_url) as conn:
+        migrate(conn, load_settings(env={}, database_url=empty_database_url, sql_dir=previous))
+    before = _counts(empty_database_url)
+    assert before["campaign_offers"] > 0
+    with connect(empty_database_url) as conn:
+        applied = migrate(conn, load_settings(env={}, database_url=empty_database_url)).applied
+        comment = fetch_value(
+            conn,
+            "select col_description('recsys.campaign_offers'::regclass, attnum) from pg_attribute "
+            "where attrelid = 'recsys.campaign_offers'::regclass and attname = 'is_exploration'",
+        )
+    assert applied == ["012_exploration_source.sql"]
+    assert _counts(empty_database_url) == before
+    assert "explorer" in comment and comment.startswith("The offer came from the exploration draw (a hash")
