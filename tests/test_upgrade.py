@@ -169,7 +169,9 @@ def test_migration_010_upgrades_a_registry_at_the_previous_head(empty_database_u
     from recsys.evaluation.registry import champion, load_policy, record_decision, register, rule_heuristic_record
 
     # head 009: none of the later migrations
-    previous = sql_before(tmp_path / "sql", "010_rule_heuristic_models.sql", "011_campaign_decisions.sql")
+    previous = sql_before(
+        tmp_path / "sql", "010_rule_heuristic_models.sql", "011_campaign_decisions.sql", "012_exploration_source.sql"
+    )
     build_release_database(empty_database_url, PREVIOUS_RELEASE)
     with connect(empty_database_url) as conn:
         migrate(conn, load_settings(env={}, database_url=empty_database_url, sql_dir=previous))
@@ -180,7 +182,7 @@ def test_migration_010_upgrades_a_registry_at_the_previous_head(empty_database_u
     before = _counts(empty_database_url)
     with connect(empty_database_url) as conn:
         applied = migrate(conn, load_settings(env={}, database_url=empty_database_url)).applied
-    assert applied == ["010_rule_heuristic_models.sql", "011_campaign_decisions.sql"]
+    assert applied == ["010_rule_heuristic_models.sql", "011_campaign_decisions.sql", "012_exploration_source.sql"]
     assert _counts(empty_database_url) == before
     with connect(empty_database_url) as conn:
         assert champion(conn).model_version == "m-010"  # the old champion, untouched
