@@ -276,6 +276,22 @@ def build_feature_range(conn: Connection, settings: Settings, start: date, end: 
     return results
 
 
+def backfill_features(conn: Connection, settings: Settings, *, since: date | None = None) -> list[FeatureBuild]:
+    """Rebuild every feature date (from `since`) whose rows predate the prior-shrunk columns; commits.
+
+    After migration 013 the dates already built hold null in `PRIOR_FEATURE_COLUMNS`; a rebuild
+    computes them from the same inputs (and recomputes the other columns, which the query defines
+    the same way). Dates built since are left alone, so running it again does nothing. Each date
+    is its own build and swap, as in `build_feature_range`. Returns the builds, oldest first.
+    """
+    dates = [r["as_of"] for r in fetch_all(conn, load_sql(settings, "features/backfill_dates"), {"since": since})]
+    conn.commit()
+    results = [build_features(conn, settings, day) for day in dates]
+    if results:
+        log.info("features: backfilled %d date(s) in %.1f s", len(results), sum(r.seconds for r in results))
+    return results
+
+
 def drop_old_features(conn: Connection, settings: Settings, today: date) -> int:
     """Retention: drop the partitions whose dates are all before `today - feature_retention_days`.
 
