@@ -294,16 +294,20 @@ contact_history as (
         count(*) filter (where is_closed and offer_type = 'discount' and clicked and converted) as discount_convert_x,
         count(*) filter (where is_closed and offer_type = 'free_shipping' and opened and clicked is not null)
             as free_shipping_click_n,
-        count(*) filter (where is_closed and offer_type = 'free_shipping' and opened and clicked) as free_shipping_click_x,
+        count(*) filter (where is_closed and offer_type = 'free_shipping' and opened and clicked)
+            as free_shipping_click_x,
         count(*) filter (where is_closed and offer_type = 'free_shipping' and clicked and converted is not null)
             as free_shipping_convert_n,
-        count(*) filter (where is_closed and offer_type = 'free_shipping' and clicked and converted) as free_shipping_convert_x,
+        count(*) filter (where is_closed and offer_type = 'free_shipping' and clicked and converted)
+            as free_shipping_convert_x,
         count(*) filter (where is_closed and offer_type = 'recommendation' and opened and clicked is not null)
             as recommendation_click_n,
-        count(*) filter (where is_closed and offer_type = 'recommendation' and opened and clicked) as recommendation_click_x,
+        count(*) filter (where is_closed and offer_type = 'recommendation' and opened and clicked)
+            as recommendation_click_x,
         count(*) filter (where is_closed and offer_type = 'recommendation' and clicked and converted is not null)
             as recommendation_convert_n,
-        count(*) filter (where is_closed and offer_type = 'recommendation' and clicked and converted) as recommendation_convert_x,
+        count(*) filter (where is_closed and offer_type = 'recommendation' and clicked and converted)
+            as recommendation_convert_x,
         count(*) filter (where is_closed and offer_type = 'bundle' and opened and clicked is not null)
             as bundle_click_n,
         count(*) filter (where is_closed and offer_type = 'bundle' and opened and clicked) as bundle_click_x,
@@ -412,6 +416,9 @@ user_window as (
         u.organic_purchases,
         u.organic_discount_purchases,
         u.organic_free_shipping_purchases,
+        u.purchases - u.organic_purchases as offer_purchases,
+        u.discount_purchases - u.organic_discount_purchases as offer_discount_purchases,
+        u.free_shipping_purchases - u.organic_free_shipping_purchases as offer_free_shipping_purchases,
         u.log_amount,
         u.log_amount_sq,
         u.hour_cos,
@@ -442,208 +449,202 @@ rfm_scores as (
     from user_window
 ),
 
--- Priors: per user, the trials n and successes x of every Beta-Binomial rate. The purchase shares
--- split the window's purchases into organic ones (in a session no event of which names email, sms
--- or push) and offer-driven ones (the rest: in a session a message brought, which is how an offer
--- click shows in the events; a newsletter visit counts there too, the events cannot tell them
--- apart).
-user_counts as (
+-- Priors: the moments of each Beta-Binomial rate over the users with at least one trial (n > 0):
+-- the mean m of their rates x / n, the variance of the rates around it, and the mean of 1 / n.
+-- The funnel rates come from contact_history (a user without offers has no trial), the purchase
+-- shares from user_window. Those split the window's purchases into organic ones (in a session no
+-- event of which names email, sms or push) and offer-driven ones (the rest: in a session a message
+-- brought, which is how an offer click shows in the events; a newsletter visit counts there too,
+-- the events cannot tell them apart).
+offer_rate_moments as (
     select
-        u.user_id,
-        coalesce(c.email_open_x, 0)::double precision as email_open_x,
-        coalesce(c.email_open_n, 0)::double precision as email_open_n,
-        coalesce(c.sms_open_x, 0)::double precision as sms_open_x,
-        coalesce(c.sms_open_n, 0)::double precision as sms_open_n,
-        coalesce(c.push_open_x, 0)::double precision as push_open_x,
-        coalesce(c.push_open_n, 0)::double precision as push_open_n,
-        coalesce(c.email_click_x, 0)::double precision as email_click_x,
-        coalesce(c.email_click_n, 0)::double precision as email_click_n,
-        coalesce(c.sms_click_x, 0)::double precision as sms_click_x,
-        coalesce(c.sms_click_n, 0)::double precision as sms_click_n,
-        coalesce(c.push_click_x, 0)::double precision as push_click_x,
-        coalesce(c.push_click_n, 0)::double precision as push_click_n,
-        coalesce(c.discount_click_x, 0)::double precision as discount_click_x,
-        coalesce(c.discount_click_n, 0)::double precision as discount_click_n,
-        coalesce(c.free_shipping_click_x, 0)::double precision as free_shipping_click_x,
-        coalesce(c.free_shipping_click_n, 0)::double precision as free_shipping_click_n,
-        coalesce(c.recommendation_click_x, 0)::double precision as recommendation_click_x,
-        coalesce(c.recommendation_click_n, 0)::double precision as recommendation_click_n,
-        coalesce(c.bundle_click_x, 0)::double precision as bundle_click_x,
-        coalesce(c.bundle_click_n, 0)::double precision as bundle_click_n,
-        coalesce(c.discount_convert_x, 0)::double precision as discount_convert_x,
-        coalesce(c.discount_convert_n, 0)::double precision as discount_convert_n,
-        coalesce(c.free_shipping_convert_x, 0)::double precision as free_shipping_convert_x,
-        coalesce(c.free_shipping_convert_n, 0)::double precision as free_shipping_convert_n,
-        coalesce(c.recommendation_convert_x, 0)::double precision as recommendation_convert_x,
-        coalesce(c.recommendation_convert_n, 0)::double precision as recommendation_convert_n,
-        coalesce(c.bundle_convert_x, 0)::double precision as bundle_convert_x,
-        coalesce(c.bundle_convert_n, 0)::double precision as bundle_convert_n,
-        coalesce(u.organic_discount_purchases, 0)::double precision as organic_discount_x,
-        coalesce(u.organic_purchases, 0)::double precision as organic_discount_n,
-        coalesce((u.discount_purchases - u.organic_discount_purchases), 0)::double precision as offer_discount_x,
-        coalesce((u.purchase_count - u.organic_purchases), 0)::double precision as offer_discount_n,
-        coalesce(u.organic_free_shipping_purchases, 0)::double precision as organic_free_shipping_x,
-        coalesce(u.organic_purchases, 0)::double precision as organic_free_shipping_n,
-        coalesce((u.free_shipping_purchases - u.organic_free_shipping_purchases), 0)::double precision as offer_free_shipping_x,
-        coalesce((u.purchase_count - u.organic_purchases), 0)::double precision as offer_free_shipping_n
-    from user_window as u
-    left join contact_history as c on u.user_id = c.user_id
+        avg(email_open_x::double precision / nullif(email_open_n, 0)) as email_open_mean,
+        var_pop(email_open_x::double precision / nullif(email_open_n, 0)) as email_open_var,
+        avg(1.0 / nullif(email_open_n, 0)) as email_open_inv,
+        avg(sms_open_x::double precision / nullif(sms_open_n, 0)) as sms_open_mean,
+        var_pop(sms_open_x::double precision / nullif(sms_open_n, 0)) as sms_open_var,
+        avg(1.0 / nullif(sms_open_n, 0)) as sms_open_inv,
+        avg(push_open_x::double precision / nullif(push_open_n, 0)) as push_open_mean,
+        var_pop(push_open_x::double precision / nullif(push_open_n, 0)) as push_open_var,
+        avg(1.0 / nullif(push_open_n, 0)) as push_open_inv,
+        avg(email_click_x::double precision / nullif(email_click_n, 0)) as email_click_mean,
+        var_pop(email_click_x::double precision / nullif(email_click_n, 0)) as email_click_var,
+        avg(1.0 / nullif(email_click_n, 0)) as email_click_inv,
+        avg(sms_click_x::double precision / nullif(sms_click_n, 0)) as sms_click_mean,
+        var_pop(sms_click_x::double precision / nullif(sms_click_n, 0)) as sms_click_var,
+        avg(1.0 / nullif(sms_click_n, 0)) as sms_click_inv,
+        avg(push_click_x::double precision / nullif(push_click_n, 0)) as push_click_mean,
+        var_pop(push_click_x::double precision / nullif(push_click_n, 0)) as push_click_var,
+        avg(1.0 / nullif(push_click_n, 0)) as push_click_inv,
+        avg(discount_click_x::double precision / nullif(discount_click_n, 0)) as discount_click_mean,
+        var_pop(discount_click_x::double precision / nullif(discount_click_n, 0)) as discount_click_var,
+        avg(1.0 / nullif(discount_click_n, 0)) as discount_click_inv,
+        avg(free_shipping_click_x::double precision / nullif(free_shipping_click_n, 0)) as free_shipping_click_mean,
+        var_pop(free_shipping_click_x::double precision / nullif(free_shipping_click_n, 0)) as free_shipping_click_var,
+        avg(1.0 / nullif(free_shipping_click_n, 0)) as free_shipping_click_inv,
+        avg(recommendation_click_x::double precision / nullif(recommendation_click_n, 0)) as recommendation_click_mean,
+        var_pop(recommendation_click_x::double precision / nullif(recommendation_click_n, 0))
+            as recommendation_click_var,
+        avg(1.0 / nullif(recommendation_click_n, 0)) as recommendation_click_inv,
+        avg(bundle_click_x::double precision / nullif(bundle_click_n, 0)) as bundle_click_mean,
+        var_pop(bundle_click_x::double precision / nullif(bundle_click_n, 0)) as bundle_click_var,
+        avg(1.0 / nullif(bundle_click_n, 0)) as bundle_click_inv,
+        avg(discount_convert_x::double precision / nullif(discount_convert_n, 0)) as discount_convert_mean,
+        var_pop(discount_convert_x::double precision / nullif(discount_convert_n, 0)) as discount_convert_var,
+        avg(1.0 / nullif(discount_convert_n, 0)) as discount_convert_inv,
+        avg(free_shipping_convert_x::double precision / nullif(free_shipping_convert_n, 0))
+            as free_shipping_convert_mean,
+        var_pop(free_shipping_convert_x::double precision / nullif(free_shipping_convert_n, 0))
+            as free_shipping_convert_var,
+        avg(1.0 / nullif(free_shipping_convert_n, 0)) as free_shipping_convert_inv,
+        avg(recommendation_convert_x::double precision / nullif(recommendation_convert_n, 0))
+            as recommendation_convert_mean,
+        var_pop(recommendation_convert_x::double precision / nullif(recommendation_convert_n, 0))
+            as recommendation_convert_var,
+        avg(1.0 / nullif(recommendation_convert_n, 0)) as recommendation_convert_inv,
+        avg(bundle_convert_x::double precision / nullif(bundle_convert_n, 0)) as bundle_convert_mean,
+        var_pop(bundle_convert_x::double precision / nullif(bundle_convert_n, 0)) as bundle_convert_var,
+        avg(1.0 / nullif(bundle_convert_n, 0)) as bundle_convert_inv
+    from contact_history
 ),
 
--- Priors: the moments of each rate over the users with at least one trial: the mean m of their
--- rates x / n, the variance of the rates around it, and the mean of 1 / n.
-rate_moments as (
+purchase_rate_moments as (
     select
-        avg(email_open_x / nullif(email_open_n, 0)) as email_open_mean,
-        var_pop(email_open_x / nullif(email_open_n, 0)) as email_open_var,
-        avg(1 / nullif(email_open_n, 0)) as email_open_inv,
-        avg(sms_open_x / nullif(sms_open_n, 0)) as sms_open_mean,
-        var_pop(sms_open_x / nullif(sms_open_n, 0)) as sms_open_var,
-        avg(1 / nullif(sms_open_n, 0)) as sms_open_inv,
-        avg(push_open_x / nullif(push_open_n, 0)) as push_open_mean,
-        var_pop(push_open_x / nullif(push_open_n, 0)) as push_open_var,
-        avg(1 / nullif(push_open_n, 0)) as push_open_inv,
-        avg(email_click_x / nullif(email_click_n, 0)) as email_click_mean,
-        var_pop(email_click_x / nullif(email_click_n, 0)) as email_click_var,
-        avg(1 / nullif(email_click_n, 0)) as email_click_inv,
-        avg(sms_click_x / nullif(sms_click_n, 0)) as sms_click_mean,
-        var_pop(sms_click_x / nullif(sms_click_n, 0)) as sms_click_var,
-        avg(1 / nullif(sms_click_n, 0)) as sms_click_inv,
-        avg(push_click_x / nullif(push_click_n, 0)) as push_click_mean,
-        var_pop(push_click_x / nullif(push_click_n, 0)) as push_click_var,
-        avg(1 / nullif(push_click_n, 0)) as push_click_inv,
-        avg(discount_click_x / nullif(discount_click_n, 0)) as discount_click_mean,
-        var_pop(discount_click_x / nullif(discount_click_n, 0)) as discount_click_var,
-        avg(1 / nullif(discount_click_n, 0)) as discount_click_inv,
-        avg(free_shipping_click_x / nullif(free_shipping_click_n, 0)) as free_shipping_click_mean,
-        var_pop(free_shipping_click_x / nullif(free_shipping_click_n, 0)) as free_shipping_click_var,
-        avg(1 / nullif(free_shipping_click_n, 0)) as free_shipping_click_inv,
-        avg(recommendation_click_x / nullif(recommendation_click_n, 0)) as recommendation_click_mean,
-        var_pop(recommendation_click_x / nullif(recommendation_click_n, 0)) as recommendation_click_var,
-        avg(1 / nullif(recommendation_click_n, 0)) as recommendation_click_inv,
-        avg(bundle_click_x / nullif(bundle_click_n, 0)) as bundle_click_mean,
-        var_pop(bundle_click_x / nullif(bundle_click_n, 0)) as bundle_click_var,
-        avg(1 / nullif(bundle_click_n, 0)) as bundle_click_inv,
-        avg(discount_convert_x / nullif(discount_convert_n, 0)) as discount_convert_mean,
-        var_pop(discount_convert_x / nullif(discount_convert_n, 0)) as discount_convert_var,
-        avg(1 / nullif(discount_convert_n, 0)) as discount_convert_inv,
-        avg(free_shipping_convert_x / nullif(free_shipping_convert_n, 0)) as free_shipping_convert_mean,
-        var_pop(free_shipping_convert_x / nullif(free_shipping_convert_n, 0)) as free_shipping_convert_var,
-        avg(1 / nullif(free_shipping_convert_n, 0)) as free_shipping_convert_inv,
-        avg(recommendation_convert_x / nullif(recommendation_convert_n, 0)) as recommendation_convert_mean,
-        var_pop(recommendation_convert_x / nullif(recommendation_convert_n, 0)) as recommendation_convert_var,
-        avg(1 / nullif(recommendation_convert_n, 0)) as recommendation_convert_inv,
-        avg(bundle_convert_x / nullif(bundle_convert_n, 0)) as bundle_convert_mean,
-        var_pop(bundle_convert_x / nullif(bundle_convert_n, 0)) as bundle_convert_var,
-        avg(1 / nullif(bundle_convert_n, 0)) as bundle_convert_inv,
-        avg(organic_discount_x / nullif(organic_discount_n, 0)) as organic_discount_mean,
-        var_pop(organic_discount_x / nullif(organic_discount_n, 0)) as organic_discount_var,
-        avg(1 / nullif(organic_discount_n, 0)) as organic_discount_inv,
-        avg(offer_discount_x / nullif(offer_discount_n, 0)) as offer_discount_mean,
-        var_pop(offer_discount_x / nullif(offer_discount_n, 0)) as offer_discount_var,
-        avg(1 / nullif(offer_discount_n, 0)) as offer_discount_inv,
-        avg(organic_free_shipping_x / nullif(organic_free_shipping_n, 0)) as organic_free_shipping_mean,
-        var_pop(organic_free_shipping_x / nullif(organic_free_shipping_n, 0)) as organic_free_shipping_var,
-        avg(1 / nullif(organic_free_shipping_n, 0)) as organic_free_shipping_inv,
-        avg(offer_free_shipping_x / nullif(offer_free_shipping_n, 0)) as offer_free_shipping_mean,
-        var_pop(offer_free_shipping_x / nullif(offer_free_shipping_n, 0)) as offer_free_shipping_var,
-        avg(1 / nullif(offer_free_shipping_n, 0)) as offer_free_shipping_inv
-    from user_counts
+        avg(organic_discount_purchases::double precision / nullif(organic_purchases, 0)) as organic_discount_mean,
+        var_pop(organic_discount_purchases::double precision / nullif(organic_purchases, 0)) as organic_discount_var,
+        avg(1.0 / nullif(organic_purchases, 0)) as organic_discount_inv,
+        avg(offer_discount_purchases::double precision / nullif(offer_purchases, 0)) as offer_discount_mean,
+        var_pop(offer_discount_purchases::double precision / nullif(offer_purchases, 0)) as offer_discount_var,
+        avg(1.0 / nullif(offer_purchases, 0)) as offer_discount_inv,
+        avg(organic_free_shipping_purchases::double precision / nullif(organic_purchases, 0))
+            as organic_free_shipping_mean,
+        var_pop(organic_free_shipping_purchases::double precision / nullif(organic_purchases, 0))
+            as organic_free_shipping_var,
+        avg(1.0 / nullif(organic_purchases, 0)) as organic_free_shipping_inv,
+        avg(offer_free_shipping_purchases::double precision / nullif(offer_purchases, 0)) as offer_free_shipping_mean,
+        var_pop(offer_free_shipping_purchases::double precision / nullif(offer_purchases, 0))
+            as offer_free_shipping_var,
+        avg(1.0 / nullif(offer_purchases, 0)) as offer_free_shipping_inv
+    from user_window
+),
+
+rate_moments as (
+    select *
+    from offer_rate_moments
+    cross join purchase_rate_moments
 ),
 
 -- Priors: each rate's Beta(kappa m, kappa (1 - m)) population prior, as its mean m (0.5 when no
 -- user had a trial) and strength kappa = recsys.eb_prior_strength(var / (m (1 - m)), mean 1 / n).
 -- The user's posterior mean is (x + kappa m) / (n + kappa).
-rate_priors as (
+rate_priors as materialized (
     select
         coalesce(email_open_mean, 0.5) as email_open_mean,
         recsys.eb_prior_strength(
-            email_open_var / nullif(email_open_mean * (1 - email_open_mean), 0), email_open_inv,
+            email_open_var / nullif(email_open_mean * (1 - email_open_mean), 0),
+            email_open_inv,
             %(prior_strength_min)s, %(prior_strength_max)s
         ) as email_open_strength,
         coalesce(sms_open_mean, 0.5) as sms_open_mean,
         recsys.eb_prior_strength(
-            sms_open_var / nullif(sms_open_mean * (1 - sms_open_mean), 0), sms_open_inv,
+            sms_open_var / nullif(sms_open_mean * (1 - sms_open_mean), 0),
+            sms_open_inv,
             %(prior_strength_min)s, %(prior_strength_max)s
         ) as sms_open_strength,
         coalesce(push_open_mean, 0.5) as push_open_mean,
         recsys.eb_prior_strength(
-            push_open_var / nullif(push_open_mean * (1 - push_open_mean), 0), push_open_inv,
+            push_open_var / nullif(push_open_mean * (1 - push_open_mean), 0),
+            push_open_inv,
             %(prior_strength_min)s, %(prior_strength_max)s
         ) as push_open_strength,
         coalesce(email_click_mean, 0.5) as email_click_mean,
         recsys.eb_prior_strength(
-            email_click_var / nullif(email_click_mean * (1 - email_click_mean), 0), email_click_inv,
+            email_click_var / nullif(email_click_mean * (1 - email_click_mean), 0),
+            email_click_inv,
             %(prior_strength_min)s, %(prior_strength_max)s
         ) as email_click_strength,
         coalesce(sms_click_mean, 0.5) as sms_click_mean,
         recsys.eb_prior_strength(
-            sms_click_var / nullif(sms_click_mean * (1 - sms_click_mean), 0), sms_click_inv,
+            sms_click_var / nullif(sms_click_mean * (1 - sms_click_mean), 0),
+            sms_click_inv,
             %(prior_strength_min)s, %(prior_strength_max)s
         ) as sms_click_strength,
         coalesce(push_click_mean, 0.5) as push_click_mean,
         recsys.eb_prior_strength(
-            push_click_var / nullif(push_click_mean * (1 - push_click_mean), 0), push_click_inv,
+            push_click_var / nullif(push_click_mean * (1 - push_click_mean), 0),
+            push_click_inv,
             %(prior_strength_min)s, %(prior_strength_max)s
         ) as push_click_strength,
         coalesce(discount_click_mean, 0.5) as discount_click_mean,
         recsys.eb_prior_strength(
-            discount_click_var / nullif(discount_click_mean * (1 - discount_click_mean), 0), discount_click_inv,
+            discount_click_var / nullif(discount_click_mean * (1 - discount_click_mean), 0),
+            discount_click_inv,
             %(prior_strength_min)s, %(prior_strength_max)s
         ) as discount_click_strength,
         coalesce(free_shipping_click_mean, 0.5) as free_shipping_click_mean,
         recsys.eb_prior_strength(
-            free_shipping_click_var / nullif(free_shipping_click_mean * (1 - free_shipping_click_mean), 0), free_shipping_click_inv,
+            free_shipping_click_var / nullif(free_shipping_click_mean * (1 - free_shipping_click_mean), 0),
+            free_shipping_click_inv,
             %(prior_strength_min)s, %(prior_strength_max)s
         ) as free_shipping_click_strength,
         coalesce(recommendation_click_mean, 0.5) as recommendation_click_mean,
         recsys.eb_prior_strength(
-            recommendation_click_var / nullif(recommendation_click_mean * (1 - recommendation_click_mean), 0), recommendation_click_inv,
+            recommendation_click_var / nullif(recommendation_click_mean * (1 - recommendation_click_mean), 0),
+            recommendation_click_inv,
             %(prior_strength_min)s, %(prior_strength_max)s
         ) as recommendation_click_strength,
         coalesce(bundle_click_mean, 0.5) as bundle_click_mean,
         recsys.eb_prior_strength(
-            bundle_click_var / nullif(bundle_click_mean * (1 - bundle_click_mean), 0), bundle_click_inv,
+            bundle_click_var / nullif(bundle_click_mean * (1 - bundle_click_mean), 0),
+            bundle_click_inv,
             %(prior_strength_min)s, %(prior_strength_max)s
         ) as bundle_click_strength,
         coalesce(discount_convert_mean, 0.5) as discount_convert_mean,
         recsys.eb_prior_strength(
-            discount_convert_var / nullif(discount_convert_mean * (1 - discount_convert_mean), 0), discount_convert_inv,
+            discount_convert_var / nullif(discount_convert_mean * (1 - discount_convert_mean), 0),
+            discount_convert_inv,
             %(prior_strength_min)s, %(prior_strength_max)s
         ) as discount_convert_strength,
         coalesce(free_shipping_convert_mean, 0.5) as free_shipping_convert_mean,
         recsys.eb_prior_strength(
-            free_shipping_convert_var / nullif(free_shipping_convert_mean * (1 - free_shipping_convert_mean), 0), free_shipping_convert_inv,
+            free_shipping_convert_var / nullif(free_shipping_convert_mean * (1 - free_shipping_convert_mean), 0),
+            free_shipping_convert_inv,
             %(prior_strength_min)s, %(prior_strength_max)s
         ) as free_shipping_convert_strength,
         coalesce(recommendation_convert_mean, 0.5) as recommendation_convert_mean,
         recsys.eb_prior_strength(
-            recommendation_convert_var / nullif(recommendation_convert_mean * (1 - recommendation_convert_mean), 0), recommendation_convert_inv,
+            recommendation_convert_var / nullif(recommendation_convert_mean * (1 - recommendation_convert_mean), 0),
+            recommendation_convert_inv,
             %(prior_strength_min)s, %(prior_strength_max)s
         ) as recommendation_convert_strength,
         coalesce(bundle_convert_mean, 0.5) as bundle_convert_mean,
         recsys.eb_prior_strength(
-            bundle_convert_var / nullif(bundle_convert_mean * (1 - bundle_convert_mean), 0), bundle_convert_inv,
+            bundle_convert_var / nullif(bundle_convert_mean * (1 - bundle_convert_mean), 0),
+            bundle_convert_inv,
             %(prior_strength_min)s, %(prior_strength_max)s
         ) as bundle_convert_strength,
         coalesce(organic_discount_mean, 0.5) as organic_discount_mean,
         recsys.eb_prior_strength(
-            organic_discount_var / nullif(organic_discount_mean * (1 - organic_discount_mean), 0), organic_discount_inv,
+            organic_discount_var / nullif(organic_discount_mean * (1 - organic_discount_mean), 0),
+            organic_discount_inv,
             %(prior_strength_min)s, %(prior_strength_max)s
         ) as organic_discount_strength,
         coalesce(offer_discount_mean, 0.5) as offer_discount_mean,
         recsys.eb_prior_strength(
-            offer_discount_var / nullif(offer_discount_mean * (1 - offer_discount_mean), 0), offer_discount_inv,
+            offer_discount_var / nullif(offer_discount_mean * (1 - offer_discount_mean), 0),
+            offer_discount_inv,
             %(prior_strength_min)s, %(prior_strength_max)s
         ) as offer_discount_strength,
         coalesce(organic_free_shipping_mean, 0.5) as organic_free_shipping_mean,
         recsys.eb_prior_strength(
-            organic_free_shipping_var / nullif(organic_free_shipping_mean * (1 - organic_free_shipping_mean), 0), organic_free_shipping_inv,
+            organic_free_shipping_var / nullif(organic_free_shipping_mean * (1 - organic_free_shipping_mean), 0),
+            organic_free_shipping_inv,
             %(prior_strength_min)s, %(prior_strength_max)s
         ) as organic_free_shipping_strength,
         coalesce(offer_free_shipping_mean, 0.5) as offer_free_shipping_mean,
         recsys.eb_prior_strength(
-            offer_free_shipping_var / nullif(offer_free_shipping_mean * (1 - offer_free_shipping_mean), 0), offer_free_shipping_inv,
+            offer_free_shipping_var / nullif(offer_free_shipping_mean * (1 - offer_free_shipping_mean), 0),
+            offer_free_shipping_inv,
             %(prior_strength_min)s, %(prior_strength_max)s
         ) as offer_free_shipping_strength
     from rate_moments
@@ -666,7 +667,7 @@ order_moments as (
     from user_window
 ),
 
-order_prior as (
+order_prior as materialized (
     select
         mu,
         case
@@ -758,27 +759,45 @@ features as (
         -- {t}_click_rate = clicks per opened offer of t, {t}_convert_rate = conversions per clicked
         -- offer of t. Only offers sent before as_of minus the attribution window count, with the
         -- outcome recorded (a click counts as an open).
-        (k.email_open_x + q.email_open_strength * q.email_open_mean) / (k.email_open_n + q.email_open_strength) as email_open_rate,
-        (k.sms_open_x + q.sms_open_strength * q.sms_open_mean) / (k.sms_open_n + q.sms_open_strength) as sms_open_rate,
-        (k.push_open_x + q.push_open_strength * q.push_open_mean) / (k.push_open_n + q.push_open_strength) as push_open_rate,
-        (k.email_click_x + q.email_click_strength * q.email_click_mean) / (k.email_click_n + q.email_click_strength) as email_click_rate,
-        (k.sms_click_x + q.sms_click_strength * q.sms_click_mean) / (k.sms_click_n + q.sms_click_strength) as sms_click_rate,
-        (k.push_click_x + q.push_click_strength * q.push_click_mean) / (k.push_click_n + q.push_click_strength) as push_click_rate,
-        (k.discount_click_x + q.discount_click_strength * q.discount_click_mean) / (k.discount_click_n + q.discount_click_strength) as discount_click_rate,
-        (k.free_shipping_click_x + q.free_shipping_click_strength * q.free_shipping_click_mean) / (k.free_shipping_click_n + q.free_shipping_click_strength) as free_shipping_click_rate,
-        (k.recommendation_click_x + q.recommendation_click_strength * q.recommendation_click_mean) / (k.recommendation_click_n + q.recommendation_click_strength) as recommendation_click_rate,
-        (k.bundle_click_x + q.bundle_click_strength * q.bundle_click_mean) / (k.bundle_click_n + q.bundle_click_strength) as bundle_click_rate,
-        (k.discount_convert_x + q.discount_convert_strength * q.discount_convert_mean) / (k.discount_convert_n + q.discount_convert_strength) as discount_convert_rate,
-        (k.free_shipping_convert_x + q.free_shipping_convert_strength * q.free_shipping_convert_mean) / (k.free_shipping_convert_n + q.free_shipping_convert_strength) as free_shipping_convert_rate,
-        (k.recommendation_convert_x + q.recommendation_convert_strength * q.recommendation_convert_mean) / (k.recommendation_convert_n + q.recommendation_convert_strength) as recommendation_convert_rate,
-        (k.bundle_convert_x + q.bundle_convert_strength * q.bundle_convert_mean) / (k.bundle_convert_n + q.bundle_convert_strength) as bundle_convert_rate,
+        (coalesce(c.email_open_x, 0) + q.email_open_strength * q.email_open_mean)
+        / (coalesce(c.email_open_n, 0) + q.email_open_strength) as email_open_rate,
+        (coalesce(c.sms_open_x, 0) + q.sms_open_strength * q.sms_open_mean)
+        / (coalesce(c.sms_open_n, 0) + q.sms_open_strength) as sms_open_rate,
+        (coalesce(c.push_open_x, 0) + q.push_open_strength * q.push_open_mean)
+        / (coalesce(c.push_open_n, 0) + q.push_open_strength) as push_open_rate,
+        (coalesce(c.email_click_x, 0) + q.email_click_strength * q.email_click_mean)
+        / (coalesce(c.email_click_n, 0) + q.email_click_strength) as email_click_rate,
+        (coalesce(c.sms_click_x, 0) + q.sms_click_strength * q.sms_click_mean)
+        / (coalesce(c.sms_click_n, 0) + q.sms_click_strength) as sms_click_rate,
+        (coalesce(c.push_click_x, 0) + q.push_click_strength * q.push_click_mean)
+        / (coalesce(c.push_click_n, 0) + q.push_click_strength) as push_click_rate,
+        (coalesce(c.discount_click_x, 0) + q.discount_click_strength * q.discount_click_mean)
+        / (coalesce(c.discount_click_n, 0) + q.discount_click_strength) as discount_click_rate,
+        (coalesce(c.free_shipping_click_x, 0) + q.free_shipping_click_strength * q.free_shipping_click_mean)
+        / (coalesce(c.free_shipping_click_n, 0) + q.free_shipping_click_strength) as free_shipping_click_rate,
+        (coalesce(c.recommendation_click_x, 0) + q.recommendation_click_strength * q.recommendation_click_mean)
+        / (coalesce(c.recommendation_click_n, 0) + q.recommendation_click_strength) as recommendation_click_rate,
+        (coalesce(c.bundle_click_x, 0) + q.bundle_click_strength * q.bundle_click_mean)
+        / (coalesce(c.bundle_click_n, 0) + q.bundle_click_strength) as bundle_click_rate,
+        (coalesce(c.discount_convert_x, 0) + q.discount_convert_strength * q.discount_convert_mean)
+        / (coalesce(c.discount_convert_n, 0) + q.discount_convert_strength) as discount_convert_rate,
+        (coalesce(c.free_shipping_convert_x, 0) + q.free_shipping_convert_strength * q.free_shipping_convert_mean)
+        / (coalesce(c.free_shipping_convert_n, 0) + q.free_shipping_convert_strength) as free_shipping_convert_rate,
+        (coalesce(c.recommendation_convert_x, 0) + q.recommendation_convert_strength * q.recommendation_convert_mean)
+        / (coalesce(c.recommendation_convert_n, 0) + q.recommendation_convert_strength) as recommendation_convert_rate,
+        (coalesce(c.bundle_convert_x, 0) + q.bundle_convert_strength * q.bundle_convert_mean)
+        / (coalesce(c.bundle_convert_n, 0) + q.bundle_convert_strength) as bundle_convert_rate,
         -- organic_discount_share, organic_free_shipping_share: purchases that used a discount /
         -- free shipping among the window's organic purchases; offer_discount_share,
-        -- offer_free_shipping_share: the same among the offer-driven ones (user_counts)
-        (k.organic_discount_x + q.organic_discount_strength * q.organic_discount_mean) / (k.organic_discount_n + q.organic_discount_strength) as organic_discount_share,
-        (k.offer_discount_x + q.offer_discount_strength * q.offer_discount_mean) / (k.offer_discount_n + q.offer_discount_strength) as offer_discount_share,
-        (k.organic_free_shipping_x + q.organic_free_shipping_strength * q.organic_free_shipping_mean) / (k.organic_free_shipping_n + q.organic_free_shipping_strength) as organic_free_shipping_share,
-        (k.offer_free_shipping_x + q.offer_free_shipping_strength * q.offer_free_shipping_mean) / (k.offer_free_shipping_n + q.offer_free_shipping_strength) as offer_free_shipping_share,
+        -- offer_free_shipping_share: the same among the offer-driven ones (rate_moments)
+        (u.organic_discount_purchases + q.organic_discount_strength * q.organic_discount_mean)
+        / (u.organic_purchases + q.organic_discount_strength) as organic_discount_share,
+        (u.offer_discount_purchases + q.offer_discount_strength * q.offer_discount_mean)
+        / (u.offer_purchases + q.offer_discount_strength) as offer_discount_share,
+        (u.organic_free_shipping_purchases + q.organic_free_shipping_strength * q.organic_free_shipping_mean)
+        / (u.organic_purchases + q.organic_free_shipping_strength) as organic_free_shipping_share,
+        (u.offer_free_shipping_purchases + q.offer_free_shipping_strength * q.offer_free_shipping_mean)
+        / (u.offer_purchases + q.offer_free_shipping_strength) as offer_free_shipping_share,
         -- category_focus_posterior: the largest posterior mean share of the user's category views
         -- under the Dirichlet(kappa pi) prior (category_population, category_prior):
         -- max_k (views_k + kappa pi_k) / (views + kappa); the population's largest share pi_max
@@ -821,7 +840,6 @@ features as (
     inner join rfm_scores as r on u.user_id = r.user_id
     left join top_categories as t on u.user_id = t.user_id
     left join contact_history as c on u.user_id = c.user_id
-    inner join user_counts as k on u.user_id = k.user_id
     cross join rate_priors as q
     cross join category_prior as cp
     cross join order_prior as op
