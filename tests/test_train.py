@@ -138,9 +138,10 @@ def test_same_seed_twice_gives_the_same_policy(loaded: Connection, settings: Set
 def test_fine_tune_continues_the_champion(loaded: Connection, settings: Settings) -> None:
     from recsys.evaluation.gate import GateConfig
 
-    # a PPO champion: a gate that records the evidence over the rule without requiring it
-    lenient = GateConfig(require_evidence_over_baseline=False)
-    first = train(loaded, settings, config=CONFIG, as_of=END, mode="retrain", train_config=_tiny(), gate=lenient)
+    # a PPO champion: a gate that records the evidence over the rule without requiring it, set as
+    # a shop sets it, in the configuration's [gate]
+    lenient = dataclasses.replace(CONFIG, gate=GateConfig(require_evidence_over_baseline=False))
+    first = train(loaded, settings, config=lenient, as_of=END, mode="retrain", train_config=_tiny())
     assert first.decision.promoted
     second = train(loaded, settings, config=CONFIG, as_of=END, mode="auto", train_config=_tiny(total_timesteps=1024))
     assert second.record.training_mode == "fine_tune"

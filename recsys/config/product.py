@@ -1,5 +1,5 @@
-"""The product configuration as one object: the offer catalog, the reward rules and the campaign
-rules, read once from one file and handed down.
+"""The product configuration as one object: the offer catalog, the reward rules, the campaign
+rules, and how the system learns and gates its models, read once from one file and handed down.
 
 The caller loads it (`load_config(settings.config)`: the CLI, each Airflow task, a benchmark) and
 passes it to every stage; no stage reads the file or the environment itself. A variant for an
@@ -8,11 +8,12 @@ experiment is a `dataclasses.replace` of it (`with_rules`), never an edited copy
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from recsys.config.catalog import Catalog, parse_catalog, read_config_file
+from recsys.config.learning import FitConfig, GateConfig, parse_section
 from recsys.config.reward import RewardRules, parse_reward
 from recsys.config.rules import CampaignRules, parse_rules
 
@@ -26,6 +27,10 @@ class Config:
     rules: CampaignRules
     source: Path
     """The file it was read from."""
+    learning: FitConfig = field(default_factory=FitConfig)
+    """`[learning]`: the response model's fit (priors' strength, the bounded sample of the logs)."""
+    gate: GateConfig = field(default_factory=GateConfig)
+    """`[gate]`: what a challenger must show to become champion."""
 
     def with_rules(self, **changes: Any) -> Config:
         """This configuration with some campaign rules changed (e.g. `cap_total=7`)."""
@@ -43,4 +48,6 @@ def load_config(path: Path | None = None) -> Config:
         reward=parse_reward(data, source, catalog),
         rules=parse_rules(data, source),
         source=source,
+        learning=parse_section(FitConfig, data, "learning", source),
+        gate=parse_section(GateConfig, data, "gate", source),
     )

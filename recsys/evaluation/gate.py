@@ -39,62 +39,14 @@ A challenger that fails any check is `rejected` and the champion stays.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from recsys.config.learning import GateConfig
 from recsys.evaluation.results import ChallengerEvaluation, ChampionEvaluation, GateCheck, GateDecision
 
 __all__ = ["GateConfig", "GateDecision", "decide"]
 
 Check = Callable[..., bool]
 """`check(name, passed, detail, *, inconclusive=False)`: record one check, return `passed`."""
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    """Promotion thresholds."""
-
-    margin: float = 0.02
-    """Relative tolerance: a challenger may be this much worse than the champion and still win."""
-    min_effective_sample_size: float = 1_000.0
-    """The off-policy check against random needs the challenger's doubly robust estimate to rest on
-    at least this many logged decisions (Kish's effective sample size of its importance weights).
-    A near-deterministic policy matches few logged offers; when those few happen to hold no
-    conversion, the percentile bootstrap cannot resample the conversions they did not show and its
-    interval is falsely tight (measured: a first model worth 2x random under the truth came out at
-    -0.012 [-0.041, +0.007] against random's +0.014 on 24,497 logged offers, effective sample 226.5)."""
-    require_evidence_over_baseline: bool = True
-    """Promote only on evidence that the challenger beats the conservative baseline (the rule
-    heuristic) on the logs: the lower end of the paired doubly robust difference challenger - rule
-    above 0, on an effective sample of at least `min_effective_sample_size`. Without that evidence
-    the champion stays, so a new shop never ships a model below the rule (issue 12 measured a first
-    PPO champion of the 2,000-user demo shop at 0.080 normalised under the truth, the rule at 0.121).
-    The price is measured too: on the demo of 2026-12-04 the first PPO model was worth 0.235 and the
-    rule 0.119, but its paired difference on the shop's logs rested on an effective 108 decisions,
-    +0.135 [-0.043, +0.355]: no evidence, so the rule stays champion until the system's own logs
-    accumulate. False records the comparison without letting it decide (tests and benchmarks that
-    need a trained champion on a few synthetic nights). The model-based path (`model_evidence_*`)
-    is the other way to earn the promotion."""
-    model_evidence_refits: int = 0
-    """Evidence path b, off by default: refits of the response model (16 is the measured setting),
-    each on a resample (with replacement) of the users its night's fit trained on, under which the
-    challenger and the baseline are revalued (0: no refits, path b never passes: the logs-only
-    gate). Off because it broke the gate's promise on small shops: see the measured risk below; an
-    operator of a large shop may turn it on knowing it. Cost measured on a loaded 2-core
-    machine: 2 to 9 s per night on the 2,000-user demo shop, 74 to 144 s at 20,000 users x 90 days
-    (the night's fit 37 s). Measured risk (docs/decision-quality.md): on the demo shop of
-    2026-12-04 path b promoted PPO on 7 seeds of 7, two of them worse than the rule under the truth
-    (0.051 vs 0.104, 0.095 vs 0.122), which the logs-only gate kept out."""
-    model_evidence_quantile: float = 0.05
-    """Path b passes when this lower quantile of the refits' differences challenger - baseline
-    (mean expected reward per user of the greedy offers on tonight's users) is above 0, and the
-    logs, when there are any, do not contradict it (the paired doubly robust difference's upper end
-    >= 0). The refits measure the fit's estimation uncertainty, not the error of its structure."""
-
-    def __post_init__(self) -> None:
-        if self.model_evidence_refits < 0:
-            raise ValueError(f"model_evidence_refits must be >= 0, got {self.model_evidence_refits}")
-        if not 0.0 < self.model_evidence_quantile < 0.5:
-            raise ValueError(f"model_evidence_quantile must be in (0, 0.5), got {self.model_evidence_quantile}")
 
 
 def decide(challenger: ChallengerEvaluation, champion: ChampionEvaluation | None, config: GateConfig) -> GateDecision:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from recsys.config.catalog import Catalog
+from recsys.config.learning import FitConfig
 from recsys.config.reward import RewardRules
 from recsys.model.fit_sample import LoggedOffers, bounded_sample
 from recsys.model.response import (
@@ -33,44 +34,6 @@ from recsys.model.response import (
     basket_value,
     check_rules_cover,
 )
-
-
-@dataclass(frozen=True)
-class FitConfig:
-    """Hyperparameters of `fit_response_model`."""
-
-    l2_main: float = 10.0
-    """Precision of the Gaussian prior on main effects (w, gamma), centred on the business rules."""
-    l2_interaction: float = 30.0
-    """Precision of the prior on feature x attribute interactions (many, so held closer to the rules)."""
-    max_iter: int = 300
-    """L-BFGS iterations per head (full batch)."""
-    order_value_l2: float = 20.0
-    """Ridge precision of the log order value's deviation from the user's basket."""
-    order_value_prior_sd: float = 0.5
-    """Prior log-scale spread of one order around its expectation."""
-    order_value_prior_weight: float = 20.0
-    """How many conversions the prior spread counts as (it is pooled with the residual spread)."""
-    log_window_days: int | None = 365
-    """Learn from the offers sent in this many days before as_of (None: all). Within the feature
-    retention (400 days by default), so no dropped feature date is rebuilt night after night."""
-    max_offers: int | None = 300_000
-    """Bound on the offers a night's fit learns from, so that its cost stays flat as the logs grow
-    (None: no bound). Over it, every offer sent in the last `recent_days` days is kept and the older
-    ones are a uniform random sample (by `seed`) that fills the bound, each weighted by the inverse of
-    its sampling rate: the weighted objective is an unbiased estimate of the objective on all the
-    logs. Measured: a fit costs about linear time in its rows (docs/performance.md)."""
-    recent_days: int = 7
-    """The days before as_of whose offers a bounded fit always keeps whole: the system's own latest
-    outcomes are what the night's model most needs to learn from."""
-    calibration_bins: int = 10
-    """Bins (equal counts, by predicted probability) of the reliability table."""
-    min_holdout_users: int = 1
-    """Fewer users than this in the holdout: no held-out report."""
-    refit_on_all: bool = True
-    """After the held-out report, refit every head on all the sample's users (warm-started from the
-    training users' fit) and return that model: the held-out users validate the fit, and their
-    offers still teach the night's model. False: the returned model is the training users' fit."""
 
 
 @dataclass(frozen=True)

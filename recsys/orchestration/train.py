@@ -345,7 +345,7 @@ def train(
     from recsys.data.logged_offers import fit_response_model_with_bootstrap
 
     hyper = train_config or TrainConfig()
-    gate = gate or GateConfig()
+    gate = gate or config.gate
     set_torch_threads()
     seed_everything(hyper.seed)
     catalog = config.catalog
@@ -353,7 +353,7 @@ def train(
     if len(states) == 0:
         raise RecsysError(f"no user features as of {as_of}: run `recsys features --as-of {as_of}` first")
     response, bootstrap = fit_response_model_with_bootstrap(
-        conn, settings, catalog, config.reward, as_of, seed=hyper.seed
+        conn, settings, catalog, config.reward, as_of, seed=hyper.seed, config=config.learning
     )
     current, crowned = _champion_of_catalog(conn, catalog, as_of, states, response, hyper.seed)
     parent = fine_tune_parent(conn, current, catalog)
