@@ -177,9 +177,9 @@ top_categories as (
         s.user_id,
         (array_agg(s.product_category order by s.category_score desc, s.product_category asc))[1] as top_category,
         max(s.category_score)::double precision / sum(s.category_score) as category_focus,
-        sum(s.category_views) as category_views,
-        sum(s.category_views ^ 2) as category_views_sq,
-        sum(s.category_views * coalesce(c.share, 0)) as category_views_share,
+        sum(s.category_views)::double precision as category_views,
+        sum(s.category_views ^ 2)::double precision as category_views_sq,
+        sum(s.category_views * coalesce(c.share, 0))::double precision as category_views_share,
         array_agg(s.category_views::double precision) as view_counts,
         array_agg(coalesce(c.share, 0)) as view_shares
     from category_scores as s
@@ -189,7 +189,7 @@ top_categories as (
 
 -- Priors: the Dirichlet concentration kappa of the category interest (method of moments over the
 -- users with a categorised view), and the population's largest share and sum pi^2.
-category_prior as (
+category_prior as materialized (
     select
         recsys.eb_prior_strength(
             avg(
@@ -274,46 +274,54 @@ contact_history as (
         -- priors: trials n and successes x of each funnel rate: opens per offer and clicks per
         -- opened offer on each channel, clicks per opened offer and conversions per clicked offer
         -- of each offer type
-        count(*) filter (where is_closed and channel = 'email' and opened is not null) as email_open_n,
-        count(*) filter (where is_closed and channel = 'email' and opened) as email_open_x,
-        count(*) filter (where is_closed and channel = 'email' and opened and clicked is not null) as email_click_n,
-        count(*) filter (where is_closed and channel = 'email' and opened and clicked) as email_click_x,
-        count(*) filter (where is_closed and channel = 'sms' and opened is not null) as sms_open_n,
-        count(*) filter (where is_closed and channel = 'sms' and opened) as sms_open_x,
-        count(*) filter (where is_closed and channel = 'sms' and opened and clicked is not null) as sms_click_n,
-        count(*) filter (where is_closed and channel = 'sms' and opened and clicked) as sms_click_x,
-        count(*) filter (where is_closed and channel = 'push' and opened is not null) as push_open_n,
-        count(*) filter (where is_closed and channel = 'push' and opened) as push_open_x,
-        count(*) filter (where is_closed and channel = 'push' and opened and clicked is not null) as push_click_n,
-        count(*) filter (where is_closed and channel = 'push' and opened and clicked) as push_click_x,
-        count(*) filter (where is_closed and offer_type = 'discount' and opened and clicked is not null)
+        count(*) filter (where is_closed and channel = 'email' and opened is not null)::integer as email_open_n,
+        count(*) filter (where is_closed and channel = 'email' and opened)::integer as email_open_x,
+        count(*) filter (where is_closed and channel = 'email' and opened and clicked is not null)::integer
+            as email_click_n,
+        count(*) filter (where is_closed and channel = 'email' and opened and clicked)::integer as email_click_x,
+        count(*) filter (where is_closed and channel = 'sms' and opened is not null)::integer as sms_open_n,
+        count(*) filter (where is_closed and channel = 'sms' and opened)::integer as sms_open_x,
+        count(*) filter (where is_closed and channel = 'sms' and opened and clicked is not null)::integer
+            as sms_click_n,
+        count(*) filter (where is_closed and channel = 'sms' and opened and clicked)::integer as sms_click_x,
+        count(*) filter (where is_closed and channel = 'push' and opened is not null)::integer as push_open_n,
+        count(*) filter (where is_closed and channel = 'push' and opened)::integer as push_open_x,
+        count(*) filter (where is_closed and channel = 'push' and opened and clicked is not null)::integer
+            as push_click_n,
+        count(*) filter (where is_closed and channel = 'push' and opened and clicked)::integer as push_click_x,
+        count(*) filter (where is_closed and offer_type = 'discount' and opened and clicked is not null)::integer
             as discount_click_n,
-        count(*) filter (where is_closed and offer_type = 'discount' and opened and clicked) as discount_click_x,
-        count(*) filter (where is_closed and offer_type = 'discount' and clicked and converted is not null)
+        count(*) filter (where is_closed and offer_type = 'discount' and opened and clicked)::integer
+            as discount_click_x,
+        count(*) filter (where is_closed and offer_type = 'discount' and clicked and converted is not null)::integer
             as discount_convert_n,
-        count(*) filter (where is_closed and offer_type = 'discount' and clicked and converted) as discount_convert_x,
-        count(*) filter (where is_closed and offer_type = 'free_shipping' and opened and clicked is not null)
+        count(*) filter (where is_closed and offer_type = 'discount' and clicked and converted)::integer
+            as discount_convert_x,
+        count(*) filter (where is_closed and offer_type = 'free_shipping' and opened and clicked is not null)::integer
             as free_shipping_click_n,
-        count(*) filter (where is_closed and offer_type = 'free_shipping' and opened and clicked)
+        count(*) filter (where is_closed and offer_type = 'free_shipping' and opened and clicked)::integer
             as free_shipping_click_x,
-        count(*) filter (where is_closed and offer_type = 'free_shipping' and clicked and converted is not null)
-            as free_shipping_convert_n,
-        count(*) filter (where is_closed and offer_type = 'free_shipping' and clicked and converted)
+        count(*) filter (
+            where is_closed and offer_type = 'free_shipping' and clicked and converted is not null
+        )::integer as free_shipping_convert_n,
+        count(*) filter (where is_closed and offer_type = 'free_shipping' and clicked and converted)::integer
             as free_shipping_convert_x,
-        count(*) filter (where is_closed and offer_type = 'recommendation' and opened and clicked is not null)
+        count(*) filter (where is_closed and offer_type = 'recommendation' and opened and clicked is not null)::integer
             as recommendation_click_n,
-        count(*) filter (where is_closed and offer_type = 'recommendation' and opened and clicked)
+        count(*) filter (where is_closed and offer_type = 'recommendation' and opened and clicked)::integer
             as recommendation_click_x,
-        count(*) filter (where is_closed and offer_type = 'recommendation' and clicked and converted is not null)
-            as recommendation_convert_n,
-        count(*) filter (where is_closed and offer_type = 'recommendation' and clicked and converted)
+        count(*) filter (
+            where is_closed and offer_type = 'recommendation' and clicked and converted is not null
+        )::integer as recommendation_convert_n,
+        count(*) filter (where is_closed and offer_type = 'recommendation' and clicked and converted)::integer
             as recommendation_convert_x,
-        count(*) filter (where is_closed and offer_type = 'bundle' and opened and clicked is not null)
+        count(*) filter (where is_closed and offer_type = 'bundle' and opened and clicked is not null)::integer
             as bundle_click_n,
-        count(*) filter (where is_closed and offer_type = 'bundle' and opened and clicked) as bundle_click_x,
-        count(*) filter (where is_closed and offer_type = 'bundle' and clicked and converted is not null)
+        count(*) filter (where is_closed and offer_type = 'bundle' and opened and clicked)::integer as bundle_click_x,
+        count(*) filter (where is_closed and offer_type = 'bundle' and clicked and converted is not null)::integer
             as bundle_convert_n,
-        count(*) filter (where is_closed and offer_type = 'bundle' and clicked and converted) as bundle_convert_x
+        count(*) filter (where is_closed and offer_type = 'bundle' and clicked and converted)::integer
+            as bundle_convert_x
     from offers
     group by user_id
 ),
@@ -369,9 +377,9 @@ users as (
         coalesce(a.push_sessions, 0) as push_sessions,
         coalesce(a.morning_sessions, 0) as morning_sessions,
         coalesce(a.evening_sessions, 0) as evening_sessions,
-        coalesce(a.organic_purchases, 0) as organic_purchases,
-        coalesce(a.organic_discount_purchases, 0) as organic_discount_purchases,
-        coalesce(a.organic_free_shipping_purchases, 0) as organic_free_shipping_purchases,
+        coalesce(a.organic_purchases, 0)::integer as organic_purchases,
+        coalesce(a.organic_discount_purchases, 0)::integer as organic_discount_purchases,
+        coalesce(a.organic_free_shipping_purchases, 0)::integer as organic_free_shipping_purchases,
         coalesce(a.log_amount, 0) as log_amount,
         coalesce(a.log_amount_sq, 0) as log_amount_sq,
         coalesce(a.hour_cos, 0) as hour_cos,
@@ -537,7 +545,7 @@ rate_moments as (
 -- Priors: each rate's Beta(kappa m, kappa (1 - m)) population prior, as its mean m (0.5 when no
 -- user had a trial) and strength kappa = recsys.eb_prior_strength(var / (m (1 - m)), mean 1 / n).
 -- The user's posterior mean is (x + kappa m) / (n + kappa).
-rate_priors as materialized (
+rate_priors as (
     select
         coalesce(email_open_mean, 0.5) as email_open_mean,
         recsys.eb_prior_strength(
@@ -650,6 +658,50 @@ rate_priors as materialized (
     from rate_moments
 ),
 
+-- Priors: each rate's prior as pseudo-counts, a = kappa m successes in k = kappa trials, computed
+-- once (materialised) and read by the user rows as one-row subqueries: the posterior mean is
+-- (x + a) / (n + k).
+rate_pseudo as materialized (
+    select
+        email_open_strength * email_open_mean as email_open_a,
+        email_open_strength as email_open_k,
+        sms_open_strength * sms_open_mean as sms_open_a,
+        sms_open_strength as sms_open_k,
+        push_open_strength * push_open_mean as push_open_a,
+        push_open_strength as push_open_k,
+        email_click_strength * email_click_mean as email_click_a,
+        email_click_strength as email_click_k,
+        sms_click_strength * sms_click_mean as sms_click_a,
+        sms_click_strength as sms_click_k,
+        push_click_strength * push_click_mean as push_click_a,
+        push_click_strength as push_click_k,
+        discount_click_strength * discount_click_mean as discount_click_a,
+        discount_click_strength as discount_click_k,
+        free_shipping_click_strength * free_shipping_click_mean as free_shipping_click_a,
+        free_shipping_click_strength as free_shipping_click_k,
+        recommendation_click_strength * recommendation_click_mean as recommendation_click_a,
+        recommendation_click_strength as recommendation_click_k,
+        bundle_click_strength * bundle_click_mean as bundle_click_a,
+        bundle_click_strength as bundle_click_k,
+        discount_convert_strength * discount_convert_mean as discount_convert_a,
+        discount_convert_strength as discount_convert_k,
+        free_shipping_convert_strength * free_shipping_convert_mean as free_shipping_convert_a,
+        free_shipping_convert_strength as free_shipping_convert_k,
+        recommendation_convert_strength * recommendation_convert_mean as recommendation_convert_a,
+        recommendation_convert_strength as recommendation_convert_k,
+        bundle_convert_strength * bundle_convert_mean as bundle_convert_a,
+        bundle_convert_strength as bundle_convert_k,
+        organic_discount_strength * organic_discount_mean as organic_discount_a,
+        organic_discount_strength as organic_discount_k,
+        offer_discount_strength * offer_discount_mean as offer_discount_a,
+        offer_discount_strength as offer_discount_k,
+        organic_free_shipping_strength * organic_free_shipping_mean as organic_free_shipping_a,
+        organic_free_shipping_strength as organic_free_shipping_k,
+        offer_free_shipping_strength * offer_free_shipping_mean as offer_free_shipping_a,
+        offer_free_shipping_strength as offer_free_shipping_k
+    from rate_priors
+),
+
 -- Priors: the order value's normal-normal model on y = ln(1 + amount) per purchase in the window.
 -- Users with purchases have mean ybar_i of their n_i values; the prior mean mu is the average of
 -- the ybar_i, the within-user variance s2 pools the users with two or more purchases
@@ -683,7 +735,7 @@ order_prior as materialized (
 
 -- Priors: the population's direction of organic session start hours (the sum of every user's
 -- unit vectors, normalised), one pseudo-session for preferred_local_hour.
-hour_prior as (
+hour_prior as materialized (
     select
         coalesce(sum(hour_cos) / nullif(sqrt(sum(hour_cos) ^ 2 + sum(hour_sin) ^ 2), 0), 0) as hour_cos,
         coalesce(sum(hour_sin) / nullif(sqrt(sum(hour_cos) ^ 2 + sum(hour_sin) ^ 2), 0), 0) as hour_sin
@@ -754,63 +806,78 @@ features as (
         -- category_focus: the top category's share of the window's category interest; 0 with none
         coalesce(t.category_focus, 0) as category_focus,
         -- Priors (migration 013). The Beta-Binomial rates: posterior mean (x + kappa m) / (n + kappa)
-        -- with the date's population prior (rate_priors). Channel c: {c}_open_rate = opens per
-        -- offer sent on c, {c}_click_rate = clicks per opened offer on c. Offer type t:
+        -- with the date's population prior (rate_priors, rate_pseudo). Channel c: {c}_open_rate =
+        -- opens per offer sent on c, {c}_click_rate = clicks per opened offer on c. Offer type t:
         -- {t}_click_rate = clicks per opened offer of t, {t}_convert_rate = conversions per clicked
         -- offer of t. Only offers sent before as_of minus the attribution window count, with the
         -- outcome recorded (a click counts as an open).
-        (coalesce(c.email_open_x, 0) + q.email_open_strength * q.email_open_mean)
-        / (coalesce(c.email_open_n, 0) + q.email_open_strength) as email_open_rate,
-        (coalesce(c.sms_open_x, 0) + q.sms_open_strength * q.sms_open_mean)
-        / (coalesce(c.sms_open_n, 0) + q.sms_open_strength) as sms_open_rate,
-        (coalesce(c.push_open_x, 0) + q.push_open_strength * q.push_open_mean)
-        / (coalesce(c.push_open_n, 0) + q.push_open_strength) as push_open_rate,
-        (coalesce(c.email_click_x, 0) + q.email_click_strength * q.email_click_mean)
-        / (coalesce(c.email_click_n, 0) + q.email_click_strength) as email_click_rate,
-        (coalesce(c.sms_click_x, 0) + q.sms_click_strength * q.sms_click_mean)
-        / (coalesce(c.sms_click_n, 0) + q.sms_click_strength) as sms_click_rate,
-        (coalesce(c.push_click_x, 0) + q.push_click_strength * q.push_click_mean)
-        / (coalesce(c.push_click_n, 0) + q.push_click_strength) as push_click_rate,
-        (coalesce(c.discount_click_x, 0) + q.discount_click_strength * q.discount_click_mean)
-        / (coalesce(c.discount_click_n, 0) + q.discount_click_strength) as discount_click_rate,
-        (coalesce(c.free_shipping_click_x, 0) + q.free_shipping_click_strength * q.free_shipping_click_mean)
-        / (coalesce(c.free_shipping_click_n, 0) + q.free_shipping_click_strength) as free_shipping_click_rate,
-        (coalesce(c.recommendation_click_x, 0) + q.recommendation_click_strength * q.recommendation_click_mean)
-        / (coalesce(c.recommendation_click_n, 0) + q.recommendation_click_strength) as recommendation_click_rate,
-        (coalesce(c.bundle_click_x, 0) + q.bundle_click_strength * q.bundle_click_mean)
-        / (coalesce(c.bundle_click_n, 0) + q.bundle_click_strength) as bundle_click_rate,
-        (coalesce(c.discount_convert_x, 0) + q.discount_convert_strength * q.discount_convert_mean)
-        / (coalesce(c.discount_convert_n, 0) + q.discount_convert_strength) as discount_convert_rate,
-        (coalesce(c.free_shipping_convert_x, 0) + q.free_shipping_convert_strength * q.free_shipping_convert_mean)
-        / (coalesce(c.free_shipping_convert_n, 0) + q.free_shipping_convert_strength) as free_shipping_convert_rate,
-        (coalesce(c.recommendation_convert_x, 0) + q.recommendation_convert_strength * q.recommendation_convert_mean)
-        / (coalesce(c.recommendation_convert_n, 0) + q.recommendation_convert_strength) as recommendation_convert_rate,
-        (coalesce(c.bundle_convert_x, 0) + q.bundle_convert_strength * q.bundle_convert_mean)
-        / (coalesce(c.bundle_convert_n, 0) + q.bundle_convert_strength) as bundle_convert_rate,
+        (coalesce(c.email_open_x, 0) + (select email_open_a from rate_pseudo))
+        / (coalesce(c.email_open_n, 0) + (select email_open_k from rate_pseudo)) as email_open_rate,
+        (coalesce(c.sms_open_x, 0) + (select sms_open_a from rate_pseudo))
+        / (coalesce(c.sms_open_n, 0) + (select sms_open_k from rate_pseudo)) as sms_open_rate,
+        (coalesce(c.push_open_x, 0) + (select push_open_a from rate_pseudo))
+        / (coalesce(c.push_open_n, 0) + (select push_open_k from rate_pseudo)) as push_open_rate,
+        (coalesce(c.email_click_x, 0) + (select email_click_a from rate_pseudo))
+        / (coalesce(c.email_click_n, 0) + (select email_click_k from rate_pseudo)) as email_click_rate,
+        (coalesce(c.sms_click_x, 0) + (select sms_click_a from rate_pseudo))
+        / (coalesce(c.sms_click_n, 0) + (select sms_click_k from rate_pseudo)) as sms_click_rate,
+        (coalesce(c.push_click_x, 0) + (select push_click_a from rate_pseudo))
+        / (coalesce(c.push_click_n, 0) + (select push_click_k from rate_pseudo)) as push_click_rate,
+        (coalesce(c.discount_click_x, 0) + (select discount_click_a from rate_pseudo))
+        / (coalesce(c.discount_click_n, 0) + (select discount_click_k from rate_pseudo)) as discount_click_rate,
+        (coalesce(c.free_shipping_click_x, 0) + (select free_shipping_click_a from rate_pseudo))
+        / (coalesce(c.free_shipping_click_n, 0) + (select free_shipping_click_k from rate_pseudo))
+            as free_shipping_click_rate,
+        (coalesce(c.recommendation_click_x, 0) + (select recommendation_click_a from rate_pseudo))
+        / (coalesce(c.recommendation_click_n, 0) + (select recommendation_click_k from rate_pseudo))
+            as recommendation_click_rate,
+        (coalesce(c.bundle_click_x, 0) + (select bundle_click_a from rate_pseudo))
+        / (coalesce(c.bundle_click_n, 0) + (select bundle_click_k from rate_pseudo)) as bundle_click_rate,
+        (coalesce(c.discount_convert_x, 0) + (select discount_convert_a from rate_pseudo))
+        / (coalesce(c.discount_convert_n, 0) + (select discount_convert_k from rate_pseudo)) as discount_convert_rate,
+        (coalesce(c.free_shipping_convert_x, 0) + (select free_shipping_convert_a from rate_pseudo))
+        / (coalesce(c.free_shipping_convert_n, 0) + (select free_shipping_convert_k from rate_pseudo))
+            as free_shipping_convert_rate,
+        (coalesce(c.recommendation_convert_x, 0) + (select recommendation_convert_a from rate_pseudo))
+        / (coalesce(c.recommendation_convert_n, 0) + (select recommendation_convert_k from rate_pseudo))
+            as recommendation_convert_rate,
+        (coalesce(c.bundle_convert_x, 0) + (select bundle_convert_a from rate_pseudo))
+        / (coalesce(c.bundle_convert_n, 0) + (select bundle_convert_k from rate_pseudo)) as bundle_convert_rate,
         -- organic_discount_share, organic_free_shipping_share: purchases that used a discount /
         -- free shipping among the window's organic purchases; offer_discount_share,
         -- offer_free_shipping_share: the same among the offer-driven ones (rate_moments)
-        (u.organic_discount_purchases + q.organic_discount_strength * q.organic_discount_mean)
-        / (u.organic_purchases + q.organic_discount_strength) as organic_discount_share,
-        (u.offer_discount_purchases + q.offer_discount_strength * q.offer_discount_mean)
-        / (u.offer_purchases + q.offer_discount_strength) as offer_discount_share,
-        (u.organic_free_shipping_purchases + q.organic_free_shipping_strength * q.organic_free_shipping_mean)
-        / (u.organic_purchases + q.organic_free_shipping_strength) as organic_free_shipping_share,
-        (u.offer_free_shipping_purchases + q.offer_free_shipping_strength * q.offer_free_shipping_mean)
-        / (u.offer_purchases + q.offer_free_shipping_strength) as offer_free_shipping_share,
+        (u.organic_discount_purchases + (select organic_discount_a from rate_pseudo))
+        / (u.organic_purchases + (select organic_discount_k from rate_pseudo)) as organic_discount_share,
+        (u.offer_discount_purchases + (select offer_discount_a from rate_pseudo))
+        / (u.offer_purchases + (select offer_discount_k from rate_pseudo)) as offer_discount_share,
+        (u.organic_free_shipping_purchases + (select organic_free_shipping_a from rate_pseudo))
+        / (u.organic_purchases + (select organic_free_shipping_k from rate_pseudo)) as organic_free_shipping_share,
+        (u.offer_free_shipping_purchases + (select offer_free_shipping_a from rate_pseudo))
+        / (u.offer_purchases + (select offer_free_shipping_k from rate_pseudo)) as offer_free_shipping_share,
         -- category_focus_posterior: the largest posterior mean share of the user's category views
         -- under the Dirichlet(kappa pi) prior (category_population, category_prior):
         -- max_k (views_k + kappa pi_k) / (views + kappa); the population's largest share pi_max
         -- without a categorised view
         greatest(
-            coalesce((select max(v.n + cp.strength * v.s) from unnest(t.view_counts, t.view_shares) as v (n, s)), 0),
-            cp.strength * coalesce(cp.share_max, 0)
-        ) / (coalesce(t.category_views, 0) + cp.strength) as category_focus_posterior,
+            coalesce(
+                (
+                    select max(v.n + (select cp.strength from category_prior as cp) * v.s)
+                    from unnest(t.view_counts, t.view_shares) as v (n, s)
+                ),
+                0
+            ),
+            (select cp.strength * coalesce(cp.share_max, 0) from category_prior as cp)
+        ) / (coalesce(t.category_views, 0) + (select cp.strength from category_prior as cp))
+            as category_focus_posterior,
         -- order_value: exp of the posterior mean of ln(1 + amount) (order_prior), minus 1: a
         -- shrunk typical order value; the prior's for a user without purchases, 0 when nobody
         -- bought in the window
         coalesce(
-            exp((u.log_amount + op.strength * op.mu) / (u.purchase_count + op.strength)) - 1, 0
+            exp(
+                (u.log_amount + (select op.strength * op.mu from order_prior as op))
+                / (u.purchase_count + (select op.strength from order_prior as op))
+            ) - 1,
+            0
         ) as order_value,
         -- preferred_local_hour: the circular mean of the local start hours of the user's organic
         -- sessions in the window, with the population's direction as one pseudo-session
@@ -818,10 +885,23 @@ features as (
         -- preferred_hour_certainty: the length of the user's own resultant (sum of the sessions'
         -- unit vectors, = mean resultant length x sessions), 0 without a session
         case
-            when u.hour_cos + hp.hour_cos <> 0 or u.hour_sin + hp.hour_sin <> 0
+            when
+                u.hour_cos + (select hour_cos from hour_prior) <> 0
+                or u.hour_sin + (select hour_sin from hour_prior) <> 0
                 then (
-                    atan2d(u.hour_sin + hp.hour_sin, u.hour_cos + hp.hour_cos)
-                    + case when atan2d(u.hour_sin + hp.hour_sin, u.hour_cos + hp.hour_cos) < 0 then 360 else 0 end
+                    atan2d(
+                        u.hour_sin + (select hour_sin from hour_prior), u.hour_cos + (select hour_cos from hour_prior)
+                    )
+                    + case
+                        when
+                            atan2d(
+                                u.hour_sin + (select hour_sin from hour_prior),
+                                u.hour_cos + (select hour_cos from hour_prior)
+                            )
+                            < 0
+                            then 360
+                        else 0
+                    end
                 ) / 15
         end as preferred_local_hour,
         sqrt(u.hour_cos ^ 2 + u.hour_sin ^ 2) as preferred_hour_certainty,
@@ -840,10 +920,6 @@ features as (
     inner join rfm_scores as r on u.user_id = r.user_id
     left join top_categories as t on u.user_id = t.user_id
     left join contact_history as c on u.user_id = c.user_id
-    cross join rate_priors as q
-    cross join category_prior as cp
-    cross join order_prior as op
-    cross join hour_prior as hp
     left join recsys.users as z on u.user_id = z.user_id
     left join zone_release as zr on coalesce(z.timezone, 'UTC') = zr.timezone
 ),
