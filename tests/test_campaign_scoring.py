@@ -694,7 +694,8 @@ def test_a_rule_heuristic_champion_scores_through_the_same_batch_api(campaign) -
         register(own, rule)
         record_decision(own, rule.model_version, decision="bootstrap", reasons=[], evaluation={})
     add_users(conn, DAY, _population())
-    rules = dataclasses.replace(load_rules(), exploration_share=0.2)
+    # the uniform explorer: the PPO model m1 (no longer champion) would otherwise guide exploration
+    rules = dataclasses.replace(load_rules(), exploration_share=0.2, explorer="uniform")
     summary = score(settings, DAY, run_id="rule", rules=rules)
     rows = offers(conn)
     assert summary["model_version"] == rule.model_version and summary["offers"] == len(rows) > 100
@@ -729,3 +730,66 @@ def test_a_rule_heuristic_champion_scores_through_the_same_batch_api(campaign) -
     one = load_states(conn, DAY, np.array([user]))
     expected = RuleHeuristicPolicy(catalog).probabilities(one.obs, one.action_mask(catalog)).argmax(axis=1)[0]
     assert (shown.model, shown.action_id, shown.probability) == (rule.model_version, expected, 1.0)
+
+
+def test_the_newest_challenger_guides_exploration_and_the_run_keeps_its_source(campaign, artifact) -> None:
+    """With the rule heuristic as champion and a PPO challenger registered, explored offers follow
+    the challenger's softened probabilities: every logged propensity is exactly
+    (1 - eps) [rule's offer] + eps q, q = (1 - floor) challenger + floor uniform (temperature 1).
+    The run records its source, so a re-run explores the same way after a newer challenger arrives."""
+    from recsys.campaign.explore import softmax_exploration
+    from recsys.data.states import load_states
+    from recsys.evaluation.registry import rule_heuristic_record
+    from recsys.model.baselines import RuleHeuristicPolicy
+    from recsys.model.policy import PPOPolicy, load_sb3_model
+
+    conn, settings = campaign
+    catalog = load_catalog()
+    rule = rule_heuristic_record(catalog, as_of=DAY, response_model={})
+    with connect(conn.dsn) as own:
+        register(own, rule)
+        record_decision(own, rule.model_version, decision="bootstrap", reasons=[], evaluation={})
+    add_users(conn, DAY, _population())
+    eps = 0.3
+    rules = dataclasses.replace(load_rules(), exploration_share=eps, holdout_share=0.0)
+    assert rules.explorer == "softmax"
+    score(settings, DAY, run_id="soft", rules=rules, shard=0, shards=1)  # unpublished: a re-run may replace it
+    source = fetch_value(
+        conn, "select settings ->> 'exploration_source' from recsys.campaign_runs where run_id = 'soft'"
+    )
+    assert source == "m1"
+    rows = offers(conn)
+    reach = fetch_all(
+        conn,
+        "select user_id, email_opt_in and email is not null as email, sms_opt_in and phone is not null as sms, "
+        "push_opt_in and push_token is not null as push from recsys.users order by user_id",
+    )
+    reachable = {r["user_id"]: r for r in reach}
+    ids = np.array([r["user_id"] for r in rows])
+    states = load_states(conn, DAY, ids)
+    mask = np.array([[reachable[u][a.channel] for a in catalog.actions] for u in ids])
+    greedy = RuleHeuristicPolicy(catalog).probabilities(states.obs, mask).argmax(axis=1)
+    challenger = PPOPolicy(load_sb3_model(artifact), catalog)
+    q = softmax_exploration(challenger.probabilities(states.obs, mask), mask, temperature=1.0, floor=0.1)
+    mixture = (1 - eps) * np.eye(catalog.n_actions)[greedy] + eps * q
+    assert np.allclose(mixture.sum(axis=1), 1.0)
+    action = np.array([r["action_id"] for r in rows])
+    propensity = np.array([float(r["propensity"]) for r in rows])
+    explored = np.array([r["is_exploration"] for r in rows])
+    assert mask[np.arange(len(ids)), action].all()
+    assert np.allclose(propensity, mixture[np.arange(len(ids)), action], rtol=1e-5)
+    assert (action[~explored] == greedy[~explored]).all() and explored.any()
+    before = {r["user_id"]: (r["action_id"], r["propensity"]) for r in rows}
+    # a newer challenger: the re-run keeps the run's recorded source, a new run takes the newest
+    with connect(conn.dsn) as own:
+        register(
+            own,
+            toy_record(catalog, "m2", toy_ppo_artifact(catalog, seed=9), seed=9, trained_on=DAY, total_timesteps=64),
+        )
+    score(settings, DAY, run_id="soft", rules=rules, shard=0, shards=1)
+    assert {r["user_id"]: (r["action_id"], r["propensity"]) for r in offers(conn)} == before
+    score(settings, DAY, run_id="soft-2", rules=rules)
+    source = fetch_value(
+        conn, "select settings ->> 'exploration_source' from recsys.campaign_runs where run_id = 'soft-2'"
+    )
+    assert source == "m2"

@@ -251,3 +251,28 @@ def test_migration_013_adds_the_prior_features_to_feature_dates_built_before(
         assert backfill_features(conn, settings) == []
     assert [(r["as_of"], r["user_id"]) for r in filled] == [(r["as_of"], r["user_id"]) for r in before]
     assert all(r["email_open_rate"] is not None and r["order_value"] is not None for r in filled)
+
+
+def test_migration_012_describes_the_explorer_and_keeps_every_offer(empty_database_url: str, tmp_path: Path) -> None:
+    """A database at the head before 012, with the previous release's offers in it: 012 changes the
+    comments on is_exploration, propensity and the run settings only; every row stays."""
+    import shutil
+
+    previous = tmp_path / "sql"
+    shutil.copytree(PROJECT_ROOT / "sql", previous)
+    (previous / "migrations" / "012_exploration_source.sql").unlink()
+    build_release_database(empty_database_url, PREVIOUS_RELEASE)
+    with connect(empty_database_url) as conn:
+        migrate(conn, load_settings(env={}, database_url=empty_database_url, sql_dir=previous))
+    before = _counts(empty_database_url)
+    assert before["campaign_offers"] > 0
+    with connect(empty_database_url) as conn:
+        applied = migrate(conn, load_settings(env={}, database_url=empty_database_url)).applied
+        comment = fetch_value(
+            conn,
+            "select col_description('recsys.campaign_offers'::regclass, attnum) from pg_attribute "
+            "where attrelid = 'recsys.campaign_offers'::regclass and attname = 'is_exploration'",
+        )
+    assert applied == ["012_exploration_source.sql"]
+    assert _counts(empty_database_url) == before
+    assert "explorer" in comment and comment.startswith("The offer came from the exploration draw (a hash")

@@ -1,8 +1,9 @@
 """Campaign decisions in numpy: who may get what, why the others get nothing, and what each gets.
 
-`allowed_mask` (consent with an address, frequency caps, cooldown), `skip_reasons`, the exploration
-mixture with exact propensities (`choose_actions`) and `decide`, which adds the policy's greedy
-action on masked logits and the holdout. Called by `score_campaign` (recsys.campaign.score).
+`allowed_mask` (consent with an address, frequency caps, cooldown), `skip_reasons`, the uniform
+exploration mixture with exact propensities (`choose_actions`; the softmax explorer is
+`recsys.campaign.explore`) and `decide`, which adds the policy's greedy action on masked logits and
+the holdout. Called by `score_campaign` (recsys.campaign.score).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.campaign import hashing
+from recsys.campaign.explore import Explorer, choose_explored, explore_draws
 from recsys.config.catalog import Catalog
 from recsys.config.rules import CampaignRules
 from recsys.model.baselines import Policy, greedy_actions
@@ -56,18 +58,18 @@ def skip_reasons(users: pd.DataFrame, channel_ok: np.ndarray, mask: np.ndarray) 
 def choose_actions(
     greedy: np.ndarray, mask: np.ndarray, user_ids: np.ndarray, campaign_date: dt.date, rules: CampaignRules
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Exploration mixture: (action, propensity, is_exploration) per user with an allowed action.
+    """The uniform exploration mixture: (action, propensity, is_exploration) per user with an allowed action.
 
     With eps = exploration_share and A the allowed set: an explored user's action is uniform on A;
     P(greedy) = (1 - eps) + eps / |A|, P(other allowed a) = eps / |A| (exact under the hash draws).
     """
     eps = rules.exploration_share
     n_allowed = mask.sum(axis=1)
-    explore = hashing.uniform(user_ids, rules.exploration_salt, campaign_date.isoformat(), "explore") < eps
+    explore, draws = explore_draws(user_ids, campaign_date, rules)
     action = greedy.copy()
     rows = np.flatnonzero(explore & (n_allowed > 0))
     if len(rows):
-        draw = hashing.uniform(user_ids[rows], rules.exploration_salt, campaign_date.isoformat(), "draw")
+        draw = draws[rows]
         k = np.minimum((draw * n_allowed[rows]).astype(np.int64), n_allowed[rows] - 1)
         position = np.cumsum(mask[rows], axis=1, dtype=np.int32)  # position (1-based) among allowed
         action[rows] = np.argmax(position > k[:, None], axis=1)
@@ -77,14 +79,25 @@ def choose_actions(
 
 
 def decide(
-    policy: Policy, raw: np.ndarray, mask: np.ndarray, ids: np.ndarray, campaign_date: dt.date, rules: CampaignRules
+    policy: Policy,
+    raw: np.ndarray,
+    mask: np.ndarray,
+    ids: np.ndarray,
+    campaign_date: dt.date,
+    rules: CampaignRules,
+    explorer: Explorer | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(action, propensity, is_exploration, is_holdout) per eligible user: the policy's greedy action
     (any `Policy`: PPO's argmax on masked logits, the rule heuristic's offer), the exploration
-    mixture, and the holdout (greedy action logged, never sent)."""
-    greedy, _ = greedy_actions(policy, normalise(raw), mask)
+    mixture (`explorer`; None or one without a policy: uniform), and the holdout (greedy action
+    logged, never sent)."""
+    obs = normalise(raw)
+    greedy, _ = greedy_actions(policy, obs, mask)
     holdout = hashing.uniform(ids, rules.holdout_salt, "holdout") < rules.holdout_share
-    action, propensity, explore = choose_actions(greedy, mask, ids, campaign_date, rules)
+    if explorer is None or explorer.is_uniform:
+        action, propensity, explore = choose_actions(greedy, mask, ids, campaign_date, rules)
+    else:
+        action, propensity, explore = choose_explored(greedy, obs, mask, ids, campaign_date, rules, explorer)
     action = np.where(holdout, greedy, action)
     explore &= ~holdout
     propensity = np.where(holdout, 1.0, propensity)

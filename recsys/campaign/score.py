@@ -8,7 +8,9 @@ makes a run's offers claimable. Steps of one run (or one shard of it):
 2. score: eligibility and the allowed-action mask (consent and address, frequency caps, cooldown)
    in numpy, the champion's greedy action (any registered model through
    `recsys.evaluation.registry.load_policy`: PPO's masked logits in batched torch, or the rule
-   heuristic), the holdout and exploration draws from stable hashes, exact propensities;
+   heuristic), the holdout and exploration draws from stable hashes, the explored offers from the
+   configured explorer (`recsys.campaign.explore`: the newest challenger's softened probabilities,
+   or uniform), exact propensities;
 3. render: each distinct (channel, offer type, value, category) once;
 4. write: COPY of the decisions into a staging table, then one upsert into campaign_offers (the
    schedule and the first-name fill computed in SQL), the holdout rows and the shard row, in one
@@ -34,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from recsys.campaign.decide import CHANNELS, SKIP_REASONS, allowed_mask, choose_actions, decide, skip_reasons
+from recsys.campaign.explore import load_explorer, resolve_explorer
 from recsys.campaign.load import load_users, resolve_model
 from recsys.campaign.messages import Renderer
 from recsys.campaign.pgcopy import binary_copy
@@ -115,7 +118,12 @@ def score_campaign(
     version = resolve_model(conn, sql_dir, run_id, campaign_date, model_version)
     record = get_model(conn, version)
     record.check_compatible(catalog)
-    rules_json = {**rules.as_json(), "timing_delay_minutes": dict(catalog.timing_delay_minutes)}
+    explorer = resolve_explorer(conn, sql_dir, run_id, catalog, rules)
+    rules_json = {
+        **rules.as_json(),
+        "timing_delay_minutes": dict(catalog.timing_delay_minutes),
+        "exploration_source": explorer.model_version if explorer is not None else "uniform",
+    }
     start_run(conn, sql_dir, run_id, campaign_date, version, k, n, dry_run, rules_json)
     try:
         summary = _score_shard(
@@ -126,7 +134,7 @@ def score_campaign(
             k,
             n,
             dry_run,
-            record,
+            (record, explorer),
             rules,
             catalog,
             renderer,
@@ -164,7 +172,7 @@ def _score_shard(
     k: int,
     n: int,
     dry_run: bool,
-    record: ModelRecord,
+    records: tuple[ModelRecord, ModelRecord | None],
     rules: CampaignRules,
     catalog: Catalog,
     renderer: Renderer,
@@ -172,10 +180,13 @@ def _score_shard(
     publish_at: dt.datetime | None,
 ) -> dict[str, Any]:
     # importing torch / SB3 and loading the model (seconds of Python) overlaps the load's COPY, which
-    # waits on the server with the GIL released; "model_load" is what is left to wait for after it
+    # waits on the server with the GIL released; "model_load" is what is left to wait for after it.
+    # The explorer's policy (a challenger) is loaded the same way, once per shard.
+    record, explorer_record = records
     version = record.model_version
     with ThreadPoolExecutor(1) as pool:
         model = pool.submit(load_policy, record, catalog)
+        explorer = pool.submit(load_explorer, explorer_record, catalog, rules)
         t = time.perf_counter()
         users = load_users(conn, sql_dir, campaign_date, rules, k, n)
         timings["load"] = time.perf_counter() - t
@@ -185,12 +196,12 @@ def _score_shard(
         channel_ok, mask = allowed_mask(users, catalog, rules)
         reasons = skip_reasons(users, channel_ok, mask)
         eligible = reasons == ""
-        policy = model.result()
+        policy, explore_with = model.result(), explorer.result()
         timings["model_load"] = time.perf_counter() - t
     rows = np.flatnonzero(eligible)
     ids = user_ids[rows]
     raw = users[list(FEATURE_NAMES)].to_numpy(np.float64)[rows]
-    action, propensity, explore, holdout = decide(policy, raw, mask[rows], ids, campaign_date, rules)
+    action, propensity, explore, holdout = decide(policy, raw, mask[rows], ids, campaign_date, rules, explore_with)
     timings["score"] = time.perf_counter() - t
 
     t = time.perf_counter()

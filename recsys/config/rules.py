@@ -7,6 +7,7 @@ every run in `campaign_runs.settings`, so a run says which rules it was scored u
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +18,11 @@ from recsys.config.settings import package_dir
 from recsys.errors import ConfigError
 
 _TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+UNIFORM = "uniform"
+SOFTMAX = "softmax"
+EXPLORERS = (UNIFORM, SOFTMAX)
+"""The exploration distributions scoring knows (recsys.campaign.explore)."""
 
 
 @dataclass(frozen=True)
@@ -30,9 +36,16 @@ class CampaignRules:
     holdout_salt: str = "holdout-v1"
     """Salt of the holdout hash; change it to draw a new control group."""
     exploration_share: float = 0.05
-    """Share of offered users whose offer is drawn uniformly from their allowed actions."""
+    """Share of offered users whose offer is drawn from the explorer instead of the greedy choice."""
     exploration_salt: str = "explore-v1"
     """Salt of the exploration hashes (with the campaign date)."""
+    explorer: str = SOFTMAX
+    """`softmax`: explored offers follow the newest challenger's (else the champion's) softened
+    probabilities with a uniform floor; `uniform`: uniform over the allowed actions."""
+    exploration_temperature: float = 1.0
+    """Softmax explorer: temperature on the source policy's log-probabilities (1: the policy itself)."""
+    exploration_floor: float = 0.1
+    """Softmax explorer: share of the exploration spread uniformly over the allowed actions, in (0, 1]."""
     send_time: dt.time = dt.time(9, 0)
     """Local send time; release = max(this in the user's time zone, publish time)."""
     validity_hours: int = 24
@@ -85,6 +98,24 @@ def _share(section: dict, key: str, default: float, source: Path) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
         raise ConfigError(f"{_where(source, key)} must be a number in [0, 1), got {value!r}")
     return float(value)
+
+
+def _positive(section: dict, key: str, default: float, source: Path, *, maximum: float | None = None) -> float:
+    value = section.get(key, default)
+    bad = isinstance(value, bool) or not isinstance(value, int | float) or not (value > 0 and math.isfinite(value))
+    if not bad and maximum is not None and value > maximum:
+        bad = True
+    if bad:
+        bound = f"in (0, {maximum:g}]" if maximum is not None else "> 0"
+        raise ConfigError(f"{_where(source, key)} must be a number {bound}, got {value!r}")
+    return float(value)
+
+
+def _choice(section: dict, key: str, default: str, choices: tuple[str, ...], source: Path) -> str:
+    value = section.get(key, default)
+    if value not in choices:
+        raise ConfigError(f"{_where(source, key)} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
 
 
 def _text(section: dict, key: str, default: str, source: Path) -> str:
@@ -143,6 +174,9 @@ def parse_rules(data: dict[str, Any], source: Path) -> CampaignRules:
         holdout_salt=_text(section, "holdout_salt", "holdout-v1", source),
         exploration_share=_share(section, "exploration_share", 0.05, source),
         exploration_salt=_text(section, "exploration_salt", "explore-v1", source),
+        explorer=_choice(section, "explorer", SOFTMAX, EXPLORERS, source),
+        exploration_temperature=_positive(section, "exploration_temperature", 1.0, source),
+        exploration_floor=_positive(section, "exploration_floor", 0.1, source, maximum=1.0),
         send_time=_time(section.get("send_time", "09:00"), _where(source, "send_time")),
         validity_hours=_int(section, "validity_hours", 24, source, minimum=1),
         max_attempts=_int(section, "max_attempts", 3, source, minimum=1),
