@@ -11,6 +11,7 @@ import argparse
 import datetime as dt
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -119,8 +120,18 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
-    from recsys.data.features import build_feature_range
+    from recsys.data.features import backfill_features, build_feature_range
 
+    if args.backfill:
+        if args.as_of is not None or args.date_to is not None:
+            raise RecsysError("--backfill takes --from DATE at most (the first date to look at)")
+        started = time.perf_counter()
+        with _session() as (settings, conn):
+            results = backfill_features(conn, settings, since=args.date_from)
+        for r in results:
+            print(r.describe())
+        print(f"backfilled {len(results)} feature date(s) in {time.perf_counter() - started:.1f} s")
+        return 0
     if args.as_of is not None:
         start = end = args.as_of
     elif args.date_from is not None and args.date_to is not None:
@@ -372,6 +383,11 @@ def _add_data_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--as-of", type=_date, default=None, help="features from events before this date")
     p.add_argument("--from", dest="date_from", type=_date, default=None, help="first date of a range")
     p.add_argument("--to", dest="date_to", type=_date, default=None, help="last date of a range (inclusive)")
+    p.add_argument(
+        "--backfill",
+        action="store_true",
+        help="rebuild the dates built before the prior-shrunk columns (from --from, default all)",
+    )
     p.set_defaults(func=cmd_features)
 
 

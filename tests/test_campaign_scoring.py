@@ -768,7 +768,7 @@ def test_the_newest_challenger_guides_exploration_and_the_run_keeps_its_source(c
     reachable = {r["user_id"]: r for r in reach}
     ids = np.array([r["user_id"] for r in rows])
     states = load_states(conn, DAY, ids)
-    mask = catalog.action_mask(np.array([[bool(reachable[u][ch]) for ch in ("email", "sms", "push")] for u in ids]))
+    mask = catalog.action_mask(np.array([[reachable[u][c] for c in ("email", "sms", "push")] for u in ids]))
     greedy = RuleHeuristicPolicy(catalog).probabilities(states.obs, mask).argmax(axis=1)
     challenger = PPOPolicy(load_sb3_model(artifact), catalog)
     q = softmax_exploration(challenger.probabilities(states.obs, mask), mask, temperature=1.0, floor=0.1)

@@ -220,7 +220,13 @@ def test_nightly_dag_end_to_end_rerun_and_cleared_shard(
         n_offers = fetch_value(conn, "select count(*) from recsys.campaign_offers where campaign_date = %s", (night,))
         n_holdout = fetch_value(conn, "select count(*) from recsys.campaign_holdout where campaign_date = %s", (night,))
         assert n_offers > 50 and n_offers == counts["offers"]
-        assert n_offers + n_holdout == counts["eligible"]
+        n_rests = fetch_value(
+            conn,
+            "select count(*) from recsys.campaign_decisions where campaign_date = %s and decision = 'rest'",
+            (night,),
+        )
+        assert n_rests == counts["rests"]
+        assert n_offers + n_holdout + n_rests == counts["eligible"]  # every eligible user: offer, hold or rest
         # one offer per eligible user, never to a held-out user, never on a channel without consent
         bad = fetch_value(
             conn,

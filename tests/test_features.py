@@ -23,6 +23,7 @@ from recsys.config.settings import Settings
 from recsys.data.features import (
     FEATURE_COLUMNS,
     SEGMENTS,
+    TABLE_COLUMNS,
     FeatureBuild,
     build_feature_range,
     build_features,
@@ -332,7 +333,7 @@ def test_query_produces_exactly_the_table_columns(fdb: Connection, settings: Set
         cur.execute(feature_query(settings), query_params(settings, AS_OF))
         produced = [d.name for d in cur.description]
     fdb.rollback()
-    assert produced == table == list(FEATURE_COLUMNS)
+    assert produced == table == list(TABLE_COLUMNS)
 
 
 @pytest.mark.parametrize(

@@ -229,7 +229,7 @@ def test_migration_011_upgrades_a_database_at_head_010_and_its_champion_keeps_sc
 ) -> None:
     """A database at head 010 with data and a rule heuristic champion of the 108 offers: 011 adds
     campaign_decisions, keeps every row, and the champion scores on the catalog with the rest."""
-    previous = sql_before(tmp_path / "sql", "011_campaign_decisions.sql")
+    previous = sql_before(tmp_path / "sql", "011_campaign_decisions.sql", "012_exploration_source.sql")
     build_release_database(empty_database_url, PREVIOUS_RELEASE)
     with connect(empty_database_url) as conn:
         migrate(conn, load_settings(env={}, database_url=empty_database_url, sql_dir=previous))
@@ -244,7 +244,7 @@ def test_migration_011_upgrades_a_database_at_head_010_and_its_champion_keeps_sc
         assert fetch_value(conn, "select to_regclass('recsys.campaign_decisions')") is None
     with connect(empty_database_url) as conn:
         applied = migrate(conn, load_settings(env={}, database_url=empty_database_url)).applied
-    assert applied == ["011_campaign_decisions.sql"]
+    assert applied == ["011_campaign_decisions.sql", "012_exploration_source.sql"]
     with connect(empty_database_url) as conn:
         after = {t: fetch_value(conn, f"select count(*) from recsys.{t}") for t in tables}  # noqa: S608
         assert after == before

@@ -169,7 +169,9 @@ def test_migration_010_upgrades_a_registry_at_the_previous_head(empty_database_u
     from recsys.evaluation.registry import champion, load_policy, record_decision, register, rule_heuristic_record
 
     # head 009: none of the later migrations
-    previous = sql_before(tmp_path / "sql", "010_rule_heuristic_models.sql", "011_campaign_decisions.sql")
+    previous = sql_before(
+        tmp_path / "sql", "010_rule_heuristic_models.sql", "011_campaign_decisions.sql", "012_exploration_source.sql"
+    )
     build_release_database(empty_database_url, PREVIOUS_RELEASE)
     with connect(empty_database_url) as conn:
         migrate(conn, load_settings(env={}, database_url=empty_database_url, sql_dir=previous))
@@ -180,7 +182,7 @@ def test_migration_010_upgrades_a_registry_at_the_previous_head(empty_database_u
     before = _counts(empty_database_url)
     with connect(empty_database_url) as conn:
         applied = migrate(conn, load_settings(env={}, database_url=empty_database_url)).applied
-    assert applied == ["010_rule_heuristic_models.sql", "011_campaign_decisions.sql"]
+    assert applied == ["010_rule_heuristic_models.sql", "011_campaign_decisions.sql", "012_exploration_source.sql"]
     assert _counts(empty_database_url) == before
     with connect(empty_database_url) as conn:
         assert champion(conn).model_version == "m-010"  # the old champion, untouched
@@ -196,6 +198,59 @@ def test_migration_010_upgrades_a_registry_at_the_previous_head(empty_database_u
         assert "rule_heuristic" in comment
         with pytest.raises(psycopg2.errors.CheckViolation, match="policy_models_rule_heuristic_check"):
             register(conn, dataclasses.replace(rule, model_version="rule-2", total_timesteps=10))
+
+
+def test_migration_013_adds_the_prior_features_to_feature_dates_built_before(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    """A database at the head before 013 holding two feature dates that the released feature query
+    built: 013 keeps every row and value, the new columns hold null, and the backfill fills them."""
+    import shutil
+
+    from psycopg2 import sql
+
+    from recsys.data.features import FEATURE_COLUMNS, PRIOR_FEATURE_COLUMNS, backfill_features
+    from recsys.db.sqlfiles import load_sql
+
+    previous = tmp_path / "sql"
+    shutil.copytree(PROJECT_ROOT / "sql", previous)
+    (previous / "migrations" / "013_prior_shrunk_features.sql").unlink()
+    (previous / "functions" / "45_feature_priors.sql").unlink()
+    build_release_database(empty_database_url, PREVIOUS_RELEASE)
+    release = load_settings(env={}, database_url=empty_database_url, sql_dir=RELEASES / PREVIOUS_RELEASE / "sql")
+    today = dt.datetime.now(dt.UTC).date()
+    dates = [today - dt.timedelta(days=1), today]
+    with connect(empty_database_url) as conn:
+        with conn.cursor() as cur:  # the features as the release built them, one partition per date
+            for day in dates:
+                part = sql.Identifier("recsys", f"user_features_{day:%Y%m%d}")
+                cur.execute(
+                    sql.SQL("create table {} partition of recsys.user_features for values in (%s)").format(part),
+                    (day,),
+                )
+                cur.execute(
+                    sql.SQL("insert into recsys.user_features ") + sql.SQL(load_sql(release, "features/user_features")),
+                    {"as_of": day, "window_days": 90, "recency_cap_days": 365, "attribution_days": 3},
+                )
+        conn.commit()
+        migrate(conn, load_settings(env={}, database_url=empty_database_url, sql_dir=previous))
+        before = fetch_all(conn, "select * from recsys.user_features order by as_of, user_id")
+    assert len(before) >= 8 and set(before[0]) == set(FEATURE_COLUMNS)
+
+    settings = load_settings(env={}, database_url=empty_database_url, data_dir=tmp_path)
+    with connect(empty_database_url) as conn:
+        assert migrate(conn, settings).applied == ["013_prior_shrunk_features.sql"]
+        after = fetch_all(conn, "select * from recsys.user_features order by as_of, user_id")
+    assert [{c: r[c] for c in FEATURE_COLUMNS} for r in after] == before
+    assert all(r[c] is None for r in after for c in PRIOR_FEATURE_COLUMNS)
+
+    with connect(empty_database_url) as conn:
+        built = backfill_features(conn, settings)
+        assert [b.as_of for b in built] == dates
+        filled = fetch_all(conn, "select * from recsys.user_features order by as_of, user_id")
+        assert backfill_features(conn, settings) == []
+    assert [(r["as_of"], r["user_id"]) for r in filled] == [(r["as_of"], r["user_id"]) for r in before]
+    assert all(r["email_open_rate"] is not None and r["order_value"] is not None for r in filled)
 
 
 def test_migration_012_describes_the_explorer_and_keeps_every_offer(empty_database_url: str, tmp_path: Path) -> None:

@@ -53,7 +53,42 @@ FEATURE_COLUMNS = (
     "evening_share",
     "category_focus",
 )
-"""The columns of `recsys.user_features`, in table order; the query produces exactly these."""
+"""The seed's and the earlier columns of `recsys.user_features`, in table order (registered models read them)."""
+
+PRIOR_FEATURE_COLUMNS = (
+    "email_open_rate",
+    "sms_open_rate",
+    "push_open_rate",
+    "email_click_rate",
+    "sms_click_rate",
+    "push_click_rate",
+    "discount_click_rate",
+    "free_shipping_click_rate",
+    "recommendation_click_rate",
+    "bundle_click_rate",
+    "discount_convert_rate",
+    "free_shipping_convert_rate",
+    "recommendation_convert_rate",
+    "bundle_convert_rate",
+    "organic_discount_share",
+    "offer_discount_share",
+    "organic_free_shipping_share",
+    "offer_free_shipping_share",
+    "category_focus_posterior",
+    "order_value",
+    "preferred_local_hour",
+    "preferred_hour_certainty",
+    "local_release_hour",
+)
+"""The prior-shrunk columns (migration 013), after `FEATURE_COLUMNS`; null on dates built before it."""
+
+TABLE_COLUMNS = FEATURE_COLUMNS + PRIOR_FEATURE_COLUMNS
+"""Every column of `recsys.user_features`, in table order; the query produces exactly these."""
+
+PRIOR_STRENGTH_BOUNDS = (2.0, 1000.0)
+"""Bounds (pseudo-observations) of the empirical-Bayes prior strengths (recsys.eb_prior_strength):
+at least 2, so a user with no data gets the population's mean and one trial moves it by at most a
+third; at most 1000, so a population without spread beyond noise still lets a heavy user differ."""
 
 SUMMARY_COLUMNS = tuple(c for c in FEATURE_COLUMNS if c not in ("as_of", "user_id", "top_category", "segment"))
 SEGMENTS = ("champion", "loyal", "promising", "new", "at_risk", "hibernating", "browser", "dormant")
@@ -106,6 +141,8 @@ def query_params(settings: Settings, as_of: date) -> dict[str, object]:
         "window_days": settings.feature_window_days,
         "recency_cap_days": settings.recency_cap_days,
         "attribution_days": settings.attribution_days,
+        "prior_strength_min": PRIOR_STRENGTH_BOUNDS[0],
+        "prior_strength_max": PRIOR_STRENGTH_BOUNDS[1],
     }
 
 
@@ -187,7 +224,7 @@ def _build_table(conn: Connection, settings: Settings, as_of: date, staging_name
             (as_of,),
         )
         insert = sql.SQL("insert into {} ({}) ").format(
-            staging, sql.SQL(", ").join(map(sql.Identifier, FEATURE_COLUMNS))
+            staging, sql.SQL(", ").join(map(sql.Identifier, TABLE_COLUMNS))
         )
         cur.execute(insert + sql.SQL(feature_query(settings)), query_params(settings, as_of))
         users = cur.rowcount
@@ -236,6 +273,22 @@ def build_feature_range(conn: Connection, settings: Settings, start: date, end: 
     while day <= end:
         results.append(build_features(conn, settings, day))
         day += timedelta(days=1)
+    return results
+
+
+def backfill_features(conn: Connection, settings: Settings, *, since: date | None = None) -> list[FeatureBuild]:
+    """Rebuild every feature date (from `since`) whose rows predate the prior-shrunk columns; commits.
+
+    After migration 013 the dates already built hold null in `PRIOR_FEATURE_COLUMNS`; a rebuild
+    computes them from the same inputs (and recomputes the other columns, which the query defines
+    the same way). Dates built since are left alone, so running it again does nothing. Each date
+    is its own build and swap, as in `build_feature_range`. Returns the builds, oldest first.
+    """
+    dates = [r["as_of"] for r in fetch_all(conn, load_sql(settings, "features/backfill_dates"), {"since": since})]
+    conn.commit()
+    results = [build_features(conn, settings, day) for day in dates]
+    if results:
+        log.info("features: backfilled %d date(s) in %.1f s", len(results), sum(r.seconds for r in results))
     return results
 
 

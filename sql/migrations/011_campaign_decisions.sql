@@ -5,10 +5,10 @@
 -- activity, cooldown, frequency cap: never a rest). Written by scoring in the run's transaction,
 -- replaced by a re-run of the same date and shard. No existing data changes.
 --
--- is_exploration (here and in campaign_offers) means: the decision was drawn from the exploration
--- mixture (a hash of the exploration salt, the date and the user chose it for exploration) rather
--- than taken as the policy's greedy choice; its propensity is the exact probability of the action
--- under that mixture either way.
+-- is_exploration means here what it means in campaign_offers (012 describes the explorer): the
+-- action came from the exploration draw (a hash of the exploration salt, the date and the user chose
+-- it), not from the policy's greedy choice; the propensity is the action's exact probability under
+-- the run's mixture of the two either way.
 
 create table recsys.campaign_decisions (
     campaign_date date not null,
@@ -50,14 +50,10 @@ comment on column recsys.campaign_decisions.propensity is
 'Probability of action_id under the policy that chose it, exploration included (1 for holdout: the '
 'greedy action is recorded); null when skipped.';
 comment on column recsys.campaign_decisions.is_exploration is
-'The action was drawn by the exploration mixture instead of taken as the policy''s greedy choice.';
+'The action came from the exploration draw (the run''s explorer), not from the policy''s greedy choice.';
 comment on column recsys.campaign_decisions.model_version is 'The policy that decided.';
 comment on column recsys.campaign_decisions.features_date is 'as_of date of the features the policy read.';
 comment on column recsys.campaign_decisions.skip_reason is
 'Why a skipped user got nothing: no_consent, inactive, cooldown or frequency_cap; null otherwise.';
 comment on column recsys.campaign_decisions.segment is 'The user''s behavioural segment when scored (null if unknown).';
 comment on column recsys.campaign_decisions.created_at is 'When the row was written.';
-
-comment on column recsys.campaign_offers.is_exploration is
-'The offer was drawn by the exploration mixture instead of '
-'taken as the policy''s greedy choice; propensity is exact either way.';
