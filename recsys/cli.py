@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from recsys.cli_args import date, non_negative, positive, shard, timestamp
 from recsys.config import load_config
 from recsys.config.catalog import ALLOWED_CHANNELS
 from recsys.errors import RecsysError
@@ -37,39 +38,6 @@ def _session() -> Iterator[tuple[Settings, Connection]]:
     settings = load_settings()
     with connect(database_url(settings)) as conn:
         yield settings, conn
-
-
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from e
-
-
-def _timestamp(text: str) -> dt.datetime:
-    try:
-        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected an ISO 8601 timestamp, got {text!r}") from e
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
-def _whole_number(text: str, minimum: int) -> int:
-    try:
-        value = int(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from e
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"expected a number >= {minimum}, got {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    return _whole_number(text, 1)
-
-
-def _non_negative(text: str) -> int:
-    return _whole_number(text, 0)
 
 
 def cmd_db_migrate(args: argparse.Namespace) -> int:
@@ -218,16 +186,6 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
-def _shard(text: str) -> tuple[int, int]:
-    try:
-        k, n = (int(x) for x in text.split("/"))
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected a shard as K/N (e.g. 0/4), got {text!r}") from e
-    if n < 1 or not 0 <= k < n:
-        raise argparse.ArgumentTypeError(f"shard {text!r}: K must be in 0..N-1 and N >= 1")
-    return k, n
-
-
 def cmd_score(args: argparse.Namespace) -> int:
     from recsys.campaign import score_campaign
 
@@ -334,8 +292,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def _add_setup_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`demo` and the database administration (`db migrate`, `db retention`)."""
     p = sub.add_parser("demo", help="the main job on a fresh machine: sample data through to a summary")
-    p.add_argument("--users", type=_positive, default=2000, help="sample users (default 2000)")
-    p.add_argument("--days", type=_positive, default=60, help="days of behaviour (default 60)")
+    p.add_argument("--users", type=positive, default=2000, help="sample users (default 2000)")
+    p.add_argument("--days", type=positive, default=60, help="days of behaviour (default 60)")
     p.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     p.set_defaults(func=cmd_demo)
 
@@ -344,17 +302,17 @@ def _add_setup_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p = db_sub.add_parser("migrate", help="apply sql/ migrations once each; re-apply changed views/functions")
     p.set_defaults(func=cmd_db_migrate)
     p = db_sub.add_parser("retention", help="drop behaviour and feature partitions older than the retention windows")
-    p.add_argument("--today", type=_date, default=None, help="count the windows back from this date (default today)")
+    p.add_argument("--today", type=date, default=None, help="count the windows back from this date (default today)")
     p.set_defaults(func=cmd_db_retention)
 
 
 def _add_data_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The input data: `generate-data`, `extract`, `features`."""
     p = sub.add_parser("generate-data", help="synthetic behaviour in the input format, plus its hidden truth")
-    p.add_argument("--users", type=_positive, default=1000, help="number of users (default 1000)")
-    p.add_argument("--days", type=_positive, default=90, help="days of history (default 90)")
+    p.add_argument("--users", type=positive, default=1000, help="number of users (default 1000)")
+    p.add_argument("--days", type=positive, default=90, help="days of history (default 90)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--end-date", type=_date, default=None, help="events end before this date (default today, UTC)")
+    p.add_argument("--end-date", type=date, default=None, help="events end before this date (default today, UTC)")
     p.add_argument("--out", required=True, help="a .xlsx file, or a folder for CSV files (for more than ~1M rows)")
     p.add_argument(
         "--world",
@@ -372,7 +330,7 @@ def _add_data_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     p.add_argument(
         "--reference-time",
-        type=_timestamp,
+        type=timestamp,
         default=None,
         help="timestamps after this are rejected as in the future (default now)",
     )
@@ -380,9 +338,9 @@ def _add_data_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.set_defaults(func=cmd_extract)
 
     p = sub.add_parser("features", help="build user features as of a date, or for every date in a range")
-    p.add_argument("--as-of", type=_date, default=None, help="features from events before this date")
-    p.add_argument("--from", dest="date_from", type=_date, default=None, help="first date of a range")
-    p.add_argument("--to", dest="date_to", type=_date, default=None, help="last date of a range (inclusive)")
+    p.add_argument("--as-of", type=date, default=None, help="features from events before this date")
+    p.add_argument("--from", dest="date_from", type=date, default=None, help="first date of a range")
+    p.add_argument("--to", dest="date_to", type=date, default=None, help="last date of a range (inclusive)")
     p.add_argument(
         "--backfill",
         action="store_true",
@@ -397,16 +355,16 @@ def _add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--data", help="load this file or folder first (extract + features), as in the seed")
     p.add_argument("--save", help="also write the SB3 model zip here (e.g. models/ppo_recommender)")
     p.add_argument("--mode", choices=("auto", "retrain", "fine_tune"), default="auto")
-    p.add_argument("--as-of", type=_date, default=None, help="train on features as of this date (default latest)")
-    p.add_argument("--timesteps", dest="total_timesteps", type=_positive, default=None, help="environment steps")
+    p.add_argument("--as-of", type=date, default=None, help="train on features as of this date (default latest)")
+    p.add_argument("--timesteps", dest="total_timesteps", type=positive, default=None, help="environment steps")
     p.add_argument("--seed", type=int, default=None, help="the one seed (default 0)")
-    p.add_argument("--n-envs", dest="n_envs", type=_positive, default=None, help="parallel users in the env")
+    p.add_argument("--n-envs", dest="n_envs", type=positive, default=None, help="parallel users in the env")
     p.add_argument("--learning-rate", dest="learning_rate", type=float, default=None)
-    p.add_argument("--horizon", type=_positive, default=None, help="nights per episode")
+    p.add_argument("--horizon", type=positive, default=None, help="nights per episode")
     p.add_argument(
         "--warm-start-steps",
         dest="warm_start_steps",
-        type=_non_negative,
+        type=non_negative,
         default=None,
         help="retrain: steps imitating the response model's best offer before PPO (0: none)",
     )
@@ -414,14 +372,14 @@ def _add_model_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 
     p = sub.add_parser("evaluate", help="the evaluation table: simulator, off-policy estimates, truth where known")
     p.add_argument("--model", default=None, help="a registered model version (default: the champion)")
-    p.add_argument("--as-of", type=_date, default=None, help="users as of this date (default: latest features)")
+    p.add_argument("--as-of", type=date, default=None, help="users as of this date (default: latest features)")
     p.add_argument("--truth", default=None, help="the generator's truth file (e.g. data/sample.truth.npz)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("recommend", help="the recommended offer for one user, in the original sample format")
     p.add_argument("--model", default=None, help="an SB3 zip path or a registered model version (default: champion)")
     p.add_argument("--user-id", "--user_id", dest="user_id", type=int, required=True)
-    p.add_argument("--as-of", type=_date, default=None, help="features as of this date (default: the latest)")
+    p.add_argument("--as-of", type=date, default=None, help="features as of this date (default: the latest)")
     p.set_defaults(func=cmd_recommend)
 
 
@@ -431,7 +389,7 @@ def _add_delivery_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument("--channel", required=True, choices=ALLOWED_CHANNELS)
     p.add_argument("--adapter", required=True, choices=("stdout", "jsonl", "smtp", "webhook"))
     p.add_argument("--once", action="store_true", help="drain what is due now and exit (default: keep polling)")
-    p.add_argument("--batch", type=_positive, default=None, help="offers per claim (default RECSYS_SENDER_BATCH)")
+    p.add_argument("--batch", type=positive, default=None, help="offers per claim (default RECSYS_SENDER_BATCH)")
     p.add_argument("--worker", default=None, help="this sender's name in claimed_by (default host:pid)")
     p.add_argument("--out", default=None, help="jsonl adapter: the file to append to (default data/outbox/CH.jsonl)")
     p.set_defaults(func=cmd_send)
@@ -442,14 +400,14 @@ def _add_delivery_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     p.set_defaults(func=cmd_ingest_feedback)
 
     p = sub.add_parser("simulate", help="many nights of the nightly run with simulated sender and users")
-    p.add_argument("--nights", type=_positive, default=7, help="consecutive campaign dates (default 7)")
-    p.add_argument("--users", type=_positive, default=5000, help="users of the generated shop (default 5000)")
+    p.add_argument("--nights", type=positive, default=7, help="consecutive campaign dates (default 7)")
+    p.add_argument("--users", type=positive, default=5000, help="users of the generated shop (default 5000)")
     p.add_argument("--seed", type=int, default=1, help="seed of the shop and the simulated users (default 1)")
-    p.add_argument("--start", type=_date, default=None, help="first campaign date (default: NIGHTS days ago)")
+    p.add_argument("--start", type=date, default=None, help="first campaign date (default: NIGHTS days ago)")
     p.add_argument("--out", default="data/simulate", help="folder for the shop, inbox and results (data/simulate)")
-    p.add_argument("--timesteps", type=_positive, default=200_000, help="PPO steps per night (default 200000)")
-    p.add_argument("--history-days", type=_positive, default=60, help="generated days before the first night")
-    p.add_argument("--shards", type=_positive, default=1, help="scoring shards per night (default 1)")
+    p.add_argument("--timesteps", type=positive, default=200_000, help="PPO steps per night (default 200000)")
+    p.add_argument("--history-days", type=positive, default=60, help="generated days before the first night")
+    p.add_argument("--shards", type=positive, default=1, help="scoring shards per night (default 1)")
     p.add_argument(
         "--database",
         default="recsys_simulate",
@@ -468,9 +426,9 @@ def _add_delivery_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
 def _add_campaign_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The nightly campaign: `score`, `publish`."""
     p = sub.add_parser("score", help="score every active user for a campaign date and write the offers")
-    p.add_argument("--campaign-date", type=_date, required=True, help="the night the offers are for")
+    p.add_argument("--campaign-date", type=date, required=True, help="the night the offers are for")
     p.add_argument("--run-id", default=None, help="run id (default cli-DATE-STAMP); required with --shard")
-    p.add_argument("--shard", type=_shard, default=None, help="score shard K of N only (K/N); publish later")
+    p.add_argument("--shard", type=shard, default=None, help="score shard K of N only (K/N); publish later")
     p.add_argument("--model", default=None, help="a registered model version (default: the date's, else champion)")
     p.add_argument("--dry-run", action="store_true", help="score and count, write no offers")
     p.set_defaults(func=cmd_score)

@@ -23,7 +23,7 @@ from recsys.config.settings import PACKAGE_ROOT
 LAYERS = ("config", "model", "db", "data", "evaluation", "campaign", "sender", "orchestration", "benchmark")
 # modules at the package root: shared by every layer (errors) or above every layer (entry points)
 ROOT_MODULES = {"recsys", "recsys.errors"}
-ENTRY_POINTS = {"recsys.__main__", "recsys.cli", "recsys.demo"}
+ENTRY_POINTS = {"recsys.__main__", "recsys.cli", "recsys.cli_args", "recsys.demo"}
 DATABASE_DRIVERS = ("psycopg2", "psycopg", "pgserver", "sqlalchemy")
 TRUTH_READERS_OUTSIDE_BENCHMARK = {"recsys.cli", "recsys.demo"}
 
