@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.config import Config
-from recsys.config.catalog import Catalog
+from recsys.config.catalog import REST, Catalog
 from recsys.config.reward import RewardRules
 from recsys.data.states import load_states
 from recsys.db import Connection, fetch_value
@@ -36,6 +36,7 @@ def realised_reward(rows: pd.DataFrame, rules: RewardRules) -> np.ndarray:
     (percent offers: the list value is revenue / (1 - value%); free shipping: the fee); every offer
     costs its channel's contact cost; a recorded unsubscribe costs the unsubscribe penalty. Past
     campaigns from input files have no unsubscribe outcome (null): nothing is charged for them.
+    A rest (offer type `no_offer`: nothing was sent) is worth exactly 0.
     """
     revenue = pd.to_numeric(rows["revenue"], errors="coerce").fillna(0.0).to_numpy(dtype=float)
     converted = rows["converted"].fillna(False).to_numpy(dtype=bool)
@@ -58,7 +59,7 @@ def realised_reward(rows: pd.DataFrame, rules: RewardRules) -> np.ndarray:
         unsubscribed = rows["unsubscribed"].astype("boolean").fillna(False).to_numpy(dtype=bool)
     else:
         unsubscribed = np.zeros(len(rows), dtype=bool)
-    return net - contact - rules.unsubscribe_penalty * unsubscribed
+    return np.where(offer_type == REST, 0.0, net - contact - rules.unsubscribe_penalty * unsubscribed)
 
 
 class TruthTable(Protocol):
