@@ -11,7 +11,7 @@ Training (`recsys.orchestration.train`) builds the vectorised environment; evalu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -252,6 +252,21 @@ class OfferDynamics:
     def observations(self) -> np.ndarray:
         """A new float32 array of the current observations (n, N_FEATURES)."""
         return self.obs.astype(np.float32)
+
+    def rollout(self, act: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Every slot (reset first) for the whole horizon, choosing with `act(obs float32, mask)`
+        (action ids; -1 where nothing is allowed). Returns (reward, chosen): float (n, horizon) the
+        night's reward and int (n, horizon) the action chosen (-1: none allowed). A slot whose
+        episode terminated (no channel left) stays in the loop: it can receive nothing, so it earns
+        0 every night after, which is what a fixed-length valuation over the horizon counts."""
+        reward = np.zeros((self.n, self.horizon))
+        chosen = np.full((self.n, self.horizon), -1, dtype=np.int64)
+        for night in range(self.horizon):
+            self._ready[:] = True
+            actions = np.asarray(act(self.observations(), self.action_mask()), dtype=np.int64)
+            chosen[:, night] = actions
+            reward[:, night] = self.step(np.maximum(actions, 0)).reward * (actions >= 0)
+        return reward, chosen
 
 
 def _add_raw(obs: np.ndarray, rows: np.ndarray, name: str, amount: np.ndarray | float) -> None:
