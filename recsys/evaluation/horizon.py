@@ -23,7 +23,7 @@ from recsys.config.catalog import Catalog
 from recsys.evaluation.estimators import bootstrap_estimates
 from recsys.evaluation.results import HorizonEvaluation, HorizonValue
 from recsys.model.baselines import Policy, choose, greedy_actions
-from recsys.model.env import OfferDynamics
+from recsys.model.env import DRAWS_PER_NIGHT, OfferDynamics
 from recsys.model.observation import States
 from recsys.model.response import ResponseModel
 
@@ -50,18 +50,18 @@ def horizon_values(
     rng = np.random.default_rng(seed)
     n = len(states)
     rows = np.arange(n) if n <= max_users else np.sort(rng.choice(n, max_users, replace=False))
-    seeds = np.random.SeedSequence(seed).spawn(len(rows))
+    # one set of uniform numbers replayed under every policy: common random numbers
+    draws = rng.random((len(rows), 1 + nights * DRAWS_PER_NIGHT))
     per_user: dict[str, np.ndarray] = {}
     rest_share: dict[str, float] = {}
     for name, policy in policies.items():
         core = OfferDynamics(
             response, states.obs[rows], states.channel_ok[rows], n=len(rows), horizon=nights, reward_mode="expected"
         )
-        core.rngs = [np.random.default_rng(s) for s in seeds]  # the same draws for every policy
-        core.reset(np.arange(len(rows)), list(range(len(rows))))
+        core.reset(np.arange(len(rows)), list(range(len(rows))), draws=draws)
         if name in drawn:
-            draws = np.random.default_rng([seed, 1])
-            reward, chosen = core.rollout(lambda obs, mask, p=policy, g=draws: choose(p, obs, mask, rng=g)[0])
+            generator = np.random.default_rng([seed, 1])
+            reward, chosen = core.rollout(lambda obs, mask, p=policy, g=generator: choose(p, obs, mask, rng=g)[0])
         else:
             reward, chosen = core.rollout(lambda obs, mask, p=policy: greedy_actions(p, obs, mask)[0])
         per_user[name] = reward.mean(axis=1)
