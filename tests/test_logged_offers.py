@@ -69,8 +69,13 @@ USERS = {
 
 @pytest.fixture
 def logged(db: Connection) -> Iterator[Connection]:
-    """One logged offer per user of USERS on DAY, with features of DAY; rolled back afterwards."""
+    """One logged offer per user of USERS on DAY, with features of DAY; rolled back afterwards.
+    What other tests' campaigns left behind (sent offers, rests: they would be logged too) is set
+    aside for the test."""
     with db.cursor() as cur:
+        cur.execute("delete from recsys.offer_events")
+        cur.execute("delete from recsys.campaign_decisions")
+        cur.execute("delete from recsys.campaign_offers")
         for user, (row, unsubscribes, channel, _, _) in USERS.items():
             if row is not None:
                 cur.execute(
