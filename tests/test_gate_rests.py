@@ -228,3 +228,32 @@ def test_a_challenger_resting_everyone_is_judged_on_its_best_offers_for_one_nigh
         seed=0,
     )
     assert plain.horizon is None
+
+
+def test_the_leaderboard_shows_the_value_over_the_horizon_and_the_rested_share(db: Connection) -> None:
+    from recsys.benchmark.toy import toy_record
+    from recsys.db import fetch_all
+    from recsys.evaluation.registry import register
+
+    with_rests = _challenger(_horizon(HorizonValue(0.002, 0.001, 0.003), HorizonValue(0.002, 0.001, 0.003)))
+    register(
+        db,
+        toy_record(
+            CATALOG, "m-rests", b"x", seed=1, trained_on=DAY, total_timesteps=64, evaluation=with_rests.to_json()
+        ),
+    )
+    register(
+        db,
+        toy_record(
+            CATALOG, "m-plain", b"y", seed=1, trained_on=DAY, total_timesteps=64, evaluation=_challenger(None).to_json()
+        ),
+    )
+    rows = {
+        r["model_version"]: r
+        for r in fetch_all(
+            db, "select model_version, horizon_value, horizon_rest_share from recsys.v_model_leaderboard"
+        )
+    }
+    db.rollback()
+    assert rows["m-rests"]["horizon_value"] == 0.05 and rows["m-rests"]["horizon_rest_share"] == 0.3
+    assert rows["m-plain"]["horizon_value"] is None and rows["m-plain"]["horizon_rest_share"] is None
