@@ -1,7 +1,8 @@
 -- What learning and off-policy evaluation read: each logged decision with the features the system
 -- had when it was made (features as of the day the offer was sent: events before that day only).
 -- The columns of v_offer_log are listed, not o.*: an outcome column added there later goes last
--- here, so `create or replace view` keeps working on existing databases (new columns go last).
+-- here, so `create or replace view` keeps working on existing databases. The same for feature
+-- columns: migration 013's prior-shrunk ones come after unsubscribed, and decision after them.
 --
 -- Two kinds of decision (column decision, last):
 --   - offer: every logged offer of v_offer_log (past campaigns from files, the system's own sent
@@ -95,6 +96,26 @@ final as (
         f.category_focus,
         f.segment,
         o.unsubscribed,
+        f.email_open_rate,
+        f.sms_open_rate,
+        f.push_open_rate,
+        f.email_click_rate,
+        f.sms_click_rate,
+        f.push_click_rate,
+        f.discount_click_rate,
+        f.free_shipping_click_rate,
+        f.recommendation_click_rate,
+        f.bundle_click_rate,
+        f.discount_convert_rate,
+        f.free_shipping_convert_rate,
+        f.recommendation_convert_rate,
+        f.bundle_convert_rate,
+        f.organic_discount_share,
+        f.offer_discount_share,
+        f.organic_free_shipping_share,
+        f.offer_free_shipping_share,
+        f.category_focus_posterior,
+        f.order_value,
         o.decision
     from decisions as o
     left join recsys.user_features as f
