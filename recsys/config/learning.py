@@ -134,9 +134,9 @@ class GateConfig:
     horizon_users: int = 20_000
     """At most this many of tonight's users (a uniform sample) are followed over the horizon, under
     each policy with the same draws; the intervals are over them. Cost measured on a loaded 2-core
-    machine (bench/bench_horizon.py): 3.8 to 4.1 s a night for 20,000 users x 7 nights x 4 policies
-    (three of them PPO networks); the paired interval of challenger - champion was then about
-    +-0.0026 per user-night."""
+    machine (bench/bench_horizon.py, toy PPO networks): 2.3 to 4.1 s a night for 20,000 users x 7
+    nights x 4 policies (three of them PPO networks); the paired interval of challenger - champion
+    was then +-0.0011 to +-0.0026 per user-night."""
 
     def __post_init__(self) -> None:
         if self.margin < 0:
