@@ -50,6 +50,7 @@ from psycopg2 import sql
 
 from recsys.config import load_config
 from recsys.config.catalog import Catalog
+from recsys.config.features import PRIOR_SHRUNK_FEATURES
 from recsys.config.settings import load_settings
 from recsys.data.features import partition_name
 from recsys.db import connect
@@ -119,6 +120,8 @@ def make_population(url: str, n: int, day: dt.date, seed: int = 0) -> None:
         m_score=3,
         segment="loyal",
     )
+    for name, _, _ in PRIOR_SHRUNK_FEATURES:  # migration 013's columns, as a build since fills them
+        f[name] = rng.gamma(2.0, 30.0, n).round(2) if name == "order_value" else rng.beta(2, 8, n).round(4)
     with connect(url) as conn:
         with conn.cursor() as cur:
             cur.execute(
