@@ -74,7 +74,7 @@ def peer_policies(conn, config, seed: int) -> dict:
     started = time.perf_counter()
     window = FitConfig().log_window_days
     since = None if window is None else END - dt.timedelta(days=window)
-    log = load_logged_offers(conn, config.catalog, since=since, until=END, by="send")
+    log = load_logged_offers(conn, config.catalog, since=since, until=END, by="send", rests=False)
     peers = fit_peers(log, config.catalog, config.reward, PeerConfig(seed=seed))
     print(f"peers fitted on {peers.n_offers:,} logged offers in {time.perf_counter() - started:.0f} s", flush=True)
     for name, why in peers.skipped.items():

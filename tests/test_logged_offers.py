@@ -71,8 +71,13 @@ USERS = {
 
 @pytest.fixture
 def logged(db: Connection) -> Iterator[Connection]:
-    """One logged offer per user of USERS on DAY, with features of DAY; rolled back afterwards."""
+    """One logged offer per user of USERS on DAY, with features of DAY; rolled back afterwards.
+    What other tests' campaigns left behind (sent offers, rests: they would be logged too) is set
+    aside for the test."""
     with db.cursor() as cur:
+        cur.execute("delete from recsys.offer_events")
+        cur.execute("delete from recsys.campaign_decisions")
+        cur.execute("delete from recsys.campaign_offers")
         for user, (row, unsubscribes, channel, _, _) in USERS.items():
             if row is not None:
                 cur.execute(
@@ -149,7 +154,7 @@ def test_learning_and_evaluation_read_the_same_consent(logged: Connection, catal
     learning = load_logged_offers(logged, catalog, until=DAY + dt.timedelta(days=1), by="send").response_fit_logs(
         catalog
     )
-    assert learning.counts == {"logged": 4, "used": 4, "without_features": 0, "outside_catalog": 0}
+    assert learning.counts == {"logged": 4, "used": 4, "without_features": 0, "outside_catalog": 0, "rests": 0}
     np.testing.assert_array_equal(learning.obs[:, CONSENT_COLS], _expected(3).astype(np.float64))
 
     evaluation = ope.load_logged_offers(logged, catalog, until=DAY + dt.timedelta(days=1))
@@ -164,3 +169,82 @@ def test_windows_by_decision_and_by_send(logged: Connection, catalog: Catalog) -
     assert len(load_logged_offers(logged, catalog, since=DAY + dt.timedelta(days=1), by="send")) == 0
     with pytest.raises(ValueError, match="by must be 'decision' or 'send'"):
         load_logged_offers(logged, catalog, by="sent")  # type: ignore[arg-type]
+
+
+# --- rests: the policy chose no offer -------------------------------------------------------------
+
+
+@pytest.fixture
+def with_rests(logged: Connection) -> Connection:
+    """The logged offers of DAY, and DAY's decisions of a published run: user 1 rested (propensity
+    0.8), user 2 held out, user 3 skipped; and a rest of today's run (its night not closed yet) and
+    one of a run still scoring, neither of which is logged yet."""
+    today = dt.datetime.now(dt.UTC).date()
+    with logged.cursor() as cur:
+        cur.execute(
+            "insert into recsys.campaign_runs (run_id, campaign_date, state) values"
+            " ('night', %s, 'published'), ('tonight', %s, 'published'), ('unfinished', %s, 'scoring')",
+            (DAY, today, DAY - dt.timedelta(days=1)),
+        )
+        cur.execute(
+            "insert into recsys.campaign_decisions (campaign_date, run_id, user_id, decision, action_id,"
+            " propensity, features_date, skip_reason) values"
+            " (%(d)s, 'night', 1, 'rest', 108, 0.8, %(d)s, null),"
+            " (%(d)s, 'night', 2, 'holdout', 108, 1, %(d)s, null),"
+            " (%(d)s, 'night', 3, 'skipped', null, null, %(d)s, 'cooldown'),"
+            " (%(t)s, 'tonight', 1, 'rest', 108, 0.5, %(t)s, null),"
+            " (%(u)s, 'unfinished', 4, 'rest', 108, 0.5, %(u)s, null)",
+            {"d": DAY, "t": today, "u": DAY - dt.timedelta(days=1)},
+        )
+    return logged
+
+
+def test_a_rest_is_logged_as_the_rest_action_with_its_propensity_and_nothing_opened(
+    with_rests: Connection, catalog: Catalog
+) -> None:
+    logs = load_logged_offers(with_rests, catalog)
+    rows = logs.rows
+    assert len(logs) == 5  # the four offers and the one rest; no holdout, no skipped user
+    rest = rows["decision"] == "rest"
+    assert rest.sum() == 1 and rows.loc[rest, "user_id"].tolist() == [1]
+    assert logs.is_rest.tolist() == rest.tolist()
+    (i,) = np.flatnonzero(rest)
+    assert logs.action_ids[i] == catalog.rest_id and logs.propensity[i] == 0.8
+    assert rows.loc[i, "features_as_of"] == DAY and rows.loc[i, "offer_id"] == f"rest:{DAY}:1"
+    assert not rows.loc[i, ["opened", "clicked", "converted", "unsubscribed"]].any()
+    assert float(rows.loc[i, "revenue"]) == 0.0
+    assert logs.mask[i, catalog.rest_id]  # the rest was allowed: some offer was
+    assert (rows.loc[~rest, "decision"] == "offer").all()
+    # the decisions off-policy evaluation reads include it; without rests, only the offers
+    assert len(ope.load_logged_offers(with_rests, catalog)) == 5
+    assert len(load_logged_offers(with_rests, catalog, rests=False)) == 4
+
+
+def test_the_response_model_never_learns_from_a_rest(with_rests: Connection, catalog: Catalog) -> None:
+    learning = load_logged_offers(with_rests, catalog, by="send").response_fit_logs(catalog)
+    assert learning.counts == {"logged": 5, "used": 4, "without_features": 0, "outside_catalog": 0, "rests": 1}
+    assert len(learning.usable) == 5 and learning.usable.sum() == 4
+    # the night's fit does not even read them
+    fit = load_logged_offers(with_rests, catalog, by="send", rests=False).response_fit_logs(catalog)
+    assert fit.counts["logged"] == 4 and fit.counts["rests"] == 0
+
+
+def test_off_policy_evaluation_counts_a_rest_with_reward_zero(with_rests: Connection, catalog: Catalog) -> None:
+    from recsys.model.baselines import FixedActionPolicy, UniformRandomPolicy
+
+    logs = ope.load_logged_offers(with_rests, catalog)
+    always_rest = FixedActionPolicy(catalog, catalog.rest_id)
+    # whatever the reward function and the reward model make of it, the rest is worth 0
+    five, one = (lambda rows: np.full(len(rows), 5.0)), (lambda obs, a: np.ones(len(a)))
+    rested = ope.off_policy_evaluation(
+        with_rests, always_rest, catalog=catalog, reward_fn=five, q_fn=one, logs=logs, n_boot=0
+    )
+    assert rested["logged"].value == pytest.approx(4 * 5.0 / 5)  # five decisions, the rest at 0
+    assert rested["ips"].value == 0.0 and rested["dm"].value == 0.0 and rested["dr"].value == 0.0
+    # a policy that rests half the time is credited its importance-weighted rest at 0, and offers at 5
+    uniform = UniformRandomPolicy(catalog)
+    target = ope.target_probabilities(uniform, logs)
+    estimates = ope.off_policy_evaluation(with_rests, uniform, catalog=catalog, reward_fn=five, logs=logs, n_boot=0)
+    offers = ~logs.is_rest
+    assert target[logs.is_rest][0] > 0
+    assert estimates["ips"].value == pytest.approx((target[offers] / 0.25 * 5.0).sum() / 5)

@@ -325,9 +325,24 @@ def test_two_nights_close_the_feedback_loop(settings: Settings, tmp_path: Path) 
             )
             assert window_end == first
             logged = fetch_value(
-                conn, "select count(*) from recsys.v_logged_offers where features_as_of = %s", (first,)
+                conn,
+                "select count(*) from recsys.v_logged_offers where features_as_of = %s and decision = 'offer'",
+                (first,),
             )
             assert logged == sent
+            # ... and the night's rests, with reward 0, for off-policy evaluation (never for the fit)
+            rests = fetch_all(
+                conn,
+                "select count(*) as n, count(*) filter (where opened or converted or revenue > 0) as answered"
+                " from recsys.v_logged_offers where features_as_of = %s and decision = 'rest'",
+                (first,),
+            )[0]
+            rested = fetch_value(
+                conn,
+                "select count(*) from recsys.campaign_decisions where campaign_date = %s and decision = 'rest'",
+                (first,),
+            )
+            assert rests["n"] == rested and rests["answered"] == 0
             # ... with their unsubscribe outcomes: the unsubscribe head learned from the opened own offers
             # (the input history has no unsubscribe outcome), positives only where one was recorded
             head = fetch_value(

@@ -1,9 +1,10 @@
 """Peers: the policies a data scientist would build instead of PPO, on the same logs and features.
 
 Each peer learns from the logged offers the response model learns from (`load_logged_offers(...,
-by="send")`: every offer with the features the system had when it was sent and the consent at the
-send) and decides from the same observations scoring sees, so the benchmark can put it next to the
-champion under the generator's truth (`bench/bench_policy.py`):
+by="send", rests=False)`: every offer with the features the system had when it was sent and the
+consent at the send; the rests, which sent nothing, are not responses to learn from) and
+decides from the same observations scoring sees, so the benchmark can put it next to the champion
+under the generator's truth (`bench/bench_policy.py`):
 
 - `lightgbm direct method`: a LightGBM regression of the realised reward of each logged offer
   (`recsys.evaluation.model_eval.realised_reward`, the reward off-policy evaluation uses) on the user's

@@ -4,9 +4,11 @@ response model to them (`fit_response_model`).
 
 `load_logged_offers` reads `recsys.v_logged_offers` in one COPY: the features as of each decision's
 date, the consent the user had when the offer was sent, the offer as a catalog action and its
-outcome. Learning takes its arrays with `OfferLog.response_fit_logs`; off-policy evaluation
-(`recsys.evaluation.ope`) the decisions it can use with `OfferLog.evaluable`. Called by training,
-evaluation and the benchmarks.
+outcome. A decision is an offer or a rest (the policy chose no offer: the catalog's rest action,
+reward 0, nothing opened). Learning takes its arrays with `OfferLog.response_fit_logs` (offers
+only: a rest says nothing of how users answer offers); off-policy evaluation
+(`recsys.evaluation.ope`) the decisions it can use, rests included, with `OfferLog.evaluable`.
+Called by training, evaluation and the benchmarks.
 """
 
 from __future__ import annotations
@@ -99,9 +101,9 @@ def _response_fit_logs(
     since = None if window_days is None else as_of - timedelta(days=window_days)
     built = ensure_point_in_time_features(conn, settings, as_of, since=since)
     built_seconds = time.perf_counter() - started
-    logs = load_logged_offers(conn, request.catalog, since=since, until=as_of, by="send").response_fit_logs(
-        request.catalog
-    )
+    logs = load_logged_offers(
+        conn, request.catalog, since=since, until=as_of, by="send", rests=False
+    ).response_fit_logs(request.catalog)
     load_seconds = time.perf_counter() - started - built_seconds
     return logs, {"feature_dates_built": len(built), "build_seconds": built_seconds, "load_seconds": load_seconds}
 
@@ -152,8 +154,9 @@ class OfferLog:
 
     `rows` holds the view's decision and outcome columns, `has_features`, the raw features (null
     without features), `email_consent` / `sms_consent` / `push_consent` (the consent when the offer
-    was sent) and `action_id` (the catalog action of the logged offer, -1 when the catalog has no
-    such offer: no policy on this catalog can choose it).
+    was sent), `decision` (offer or rest) and `action_id` (the catalog action of the logged
+    decision: a rest is the catalog's rest action; -1 when the catalog has no such action: no
+    policy on this catalog can choose it).
     """
 
     rows: pd.DataFrame
@@ -166,6 +169,13 @@ class OfferLog:
 
     def __len__(self) -> int:
         return len(self.action_ids)
+
+    @property
+    def is_rest(self) -> np.ndarray:
+        """bool (n,): the decision was a rest (no offer; its reward is 0)."""
+        if "decision" not in self.rows:
+            return np.zeros(len(self), dtype=bool)
+        return (self.rows["decision"] == "rest").to_numpy(dtype=bool)
 
     def evaluable(self) -> OfferLog:
         """The decisions off-policy evaluation can use: those with the features of their day and a
@@ -205,7 +215,9 @@ class OfferLog:
         """The arrays the response model learns from (`recsys.model.response_fit.LoggedOffers`).
 
         Usable: offers with features whose type, channel and timing `catalog` has (the value may lie
-        between the catalog's values: the model reads it as a number).
+        between the catalog's values: the model reads it as a number). Rests are never usable
+        (counted as `rests`): nothing was sent, so there is no open or click rate to learn from
+        them, and their value is known, 0.
         """
         import pandas as pd
 
@@ -221,7 +233,8 @@ class OfferLog:
         }
         has_features = rows["has_features"].to_numpy(dtype=bool)
         in_catalog = (index["offer_type"] >= 0) & (index["channel"] >= 0) & (index["timing"] >= 0)
-        usable = has_features & in_catalog
+        rest = self.is_rest
+        usable = has_features & in_catalog & ~rest
         send_day = pd.to_datetime(rows["features_as_of"]).to_numpy("datetime64[D]").astype(np.int64)
         used = send_day[usable]
         epoch = date(1970, 1, 1)
@@ -239,8 +252,9 @@ class OfferLog:
             counts={
                 "logged": n,
                 "used": int(usable.sum()),
-                "without_features": int((~has_features).sum()),
-                "outside_catalog": int((has_features & ~in_catalog).sum()),
+                "without_features": int((~has_features & ~rest).sum()),
+                "outside_catalog": int((has_features & ~in_catalog & ~rest).sum()),
+                "rests": int(rest.sum()),
             },
             window={
                 "first_send_date": (epoch + timedelta(days=int(used.min()))).isoformat() if len(used) else None,
@@ -261,8 +275,10 @@ def load_logged_offers(
     since: date | None = None,
     until: date | None = None,
     by: Literal["decision", "send"] = "decision",
+    rests: bool = True,
 ) -> OfferLog:
-    """Every offer of `recsys.v_logged_offers` with since <= its date < until (None: open), in one COPY.
+    """Every decision of `recsys.v_logged_offers` with since <= its date < until (None: open), in one
+    COPY: the offers, and with `rests` the rests (the policy chose no offer; reward 0).
 
     `by="decision"`: the date is the decision's (`features_as_of`, the night whose features the
     system used), rows in (date, offer id) order: off-policy evaluation's window. `by="send"`: the
@@ -291,6 +307,7 @@ def load_logged_offers(
         "decided_from": None if by_send else since,
         "decided_before": None if by_send else until,
         "by_send": by_send,
+        "with_rests": rests,
     }
     buffer = io.StringIO()
     with conn.cursor() as cur:
@@ -314,7 +331,7 @@ def _read_rows(buffer: io.StringIO, catalog: Catalog) -> pd.DataFrame:
     booleans = (*OUTCOMES, "has_features", *(f"{c}_{s}" for s in ("consent", "reachable") for c in ALLOWED_CHANNELS))
     rows = pd.read_csv(
         buffer,
-        dtype={"offer_id": str, "source": str, "offer_type": str, "channel": str, "timing": str}
+        dtype={"offer_id": str, "source": str, "offer_type": str, "channel": str, "timing": str, "decision": str}
         | {c: "boolean" for c in booleans},
         true_values=["t"],
         false_values=["f"],

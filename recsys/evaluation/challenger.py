@@ -2,6 +2,13 @@
 under the response model it trained with) next to uniform random and the champion, and, once offers
 are logged, doubly robust estimates on the logs, paired on the same rows and resamples with the
 champion's and with the conservative baseline's (the rule heuristic).
+
+With the rest in the catalog, those one-night values are of the policies conditioned on offering
+(`recsys.model.baselines.OffersOnly`: where a policy rests, its best offer): one night can only
+rank the rest below any offer worth something, so it judges the choice among offers. The rests
+are judged over the horizon: the challenger with its rests, the same challenger always offering,
+the champion and uniform random followed over `GateConfig.horizon_nights` nights in the simulator
+(`recsys.evaluation.horizon`), with paired intervals.
 The gate (`recsys.evaluation.gate`) judges what this returns.
 """
 
@@ -17,15 +24,16 @@ from recsys.config.catalog import Catalog
 from recsys.db import Connection
 from recsys.errors import RecsysError
 from recsys.evaluation.registry import ModelRecord, load_policy
-from recsys.evaluation.results import ChallengerEvaluation, ChampionEvaluation, OffPolicyValue
-from recsys.model.baselines import Policy
+from recsys.evaluation.results import ChallengerEvaluation, ChampionEvaluation, HorizonEvaluation, OffPolicyValue
+from recsys.model.baselines import OffersOnly, Policy
 from recsys.model.observation import States
 from recsys.model.response import ResponseModel
 
 
 def simulator_values(policy: Policy, states: States, response: ResponseModel, catalog: Catalog) -> tuple[float, float]:
     """Mean expected reward per user of the policy's greedy action, and of uniform random, under the
-    response model (one night, today's states)."""
+    response model (one night, today's states). With the rest in the catalog, random is uniform
+    over the offers: one night judges the choice among offers."""
     from recsys.model.baselines import UniformRandomPolicy, choose
 
     if len(states) == 0:
@@ -35,7 +43,7 @@ def simulator_values(policy: Policy, states: States, response: ResponseModel, ca
     actions, _ = choose(policy, states.obs, mask)
     has = actions >= 0
     chosen = np.where(has, rewards[np.arange(len(actions)), np.maximum(actions, 0)], 0.0)
-    random_probs = UniformRandomPolicy(catalog).probabilities(states.obs, mask)
+    random_probs = OffersOnly(UniformRandomPolicy(catalog), catalog).probabilities(states.obs, mask)
     return float(chosen.mean()), float((random_probs * rewards).sum(axis=1).mean())
 
 
@@ -72,9 +80,12 @@ def off_policy_values(
     seed: int = 0,
     baseline_policy: Policy | None = None,
 ) -> OffPolicyValues | None:
-    """Doubly robust estimates, on the offers logged before `as_of`, of the challenger, uniform
-    random, the champion and the conservative baseline (pass None when the baseline is the
-    champion: the champion's difference is the baseline's). None without logs."""
+    """Doubly robust estimates, on the decisions logged before `as_of`, of the challenger, uniform
+    random (over the offers, when the catalog has the rest), the champion and the conservative
+    baseline (pass None when the baseline is the champion: the champion's difference is the
+    baseline's), as given: `evaluate_challenger` passes them conditioned on offering when the
+    catalog has the rest, so a logged rest counts as a context in which each policy's best offer
+    is valued by the reward model (its importance weight is 0). None without logs."""
     from recsys.evaluation.model_eval import realised_reward
     from recsys.evaluation.ope import Estimate, load_logged_offers, off_policy_evaluation
     from recsys.model.baselines import UniformRandomPolicy
@@ -108,7 +119,7 @@ def off_policy_values(
     conservative = estimates.get("conservative_dr_diff")
     return OffPolicyValues(
         challenger=value(estimates["dr"]),
-        random_value=dr(UniformRandomPolicy(catalog))["dr"].value,
+        random_value=dr(OffersOnly(UniformRandomPolicy(catalog), catalog))["dr"].value,
         champion=value(estimates["baseline_dr"], ess=False) if paired else None,
         difference=value(estimates["dr_diff"], ess=False) if paired else None,
         baseline_difference=value(conservative, ess=False) if conservative is not None else None,
@@ -127,19 +138,34 @@ def evaluate_challenger(
     seed: int,
     baseline: tuple[str, Policy] | None = None,
     refits: Iterable[ResponseModel] | None = None,
+    horizon: tuple[int, int] = (7, 20_000),
 ) -> ChallengerEvaluation:
     """The challenger next to random, the champion (when it scores on this catalog: trained on it,
     or on a catalog it contains) and the conservative
     `baseline` (its model version and policy, `recsys.evaluation.baseline.conservative_baseline`):
     in the simulator on tonight's users, doubly robust on the logs when there are any, and, given
     the response model's bootstrap `refits` (`recsys.model.response_refit`), against the baseline
-    under the night's model and each refit (`recsys.evaluation.model_evidence`)."""
-    simulator_value, random_value = simulator_values(challenger, states, response, catalog)
-    champion_policy = None
-    champion_value = None
+    under the night's model and each refit (`recsys.evaluation.model_evidence`).
+
+    With the rest in the catalog, every one-night value is of the policies conditioned on offering
+    (random too: uniform over the offers), and `horizon` (nights, at most that many users) sets the
+    rollouts that judge the rests (`horizon_rests`)."""
+    full_challenger = challenger
+    champion_full = None
     if current is not None and _scores_on(current, catalog):
         # a champion of a smaller catalog is re-evaluated on this one (it never picks the new actions)
-        champion_policy = load_policy(current, catalog)
+        champion_full = load_policy(current, catalog)
+    with_rest = catalog.rest_id is not None
+    if with_rest:
+        challenger = OffersOnly(challenger, catalog)
+        if baseline is not None:
+            baseline = (baseline[0], OffersOnly(baseline[1], catalog))
+    champion_policy = champion_full
+    if with_rest and champion_full is not None:
+        champion_policy = OffersOnly(champion_full, catalog)
+    simulator_value, random_value = simulator_values(challenger, states, response, catalog)
+    champion_value = None
+    if champion_policy is not None:
         champion_value, _ = simulator_values(champion_policy, states, response, catalog)
     baseline_is_champion = baseline is not None and current is not None and baseline[0] == current.model_version
     baseline_policy = baseline[1] if baseline is not None and not baseline_is_champion else None
@@ -152,6 +178,17 @@ def evaluate_challenger(
     baseline_diff = None
     if logged is not None and baseline is not None:
         baseline_diff = logged.difference if baseline_is_champion else logged.baseline_difference
+    rests = None
+    if with_rest:
+        rests = horizon_rests(
+            full_challenger,
+            champion_full,
+            states=states,
+            response=response,
+            catalog=catalog,
+            horizon=horizon,
+            seed=seed,
+        )
     evidence = None
     if baseline is not None and refits is not None:
         from recsys.evaluation.model_evidence import model_evidence
@@ -170,4 +207,46 @@ def evaluate_challenger(
         baseline=baseline[0] if baseline is not None else None,
         baseline_diff=baseline_diff,
         model_evidence=evidence,
+        horizon=rests,
+    )
+
+
+def horizon_rests(
+    challenger: Policy,
+    champion: Policy | None,
+    *,
+    states: States,
+    response: ResponseModel,
+    catalog: Catalog,
+    horizon: tuple[int, int],
+    seed: int,
+) -> HorizonEvaluation:
+    """The challenger with its rests, the same challenger always offering (where it rests, its
+    best offer), the champion (when there is one) and uniform random (drawn, rests included),
+    followed over the horizon
+    on the same users and draws; differences: `rests` (challenger - challenger always offering:
+    what its rests are worth) and `vs_champion`."""
+    from recsys.evaluation.horizon import horizon_values
+    from recsys.model.baselines import UniformRandomPolicy
+
+    policies: dict[str, Policy] = {
+        "challenger": challenger,
+        "challenger_offering": OffersOnly(challenger, catalog),
+        "random": UniformRandomPolicy(catalog),
+    }
+    pairs = {"rests": ("challenger", "challenger_offering")}
+    if champion is not None:
+        policies["champion"] = champion
+        pairs["vs_champion"] = ("challenger", "champion")
+    nights, users = horizon
+    return horizon_values(
+        policies,
+        pairs,
+        states=states,
+        response=response,
+        catalog=catalog,
+        nights=nights,
+        max_users=users,
+        seed=seed,
+        drawn=("random",),
     )

@@ -33,6 +33,18 @@ Checks of a challenger, in order (each recorded with its numbers on the model ro
    challenger - champion (same rows, same resamples) is not clearly negative: the upper end of its
    interval >= -margin x |champion's estimate|. The simulator decides who is better; the logs can
    veto a challenger they show to be worse.
+With the rest in the catalog (the evaluation carries `horizon`), checks 1-5 are one-night checks
+and judge only the choice among offers: every policy in them is conditioned on offering (where it
+rests, its best offer; `recsys.model.baselines.OffersOnly`), because one night values the rest at
+exactly 0, below any offer worth anything, and cannot see what resting saves on the nights after.
+Their names say so. The rests are judged over the horizon, in the simulator, on the same users and
+draws for every policy (`recsys.evaluation.horizon`), with 95% intervals over users:
+6. its rests pay: the challenger with its rests - the same challenger always offering is not
+   clearly negative (the upper end of the paired interval >= -margin x |the latter's value|); a
+   challenger that never rests has nothing to judge here (recorded as inconclusive);
+7. with a champion: its value over the horizon, rests included, is not worse than the champion's
+   (challenger - champion >= -margin x |champion's value|, the paired interval recorded).
+The stored evaluation says which part judged what (`judged`, next to `horizon`).
 A challenger that fails any check is `rejected` and the champion stays.
 """
 
@@ -53,8 +65,14 @@ def decide(challenger: ChallengerEvaluation, champion: ChampionEvaluation | None
     """The challenger's checks against random, the conservative baseline and, when there is one,
     the champion."""
     reasons: list[GateCheck] = []
+    # with the rest, the one-night checks judge the choice among offers only: their names say so
+    scope = "" if challenger.horizon is None else ONE_NIGHT_SCOPE
 
     def check(name: str, passed: bool, detail: str, *, inconclusive: bool = False) -> bool:
+        reasons.append(GateCheck(name + scope, bool(passed), detail, inconclusive))
+        return passed
+
+    def over_horizon(name: str, passed: bool, detail: str, *, inconclusive: bool = False) -> bool:
         reasons.append(GateCheck(name, bool(passed), detail, inconclusive))
         return passed
 
@@ -79,8 +97,9 @@ def decide(challenger: ChallengerEvaluation, champion: ChampionEvaluation | None
         else:
             sane = check(name, dr.upper >= challenger.random_dr_value, detail) and sane
     sane = _evidence_over_baseline(challenger, config, check) and sane
+    rests_pay = _rests_over_horizon(challenger, config, over_horizon)
     if champion is None:
-        return GateDecision("bootstrap" if sane else "rejected", tuple(reasons))
+        return GateDecision("bootstrap" if sane and rests_pay else "rejected", tuple(reasons))
     floor = champion.simulator_value - config.margin * abs(champion.simulator_value)
     ok = check(
         "simulator value not worse than the champion's",
@@ -103,7 +122,51 @@ def decide(challenger: ChallengerEvaluation, champion: ChampionEvaluation | None
             )
             and ok
         )
-    return GateDecision("promoted" if sane and ok else "rejected", tuple(reasons))
+    ok = _horizon_vs_champion(challenger, config, over_horizon) and ok
+    return GateDecision("promoted" if sane and ok and rests_pay else "rejected", tuple(reasons))
+
+
+ONE_NIGHT_SCOPE = " [one night: the choice among offers, rests judged over the horizon]"
+"""Appended to the name of each one-night check when the catalog has the rest."""
+
+
+def _rests_over_horizon(challenger: ChallengerEvaluation, config: GateConfig, check: Check) -> bool:
+    """Check 6: the challenger's rests are not clearly worse, over the horizon, than its best offers
+    on the same user-nights. Passes without a horizon (no rest in the catalog)."""
+    horizon = challenger.horizon
+    if horizon is None:
+        return True
+    name = f"its rests pay over the horizon (simulator, {horizon.nights} nights: with its rests vs always offering)"
+    share = horizon.rest_share.get("challenger", 0.0)
+    diff, offering = horizon.differences.get("rests"), horizon.values.get("challenger_offering")
+    if share <= 0 or diff is None or offering is None:
+        check(name, True, f"it rests on no user-night of {horizon.users:,} users: nothing to judge", inconclusive=True)
+        return True
+    tolerance = config.margin * abs(offering.value)
+    return check(
+        name,
+        diff.upper >= -tolerance,
+        f"rests on {share:.1%} of user-nights; value per user-night with its rests - always offering "
+        f"{diff.describe()} on {horizon.users:,} users (upper end must be >= {-tolerance:+.5f})",
+    )
+
+
+def _horizon_vs_champion(challenger: ChallengerEvaluation, config: GateConfig, check: Check) -> bool:
+    """Check 7: the challenger's value over the horizon, rests included, not worse than the
+    champion's. Passes without a horizon or a champion in it."""
+    horizon = challenger.horizon
+    if horizon is None or "vs_champion" not in horizon.differences or "champion" not in horizon.values:
+        return True
+    diff, best = horizon.differences["vs_champion"], horizon.values["champion"]
+    tolerance = config.margin * abs(best.value)
+    share = horizon.rest_share
+    return check(
+        f"value over the horizon not worse than the champion's (simulator, {horizon.nights} nights, rests included)",
+        diff.value >= -tolerance,
+        f"challenger - champion {diff.describe()} per user-night on {horizon.users:,} users (must be >= "
+        f"{-tolerance:+.5f}); rested user-nights: challenger {share.get('challenger', 0.0):.1%}, "
+        f"champion {share.get('champion', 0.0):.1%}",
+    )
 
 
 def _evidence_over_baseline(challenger: ChallengerEvaluation, config: GateConfig, check: Check) -> bool:

@@ -1,7 +1,10 @@
 """`recsys evaluate`: how good is a model? Simulator, logs, and (where it exists) the truth.
 
 - Simulator: the model's greedy offers on tonight's users, valued by the response model it was
-  trained with, next to uniform random and the seed-style rule heuristic.
+  trained with, next to uniform random and the seed-style rule heuristic; with the rest in the
+  catalog, also its value over the horizon (the gate's `horizon_nights`, rests included, with its
+  95% interval over users), its share of rested user-nights and what its rests add over its best
+  offers on the same user-nights (`recsys.evaluation.horizon`).
 - Off-policy, from logged offers (`v_logged_offers`): IPS, self-normalised IPS and doubly robust
   estimates with bootstrap intervals; the realised value of a logged offer is its net margin
   (`realised_reward`), the reward model is the response model.
@@ -13,20 +16,25 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
 
 from recsys.config import Config
-from recsys.config.catalog import Catalog
+from recsys.config.catalog import REST, Catalog
 from recsys.config.reward import RewardRules
 from recsys.data.states import load_states
 from recsys.db import Connection, fetch_value
 from recsys.errors import RecsysError
 from recsys.evaluation.ope import Estimate, evaluation_report, off_policy_evaluation
 from recsys.evaluation.registry import ModelRecord, get_model, load_policy, require_champion
-from recsys.model.baselines import RuleHeuristicPolicy, UniformRandomPolicy
+from recsys.model.baselines import Policy, RuleHeuristicPolicy, UniformRandomPolicy
+
+if TYPE_CHECKING:
+    from recsys.config.learning import GateConfig
+    from recsys.model.observation import States
+    from recsys.model.response import ResponseModel
 
 
 def realised_reward(rows: pd.DataFrame, rules: RewardRules) -> np.ndarray:
@@ -36,6 +44,7 @@ def realised_reward(rows: pd.DataFrame, rules: RewardRules) -> np.ndarray:
     (percent offers: the list value is revenue / (1 - value%); free shipping: the fee); every offer
     costs its channel's contact cost; a recorded unsubscribe costs the unsubscribe penalty. Past
     campaigns from input files have no unsubscribe outcome (null): nothing is charged for them.
+    A rest (offer type `no_offer`: nothing was sent) is worth exactly 0.
     """
     revenue = pd.to_numeric(rows["revenue"], errors="coerce").fillna(0.0).to_numpy(dtype=float)
     converted = rows["converted"].fillna(False).to_numpy(dtype=bool)
@@ -58,7 +67,37 @@ def realised_reward(rows: pd.DataFrame, rules: RewardRules) -> np.ndarray:
         unsubscribed = rows["unsubscribed"].astype("boolean").fillna(False).to_numpy(dtype=bool)
     else:
         unsubscribed = np.zeros(len(rows), dtype=bool)
-    return net - contact - rules.unsubscribe_penalty * unsubscribed
+    return np.where(offer_type == REST, 0.0, net - contact - rules.unsubscribe_penalty * unsubscribed)
+
+
+def _horizon(
+    policy: Policy, states: States, response: ResponseModel, catalog: Catalog, gate: GateConfig
+) -> dict[str, float]:
+    """The policy over the gate's horizon, rests included, and what its rests add over its best
+    offers on the same users and draws (`recsys.evaluation.horizon`)."""
+    from recsys.evaluation.horizon import horizon_values
+    from recsys.model.baselines import OffersOnly
+
+    h = horizon_values(
+        {"policy": policy, "offering": OffersOnly(policy, catalog)},
+        {"rests": ("policy", "offering")},
+        states=states,
+        response=response,
+        catalog=catalog,
+        nights=gate.horizon_nights,
+        max_users=gate.horizon_users,
+    )
+    value, rests = h.values["policy"], h.differences["rests"]
+    return {
+        "horizon_nights": float(h.nights),
+        "horizon_value": value.value,
+        "horizon_lower": value.lower,
+        "horizon_upper": value.upper,
+        "horizon_rest_share": h.rest_share["policy"],
+        "horizon_rests_value": rests.value,
+        "horizon_rests_lower": rests.lower,
+        "horizon_rests_upper": rests.upper,
+    }
 
 
 class TruthTable(Protocol):
@@ -76,7 +115,9 @@ class ModelEvaluation:
     model_version: str
     as_of: dt.date
     simulator: dict[str, float]
-    """simulator_value, model_greedy_value, rule_value, random_value: value per user-night."""
+    """simulator_value, model_greedy_value, rule_value, random_value: value per user-night; with the
+    rest, horizon_nights, horizon_value (with horizon_lower / horizon_upper), horizon_rest_share and
+    horizon_rests_value (with its rests - always offering, per user-night, and its interval)."""
     off_policy: dict[str, Estimate] = field(default_factory=dict)
     truth_eval: TruthTable | None = None
     """Added by the benchmark (`evaluate_model_against_truth`) when a truth exists."""
@@ -102,6 +143,13 @@ class ModelEvaluation:
             f"  policy {s['simulator_value']:.5f}   greedy on the model {s['model_greedy_value']:.5f}   "
             f"rule heuristic {s['rule_value']:.5f}   uniform random {s['random_value']:.5f}",
         ]
+        if "horizon_value" in s:
+            lines.append(
+                f"  over {s['horizon_nights']:.0f} nights, rests included: {s['horizon_value']:.5f} "
+                f"[{s['horizon_lower']:.5f}, {s['horizon_upper']:.5f}], rests on {s['horizon_rest_share']:.1%} of "
+                f"user-nights, worth {s['horizon_rests_value']:+.5f} [{s['horizon_rests_lower']:+.5f}, "
+                f"{s['horizon_rests_upper']:+.5f}] over always offering"
+            )
         fit = self.fit_report
         if fit:
             from recsys.model.response_fit import format_fit_report
@@ -161,6 +209,8 @@ def evaluate_model(
         "rule_value": value(RuleHeuristicPolicy(catalog)),
         "random_value": float((uniform * rewards).sum(axis=1).mean()),
     }
+    if catalog.rest_id is not None:
+        simulator |= _horizon(policy, states, response, catalog, config.gate)
     ope = off_policy_evaluation(
         conn,
         policy,

@@ -9,7 +9,10 @@
   consent when the offer was sent, the logged propensity, the outcome: read by
   `recsys.data.logged_offers.load_logged_offers`), each with a percentile bootstrap confidence
   interval. The estimators (`ips`, `snips`, `doubly_robust`, ...) are pure functions on arrays in
-  `recsys.evaluation.estimators`, importable from here too.
+  `recsys.evaluation.estimators`, importable from here too. The logged decisions include the rests
+  (the logging policy chose no offer): their reward is 0 and the reward model's value of the rest
+  is 0, so a policy that rests where the logs rested is credited exactly 0 there, weighted like any
+  other decision by its probability of the rest over the logged propensity.
 
 `evaluation_report` renders the estimates (and a truth table, when given one) for the command line.
 """
@@ -98,6 +101,20 @@ def _reward_model_terms(
     return q_logged, q_target
 
 
+def _rest_valued_zero(
+    q_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], catalog: Catalog
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """`q_fn` with the rest valued 0: its reward is known, nothing for a reward model to estimate."""
+    if catalog.rest_id is None:
+        return q_fn
+
+    def q(obs: np.ndarray, action_ids: np.ndarray) -> np.ndarray:
+        values = np.asarray(q_fn(obs, action_ids), dtype=np.float64)
+        return np.where(catalog.is_rest(action_ids), 0.0, values)
+
+    return q
+
+
 def off_policy_evaluation(
     conn: Connection,
     policy: Policy,
@@ -128,6 +145,9 @@ def off_policy_evaluation(
     difference policy - baseline: both are computed on
     the same rows and resamples, so what they share (the logged rewards, the reward model's error)
     cancels and the interval is that of the difference, much narrower than two separate intervals.
+    Rest decisions in the logs count with reward 0 whatever `reward_fn` makes of their rows, and
+    the rest's value under `q_fn` is 0 (nothing is sent: no conversion, no contact cost, no
+    unsubscribe risk).
     `paired` adds more such comparisons on the same resamples: for each name k, "k_dr" and
     "k_dr_diff" (the gate pairs a challenger with the champion and with the rule heuristic at once).
     With `max_offers`, the estimates use a uniform sample of at most that many usable decisions
@@ -150,11 +170,13 @@ def off_policy_evaluation(
     rewards = np.asarray(reward_fn(logs.rows), dtype=np.float64)
     if rewards.shape != (len(logs),):
         raise ValueError(f"reward_fn returned shape {rewards.shape} for {len(logs)} logged offers")
+    rewards = np.where(logs.is_rest, 0.0, rewards)
     target = target_probabilities(policy, logs)
     if q_fn is None:
         return bootstrap_estimates(
             estimator_specs(rewards, target, logs.propensity), n_boot=n_boot, seed=seed, alpha=alpha
         )
+    q_fn = _rest_valued_zero(q_fn, catalog)
     q_logged, q_target = _reward_model_terms(policy, logs, q_fn)
     specs = estimator_specs(rewards, target, logs.propensity, q_logged, q_target)
     comparisons = {"baseline": baseline} if baseline is not None else {}

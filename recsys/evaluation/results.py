@@ -71,6 +71,63 @@ class ModelEvidence:
 
 
 @dataclass(frozen=True)
+class HorizonValue:
+    """A value per user-night over the horizon in the simulator, with its bootstrap interval over users."""
+
+    value: float
+    lower: float
+    upper: float
+
+    def describe(self) -> str:
+        return f"{self.value:+.5f} [{self.lower:+.5f}, {self.upper:+.5f}]"
+
+
+@dataclass(frozen=True)
+class HorizonEvaluation:
+    """Policies followed over `nights` nights in the response model's simulator on the same users
+    and draws (`recsys.evaluation.horizon.horizon_values`): what judges the rests."""
+
+    nights: int
+    users: int
+    values: dict[str, HorizonValue]
+    """Per policy (challenger, challenger_offering, champion, random): mean reward per user-night."""
+    differences: dict[str, HorizonValue]
+    """Paired differences on the same users and draws: vs_champion (challenger - champion),
+    rests (challenger - challenger_offering: what its rests add over its best offers)."""
+    rest_share: dict[str, float]
+    """Per policy: share of user-nights rested."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "nights": self.nights,
+            "users": self.users,
+            "values": {k: asdict(v) for k, v in self.values.items()},
+            "differences": {k: asdict(v) for k, v in self.differences.items()},
+            "rest_share": dict(self.rest_share),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> HorizonEvaluation:
+        return cls(
+            nights=int(d["nights"]),
+            users=int(d["users"]),
+            values={k: HorizonValue(**v) for k, v in d.get("values", {}).items()},
+            differences={k: HorizonValue(**v) for k, v in d.get("differences", {}).items()},
+            rest_share={k: float(v) for k, v in d.get("rest_share", {}).items()},
+        )
+
+
+ONE_NIGHT_OFFERS_ONLY = (
+    "the choice among offers: every policy conditioned on offering (where it rests, its best offer), "
+    "in the one-night simulator, on the logs and under the response model's refits"
+)
+"""What the one-night values judge when the catalog has the rest (`ChallengerEvaluation.judged`)."""
+
+HORIZON_JUDGES = "the rests: each policy with its rests, followed over the horizon in the simulator"
+"""What the horizon values judge (`ChallengerEvaluation.judged`)."""
+
+
+@dataclass(frozen=True)
 class ChampionEvaluation:
     """The champion, measured on the same users, night and response model as the challenger."""
 
@@ -102,6 +159,18 @@ class ChallengerEvaluation:
     """Challenger - baseline, doubly robust on the same logged rows and resamples (None without logs)."""
     model_evidence: ModelEvidence | None = None
     """Challenger - baseline under the response model and its bootstrap refits (None: not measured)."""
+    horizon: HorizonEvaluation | None = None
+    """The challenger with its rests, next to itself always offering, the champion and random,
+    over the horizon in the simulator (None: the catalog has no rest, nothing to judge there).
+    With it, the one-night values above are those of the policies conditioned on offering."""
+
+    @property
+    def judged(self) -> dict[str, str]:
+        """Which values judged what: with the rest, one night judges the choice among offers and
+        the horizon the rests; without it, one night judges everything."""
+        if self.horizon is None:
+            return {"one_night": "every decision (the catalog has no rest)"}
+        return {"one_night": ONE_NIGHT_OFFERS_ONLY, "horizon": HORIZON_JUDGES}
 
     def to_json(self) -> dict[str, Any]:
         """The flat layout stored in `policy_models.evaluation` (keys as documented for analysts)."""
@@ -138,6 +207,9 @@ class ChallengerEvaluation:
             out["baseline_dr_diff_upper"] = self.baseline_diff.upper
         if self.model_evidence is not None:
             out["model_evidence"] = self.model_evidence.to_json()
+        if self.horizon is not None:
+            out["horizon"] = self.horizon.to_json()
+            out["judged"] = self.judged
         return out
 
     @classmethod
@@ -154,7 +226,7 @@ class ChallengerEvaluation:
         champion = None
         if d.get("champion_simulator_value") is not None:
             champion = ChampionEvaluation(d["champion_simulator_value"], estimate("champion_dr"))
-        warm, model = d.get("warm_start"), d.get("model_evidence")
+        warm, model, horizon = d.get("warm_start"), d.get("model_evidence"), d.get("horizon")
         return cls(
             simulator_value=d["simulator_value"],
             random_value=d["random_value"],
@@ -168,6 +240,7 @@ class ChallengerEvaluation:
             baseline=d.get("baseline_version"),
             baseline_diff=estimate("baseline_dr_diff"),
             model_evidence=ModelEvidence.from_json(model) if model else None,
+            horizon=HorizonEvaluation.from_json(horizon) if horizon else None,
         )
 
 

@@ -13,6 +13,9 @@ masked logits); the baselines here are plain vectorised numpy:
   (what a retrain's actor first imitates; next to PPO it separates what the policy learned from
   what its model knows).
 
+`OffersOnly` wraps any policy: the same policy conditioned on offering (the rest disallowed), which
+is what the gate's one-night checks compare (`recsys.evaluation.gate`).
+
 Baselines read observations only (never the generator's truth), so they run on real data too.
 """
 
@@ -240,3 +243,32 @@ class ResponseGreedyPolicy:
         rows = np.flatnonzero(best >= 0)
         probs[rows, best[rows]] = 1.0
         return probs
+
+
+class OffersOnly:
+    """`policy` conditioned on offering: the rest is never allowed, so where the policy would rest
+    it takes its best offer (for a softmax policy, its probabilities renormalised over the allowed
+    offers). What one night can judge: one night values the rest at exactly 0, below any offer
+    with a positive expected value, so the gate compares policies' choices among offers on one
+    night and judges their rests over the horizon. On a catalog without the rest it is `policy`.
+    """
+
+    def __init__(self, policy: Policy, catalog: Catalog) -> None:
+        self.policy = policy
+        self.catalog = catalog
+        self.name = f"{policy.name} (offers only)"
+
+    def _offers(self, mask: np.ndarray) -> np.ndarray:
+        mask = np.asarray(mask, dtype=bool)
+        if self.catalog.rest_id is None:
+            return mask
+        offers = mask.copy()
+        offers[:, self.catalog.rest_id] = False
+        return offers
+
+    def probabilities(self, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return self.policy.probabilities(obs, self._offers(mask))
+
+    def act(self, obs: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The greedy allowed offer per row (`greedy_actions` of the wrapped policy without the rest)."""
+        return greedy_actions(self.policy, obs, self._offers(mask))

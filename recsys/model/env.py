@@ -11,7 +11,7 @@ Training (`recsys.orchestration.train`) builds the vectorised environment; evalu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +44,10 @@ ENV_ID = "recsys/Offer-v0"
 
 _COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
 _CONSENT_COLS = np.array([_COL[f"{c}_consent"] for c in ALLOWED_CHANNELS])
-_DRAWS = 4  # uniforms per night: open, click, convert, unsubscribe
+DRAWS_PER_NIGHT = 4
+"""Uniform numbers per user and night: open, click, convert, unsubscribe (and one per episode for
+its starting row): `OfferDynamics.reset` takes 1 + horizon x DRAWS_PER_NIGHT per slot."""
+_DRAWS = DRAWS_PER_NIGHT
 
 
 def _observation_space() -> spaces.Box:
@@ -128,17 +131,26 @@ class OfferDynamics:
 
     # --- reset -------------------------------------------------------------------------------
 
-    def reset(self, idx: np.ndarray, start_index: Sequence[int | None] | None = None) -> None:
-        """Start new episodes in slots `idx`, drawing from each slot's generator."""
+    def reset(
+        self, idx: np.ndarray, start_index: Sequence[int | None] | None = None, draws: np.ndarray | None = None
+    ) -> None:
+        """Start new episodes in slots `idx`, drawing from each slot's generator, or taking the
+        uniform numbers `draws` (len(idx), 1 + horizon x 4) given: evaluation replays the same
+        numbers under several policies (common random numbers) without a generator per slot."""
         idx = np.asarray(idx, dtype=np.int64)
         m = len(self.start_obs)
         size = 1 + self.horizon * _DRAWS
-        draws = np.empty((len(idx), size))
-        for j, i in enumerate(idx):
-            rng = self.rngs[i]
-            if rng is None:
-                raise RuntimeError(f"user slot {i} has no random generator; seed it before resetting")
-            rng.random(out=draws[j])
+        if draws is not None:
+            draws = np.asarray(draws, dtype=np.float64)
+            if draws.shape != (len(idx), size):
+                raise ValueError(f"draws must have shape ({len(idx)}, {size}), got {draws.shape}")
+        else:
+            draws = np.empty((len(idx), size))
+            for j, i in enumerate(idx):
+                rng = self.rngs[i]
+                if rng is None:
+                    raise RuntimeError(f"user slot {i} has no random generator; seed it before resetting")
+                rng.random(out=draws[j])
         starts = np.minimum((draws[:, 0] * m).astype(np.int64), m - 1)
         if start_index is not None:
             for j, s in enumerate(start_index):
@@ -252,6 +264,21 @@ class OfferDynamics:
     def observations(self) -> np.ndarray:
         """A new float32 array of the current observations (n, N_FEATURES)."""
         return self.obs.astype(np.float32)
+
+    def rollout(self, act: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Every slot (reset first) for the whole horizon, choosing with `act(obs float32, mask)`
+        (action ids; -1 where nothing is allowed). Returns (reward, chosen): float (n, horizon) the
+        night's reward and int (n, horizon) the action chosen (-1: none allowed). A slot whose
+        episode terminated (no channel left) stays in the loop: it can receive nothing, so it earns
+        0 every night after, which is what a fixed-length valuation over the horizon counts."""
+        reward = np.zeros((self.n, self.horizon))
+        chosen = np.full((self.n, self.horizon), -1, dtype=np.int64)
+        for night in range(self.horizon):
+            self._ready[:] = True
+            actions = np.asarray(act(self.observations(), self.action_mask()), dtype=np.int64)
+            chosen[:, night] = actions
+            reward[:, night] = self.step(np.maximum(actions, 0)).reward * (actions >= 0)
+        return reward, chosen
 
 
 def _add_raw(obs: np.ndarray, rows: np.ndarray, name: str, amount: np.ndarray | float) -> None:

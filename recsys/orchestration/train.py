@@ -473,6 +473,7 @@ def register_challenger(
             seed=config.seed,
             baseline=conservative_baseline(catalog),
             refits=bootstrap.refits(gate.model_evidence_refits, seed=config.seed) if bootstrap is not None else (),
+            horizon=(gate.horizon_nights, gate.horizon_users),
         ),
         env_steps_per_second=config.total_timesteps / seconds if seconds > 0 else None,
         warm_start=warm_start,

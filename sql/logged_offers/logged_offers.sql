@@ -5,6 +5,8 @@
 --
 -- Window: sent_from <= sent_at < sent_before and decided_from <= features_as_of < decided_before
 -- (each null: open). Order: by send time when by_send, else by decision date; then offer id.
+-- Rests (decision 'rest': no offer, reward 0) only when with_rests: off-policy evaluation reads
+-- them, the response model's fit does not (nothing was sent, so they say nothing of responses).
 --
 -- Consent at send time. No table keeps a history of consent, so it is read from the records the
 -- database holds of a user's consent on a channel at a moment:
@@ -24,6 +26,7 @@ with logged as (
         and (%(sent_before)s::timestamptz is null or o.sent_at < %(sent_before)s::timestamptz)
         and (%(decided_from)s::date is null or o.features_as_of >= %(decided_from)s::date)
         and (%(decided_before)s::date is null or o.features_as_of < %(decided_before)s::date)
+        and (%(with_rests)s or o.decision = 'offer')
 ),
 
 logged_users as (

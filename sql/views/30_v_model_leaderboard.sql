@@ -1,5 +1,8 @@
 -- Analysts' view of the model registry: every model with its headline numbers and the gate's
--- decision, newest first.
+-- decision, newest first. With the rest in the catalog, simulator_value and dr_value judge the
+-- choice among offers (one night, the model conditioned on offering); horizon_value (its value per
+-- user-night over the gate's horizon in the simulator, rests included) and horizon_rest_share (its
+-- share of rested user-nights there) judge its rests. New columns go last (create or replace view).
 
 create or replace view recsys.v_model_leaderboard as
 with models as (
@@ -19,7 +22,9 @@ with models as (
         m.gate_reasons,
         m.is_champion,
         m.created_at,
-        m.promoted_at
+        m.promoted_at,
+        (m.evaluation #>> '{horizon,values,challenger,value}')::double precision as horizon_value,
+        (m.evaluation #>> '{horizon,rest_share,challenger}')::double precision as horizon_rest_share
     from recsys.policy_models as m
 ),
 
@@ -31,4 +36,5 @@ select * from final
 order by created_at desc;
 
 comment on view recsys.v_model_leaderboard is
-'Every registered policy with its simulator value, off-policy estimate and gate decision, newest first.';
+'Every registered policy with its simulator value, off-policy estimate and gate decision, newest first; '
+'with the rest, its value over the horizon and its rested share.';
