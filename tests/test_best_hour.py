@@ -18,7 +18,7 @@ from recsys.config import load_config
 from recsys.config.catalog import BEST_HOUR, action_mapping, load_catalog
 from recsys.config.settings import PROJECT_ROOT
 from recsys.db import connect, fetch_value
-from recsys.errors import ConfigError
+from recsys.errors import ConfigError, GenerateError
 
 Z = dt.UTC
 QUIET = (dt.time(21, 0), dt.time(8, 0))
@@ -58,12 +58,12 @@ def test_best_hour_is_off_by_default_and_listing_it_adds_36_offers_old_models_st
 
 def test_best_hour_rules_are_read_and_checked(tmp_path: Path) -> None:
     rules = load_rules()
-    assert (rules.best_hour_default, rules.best_hour_min_certainty) == (dt.time(9), 2.0)
+    assert (rules.best_hour_default, rules.best_hour_min_certainty) == (dt.time(9), 1.0)
     assert rules.as_json()["best_hour_default"] == "09:00"
     path = _config_with(tmp_path, 'best_hour_default = "09:00"', 'best_hour_default = "9 am"')
     with pytest.raises(ConfigError, match=r"\[campaign\] best_hour_default must be a time"):
         load_config(path)
-    path = _config_with(tmp_path, "best_hour_min_certainty = 2.0", "best_hour_min_certainty = -1")
+    path = _config_with(tmp_path, "best_hour_min_certainty = 1.0", "best_hour_min_certainty = -1")
     with pytest.raises(ConfigError, match=r"\[campaign\] best_hour_min_certainty must be a number >= 0"):
         load_config(path)
 
@@ -207,3 +207,64 @@ def test_a_run_with_best_hour_schedules_each_user_at_their_hour_and_publish_move
     after = {r["user_id"]: r["scheduled_at"] for r in offers(conn)}
     assert after == {**expected, 1: _at(2026, 6, 11, 7)}
     assert np.all([r["expires_at"] - r["scheduled_at"] == dt.timedelta(hours=24) for r in offers(conn)])
+
+
+# --- the synthetic shop: a best_hour send valued at its hour, and a weaker session-hour link ----------
+
+
+def test_the_generator_sends_and_values_best_hour_offers_at_the_users_best_hour(tmp_path: Path) -> None:
+    import csv
+    from zoneinfo import ZoneInfo
+
+    from recsys.benchmark.synth.generate import generate_data
+    from recsys.benchmark.synth.params import TIMEZONES
+    from recsys.benchmark.synth.truth import GroundTruth
+
+    catalog = dataclasses.replace(
+        load_catalog(), timings=("immediate", BEST_HOUR), timing_delay_minutes={"immediate": 0, BEST_HOUR: 0}
+    )
+    summary = generate_data(users=600, days=10, seed=3, out=tmp_path / "d", end_date=DAY, catalog=catalog)
+    truth = GroundTruth.load(summary.truth_path)
+    with open(tmp_path / "d" / "offers.csv", newline="", encoding="utf-8") as f:
+        sent = [r for r in csv.DictReader(f) if r["timing"] == BEST_HOUR]
+    assert len(sent) > 50
+    for r in sent:  # sent at the user's best local hour, on the hour
+        i = truth.index_of(np.array([int(r["user_id"])]))[0]
+        local = dt.datetime.fromisoformat(r["sent_at"]).astimezone(ZoneInfo(TIMEZONES[truth.timezone[i]]))
+        assert (local.hour, local.minute) == (int(truth.best_send_hour[i]), 0)
+    # valued at that hour: a best_hour offer is the immediate offer sent at the best hour
+    idx = np.arange(200)
+    best = np.array([a.action_id for a in truth.catalog.actions if a.timing == BEST_HOUR])
+    now = best - 1  # the same offer, immediate (timings are innermost)
+    assert all(truth.catalog.actions[a].timing == "immediate" for a in now)
+    penalty = truth.params.unsubscribe_penalty
+    hours = truth.best_send_hour[idx][:, None]
+    at_best = truth.response(idx[:, None], best[None, :], night=DAY).expected_value(penalty)
+    moved = truth.response(idx[:, None], now[None, :], night=DAY, send_hour=hours).expected_value(penalty)
+    assert np.allclose(at_best, moved)
+    assert not np.allclose(at_best, truth.response(idx[:, None], now[None, :], night=DAY).expected_value(penalty))
+    # and the value matrix agrees with the per-offer response
+    matrix = truth.value_matrix(truth.user_ids[idx], night=DAY, respect_consent=False)
+    assert np.allclose(matrix[:, best], at_best)
+
+
+def test_a_share_of_users_can_read_at_another_hour_than_their_sessions_start(tmp_path: Path) -> None:
+    from recsys.benchmark.synth.generate import generate_data
+    from recsys.benchmark.synth.truth import GroundTruth
+
+    strong = GroundTruth.load(generate_data(users=2000, days=2, seed=4, out=tmp_path / "s", end_date=DAY).truth_path)
+    assert np.array_equal(strong.session_hour(), strong.traits.preferred_hour)
+    assert "session_hour_decoupled_share" not in strong.params.to_json()  # the seed's truth files keep their bytes
+    summary = generate_data(
+        users=2000, days=2, seed=4, out=tmp_path / "w", end_date=DAY, session_hour_decoupled_share=0.3
+    )
+    weak = GroundTruth.load(summary.truth_path)
+    assert weak.params.session_hour_decoupled_share == 0.3
+    shift = np.mod(weak.session_hour() - weak.traits.preferred_hour, 24.0)
+    moved = ~np.isclose(shift, 0.0)
+    assert np.allclose(shift[moved], weak.params.session_hour_decoupled_shift)
+    assert 0.25 < moved.mean() < 0.35
+    # the same draw every time the truth is loaded
+    assert np.array_equal(GroundTruth.load(summary.truth_path).session_hour(), weak.session_hour())
+    with pytest.raises(GenerateError, match="session_hour_decoupled_share must be in"):
+        generate_data(users=10, days=2, seed=4, out=tmp_path / "x", end_date=DAY, session_hour_decoupled_share=1.5)

@@ -42,7 +42,7 @@ def _best_hour_rules(settings_json: dict[str, Any]) -> dict[str, Any]:
     """The best_hour rules a run was scored with (a run stored before they existed: the defaults)."""
     return {
         "best_default": dt.time.fromisoformat(settings_json.get("best_hour_default", "09:00")),
-        "min_certainty": float(settings_json.get("best_hour_min_certainty", 2.0)),
+        "min_certainty": float(settings_json.get("best_hour_min_certainty", 1.0)),
     }
 
 

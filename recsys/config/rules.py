@@ -52,10 +52,13 @@ class CampaignRules:
     """expires_at = scheduled_at + this."""
     best_hour_default: dt.time = dt.time(9, 0)
     """Local send time of a `best_hour` offer to a user whose best hour is not known well enough."""
-    best_hour_min_certainty: float = 2.0
+    best_hour_min_certainty: float = 1.0
     """A user's learned hour (`preferred_local_hour`) is used when its `preferred_hour_certainty`
     (the length of the sessions' resultant: about the sessions that agree on the hour) reaches this;
-    below it, or with no hour, `best_hour_default` is."""
+    below it, or with no hour, `best_hour_default` is. Measured on the synthetic shop (4,000 users,
+    60 days, seed 1, bench/bench_best_hour.py): gain of best_hour over 09:00 +41% at 1.0, +29% at
+    2.0, +15% at 4.0, +44% at 0.5 (strong link); 1.0 keeps the default for users without about one
+    session's worth of agreement."""
     max_attempts: int = 3
     """Copied into campaign_offers.max_attempts."""
     retention_days: int = 180
@@ -194,7 +197,7 @@ def parse_rules(data: dict[str, Any], source: Path) -> CampaignRules:
         send_time=_time(section.get("send_time", "09:00"), _where(source, "send_time")),
         validity_hours=_int(section, "validity_hours", 24, source, minimum=1),
         best_hour_default=_time(section.get("best_hour_default", "09:00"), _where(source, "best_hour_default")),
-        best_hour_min_certainty=_non_negative(section, "best_hour_min_certainty", 2.0, source),
+        best_hour_min_certainty=_non_negative(section, "best_hour_min_certainty", 1.0, source),
         max_attempts=_int(section, "max_attempts", 3, source, minimum=1),
         retention_days=_int(section, "retention_days", 180, source, minimum=1),
         cooldown_days=_int(section, "cooldown_days", 2, source),
