@@ -20,6 +20,7 @@ from recsys.campaign.score import choose_actions
 from recsys.cli import main
 from recsys.config import load_config
 from recsys.config.catalog import load_catalog
+from recsys.config.features import PRIOR_SHRUNK_FEATURES
 from recsys.config.settings import Settings
 from recsys.data.features import partition_name
 from recsys.db import Connection, connect, database_url, fetch_all, fetch_value
@@ -31,7 +32,7 @@ FEATURE_COLUMNS = (
     "recency_days, frequency_sessions, monetary_value, engagement_score, discount_sensitivity, "
     "free_shipping_preference, email_responsiveness, sms_responsiveness, push_responsiveness, "
     "days_since_last_purchase, purchase_count, offers_last_7d, days_since_last_offer, top_category, "
-    "r_score, f_score, m_score, segment"
+    "r_score, f_score, m_score, segment, " + ", ".join(name for name, _, _ in PRIOR_SHRUNK_FEATURES)
 )
 
 
@@ -119,6 +120,7 @@ def add_users(conn: Connection, day: dt.date, users: list[dict]) -> None:
                     3,
                     3,
                     "loyal",
+                    *rng.random(len(PRIOR_SHRUNK_FEATURES)).round(3).tolist(),
                 )
                 for u in users
             ],
@@ -794,3 +796,50 @@ def test_the_newest_challenger_guides_exploration_and_the_run_keeps_its_source(c
         conn, "select settings ->> 'exploration_source' from recsys.campaign_runs where run_id = 'soft-2'"
     )
     assert source == "m2"
+
+
+def test_a_champion_of_the_earlier_feature_set_scores_a_date_built_before_the_prior_columns(campaign) -> None:
+    """Features built before migration 013 hold null in its columns: a champion trained on the
+    feature set before them reads none of them and scores; a model of today's set is refused with
+    the command that rebuilds the date, and the refusal writes nothing."""
+    from recsys.config.features import EARLIER_FEATURE_SETS
+    from recsys.model.observation import fingerprint_of
+
+    conn, settings = campaign
+    add_users(conn, DAY, _population(60))
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("update recsys.user_features set {}").format(
+                sql.SQL(", ").join(sql.SQL("{} = null").format(sql.Identifier(n)) for n, _, _ in PRIOR_SHRUNK_FEATURES)
+            )
+        )
+    with pytest.raises(RecsysError, match=r"lack columns that model m1 reads.*--as-of 2026-06-10.*--backfill"):
+        score(settings, DAY, run_id="today-set")
+    assert offers(conn) == []
+
+    # after an upgrade, every registered model is of the earlier set (none of today's explores)
+    with conn.cursor() as cur:
+        cur.execute("delete from recsys.policy_models")
+    earlier = EARLIER_FEATURE_SETS[0]
+    catalog = load_catalog()
+    old = toy_ppo_artifact(catalog, seed=6, n_features=len(earlier))
+    with connect(conn.dsn) as own:
+        register(
+            own,
+            toy_record(
+                catalog,
+                "m0",
+                old,
+                seed=6,
+                trained_on=DAY,
+                total_timesteps=64,
+                feature_fingerprint=fingerprint_of(earlier),
+            ),
+        )
+        record_decision(own, "m0", decision="promoted", reasons=[], evaluation={})
+    summary = score(settings, DAY, run_id="earlier-set")
+    rows = offers(conn)
+    holdout = fetch_value(conn, "select count(*) from recsys.campaign_holdout where campaign_date = %s", (DAY,))
+    assert rows and summary["eligible"] == len(rows) + holdout
+    run = fetch_all(conn, "select * from recsys.campaign_runs where run_id = 'earlier-set'")[0]
+    assert run["model_version"] == "m0" and run["state"] == "published"

@@ -16,6 +16,7 @@ import pytest
 from psycopg2 import sql
 
 from recsys.config.catalog import ALLOWED_CHANNELS, Catalog, load_catalog
+from recsys.config.features import PRIOR_SHRUNK_FEATURES
 from recsys.data.features import partition_name
 from recsys.data.logged_offers import load_logged_offers
 from recsys.db import Connection
@@ -25,6 +26,7 @@ from recsys.model.observation import CONSENT_FEATURES, FEATURE_NAMES
 DAY = dt.date(2025, 6, 10)
 SENT = dt.datetime(2025, 6, 10, 10, tzinfo=dt.UTC)
 CONSENT_COLS = [FEATURE_NAMES.index(name) for name in CONSENT_FEATURES]
+PRIOR_COLUMNS = [name for name, _, _ in PRIOR_SHRUNK_FEATURES]
 
 
 def _at(days: float) -> dt.datetime:
@@ -96,12 +98,17 @@ def logged(db: Connection) -> Iterator[Connection]:
             (DAY,),
         )
         cur.execute(
-            "insert into recsys.user_features (as_of, user_id, recency_days, frequency_sessions, monetary_value,"
-            " engagement_score, discount_sensitivity, free_shipping_preference, email_responsiveness,"
-            " sms_responsiveness, push_responsiveness, days_since_last_purchase, purchase_count, offers_last_7d,"
-            " days_since_last_offer, top_category, r_score, f_score, m_score, segment)"
-            " select %s, u, 10, 5, 100, 0.3, 0.5, 0.5, 0.3, 0.3, 0.3, 20, 2, 0, 365, 'books', 3, 3, 3, 'loyal'"
-            " from unnest(%s::bigint[]) as u",
+            sql.SQL(
+                "insert into recsys.user_features (as_of, user_id, recency_days, frequency_sessions, monetary_value,"
+                " engagement_score, discount_sensitivity, free_shipping_preference, email_responsiveness,"
+                " sms_responsiveness, push_responsiveness, days_since_last_purchase, purchase_count, offers_last_7d,"
+                " days_since_last_offer, top_category, r_score, f_score, m_score, segment, {columns}) "
+                "select %s, u, 10, 5, 100, 0.3, 0.5, 0.5, 0.3, 0.3, 0.3, 20, 2, 0, 365, 'books', 3, 3, 3, 'loyal', "
+                "{values} from unnest(%s::bigint[]) as u"
+            ).format(
+                columns=sql.SQL(", ").join(map(sql.Identifier, PRIOR_COLUMNS)),
+                values=sql.SQL(", ").join([sql.Literal(0.2)] * len(PRIOR_COLUMNS)),
+            ),
             (DAY, list(USERS)),
         )
     yield db

@@ -20,6 +20,7 @@ from psycopg2 import sql
 
 from recsys.benchmark.synth.generate import generate_data
 from recsys.config.catalog import DEFAULT_CONFIG, Catalog, load_catalog
+from recsys.config.features import PRIOR_SHRUNK_FEATURES
 from recsys.config.reward import RewardRules, load_reward_rules
 from recsys.config.settings import Settings
 from recsys.data.extract import extract_path
@@ -33,6 +34,7 @@ from recsys.model.response import ResponseModel, prior_response_model
 from recsys.model.response_fit import FitConfig, format_fit_report
 
 COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
+PRIOR_COLUMNS = [name for name, _, _ in PRIOR_SHRUNK_FEATURES]
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +66,16 @@ def _user(**raw: float) -> np.ndarray:
         "morning_share": 1 / 3,
         "evening_share": 1 / 3,
         "category_focus": 0.5,
+        **{f"{c}_open_rate": 0.2 for c in ("email", "sms", "push")},
+        **{f"{c}_click_rate": 0.1 for c in ("email", "sms", "push")},
+        **{f"{t}_click_rate": 0.1 for t in ("discount", "free_shipping", "recommendation", "bundle")},
+        **{f"{t}_convert_rate": 0.1 for t in ("discount", "free_shipping", "recommendation", "bundle")},
+        "organic_discount_share": 0.2,
+        "offer_discount_share": 0.2,
+        "organic_free_shipping_share": 0.2,
+        "offer_free_shipping_share": 0.2,
+        "category_focus_posterior": 0.5,
+        "order_value": 40,
         "email_consent": 1,
         "sms_consent": 1,
         "push_consent": 1,
@@ -268,7 +280,7 @@ def _copy_rows(conn: Connection, table: str, columns: list[str], rows: list[list
 
 def _write_truth_logs(conn: Connection, catalog: Catalog, users: int, send_share: float, seed: int) -> None:
     """Features for every user and date, and offers with outcomes drawn from the known truth."""
-    rng = np.random.default_rng(seed)
+    rng, prior_rng = np.random.default_rng(seed), np.random.default_rng(seed + 1000)
     with conn.cursor() as cur:
         for day in TRUTH_DATES:
             cur.execute(
@@ -304,6 +316,8 @@ def _write_truth_logs(conn: Connection, catalog: Catalog, users: int, send_share
             "morning_share": rng.uniform(0, 1, n),
             "evening_share": rng.uniform(0, 1, n),
             "category_focus": rng.uniform(0, 1, n),
+            # from a stream of their own: the offers drawn below stay those of the seed
+            **{c: prior_rng.uniform(0, 1, n) for c in PRIOR_COLUMNS},
         }
         for u in range(n):
             feature_rows.append(
@@ -317,6 +331,7 @@ def _write_truth_logs(conn: Connection, catalog: Catalog, users: int, send_share
                     3,
                     "promising",
                     *[raw[c][u] for c in FEATURE_COLUMNS[20:]],
+                    *[raw[c][u] for c in PRIOR_COLUMNS],
                 ]
             )
         table = np.column_stack([raw[name] if name in raw else np.ones(n) for name in FEATURE_NAMES])
@@ -349,7 +364,7 @@ def _write_truth_logs(conn: Connection, catalog: Catalog, users: int, send_share
                     0,
                 ]
             )
-    _copy_rows(conn, "user_features", list(FEATURE_COLUMNS), feature_rows)
+    _copy_rows(conn, "user_features", [*FEATURE_COLUMNS, *PRIOR_COLUMNS], feature_rows)
     _copy_rows(
         conn,
         "offer_history",
@@ -428,9 +443,9 @@ def test_few_logs_stay_close_to_the_prior(
     as_of = TRUTH_DATES[-1] + dt.timedelta(days=1)
     prior = prior_response_model(catalog, rules)
     rng = np.random.default_rng(0)
-    obs = normalise(
-        rng.uniform(0, 1, (200, N_FEATURES)) * [60, 20, 300, 1, 1, 1, 1, 1, 1, 90, 5, 4, 30, 1, 1, 1, 1, 1, 1]
-    )
+    scale = {"recency_days": 60, "frequency_sessions": 20, "monetary_value": 300, "days_since_last_purchase": 90}
+    scale |= {"purchase_count": 5, "offers_last_7d": 4, "days_since_last_offer": 30, "order_value": 80}
+    obs = normalise(rng.uniform(0, 1, (200, N_FEATURES)) * [scale.get(name, 1) for name in FEATURE_NAMES])
     actions = rng.integers(0, catalog.n_offers, 200)
 
     def distance(model: ResponseModel) -> float:

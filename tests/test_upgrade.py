@@ -205,16 +205,12 @@ def test_migration_013_adds_the_prior_features_to_feature_dates_built_before(
 ) -> None:
     """A database at the head before 013 holding two feature dates that the released feature query
     built: 013 keeps every row and value, the new columns hold null, and the backfill fills them."""
-    import shutil
-
     from psycopg2 import sql
 
     from recsys.data.features import FEATURE_COLUMNS, PRIOR_FEATURE_COLUMNS, backfill_features
     from recsys.db.sqlfiles import load_sql
 
-    previous = tmp_path / "sql"
-    shutil.copytree(PROJECT_ROOT / "sql", previous)
-    (previous / "migrations" / "013_prior_shrunk_features.sql").unlink()
+    previous = sql_before(tmp_path / "sql", "013_prior_shrunk_features.sql")
     (previous / "functions" / "45_feature_priors.sql").unlink()
     build_release_database(empty_database_url, PREVIOUS_RELEASE)
     release = load_settings(env={}, database_url=empty_database_url, sql_dir=RELEASES / PREVIOUS_RELEASE / "sql")

@@ -17,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 
 from recsys.config.catalog import Catalog
+from recsys.config.features import PRIOR_SHRUNK_FEATURES
 from recsys.evaluation.registry import ModelRecord, catalog_json
 from recsys.model.observation import FEATURE_NAMES, N_FEATURES, feature_fingerprint, normalise
 from recsys.model.policy import set_torch_threads
@@ -43,6 +44,8 @@ def plausible_observations(n: int = 300, seed: int = 0, **fixed: float) -> np.nd
         "morning_share": rng.uniform(0, 1, n),
         "evening_share": rng.uniform(0, 1, n),
         "category_focus": rng.uniform(0, 1, n),
+        **{name: rng.beta(2, 8, n) for name, _, _ in PRIOR_SHRUNK_FEATURES if name != "order_value"},
+        "order_value": rng.gamma(2, 30, n),
         "email_consent": rng.random(n) < 0.8,
         "sms_consent": rng.random(n) < 0.5,
         "push_consent": rng.random(n) < 0.5,
@@ -51,27 +54,29 @@ def plausible_observations(n: int = 300, seed: int = 0, **fixed: float) -> np.nd
 
 
 class ToyEnv(gym.Env):
-    """Random observations in [0, 1], `n_actions` actions, one-step episodes, reward `action % 7`."""
+    """Random observations in [0, 1] (`n_features` wide: today's observation unless an earlier
+    set's width is given), `n_actions` actions, one-step episodes, reward `action % 7`."""
 
-    observation_space = gym.spaces.Box(0.0, 1.0, (N_FEATURES,), np.float32)
-
-    def __init__(self, n_actions: int) -> None:
+    def __init__(self, n_actions: int, n_features: int = N_FEATURES) -> None:
         self.action_space = gym.spaces.Discrete(n_actions)
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (n_features,), np.float32)
+        self.n_features = n_features
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        return self.np_random.random(N_FEATURES, dtype=np.float32), {}
+        return self.np_random.random(self.n_features, dtype=np.float32), {}
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
-        return self.np_random.random(N_FEATURES, dtype=np.float32), float(action % 7), True, False, {}
+        return self.np_random.random(self.n_features, dtype=np.float32), float(action % 7), True, False, {}
 
 
-def toy_ppo(catalog: Catalog, seed: int, timesteps: int = 64) -> Any:
+def toy_ppo(catalog: Catalog, seed: int, timesteps: int = 64, n_features: int = N_FEATURES) -> Any:
     """A PPO model over `catalog`'s actions, trained `timesteps` steps on ToyEnv (64 a rollout)."""
     set_torch_threads()
     from stable_baselines3 import PPO
 
-    model = PPO("MlpPolicy", ToyEnv(catalog.n_actions), n_steps=64, batch_size=32, n_epochs=1, seed=seed, device="cpu")
+    env = ToyEnv(catalog.n_actions, n_features)
+    model = PPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=seed, device="cpu")
     model.learn(timesteps)
     return model
 
@@ -83,9 +88,9 @@ def ppo_artifact(model: Any) -> bytes:
     return buffer.getvalue()
 
 
-def toy_ppo_artifact(catalog: Catalog, seed: int, timesteps: int = 64) -> bytes:
-    """The zip bytes of `toy_ppo(catalog, seed, timesteps)`."""
-    return ppo_artifact(toy_ppo(catalog, seed, timesteps))
+def toy_ppo_artifact(catalog: Catalog, seed: int, timesteps: int = 64, n_features: int = N_FEATURES) -> bytes:
+    """The zip bytes of `toy_ppo(catalog, seed, timesteps, n_features)`."""
+    return ppo_artifact(toy_ppo(catalog, seed, timesteps, n_features))
 
 
 def toy_record(

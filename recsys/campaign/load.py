@@ -17,11 +17,14 @@ from psycopg2 import sql
 
 from recsys.campaign.pgcopy import PGCOPY_HEADER
 from recsys.campaign.queries import campaign_sql, composed
+from recsys.config.features import PRIOR_SHRUNK_FEATURES
 from recsys.config.rules import CampaignRules
 from recsys.db import Connection, fetch_all, fetch_value
 from recsys.errors import RecsysError
 from recsys.evaluation.registry import get_model, require_champion
 from recsys.model.observation import CONSENT_FEATURES, FEATURE_NAMES, STORED_FEATURES
+
+PRIOR_SHRUNK_NAMES = frozenset(name for name, _, _ in PRIOR_SHRUNK_FEATURES)
 
 _LOAD_INTS = ("ok_email", "ok_sms", "ok_push", "active", "cooldown", "n_total", "n_email", "n_sms", "n_push")
 
@@ -38,7 +41,12 @@ def load_users(
     categories = sorted({r["top_category"] for r in pairs})
     segments = sorted({r["segment"] for r in pairs})
     # features stored as double travel as real: half the bytes, and float32 is what the policy reads
-    features = sql.SQL(", ").join(sql.SQL("{}::real").format(sql.Identifier("f", n)) for n in STORED_FEATURES)
+    # (the prior-shrunk ones are null on a date built before migration 013: NaN keeps the row's
+    # layout fixed, and scoring refuses such a date to a model that reads them)
+    features = sql.SQL(", ").join(
+        sql.SQL("coalesce({}, 'NaN')::real" if n in PRIOR_SHRUNK_NAMES else "{}::real").format(sql.Identifier("f", n))
+        for n in STORED_FEATURES
+    )
     query = composed(sql_dir, "load_users", features=features)
     params = {
         "day": campaign_date,

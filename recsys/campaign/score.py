@@ -46,6 +46,7 @@ from recsys.campaign.queries import campaign_sql
 from recsys.campaign.runs import default_run_id, finish_shard, mark_failed, parse_shard, shard_counts, start_run
 from recsys.campaign.write import Decisions, partition_name, render_messages, skip_codes, write_decisions
 from recsys.config.catalog import Catalog
+from recsys.config.features import BEFORE_PRIORS_HINT
 from recsys.config.product import Config
 from recsys.config.rules import CampaignRules
 from recsys.config.settings import Settings
@@ -108,8 +109,8 @@ def score_campaign(
         sms_max_chars=rules.sms_max_chars,
         validity_hours=rules.validity_hours,
     )
-    has_features = fetch_value(conn, campaign_sql(sql_dir, "has_features"), {"day": campaign_date})
-    if not has_features:
+    before_priors = fetch_value(conn, campaign_sql(sql_dir, "has_features"), {"day": campaign_date})
+    if before_priors is None:
         raise RecsysError(
             f"no features as of {campaign_date}: build them first (`recsys features --as-of {campaign_date}`)"
         )
@@ -120,6 +121,13 @@ def score_campaign(
     record = get_model(conn, version)
     record.check_compatible(catalog)
     explorer = resolve_explorer(conn, sql_dir, run_id, catalog, rules)
+    readers = sorted({r.model_version for r in (record, explorer) if r is not None and r.feature_columns() is None})
+    if before_priors and readers:
+        # a model of an earlier feature set reads none of the missing columns: it scores such a date
+        raise RecsysError(
+            f"the features as of {campaign_date} lack columns that model {' and '.join(readers)} "
+            f"read{'s' if len(readers) == 1 else ''}{BEFORE_PRIORS_HINT.replace('DATE', str(campaign_date))}"
+        )
     rules_json = {
         **rules.as_json(),
         "timing_delay_minutes": dict(catalog.timing_delay_minutes),

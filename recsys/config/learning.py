@@ -31,6 +31,10 @@ class FitConfig:
     """Precision of the Gaussian prior on main effects (w, gamma), centred on the business rules."""
     l2_interaction: float = 30.0
     """Precision of the prior on feature x attribute interactions (many, so held closer to the rules)."""
+    l2_prior_shrunk: float = 100.0
+    """Precision of the prior (centred on 0) on the terms of the prior-shrunk features
+    (`recsys.model.response.PRIOR_SHRUNK_TERMS`): dozens of slopes of features that are already
+    posterior means, so each moves only where many offers say so."""
     max_iter: int = 300
     """L-BFGS iterations per head (full batch)."""
     order_value_l2: float = 20.0
@@ -61,7 +65,14 @@ class FitConfig:
     offers still teach the night's model. False: the returned model is the training users' fit."""
 
     def __post_init__(self) -> None:
-        for name in ("l2_main", "l2_interaction", "order_value_l2", "order_value_prior_sd", "order_value_prior_weight"):
+        for name in (
+            "l2_main",
+            "l2_interaction",
+            "l2_prior_shrunk",
+            "order_value_l2",
+            "order_value_prior_sd",
+            "order_value_prior_weight",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.max_iter < 1:

@@ -111,8 +111,9 @@ def ensure_point_in_time_features(
 ) -> list[date]:
     """Build the features of every send date before `as_of` (from `since`) whose logged offers lack them.
 
-    A send date is built when it has no feature rows at all: then every offer of that date has
-    `has_features` false. A date with rows can still lack a user who had no events in the recency
+    A send date is built when it has no feature rows at all (then every offer of that date has
+    `has_features` false), or when its rows were built before migration 013 (they lack the
+    prior-shrunk columns of the observation). A date with rows can still lack a user who had no events in the recency
     window; rebuilding would not add that user, so it is not rebuilt. (A date whose build found no
     user at all, the first day of a shop's data, is rebuilt each time: that build reads no events.)
     Consecutive missing dates are built as one range. Returns the dates built; commits.

@@ -15,7 +15,9 @@ from psycopg2 import sql
 from recsys.config.settings import package_dir
 from recsys.db import Connection
 from recsys.db.sqlfiles import load_sql
-from recsys.model.observation import N_FEATURES, STORED_FEATURES, States, normalise
+from recsys.errors import RecsysError
+from recsys.config.features import BEFORE_PRIORS_HINT
+from recsys.model.observation import FEATURE_NAMES, N_FEATURES, STORED_FEATURES, States, normalise
 
 
 def load_states(conn: Connection, as_of: dt.date, user_ids: np.ndarray | None = None) -> States:
@@ -33,7 +35,12 @@ def load_states(conn: Connection, as_of: dt.date, user_ids: np.ndarray | None = 
             as_of, np.zeros(0, np.int64), empty, empty.astype(np.float32), np.zeros((0, 3), bool), np.zeros(0, object)
         )
     table = np.array(rows, dtype=object)
-    raw = table[:, 1 : 1 + N_FEATURES].astype(np.float64)
+    stored = table[:, 1 : 1 + N_FEATURES]
+    missing = np.equal(stored, None)
+    if missing.any():
+        names = [FEATURE_NAMES[j] for j in np.flatnonzero(missing.any(axis=0))]
+        raise RecsysError(f"the features as of {as_of} have no {', '.join(names[:3])}{BEFORE_PRIORS_HINT}")
+    raw = stored.astype(np.float64)
     channel_ok = table[:, 1 + N_FEATURES : 4 + N_FEATURES].astype(bool)
     return States(
         as_of=as_of,

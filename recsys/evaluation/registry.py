@@ -29,7 +29,7 @@ from recsys.db import Connection, fetch_all
 from recsys.errors import RecsysError
 from recsys.evaluation.results import PROMOTED_VERDICTS, GateVerdict
 from recsys.model.baselines import Policy, RuleHeuristicPolicy
-from recsys.model.observation import feature_fingerprint
+from recsys.model.observation import feature_columns, feature_fingerprint
 
 PPO = "PPO"
 """`algorithm` of a trained Stable-Baselines3 PPO model (the artifact is its zip)."""
@@ -89,11 +89,15 @@ class ModelRecord:
         """Refuse a model whose actions are not all in the configured catalog (one trained on a
         catalog the configured one contains is fine), or which reads another feature set."""
         self.action_ids(catalog)
-        if self.feature_fingerprint != feature_fingerprint():
-            raise RecsysError(
-                f"model {self.model_version} reads a different feature set "
-                f"(fingerprint {self.feature_fingerprint[:12]}, code {feature_fingerprint()[:12]}): retrain it"
-            )
+        self.feature_columns()
+
+    def feature_columns(self) -> np.ndarray | None:
+        """Where the model's inputs sit in today's observation (None: it reads today's feature set);
+        raises for a feature set this version does not know."""
+        try:
+            return feature_columns(self.feature_fingerprint)
+        except RecsysError as e:
+            raise RecsysError(f"model {self.model_version} reads a feature set this version cannot build: {e}") from e
 
 
 def load_policy(record: ModelRecord, catalog: Catalog) -> Policy:
@@ -107,7 +111,13 @@ def load_policy(record: ModelRecord, catalog: Catalog) -> Policy:
         from recsys.model.policy import PPOPolicy, load_sb3_model
 
         ids = record.action_ids(catalog)
-        return PPOPolicy(load_sb3_model(record.artifact), catalog, name=record.model_version, action_ids=ids)
+        return PPOPolicy(
+            load_sb3_model(record.artifact),
+            catalog,
+            name=record.model_version,
+            action_ids=ids,
+            feature_columns=record.feature_columns(),
+        )
     if algorithm == RULE_HEURISTIC:
         record.action_ids(catalog)  # the rule picks its offers by what they are: they must exist
         try:

@@ -276,7 +276,7 @@ class OfferEnv(gym.Env):
     sent (the interface of sb3-contrib's MaskablePPO).
 
     ## Observation Space
-    `Box(0, 1, (N_FEATURES,), float32)` (19 today): the user's normalised features
+    `Box(0, 1, (N_FEATURES,), float32)` (39 today): the user's normalised features
     (`recsys.model.observation.FEATURES`).
     The dynamics move the contact history (offers_last_7d, days_since_last_offer), the recency
     features and, after a conversion, purchase_count, monetary_value, frequency_sessions and

@@ -2,7 +2,9 @@
 
 One definition shared by the environment (training), the batch policy API (scoring), the
 response model and evaluation, so that a model always sees features scaled the same way. The
-feature-set fingerprint is stored with every model; a model is never used on a different set.
+feature-set fingerprint is stored with every model. A model trained on an earlier feature set
+(`recsys.config.features.EARLIER_FEATURE_SETS`) reads its own columns out of today's observation
+(`feature_columns`); a set this version does not know is refused.
 """
 
 from __future__ import annotations
@@ -15,7 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys.config.catalog import Catalog
-from recsys.config.features import CONSENT_FEATURES, FEATURE_NAMES, FEATURES, STORED_FEATURES
+from recsys.config.features import (
+    CONSENT_FEATURES,
+    EARLIER_FEATURE_SETS,
+    FEATURE_NAMES,
+    FEATURES,
+    STORED_FEATURES,
+    Feature,
+)
+from recsys.errors import RecsysError
 
 __all__ = [
     "CONSENT_FEATURES",
@@ -24,6 +34,8 @@ __all__ = [
     "N_FEATURES",
     "STORED_FEATURES",
     "States",
+    "columns_of_width",
+    "feature_columns",
     "feature_fingerprint",
     "normalise",
 ]
@@ -31,9 +43,36 @@ __all__ = [
 N_FEATURES = len(FEATURES)
 
 
+def fingerprint_of(features: tuple[Feature, ...]) -> str:
+    """sha256 of an observation definition: equal fingerprints mean identical inputs."""
+    return hashlib.sha256(json.dumps(features, separators=(",", ":")).encode()).hexdigest()
+
+
 def feature_fingerprint() -> str:
-    """sha256 of the observation definition: equal fingerprints mean identical inputs."""
-    return hashlib.sha256(json.dumps(FEATURES, separators=(",", ":")).encode()).hexdigest()
+    """The fingerprint of today's observation (`FEATURES`)."""
+    return _CURRENT
+
+
+_CURRENT = fingerprint_of(FEATURES)
+_POSITION = {feature: j for j, feature in enumerate(FEATURES)}
+_KNOWN: dict[str, np.ndarray] = {
+    fingerprint_of(s): np.array([_POSITION[f] for f in s], dtype=np.int64) for s in EARLIER_FEATURE_SETS
+}
+
+
+def feature_columns(fingerprint: str) -> np.ndarray | None:
+    """Where the columns of the feature set `fingerprint` sit in today's observation, in that set's
+    order: None for today's set (all columns, as they are), the positions for an earlier set.
+    Raises RecsysError for a set this version does not know (a newer version's, or a changed one)."""
+    if fingerprint == _CURRENT:
+        return None
+    try:
+        return _KNOWN[fingerprint]
+    except KeyError:
+        raise RecsysError(
+            f"feature set {fingerprint[:12]} is not one this version knows "
+            f"(today's {_CURRENT[:12]}, earlier {', '.join(f[:12] for f in _KNOWN) or 'none'})"
+        ) from None
 
 
 def normalise(raw: np.ndarray) -> np.ndarray:
@@ -44,6 +83,20 @@ def normalise(raw: np.ndarray) -> np.ndarray:
         col = np.maximum(raw[:, j], 0.0)
         out[:, j] = np.log1p(col) / np.log1p(scale) if transform == "log1p" else col / scale
     return np.clip(out, 0.0, 1.0)
+
+
+def columns_of_width(width: int) -> np.ndarray | None:
+    """`feature_columns` of the feature set with `width` columns (None: today's); raises RecsysError
+    when no set, or more than one, has that width. For a saved network, which knows only its width."""
+    if width == N_FEATURES:
+        return None
+    matches = [columns for columns in _KNOWN.values() if len(columns) == width]
+    if len(matches) != 1:
+        raise RecsysError(
+            f"no single feature set has {width} columns (today's has {N_FEATURES}, earlier "
+            f"{', '.join(str(len(c)) for c in _KNOWN.values()) or 'none'})"
+        )
+    return matches[0]
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import numpy as np
 
 from recsys.config.catalog import Catalog
 from recsys.errors import RecsysError
+from recsys.model.observation import N_FEATURES, columns_of_width
 
 CHUNK = 65_536
 
@@ -43,6 +44,15 @@ def load_sb3_model(artifact: bytes | Path) -> Any:
         raise RecsysError(f"cannot load a PPO model from {where}: {e}") from e
 
 
+def _inputs_of(model: Any) -> np.ndarray | None:
+    """The feature columns of a saved model known only by its input width (a zip holds no feature
+    set): today's observation, or the earlier set of that width."""
+    shape = tuple(model.observation_space.shape)
+    if len(shape) != 1:
+        raise RecsysError(f"the model reads observations of shape {shape}, not a feature vector")
+    return columns_of_width(shape[0])
+
+
 def actor_logits(policy: Any, x: Any) -> Any:
     """The actor's action logits of an SB3 `ActorCriticPolicy` for a float32 tensor of observations:
     SB3's get_distribution without building a distribution object, and without the critic."""
@@ -60,12 +70,17 @@ class PPOPolicy:
     action_mapping`): a model trained on a smaller catalog scores on one that contains it, and an
     action it was not trained on (the rest, a new offer) is never chosen (probability 0). None: the
     model was trained on this very catalog.
+
+    `feature_columns` likewise maps today's observation to the model's inputs: a model trained on
+    an earlier feature set reads its own columns (`recsys.model.observation.feature_columns`).
+    None: it reads today's observation as it is.
     """
 
     model: Any
     catalog: Catalog
     name: str = "ppo"
     action_ids: np.ndarray | None = None
+    feature_columns: np.ndarray | None = None
 
     @classmethod
     def from_file(cls, path: Path, catalog: Catalog) -> PPOPolicy:
@@ -76,9 +91,15 @@ class PPOPolicy:
         ids = None
         if catalog.rest_action and int(model.action_space.n) == catalog.n_offers:
             ids = np.arange(catalog.n_offers)
-        return cls(model, catalog, name=str(path), action_ids=ids)
+        return cls(model, catalog, name=str(path), action_ids=ids, feature_columns=_inputs_of(model))
 
     def __post_init__(self) -> None:
+        inputs = N_FEATURES if self.feature_columns is None else len(self.feature_columns)
+        if tuple(self.model.observation_space.shape) != (inputs,):
+            raise RecsysError(
+                f"the model reads {self.model.observation_space.shape} observations, not ({inputs},): "
+                "it was trained on another feature set"
+            )
         n = int(self.model.action_space.n)
         if self.action_ids is None:
             if n != self.catalog.n_actions:
@@ -103,7 +124,10 @@ class PPOPolicy:
         policy.set_training_mode(False)
         with torch.no_grad():
             for lo in range(0, len(obs), CHUNK):
-                x = torch.as_tensor(np.asarray(obs[lo : lo + CHUNK], dtype=np.float32))
+                part = obs[lo : lo + CHUNK]
+                if self.feature_columns is not None:  # a model of an earlier feature set: its columns
+                    part = part[:, self.feature_columns]
+                x = torch.as_tensor(np.asarray(part, dtype=np.float32))
                 logits = actor_logits(policy, x)
                 part = np.asarray(mask[lo : lo + CHUNK], dtype=bool)
                 if self.action_ids is not None:  # the model's own actions, in its order

@@ -20,6 +20,13 @@ exp(-value / reference), see the config). The interaction D lets preferences dif
 terms its stage can identify (`HEAD_TERMS`): opens, with many positives, carry the channel and
 timing signal; clicks and conversions, rarer, the offer-type signal.
 
+The prior-shrunk features (each user's own funnel rates, purchase shares, category focus and order
+value as posterior means, `recsys.config.features.PRIOR_SHRUNK_FEATURES`) enter only where their
+stage meets them (`PRIOR_SHRUNK_TERMS`): a channel's open rate in the open head next to that
+channel, an offer type's click and convert rates next to that type, the shares and the focus next
+to the offer types, the order value in the order value head; their slopes are held near 0 by their
+own prior (`FitConfig.l2_prior_shrunk`).
+
     P(open | x, a)                 channel, timing; channel x features; fatigue via offers_last_7d
     P(click | open, x, a)          channel, type, value; each x features
     P(convert | click, x, a)       type, value; each x features
@@ -49,10 +56,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from recsys.config.catalog import ALLOWED_CHANNELS, Catalog
+from recsys.config.catalog import ALLOWED_CHANNELS, ALLOWED_OFFER_TYPES, Catalog
+from recsys.config.features import PRIOR_SHRUNK_FEATURES
 from recsys.config.reward import PREFERENCE_FEATURES, RewardRules
-from recsys.errors import ConfigError
-from recsys.model.observation import FEATURE_NAMES, FEATURES, N_FEATURES, feature_fingerprint
+from recsys.errors import ConfigError, RecsysError
+from recsys.model.observation import FEATURE_NAMES, FEATURES, N_FEATURES, feature_columns, feature_fingerprint
 
 FORMAT = "recsys.model.response/1"
 """Version of the `to_dict` layout."""
@@ -180,12 +188,59 @@ def _catalog_attribute_rows(catalog: Catalog, rules: RewardRules, attrs: _Attrib
     return np.vstack([rows, np.zeros((catalog.n_actions - len(actions), rows.shape[1]))])
 
 
+def _prior_shrunk_terms() -> dict[str, dict[str, tuple[str, ...]]]:
+    """Per head, the prior-shrunk features it reads and the action attributes each one interacts
+    with ("*" ends a prefix; "main": a main effect): a user's own shrunk rate of a stage meets the
+    stage's channel or offer type, nothing else. Each is one slope per attribute, so the structure
+    stays small on little data."""
+    terms: dict[str, dict[str, tuple[str, ...]]] = {h: {} for h in HEADS}
+    for c in ALLOWED_CHANNELS:
+        terms["open"][f"{c}_open_rate"] = (f"channel:{c}",)
+        terms["click"][f"{c}_click_rate"] = (f"channel:{c}",)
+    for t in ALLOWED_OFFER_TYPES:
+        terms["click"][f"{t}_click_rate"] = (f"type:{t}", f"value:{t}")
+        terms["convert"][f"{t}_convert_rate"] = (f"type:{t}", f"value:{t}")
+    for f in (*PURCHASE_SHARES, "category_focus_posterior"):
+        terms["click"][f] = terms["convert"][f] = ("type:*", "value:*")
+    terms["order_value"]["order_value"] = ("main",)
+    return terms
+
+
+PURCHASE_SHARES = (
+    "organic_discount_share",
+    "offer_discount_share",
+    "organic_free_shipping_share",
+    "offer_free_shipping_share",
+)
+PRIOR_SHRUNK_TERMS = _prior_shrunk_terms()
+"""Where the prior-shrunk features (`recsys.config.features.PRIOR_SHRUNK_FEATURES`) enter the heads."""
+_PRIOR_SHRUNK = frozenset(name for name, _, _ in PRIOR_SHRUNK_FEATURES)
+PRIOR_SHRUNK_DESIGN = np.array([f in _PRIOR_SHRUNK for f in DESIGN_FEATURES])
+"""Per design feature: it is a prior-shrunk one (its terms get `FitConfig.l2_prior_shrunk`)."""
+
+
 def _masks(attrs: _Attributes, head: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """0/1 masks of (w, gamma, D) for a head: which coefficients exist."""
+    """0/1 masks of (w, gamma, D) for a head: which coefficients exist. The behaviour features
+    follow `HEAD_TERMS`, the prior-shrunk ones `PRIOR_SHRUNK_TERMS`."""
     main_groups, inter_groups, main_features = HEAD_TERMS[head]
-    mw = np.array([main_features is None or f in main_features for f in DESIGN_FEATURES], dtype=np.float64)
+    prior = PRIOR_SHRUNK_TERMS[head]
+    mw = np.array(
+        [
+            "main" in prior.get(f, ()) if f in _PRIOR_SHRUNK else main_features is None or f in main_features
+            for f in DESIGN_FEATURES
+        ],
+        dtype=np.float64,
+    )
     mg = np.array([g in main_groups for g in attrs.groups], dtype=np.float64)
-    md = np.outer(np.array([g in inter_groups for g in attrs.groups], dtype=np.float64), np.ones(len(DESIGN_FEATURES)))
+    md = np.zeros((len(attrs.names), len(DESIGN_FEATURES)))
+    for j, f in enumerate(DESIGN_FEATURES):
+        if f not in _PRIOR_SHRUNK:
+            md[:, j] = [g in inter_groups for g in attrs.groups]
+            continue
+        for pattern in prior.get(f, ()):
+            for i, name in enumerate(attrs.names):
+                if name == pattern or (pattern.endswith("*") and name.startswith(pattern[:-1])):
+                    md[i, j] = 1.0
     return mw, mg, md
 
 
@@ -277,10 +332,19 @@ class ResponseModel:
         rules: RewardRules,
         params: dict[str, HeadParams],
         fit_report: dict[str, Any] | None = None,
+        design_features: tuple[str, ...] = DESIGN_FEATURES,
+        feature_set: str | None = None,
     ) -> None:
         missing = [h for h in HEADS if h not in params]
         if missing:
             raise ConfigError(f"response model: no coefficients for heads {missing}")
+        unknown = [f for f in design_features if f not in FEATURE_NAMES]
+        if unknown:
+            raise ConfigError(f"response model: it reads features this version does not build: {unknown}")
+        self.design_features = tuple(design_features)
+        """The observation columns its heads read: today's `DESIGN_FEATURES`, or an earlier set's."""
+        self._design_idx = np.array([FEATURE_NAMES.index(f) for f in self.design_features], dtype=np.int64)
+        self._fingerprint = feature_set or feature_fingerprint()
         self.catalog = catalog
         self.rules = rules
         self.params = params
@@ -322,7 +386,7 @@ class ResponseModel:
     def evaluate_unchecked(self, obs: np.ndarray, a: np.ndarray) -> Outcomes:
         """`evaluate` without input checks: obs float64 (n, N_FEATURES), a valid int (n,). The
         environment's inner loop calls this."""
-        x = obs[:, _DESIGN_IDX]
+        x = obs[:, self._design_idx]
         logits = np.take(self._U, a, axis=0) + np.einsum("nhd,nd->nh", np.take(self._V, a, axis=0), x)
         return self._outcomes(obs, logits, a)
 
@@ -367,7 +431,7 @@ class ResponseModel:
         a = np.arange(self.n_actions)
         for lo in range(0, len(obs), chunk):
             part = obs[lo : lo + chunk]
-            x = part[:, _DESIGN_IDX]
+            x = part[:, self._design_idx]
             logits = self._U[None, :, :] + np.einsum("nd,ahd->nah", x, self._V, optimize=True)
             value = self._outcomes(part, logits, a[None, :]).value_if_sent
             out[lo : lo + chunk] = np.where(part[:, self._consent_col] >= 0.5, value, 0.0)
@@ -380,7 +444,8 @@ class ResponseModel:
 
     def with_rules(self, rules: RewardRules) -> ResponseModel:
         """The same fitted probabilities priced with other reward rules (costs, margin, penalty)."""
-        return ResponseModel(self.catalog, rules, {h: p.copy() for h, p in self.params.items()}, self.fit_report)
+        params = {h: p.copy() for h, p in self.params.items()}
+        return ResponseModel(self.catalog, rules, params, self.fit_report, self.design_features, self._fingerprint)
 
     def _check_obs(self, obs: np.ndarray) -> np.ndarray:
         obs = np.asarray(obs, dtype=np.float64)
@@ -405,8 +470,8 @@ class ResponseModel:
         c = self.catalog
         return {
             "format": FORMAT,
-            "feature_fingerprint": feature_fingerprint(),
-            "design_features": list(DESIGN_FEATURES),
+            "feature_fingerprint": self._fingerprint,
+            "design_features": list(self.design_features),
             "attributes": list(self._attrs.names),
             "catalog": {"fingerprint": c.fingerprint(), **c.to_dict()},
             "rules": self.rules.to_dict(),
@@ -422,8 +487,7 @@ class ResponseModel:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             got = d.get("format") if isinstance(d, dict) else type(d).__name__
             raise ConfigError(f"response model: expected format {FORMAT!r}, got {got!r}")
-        if d.get("feature_fingerprint") != feature_fingerprint() or d.get("design_features") != list(DESIGN_FEATURES):
-            raise ConfigError("response model: it was fitted on a different observation definition")
+        design = _design_features_of(d)
         try:
             cd = d["catalog"]
             stored = Catalog.from_dict(cd)
@@ -439,7 +503,7 @@ class ResponseModel:
             attrs = _Attributes.of(stored)
             if list(attrs.names) != d["attributes"]:
                 raise ConfigError("response model: stored attribute names do not match its catalog")
-            k, nd = len(attrs.names), len(DESIGN_FEATURES)
+            k, nd = len(attrs.names), len(design)
             params = {}
             for h in HEADS:
                 hp = d["heads"][h]
@@ -457,7 +521,23 @@ class ResponseModel:
                 params[h] = p
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"response model: malformed stored model ({e})") from e
-        return cls(stored, rules, params, d.get("fit_report") or {})
+        return cls(stored, rules, params, d.get("fit_report") or {}, design, d["feature_fingerprint"])
+
+
+def _design_features_of(d: dict[str, Any]) -> tuple[str, ...]:
+    """The design features of a stored model: today's, or those of an earlier feature set (its
+    fingerprint known to `feature_columns`, every design feature a column of that set)."""
+    fingerprint, design = d.get("feature_fingerprint"), d.get("design_features")
+    if not isinstance(fingerprint, str) or not isinstance(design, list):
+        raise ConfigError("response model: it records no feature set")
+    try:
+        columns = feature_columns(fingerprint)
+    except RecsysError as e:
+        raise ConfigError(f"response model: it was fitted on another observation definition ({e})") from e
+    names = FEATURE_NAMES if columns is None else tuple(FEATURE_NAMES[j] for j in columns)
+    if (columns is None and design != list(DESIGN_FEATURES)) or not set(design) <= set(names):
+        raise ConfigError("response model: its design features do not match its feature set")
+    return tuple(design)
 
 
 def prior_response_model(catalog: Catalog, rules: RewardRules) -> ResponseModel:

@@ -24,6 +24,7 @@ from recsys.model.fit_sample import LoggedOffers, bounded_sample
 from recsys.model.response import (
     _DESIGN_IDX,
     DESIGN_FEATURES,
+    PRIOR_SHRUNK_DESIGN,
     STAGES,
     HeadParams,
     ResponseModel,
@@ -247,8 +248,13 @@ def _fit_logistic(
     theta0 = np.concatenate([prior.w[mw], prior.gamma[mg], prior.D[rows_d, cols_d]])
     init = start or prior
     theta_init = np.concatenate([init.w[mw], init.gamma[mg], init.D[rows_d, cols_d]])
+    shrunk = PRIOR_SHRUNK_DESIGN
     precision = np.concatenate(
-        [np.full(mw.sum() + mg.sum(), config.l2_main), np.full(len(rows_d), config.l2_interaction)]
+        [
+            np.where(shrunk[mw], config.l2_prior_shrunk, config.l2_main),
+            np.full(mg.sum(), config.l2_main),
+            np.where(shrunk[cols_d], config.l2_prior_shrunk, config.l2_interaction),
+        ]
     )
     zt, yt, wt, t0, lam, ti = (
         torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64))

@@ -196,9 +196,8 @@ def resolve_mode(
     if not reason and parent is None:
         assert current is not None
         reason = (
-            f"the champion is {current.algorithm}"
-            + ("" if current.same_catalog(catalog) else " of a smaller catalog")
-            + " and no PPO model of this catalog is registered to continue"
+            f"the champion is {_champion_kind(current, catalog)} "
+            "and no PPO model of this catalog and feature set is registered to continue"
         )
     if mode == "fine_tune" and reason:
         raise RecsysError(f"cannot fine-tune: {reason}; use --mode retrain")
@@ -207,37 +206,53 @@ def resolve_mode(
             return "retrain", reason
         if parent is not None and current is not None and parent.model_version != current.model_version:
             return "fine_tune", (
-                f"the champion is {current.algorithm}"
-                + ("" if current.same_catalog(catalog) else " of a smaller catalog")
-                + ": continuing the newest PPO model of this catalog, "
-                f"{parent.model_version}"
+                f"the champion is {_champion_kind(current, catalog)}: continuing the newest PPO model "
+                f"of this catalog and feature set, {parent.model_version}"
             )
         return "fine_tune", "a compatible champion exists"
     return mode, "requested"
+
+
+def _champion_kind(current: ModelRecord, catalog: Catalog) -> str:
+    """The champion's algorithm, and what it was trained on when that is not today's."""
+    older = [
+        *([] if current.same_catalog(catalog) else ["a smaller catalog"]),
+        *([] if current.feature_fingerprint == feature_fingerprint() else ["an earlier feature set"]),
+    ]
+    return current.algorithm + (f" of {' and '.join(older)}" if older else "")
 
 
 def no_champion_reason(current: ModelRecord | None, catalog: Catalog) -> str:
     """Why there is no champion for the running catalog and feature set ("" when there is one).
 
     A champion trained on a catalog the running one contains (the catalog grew: the rest, new
-    offers) stays the champion: it scores on the grown catalog, is re-evaluated on it next to each
-    challenger, and a challenger must beat it through the gate (no bootstrap promotion)."""
+    offers), or on an earlier feature set (the observation grew), stays the champion: it scores on
+    the grown catalog and reads its own columns, is re-evaluated next to each challenger, and a
+    challenger must beat it through the gate (no bootstrap promotion)."""
     if current is None:
         return "there is no champion"
     try:
         current.action_ids(catalog)
     except RecsysError:
         return "the offer catalog changed since the champion was trained (it lost some of the champion's offers)"
-    if current.feature_fingerprint != feature_fingerprint():
-        return "the feature set changed since the champion was trained"
+    try:
+        current.feature_columns()
+    except RecsysError:
+        return "the feature set changed since the champion was trained (this version cannot build its features)"
     return ""
 
 
 def fine_tune_parent(conn: Connection, current: ModelRecord | None, catalog: Catalog) -> ModelRecord | None:
     """The PPO model a fine-tune continues: the champion when it is a PPO model of this very
-    catalog, otherwise (the champion is the rule heuristic, or was trained on a smaller catalog:
-    its network has fewer outputs) the newest PPO model of the catalog, or None."""
-    if current is not None and current.algorithm.upper() == PPO_ALGORITHM and current.same_catalog(catalog):
+    catalog and feature set, otherwise (the champion is the rule heuristic, or was trained on a
+    smaller catalog or an earlier feature set: its network has fewer outputs or inputs) the newest
+    PPO model of the catalog and feature set, or None."""
+    if (
+        current is not None
+        and current.algorithm.upper() == PPO_ALGORITHM
+        and current.same_catalog(catalog)
+        and current.feature_fingerprint == feature_fingerprint()
+    ):
         return current
     return latest_model(conn, catalog, algorithm=PPO_ALGORITHM)
 

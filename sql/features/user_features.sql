@@ -66,11 +66,11 @@ user_sessions as (
         min(event_at) as first_event_at,
         max(event_at) as last_event_at,
         max(event_at) filter (where action = 'purchase') as last_purchase_at,
-        count(*) filter (where action = 'view') as views,
-        count(*) filter (where action = 'add_to_cart') as add_to_carts,
-        count(*) filter (where action = 'purchase') as purchases,
-        count(*) filter (where action = 'purchase' and discount_used) as discount_purchases,
-        count(*) filter (where action = 'purchase' and free_shipping_used) as free_shipping_purchases,
+        count(*) filter (where action = 'view')::integer as views,
+        count(*) filter (where action = 'add_to_cart')::integer as add_to_carts,
+        count(*) filter (where action = 'purchase')::integer as purchases,
+        count(*) filter (where action = 'purchase' and discount_used)::integer as discount_purchases,
+        count(*) filter (where action = 'purchase' and free_shipping_used)::integer as free_shipping_purchases,
         sum(amount) filter (where action = 'purchase') as purchase_amount,
         -- priors: log order values ln(1 + amount), their squares
         sum(ln(1 + amount::double precision)) filter (where action = 'purchase') as log_amount,
@@ -88,7 +88,7 @@ user_sessions as (
 sessions_local as (
     select
         s.*,
-        extract(hour from s.first_event_at at time zone coalesce(z.timezone, 'UTC')) as local_hour,
+        date_part('hour', s.first_event_at at time zone coalesce(z.timezone, 'UTC')) as local_hour,
         extract(epoch from (s.first_event_at at time zone coalesce(z.timezone, 'UTC'))::time) / 3600
             as local_hour_exact,
         not coalesce(s.is_from_email or s.is_from_sms or s.is_from_push, false) as is_organic
@@ -169,21 +169,32 @@ category_population as (
     group by product_category
 ),
 
+-- Each user's categories with the population share pi_k (0 for a category nobody viewed) and the
+-- user's highest score.
+category_shares as (
+    select
+        s.user_id,
+        s.product_category,
+        s.category_score,
+        s.category_views,
+        coalesce(c.share, 0) as share,
+        max(s.category_score) over (partition by s.user_id) as top_score
+    from category_scores as s
+    left join category_population as c on s.product_category = c.product_category
+),
+
 -- The category with the highest score; ties go to the first name in byte (code point) order.
--- Priors: per user, the views n, sum n_k^2 and sum n_k pi_k over the categories, and the (n_k,
--- pi_k) pairs, for the Dirichlet posterior (category_focus_posterior).
+-- Priors: per user, the views n, sum n_k^2 and sum n_k pi_k over the categories, for the
+-- Dirichlet prior (category_prior).
 top_categories as (
     select
         s.user_id,
-        (array_agg(s.product_category order by s.category_score desc, s.product_category asc))[1] as top_category,
+        min(s.product_category) filter (where s.category_score = s.top_score) as top_category,
         max(s.category_score)::double precision / sum(s.category_score) as category_focus,
         sum(s.category_views)::double precision as category_views,
         sum(s.category_views ^ 2)::double precision as category_views_sq,
-        sum(s.category_views * coalesce(c.share, 0))::double precision as category_views_share,
-        array_agg(s.category_views::double precision) as view_counts,
-        array_agg(coalesce(c.share, 0)) as view_shares
-    from category_scores as s
-    left join category_population as c on s.product_category = c.product_category
+        sum(s.category_views * s.share)::double precision as category_views_share
+    from category_shares as s
     group by s.user_id
 ),
 
@@ -211,6 +222,17 @@ category_prior as materialized (
     where t.category_views > 0
 ),
 
+-- Priors: per user, the largest numerator max_k (n_k + kappa pi_k) of the category posterior
+-- means, once kappa is known: a second pass over the user x category rows.
+category_posterior as (
+    select
+        s.user_id,
+        max(s.category_views::double precision + (select cp.strength from category_prior as cp) * s.share)
+            as top_posterior
+    from category_shares as s
+    group by s.user_id
+),
+
 -- Every offer sent before as_of 00:00 UTC: the logged ones (history, and the system's own once
 -- their attribution window closed, v_offer_log) and the system's own sent offers still in their
 -- window. Those are contacts already (fatigue: offers_last_7d, days_since_last_offer) but their
@@ -219,7 +241,7 @@ category_prior as materialized (
 -- from attribution_days by the build); its campaign_date bound prunes partitions and reaches back 8
 -- days or the window plus 2, whichever is longer (an offer is sent within a day or so of its
 -- campaign date; one sent later than that after it is missed).
-offers as (
+offers as not materialized (
     select
         o.user_id,
         o.sent_at,
@@ -265,64 +287,84 @@ contact_history as (
         user_id,
         max(sent_at) as last_offer_at,
         count(*) filter (where is_last_7d) as offers_last_7d,
-        count(*) filter (where is_outcome_known and channel = 'email') as email_offers,
-        count(*) filter (where is_outcome_known and channel = 'email' and clicked) as email_clicks,
-        count(*) filter (where is_outcome_known and channel = 'sms') as sms_offers,
-        count(*) filter (where is_outcome_known and channel = 'sms' and clicked) as sms_clicks,
-        count(*) filter (where is_outcome_known and channel = 'push') as push_offers,
-        count(*) filter (where is_outcome_known and channel = 'push' and clicked) as push_clicks,
+        count(*) filter (where is_email_known) as email_offers,
+        count(*) filter (where is_email_known and clicked) as email_clicks,
+        count(*) filter (where is_sms_known) as sms_offers,
+        count(*) filter (where is_sms_known and clicked) as sms_clicks,
+        count(*) filter (where is_push_known) as push_offers,
+        count(*) filter (where is_push_known and clicked) as push_clicks,
         -- priors: trials n and successes x of each funnel rate: opens per offer and clicks per
         -- opened offer on each channel, clicks per opened offer and conversions per clicked offer
         -- of each offer type
-        count(*) filter (where is_closed and channel = 'email' and opened is not null)::integer as email_open_n,
-        count(*) filter (where is_closed and channel = 'email' and opened)::integer as email_open_x,
-        count(*) filter (where is_closed and channel = 'email' and opened and clicked is not null)::integer
+        count(*) filter (where is_email_closed and opened is not null)::integer as email_open_n,
+        count(*) filter (where is_email_closed and opened)::integer as email_open_x,
+        count(*) filter (where is_email_closed and opened and clicked is not null)::integer
             as email_click_n,
-        count(*) filter (where is_closed and channel = 'email' and opened and clicked)::integer as email_click_x,
-        count(*) filter (where is_closed and channel = 'sms' and opened is not null)::integer as sms_open_n,
-        count(*) filter (where is_closed and channel = 'sms' and opened)::integer as sms_open_x,
-        count(*) filter (where is_closed and channel = 'sms' and opened and clicked is not null)::integer
+        count(*) filter (where is_email_closed and opened and clicked)::integer as email_click_x,
+        count(*) filter (where is_sms_closed and opened is not null)::integer as sms_open_n,
+        count(*) filter (where is_sms_closed and opened)::integer as sms_open_x,
+        count(*) filter (where is_sms_closed and opened and clicked is not null)::integer
             as sms_click_n,
-        count(*) filter (where is_closed and channel = 'sms' and opened and clicked)::integer as sms_click_x,
-        count(*) filter (where is_closed and channel = 'push' and opened is not null)::integer as push_open_n,
-        count(*) filter (where is_closed and channel = 'push' and opened)::integer as push_open_x,
-        count(*) filter (where is_closed and channel = 'push' and opened and clicked is not null)::integer
+        count(*) filter (where is_sms_closed and opened and clicked)::integer as sms_click_x,
+        count(*) filter (where is_push_closed and opened is not null)::integer as push_open_n,
+        count(*) filter (where is_push_closed and opened)::integer as push_open_x,
+        count(*) filter (where is_push_closed and opened and clicked is not null)::integer
             as push_click_n,
-        count(*) filter (where is_closed and channel = 'push' and opened and clicked)::integer as push_click_x,
-        count(*) filter (where is_closed and offer_type = 'discount' and opened and clicked is not null)::integer
+        count(*) filter (where is_push_closed and opened and clicked)::integer as push_click_x,
+        count(*) filter (where is_discount_closed and opened and clicked is not null)::integer
             as discount_click_n,
-        count(*) filter (where is_closed and offer_type = 'discount' and opened and clicked)::integer
+        count(*) filter (where is_discount_closed and opened and clicked)::integer
             as discount_click_x,
-        count(*) filter (where is_closed and offer_type = 'discount' and clicked and converted is not null)::integer
+        count(*) filter (where is_discount_closed and clicked and converted is not null)::integer
             as discount_convert_n,
-        count(*) filter (where is_closed and offer_type = 'discount' and clicked and converted)::integer
+        count(*) filter (where is_discount_closed and clicked and converted)::integer
             as discount_convert_x,
-        count(*) filter (where is_closed and offer_type = 'free_shipping' and opened and clicked is not null)::integer
+        count(*) filter (where is_free_shipping_closed and opened and clicked is not null)::integer
             as free_shipping_click_n,
-        count(*) filter (where is_closed and offer_type = 'free_shipping' and opened and clicked)::integer
+        count(*) filter (where is_free_shipping_closed and opened and clicked)::integer
             as free_shipping_click_x,
         count(*) filter (
-            where is_closed and offer_type = 'free_shipping' and clicked and converted is not null
+            where is_free_shipping_closed and clicked and converted is not null
         )::integer as free_shipping_convert_n,
-        count(*) filter (where is_closed and offer_type = 'free_shipping' and clicked and converted)::integer
+        count(*) filter (where is_free_shipping_closed and clicked and converted)::integer
             as free_shipping_convert_x,
-        count(*) filter (where is_closed and offer_type = 'recommendation' and opened and clicked is not null)::integer
+        count(*) filter (where is_recommendation_closed and opened and clicked is not null)::integer
             as recommendation_click_n,
-        count(*) filter (where is_closed and offer_type = 'recommendation' and opened and clicked)::integer
+        count(*) filter (where is_recommendation_closed and opened and clicked)::integer
             as recommendation_click_x,
         count(*) filter (
-            where is_closed and offer_type = 'recommendation' and clicked and converted is not null
+            where is_recommendation_closed and clicked and converted is not null
         )::integer as recommendation_convert_n,
-        count(*) filter (where is_closed and offer_type = 'recommendation' and clicked and converted)::integer
+        count(*) filter (where is_recommendation_closed and clicked and converted)::integer
             as recommendation_convert_x,
-        count(*) filter (where is_closed and offer_type = 'bundle' and opened and clicked is not null)::integer
+        count(*) filter (where is_bundle_closed and opened and clicked is not null)::integer
             as bundle_click_n,
-        count(*) filter (where is_closed and offer_type = 'bundle' and opened and clicked)::integer as bundle_click_x,
-        count(*) filter (where is_closed and offer_type = 'bundle' and clicked and converted is not null)::integer
+        count(*) filter (where is_bundle_closed and opened and clicked)::integer as bundle_click_x,
+        count(*) filter (where is_bundle_closed and clicked and converted is not null)::integer
             as bundle_convert_n,
-        count(*) filter (where is_closed and offer_type = 'bundle' and clicked and converted)::integer
+        count(*) filter (where is_bundle_closed and clicked and converted)::integer
             as bundle_convert_x
-    from offers
+    from (
+        -- each channel and offer type compared once per offer, not once per count
+        select
+            user_id,
+            sent_at,
+            is_last_7d,
+            opened,
+            clicked,
+            converted,
+            is_outcome_known and channel = 'email' as is_email_known,
+            is_outcome_known and channel = 'sms' as is_sms_known,
+            is_outcome_known and channel = 'push' as is_push_known,
+            is_closed and channel = 'email' as is_email_closed,
+            is_closed and channel = 'sms' as is_sms_closed,
+            is_closed and channel = 'push' as is_push_closed,
+            is_closed and offer_type = 'discount' as is_discount_closed,
+            is_closed and offer_type = 'free_shipping' as is_free_shipping_closed,
+            is_closed and offer_type = 'recommendation' as is_recommendation_closed,
+            is_closed and offer_type = 'bundle' as is_bundle_closed
+        from offers
+    ) as o
     group by user_id
 ),
 
@@ -859,13 +901,7 @@ features as (
         -- max_k (views_k + kappa pi_k) / (views + kappa); the population's largest share pi_max
         -- without a categorised view
         greatest(
-            coalesce(
-                (
-                    select max(v.n + (select cp.strength from category_prior as cp) * v.s)
-                    from unnest(t.view_counts, t.view_shares) as v (n, s)
-                ),
-                0
-            ),
+            coalesce(cpost.top_posterior, 0),
             (select cp.strength * coalesce(cp.share_max, 0) from category_prior as cp)
         ) / (coalesce(t.category_views, 0) + (select cp.strength from category_prior as cp))
             as category_focus_posterior,
@@ -919,6 +955,7 @@ features as (
     cross join params as p
     inner join rfm_scores as r on u.user_id = r.user_id
     left join top_categories as t on u.user_id = t.user_id
+    left join category_posterior as cpost on u.user_id = cpost.user_id
     left join contact_history as c on u.user_id = c.user_id
     left join recsys.users as z on u.user_id = z.user_id
     left join zone_release as zr on coalesce(z.timezone, 'UTC') = zr.timezone
