@@ -14,6 +14,7 @@ from psycopg2.extras import execute_values
 
 from recsys.campaign.decide import CHANNELS
 from recsys.campaign.queries import campaign_sql
+from recsys.config.catalog import BEST_HOUR
 from recsys.config.settings import Settings
 from recsys.db import Connection, fetch_value
 from recsys.errors import RecsysError
@@ -35,6 +36,14 @@ def _rules_from_json(settings_json: dict[str, Any]) -> tuple[dt.time, int, list[
     ]
     timings = [(t, int(m)) for t, m in settings_json["timing_delay_minutes"].items()]
     return send, int(settings_json["validity_hours"]), timings, quiet
+
+
+def _best_hour_rules(settings_json: dict[str, Any]) -> dict[str, Any]:
+    """The best_hour rules a run was scored with (a run stored before they existed: the defaults)."""
+    return {
+        "best_default": dt.time.fromisoformat(settings_json.get("best_hour_default", "09:00")),
+        "min_certainty": float(settings_json.get("best_hour_min_certainty", 1.0)),
+    }
 
 
 def check_moment(moment: dt.datetime | None, name: str) -> None:
@@ -77,7 +86,12 @@ def publish_run(
             "day": campaign_date,
             "validity": validity,
             "published_at": published_at,
+            "best_hour": any(t == BEST_HOUR for t, _ in timings),
+            **_best_hour_rules(rules_json),
         }
+        if params["best_hour"]:
+            cur.execute(campaign_sql(sql_dir, "publish_best_times"), params)
+        cur.execute("analyze publish_best_times")
         retimed = _retime(cur, sql_dir, params)
         cur.execute(campaign_sql(sql_dir, "run_published"), params)
         offers = fetch_value(conn, campaign_sql(sql_dir, "run_offer_count"), params)
@@ -88,9 +102,11 @@ def _retime(cur: Any, sql_dir: Path, params: dict[str, Any]) -> int:
     """Re-time the run's still-scheduled offers whose zone's send time precedes the publish moment;
     returns how many changed.
 
-    The schedule is computed once per (time zone, timing, channel) of the released zones the users
-    are in, then joined to the offers. No zone released (a run for a later date): no pass over the
-    users or the offers; none of the users in a released zone: no pass over the offers.
+    The schedule is computed once per (time zone, timing, channel, local send time) of the released
+    zones the users are in, then joined to the offers (a run with the best_hour timing: every zone,
+    its best_hour offers' send times recomputed from the features they were scored with). No zone
+    released (a run for a later date): no pass over the users or the offers; none of the users in a
+    released zone: no pass over the offers.
     """
     cur.execute(campaign_sql(sql_dir, "publish_released"), params)
     if not cur.rowcount:

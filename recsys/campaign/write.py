@@ -24,7 +24,7 @@ from recsys.campaign.decide import CHANNELS, SKIP_REASONS
 from recsys.campaign.messages import GSM_BASIC, MARKER, Renderer
 from recsys.campaign.pgcopy import binary_copy
 from recsys.campaign.queries import campaign_sql, composed
-from recsys.config.catalog import Catalog
+from recsys.config.catalog import BEST_HOUR, Catalog
 from recsys.config.rules import CampaignRules
 from recsys.db import Connection
 
@@ -233,6 +233,11 @@ def _stage(cur: Any, sql_dir: Path, d: Decisions, rules: CampaignRules, catalog:
     bad_timezones = int(cur.fetchone()[0])
     for table in _STAGED:
         cur.execute(sql.SQL("analyze {}").format(sql.Identifier(table)))  # the planner needs real row counts
+    if BEST_HOUR in catalog.timings:
+        # one join of the best_hour offers with the date's features: their local send times
+        best = {"day": d.campaign_date, "min_certainty": rules.best_hour_min_certainty}
+        cur.execute(campaign_sql(sql_dir, "stage_best_times"), {**best, "best_default": rules.best_hour_default})
+    cur.execute("analyze stage_best_times")
     # sorts and hashes of a million staged rows in memory, not in temp files
     cur.execute("set local work_mem = '256MB'")
     # A fresh daily partition has no statistics yet (autovacuum has not seen it): the planner would

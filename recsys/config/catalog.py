@@ -32,7 +32,10 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
 
 ALLOWED_CHANNELS = ("email", "sms", "push")
 ALLOWED_OFFER_TYPES = ("discount", "free_shipping", "recommendation", "bundle")
-ALLOWED_TIMINGS = ("immediate", "delay_1hour", "delay_6hours")
+ALLOWED_TIMINGS = ("immediate", "delay_1hour", "delay_6hours", "best_hour")
+BEST_HOUR = "best_hour"
+"""The timing that sends at the user's best local hour (learned from the features) instead of the
+configured send time; off unless listed in `[catalog] timings` (the seed's 108 offers stay as they are)."""
 REST = "no_offer"
 """offer_type of the rest action (its channel and timing are "none", its value 0)."""
 REST_CHANNEL = "none"
@@ -63,9 +66,12 @@ class Action:
         """A one-line human description, as in the original sample output."""
         if self.is_rest:
             return "no offer tonight (rest)"
-        delivery = {"immediate": "immediate", "delay_1hour": "1-hour delay", "delay_6hours": "6-hour delay"}[
-            self.timing
-        ]
+        delivery = {
+            "immediate": "immediate",
+            "delay_1hour": "1-hour delay",
+            "delay_6hours": "6-hour delay",
+            BEST_HOUR: "at the user's best hour",
+        }[self.timing]
         value = f"{self.value:g}"
         if unit == "percent_off":
             what = f"{value}% {self.offer_type.replace('_', ' ')}"
@@ -250,6 +256,8 @@ def parse_catalog(data: dict, source: Path) -> Catalog:
     if missing_units:
         raise ConfigError(f"{source}: [catalog.value_units] has no unit for {missing_units}")
     delays = {k: int(v) for k, v in section.get("timing_delay_minutes", {}).items()}
+    if BEST_HOUR in timings:
+        delays.setdefault(BEST_HOUR, 0)  # after the best hour itself, nothing to wait for
     missing_delays = [t for t in timings if t not in delays]
     if missing_delays:
         raise ConfigError(f"{source}: [catalog.timing_delay_minutes] has no delay for {missing_delays}")

@@ -50,6 +50,15 @@ class CampaignRules:
     """Local send time; release = max(this in the user's time zone, publish time)."""
     validity_hours: int = 24
     """expires_at = scheduled_at + this."""
+    best_hour_default: dt.time = dt.time(9, 0)
+    """Local send time of a `best_hour` offer to a user whose best hour is not known well enough."""
+    best_hour_min_certainty: float = 1.0
+    """A user's learned hour (`preferred_local_hour`) is used when its `preferred_hour_certainty`
+    (the length of the sessions' resultant: about the sessions that agree on the hour) reaches this;
+    below it, or with no hour, `best_hour_default` is. Measured on the synthetic shop (4,000 users,
+    60 days, seed 1, bench/bench_best_hour.py): gain of best_hour over 09:00 +41% at 1.0, +29% at
+    2.0, +15% at 4.0, +44% at 0.5 (strong link); 1.0 keeps the default for users without about one
+    session's worth of agreement."""
     max_attempts: int = 3
     """Copied into campaign_offers.max_attempts."""
     retention_days: int = 180
@@ -75,6 +84,7 @@ class CampaignRules:
         """The rules as plain JSON for campaign_runs.settings."""
         out = asdict(self)
         out["send_time"] = self.send_time.strftime("%H:%M")
+        out["best_hour_default"] = self.best_hour_default.strftime("%H:%M")
         out["templates_dir"] = str(self.templates_dir)
         out["quiet_hours"] = {
             ch: {"start": s.strftime("%H:%M"), "end": e.strftime("%H:%M")} for ch, (s, e) in self.quiet_hours.items()
@@ -108,6 +118,13 @@ def _positive(section: dict, key: str, default: float, source: Path, *, maximum:
     if bad:
         bound = f"in (0, {maximum:g}]" if maximum is not None else "> 0"
         raise ConfigError(f"{_where(source, key)} must be a number {bound}, got {value!r}")
+    return float(value)
+
+
+def _non_negative(section: dict, key: str, default: float, source: Path) -> float:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (value >= 0 and math.isfinite(value)):
+        raise ConfigError(f"{_where(source, key)} must be a number >= 0, got {value!r}")
     return float(value)
 
 
@@ -179,6 +196,8 @@ def parse_rules(data: dict[str, Any], source: Path) -> CampaignRules:
         exploration_floor=_positive(section, "exploration_floor", 0.1, source, maximum=1.0),
         send_time=_time(section.get("send_time", "09:00"), _where(source, "send_time")),
         validity_hours=_int(section, "validity_hours", 24, source, minimum=1),
+        best_hour_default=_time(section.get("best_hour_default", "09:00"), _where(source, "best_hour_default")),
+        best_hour_min_certainty=_non_negative(section, "best_hour_min_certainty", 1.0, source),
         max_attempts=_int(section, "max_attempts", 3, source, minimum=1),
         retention_days=_int(section, "retention_days", 180, source, minimum=1),
         cooldown_days=_int(section, "cooldown_days", 2, source),

@@ -32,7 +32,11 @@ with staged as (
     inner join stage_codes as g on g.kind = 'segment' and s.segment_code = g.code
     left join recsys.users as u on s.user_id = u.user_id
     left join stage_timezones as v on u.timezone = v.tz
-    inner join stage_schedule as sch on coalesce(v.tz, 'UTC') = sch.tz and s.action_id = sch.action_id
+    left join stage_best_times as b on s.user_id = b.user_id
+    inner join stage_schedule as sch
+        on
+            coalesce(v.tz, 'UTC') = sch.tz and s.action_id = sch.action_id
+            and coalesce(b.send_time, %(send_time)s::time) = sch.send_time
     where not s.is_holdout and not a.is_rest
 ),
 

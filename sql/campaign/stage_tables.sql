@@ -15,6 +15,7 @@ create temp table stage_timings (timing text, delay_minutes integer) on commit d
 create temp table stage_codes (kind text, code integer, name text) on commit drop;
 create temp table stage_quiet (channel text, quiet_start time, quiet_end time) on commit drop;
 create temp table stage_timezones (tz text primary key) on commit drop;
+create temp table stage_best_times (user_id bigint primary key, send_time time) on commit drop;
 create temp table stage_decisions (
     user_id bigint, decision_code smallint, action_id integer, propensity double precision,
     is_exploration boolean, skip_code smallint, segment_code integer

@@ -29,11 +29,31 @@ $$;
 comment on function recsys.offer_release(date, text, time, timestamptz) is
 'Release time of an offer: the later of the send time in the user''s time zone on the campaign date and the publish time.';
 
+create or replace function recsys.best_send_time(
+    p_preferred_hour double precision, p_certainty double precision, p_min_certainty double precision,
+    p_default time
+)
+returns time
+language sql
+immutable
+parallel safe
+as $$
+    select
+        case
+            when p_preferred_hour is null or p_certainty is null or p_certainty < p_min_certainty then p_default
+            else make_time(round(p_preferred_hour)::integer % 24, 0, 0)
+        end
+$$;
+
+comment on function recsys.best_send_time(double precision, double precision, double precision, time) is
+'Local send time of a best_hour offer: the user''s preferred_local_hour rounded to the whole hour when its preferred_hour_certainty reaches the configured minimum, else the configured default.';
+
 -- offer_schedule returns a one-row table so that callers join it laterally: the planner then
 -- inlines it as a subquery (a scalar SQL function using its argument several times would instead
 -- be called row by row, ~100x slower on a million offers).
 drop function if exists recsys.quiet_hours_end(timestamptz, text, time, time);
 drop function if exists recsys.offer_schedule(date, text, time, timestamptz, integer, time, time);
+drop function if exists recsys.offer_schedule(date, text, time, timestamptz, integer, time, time, boolean, integer);
 
 create function recsys.offer_schedule(
     p_campaign_date date,
@@ -42,7 +62,9 @@ create function recsys.offer_schedule(
     p_publish_at timestamptz,
     p_delay_minutes integer,
     p_quiet_start time,
-    p_quiet_end time
+    p_quiet_end time,
+    p_next_occurrence boolean default false,
+    p_validity_hours integer default 24
 )
 returns table (scheduled_at timestamptz)
 language sql
@@ -68,14 +90,40 @@ as $$
             r.due_at at time zone p_timezone as local_due
         from (
             select
-                recsys.offer_release(p_campaign_date, p_timezone, p_send_time, p_publish_at)
+                case
+                    when not p_next_occurrence
+                        then recsys.offer_release(p_campaign_date, p_timezone, p_send_time, p_publish_at)
+                    -- best_hour: the next local send time at or after the start, if the validity
+                    -- (counted from the start) reaches it; else the start
+                    when n.next_at < n.start_at + make_interval(hours => p_validity_hours) then n.next_at
+                    else n.start_at
+                end
                 + make_interval(mins => p_delay_minutes) as due_at
+            from (
+                select
+                    s.start_at,
+                    case
+                        when (s.local_day + p_send_time) at time zone p_timezone >= s.start_at
+                            then (s.local_day + p_send_time) at time zone p_timezone
+                        else (s.local_day + 1 + p_send_time) at time zone p_timezone
+                    end as next_at
+                from (
+                    -- the start: the campaign date's midnight in the user's zone, or the publish
+                    -- moment when later
+                    select
+                        b.start_at,
+                        (b.start_at at time zone p_timezone)::date as local_day
+                    from (
+                        select greatest(p_campaign_date::timestamp at time zone p_timezone, p_publish_at) as start_at
+                    ) as b
+                ) as s
+            ) as n
         ) as r
     ) as d
 $$;
 
-comment on function recsys.offer_schedule(date, text, time, timestamptz, integer, time, time) is
-'scheduled_at of an offer (contract section 0): release + the timing''s delay, moved to the end of the channel''s quiet hours [start, end) local time if inside them (start > end crosses midnight). Used when scores are written and again when the run is published; call it in FROM (lateral).';
+comment on function recsys.offer_schedule(date, text, time, timestamptz, integer, time, time, boolean, integer) is
+'scheduled_at of an offer (contract section 0): release + the timing''s delay, moved to the end of the channel''s quiet hours [start, end) local time if inside them (start > end crosses midnight). With p_next_occurrence (the best_hour timing) the release is instead the next occurrence of the local send time at or after the later of the campaign date''s local midnight and the publish moment, or that start when the next occurrence lies p_validity_hours or more after it. Used when scores are written and again when the run is published; call it in FROM (lateral).';
 
 create or replace function recsys.html_escape(p_text text)
 returns text

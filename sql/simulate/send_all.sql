@@ -14,8 +14,15 @@ due as (
         o.campaign_date,
         o.offer_id,
         recsys.offer_schedule(
-            o.campaign_date, coalesce(z.name, 'UTC'), %(send_time)s, %(publish_at)s,
-            t.delay_minutes, q.quiet_start, q.quiet_end
+            o.campaign_date, coalesce(z.name, 'UTC'),
+            case
+                when o.timing = 'best_hour'
+                    then recsys.best_send_time(
+                        f.preferred_local_hour, f.preferred_hour_certainty, %(min_certainty)s, %(best_default)s
+                    )
+                else %(send_time)s::time
+            end,
+            %(publish_at)s, t.delay_minutes, q.quiet_start, q.quiet_end, o.timing = 'best_hour', %(validity)s
         ) as send_at
     from recsys.campaign_offers as o
     inner join recsys.campaign_runs as r on o.run_id = r.run_id and r.state = 'published'
@@ -23,6 +30,8 @@ due as (
     left join quiet as q on o.channel = q.channel
     left join recsys.users as u on o.user_id = u.user_id
     left join pg_timezone_names as z on u.timezone = z.name
+    left join recsys.user_features as f
+        on o.timing = 'best_hour' and o.features_as_of = f.as_of and o.user_id = f.user_id
     where o.campaign_date = %(night)s and o.status = 'scheduled'
 )
 

@@ -26,7 +26,8 @@ def send_all(conn: Connection, night: dt.date, config: Config, *, publish_hour_u
 
     Scoring and publishing stamp `scheduled_at` with the real publish moment (the wall clock), which
     for a simulated night in the past is days later. The simulated sender recomputes each offer's
-    send time with the same SQL (`recsys.offer_schedule`: release, delay, quiet hours) as if the run
+    send time with the same SQL (`recsys.offer_schedule`: release, delay, quiet hours; a best_hour
+    offer at its user's best hour, `recsys.best_send_time`) as if the run
     had been published at `publish_hour_utc` on the night, and sends it then, under `config`'s
     catalog (delays) and campaign rules (send time, quiet hours).
     """
@@ -47,6 +48,9 @@ def send_all(conn: Connection, night: dt.date, config: Config, *, publish_hour_u
             "quiet_end": [q[1] for q in quiet],
             "send_time": rules.send_time,
             "publish_at": publish_at,
+            "validity": rules.validity_hours,
+            "best_default": rules.best_hour_default,
+            "min_certainty": rules.best_hour_min_certainty,
         },
     )
     rows.sort(key=lambda r: r["offer_id"])

@@ -82,6 +82,22 @@ class Responses:
         )
 
 
+def _best_hour_sends(truth: Any, idx: np.ndarray, action: np.ndarray, sent: np.ndarray, night: dt.date) -> Any:
+    """Local send hours when some offers have the best_hour timing: those at the local hour they were
+    actually sent (the SQL schedule: the user's learned hour, quiet hours), the others at the release
+    + their delay as always; None (the truth's own hours) when there is none."""
+    from recsys.benchmark.synth.clock import utc_offsets
+    from recsys.benchmark.synth.params import TIMEZONES
+
+    delay = truth.action_delay_hours[action]
+    best = np.isnan(delay)
+    if not best.any():
+        return None
+    offset = utc_offsets(TIMEZONES, night, 1)[truth.timezone[idx], 0]
+    release = truth.release_local_hour(night)[idx] + np.nan_to_num(delay)
+    return np.where(best, np.mod(sent + offset, DAY) / HOUR, release)
+
+
 class SimulatedUsers:
     """The shop's customers, played from the generator's hidden truth.
 
@@ -110,7 +126,14 @@ class SimulatedUsers:
         idx = truth.index_of(offers.user_id)
         action = np.asarray(offers.action_id, dtype=np.int64)
         m = len(idx)
-        resp = truth.response(idx, action, night=night, offers_last_7d=offers_last_7d)
+        sent = np.asarray(offers.sent_at, dtype=np.int64)
+        resp = truth.response(
+            idx,
+            action,
+            night=night,
+            offers_last_7d=offers_last_7d,
+            send_hour=_best_hour_sends(truth, idx, action, sent, night),
+        )
         # An offer on a channel the user no longer consents to would not reach them.
         reached = self.consent[idx, truth.action_channel[action]] if m else np.zeros(0, bool)
         opened = reached & (rng.random(m) < resp.p_open)
@@ -118,7 +141,6 @@ class SimulatedUsers:
         clicked = opened & (u < resp.p_click)
         unsubscribed = opened & (u >= 1.0 - resp.p_unsubscribe) & ~clicked
         converted = clicked & (rng.random(m) < resp.p_convert)
-        sent = np.asarray(offers.sent_at, dtype=np.int64)
         # Responses come within the generator's horizon (24 h) and, like the generator's, before the
         # end of the day (the next night's reference time), so the next night learns final outcomes
         # and sees every resulting event; an offer sent after midnight (moved by quiet hours) keeps

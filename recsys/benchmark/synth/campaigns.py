@@ -8,7 +8,9 @@ randomised logging policy whose outcomes come from the truth's response model.
   `rule` = (recommendation if the user purchased in the 30 days before d 00:00 UTC else discount,
   the middle catalog value, the first consented channel in the order email, push, sms, the first
   catalog timing). The `propensity` column is exactly pi of the action sent.
-- An offer is sent at release + the timing's delay, release = max(09:00 local on d, 01:00 UTC on d).
+- An offer is sent at release + the timing's delay, release = max(09:00 local on d, 01:00 UTC on d);
+  a best_hour offer at the next occurrence of the user's best hour (`GroundTruth.best_send_hour`)
+  at or after the later of local midnight on d and 01:00 UTC on d.
   Opened / clicked / unsubscribed / converted are drawn from `GroundTruth.response` with k = offers
   the user got in the 7 nights before d. Opens come after an exponential delay (mean 45 min), clicks
   3 min after the open, purchases 12 min after the click, all truncated to the attribution window
@@ -201,7 +203,8 @@ class CampaignReplay:
         self.policy = LoggingPolicy.of(cat, truth.params)
         self.channel_cols = np.array([CHANNELS.index(c) for c in cat.channels])
         self.top_category = truth.top_category()
-        self.delay_sec = (truth.action_delay_hours * HOUR).astype(np.int64)
+        self.best_hour = np.isnan(truth.action_delay_hours)
+        self.delay_sec = (np.nan_to_num(truth.action_delay_hours) * HOUR).astype(np.int64)
         self.last_purchase = _LastPurchase(n, buy_time, buy_user)
         self.recent = _RecentOffers(n)
 
@@ -259,7 +262,14 @@ class CampaignReplay:
         night = self.window.first_date + dt.timedelta(days=j)
         k = self.recent.counts[idx]
         resp = truth.response(idx, action, night=night, offers_last_7d=k, release_hour=release_hour)
-        return release + self.delay_sec[action], resp
+        sent_at = release + self.delay_sec[action]
+        best = self.best_hour[action]
+        if best.any():
+            # best_hour: the next best hour at or after the later of the local midnight and the publish
+            start = np.maximum(night_start - offset, night_start + round(p.publish_hour_utc * HOUR))
+            at = night_start - offset + np.round(truth.best_send_hour[idx] * HOUR).astype(np.int64)
+            sent_at = np.where(best, np.where(at < start, at + DAY, at), sent_at)
+        return sent_at, resp
 
     def _unsubscribe(self, idx: np.ndarray, action: np.ndarray, out: Outcomes) -> None:
         """An unsubscribe revokes that channel from the open on."""

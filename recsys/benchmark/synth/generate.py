@@ -205,6 +205,7 @@ def generate_data(
     fmt: str | None = None,
     catalog: Catalog | None = None,
     world: str = "standard",
+    session_hour_decoupled_share: float = 0.0,
 ) -> GenerateSummary:
     """Generate `users` users over the `days` days before `end_date` and write them to `out`.
 
@@ -214,11 +215,15 @@ def generate_data(
     met (for instance more rows than an .xlsx sheet holds). `catalog` is the offers the simulated
     shop sent in the past (default: the packaged seed catalog). `world` is the generator's form
     (`recsys.benchmark.synth.params.WORLDS`; `shifted` differs from the documented model on purpose).
+    `session_hour_decoupled_share` weakens the link between session and reading hours
+    (`SynthParams.session_hour_decoupled_share`).
     """
     started = time.perf_counter()
     if world not in WORLDS:
         raise GenerateError(f"world must be one of {', '.join(WORLDS)}, got {world!r}")
-    params = SynthParams(world=world)
+    if not 0.0 <= session_hour_decoupled_share <= 1.0:
+        raise GenerateError(f"session_hour_decoupled_share must be in [0, 1], got {session_hour_decoupled_share}")
+    params = SynthParams(world=world, session_hour_decoupled_share=session_hour_decoupled_share)
     out = Path(out)
     fmt = _check_request(users=users, days=days, seed=seed, out=out, fmt=fmt)
     if end_date is None:

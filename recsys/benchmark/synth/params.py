@@ -186,7 +186,15 @@ class SynthParams:
 
     # --- organic shopping ---------------------------------------------------------------------
     session_hour_sd: float = 2.5
-    """Spread (hours) of a session's local start hour around the user's preferred hour."""
+    """Spread (hours) of a session's local start hour around the user's session hour (the preferred
+    hour, unless decoupled below). Larger: each session says less about the hour."""
+    session_hour_decoupled_share: float = 0.0
+    """Share of users whose sessions centre on another hour than the one they read messages at: the
+    preferred hour + session_hour_decoupled_shift. It weakens the link that a send-time learner (the
+    best_hour timing, learned from session start hours) relies on; which users is a fixed draw per
+    truth (`GroundTruth.session_hour`). 0: sessions and reading are one habit (the seed's shop)."""
+    session_hour_decoupled_shift: float = 8.0
+    """Hours from a decoupled user's preferred (reading) hour to the centre of their sessions."""
     extra_views_mean: float = 2.6
     """A session has 1 + Poisson(this) product views."""
     cart_per_view: float = 0.12
@@ -250,6 +258,10 @@ class SynthParams:
         if self.world == "standard":
             # the standard form's files keep the bytes they had before the second form existed
             for name in _SHIFTED_ONLY:
+                values.pop(name)
+        if self.session_hour_decoupled_share == 0.0:
+            # ... and before the session hour could be decoupled
+            for name in ("session_hour_decoupled_share", "session_hour_decoupled_shift"):
                 values.pop(name)
         return json.dumps(values, sort_keys=True)
 

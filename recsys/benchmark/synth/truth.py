@@ -21,7 +21,7 @@ from recsys.benchmark.synth.params import CHANNELS, OFFER_TYPES, TIMEZONES, Synt
 from recsys.benchmark.synth.response import Response, offer_response
 from recsys.benchmark.synth.traits import Traits, sample_traits
 from recsys.benchmark.synth.truth_file import TRUTH_FORMAT, catalog_meta, read_truth, write_truth
-from recsys.config.catalog import Catalog
+from recsys.config.catalog import BEST_HOUR, Catalog
 from recsys.errors import GenerateError
 
 __all__ = [
@@ -63,6 +63,11 @@ class PersonalisationReport:
     """Every action allowed: heterogeneity of preferences alone."""
 
 
+def _delay_hours(catalog: Catalog, timing: str) -> float:
+    """Hours from the release to the send of a timing; NaN for best_hour (no fixed delay)."""
+    return float("nan") if timing == BEST_HOUR else catalog.timing_delay_minutes[timing] / 60.0
+
+
 def with_rest(values: np.ndarray, catalog: Catalog) -> np.ndarray:
     """Values (n, truth's offers) as values (n, catalog.n_actions): the rest, when `catalog` has it,
     is worth exactly 0 (nothing sent). The truth knows offers only: the simulated shop never rested."""
@@ -100,9 +105,12 @@ class GroundTruth:
         self.action_type = np.array([OFFER_TYPES.index(a.offer_type) for a in actions], dtype=np.int64)
         self.action_value = np.array([a.value for a in actions], dtype=np.float64)
         self.action_channel = np.array([CHANNELS.index(a.channel) for a in actions], dtype=np.int64)
-        self.action_delay_hours = np.array(
-            [catalog.timing_delay_minutes[a.timing] / 60.0 for a in actions], dtype=np.float64
-        )
+        self.action_delay_hours = np.array([_delay_hours(catalog, a.timing) for a in actions], dtype=np.float64)
+        """Hours from the release to the send, per action; NaN for best_hour (sent at `best_send_hour`)."""
+        self.best_send_hour = np.mod(np.round(self.session_hour()), 24.0)
+        """Local hour at which a best_hour offer goes out, per user row: the centre of the user's
+        sessions rounded (what `preferred_local_hour` learns from many sessions). Benchmarks that
+        schedule through the SQL value the hours it gives instead (`response(send_hour=...)`)."""
         self._focus = traits.focus()
         self._end_date = dt.date.fromisoformat(self.meta["end_date"])
 
@@ -148,11 +156,14 @@ class GroundTruth:
         night: dt.date | None = None,
         offers_last_7d: np.ndarray | int = 0,
         release_hour: np.ndarray | None = None,
+        send_hour: np.ndarray | None = None,
     ) -> Response:
         """Outcome probabilities for user rows `idx` and actions `action_ids` (broadcast together).
 
         `release_hour` (local, per user row of the whole truth) can be passed in when the caller
         computes many responses for the same night; by default it is computed for `night`.
+        `send_hour` (local, broadcast with `idx`): the hour each offer actually goes out, in place
+        of the release + the timing's delay (a best_hour offer: the user's `best_send_hour`).
         """
         a = np.asarray(action_ids)
         return self._response(
@@ -164,6 +175,7 @@ class GroundTruth:
             night=night,
             offers_last_7d=offers_last_7d,
             release_hour=release_hour,
+            send_hour=send_hour,
         )
 
     def _grid_response(
@@ -178,7 +190,7 @@ class GroundTruth:
         typ = np.array([OFFER_TYPES.index(t) for t in cat.offer_types]).reshape(1, -1, 1, 1, 1)
         val = np.asarray(cat.values, dtype=np.float64).reshape(1, 1, -1, 1, 1)
         ch = np.array([CHANNELS.index(c) for c in cat.channels]).reshape(1, 1, 1, -1, 1)
-        delay = np.array([cat.timing_delay_minutes[t] / 60.0 for t in cat.timings]).reshape(1, 1, 1, 1, -1)
+        delay = np.array([_delay_hours(cat, t) for t in cat.timings]).reshape(1, 1, 1, 1, -1)
         k = np.asarray(offers_last_7d, dtype=np.float64)
         k = k.reshape(-1, 1, 1, 1, 1) if k.ndim == 1 else k
         resp = self._response(
@@ -204,10 +216,14 @@ class GroundTruth:
         night: dt.date | None,
         offers_last_7d: np.ndarray | int,
         release_hour: np.ndarray | None,
+        send_hour: np.ndarray | None = None,
     ) -> Response:
         """The response model on any broadcastable arrays of user rows and action attributes."""
-        if release_hour is None:
-            release_hour = self.release_local_hour(night)
+        if send_hour is None:
+            if release_hour is None:
+                release_hour = self.release_local_hour(night)
+            # best_hour (a NaN delay): at the user's best hour, else the release + the delay
+            send_hour = np.where(np.isnan(delay_hours), self.best_send_hour[idx], release_hour[idx] + delay_hours)
         return offer_response(
             self.params,
             self.traits,
@@ -216,7 +232,7 @@ class GroundTruth:
             typ,
             val,
             ch,
-            send_hour=release_hour[idx] + delay_hours,
+            send_hour=send_hour,
             offers_last_7d=np.asarray(offers_last_7d, dtype=np.float64),
             weekday_factor=self._weekday_factor(night),
         )
@@ -251,8 +267,15 @@ class GroundTruth:
         return self.traits.activity_rate
 
     def session_hour(self) -> np.ndarray:
-        """Local hour around which a user's sessions start (the same habit as reading messages)."""
-        return self.traits.preferred_hour
+        """Local hour around which a user's sessions start: the same habit as reading messages (the
+        preferred hour), except for a share `session_hour_decoupled_share` of the users, a fixed
+        draw per truth (its user count), whose sessions centre `session_hour_decoupled_shift` hours
+        later."""
+        p, hour = self.params, self.traits.preferred_hour
+        if p.session_hour_decoupled_share <= 0:
+            return hour
+        decoupled = np.random.default_rng([20261204, len(hour)]).random(len(hour)) < p.session_hour_decoupled_share
+        return np.where(decoupled, np.mod(hour + p.session_hour_decoupled_shift, 24.0), hour)
 
     def session_channel_probabilities(self, consent: np.ndarray) -> np.ndarray:
         """(n, 5) probabilities of what brings an organic session: web, app, email, sms, push.
