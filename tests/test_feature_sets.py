@@ -37,6 +37,12 @@ def _shuffle_prior_columns(obs: np.ndarray, seed: int) -> np.ndarray:
     return out
 
 
+def test_the_earlier_set_is_the_one_models_were_registered_with() -> None:
+    """The fingerprint stored with every model trained before migration 013's columns joined the
+    observation: a change to the earlier set's columns, transforms or scales would orphan them."""
+    assert fingerprint_of(EARLIER) == "49e1dfb32ff173c3b3026bef55a9e58ad39f3fa447f977f79675b12e5dd2738a"
+
+
 def test_an_earlier_set_reads_its_own_columns_out_of_todays_observation() -> None:
     columns = feature_columns(fingerprint_of(EARLIER))
     assert columns is not None and len(columns) == len(EARLIER) < N_FEATURES

@@ -248,3 +248,22 @@ def test_off_policy_evaluation_counts_a_rest_with_reward_zero(with_rests: Connec
     offers = ~logs.is_rest
     assert target[logs.is_rest][0] > 0
     assert estimates["ips"].value == pytest.approx((target[offers] / 0.25 * 5.0).sum() / 5)
+
+
+def test_decisions_on_a_date_built_before_the_prior_columns_count_as_without_features(
+    logged: Connection, catalog: Catalog
+) -> None:
+    """Null prior-shrunk columns (a date built before migration 013) are never read as zeros: the
+    decisions count as without features, so evaluation leaves them out and says so."""
+    with logged.cursor() as cur:
+        cur.execute(
+            sql.SQL("update recsys.user_features set {} where user_id = %s").format(
+                sql.SQL(", ").join(sql.SQL("{} = null").format(sql.Identifier(name)) for name in PRIOR_COLUMNS)
+            ),
+            (min(USERS),),
+        )
+    logs = load_logged_offers(logged, catalog)
+    assert logs.rows["has_features"].tolist() == [u != min(USERS) for u in sorted(USERS)]
+    assert not logs.obs[0].any() and np.isfinite(logs.obs).all()
+    assert logs.evaluable().skipped == {"no_features": 1, "no_propensity": 0}
+    assert len(logs.evaluable()) == len(USERS) - 1

@@ -29,6 +29,7 @@ from recsys.config.settings import Settings, package_dir
 from recsys.data.features import build_feature_range
 from recsys.db import Connection, fetch_all
 from recsys.db.sqlfiles import load_sql
+from recsys.config.features import PRIOR_SHRUNK_FEATURES
 from recsys.model.observation import CONSENT_FEATURES, FEATURE_NAMES, N_FEATURES, STORED_FEATURES, normalise
 from recsys.model.response import ResponseModel
 from recsys.model.response_fit import FitConfig, FitRequest, LoggedOffers, fit_response_model_to_logs
@@ -352,6 +353,9 @@ def _read_rows(buffer: io.StringIO, catalog: Catalog) -> pd.DataFrame:
     return rows
 
 
+_PRIOR_SHRUNK_COLUMNS = [FEATURE_NAMES.index(name) for name, _, _ in PRIOR_SHRUNK_FEATURES]
+
+
 def _offer_log(rows: pd.DataFrame, catalog: Catalog) -> OfferLog:
     """The observations, masks and actions of the rows read by `load_logged_offers`."""
     n = len(rows)
@@ -361,6 +365,18 @@ def _offer_log(rows: pd.DataFrame, catalog: Catalog) -> OfferLog:
         raw[:, FEATURE_NAMES.index(name)] = rows[name].to_numpy(dtype=np.float64, na_value=np.nan)
     for name in CONSENT_FEATURES:  # the consent at the send: sql/logged_offers/logged_offers.sql
         raw[:, FEATURE_NAMES.index(name)] = rows[name].to_numpy(dtype=np.float64, na_value=0.0)
+    # A date built before migration 013 lacks the prior-shrunk columns: its decisions have no
+    # observation that today's models read, so they count as without features (never as zeros).
+    # Learning rebuilds such dates first (ensure_point_in_time_features); evaluation skips them.
+    before_priors = has_features & np.isnan(raw[:, _PRIOR_SHRUNK_COLUMNS]).any(axis=1)
+    if before_priors.any():
+        log.info(
+            "%d logged decisions have features built before migration 013: left out as without features "
+            "(`recsys features --backfill` rebuilds their dates)",
+            int(before_priors.sum()),
+        )
+        has_features = has_features & ~before_priors
+        rows["has_features"] = has_features
     raw[~has_features] = 0.0
     reachable = np.zeros((n, len(ALLOWED_CHANNELS)), dtype=bool)
     for k, channel in enumerate(ALLOWED_CHANNELS):

@@ -39,7 +39,8 @@ def load_states(conn: Connection, as_of: dt.date, user_ids: np.ndarray | None = 
     missing = np.equal(stored, None)
     if missing.any():
         names = [FEATURE_NAMES[j] for j in np.flatnonzero(missing.any(axis=0))]
-        raise RecsysError(f"the features as of {as_of} have no {', '.join(names[:3])}{BEFORE_PRIORS_HINT}")
+        hint = BEFORE_PRIORS_HINT.replace("DATE", str(as_of))
+        raise RecsysError(f"the features as of {as_of} have no {', '.join(names[:3])}{hint}")
     raw = stored.astype(np.float64)
     channel_ok = table[:, 1 + N_FEATURES : 4 + N_FEATURES].astype(bool)
     return States(

@@ -10,10 +10,9 @@
 --   - rest: the policy chose no offer (campaign_decisions, decision 'rest', of published runs): the
 --     rest action (offer_type no_offer, value 0, channel and timing none), its propensity, and the
 --     reward known exactly: nothing sent, so no open, click, conversion, revenue or unsubscribe.
---     Its moment (sent_at) is the night, campaign_date 00:00 UTC; it appears once the night's
---     offers, sent on the campaign date, have closed their attribution window (campaign_date + 1
---     day + recsys.attribution_window() <= now()), so a night enters the logs with its offers and
---     its rests together. Its offer_id is 'rest:<campaign_date>:<user_id>' (one decision per user
+--     Its moment (sent_at) is the night, campaign_date 00:00 UTC; it appears once every offer of
+--     the night can have been sent and attributed (below), so a night's rests never enter the logs
+--     before its offers. Its offer_id is 'rest:<campaign_date>:<user_id>' (one decision per user
 --     and night).
 -- Holdouts (no decision was carried out) and users skipped by a hard rule are not decisions of
 -- the policy and are not here. Rests are not in v_offer_log: a rest is no contact, so it is no
@@ -52,7 +51,13 @@ rests as (
         d.decision = 'rest'
         and r.state = 'published'
         and not r.dry_run
-        and d.campaign_date + 1 + recsys.attribution_window() <= now()
+        -- once every offer of the night can have been sent and its outcome counted: the night's
+        -- last local day ends about 12 h after its UTC end (the westmost zones), an offer can be
+        -- sent up to its validity later (a best_hour send, a retry), then the attribution window
+        and (d.campaign_date + 1)::timestamp at time zone 'UTC'
+        + make_interval(hours => 12 + coalesce((r.settings ->> 'validity_hours')::integer, 24))
+        + recsys.attribution_window()
+        <= now()
 ),
 
 decisions as (
