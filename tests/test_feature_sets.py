@@ -23,8 +23,9 @@ from recsys.errors import ConfigError, RecsysError
 from recsys.evaluation.registry import load_policy
 from recsys.model.observation import FEATURE_NAMES, N_FEATURES, feature_columns, feature_fingerprint, fingerprint_of
 from recsys.model.policy import PPOPolicy
-from recsys.model.response import HEADS, HeadParams, ResponseModel, prior_response_model
-from recsys.orchestration.train import no_champion_reason, resolve_mode
+from recsys.model.response import HeadParams, ResponseModel, prior_response_model
+from recsys.model.response_terms import HEADS
+from recsys.orchestration.train_mode import no_champion_reason, resolve_mode
 
 EARLIER = EARLIER_FEATURE_SETS[0]
 PRIOR_COLUMNS = [FEATURE_NAMES.index(name) for name, _, _ in PRIOR_SHRUNK_FEATURES]

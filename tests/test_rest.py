@@ -25,7 +25,7 @@ from recsys.model.env import OfferDynamics
 from recsys.model.observation import FEATURE_NAMES, N_FEATURES
 from recsys.model.policy import PPOPolicy
 from recsys.model.response import prior_response_model
-from recsys.orchestration.train import no_champion_reason, resolve_mode
+from recsys.orchestration.train_mode import no_champion_reason, resolve_mode
 
 SEED_FINGERPRINT = "d6d00555db44fadc4e910582d838f3b7768e7b27237866aeb726dcb271d524d2"
 """The seed catalog's fingerprint (108 offers) before the rest existed: stored with every older model."""

@@ -33,7 +33,7 @@ class FitConfig:
     """Precision of the prior on feature x attribute interactions (many, so held closer to the rules)."""
     l2_prior_shrunk: float = 100.0
     """Precision of the prior (centred on 0) on the terms of the prior-shrunk features
-    (`recsys.model.response.PRIOR_SHRUNK_TERMS`): dozens of slopes of features that are already
+    (`recsys.model.response_terms.PRIOR_SHRUNK_TERMS`): dozens of slopes of features that are already
     posterior means, so each moves only where many offers say so."""
     max_iter: int = 300
     """L-BFGS iterations per head (full batch)."""

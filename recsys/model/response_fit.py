@@ -22,18 +22,20 @@ from recsys.config.learning import FitConfig
 from recsys.config.reward import RewardRules
 from recsys.model.fit_sample import LoggedOffers, bounded_sample
 from recsys.model.response import (
-    _DESIGN_IDX,
-    DESIGN_FEATURES,
-    PRIOR_SHRUNK_DESIGN,
-    STAGES,
     HeadParams,
     ResponseModel,
-    _Attributes,
-    _masks,
     _prior_params,
     _sigmoid,
     basket_value,
     check_rules_cover,
+)
+from recsys.model.response_terms import (
+    _DESIGN_IDX,
+    DESIGN_FEATURES,
+    PRIOR_SHRUNK_DESIGN,
+    STAGES,
+    _Attributes,
+    _masks,
 )
 
 

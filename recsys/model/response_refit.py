@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys.model.fit_sample import LoggedOffers, bounded_sample
-from recsys.model.response import _DESIGN_IDX, ResponseModel, _Attributes, _prior_params
+from recsys.model.response import ResponseModel, _prior_params
 from recsys.model.response_fit import FitRequest, _fit_heads, _split_users, _stage_targets
+from recsys.model.response_terms import _DESIGN_IDX, _Attributes
 
 
 @dataclass(frozen=True)
