@@ -38,9 +38,9 @@ from recsys.data.extract import extract_path
 from recsys.data.logged_offers import fit_response_model
 from recsys.db import connect
 from recsys.db.migrate import migrate
-from recsys.model.env import OfferVecEnv
 from recsys.model.response import prior_response_model
 from recsys.model.response_fit import FitConfig, format_fit_report
+from recsys.model.vec_env import OfferVecEnv
 
 END_DATE = dt.date(2026, 9, 1)
 BAR_STEPS_PER_SECOND = 500_000

@@ -22,9 +22,10 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from recsys.benchmark.toy import plausible_observations
 from recsys.config.catalog import DEFAULT_CONFIG, Catalog, load_catalog
 from recsys.config.reward import load_reward_rules
-from recsys.model.env import ENV_ID, OfferEnv, OfferVecEnv
+from recsys.model.env import ENV_ID, OfferEnv
 from recsys.model.observation import FEATURE_NAMES, N_FEATURES
 from recsys.model.response import ResponseModel, prior_response_model
+from recsys.model.vec_env import OfferVecEnv
 
 COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
 

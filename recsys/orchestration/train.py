@@ -64,9 +64,9 @@ from recsys.orchestration.train_mode import fine_tune_parent, no_champion_reason
 if TYPE_CHECKING:  # imported where used: stable_baselines3 and the environment load torch
     from stable_baselines3 import PPO
 
-    from recsys.model.env import OfferVecEnv
     from recsys.model.response import ResponseModel
     from recsys.model.response_refit import BootstrapSample
+    from recsys.model.vec_env import OfferVecEnv
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ def warm_start_actor(
 
 
 def _make_vec_env(states: States, response: ResponseModel, config: TrainConfig) -> OfferVecEnv:
-    from recsys.model.env import OfferVecEnv
+    from recsys.model.vec_env import OfferVecEnv
 
     return OfferVecEnv(
         response, states.obs, states.channel_ok, num_envs=config.n_envs, horizon=config.horizon, seed=config.seed
