@@ -363,8 +363,9 @@ def _refits(
     bootstrap: BootstrapSample | None, response: ResponseModel, gate: GateConfig, *, seed: int
 ) -> Iterator[ResponseModel] | tuple[()]:
     """The refits of evidence path b, warm-started from the night's fit (same optimum, fewer
-    steps), each on at most about `gate.model_evidence_max_offers` offers; none when its training offers are fewer than `gate.model_evidence_min_offers` (the gate
-    then records why path b cannot pass, without paying for refits it would not count)."""
+    steps), each on at most about `gate.model_evidence_max_offers` offers; none when its training
+    offers are fewer than `gate.model_evidence_min_offers` (the gate then records why path b
+    cannot pass, without paying for refits it would not count)."""
     if bootstrap is None or bootstrap.offers < gate.model_evidence_min_offers:
         return ()
     return bootstrap.refits(
