@@ -228,7 +228,8 @@ def test_logs_that_show_the_challenger_worse_veto_the_model_evidence() -> None:
 def test_model_evidence_round_trips_through_the_stored_layout() -> None:
     stored = _with_model(_over_rule(0.004), *CONFIDENT) | {"users": 600, "env_steps_per_second": 900.0}
     stored |= {"model_evidence": {
-        "difference": 0.005, "refit_differences": list(CONFIDENT), "seconds": 2.5}}  # fmt: skip
+        "difference": 0.005, "refit_differences": list(CONFIDENT), "seconds": 2.5,
+        "training_offers": 120_000}}  # fmt: skip
     evaluation = ChallengerEvaluation.from_json(stored)
     assert evaluation.model_evidence is not None and evaluation.model_evidence.refit_differences == CONFIDENT
     assert evaluation.model_evidence.quantile(0.5) == pytest.approx(0.00575)

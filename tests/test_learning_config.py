@@ -61,7 +61,11 @@ def test_a_shop_file_changes_the_settings_and_none_lifts_a_bound(tmp_path: Path)
         ("refit_on_all = true", "refit_on_all = 1", r"\[learning\] refit_on_all must be true or false"),
         ("margin = 0.02", "margin = -0.1", r"\[gate\] margin must be >= 0"),
         ("margin = 0.02", 'margin = "small"', r"\[gate\] margin must be a number"),
-        ("model_evidence_refits = 0", "model_evidence_refits = 2.5", r"\[gate\] model_evidence_refits must be a whole"),
+        (
+            "model_evidence_refits = 16",
+            "model_evidence_refits = 2.5",
+            r"\[gate\] model_evidence_refits must be a whole",
+        ),
         ("model_evidence_quantile = 0.05", "model_evidence_quantile = 0.7", r"model_evidence_quantile must be in"),
     ],
 )

@@ -66,8 +66,36 @@ def test_refits_learn_from_resamples_of_the_fits_training_users(loaded: Connecti
     assert all(m > 0 for m in moved)  # each resample gives another fit
     again = next(iter(bootstrap.refits(1, seed=1)))
     assert np.allclose(again.reward_matrix(states.obs), refits[0].reward_matrix(states.obs))  # seeded
+    # started from the night's coefficients, a refit reaches the same optimum (the prior is the centre)
+    warm = next(iter(bootstrap.refits(1, seed=1, start=response)))
+    assert np.abs(warm.reward_matrix(states.obs) - refits[0].reward_matrix(states.obs)).max() < 2e-3
     with pytest.raises(ValueError, match="refits must be >= 0"):
         next(iter(bootstrap.refits(-1, seed=0)))
+
+
+def test_refits_bounded_in_offers_draw_fewer_users_and_spread_wider(loaded: Connection, settings: Settings) -> None:
+    response, bootstrap = fit_response_model_with_bootstrap(
+        loaded, settings, CONFIG.catalog, CONFIG.reward, END, seed=0
+    )
+    assert bootstrap is not None
+    states = load_states(loaded, END)
+
+    def spread(refits) -> tuple[float, list[int]]:
+        refits = list(refits)
+        values = [r.reward_matrix(states.obs).mean(axis=0) for r in refits]
+        return float(np.std(values, axis=0).mean()), [r.fit_report["draws"] for r in refits]
+
+    full, full_draws = spread(bootstrap.refits(8, seed=3, start=response))
+    bounded, bounded_draws = spread(bootstrap.refits(8, seed=3, start=response, max_offers=bootstrap.offers // 4))
+    assert full_draws == [bootstrap.n_users] * 8
+    assert bounded_draws == [round(bootstrap.n_users * (bootstrap.offers // 4) / bootstrap.offers)] * 8
+    assert bounded_draws[0] < bootstrap.n_users / 3.9
+    assert bounded > full  # a fit on a quarter of the users varies more: the check gets stricter
+    # a bound above the offers changes nothing
+    same, _ = spread(bootstrap.refits(8, seed=3, start=response, max_offers=bootstrap.offers))
+    assert same == pytest.approx(full)
+    with pytest.raises(ValueError, match="max_offers must be >= 1"):
+        next(iter(bootstrap.refits(1, seed=0, max_offers=0)))
 
 
 def test_a_challenger_the_model_is_sure_of_and_the_logs_do_not_contradict_is_promoted(
@@ -118,11 +146,11 @@ def test_training_records_the_model_evidence_with_its_gate_check(loaded: Connect
     from recsys.orchestration.train import TrainConfig, train
 
     tiny = TrainConfig(total_timesteps=2048, n_envs=64, n_steps=16, batch_size=256, n_epochs=2, seed=7)
-    result = train(
-        loaded, settings, config=CONFIG, as_of=END, train_config=tiny, gate=GateConfig(model_evidence_refits=4)
-    )
+    gate = GateConfig(model_evidence_refits=4, model_evidence_min_offers=0)
+    result = train(loaded, settings, config=CONFIG, as_of=END, train_config=tiny, gate=gate)
     stored = get_model(loaded, result.record.model_version)
     assert len(stored.evaluation["model_evidence"]["refit_differences"]) == 4
+    assert stored.evaluation["model_evidence"]["training_offers"] > 0
     assert ChallengerEvaluation.from_json(stored.evaluation).model_evidence == result.evaluation.model_evidence
     checks = [r for r in stored.gate_reasons if MODEL_PATH in r["check"]]
     assert len(checks) == 1 and "4 refits" in checks[0]["detail"]
@@ -131,8 +159,42 @@ def test_training_records_the_model_evidence_with_its_gate_check(loaded: Connect
         assert checks[0]["passed"] or logs_passed
 
 
+def test_on_a_fit_of_fewer_offers_than_the_minimum_path_b_fails_by_name_without_refits(
+    loaded: Connection, settings: Settings
+) -> None:
+    from recsys.orchestration.train import TrainConfig, train
+
+    tiny = TrainConfig(total_timesteps=2048, n_envs=64, n_steps=16, batch_size=256, n_epochs=2, seed=7)
+    result = train(loaded, settings, config=CONFIG, as_of=END, train_config=tiny, gate=GateConfig())
+    evidence = result.evaluation.model_evidence
+    assert evidence is not None and evidence.refit_differences == ()  # no refits paid for
+    assert 0 < evidence.training_offers < GateConfig().model_evidence_min_offers
+    check = next(r for r in get_model(loaded, result.record.model_version).gate_reasons if MODEL_PATH in r["check"])
+    assert not check["passed"]
+    assert f"trained on {evidence.training_offers:,} logged offers" in check["detail"]
+    assert "model_evidence_min_offers 50,000" in check["detail"]
+
+
+def test_the_minimum_of_training_offers_decides_whether_path_b_counts(loaded: Connection, settings: Settings) -> None:
+    evaluation = _evaluate(loaded, settings, lambda response, states: ResponseGreedyPolicy(CONFIG.catalog, response))
+    evidence = evaluation.model_evidence
+    assert evidence is not None and evidence.quantile(0.05) > 0
+    offers = 20_000
+    counted = dataclasses.replace(evaluation, model_evidence=dataclasses.replace(evidence, training_offers=offers))
+    assert _model_check(decide(counted, evaluation.champion, GateConfig(model_evidence_min_offers=offers))).passed
+    below = decide(counted, evaluation.champion, GateConfig(model_evidence_min_offers=offers + 1))
+    assert below.decision == "rejected" and not _model_check(below).passed
+    assert "no model evidence yet" in _model_check(below).detail
+    # an evaluation stored before the count was recorded is judged as it was then
+    assert ChallengerEvaluation.from_json(evaluation.to_json()).model_evidence.training_offers is None
+
+
 def test_the_gate_config_refuses_bad_evidence_settings() -> None:
     with pytest.raises(ValueError, match="model_evidence_refits must be >= 0"):
         GateConfig(model_evidence_refits=-1)
+    with pytest.raises(ValueError, match="model_evidence_max_offers must be >= 1"):
+        GateConfig(model_evidence_max_offers=0)
+    with pytest.raises(ValueError, match="model_evidence_min_offers must be >= 0"):
+        GateConfig(model_evidence_min_offers=-1)
     with pytest.raises(ValueError, match="model_evidence_quantile must be in"):
         GateConfig(model_evidence_quantile=0.5)

@@ -112,16 +112,29 @@ class GateConfig:
     accumulate. False records the comparison without letting it decide (tests and benchmarks that
     need a trained champion on a few synthetic nights). The model-based path (`model_evidence_*`)
     is the other way to earn the promotion."""
-    model_evidence_refits: int = 0
-    """Evidence path b, off by default: refits of the response model (16 is the measured setting),
-    each on a resample (with replacement) of the users its night's fit trained on, under which the
-    challenger and the baseline are revalued (0: no refits, path b never passes: the logs-only
-    gate). Off because it broke the gate's promise on small shops: see the measured risk below; an
-    operator of a large shop may turn it on knowing it. Cost measured on a loaded 2-core
-    machine: 2 to 9 s per night on the 2,000-user demo shop, 74 to 144 s at 20,000 users x 90 days
-    (the night's fit 37 s). Measured risk (docs/decision-quality.md): on the demo shop of
-    2026-12-04 path b promoted PPO on 7 seeds of 7, two of them worse than the rule under the truth
-    (0.051 vs 0.104, 0.095 vs 0.122), which the logs-only gate kept out."""
+    model_evidence_refits: int = 16
+    """Evidence path b: refits of the response model, each on a resample (with replacement) of the
+    users its night's fit trained on, under which the challenger and the baseline are revalued (0:
+    no refits, path b never passes: the logs-only gate). Each refit starts from the night's
+    coefficients. Counted only from `model_evidence_min_offers` training offers. Cost measured on a
+    loaded 2-core machine, before the warm start: 2 to 9 s per night on the 2,000-user demo shop,
+    74 to 144 s at 20,000 users x 90 days (the night's fit 37 s)."""
+    model_evidence_min_offers: int = 50_000
+    """Path b counts only when the night's fit trained on at least this many logged offers; below,
+    it is recorded as failed with the count, and no refits are run. Measured (docs/decision-quality.md):
+    on the 2,000-user demo shop (about 8,000 training offers) the refits promoted PPO on 7 seeds of
+    7, two of them worse than the rule under the truth (0.051 vs 0.104, 0.095 vs 0.122): the model's
+    values there were two to six times the truth's, a bias the refits cannot see and the logs'
+    veto, on an effective 80 to 108 decisions, could not catch. At 20,000 users x 90 days (129,186
+    training offers) it promoted the retrained PPO on seeds 1 and 2, worth 0.323 and 0.344 against
+    the rule's 0.128 and 0.130. The threshold lies between those two measured sizes; 0 counts
+    path b on any shop."""
+    model_evidence_max_offers: int = 100_000
+    """Each refit draws about this many training offers at most (fewer users, each weighted up, so
+    the data keep their weight against the prior; `BootstrapSample.refits`): a fit's time is about
+    linear in its rows (docs/performance.md), so 16 refits cost at most about 16 fits of this
+    size however large the shop. The refits' spread is then that of the smaller fit, wider than
+    the night's own: path b gets stricter on a large shop, never looser."""
     model_evidence_quantile: float = 0.05
     """Path b passes when this lower quantile of the refits' differences challenger - baseline
     (mean expected reward per user of the greedy offers on tonight's users) is above 0, and the
@@ -145,6 +158,10 @@ class GateConfig:
             raise ValueError(f"min_effective_sample_size must be >= 0, got {self.min_effective_sample_size}")
         if self.model_evidence_refits < 0:
             raise ValueError(f"model_evidence_refits must be >= 0, got {self.model_evidence_refits}")
+        if self.model_evidence_min_offers < 0:
+            raise ValueError(f"model_evidence_min_offers must be >= 0, got {self.model_evidence_min_offers}")
+        if self.model_evidence_max_offers < 1:
+            raise ValueError(f"model_evidence_max_offers must be >= 1, got {self.model_evidence_max_offers}")
         if self.horizon_nights < 1 or self.horizon_users < 1:
             raise ValueError(
                 f"horizon_nights and horizon_users must be >= 1, got {self.horizon_nights}, {self.horizon_users}"

@@ -138,6 +138,7 @@ def evaluate_challenger(
     seed: int,
     baseline: tuple[str, Policy] | None = None,
     refits: Iterable[ResponseModel] | None = None,
+    training_offers: int | None = None,
     horizon: tuple[int, int] = (7, 20_000),
 ) -> ChallengerEvaluation:
     """The challenger next to random, the champion (when it scores on this catalog: trained on it,
@@ -145,7 +146,8 @@ def evaluate_challenger(
     `baseline` (its model version and policy, `recsys.evaluation.baseline.conservative_baseline`):
     in the simulator on tonight's users, doubly robust on the logs when there are any, and, given
     the response model's bootstrap `refits` (`recsys.model.response_refit`), against the baseline
-    under the night's model and each refit (`recsys.evaluation.model_evidence`).
+    under the night's model and each refit (`recsys.evaluation.model_evidence`; `training_offers`:
+    how many offers the night's fit trained on, recorded with it for the gate).
 
     With the rest in the catalog, every one-night value is of the policies conditioned on offering
     (random too: uniform over the offers), and `horizon` (nights, at most that many users) sets the
@@ -194,7 +196,13 @@ def evaluate_challenger(
         from recsys.evaluation.model_evidence import model_evidence
 
         evidence = model_evidence(
-            challenger, baseline[1], states=states, catalog=catalog, response=response, refits=refits
+            challenger,
+            baseline[1],
+            states=states,
+            catalog=catalog,
+            response=response,
+            refits=refits,
+            training_offers=training_offers,
         )
     return ChallengerEvaluation(
         simulator_value=simulator_value,

@@ -16,7 +16,8 @@ Checks of a challenger, in order (each recorded with its numbers on the model ro
    a. on the logs: the paired doubly robust difference challenger - rule heuristic (same rows, same
       resamples) has its lower end above 0, on an effective sample of at least
       `min_effective_sample_size` logged decisions;
-   b. under the response model: refitted `model_evidence_refits` times on resamples of its
+   b. under the response model, once its night's fit trained on `model_evidence_min_offers` logged
+      offers: refitted `model_evidence_refits` times on resamples of its
       training users (`recsys.model.response_refit`), the lower `model_evidence_quantile` of the
       differences challenger - rule (mean expected reward per user of each one's greedy offer on
       tonight's users, `recsys.evaluation.model_evidence`) is above 0, and the logs, when there are
@@ -216,6 +217,14 @@ def _model_evidence(challenger: ChallengerEvaluation, config: GateConfig) -> tup
     """Path b: the lower `model_evidence_quantile` of the refits' differences challenger - baseline
     > 0, and, when there are logs, the paired doubly robust difference's upper end >= 0."""
     evidence = challenger.model_evidence
+    offers = evidence.training_offers if evidence is not None else None
+    if evidence is not None and offers is not None and offers < config.model_evidence_min_offers:
+        return False, (
+            f"no model evidence yet: the night's fit trained on {offers:,} logged offers "
+            f"(< model_evidence_min_offers {config.model_evidence_min_offers:,}; on small logs the "
+            f"response model can be confidently wrong); challenger - baseline per user "
+            f"{evidence.difference:+.5f} under the night's model"
+        )
     if evidence is None or not evidence.refit_differences:
         return False, "no model evidence: no refits of the response model (no logged offers, or refits off)"
     q = config.model_evidence_quantile

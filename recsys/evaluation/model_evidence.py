@@ -29,14 +29,16 @@ def model_evidence(
     catalog: Catalog,
     response: ResponseModel,
     refits: Iterable[ResponseModel],
+    training_offers: int | None = None,
 ) -> ModelEvidence:
     """Mean expected reward per user of the challenger's greedy offer minus the baseline's, on
     `states`, under `response` and under each model of `refits` (fitted as they are consumed, so
-    `seconds` counts the refits too). Users without an allowed offer count 0 for both."""
+    `seconds` counts the refits too). Users without an allowed offer count 0 for both.
+    `training_offers`: how many logged offers the night's fit trained on, recorded for the gate."""
     started = time.perf_counter()
     n = len(states)
     if n == 0:
-        return ModelEvidence(0.0, (), 0.0)
+        return ModelEvidence(0.0, (), 0.0, training_offers)
     mask = states.action_mask(catalog)
     ours, _ = greedy_actions(challenger, states.obs, mask)
     theirs, _ = greedy_actions(baseline, states.obs, mask)
@@ -49,7 +51,7 @@ def model_evidence(
 
     night = difference(response)
     refitted = tuple(difference(model) for model in refits)
-    return ModelEvidence(night, refitted, time.perf_counter() - started)
+    return ModelEvidence(night, refitted, time.perf_counter() - started, training_offers)
 
 
 def _values(model: ResponseModel, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:

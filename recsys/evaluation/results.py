@@ -53,6 +53,9 @@ class ModelEvidence:
     """Under each refit on a resample of the training users (empty: no refits)."""
     seconds: float = 0.0
     """What the refits and their values took."""
+    training_offers: int | None = None
+    """How many logged offers the night's fit trained on (None: not recorded, evaluations stored
+    before it was): the gate counts this path only from `GateConfig.model_evidence_min_offers`."""
 
     def quantile(self, q: float) -> float:
         """The `q` quantile of the refits' differences (nan without refits)."""
@@ -63,11 +66,14 @@ class ModelEvidence:
             "difference": self.difference,
             "refit_differences": list(self.refit_differences),
             "seconds": self.seconds,
+            "training_offers": self.training_offers,
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ModelEvidence:
-        return cls(d["difference"], tuple(d.get("refit_differences", ())), d.get("seconds", 0.0))
+        return cls(
+            d["difference"], tuple(d.get("refit_differences", ())), d.get("seconds", 0.0), d.get("training_offers")
+        )
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import io
 import logging
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -358,6 +359,20 @@ def train(
     return result
 
 
+def _refits(
+    bootstrap: BootstrapSample | None, response: ResponseModel, gate: GateConfig, *, seed: int
+) -> Iterator[ResponseModel] | tuple[()]:
+    """The refits of evidence path b, warm-started from the night's fit (same optimum, fewer
+    steps), each on at most about `gate.model_evidence_max_offers` offers; none when its training
+    offers are fewer than `gate.model_evidence_min_offers` (the gate then records why path b
+    cannot pass, without paying for refits it would not count)."""
+    if bootstrap is None or bootstrap.offers < gate.model_evidence_min_offers:
+        return ()
+    return bootstrap.refits(
+        gate.model_evidence_refits, seed=seed, start=response, max_offers=gate.model_evidence_max_offers
+    )
+
+
 def register_challenger(
     conn: Connection,
     model: PPO,
@@ -378,8 +393,8 @@ def register_challenger(
 ) -> TrainResult:
     """Evaluate a trained model next to random, the conservative baseline and the champion (also
     under `gate.model_evidence_refits` refits of the response model on `bootstrap`, the training
-    offers of its fit), run the gate, register it (`parent`: the PPO model a fine-tune continued).
-    Commits."""
+    offers of its fit, once they number `gate.model_evidence_min_offers`), run the gate, register
+    it (`parent`: the PPO model a fine-tune continued). Commits."""
     if parent is None and mode == "fine_tune" and current is not None and current.algorithm.upper() == PPO_ALGORITHM:
         parent = current
     buffer = io.BytesIO()
@@ -397,7 +412,8 @@ def register_challenger(
             current=current,
             seed=config.seed,
             baseline=conservative_baseline(catalog),
-            refits=bootstrap.refits(gate.model_evidence_refits, seed=config.seed) if bootstrap is not None else (),
+            refits=_refits(bootstrap, response, gate, seed=config.seed),
+            training_offers=bootstrap.offers if bootstrap is not None else 0,
             horizon=(gate.horizon_nights, gate.horizon_users),
         ),
         env_steps_per_second=config.total_timesteps / seconds if seconds > 0 else None,
