@@ -231,6 +231,7 @@ def one_seed(
             out["retrain_gate"] = retrained.decision.decision
             out["champion"] = picked.model_version
             out["champion_normalised"] = result.row("gate's pick").normalised
+            out["champion_of_posterior_ceiling"] = out["champion_normalised"] / out["posterior_ceiling_normalised"]
             if seed == 1:
                 out.update(speed(conn, catalog, retrained.record.artifact))
     return out
@@ -300,6 +301,7 @@ def main() -> int:
     print(f"  gate decision of each retrain:       {', '.join(str(r['retrain_gate']) for r in results)}")
     print(f"  the gate's pick (champion):          {', '.join(str(r['champion']) for r in results)}")
     print(f"  its normalised score:                {summary('champion_normalised')}")
+    print(f"BAR gate's pick >= 90% of the posterior ceiling: {summary('champion_of_posterior_ceiling')}")
     print(f"BAR gain over best fixed >= 10%:       {summary('gain_over_fixed')}")
     print(f"BAR fine-tune (1/4 steps) >= -2%:      {summary('fine_vs_retrain')}")
     print(f"BAR PPO env-steps/s >= 1,000:          {summary('train_steps_per_s')}")
