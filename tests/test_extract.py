@@ -1000,3 +1000,33 @@ def test_events_past_the_retention_window_and_overlong_ids_are_rejected(
         db, "select count(*) from pg_inherits where inhparent = 'recsys.behavior_events'::regclass"
     )
     assert partitions_after - partitions_before <= 1
+
+
+def test_cleaning_shortcuts_give_what_trim_and_lower_give(db: Connection, settings: Settings, tmp_path: Path) -> None:
+    # trim_to_null skips btrim when there is nothing to trim; it must agree with nullif(btrim(v), '')
+    values = ["a", " a", "a ", "  a b  ", "", " ", "   ", "\ta\t", " \ta", "a b", None]
+    for value in values:
+        row = fetch_all(
+            db, "select recsys.trim_to_null(%(v)s) as fast, nullif(btrim(%(v)s), '') as plain", {"v": value}
+        )[0]
+        assert row["fast"] == row["plain"], repr(value)
+    # actions and channels spelt in lower case skip lower(); any other spelling is still cleaned
+    path = _write(
+        tmp_path / "events.csv",
+        "event_id,user_id,session_id,timestamp,action,product_category,channel",
+        "c1,1,s1,2026-03-01T10:00:00Z,view,books,web",
+        "c2,1,s1,2026-03-01T10:01:00Z, View ,  books ,WEB ",
+        "c3,1,s1,2026-03-01T10:02:00Z,ADD_TO_CART,,Email",
+        'c4,1,s1,2026-03-01T10:03:00Z,view,"",""',
+        "c5,1,s1,2026-03-01T10:04:00Z,\tview,,app",
+    )
+    result = _load(db, settings, path)
+    assert result.sheets["events"].as_dict() == {"read": 5, "loaded": 4, "rejected": 1, "duplicate": 0, "dropped": 0}
+    rows = fetch_all(db, "select event_id, action, product_category, channel from recsys.behavior_events order by 1")
+    assert [tuple(r.values()) for r in rows] == [
+        ("c1", "view", "books", "web"),
+        ("c2", "view", "books", "web"),
+        ("c3", "add_to_cart", None, "email"),
+        ("c4", "view", None, None),
+    ]
+    assert [(r["row_number"], r["column_name"], r["value"]) for r in _rejects(db)] == [(6, "action", "\tview")]

@@ -73,6 +73,31 @@ def test_refits_learn_from_resamples_of_the_fits_training_users(loaded: Connecti
         next(iter(bootstrap.refits(-1, seed=0)))
 
 
+def test_refits_bounded_in_offers_draw_fewer_users_and_spread_wider(loaded: Connection, settings: Settings) -> None:
+    response, bootstrap = fit_response_model_with_bootstrap(
+        loaded, settings, CONFIG.catalog, CONFIG.reward, END, seed=0
+    )
+    assert bootstrap is not None
+    states = load_states(loaded, END)
+
+    def spread(refits) -> tuple[float, list[int]]:
+        refits = list(refits)
+        values = [r.reward_matrix(states.obs).mean(axis=0) for r in refits]
+        return float(np.std(values, axis=0).mean()), [r.fit_report["draws"] for r in refits]
+
+    full, full_draws = spread(bootstrap.refits(8, seed=3, start=response))
+    bounded, bounded_draws = spread(bootstrap.refits(8, seed=3, start=response, max_offers=bootstrap.offers // 4))
+    assert full_draws == [bootstrap.n_users] * 8
+    assert bounded_draws == [round(bootstrap.n_users * (bootstrap.offers // 4) / bootstrap.offers)] * 8
+    assert bounded_draws[0] < bootstrap.n_users / 3.9
+    assert bounded > full  # a fit on a quarter of the users varies more: the check gets stricter
+    # a bound above the offers changes nothing
+    same, _ = spread(bootstrap.refits(8, seed=3, start=response, max_offers=bootstrap.offers))
+    assert same == pytest.approx(full)
+    with pytest.raises(ValueError, match="max_offers must be >= 1"):
+        next(iter(bootstrap.refits(1, seed=0, max_offers=0)))
+
+
 def test_a_challenger_the_model_is_sure_of_and_the_logs_do_not_contradict_is_promoted(
     loaded: Connection, settings: Settings
 ) -> None:
@@ -167,6 +192,8 @@ def test_the_minimum_of_training_offers_decides_whether_path_b_counts(loaded: Co
 def test_the_gate_config_refuses_bad_evidence_settings() -> None:
     with pytest.raises(ValueError, match="model_evidence_refits must be >= 0"):
         GateConfig(model_evidence_refits=-1)
+    with pytest.raises(ValueError, match="model_evidence_max_offers must be >= 1"):
+        GateConfig(model_evidence_max_offers=0)
     with pytest.raises(ValueError, match="model_evidence_min_offers must be >= 0"):
         GateConfig(model_evidence_min_offers=-1)
     with pytest.raises(ValueError, match="model_evidence_quantile must be in"):

@@ -129,6 +129,12 @@ class GateConfig:
     training offers) it promoted the retrained PPO on seeds 1 and 2, worth 0.323 and 0.344 against
     the rule's 0.128 and 0.130. The threshold lies between those two measured sizes; 0 counts
     path b on any shop."""
+    model_evidence_max_offers: int = 100_000
+    """Each refit draws about this many training offers at most (fewer users, each weighted up, so
+    the data keep their weight against the prior; `BootstrapSample.refits`): a fit's time is about
+    linear in its rows (docs/performance.md), so 16 refits cost at most about 16 fits of this
+    size however large the shop. The refits' spread is then that of the smaller fit, wider than
+    the night's own: path b gets stricter on a large shop, never looser."""
     model_evidence_quantile: float = 0.05
     """Path b passes when this lower quantile of the refits' differences challenger - baseline
     (mean expected reward per user of the greedy offers on tonight's users) is above 0, and the
@@ -154,6 +160,8 @@ class GateConfig:
             raise ValueError(f"model_evidence_refits must be >= 0, got {self.model_evidence_refits}")
         if self.model_evidence_min_offers < 0:
             raise ValueError(f"model_evidence_min_offers must be >= 0, got {self.model_evidence_min_offers}")
+        if self.model_evidence_max_offers < 1:
+            raise ValueError(f"model_evidence_max_offers must be >= 1, got {self.model_evidence_max_offers}")
         if self.horizon_nights < 1 or self.horizon_users < 1:
             raise ValueError(
                 f"horizon_nights and horizon_users must be >= 1, got {self.horizon_nights}, {self.horizon_users}"

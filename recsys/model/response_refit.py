@@ -58,13 +58,27 @@ class BootstrapSample:
         """How many logged offers the fit trained on."""
         return len(self.user_index)
 
-    def refits(self, n: int, *, seed: int, start: ResponseModel | None = None) -> Iterator[ResponseModel]:
+    def refits(
+        self, n: int, *, seed: int, start: ResponseModel | None = None, max_offers: int | None = None
+    ) -> Iterator[ResponseModel]:
         """`n` response models, each fitted (same hyperparameters, same priors) on a resample of the
         training users with replacement (by `seed`). `start`: a model whose coefficients each fit
         starts from (the night's fit: a resample's optimum lies near it, so it takes fewer steps);
-        the prior stays the centre of the penalty either way, so the optimum is the same."""
+        the prior stays the centre of the penalty either way, so the optimum is the same.
+
+        `max_offers` bounds each refit's cost on a large shop: when the training offers exceed it,
+        each resample draws m < n users (m / n = max_offers / offers, with replacement) and weighs
+        them n / m, so the data keep their weight against the prior. The refits' spread is then
+        that of a fit on m users, wider than the night's own: the check they feed gets stricter,
+        never looser."""
         if n < 0:
             raise ValueError(f"the number of refits must be >= 0, got {n}")
+        if max_offers is not None and max_offers < 1:
+            raise ValueError(f"max_offers must be >= 1, got {max_offers}")
+        draws_per_refit = self.n_users
+        if max_offers is not None and self.offers > max_offers:
+            draws_per_refit = max(1, round(self.n_users * max_offers / self.offers))
+        scale = self.n_users / draws_per_refit
         request = self.request
         catalog, rules = request.catalog, request.rules
         attrs = _Attributes.of(catalog)
@@ -76,10 +90,10 @@ class BootstrapSample:
         rng = np.random.default_rng(seed)
         for b in range(n):
             started = time.perf_counter()
-            draws = np.bincount(rng.integers(0, self.n_users, self.n_users), minlength=self.n_users)
+            draws = np.bincount(rng.integers(0, self.n_users, draws_per_refit), minlength=self.n_users)
             times = draws[self.user_index]
             rows = np.flatnonzero(times)
-            resample = logs.take(rows, logs.weights()[rows] * times[rows])
+            resample = logs.take(rows, logs.weights()[rows] * times[rows] * scale)
             chosen = {k: (sel[rows], y[rows]) for k, (sel, y) in targets.items()}
             everything = np.ones(len(rows), dtype=bool)
             params, _ = _fit_heads(
@@ -100,6 +114,7 @@ class BootstrapSample:
                 "as_of": request.as_of.isoformat(),
                 "refit": b,
                 "users": self.n_users,
+                "draws": draws_per_refit,
                 "offers": len(rows),
                 "seconds": round(time.perf_counter() - started, 3),
             }

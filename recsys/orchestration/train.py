@@ -363,11 +363,14 @@ def _refits(
     bootstrap: BootstrapSample | None, response: ResponseModel, gate: GateConfig, *, seed: int
 ) -> Iterator[ResponseModel] | tuple[()]:
     """The refits of evidence path b, warm-started from the night's fit (same optimum, fewer
-    steps); none when its training offers are fewer than `gate.model_evidence_min_offers` (the gate
-    then records why path b cannot pass, without paying for refits it would not count)."""
+    steps), each on at most about `gate.model_evidence_max_offers` offers; none when its training
+    offers are fewer than `gate.model_evidence_min_offers` (the gate then records why path b
+    cannot pass, without paying for refits it would not count)."""
     if bootstrap is None or bootstrap.offers < gate.model_evidence_min_offers:
         return ()
-    return bootstrap.refits(gate.model_evidence_refits, seed=seed, start=response)
+    return bootstrap.refits(
+        gate.model_evidence_refits, seed=seed, start=response, max_offers=gate.model_evidence_max_offers
+    )
 
 
 def register_challenger(

@@ -5,6 +5,9 @@
 -- otherwise create a partition for every month back to it).
 -- The nested subqueries carry `offset 0` so that PostgreSQL computes each parsed value once per
 -- row and streams it upwards, instead of materialising every level or re-parsing per use.
+-- Cleaning a value costs more than parsing it, so the common value takes a shortcut with the same
+-- result: recsys.trim_to_null skips btrim when there are no spaces to trim, and an action or
+-- channel already spelt in lower case skips lower(), whose locale-aware conversion is slow.
 
 create temp table events_checked on commit drop as
 with final as (
@@ -62,16 +65,22 @@ with final as (
             from (
                 select
                     row_number,
-                    nullif(btrim(raw_event_id), '') as event_id,
-                    nullif(btrim(raw_user_id), '') as user_id,
-                    nullif(btrim(raw_session_id), '') as session_id,
-                    nullif(btrim(raw_timestamp), '') as event_ts,
-                    nullif(lower(btrim(raw_action)), '') as action,
-                    nullif(btrim(raw_product_category), '') as product_category,
-                    nullif(lower(btrim(raw_channel)), '') as channel,
-                    nullif(btrim(raw_amount), '') as amount,
-                    nullif(btrim(raw_discount_used), '') as discount_used,
-                    nullif(btrim(raw_free_shipping_used), '') as free_shipping_used
+                    recsys.trim_to_null(raw_event_id) as event_id,
+                    recsys.trim_to_null(raw_user_id) as user_id,
+                    recsys.trim_to_null(raw_session_id) as session_id,
+                    recsys.trim_to_null(raw_timestamp) as event_ts,
+                    case
+                        when raw_action in ('view', 'add_to_cart', 'purchase') then raw_action
+                        else nullif(lower(btrim(raw_action)), '')
+                    end as action,
+                    recsys.trim_to_null(raw_product_category) as product_category,
+                    case
+                        when raw_channel in ('web', 'app', 'email', 'sms', 'push') then raw_channel
+                        else nullif(lower(btrim(raw_channel)), '')
+                    end as channel,
+                    recsys.trim_to_null(raw_amount) as amount,
+                    recsys.trim_to_null(raw_discount_used) as discount_used,
+                    recsys.trim_to_null(raw_free_shipping_used) as free_shipping_used
                 from pg_temp.stage_events
                 offset 0
             ) as s

@@ -94,3 +94,20 @@ $$;
 
 comment on function recsys.parse_numeric(text) is
 'A decimal number (optionally with an exponent), or null.';
+
+-- The loaders' cleaning of a text value: spaces trimmed, empty as null. The common value has
+-- nothing to trim: two LIKE tests then spare btrim's copy of it (a third of the events check's
+-- time went to btrim). Inlined by PostgreSQL, so the test costs no function call.
+create or replace function recsys.trim_to_null(value text)
+returns text
+language sql
+immutable
+as $$
+    select case
+        when value like ' %' or value like '% ' or value = '' then nullif(btrim(value), '')
+        else value
+    end
+$$;
+
+comment on function recsys.trim_to_null(text) is
+'nullif(btrim(value), ''''): value without leading and trailing spaces, null when nothing is left.';

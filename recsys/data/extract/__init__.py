@@ -401,17 +401,31 @@ def _validate(
     step = _Steps(f"{path.name}, {spec.name}")
     # Rows with formula cells are not staged; a row is one row however many formulas it holds.
     formula_rows = len({row for row, _, _ in formula_rejects})
-    cur.execute(sql.SQL("select count(*) from pg_temp.{}").format(stage))
-    counts.read = cur.fetchone()[0] + formula_rows
     _run_check(cur, sql_text(settings, f"{spec.name}_check"), params)
-    if spec.name == "events":
-        cur.execute("select exists (select from pg_temp.events_checked where event_id is null and not is_rejected)")
-        if cur.fetchone()[0]:
-            cur.execute(sql_text(settings, "events_derive_ids"))
     step("validation")
-    cur.execute(sql.SQL("analyze pg_temp.{}").format(checked))
-    cur.execute(rejects_sql(settings, spec.name), {**params, "sheet": spec.name})
-    step("rejects")
+    if spec.name == "events":
+        # one pass over the checked rows for what the later steps need to know (_write reads the range)
+        cur.execute(sql_text(settings, "events_summary"))
+        cur.execute("select rows_read, rows_rejected, is_id_missing from pg_temp.events_summary")
+        read, rejected, is_id_missing = cur.fetchone()
+        if is_id_missing:
+            cur.execute(sql_text(settings, "events_derive_ids"))
+            step("derived ids")
+    else:
+        cur.execute(sql.SQL("select count(*) from pg_temp.{}").format(stage))
+        read = cur.fetchone()[0]
+        cur.execute(sql.SQL("select count(*) from pg_temp.{} where is_rejected").format(checked))
+        rejected = cur.fetchone()[0]
+    counts.read = read + formula_rows
+    counts.rejected = rejected + formula_rows
+    if spec.name == "users":
+        cur.execute("select count(*) from pg_temp.users_checked where has_dropped_fields and not is_rejected")
+        counts.dropped = cur.fetchone()[0]
+    # A clean file has no problem to record: skip the pass over every checked row that finds none.
+    if rejected or counts.dropped:
+        cur.execute(sql.SQL("analyze pg_temp.{}").format(checked))
+        cur.execute(rejects_sql(settings, spec.name), {**params, "sheet": spec.name})
+        step("rejects")
     if formula_rejects:
         psycopg2.extras.execute_values(
             cur,
@@ -422,11 +436,6 @@ def _validate(
                 for row, column, value in formula_rejects
             ],
         )
-    cur.execute(sql.SQL("select count(*) from pg_temp.{} where is_rejected").format(checked))
-    counts.rejected = cur.fetchone()[0] + formula_rows
-    if spec.name == "users":
-        cur.execute("select count(*) from pg_temp.users_checked where has_dropped_fields and not is_rejected")
-        counts.dropped = cur.fetchone()[0]
     return counts
 
 
@@ -442,12 +451,13 @@ def _write(
     step = _Steps(f"{path.name}, {spec.name}")
     params = dict(params)
     if spec.name == "events":
-        cur.execute("select min(event_at_v), max(event_at_v) from pg_temp.events_checked where not is_rejected")
+        cur.execute("select min_at, max_at from pg_temp.events_summary")
         params["min_at"], params["max_at"] = cur.fetchone()
         if params["min_at"] is not None:
             cur.execute("select recsys.ensure_event_partitions(%(min_at)s, %(max_at)s)", params)
     cur.execute(sql_text(settings, WRITERS[spec.name]), params)
-    counts.loaded = cur.fetchone()[0]
+    # events_insert is a plain insert: the row count is the number of events added
+    counts.loaded = cur.rowcount if spec.name == "events" else cur.fetchone()[0]
     step("write")
     counts.duplicate = counts.read - counts.rejected - counts.loaded
 
