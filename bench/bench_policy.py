@@ -12,7 +12,10 @@ Reference rows: the rule heuristic, greedy on the learned response model (what P
 imitates), and the feature ceiling: a ridge regression of every action's true value on the same
 observations, fitted to the truth on half of the users and greedy on the other half (then swapped).
 An estimate of what these observations allow, not a bound (a better regression could do a little
-better; a two-layer MLP in a one-off check did about the same).
+better; a two-layer MLP in a one-off check did about the same). And the posterior ceiling
+(`recsys.benchmark.posterior`): greedy on the posterior expectation of the generator's value given
+each user's traits' posterior from the same logs (the generator's form and priors known, never its
+traits): what the logs themselves allow, the ceiling of issue 12's bar (>= 90% of it).
 Peer rows: what a data scientist would build instead on the same logs and features
 (`recsys.benchmark.peers`): LightGBM direct method, a LightGBM open/click/convert funnel and Vowpal
 Wabbit `--cb_adf --cb_type dr`, each greedy, hyper-parameters from a pinned grid chosen by held-out
@@ -59,6 +62,7 @@ from recsys.orchestration.train import TrainConfig, train
 
 END = dt.date(2026, 11, 1)
 CHAMPION = "ppo (retrain)"
+POSTERIOR_ROW = "posterior ceiling"
 
 
 def peer_policies(conn, config, seed: int) -> dict:
@@ -109,6 +113,35 @@ def feature_ceiling(conn, truth_path, as_of: dt.date, catalog, seed: int) -> flo
     oracle_value = np.where(has, np.where(mask, values, -np.inf).max(axis=1), 0.0).mean()
     policy_value = np.where(has, values[np.arange(len(values)), chosen], 0.0).mean()
     return float((policy_value - random_value) / (oracle_value - random_value))
+
+
+def posterior_ceiling(conn, as_of: dt.date, catalog, world: str, seed: int) -> np.ndarray:
+    """Decisions from the generator's own posterior of each user's traits given only what the logs
+    show (`recsys.benchmark.posterior`): one action per user of `load_states(conn, as_of)`. It knows
+    the generator's form and priors (`SynthParams`), never the truth's traits."""
+    from recsys.benchmark.posterior import PosteriorConfig, posterior_actions
+    from recsys.benchmark.synth.params import SynthParams
+    from recsys.model.observation import FEATURE_NAMES
+
+    started = time.perf_counter()
+    states = load_states(conn, as_of)
+    k = states.raw[:, FEATURE_NAMES.index("offers_last_7d")]
+    chosen, post = posterior_actions(
+        conn,
+        as_of,
+        states.user_ids,
+        states.action_mask(catalog),
+        k,
+        SynthParams(world=world),
+        catalog,
+        PosteriorConfig(seed=seed),
+    )
+    print(
+        f"posterior ceiling: {len(chosen):,} users in {time.perf_counter() - started:.0f} s, importance "
+        f"sampling ESS median {np.median(post.ess):.0f} (10th percentile {np.percentile(post.ess, 10):.0f})",
+        flush=True,
+    )
+    return chosen
 
 
 def one_seed(
@@ -164,8 +197,17 @@ def one_seed(
                 ),
             }
             policies |= peer_policies(conn, config, seed)
+            choices = {POSTERIOR_ROW: posterior_ceiling(conn, END, catalog, world, seed)}
             result = evaluate_against_truth(
-                conn, truth, END, policies, catalog=catalog, n_boot=200, seed=seed, paired_with=CHAMPION
+                conn,
+                truth,
+                END,
+                policies,
+                catalog=catalog,
+                n_boot=200,
+                seed=seed,
+                paired_with=CHAMPION,
+                choices=choices,
             )
             print(result.table(), flush=True)
             out["rows"] = {
@@ -183,11 +225,13 @@ def one_seed(
             out["rule_normalised"] = result.row("rule heuristic").normalised
             out["model_greedy_normalised"] = result.row("greedy on response model").normalised
             out["ceiling_normalised"] = feature_ceiling(conn, truth, END, catalog, seed)
+            out["posterior_ceiling_normalised"] = result.row(POSTERIOR_ROW).normalised
             warm = retrained.record.evaluation.get("warm_start") or {}
             out["warm_start_agreement"] = warm.get("agreement", float("nan"))
             out["retrain_gate"] = retrained.decision.decision
             out["champion"] = picked.model_version
             out["champion_normalised"] = result.row("gate's pick").normalised
+            out["champion_of_posterior_ceiling"] = out["champion_normalised"] / out["posterior_ceiling_normalised"]
             if seed == 1:
                 out.update(speed(conn, catalog, retrained.record.artifact))
     return out
@@ -252,10 +296,12 @@ def main() -> int:
     print(f"  rule heuristic, for reference:       {summary('rule_normalised')}")
     print(f"  greedy on the response model:        {summary('model_greedy_normalised')}")
     print(f"  feature ceiling (fitted to truth):   {summary('ceiling_normalised')}")
+    print(f"  posterior ceiling (traits | logs):   {summary('posterior_ceiling_normalised')}")
     print(f"  warm start = model's best offer:     {summary('warm_start_agreement')}")
     print(f"  gate decision of each retrain:       {', '.join(str(r['retrain_gate']) for r in results)}")
     print(f"  the gate's pick (champion):          {', '.join(str(r['champion']) for r in results)}")
     print(f"  its normalised score:                {summary('champion_normalised')}")
+    print(f"BAR gate's pick >= 90% of the posterior ceiling: {summary('champion_of_posterior_ceiling')}")
     print(f"BAR gain over best fixed >= 10%:       {summary('gain_over_fixed')}")
     print(f"BAR fine-tune (1/4 steps) >= -2%:      {summary('fine_vs_retrain')}")
     print(f"BAR PPO env-steps/s >= 1,000:          {summary('train_steps_per_s')}")

@@ -190,6 +190,7 @@ def evaluate_against_truth(
     seed: int = 0,
     alpha: float = 0.05,
     paired_with: str | None = None,
+    choices: Mapping[str, np.ndarray] | None = None,
 ) -> TruthEvaluation:
     """Every policy's greedy offer for each user with features as of `as_of`, valued by the truth.
 
@@ -203,19 +204,33 @@ def evaluate_against_truth(
     every row, so normalised-score intervals account for the shared noise. With `paired_with` (the
     name of one of `policies`), every row also gets its paired difference from that policy in
     normalised units, (paired - row) / (oracle - random), with its interval on the same resamples.
+    `choices` adds rows decided from more than the observation (the bench's posterior ceiling): per
+    name, an action id per user of `load_states(conn, as_of)` in its order (-1: nothing sent); a
+    choice of an action the user cannot receive is an error.
     """
-    bad = [name for name in policies if name in _RESERVED]
+    choices = dict(choices or {})
+    bad = [name for name in [*policies, *choices] if name in _RESERVED]
     if bad:
         raise ValueError(f"policy names {bad} are reserved for the reference rows {list(_RESERVED)}")
-    if paired_with is not None and paired_with not in policies:
-        raise ValueError(f"paired_with={paired_with!r} is not one of the policies {list(policies)}")
+    both = [name for name in choices if name in policies]
+    if both:
+        raise ValueError(f"names {both} are given both as policies and as choices")
+    if paired_with is not None and paired_with not in policies and paired_with not in choices:
+        raise ValueError(f"paired_with={paired_with!r} is not one of the policies {[*policies, *choices]}")
     truth, states = _truth_and_states(conn, truth_path, as_of, catalog)
     n = len(states)
     k = states.raw[:, FEATURE_NAMES.index("offers_last_7d")]
     mask = states.action_mask(catalog)
-    names = list(policies)
+    for name, chosen in choices.items():
+        chosen = np.asarray(chosen)
+        if chosen.shape != (n,):
+            raise ValueError(f"choices[{name!r}] has shape {chosen.shape}, expected one action per user ({n},)")
+        sent = chosen >= 0
+        if (chosen >= catalog.n_actions).any() or not mask[np.flatnonzero(sent), chosen[sent]].all():
+            raise ValueError(f"choices[{name!r}] picks actions the users cannot receive")
+    names = [*policies, *choices]
     random_u, oracle_u, greedy_u, sampled_u, column_sums = _per_user_values(
-        truth, states, mask, k, policies, catalog, as_of
+        truth, states, mask, k, policies, catalog, as_of, choices
     )
 
     fixed = int(column_sums.argmax())
@@ -279,12 +294,13 @@ def _per_user_values(
     policies: Mapping[str, Policy],
     catalog: Catalog,
     as_of: dt.date,
+    choices: Mapping[str, np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per user, by the truth: the random policy's expected value, the oracle's, each policy's
-    greedy offer's (policies x users) and its sampled policy's; and per action, the sum of its
-    values over the users allowed it."""
+    greedy offer's (policies, then choices x users) and its sampled policy's (a choice's: its own);
+    and per action, the sum of its values over the users allowed it."""
     n = len(states)
-    names = list(policies)
+    names = [*policies, *choices]
     random_u, oracle_u = np.zeros(n), np.zeros(n)
     greedy_u = np.zeros((len(names), n))
     sampled_u = np.zeros((len(names), n))
@@ -299,15 +315,18 @@ def _per_user_values(
         oracle_u[sl] = np.where(n_allowed > 0, np.where(m, values, -np.inf).max(axis=1), 0.0)
         column_sums += allowed_values.sum(axis=0)
         for j, name in enumerate(names):
-            probs = checked_probabilities(policies[name], obs, m)
-            actions, _ = choose_from_probabilities(probs)
+            if name in policies:
+                probs = checked_probabilities(policies[name], obs, m)
+                actions, _ = choose_from_probabilities(probs)
+            else:
+                actions = np.asarray(choices[name][sl], dtype=np.int64)
             sent = (actions >= 0) & ~catalog.is_rest(actions)  # a rest is worth 0
             greedy = np.zeros(len(ids))
             greedy[sent] = truth.expected_value(
                 ids[sent], actions[sent], night=as_of, offers_last_7d=kk[sent], respect_consent=True
             )
             greedy_u[j, sl] = greedy
-            sampled_u[j, sl] = (probs * allowed_values).sum(axis=1)
+            sampled_u[j, sl] = (probs * allowed_values).sum(axis=1) if name in policies else greedy
     return random_u, oracle_u, greedy_u, sampled_u, column_sums
 
 

@@ -181,7 +181,35 @@ class GroundTruth:
     def _grid_response(
         self, rows: np.ndarray, *, night: dt.date | None, offers_last_7d: np.ndarray | int, release_hour: np.ndarray
     ) -> np.ndarray:
-        """Expected values (len(rows), n_actions) of every action, computing each factor on its own axes.
+        """Expected values (len(rows), n_actions) of every action, computing each factor on its own axes."""
+        resp = self._grid_factors(rows, night=night, offers_last_7d=offers_last_7d, release_hour=release_hour)
+        return resp.expected_value(self.params.unsubscribe_penalty).reshape(len(rows), self.n_actions)
+
+    def response_matrix(
+        self,
+        user_ids: np.ndarray,
+        *,
+        night: dt.date | None = None,
+        offers_last_7d: np.ndarray | int = 0,
+    ) -> Response:
+        """Outcome probabilities of every action for each user: every field (len(user_ids), n_actions).
+        Consent is not applied (`value_matrix` gives the values with it)."""
+        idx = self.index_of(user_ids)
+        resp = self._grid_factors(
+            idx, night=night, offers_last_7d=offers_last_7d, release_hour=self.release_local_hour(night)
+        )
+        shape = np.broadcast_shapes(*(np.shape(getattr(resp, f)) for f in Response.__dataclass_fields__))
+        return Response(
+            **{
+                f: np.broadcast_to(getattr(resp, f), shape).reshape(len(idx), self.n_actions)
+                for f in Response.__dataclass_fields__
+            }
+        )
+
+    def _grid_factors(
+        self, rows: np.ndarray, *, night: dt.date | None, offers_last_7d: np.ndarray | int, release_hour: np.ndarray
+    ) -> Response:
+        """The response model of every action for user `rows`, each factor on its own axes.
 
         Actions are the catalog's product offer_types x values x channels x timings in that nested
         order, so the factors broadcast over a (users, types, values, channels, timings) grid.
@@ -193,7 +221,7 @@ class GroundTruth:
         delay = np.array([_delay_hours(cat, t) for t in cat.timings]).reshape(1, 1, 1, 1, -1)
         k = np.asarray(offers_last_7d, dtype=np.float64)
         k = k.reshape(-1, 1, 1, 1, 1) if k.ndim == 1 else k
-        resp = self._response(
+        return self._response(
             rows.reshape(-1, 1, 1, 1, 1),
             typ,
             val,
@@ -203,7 +231,6 @@ class GroundTruth:
             offers_last_7d=k,
             release_hour=release_hour,
         )
-        return resp.expected_value(self.params.unsubscribe_penalty).reshape(len(rows), self.n_actions)
 
     def _response(
         self,

@@ -1,0 +1,509 @@
+"""The posterior ceiling: decisions from the generator's own posterior of each user's traits, given
+only what the logs show.
+
+The benchmark's ceiling row (`bench/bench_policy.py`, issue 12 item 5). It knows the generator's form
+and priors (`recsys.benchmark.synth.traits`, `SynthParams`) but never the truth's traits: it reads the
+database the product reads (behaviour events, the logged offers and their outcomes, the users' consent
+and time zones, `sql/benchmark/posterior_*.sql`), computes each user's posterior, and values every
+action as the posterior expectation of the generator's expected value (`GroundTruth.value_matrix` on
+posterior draws of the traits). The truth only values the chosen actions, in the bench.
+
+The posterior, per user, factorised where the generator's form allows it:
+- category affinities: Dirichlet(concentration x popularity + product views per category), exact for
+  organic views (the first view of an offer click's session is forced; those few are counted too);
+- basket (mean order value): log-normal prior, organic orders log-normal around it with the known
+  log-sd: a conjugate normal posterior of the log basket (purchases of converted offers taken out);
+- activity: organic sessions ~ Poisson(rate x days), log-normal prior, on a grid;
+- discount sensitivity, free-shipping, recommendation and bundle affinity: a grid on (0, 1) with the
+  Beta prior; the likelihood of every opened offer's click and every click's conversion of that type,
+  and for discount and free shipping the flags of organic purchases. Recommendation offers use the
+  posterior mean focus (the coupling of affinity and focus through recommendation clicks is dropped);
+- channel responsiveness z (3 channels, correlated), preferred hour and fatigue, jointly by importance
+  sampling: particles from the prior of z and fatigue and from the hour's posterior given the organic
+  session start hours (a grid), weighted by the opens of every logged offer (responsiveness x timing
+  fit at its local send hour x exp(-fatigue x offers in the 7 nights before) x weekday), the channels
+  that brought the organic sessions (newsletter shares and the app share rising with push
+  responsiveness) and the consent on each channel (consent follows responsiveness).
+
+Approximations: the groups above are independent a posteriori (the prior makes them independent; the
+likelihood couples only focus with recommendation clicks, and hours with categories not at all);
+unsubscribes are not observed (consent at the end of the data stands for the consent at each send and
+session); the `shifted` world's copula correlations of the traits are not in the prior.
+
+Called by `bench/bench_policy.py` and its tests; pure numpy over users (chunks, no per-user loops).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+
+from recsys.benchmark.synth.params import CATEGORIES, CHANNELS, OFFER_TYPES, TIMEZONES, SynthParams
+from recsys.benchmark.synth.traits import Traits, link, sigmoid
+from recsys.config.catalog import Catalog
+from recsys.config.settings import package_dir
+from recsys.db import Connection
+from recsys.db.sqlfiles import load_sql
+
+SESSION_CHANNELS = ("web", "app", *CHANNELS)
+"""What brings an organic session, in the order of `GroundTruth.session_channel_probabilities`."""
+
+
+@dataclass(frozen=True)
+class PosteriorConfig:
+    """How the posterior is approximated and how many draws value the actions."""
+
+    particles: int = 1024
+    """Importance-sampling particles per user for (responsiveness, preferred hour, fatigue)."""
+    samples: int = 64
+    """Posterior draws of the traits per user that average the generator's expected value (on 5,000
+    users: 32 draws and 128 value the same decisions within the run-to-run spread of +-0.01)."""
+    grid: int = 64
+    """Grid points on (0, 1) for each offer-type trait."""
+    hour_bins: int = 96
+    """Grid of the preferred hour (a quarter hour per bin)."""
+    activity_grid: int = 80
+    """Grid points of the log session rate (the prior's median +- 4 log-sd)."""
+    chunk_users: int = 256
+    """Users per block of the importance sampling and of the valuation."""
+    seed: int = 0
+    """Seeds every draw."""
+
+
+@dataclass
+class Observed:
+    """What the logs show, per user (arrays aligned with `user_ids`) and per logged offer / session."""
+
+    user_ids: np.ndarray
+    consent: np.ndarray
+    """(n, 3) bool opt-in per channel (the users row)."""
+    timezone: np.ndarray
+    """int8 index into TIMEZONES (UTC when unknown)."""
+    days: float
+    """Length of the data window in days (first event to the as-of date)."""
+    view_counts: np.ndarray
+    """(n, len(CATEGORIES)) product views per category."""
+    session_user: np.ndarray
+    """Row of each organic session (not following an offer click)."""
+    session_hour: np.ndarray
+    session_channel: np.ndarray
+    """Index into SESSION_CHANNELS."""
+    organic_orders: np.ndarray
+    organic_sum_log_amount: np.ndarray
+    organic_discount: np.ndarray
+    organic_free_shipping: np.ndarray
+    offer_user: np.ndarray
+    """Row of each logged offer's user (sorted)."""
+    offer_type: np.ndarray
+    offer_value: np.ndarray
+    offer_channel: np.ndarray
+    offer_hour: np.ndarray
+    """Local send hour."""
+    offer_k: np.ndarray
+    """The user's offers in the 7 nights before the offer's night (fatigue count)."""
+    offer_weekday: np.ndarray
+    opened: np.ndarray
+    clicked: np.ndarray
+    converted: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def organic_sessions(self) -> np.ndarray:
+        return np.bincount(self.session_user, minlength=self.n)
+
+
+def _rows(conn: Connection, name: str, as_of: dt.date) -> list[tuple]:
+    with conn.cursor() as cur:
+        cur.execute(load_sql(package_dir("sql"), f"benchmark/{name}"), {"as_of": as_of})
+        return cur.fetchall()
+
+
+def _codes(values: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
+    """Index of each value in `names` (-1 when it is none of them)."""
+    lookup = {name: i for i, name in enumerate(names)}
+    return np.array([lookup.get(v, -1) for v in values], dtype=np.int64)
+
+
+def _row_of(user_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Row of each id in the sorted `user_ids`, -1 when absent."""
+    pos = np.minimum(np.searchsorted(user_ids, ids), len(user_ids) - 1)
+    return np.where(user_ids[pos] == ids, pos, -1)
+
+
+def load_observed(conn: Connection, as_of: dt.date, user_ids: np.ndarray) -> Observed:
+    """What the database shows of `user_ids` (sorted) before `as_of` 00:00 UTC."""
+    ids = np.asarray(user_ids, dtype=np.int64)
+    n = len(ids)
+    users = np.array(_rows(conn, "posterior_users", as_of), dtype=object).reshape(-1, 5)
+    row = _row_of(ids, users[:, 0].astype(np.int64))
+    keep = row >= 0
+    consent = np.zeros((n, 3), dtype=bool)
+    consent[row[keep]] = users[keep, 1:4].astype(bool)
+    timezone = np.full(n, TIMEZONES.index("UTC"), dtype=np.int8)
+    tz = _codes(users[keep, 4], TIMEZONES)
+    timezone[row[keep]] = np.where(tz >= 0, tz, TIMEZONES.index("UTC"))
+
+    views = np.array(_rows(conn, "posterior_views", as_of), dtype=object).reshape(-1, 3)
+    row, cat = _row_of(ids, views[:, 0].astype(np.int64)), _codes(views[:, 1], CATEGORIES)
+    keep = (row >= 0) & (cat >= 0)
+    view_counts = np.zeros((n, len(CATEGORIES)))
+    np.add.at(view_counts, (row[keep], cat[keep]), views[keep, 2].astype(np.float64))
+
+    sessions = np.array(_rows(conn, "posterior_sessions", as_of), dtype=object).reshape(-1, 4)
+    s_row, channel = _row_of(ids, sessions[:, 0].astype(np.int64)), _codes(sessions[:, 1], SESSION_CHANNELS)
+    organic = (s_row >= 0) & (channel >= 0) & ~sessions[:, 3].astype(bool)
+
+    offers = np.array(_rows(conn, "posterior_offers", as_of), dtype=object).reshape(-1, 11)
+    o_row = _row_of(ids, offers[:, 0].astype(np.int64))
+    o_type, o_channel = _codes(offers[:, 1], OFFER_TYPES), _codes(offers[:, 2], CHANNELS)
+    keep = (o_row >= 0) & (o_type >= 0) & (o_channel >= 0)
+    offers, o_row, o_type, o_channel = offers[keep], o_row[keep], o_type[keep], o_channel[keep]
+    night = offers[:, 8].astype(np.int64)
+    converted = offers[:, 6].astype(bool)
+    revenue = offers[:, 7].astype(np.float64)
+
+    purchases = np.array(_rows(conn, "posterior_purchases", as_of), dtype=object).reshape(-1, 5)
+    row = _row_of(ids, purchases[:, 0].astype(np.int64))
+    keep = row >= 0
+    per_user = np.zeros((n, 4))
+    per_user[row[keep]] = purchases[keep, 1:].astype(np.float64)
+    # the purchases of converted offers: their amount is the revenue, their flags the offer's type
+    conv_log = np.bincount(o_row[converted], np.log(np.maximum(revenue[converted], 0.01)), minlength=n)
+    conv_n = np.bincount(o_row[converted], minlength=n)
+    conv_disc = np.bincount(o_row[converted & ((o_type == 0) | (o_type == 3))], minlength=n)
+    conv_fs = np.bincount(o_row[converted & (o_type == 1)], minlength=n)
+    first_day = _rows(conn, "posterior_first_day", as_of)[0][0]
+    return Observed(
+        user_ids=ids,
+        consent=consent,
+        timezone=timezone,
+        days=float(max((as_of - first_day).days, 1)) if first_day is not None else 1.0,
+        view_counts=view_counts,
+        session_user=s_row[organic],
+        session_hour=sessions[organic, 2].astype(np.float64),
+        session_channel=channel[organic],
+        organic_orders=np.maximum(per_user[:, 0] - conv_n, 0.0),
+        organic_sum_log_amount=per_user[:, 1] - conv_log,
+        organic_discount=np.maximum(per_user[:, 2] - conv_disc, 0.0),
+        organic_free_shipping=np.maximum(per_user[:, 3] - conv_fs, 0.0),
+        offer_user=o_row,
+        offer_type=o_type,
+        offer_value=offers[:, 3].astype(np.float64),
+        offer_channel=o_channel,
+        offer_hour=offers[:, 10].astype(np.float64),
+        offer_k=_offers_in_nights_before(o_row, night, 7),
+        offer_weekday=offers[:, 9].astype(np.int64),
+        opened=offers[:, 4].astype(bool),
+        clicked=offers[:, 5].astype(bool),
+        converted=converted,
+    )
+
+
+def _offers_in_nights_before(user: np.ndarray, night: np.ndarray, nights: int) -> np.ndarray:
+    """For each offer, the same user's offers on the `nights` nights before its night."""
+    key = user * 1_000_000 + (night - night.min() if len(night) else night)
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    lo = np.searchsorted(sorted_key, key - nights, side="left")
+    hi = np.searchsorted(sorted_key, key, side="left")
+    return (hi - lo).astype(np.float64)
+
+
+# --- the posterior ---------------------------------------------------------------------------------
+
+
+def _stratified(rng: np.random.Generator, n: int, s: int) -> np.ndarray:
+    """(n, s) uniforms, one in each of the s strata of (0, 1) per row, the strata in random order:
+    a trait's draws cover its posterior evenly (the valuation's Monte Carlo noise falls), and the
+    random order keeps the draws of different traits independent."""
+    return (rng.permuted(np.tile(np.arange(s), (n, 1)), axis=1) + rng.random((n, s))) / s
+
+
+def _grid_draws(rng: np.random.Generator, log_post: np.ndarray, grid: np.ndarray, width: float, s: int) -> np.ndarray:
+    """`s` stratified draws per row from a posterior on `grid` (log densities, rows), jittered within a cell."""
+    post = np.exp(log_post - log_post.max(axis=1, keepdims=True))
+    cdf = np.cumsum(post, axis=1)
+    cdf /= cdf[:, -1:]
+    u = _stratified(rng, len(post), s)
+    cell = np.minimum((u[:, :, None] > cdf[:, None, :]).sum(axis=2), len(grid) - 1)
+    return grid[cell] + (rng.random((len(post), s)) - 0.5) * width
+
+
+def _beta_log_prior(grid: np.ndarray, ab: tuple[float, float]) -> np.ndarray:
+    return (ab[0] - 1.0) * np.log(grid) + (ab[1] - 1.0) * np.log1p(-grid)
+
+
+def _bernoulli(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-9, 1.0 - 1e-9)
+    return np.where(y, np.log(p), np.log1p(-p))
+
+
+def _type_trait_log_posteriors(obs: Observed, p: SynthParams, focus: np.ndarray, grid: np.ndarray) -> list[np.ndarray]:
+    """Log posterior (n, grid) of each offer-type trait (OFFER_TYPES order)."""
+    out = []
+    priors = (
+        p.discount_sensitivity_beta,
+        p.free_shipping_preference_beta,
+        p.recommendation_affinity_beta,
+        p.bundle_affinity_beta,
+    )
+    g = grid[None, :]
+    for t, ab in enumerate(priors):
+        log_post = np.tile(_beta_log_prior(grid, ab), (obs.n, 1))
+        sel = np.flatnonzero((obs.offer_type == t) & obs.opened)
+        v = obs.offer_value[sel][:, None]
+        ch = obs.offer_channel[sel]
+        if t == 0:
+            click, conv = p.discount_click * g * v / 10.0, p.discount_convert * g * v / 10.0
+        elif t == 1:
+            appeal = np.exp(-v / p.free_shipping_threshold_scale)
+            click, conv = p.free_shipping_click * g * appeal, p.free_shipping_convert * g * appeal
+        elif t == 2:
+            f = focus[obs.offer_user[sel]][:, None]
+            lo, hi = p.recommendation_ideal_products
+            fit = np.exp(-0.5 * ((v - (lo + (hi - lo) * (1.0 - f))) / p.recommendation_fit_width) ** 2)
+            click, conv = p.recommendation_click * g * f * fit, p.recommendation_convert * g * f
+        else:
+            click, conv = p.bundle_click * g * v / 10.0, p.bundle_convert * g + 0.0 * v
+        clicked = obs.clicked[sel][:, None]
+        ll = _bernoulli(link(p, np.asarray(p.click_logit)[ch][:, None] + click), clicked)
+        ll = ll + np.where(clicked, _bernoulli(link(p, p.conversion_logit + conv), obs.converted[sel][:, None]), 0.0)
+        np.add.at(log_post, obs.offer_user[sel], ll)
+        if t in (0, 1):  # organic purchases' flags
+            base, slope = (
+                (p.organic_discount_base, p.organic_discount_slope)
+                if t == 0
+                else (p.organic_free_shipping_base, p.organic_free_shipping_slope)
+            )
+            used = obs.organic_discount if t == 0 else obs.organic_free_shipping
+            used = np.minimum(used, obs.organic_orders)[:, None]
+            q = base + slope * g
+            log_post += used * np.log(q) + (obs.organic_orders[:, None] - used) * np.log1p(-q)
+        out.append(log_post)
+    return out
+
+
+def _wrapped_normal_log_pdf(d: np.ndarray, sd: float) -> np.ndarray:
+    dens = sum(np.exp(-0.5 * ((d + 24.0 * j) / sd) ** 2) for j in (-1, 0, 1))
+    return np.log(dens / (sd * np.sqrt(2.0 * np.pi)) + 1e-300)
+
+
+def _hour_log_posterior(obs: Observed, p: SynthParams, centres: np.ndarray) -> np.ndarray:
+    """Log posterior (n, bins) of the preferred hour given the organic sessions' local start hours."""
+    weights = np.asarray(p.preferred_hour_weights) / sum(p.preferred_hour_weights)
+    prior = sum(
+        w * np.exp(_wrapped_normal_log_pdf(centres - m, p.preferred_hour_sd))
+        for w, m in zip(weights, p.preferred_hour_modes, strict=True)
+    )
+    bins = len(centres)
+    hist = np.zeros((obs.n, bins))
+    b = np.minimum((np.mod(obs.session_hour, 24.0) / 24.0 * bins).astype(np.int64), bins - 1)
+    np.add.at(hist, (obs.session_user, b), 1.0)
+    # session start ~ N(preferred hour, session_hour_sd^2) wrapped: (n, bins) @ (bins, bins)
+    lik = _wrapped_normal_log_pdf(centres[:, None] - centres[None, :], p.session_hour_sd)
+    return np.log(prior)[None, :] + hist @ lik
+
+
+@dataclass(frozen=True)
+class Posterior:
+    """Posterior draws of every user's traits: row i * samples + s is draw s of user row i."""
+
+    traits: Traits
+    samples: int
+    ess: np.ndarray
+    """Effective sample size of the importance weights, per user."""
+
+
+def posterior_traits(obs: Observed, params: SynthParams, config: PosteriorConfig = PosteriorConfig()) -> Posterior:
+    """Draws from each user's posterior of the generator's traits given `obs` (module docstring)."""
+    p, n, s = params, obs.n, config.samples
+    rng = np.random.default_rng(config.seed)
+
+    # category affinities: Dirichlet
+    popularity = np.asarray(p.category_popularity) / sum(p.category_popularity)
+    alpha = p.category_concentration * popularity[None, :] + obs.view_counts
+    affinity = rng.gamma(np.repeat(alpha, s, axis=0))
+    affinity = np.maximum(affinity / affinity.sum(axis=1, keepdims=True), 1e-6)
+    affinity /= affinity.sum(axis=1, keepdims=True)
+    k = affinity.shape[1]
+    focus_draws = (affinity.max(axis=1) - 1.0 / k) / (1.0 - 1.0 / k)
+    mean_focus = focus_draws.reshape(n, s).mean(axis=1)
+
+    # basket: conjugate normal on the log mean order value
+    sd = p.order_log_sd
+    prec = 1.0 / p.basket_log_sd**2 + obs.organic_orders / sd**2
+    mean = (
+        np.log(p.basket_median) / p.basket_log_sd**2
+        + (obs.organic_sum_log_amount + obs.organic_orders * 0.5 * sd * sd) / sd**2
+    ) / prec
+    x = np.linspace(-4.5, 4.5, 181)
+    normal = _grid_draws(rng, np.tile(-0.5 * x * x, (n, 1)), x, x[1] - x[0], s)
+    basket = np.exp(mean[:, None] + normal / np.sqrt(prec)[:, None]).ravel()
+
+    # activity: Poisson counts of organic sessions, log-normal prior, on a grid
+    mu, lsd = np.log(p.activity_median_per_day), p.activity_log_sd
+    la = np.linspace(mu - 4 * lsd, mu + 4 * lsd, config.activity_grid)
+    count = obs.organic_sessions.astype(np.float64)[:, None]
+    log_post = -0.5 * ((la - mu) / lsd) ** 2 + count * la[None, :] - np.exp(la)[None, :] * obs.days
+    activity = np.exp(_grid_draws(rng, log_post, la, la[1] - la[0], s)).ravel()
+
+    # offer-type traits: grids
+    grid = (np.arange(config.grid) + 0.5) / config.grid
+    type_traits = [
+        np.clip(_grid_draws(rng, lp, grid, 1.0 / config.grid, s), 1e-4, 1 - 1e-4).ravel()
+        for lp in _type_trait_log_posteriors(obs, p, mean_focus, grid)
+    ]
+
+    # responsiveness, preferred hour, fatigue: importance sampling
+    centres = (np.arange(config.hour_bins) + 0.5) * 24.0 / config.hour_bins
+    hour_log_post = _hour_log_posterior(obs, p, centres)
+    z_out, hour_out, fatigue_out, ess = _open_particles(obs, p, config, rng, hour_log_post, centres)
+
+    traits = Traits(
+        discount_sensitivity=type_traits[0],
+        free_shipping_preference=type_traits[1],
+        recommendation_affinity=type_traits[2],
+        bundle_affinity=type_traits[3],
+        responsiveness=link(p, np.asarray(p.open_rate_logit) + z_out),
+        preferred_hour=hour_out,
+        category_affinity=affinity,
+        activity_rate=activity,
+        basket_mean=basket,
+        fatigue=fatigue_out,
+    )
+    return Posterior(traits=traits, samples=s, ess=ess)
+
+
+def _open_particles(
+    obs: Observed,
+    p: SynthParams,
+    config: PosteriorConfig,
+    rng: np.random.Generator,
+    hour_log_post: np.ndarray,
+    centres: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(z (n*S, 3), preferred hour (n*S,), fatigue (n*S,), ESS (n,)): particles from the prior of z
+    and fatigue and the session-hour posterior of the hour, weighted by opens, session channels and
+    consent, resampled to S draws per user."""
+    n, m, s = obs.n, config.particles, config.samples
+    corr = np.full((3, 3), p.responsiveness_corr)
+    np.fill_diagonal(corr, 1.0)
+    chol = np.linalg.cholesky(corr * p.responsiveness_sd**2)
+    logit = np.asarray(p.open_rate_logit)
+    weekday = np.asarray(p.weekday_open_factor)
+    z_out, hour_out, fatigue_out = np.empty((n * s, 3)), np.empty(n * s), np.empty(n * s)
+    ess = np.empty(n)
+    channel_counts = np.zeros((n, len(SESSION_CHANNELS)))
+    np.add.at(channel_counts, (obs.session_user, obs.session_channel), 1.0)
+    offer_starts = np.searchsorted(obs.offer_user, np.arange(n + 1))
+    any_consent = obs.consent.any(axis=1)
+    lo_app, hi_app = p.app_share_range
+    for lo in range(0, n, config.chunk_users):
+        hi = min(lo + config.chunk_users, n)
+        u = hi - lo
+        z = rng.standard_normal((u, m, 3)) @ chol.T
+        fatigue = rng.gamma(p.fatigue_gamma[0], p.fatigue_gamma[1], size=(u, m))
+        hour = np.mod(_grid_draws(rng, hour_log_post[lo:hi], centres, centres[1] - centres[0], m), 24.0)
+        resp = link(p, logit + z)  # (u, m, 3)
+        log_w = np.zeros((u, m))
+        # opens of the logged offers
+        sl = slice(offer_starts[lo], offer_starts[hi])
+        rows = obs.offer_user[sl] - lo
+        ch = obs.offer_channel[sl]
+        dist = np.abs(np.mod(obs.offer_hour[sl][:, None] - hour[rows] + 12.0, 24.0) - 12.0)
+        timing = p.timing_floor + (1.0 - p.timing_floor) * np.exp(-0.5 * (dist / p.timing_width_hours) ** 2)
+        k = obs.offer_k[sl][:, None]
+        load = k * (k + 1) / 4.0 if p.world == "shifted" else k
+        p_open = resp[rows, :, ch] * timing * np.exp(-fatigue[rows] * load) * weekday[obs.offer_weekday[sl]][:, None]
+        np.add.at(log_w, rows, _bernoulli(np.minimum(p_open, 0.99), obs.opened[sl][:, None]))
+        # what brought the organic sessions
+        consent = obs.consent[lo:hi, None, :]
+        msg = p.messaging_session_share * resp * consent
+        rest = 1.0 - msg.sum(axis=2)
+        app = rest * (lo_app + (hi_app - lo_app) * np.sqrt(resp[:, :, 2]))
+        probs = np.concatenate([(rest - app)[:, :, None], app[:, :, None], msg], axis=2)
+        log_w += (channel_counts[lo:hi, None, :] * np.log(np.maximum(probs, 1e-12))).sum(axis=2)
+        # consent follows responsiveness (users who consent to something were not in the no-consent share)
+        q = sigmoid(np.asarray(p.consent_logit) + p.consent_responsiveness_slope * z)
+        log_consent = _bernoulli(q, consent).sum(axis=2)
+        log_w += np.where(any_consent[lo:hi, None], log_consent, 0.0)
+        w = np.exp(log_w - log_w.max(axis=1, keepdims=True))
+        w /= w.sum(axis=1, keepdims=True)
+        ess[lo:hi] = 1.0 / (w * w).sum(axis=1)
+        cdf = np.cumsum(w, axis=1)
+        pick = np.minimum((_stratified(rng, u, s)[:, :, None] > cdf[:, None, :]).sum(axis=2), m - 1)
+        take = np.arange(u)[:, None]
+        out = slice(lo * s, hi * s)
+        z_out[out] = z[take, pick].reshape(-1, 3)
+        hour_out[out] = hour[take, pick].ravel()
+        fatigue_out[out] = fatigue[take, pick].ravel()
+    return z_out, hour_out, fatigue_out, ess
+
+
+def posterior_values(
+    obs: Observed,
+    params: SynthParams,
+    catalog: Catalog,
+    as_of: dt.date,
+    offers_last_7d: np.ndarray,
+    config: PosteriorConfig = PosteriorConfig(),
+) -> tuple[np.ndarray, Posterior]:
+    """The posterior expected value (n, catalog's offers) of every action per user on night `as_of`
+    (consent not applied: mask it), and the posterior draws it averaged."""
+    from recsys.benchmark.synth.truth import GroundTruth
+
+    post = posterior_traits(obs, params, config)
+    s = post.samples
+    draws = GroundTruth(
+        user_ids=np.arange(obs.n * s),
+        traits=post.traits,
+        consent=np.ones((obs.n * s, 3), dtype=bool),
+        timezone=np.repeat(obs.timezone, s),
+        catalog=catalog,
+        params=params,
+        meta={"end_date": as_of.isoformat()},
+    )
+    k = np.repeat(np.asarray(offers_last_7d, dtype=np.float64), s)
+    values = np.empty((obs.n, draws.n_actions))
+    for lo in range(0, obs.n, config.chunk_users):
+        hi = min(lo + config.chunk_users, obs.n)
+        rows = np.arange(lo * s, hi * s)
+        r = draws.response_matrix(rows, night=as_of, offers_last_7d=k[rows])
+
+        def mean(x: np.ndarray, u: int = hi - lo) -> np.ndarray:
+            return x.reshape(u, s, -1).mean(axis=1)
+
+        # The opens (responsiveness, hour, fatigue) are independent a posteriori of what follows an
+        # open (offer-type traits, focus, basket): E[open x rest] = E[open] E[rest], each mean over
+        # the draws, a valuation with far less Monte Carlo noise than the mean of the products.
+        converted = mean(r.p_open) * mean(r.p_click * r.p_convert * r.net_value)
+        unsubscribed = mean(r.p_open * r.p_unsubscribe)
+        values[lo:hi] = converted - mean(r.contact_cost) - params.unsubscribe_penalty * unsubscribed
+    return values, post
+
+
+def posterior_actions(
+    conn: Connection,
+    as_of: dt.date,
+    user_ids: np.ndarray,
+    mask: np.ndarray,
+    offers_last_7d: np.ndarray,
+    params: SynthParams,
+    catalog: Catalog,
+    config: PosteriorConfig = PosteriorConfig(),
+) -> tuple[np.ndarray, Posterior]:
+    """Greedy on the posterior expected value: one action id per user of `user_ids` (sorted) among
+    the allowed ones of `mask` (-1 for a user with none), and the posterior draws it used. `catalog`
+    may carry the rest action (worth exactly 0, like the truth's)."""
+    obs = load_observed(conn, as_of, user_ids)
+    offers = catalog.without_rest() if catalog.rest_action else catalog
+    values, post = posterior_values(obs, params, offers, as_of, offers_last_7d, config)
+    if catalog.rest_action:
+        values = np.concatenate([values, np.zeros((len(values), 1))], axis=1)
+    chosen = np.where(mask, values, -np.inf).argmax(axis=1)
+    return np.where(mask.any(axis=1), chosen, -1), post
