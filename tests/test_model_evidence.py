@@ -172,7 +172,7 @@ def test_on_a_fit_of_fewer_offers_than_the_minimum_path_b_fails_by_name_without_
     check = next(r for r in get_model(loaded, result.record.model_version).gate_reasons if MODEL_PATH in r["check"])
     assert not check["passed"]
     assert f"trained on {evidence.training_offers:,} logged offers" in check["detail"]
-    assert "model_evidence_min_offers 50,000" in check["detail"]
+    assert f"model_evidence_min_offers {GateConfig().model_evidence_min_offers:,}" in check["detail"]
 
 
 def test_the_minimum_of_training_offers_decides_whether_path_b_counts(loaded: Connection, settings: Settings) -> None:

@@ -119,16 +119,20 @@ class GateConfig:
     coefficients. Counted only from `model_evidence_min_offers` training offers. Cost measured on a
     loaded 2-core machine, before the warm start: 2 to 9 s per night on the 2,000-user demo shop,
     74 to 144 s at 20,000 users x 90 days (the night's fit 37 s)."""
-    model_evidence_min_offers: int = 50_000
+    model_evidence_min_offers: int = 15_000
     """Path b counts only when the night's fit trained on at least this many logged offers; below,
     it is recorded as failed with the count, and no refits are run. Measured (docs/decision-quality.md):
-    on the 2,000-user demo shop (about 8,000 training offers) the refits promoted PPO on 7 seeds of
-    7, two of them worse than the rule under the truth (0.051 vs 0.104, 0.095 vs 0.122): the model's
-    values there were two to six times the truth's, a bias the refits cannot see and the logs'
-    veto, on an effective 80 to 108 decisions, could not catch. At 20,000 users x 90 days (129,186
-    training offers) it promoted the retrained PPO on seeds 1 and 2, worth 0.323 and 0.344 against
-    the rule's 0.128 and 0.130. The threshold lies between those two measured sizes; 0 counts
-    path b on any shop."""
+    on the 2,000-user demo shop (about 8,000 to 11,000 training offers) the refits promoted PPO on
+    7 seeds of 7, two of them worse than the rule under the truth (0.051 vs 0.104, 0.095 vs 0.122):
+    the model's values there were two to six times the truth's, a bias the refits cannot see and
+    the logs' veto, on an effective 80 to 108 decisions, could not catch. On 5,000-user shops
+    (about 19,500 training offers on the first night, growing) path b promoted PPO on 3 seeds of 3
+    (from night 1 on two of them, night 5 on the third), and over 30 simulated nights it was
+    worth +0.0024 to +0.0030 per user-night over the rule under the truth (every paired interval
+    above 0); at 20,000 users x 90 days (129,186
+    training offers) 0.340 / 0.351 / 0.246 against the rule's 0.128 / 0.130 / 0.141. The threshold
+    lies between the largest size measured unsafe and the smallest measured safe; 0 counts path b
+    on any shop."""
     model_evidence_max_offers: int = 100_000
     """Each refit draws about this many training offers at most (fewer users, each weighted up, so
     the data keep their weight against the prior; `BootstrapSample.refits`): a fit's time is about
