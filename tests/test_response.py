@@ -666,3 +666,62 @@ def test_bounded_sample_weights_sum_to_the_offers_they_stand_for() -> None:
     # under the bound: every usable offer, weight 1
     whole, report = bounded_sample(logs, as_of, max_offers=None, recent_days=5, seed=4)
     assert report == {"bounded": False, "offers": int(usable.sum())} and (whole.weights() == 1).all()
+
+
+def test_the_click_head_learns_an_offer_type_whose_appeal_peaks_at_a_middle_value(
+    catalog: Catalog, rules: RewardRules
+) -> None:
+    """Clicks on recommendations (no configured value effect) peak at the middle number of products:
+    the value's level draws that curve, which the value attribute alone (monotone in the value) cannot."""
+    from recsys.model.fit_sample import LoggedOffers
+    from recsys.model.response_fit import FitRequest, fit_response_model_to_logs
+
+    n = 40_000
+    rng = np.random.default_rng(2)
+    day0 = (dt.date(2025, 1, 1) - dt.date(1970, 1, 1)).days
+    offer_type = rng.integers(0, len(catalog.offer_types), n)
+    value = np.asarray(catalog.values)[rng.integers(0, len(catalog.values), n)]
+    middle = (np.asarray(catalog.offer_types)[offer_type] == "recommendation") & (value == np.median(catalog.values))
+    clicked = (rng.random(n) < _sigmoid(-2.5 + 1.5 * middle)).astype(float)
+    logs = LoggedOffers(
+        user_id=rng.integers(0, 4000, n),
+        send_day=day0 + rng.integers(0, 30, n),
+        obs=np.vstack([_user()] * n).astype(np.float64),
+        type_idx=offer_type,
+        value=value,
+        channel_idx=rng.integers(0, len(catalog.channels), n),
+        timing_idx=rng.integers(0, len(catalog.timings), n),
+        outcomes={"opened": np.ones(n), "clicked": clicked, "converted": np.zeros(n)},
+        revenue=np.zeros(n),
+        usable=np.ones(n, dtype=bool),
+    )
+    model = fit_response_model_to_logs(logs, FitRequest(catalog, rules, dt.date(2025, 2, 1), holdout_fraction=0))
+    low, mid, high = (
+        model.stage_probabilities(_user(), np.array([_action(catalog, "recommendation", v, "email")]))["click"][0]
+        for v in sorted(catalog.values)
+    )
+    assert mid > low + 0.05 and mid > high + 0.05  # near the truth: 0.27 in the middle, 0.08 at either end
+    assert mid == pytest.approx(_sigmoid(np.array(-1.0)), abs=0.04)
+    assert low == pytest.approx(_sigmoid(np.array(-2.5)), abs=0.03)
+
+
+def test_a_model_stored_before_the_level_attributes_reads_them_as_zero(catalog: Catalog, rules: RewardRules) -> None:
+    from recsys.model.response_terms import ADDED_ATTRIBUTE_GROUPS, _Attributes
+
+    params = prior_response_model(catalog, rules).params
+    params["click"].w[3] = 0.123  # not the prior any more
+    model = ResponseModel(catalog, rules, params)
+    stored = json.loads(json.dumps(model.to_dict()))
+    attrs = _Attributes.of(catalog)
+    earlier = [i for i, g in enumerate(attrs.groups) if g not in ADDED_ATTRIBUTE_GROUPS]
+    assert len(earlier) < len(attrs.names)
+    stored["attributes"] = [attrs.names[i] for i in earlier]
+    for head in stored["heads"].values():
+        head["gamma"] = [head["gamma"][i] for i in earlier]
+        head["D"] = [head["D"][i] for i in earlier]
+    again = ResponseModel.from_dict(stored, catalog)
+    obs = np.vstack([_user(), _user(discount_sensitivity=0.9, sms_consent=0)])
+    assert np.array_equal(again.reward_matrix(obs), model.reward_matrix(obs))
+    stored["attributes"] = stored["attributes"][::-1]
+    with pytest.raises(ConfigError, match="attribute names"):
+        ResponseModel.from_dict(stored, catalog)

@@ -15,11 +15,13 @@ with x the observation's behaviour and contact-history features (`DESIGN_FEATURE
 flags decide what can be sent, not how a user responds, so they are left out: an unsubscribe from
 one channel must not change the predicted response on another) and a the action's attributes:
 one-hot channel, timing and offer type, and per offer type its value effect (value / reference, or
-exp(-value / reference), see the config). The interaction D lets preferences differ per user
-(discount_sensitivity x discount value, email_responsiveness x email, ...). Each head uses the
-terms its stage can identify (`HEAD_TERMS`; the structure lives in `recsys.model.response_terms`):
-opens, with many positives, carry the channel and timing signal; clicks and conversions, rarer,
-the offer-type signal.
+exp(-value / reference), see the config), and its level: weights on the type's catalog values, so
+that the appeal of a type without a configured value effect may peak at a middle value (the click
+head only). The interaction D lets
+preferences differ per user (discount_sensitivity x discount value, email_responsiveness x email,
+...). Each head uses the terms its stage can identify (`HEAD_TERMS`; the structure lives in
+`recsys.model.response_terms`): opens, with many positives, carry the channel and timing signal;
+clicks and conversions, rarer, the offer-type signal.
 
 The prior-shrunk features (each user's own funnel rates, purchase shares, category focus and order
 value as posterior means, `recsys.config.features.PRIOR_SHRUNK_FEATURES`) enter only where their
@@ -29,7 +31,7 @@ to the offer types, the order value in the order value head; their slopes are he
 own prior (`FitConfig.l2_prior_shrunk`).
 
     P(open | x, a)                 channel, timing; channel x features; fatigue via offers_last_7d
-    P(click | open, x, a)          channel, type, value; each x features
+    P(click | open, x, a)          channel, type, value; each x features; the value's level per type
     P(convert | click, x, a)       type, value; each x features
     P(unsubscribe | open, x, a)    channel; offers_last_7d (learned from the system's own offers,
                                    whose unsubscribes are recorded; past campaigns have none: with
@@ -62,6 +64,7 @@ from recsys.config.reward import RewardRules
 from recsys.errors import ConfigError, RecsysError
 from recsys.model.observation import FEATURE_NAMES, FEATURES, N_FEATURES, feature_columns, feature_fingerprint
 from recsys.model.response_terms import (
+    ADDED_ATTRIBUTE_GROUPS,
     DESIGN_FEATURES,
     HEADS,
     _Attributes,
@@ -361,27 +364,38 @@ class ResponseModel:
                 stored = catalog
             rules = RewardRules.from_dict(d["rules"])
             attrs = _Attributes.of(stored)
-            if list(attrs.names) != d["attributes"]:
-                raise ConfigError("response model: stored attribute names do not match its catalog")
-            k, nd = len(attrs.names), len(design)
+            rows = _stored_attribute_rows(attrs, d["attributes"])
+            k, nd = len(rows), len(design)
             params = {}
             for h in HEADS:
                 hp = d["heads"][h]
                 p = HeadParams(
                     np.asarray(hp["w"], dtype=np.float64),
-                    np.asarray(hp["gamma"], dtype=np.float64),
-                    np.asarray(hp["D"], dtype=np.float64).reshape(k, nd),
+                    np.zeros(len(attrs.names)),
+                    np.zeros((len(attrs.names), nd)),
                 )
-                if (
-                    p.w.shape != (nd,)
-                    or p.gamma.shape != (k,)
-                    or not all(np.isfinite(v).all() for v in (p.w, p.gamma, p.D))
-                ):
+                gamma = np.asarray(hp["gamma"], dtype=np.float64)
+                p.D[rows] = np.asarray(hp["D"], dtype=np.float64).reshape(k, nd)
+                if p.w.shape != (nd,) or gamma.shape != (k,):
+                    raise ConfigError(f"response model: head {h!r} has malformed coefficients")
+                p.gamma[rows] = gamma
+                if not all(np.isfinite(v).all() for v in (p.w, p.gamma, p.D)):
                     raise ConfigError(f"response model: head {h!r} has malformed coefficients")
                 params[h] = p
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"response model: malformed stored model ({e})") from e
         return cls(stored, rules, params, d.get("fit_report") or {}, design, d["feature_fingerprint"])
+
+
+def _stored_attribute_rows(attrs: _Attributes, stored: list[str]) -> np.ndarray:
+    """Where a stored model's attributes sit among today's (`attrs`): all of them, or all but the
+    groups added since (`ADDED_ATTRIBUTE_GROUPS`), whose coefficients such a model leaves at 0."""
+    if list(attrs.names) == stored:
+        return np.arange(len(stored))
+    earlier = [i for i, g in enumerate(attrs.groups) if g not in ADDED_ATTRIBUTE_GROUPS]
+    if [attrs.names[i] for i in earlier] != stored:
+        raise ConfigError("response model: stored attribute names do not match its catalog")
+    return np.array(earlier, dtype=np.int64)
 
 
 def _design_features_of(d: dict[str, Any]) -> tuple[str, ...]:

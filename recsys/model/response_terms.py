@@ -28,12 +28,21 @@ HEAD_TERMS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...] | 
     # head: (attribute groups with a main effect, groups interacting with the features,
     #        features with a main effect: None = all design features)
     "open": (("channel", "timing"), ("channel", "timing"), None),
-    "click": (("channel", "type", "value"), ("channel", "type", "value"), None),
+    "click": (("channel", "type", "value", "level"), ("channel", "type", "value"), None),
     "convert": (("type", "value"), ("type", "value"), None),
     "unsubscribe": (("channel",), (), ("offers_last_7d",)),
     "order_value": (("type",), (), None),
 }
-"""Which terms each head has; the others are fixed at 0."""
+"""Which terms each head has; the others are fixed at 0. The click head's "level" attributes give
+an offer type without a configured value effect (`value_effect = "none"`, the recommendation's
+number of products) a value curve of any shape through the catalog's values (main effects only):
+its "value" attribute alone makes its appeal monotone in the value, and the logs show more clicks
+on a middle number of recommended products than on either end. A type with a configured effect
+keeps that shape (its levels are 0): free levels there follow the noise of each value's few clicks."""
+
+ADDED_ATTRIBUTE_GROUPS = ("level",)
+"""Attribute groups added after models were first stored: a stored model without them reads as
+one whose coefficients on them are 0 (`recsys.model.response.ResponseModel.from_dict`)."""
 
 _DESIGN_IDX = np.array([FEATURE_NAMES.index(n) for n in DESIGN_FEATURES])
 
@@ -56,6 +65,7 @@ class _Attributes:
             ("timing", catalog.timings),
             ("type", catalog.offer_types),
             ("value", catalog.offer_types),
+            ("level", [f"{t}:{v:g}" for t in catalog.offer_types for v in sorted(catalog.values)]),
         ):
             names += [f"{group}:{item}" for item in items]
             groups += [group] * len(items)
@@ -92,7 +102,29 @@ class _Attributes:
                 # "none" keeps value / reference as the attribute, so the fit can still find a value effect
                 scaled[sel] = value[sel] / prior.value_reference
         a[rows, nc + nt + nk + type_idx] = scaled
+        # the level curve bends the value trend of the types with no configured value effect only
+        levels = np.array(sorted(catalog.values), dtype=np.float64)
+        shapeless = np.array([rules.offer_types[t].value_effect == "none" for t in catalog.offer_types])
+        a[:, nc + nt + 2 * nk :] = _level_weights(type_idx, value, levels, nk) * np.repeat(shapeless, len(levels))
         return a
+
+
+def _level_weights(type_idx: np.ndarray, value: np.ndarray, levels: np.ndarray, n_types: int) -> np.ndarray:
+    """The offer's value as weights on its type's levels (n, n_types x len(levels)): 1 on a catalog
+    value, split linearly between the two catalog values around a value in between, all on the
+    nearest end outside them. Their coefficients draw a value curve of any shape per type through
+    the catalog's values (a recommendation's best number of products lies inside the range)."""
+    n, m = len(type_idx), len(levels)
+    out = np.zeros((n, n_types * m))
+    if m == 1:
+        out[np.arange(n), type_idx] = 1.0
+        return out
+    v = np.clip(value, levels[0], levels[-1])
+    hi = np.clip(np.searchsorted(levels, v, side="right"), 1, m - 1)
+    share = (v - levels[hi - 1]) / (levels[hi] - levels[hi - 1])
+    out[np.arange(n), type_idx * m + hi - 1] = 1.0 - share
+    out[np.arange(n), type_idx * m + hi] += share
+    return out
 
 
 def _catalog_attribute_rows(catalog: Catalog, rules: RewardRules, attrs: _Attributes) -> np.ndarray:
