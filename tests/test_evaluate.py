@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 import pytest
-from psycopg2 import sql
+from shop_support import clear_shop
 
 from recsys.benchmark.synth.generate import generate_data, truth_path_for
 from recsys.benchmark.synth.truth import GroundTruth
@@ -22,7 +22,7 @@ from recsys.benchmark.truth_eval import FIXED_ROW, ORACLE_ROW, RANDOM_ROW, Truth
 from recsys.config.catalog import Catalog, load_catalog
 from recsys.config.settings import load_settings
 from recsys.data.extract import extract_path
-from recsys.data.features import build_feature_range, feature_partitions
+from recsys.data.features import build_feature_range
 from recsys.data.states import load_states
 from recsys.db import Connection, connect, fetch_all
 from recsys.errors import RecsysError
@@ -207,19 +207,6 @@ def test_doubly_robust_refuses_reward_model_terms_of_another_length() -> None:
 END = dt.date(2026, 9, 1)
 DAYS = 30
 FIRST = END - dt.timedelta(days=DAYS)
-DATA_TABLES = ("load_rejects", "load_log", "behavior_events", "users", "offer_history", "user_features")
-
-
-def _clear(conn: Connection) -> None:
-    with conn.cursor() as cur:
-        for name in feature_partitions(conn):
-            cur.execute(sql.SQL("drop table {}").format(sql.Identifier("recsys", name)))
-        cur.execute(
-            sql.SQL("truncate {} restart identity cascade").format(
-                sql.SQL(", ").join(sql.Identifier("recsys", t) for t in DATA_TABLES)
-            )
-        )
-    conn.commit()
 
 
 @pytest.fixture(scope="module")
@@ -230,13 +217,13 @@ def shop(migrated_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     generate_data(users=2000, days=DAYS, seed=3, out=out, end_date=END)
     settings = load_settings(env={}, database_url=migrated_url, data_dir=folder, inbox=folder / "inbox")
     with connect(migrated_url) as conn:
-        _clear(conn)
+        clear_shop(conn)
         results = extract_path(conn, settings, out, reference_at=dt.datetime(2026, 9, 1, 12, tzinfo=dt.UTC))
         assert all(r.status == "loaded" for r in results), [r.describe() for r in results]
         build_feature_range(conn, settings, FIRST, END)
         yield {"conn": conn, "truth_path": truth_path_for(out), "folder": folder}
         conn.rollback()
-        _clear(conn)
+        clear_shop(conn)
 
 
 @pytest.fixture

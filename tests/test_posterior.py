@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from psycopg2 import sql
+from shop_support import clear_shop
 
 from recsys.benchmark.posterior import PosteriorConfig, load_observed, posterior_actions, posterior_traits
 from recsys.benchmark.synth.generate import generate_data, truth_path_for
@@ -24,9 +24,9 @@ from recsys.benchmark.truth_eval import evaluate_against_truth
 from recsys.config.catalog import load_catalog
 from recsys.config.settings import load_settings
 from recsys.data.extract import extract_path
-from recsys.data.features import build_features, feature_partitions
+from recsys.data.features import build_features
 from recsys.data.states import load_states
-from recsys.db import Connection, connect
+from recsys.db import connect
 from recsys.model.baselines import RuleHeuristicPolicy
 from recsys.model.observation import FEATURE_NAMES
 
@@ -34,19 +34,6 @@ CATALOG = load_catalog().without_rest()
 END = dt.date(2026, 9, 1)
 PARAMS = SynthParams()
 CONFIG = PosteriorConfig(particles=512, samples=32, seed=7)
-DATA_TABLES = ("load_rejects", "load_log", "behavior_events", "users", "offer_history", "user_features")
-
-
-def _clear(conn: Connection) -> None:
-    with conn.cursor() as cur:
-        for name in feature_partitions(conn):
-            cur.execute(sql.SQL("drop table {}").format(sql.Identifier("recsys", name)))
-        cur.execute(
-            sql.SQL("truncate {} restart identity cascade").format(
-                sql.SQL(", ").join(sql.Identifier("recsys", t) for t in DATA_TABLES)
-            )
-        )
-    conn.commit()
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +44,13 @@ def shop(migrated_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     generate_data(users=1500, days=60, seed=11, out=out, end_date=END)
     settings = load_settings(env={}, database_url=migrated_url, data_dir=folder, inbox=folder / "inbox")
     with connect(migrated_url) as conn:
-        _clear(conn)
+        clear_shop(conn)
         results = extract_path(conn, settings, out, reference_at=dt.datetime.combine(END, dt.time(), dt.UTC))
         assert all(r.status == "loaded" for r in results), [r.describe() for r in results]
         build_features(conn, settings, END)
         yield {"conn": conn, "truth": GroundTruth.load(truth_path_for(out)), "truth_path": truth_path_for(out)}
         conn.rollback()
-        _clear(conn)
+        clear_shop(conn)
 
 
 @pytest.fixture(scope="module")
