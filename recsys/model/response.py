@@ -17,11 +17,10 @@ one channel must not change the predicted response on another) and a the action'
 one-hot channel, timing and offer type, and per offer type its value effect (value / reference, or
 exp(-value / reference), see the config), and its level: weights on the type's catalog values, so
 that the appeal of a type without a configured value effect may peak at a middle value (the click
-head only). The interaction D lets
-preferences differ per user (discount_sensitivity x discount value, email_responsiveness x email,
-...). Each head uses the terms its stage can identify (`HEAD_TERMS`; the structure lives in
-`recsys.model.response_terms`): opens, with many positives, carry the channel and timing signal;
-clicks and conversions, rarer, the offer-type signal.
+head only). The interaction D lets preferences differ per user (discount_sensitivity x discount
+value, email_responsiveness x email, ...). Each head uses the terms its stage can identify
+(`HEAD_TERMS`; the structure lives in `recsys.model.response_terms`): opens, with many positives,
+carry the channel and timing signal; clicks and conversions, rarer, the offer-type signal.
 
 The prior-shrunk features (each user's own funnel rates, purchase shares, category focus and order
 value as posterior means, `recsys.config.features.PRIOR_SHRUNK_FEATURES`) enter only where their
