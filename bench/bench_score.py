@@ -17,7 +17,7 @@ run scores first and publishes when done; so offers already released when scored
 publish. Each run gets the date's partition afresh (the attach path), so the runs are comparable.
 
 The users and their features are written directly with COPY from numpy (not the generator: 1M
-generated users take minutes); the model is an untrained PPO of the production shapes (19 features,
+generated users take minutes); the model is an untrained PPO of the production shapes (39 features,
 108 actions, SB3's default 64x64 MLP, 64 learning steps): the bar is throughput, not quality. The
 catalog is the seed's 108 offers without the rest action (issue 12's bars); `--rest` scores on the
 configured catalog with the rest (109 actions).
@@ -199,8 +199,25 @@ def child_fast(url: str, run_id: str, moment: dt.datetime, lag: float) -> None:
         summary["publish"] = publish_run(conn, settings, run_id, published_at=moment)
         conn.commit()
         end = time.perf_counter()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"wall": end - t, "publish": end - p, "peak": peak, "summary": summary}, default=str))
+    peak = own_peak_rss()
+    report = {"wall": end - t, "publish": end - p, "peak": peak, "load": os.getloadavg()[0], "summary": summary}
+    print(json.dumps(report, default=str))
+
+
+def own_peak_rss() -> int:
+    """This process's peak resident set size in bytes: VmHWM of /proc/self/status on Linux.
+
+    Not `ru_maxrss`: Linux carries the parent's high-water mark over a fork and exec into the
+    child's, so a child started by a parent that had grown bigger (this script's parent after
+    writing a million users with pandas: 2.4 GB) reports the parent's peak, not its own."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def run_fast(url: str, run_id: str, moment: dt.datetime, lag: float) -> dict | None:
@@ -248,7 +265,8 @@ def fast_rows(users: int, moment: dt.datetime, fast: dict) -> list[tuple[str, st
         ),
         ("  publish", f"{fast['publish']:.1f} s", f"offers re-timed: {s['publish']['retimed']:,}"),
         ("  fast path, end to end incl. publish", f"{fast['wall']:.1f} s", "bar <= 20 s"),
-        ("  fast path peak RSS", f"{fast['peak'] / 2**30:.2f} GB", "bar <= 2 GB"),
+        ("  fast path peak RSS (its own process)", f"{fast['peak'] / 2**30:.2f} GB", "bar <= 2 GB"),
+        ("  load average (1 min) at its end", f"{fast['load']:.1f}", f"{os.cpu_count()} cores"),
         ("  fast path users/s", f"{users / fast['wall']:,.0f}", ""),
     ]
 

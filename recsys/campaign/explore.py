@@ -26,13 +26,15 @@ catalog and feature set that is not the champion (the challenger the gate is wai
 else the champion when it is a PPO model, else none and q is uniform. A deterministic champion (the
 rule heuristic) has no values to soften: its only action is already the greedy one.
 
-`choose_explored` is pure numpy on probabilities computed in batches; `exploration_source` reads
-the registry. Called by `recsys.campaign.decide.decide` and `recsys.campaign.score`.
+`choose_explored` (and `choose_self_explored`, when the champion explores with itself) is pure
+numpy on probabilities computed in batches; `exploration_source` reads the registry. Called by
+`recsys.campaign.decide.decide_observed` and `recsys.campaign.score`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +56,7 @@ __all__ = [
     "UNIFORM",
     "Explorer",
     "choose_explored",
+    "choose_self_explored",
     "exploration_source",
     "load_explorer",
     "resolve_explorer",
@@ -161,17 +164,63 @@ def choose_explored(
     (1 - eps) [action == greedy] + eps q(action), exact under the hash draws. The policy's
     probabilities are computed in batches of CHUNK users.
     """
+    policy = _policy_of(explorer)
+    mask = np.asarray(mask, dtype=bool)
+    greedy = np.asarray(greedy, dtype=np.int64)
+    chunks = (
+        (lo, policy.probabilities(obs[lo : lo + CHUNK], mask[lo : lo + CHUNK])) for lo in range(0, len(mask), CHUNK)
+    )
+    return _explore(greedy, chunks, mask, user_ids, campaign_date, rules, explorer)
+
+
+def choose_self_explored(
+    obs: np.ndarray,
+    mask: np.ndarray,
+    user_ids: np.ndarray,
+    campaign_date: dt.date,
+    rules: CampaignRules,
+    explorer: Explorer,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`choose_explored` when the explorer's policy is also the one whose greedy action is logged
+    (the champion explores with itself): (greedy, action, propensity, is_exploration). The greedy
+    actions come from the same forward pass as the probabilities (the policy's
+    `act_with_probabilities`, CHUNK users at a time): one pass over the network instead of two."""
+    policy = _policy_of(explorer)
+    fused = getattr(policy, "act_with_probabilities", None)
+    if not callable(fused):
+        raise ValueError(f"policy {policy.name!r} has no act_with_probabilities: use choose_explored")
+    mask = np.asarray(mask, dtype=bool)
+    greedy = np.empty(len(mask), dtype=np.int64)
+    chunks = _with_greedy(fused(obs, mask, CHUNK), greedy)
+    return (greedy, *_explore(greedy, chunks, mask, user_ids, campaign_date, rules, explorer))
+
+
+def _policy_of(explorer: Explorer) -> Policy:
     if explorer.policy is None:
         raise ValueError("choose_explored needs an explorer with a policy (use choose_actions for uniform)")
+    return explorer.policy
+
+
+def _explore(
+    greedy: np.ndarray,
+    chunks: Iterator[tuple[int, np.ndarray]],
+    mask: np.ndarray,
+    user_ids: np.ndarray,
+    campaign_date: dt.date,
+    rules: CampaignRules,
+    explorer: Explorer,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mixture on the explorer's probabilities, chunk by chunk (start row, probabilities);
+    `greedy` of a chunk is read only once the chunk has arrived."""
     eps = rules.exploration_share
-    mask = np.asarray(mask, dtype=bool)
     explore, draw = explore_draws(user_ids, campaign_date, rules)
     explore &= mask.any(axis=1)
-    action = np.asarray(greedy, dtype=np.int64).copy()
+    action = np.empty(len(mask), dtype=np.int64)
     q_logged = np.zeros(len(action))
-    for lo in range(0, len(action), CHUNK):
-        sl = slice(lo, lo + CHUNK)
-        probs = np.asarray(explorer.policy.probabilities(obs[sl], mask[sl]), dtype=np.float64)
+    for lo, p in chunks:
+        sl = slice(lo, lo + len(p))
+        action[sl] = greedy[sl]
+        probs = np.asarray(p, dtype=np.float64)
         probs *= mask[sl]  # exactness does not rest on the policy keeping its protocol
         rows = np.flatnonzero(explore[sl])
         if len(rows):
@@ -182,6 +231,16 @@ def choose_explored(
         )
     propensity = (1.0 - eps) * (action == greedy) + eps * q_logged
     return action, propensity, explore
+
+
+def _with_greedy(
+    chunks: Iterator[tuple[int, np.ndarray, np.ndarray]], greedy: np.ndarray
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(start row, probabilities) per chunk of `act_with_probabilities`, its greedy actions
+    written into `greedy` on the way."""
+    for lo, actions, probs in chunks:
+        greedy[lo : lo + len(actions)] = actions
+        yield lo, probs
 
 
 def exploration_source(conn: Connection, catalog: Catalog, rules: CampaignRules) -> ModelRecord | None:
@@ -223,14 +282,18 @@ def resolve_explorer(
     return record
 
 
-def load_explorer(record: ModelRecord | None, catalog: Catalog, rules: CampaignRules) -> Explorer:
+def load_explorer(
+    record: ModelRecord | None, catalog: Catalog, rules: CampaignRules, policy: Policy | None = None
+) -> Explorer:
     """The `Explorer` of the rules with the policy of `record` (None: uniform). Loads the model
-    (torch for a PPO model): call it once per run or shard."""
-    policy = load_policy(record, catalog) if record is not None else None
+    (torch for a PPO model) unless `policy`, that record's policy already loaded (the champion
+    exploring with itself), is given: call it once per run or shard."""
+    if record is not None and policy is None:
+        policy = load_policy(record, catalog)
     return Explorer(
         kind=rules.explorer,
         temperature=rules.exploration_temperature,
         floor=rules.exploration_floor,
-        policy=policy,
+        policy=policy if record is not None else None,
         source=record.model_version if record is not None else UNIFORM,
     )

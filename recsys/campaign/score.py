@@ -36,7 +36,14 @@ from typing import Any
 
 import numpy as np
 
-from recsys.campaign.decide import CHANNELS, SKIP_REASONS, allowed_mask, choose_actions, decide, skip_reasons
+from recsys.campaign.decide import (
+    CHANNELS,
+    SKIP_REASONS,
+    allowed_mask,
+    choose_actions,
+    decide_observed,
+    skip_reasons,
+)
 from recsys.campaign.explore import load_explorer, resolve_explorer
 from recsys.campaign.load import load_users, resolve_model
 from recsys.campaign.messages import Renderer
@@ -53,7 +60,7 @@ from recsys.config.settings import Settings
 from recsys.db import Connection, fetch_all, fetch_value
 from recsys.errors import RecsysError
 from recsys.evaluation.registry import ModelRecord, get_model, load_policy
-from recsys.model.observation import FEATURE_NAMES
+from recsys.model.observation import normalise
 
 log = logging.getLogger(__name__)
 
@@ -193,28 +200,39 @@ def _score_shard(
     # The explorer's policy (a challenger) is loaded the same way, once per shard.
     record, explorer_record = records
     version = record.model_version
+    # the champion exploring with itself is loaded once, and scores and explores in one pass
+    itself = explorer_record is not None and explorer_record.model_version == version
     with ThreadPoolExecutor(1) as pool:
         model = pool.submit(load_policy, record, catalog)
-        explorer = pool.submit(load_explorer, explorer_record, catalog, rules)
+        explorer = pool.submit(load_explorer, None if itself else explorer_record, catalog, rules)
         t = time.perf_counter()
         users = load_users(conn, sql_dir, campaign_date, rules, k, n)
         timings["load"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        user_ids = users["user_id"].to_numpy(np.int64)
+        user_ids = users.user_ids
         channel_ok, mask = allowed_mask(users, catalog, rules)
         reasons = skip_reasons(users, channel_ok, mask)
         eligible = reasons == ""
         policy, explore_with = model.result(), explorer.result()
+        if itself:
+            explore_with = load_explorer(explorer_record, catalog, rules, policy=policy)
         timings["model_load"] = time.perf_counter() - t
     rows = np.flatnonzero(eligible)
     ids = user_ids[rows]
-    raw = users[list(FEATURE_NAMES)].to_numpy(np.float64)[rows]
-    action, propensity, explore, holdout = decide(policy, raw, mask[rows], ids, campaign_date, rules, explore_with)
+    # normalised in place (the raw values are not needed again), then the eligible users' rows
+    # gathered into one C-ordered float32 matrix, the policy's input; the full matrix goes
+    raw = users.pop_features()
+    obs = normalise(raw, out=raw)[rows]
+    del raw
+    if len(rows) < len(mask):
+        mask = mask[rows]
+    action, propensity, explore, holdout = decide_observed(policy, obs, mask, ids, campaign_date, rules, explore_with)
+    del obs, mask
     timings["score"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    categories = users["top_category"].to_numpy(object)[rows]
+    categories = users.top_category(rows)
     message_id, messages = render_messages(renderer, catalog, action, categories)
     timings["render"] = time.perf_counter() - t
 
@@ -234,15 +252,15 @@ def _score_shard(
             is_exploration=explore,
             is_holdout=holdout,
             message_id=message_id,
-            category_codes=users["category_code"].to_numpy()[rows],
-            segment_codes=users["segment_code"].to_numpy()[rows],
-            categories=users.attrs["categories"],
-            segments=users.attrs["segments"],
+            category_codes=users["category_code"][rows],
+            segment_codes=users["segment_code"][rows],
+            categories=users.categories,
+            segments=users.segments,
             messages=messages,
             is_rest=catalog.is_rest(action),
             skipped_user_ids=user_ids[~eligible],
             skip_codes=skip_codes(reasons[~eligible]),
-            skipped_segment_codes=users["segment_code"].to_numpy()[~eligible],
+            skipped_segment_codes=users["segment_code"][~eligible],
         )
         counts.update(write_decisions(conn, sql_dir, decisions, rules, catalog, timings, publish_at))
     timings["write"] = time.perf_counter() - t

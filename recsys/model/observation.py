@@ -75,14 +75,22 @@ def feature_columns(fingerprint: str) -> np.ndarray | None:
         ) from None
 
 
-def normalise(raw: np.ndarray) -> np.ndarray:
-    """Raw feature columns (n, N_FEATURES) in FEATURES order -> float32 observations in [0, 1]."""
-    raw = np.asarray(raw, dtype=np.float64)
-    out = np.empty(raw.shape, dtype=np.float32)
+def normalise(raw: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Raw feature columns (n, N_FEATURES) in FEATURES order -> float32 observations in [0, 1].
+
+    Each column is transformed in float64 and rounded once to float32, one column at a time (no
+    float64 copy of the whole matrix). `out`: a float32 (n, N_FEATURES) array to write into, which
+    may be `raw` itself (normalised in place; a column-major one is the fastest).
+    """
+    raw = np.asarray(raw)
+    if out is None:
+        out = np.empty(raw.shape, dtype=np.float32)
+    elif out.dtype != np.float32 or out.shape != raw.shape:
+        raise ValueError(f"normalise: out must be float32 of shape {raw.shape}, got {out.dtype} {out.shape}")
     for j, (_, transform, scale) in enumerate(FEATURES):
-        col = np.maximum(raw[:, j], 0.0)
+        col = np.maximum(raw[:, j].astype(np.float64), 0.0)
         out[:, j] = np.log1p(col) / np.log1p(scale) if transform == "log1p" else col / scale
-    return np.clip(out, 0.0, 1.0)
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def columns_of_width(width: int) -> np.ndarray | None:

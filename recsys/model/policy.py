@@ -116,25 +116,37 @@ class PPOPolicy:
             )
         self.action_ids = None if n == self.catalog.n_actions and (ids == np.arange(n)).all() else ids
 
-    def _masked_log_probs(self, obs: np.ndarray, mask: np.ndarray) -> Iterator[tuple[int, Any]]:
+    def _masked_log_probs(
+        self, obs: np.ndarray, mask: np.ndarray, chunk: int | None = None
+    ) -> Iterator[tuple[int, Any]]:
         """(start row, masked log-probabilities as a float32 torch tensor) per chunk of users."""
         import torch
 
+        chunk = chunk or CHUNK
         policy = self.model.policy
         policy.set_training_mode(False)
         with torch.no_grad():
-            for lo in range(0, len(obs), CHUNK):
-                part = obs[lo : lo + CHUNK]
+            for lo in range(0, len(obs), chunk):
+                part = obs[lo : lo + chunk]
                 if self.feature_columns is not None:  # a model of an earlier feature set: its columns
                     part = part[:, self.feature_columns]
                 x = torch.as_tensor(np.asarray(part, dtype=np.float32))
                 logits = actor_logits(policy, x)
-                part = np.asarray(mask[lo : lo + CHUNK], dtype=bool)
+                part = np.asarray(mask[lo : lo + chunk], dtype=bool)
                 if self.action_ids is not None:  # the model's own actions, in its order
                     part = part[:, self.action_ids]
                 allowed = torch.as_tensor(part)
                 logits = logits.masked_fill(~allowed, float("-inf"))
                 yield lo, torch.log_softmax(logits, dim=1)
+
+    def _probabilities_of(self, log_probs: Any) -> np.ndarray:
+        """float64 (rows, n_actions) of one chunk's masked log-probabilities (see `probabilities`)."""
+        probs = np.nan_to_num(log_probs.exp().double().numpy(), copy=False, nan=0.0)
+        if self.action_ids is None:
+            return probs
+        out = np.zeros((len(probs), self.catalog.n_actions), dtype=np.float64)
+        out[:, self.action_ids] = probs
+        return out
 
     def probabilities(self, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Softmax over the allowed actions' logits; all zeros for a user with no allowed action.
@@ -142,24 +154,18 @@ class PPOPolicy:
         Returns the whole (n, n_actions) matrix: for evaluation-sized batches. Scoring uses `act`.
         """
         out = np.zeros((len(obs), self.catalog.n_actions), dtype=np.float64)
-        columns = slice(None) if self.action_ids is None else self.action_ids
         for lo, log_probs in self._masked_log_probs(obs, mask):
-            probs = log_probs.exp().double().numpy()
-            out[lo : lo + len(probs), columns] = np.nan_to_num(probs, nan=0.0)
+            probs = self._probabilities_of(log_probs)
+            out[lo : lo + len(probs)] = probs
         return out
 
-    def act(self, obs: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The greedy allowed action per user and the policy's probability of it, chunk by chunk
-        (never the whole probability matrix). -1 / 0.0 for a user with no allowed action."""
+    def _greedy_of(self, log_probs: Any, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`act` on one chunk's masked log-probabilities and the chunk's mask."""
         import torch
 
-        actions = np.empty(len(obs), dtype=np.int64)
-        chosen = np.empty(len(obs), dtype=np.float64)
-        for lo, log_probs in self._masked_log_probs(obs, mask):
-            best, index = torch.max(log_probs, dim=1)
-            hi = lo + len(index)
-            actions[lo:hi] = index.numpy()
-            chosen[lo:hi] = best.exp().double().numpy()
+        best, index = torch.max(log_probs, dim=1)
+        actions = index.numpy().astype(np.int64, copy=False)
+        chosen = best.exp().double().numpy()
         known = np.asarray(mask, dtype=bool)
         if self.action_ids is not None:
             actions = self.action_ids[actions]
@@ -168,3 +174,24 @@ class PPOPolicy:
         actions[empty] = -1
         chosen[empty] = 0.0
         return actions, chosen
+
+    def act(self, obs: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The greedy allowed action per user and the policy's probability of it, chunk by chunk
+        (never the whole probability matrix). -1 / 0.0 for a user with no allowed action."""
+        actions = np.empty(len(obs), dtype=np.int64)
+        chosen = np.empty(len(obs), dtype=np.float64)
+        for lo, log_probs in self._masked_log_probs(obs, mask):
+            hi = lo + len(log_probs)
+            actions[lo:hi], chosen[lo:hi] = self._greedy_of(log_probs, mask[lo:hi])
+        return actions, chosen
+
+    def act_with_probabilities(
+        self, obs: np.ndarray, mask: np.ndarray, chunk: int
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Per chunk of `chunk` users, one forward pass for both: (start row, the greedy actions
+        `act` gives them, the probabilities `probabilities` gives them). For scoring with the
+        champion as its own explorer (recsys.campaign.explore)."""
+        for lo, log_probs in self._masked_log_probs(obs, mask, chunk):
+            hi = lo + len(log_probs)
+            actions, _ = self._greedy_of(log_probs, mask[lo:hi])
+            yield lo, actions, self._probabilities_of(log_probs)
