@@ -11,10 +11,11 @@ import pytest
 
 from recsys.benchmark.toy import plausible_observations, toy_ppo_artifact, toy_record
 from recsys.campaign import load_rules
-from recsys.campaign.decide import decide
+from recsys.campaign.decide import decide, decide_observed
 from recsys.campaign.explore import (
     Explorer,
     choose_explored,
+    choose_self_explored,
     exploration_probability,
     exploration_source,
     softmax_exploration,
@@ -164,6 +165,52 @@ def test_a_ppo_explorer_keeps_the_protocol_on_plausible_users() -> None:
     assert mask[np.arange(n), action].all()
     assert np.allclose(propensity, mixture[np.arange(n), action])
     assert (propensity > 0).all() and (action[explored] != greedy[explored]).any()
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> None:
+    """Equal: actions and flags exactly; probabilities up to float32 rounding (the one pass runs
+    the network on other batches than `act` does: equal bits where, as with MKL, a row's result
+    does not depend on its batch, which is what scoring 200k users before and after measured)."""
+    if a.dtype.kind == "f":
+        assert np.allclose(a, b, rtol=0.0, atol=1e-6)
+    else:
+        assert np.array_equal(a, b)
+
+
+def test_a_champion_exploring_with_itself_decides_as_with_two_passes() -> None:
+    """One forward pass for the greedy action and the explorer's probabilities (the champion is
+    its own explorer) gives the same actions, propensities and draws as two passes, with the rest
+    and with a model that knows only the offers (an action mapping)."""
+    from recsys.model.policy import PPOPolicy, load_sb3_model
+
+    catalog = load_catalog()
+    n = 40_000  # more than two of the explorer's chunks, the last one partial
+    obs = plausible_observations(n, seed=4)
+    rng = np.random.default_rng(4)
+    mask = rng.random((n, catalog.n_actions)) < 0.3
+    mask[:, -1] = mask[:, :-1].any(axis=1)
+    mask[:5] = False  # nothing allowed: -1, never explored
+    ids = np.arange(10, 10 + n)
+    rules = _rules(0.2)
+    offers_only = load_sb3_model(toy_ppo_artifact(catalog.without_rest(), seed=6))
+    for policy in (
+        PPOPolicy(load_sb3_model(toy_ppo_artifact(catalog, seed=5)), catalog),
+        PPOPolicy(offers_only, catalog, action_ids=np.arange(catalog.n_offers)),
+    ):
+        explorer = Explorer("softmax", 1.0, 0.1, policy, "toy")
+        greedy, _ = policy.act(obs, mask)
+        two_passes = choose_explored(greedy, obs, mask, ids, DAY, rules, explorer)
+        one_pass = choose_self_explored(obs, mask, ids, DAY, rules, explorer)
+        _same(one_pass[0], greedy)
+        for a, b in zip(two_passes, one_pass[1:], strict=True):
+            _same(a, b)
+        # decide_observed takes the one pass exactly when the explorer's policy is the champion
+        shared = decide_observed(policy, obs, mask, ids, DAY, rules, explorer)
+        other = PPOPolicy(policy.model, catalog, action_ids=policy.action_ids)  # equal, not the same object
+        apart = decide_observed(other, obs, mask, ids, DAY, rules, explorer)
+        for a, b in zip(shared, apart, strict=True):
+            _same(a, b)
+        assert (one_pass[1][:5] == -1).all() and not one_pass[3][:5].any()
 
 
 # --- the source in the registry --------------------------------------------------------------------

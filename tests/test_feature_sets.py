@@ -21,7 +21,14 @@ from recsys.config.features import (
 from recsys.config.reward import load_reward_rules
 from recsys.errors import ConfigError, RecsysError
 from recsys.evaluation.registry import load_policy
-from recsys.model.observation import FEATURE_NAMES, N_FEATURES, feature_columns, feature_fingerprint, fingerprint_of
+from recsys.model.observation import (
+    FEATURE_NAMES,
+    N_FEATURES,
+    feature_columns,
+    feature_fingerprint,
+    fingerprint_of,
+    normalise,
+)
 from recsys.model.policy import PPOPolicy
 from recsys.model.response import HeadParams, ResponseModel, prior_response_model
 from recsys.model.response_terms import HEADS
@@ -122,3 +129,20 @@ def test_a_stored_response_model_of_the_earlier_set_round_trips_and_reads_only_i
     stored["design_features"] = [*design, "email_open_rate"]
     with pytest.raises(ConfigError, match="do not match its feature set"):
         ResponseModel.from_dict(stored, catalog)
+
+
+def test_normalising_in_place_gives_the_same_observations_as_a_copy() -> None:
+    """Scoring normalises its float32 feature matrix in place (column-major, one column at a time
+    in float64): the very observations `normalise` returns for the same values as float64,
+    negative, large and NaN ones included; a wrong `out` is refused."""
+    rng = np.random.default_rng(7)
+    raw = (rng.gamma(1.0, 300.0, (5_000, N_FEATURES)) - 50.0).astype(np.float32)
+    raw[::97, 3] = np.nan
+    expected = normalise(raw.astype(np.float64))
+    matrix = np.asfortranarray(raw)
+    out = normalise(matrix, out=matrix)
+    assert out is matrix and out.dtype == np.float32
+    assert np.array_equal(out, expected, equal_nan=True)
+    assert np.array_equal(normalise(raw), expected, equal_nan=True)
+    with pytest.raises(ValueError, match="float32"):
+        normalise(raw, out=np.empty(raw.shape))

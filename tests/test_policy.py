@@ -187,3 +187,23 @@ def test_load_policy_runs_ppo_and_the_rule_heuristic_and_refuses_anything_else(d
     with pytest.raises(psycopg2.errors.CheckViolation, match="policy_models_rule_heuristic_check"):
         register(db, dataclasses.replace(rule, model_version="rule-with-weights", artifact=b"zip"))
     db.rollback()
+
+
+def test_act_with_probabilities_is_act_and_probabilities_in_one_pass(toy_model) -> None:
+    """The scoring path of a champion that explores with itself: per chunk, the greedy actions of
+    `act` and the rows of `probabilities`, bit for bit (with and without an action mapping)."""
+    catalog = load_catalog()
+    rng = np.random.default_rng(5)
+    obs = rng.random((450, N_FEATURES), dtype=np.float32)
+    mask = rng.random((450, catalog.n_actions)) < 0.3
+    mask[:5] = False
+    offers = toy_ppo(catalog.without_rest(), seed=3, timesteps=128)
+    for policy in (PPOPolicy(toy_model, catalog), PPOPolicy(offers, catalog, action_ids=np.arange(catalog.n_offers))):
+        actions, _ = policy.act(obs, mask)
+        probs = policy.probabilities(obs, mask)
+        starts = []
+        for lo, chunk_actions, chunk_probs in policy.act_with_probabilities(obs, mask, 100):
+            starts.append(lo)
+            assert np.array_equal(chunk_actions, actions[lo : lo + 100])
+            assert np.array_equal(chunk_probs, probs[lo : lo + 100])
+        assert starts == [0, 100, 200, 300, 400]

@@ -145,10 +145,13 @@ class Catalog:
         is allowed where its channel is; the rest where some offer is (a user no rule lets us
         contact is skipped, never rested)."""
         ok = np.asarray(channel_ok, dtype=bool)
-        offers = ok[:, [ALLOWED_CHANNELS.index(c) for c in self._offer_channels()]]
+        columns = [ALLOWED_CHANNELS.index(c) for c in self._offer_channels()]
         if not self.rest_action:
-            return offers
-        return np.concatenate([offers, offers.any(axis=1, keepdims=True)], axis=1)
+            return ok[:, columns]
+        # the rest's column appended to the channels' (some offer's channel is usable), then every
+        # action's column picked at once: one pass over the (n, n_actions) mask, not three
+        rest = ok[:, sorted(set(columns))].any(axis=1, keepdims=True)
+        return np.concatenate([ok, rest], axis=1)[:, [*columns, ok.shape[1]]]
 
     def _offer_channels(self) -> list[str]:
         per_offer = len(self.timings)
