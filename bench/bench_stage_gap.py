@@ -164,15 +164,32 @@ def agreement(catalog, chosen: np.ndarray, oracle: np.ndarray) -> dict[str, floa
     return out
 
 
-def posterior_choices(mf: dict, pf: dict, mask: np.ndarray, penalty: float, offer_types: np.ndarray) -> dict:
-    """Greedy on the model with one stage the posterior's (all actions, then one offer type's), and
-    on the posterior with one stage the model's."""
+def rescaled_open(shape: np.ndarray, level: np.ndarray, channels: np.ndarray) -> np.ndarray:
+    """P(open) with `shape`'s variation across a channel's actions (the timings) and `level`'s mean
+    over them, per user and channel."""
+    out = shape.copy()
+    for c in dict.fromkeys(channels):
+        sel = channels == c
+        mean = shape[:, sel].mean(axis=1, keepdims=True)
+        out[:, sel] = shape[:, sel] * level[:, sel].mean(axis=1, keepdims=True) / np.maximum(mean, 1e-12)
+    return out
+
+
+def posterior_choices(
+    mf: dict, pf: dict, mask: np.ndarray, penalty: float, offer_types: np.ndarray, channels: np.ndarray
+) -> dict:
+    """Greedy on the model with one stage the posterior's (all actions, then one offer type's, and
+    the open's level or its shape across the timings), and on the posterior with one stage the model's."""
     choices = {"greedy on model": greedy(expected_value(mf, penalty), mask)}
     choices["greedy on posterior stages"] = greedy(expected_value(pf, penalty), mask)
     for s in STAGES:
         choices[f"posterior {s}"] = greedy(expected_value(mf | {s: pf[s]}, penalty), mask)
     for s in STAGES:
         choices[f"model {s} in posterior"] = greedy(expected_value(pf | {s: mf[s]}, penalty), mask)
+    shape = rescaled_open(pf["open"], mf["open"], channels)
+    choices["posterior open shape"] = greedy(expected_value(mf | {"open": shape}, penalty), mask)
+    level = rescaled_open(mf["open"], pf["open"], channels)
+    choices["posterior open level"] = greedy(expected_value(mf | {"open": level}, penalty), mask)
     for t in dict.fromkeys(offer_types):
         for s in ("click", "convert", "net"):
             mixed = np.where(offer_types == t, pf[s], mf[s])
@@ -191,7 +208,8 @@ def against_posterior(conn, config, data, seed: int, truth, states, mask, k, mf,
     for s in STAGES:
         print(f"  {s:<12} {stage_row(s, mf[s], tf[s], mask)[1]:>7.3f} {stage_row(s, pf[s], tf[s], mask)[1]:>10.3f}")
     offer_types = np.array([a.offer_type for a in catalog.actions])
-    choices = posterior_choices(mf, pf, mask, config.reward.unsubscribe_penalty, offer_types)
+    channels = np.array([a.channel for a in catalog.actions])
+    choices = posterior_choices(mf, pf, mask, config.reward.unsubscribe_penalty, offer_types, channels)
     result = evaluate_against_truth(
         conn, truth_path_for(data), END, {}, catalog=catalog, n_boot=200, seed=seed, choices=choices
     )
