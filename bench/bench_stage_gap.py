@@ -21,9 +21,15 @@ mask, the truth on that night with each user's offers of the previous 7 days):
    ("model <stage> only"), each valued under the truth next to greedy on the model and the
    oracle: the normalised value (value - random) / (oracle - random) of `evaluate_against_truth`,
    with its 95% bootstrap interval;
-3. how often the greedy choice's channel, timing, offer type and value agree with the oracle's.
+3. how often the greedy choice's channel, timing, offer type and value agree with the oracle's;
+4. with `--posterior`, the same against the posterior ceiling of bench/bench_policy.py instead of
+   the truth: each stage's posterior mean (`recsys.benchmark.posterior.posterior_stages`, from the
+   same logs, the generator's form and priors known), its correlation with the truth next to the
+   model's, and greedy on the model with one stage (or one stage of one offer type) replaced by the
+   posterior's, and on the posterior with one stage left as the model's: which stages, and which
+   offer types, hold what the ceiling keeps over the model.
 
-    python bench/bench_stage_gap.py [--seeds 3 1] [--users 20000] [--days 90] [--keep]
+    python bench/bench_stage_gap.py [--seeds 3 1] [--users 20000] [--days 90] [--posterior] [--keep]
         [--database URL]
 
 Each seed works in a scratch database on RECSYS_BENCH_DATABASE_URL, else RECSYS_DATABASE_URL, else
@@ -43,6 +49,8 @@ from contextlib import nullcontext
 import numpy as np
 from _support import bench_server, scratch_database
 
+from recsys.benchmark.posterior import posterior_stages
+from recsys.benchmark.posterior_logs import load_observed
 from recsys.benchmark.synth.generate import generate_data, truth_path_for
 from recsys.benchmark.synth.truth import GroundTruth
 from recsys.benchmark.truth_eval import evaluate_against_truth
@@ -156,7 +164,61 @@ def agreement(catalog, chosen: np.ndarray, oracle: np.ndarray) -> dict[str, floa
     return out
 
 
-def diagnose(conn, settings, config, data, seed: int) -> dict:
+def rescaled_open(shape: np.ndarray, level: np.ndarray, channels: np.ndarray) -> np.ndarray:
+    """P(open) with `shape`'s variation across a channel's actions (the timings) and `level`'s mean
+    over them, per user and channel."""
+    out = shape.copy()
+    for c in dict.fromkeys(channels):
+        sel = channels == c
+        mean = shape[:, sel].mean(axis=1, keepdims=True)
+        out[:, sel] = shape[:, sel] * level[:, sel].mean(axis=1, keepdims=True) / np.maximum(mean, 1e-12)
+    return out
+
+
+def posterior_choices(
+    mf: dict, pf: dict, mask: np.ndarray, penalty: float, offer_types: np.ndarray, channels: np.ndarray
+) -> dict:
+    """Greedy on the model with one stage the posterior's (all actions, then one offer type's, and
+    the open's level or its shape across the timings), and on the posterior with one stage the model's."""
+    choices = {"greedy on model": greedy(expected_value(mf, penalty), mask)}
+    choices["greedy on posterior stages"] = greedy(expected_value(pf, penalty), mask)
+    for s in STAGES:
+        choices[f"posterior {s}"] = greedy(expected_value(mf | {s: pf[s]}, penalty), mask)
+    for s in STAGES:
+        choices[f"model {s} in posterior"] = greedy(expected_value(pf | {s: mf[s]}, penalty), mask)
+    shape = rescaled_open(pf["open"], mf["open"], channels)
+    choices["posterior open shape"] = greedy(expected_value(mf | {"open": shape}, penalty), mask)
+    level = rescaled_open(mf["open"], pf["open"], channels)
+    choices["posterior open level"] = greedy(expected_value(mf | {"open": level}, penalty), mask)
+    for t in dict.fromkeys(offer_types):
+        for s in ("click", "convert", "net"):
+            mixed = np.where(offer_types == t, pf[s], mf[s])
+            choices[f"posterior {s} of {t}"] = greedy(expected_value(mf | {s: mixed}, penalty), mask)
+    return choices
+
+
+def against_posterior(conn, config, data, seed: int, truth, states, mask, k, mf, tf) -> dict:
+    """Item 4 of the module docstring."""
+    started = time.perf_counter()
+    catalog = config.catalog
+    observed = load_observed(conn, END, states.user_ids)
+    pf = posterior_stages(observed, truth.params, catalog, END, k)
+    print(f"\nposterior stages in {time.perf_counter() - started:.0f} s; correlation with the truth per stage:")
+    print(f"  {'stage':<12} {'model':>7} {'posterior':>10}")
+    for s in STAGES:
+        print(f"  {s:<12} {stage_row(s, mf[s], tf[s], mask)[1]:>7.3f} {stage_row(s, pf[s], tf[s], mask)[1]:>10.3f}")
+    offer_types = np.array([a.offer_type for a in catalog.actions])
+    channels = np.array([a.channel for a in catalog.actions])
+    choices = posterior_choices(mf, pf, mask, config.reward.unsubscribe_penalty, offer_types, channels)
+    result = evaluate_against_truth(
+        conn, truth_path_for(data), END, {}, catalog=catalog, n_boot=200, seed=seed, choices=choices
+    )
+    print()
+    print(result.table(), flush=True)
+    return {r.name: (r.normalised, r.normalised_lower, r.normalised_upper) for r in result.rows}
+
+
+def diagnose(conn, settings, config, data, seed: int, *, posterior: bool = False) -> dict:
     catalog = config.catalog
     started = time.perf_counter()
     model = fit_response_model(conn, settings, catalog, config.reward, END, seed=seed, config=config.learning)
@@ -193,13 +255,16 @@ def diagnose(conn, settings, config, data, seed: int) -> dict:
             f"  {name:<22} {a['channel']:>8.3f} {a['timing']:>8.3f} {a['offer_type']:>8.3f} "
             f"{a['value']:>8.3f} {a['action']:>8.3f}"
         )
-    return {
-        "stages": {row[0]: row[1:] for row in table},
-        "normalised": {r.name: (r.normalised, r.normalised_lower, r.normalised_upper) for r in result.rows},
-    }
+    normalised = {r.name: (r.normalised, r.normalised_lower, r.normalised_upper) for r in result.rows}
+    if posterior:
+        against = against_posterior(conn, config, data, seed, truth, states, mask, k, mf, tf)
+        normalised |= {name: v for name, v in against.items() if name not in normalised}
+    return {"stages": {row[0]: row[1:] for row in table}, "normalised": normalised}
 
 
-def one_seed(server: str, seed: int, users: int, days: int, *, keep: bool, database: str | None) -> dict:
+def one_seed(
+    server: str, seed: int, users: int, days: int, *, keep: bool, database: str | None, posterior: bool
+) -> dict:
     data = PROJECT_ROOT / "data" / "bench" / f"policy_u{users}_d{days}_s{seed}"
     if not (data / "events.csv").exists():
         generate_data(users=users, days=days, seed=seed, out=data, end_date=END)
@@ -217,7 +282,7 @@ def one_seed(server: str, seed: int, users: int, days: int, *, keep: bool, datab
                 build_features(conn, settings, END - dt.timedelta(days=1))
                 build_features(conn, settings, END)
                 print(f"extracted and features built in {time.perf_counter() - started:.0f} s", flush=True)
-            return diagnose(conn, settings, config, data, seed)
+            return diagnose(conn, settings, config, data, seed, posterior=posterior)
 
 
 def main() -> int:
@@ -225,6 +290,7 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--seeds", type=int, nargs="+", default=[3, 1])
+    parser.add_argument("--posterior", action="store_true", help="take the posterior ceiling apart too (item 4)")
     parser.add_argument("--keep", action="store_true", help="keep each seed's scratch database (names printed)")
     parser.add_argument("--database", help="reuse this database (one seed; extracted and features built)")
     args = parser.parse_args()
@@ -234,7 +300,9 @@ def main() -> int:
     results = {}
     for seed in args.seeds:
         print(f"\n=== seed {seed}: {args.users:,} users x {args.days} days", flush=True)
-        results[seed] = one_seed(server, seed, args.users, args.days, keep=args.keep, database=args.database)
+        results[seed] = one_seed(
+            server, seed, args.users, args.days, keep=args.keep, database=args.database, posterior=args.posterior
+        )
     print(f"\nnormalised value under the truth, seeds {args.seeds}:")
     for name in results[args.seeds[0]]["normalised"]:
         cells = [f"{results[s]['normalised'][name][0]:.3f}" for s in args.seeds]

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 CONFIG = load_config()
-CATALOG = CONFIG.catalog
+# as in the policy benchmark: the seed's offers, without the rest action
+CATALOG = CONFIG.catalog.without_rest()
 RULES = CONFIG.reward
 DISCOUNT = FEATURE_NAMES.index("discount_sensitivity")
 FREE_SHIPPING = FEATURE_NAMES.index("free_shipping_preference")

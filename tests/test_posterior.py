@@ -15,7 +15,14 @@ import numpy as np
 import pytest
 from shop_support import clear_shop
 
-from recsys.benchmark.posterior import PosteriorConfig, load_observed, posterior_actions, posterior_traits
+from recsys.benchmark.posterior import (
+    POSTERIOR_STAGES,
+    PosteriorConfig,
+    load_observed,
+    posterior_actions,
+    posterior_stages,
+    posterior_traits,
+)
 from recsys.benchmark.synth.generate import generate_data, truth_path_for
 from recsys.benchmark.synth.params import SynthParams
 from recsys.benchmark.synth.traits import sigmoid
@@ -146,3 +153,29 @@ def test_the_response_matrix_gives_the_value_matrix(shop: dict, posterior: dict)
     assert r.p_open.shape == (len(ids), truth.n_actions)
     values = truth.value_matrix(ids, night=END, offers_last_7d=k, respect_consent=False)
     np.testing.assert_allclose(r.expected_value(PARAMS.unsubscribe_penalty), values)
+
+
+def test_the_stages_are_the_posterior_means_of_the_generator_s_response(shop: dict, posterior: dict) -> None:
+    obs, post, states = posterior["obs"], posterior["post"], posterior["states"]
+    k = states.raw[:, FEATURE_NAMES.index("offers_last_7d")]
+    stages = posterior_stages(obs, PARAMS, CATALOG, END, k, CONFIG)
+    assert set(stages) == set(POSTERIOR_STAGES)
+    # the same draws (the config's seed), valued directly for the first users
+    s, users = CONFIG.samples, 20
+    draws = GroundTruth(
+        user_ids=np.arange(obs.n * s),
+        traits=post.traits,
+        consent=np.ones((obs.n * s, 3), dtype=bool),
+        timezone=np.repeat(obs.timezone, s),
+        catalog=CATALOG,
+        params=PARAMS,
+        meta={"end_date": END.isoformat()},
+    )
+    rows = np.arange(users * s)
+    r = draws.response_matrix(rows, night=END, offers_last_7d=np.repeat(k, s)[rows])
+    for name, x in (("open", r.p_open), ("click", r.p_click), ("convert", r.p_convert), ("net", r.net_value)):
+        np.testing.assert_allclose(stages[name][:users], x.reshape(users, s, -1).mean(axis=1), err_msg=name)
+    # and they track the truth's own stages
+    true = shop["truth"].response_matrix(states.user_ids, night=END, offers_last_7d=k)
+    for name, x in (("open", true.p_open), ("click", true.p_click)):
+        assert np.corrcoef(stages[name].ravel(), x.ravel())[0, 1] > 0.5, name

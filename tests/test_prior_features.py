@@ -253,15 +253,17 @@ def reference(events=EVENTS, offers=OFFERS, zones=ZONES) -> dict[int, dict[str, 
         return t.hour + t.minute / 60 + t.second / 3600 + t.microsecond / 3.6e9
 
     vec = {u: [0.0, 0.0] for u in users}
+    n_sessions = 0
     for (u, _), evs in sessions.items():
         if organic[(u, _)]:
             h = local_hour(min(e[2] for e in evs), zone[u])
             vec[u][0] += math.cos(math.radians(15 * h))
             vec[u][1] += math.sin(math.radians(15 * h))
-    pc, ps = sum(v[0] for v in vec.values()), sum(v[1] for v in vec.values())
-    norm = math.hypot(pc, ps)
+            n_sessions += 1
+    # the population's mean resultant: its direction, as long as the population is concentrated
+    pc, ps = sum(v[0] for v in vec.values()) / n_sessions, sum(v[1] for v in vec.values()) / n_sessions
     for u in users:
-        out[u]["preferred_local_hour"] = circular_hour(vec[u][0] + pc / norm, vec[u][1] + ps / norm)
+        out[u]["preferred_local_hour"] = circular_hour(vec[u][0] + pc, vec[u][1] + ps)
         out[u]["preferred_hour_certainty"] = math.hypot(*vec[u])
     delay = {"immediate": 0, "delay_1hour": 1, "delay_6hours": 6}
     zone_vec: dict[str, list[float]] = {}

@@ -299,16 +299,16 @@ def _open_particles(
     return z_out, hour_out, fatigue_out, ess
 
 
-def posterior_values(
+def _draw_responses(
     obs: Observed,
     params: SynthParams,
     catalog: Catalog,
     as_of: dt.date,
     offers_last_7d: np.ndarray,
-    config: PosteriorConfig = PosteriorConfig(),
-) -> tuple[np.ndarray, Posterior]:
-    """The posterior expected value (n, catalog's offers) of every action per user on night `as_of`
-    (consent not applied: mask it), and the posterior draws it averaged."""
+    config: PosteriorConfig,
+):
+    """The posterior draws, then per block of users (lo, hi, the generator's response to every action
+    on night `as_of` for each of their draws, rows user-major)."""
     from recsys.benchmark.synth.truth import GroundTruth
 
     post = posterior_traits(obs, params, config)
@@ -323,14 +323,37 @@ def posterior_values(
         meta={"end_date": as_of.isoformat()},
     )
     k = np.repeat(np.asarray(offers_last_7d, dtype=np.float64), s)
-    values = np.empty((obs.n, draws.n_actions))
-    for lo in range(0, obs.n, config.chunk_users):
-        hi = min(lo + config.chunk_users, obs.n)
-        rows = np.arange(lo * s, hi * s)
-        r = draws.response_matrix(rows, night=as_of, offers_last_7d=k[rows])
+
+    def blocks():
+        for lo in range(0, obs.n, config.chunk_users):
+            hi = min(lo + config.chunk_users, obs.n)
+            rows = np.arange(lo * s, hi * s)
+            yield lo, hi, draws.response_matrix(rows, night=as_of, offers_last_7d=k[rows])
+
+    return post, blocks()
+
+
+def _draw_mean(x: np.ndarray, users: int, samples: int) -> np.ndarray:
+    """The mean over each user's draws of a (users * samples, n_actions) block."""
+    return x.reshape(users, samples, -1).mean(axis=1)
+
+
+def posterior_values(
+    obs: Observed,
+    params: SynthParams,
+    catalog: Catalog,
+    as_of: dt.date,
+    offers_last_7d: np.ndarray,
+    config: PosteriorConfig = PosteriorConfig(),
+) -> tuple[np.ndarray, Posterior]:
+    """The posterior expected value (n, catalog's offers) of every action per user on night `as_of`
+    (consent not applied: mask it), and the posterior draws it averaged."""
+    post, blocks = _draw_responses(obs, params, catalog, as_of, offers_last_7d, config)
+    values = np.empty((obs.n, catalog.n_actions))
+    for lo, hi, r in blocks:
 
         def mean(x: np.ndarray, u: int = hi - lo) -> np.ndarray:
-            return x.reshape(u, s, -1).mean(axis=1)
+            return _draw_mean(x, u, post.samples)
 
         # The opens (responsiveness, hour, fatigue) are independent a posteriori of what follows an
         # open (offer-type traits, focus, basket): E[open x rest] = E[open] E[rest], each mean over
@@ -339,6 +362,31 @@ def posterior_values(
         unsubscribed = mean(r.p_open * r.p_unsubscribe)
         values[lo:hi] = converted - mean(r.contact_cost) - params.unsubscribe_penalty * unsubscribed
     return values, post
+
+
+POSTERIOR_STAGES = ("open", "click", "convert", "unsubscribe", "net", "contact")
+"""The stages `posterior_stages` returns: P(open), P(click | open), P(convert | click),
+P(unsubscribe | open), the net value of a conversion and the contact cost."""
+
+
+def posterior_stages(
+    obs: Observed,
+    params: SynthParams,
+    catalog: Catalog,
+    as_of: dt.date,
+    offers_last_7d: np.ndarray,
+    config: PosteriorConfig = PosteriorConfig(),
+) -> dict[str, np.ndarray]:
+    """Each stage's posterior mean (n, catalog's offers) per user and action on night `as_of`
+    (`POSTERIOR_STAGES`), for taking the ceiling apart stage by stage (bench/bench_stage_gap.py).
+    Their product is not `posterior_values`: the stages after an open share their traits."""
+    post, blocks = _draw_responses(obs, params, catalog, as_of, offers_last_7d, config)
+    out = {name: np.empty((obs.n, catalog.n_actions)) for name in POSTERIOR_STAGES}
+    for lo, hi, r in blocks:
+        fields = (r.p_open, r.p_click, r.p_convert, r.p_unsubscribe, r.net_value, r.contact_cost)
+        for name, x in zip(POSTERIOR_STAGES, fields, strict=True):
+            out[name][lo:hi] = _draw_mean(x, hi - lo, post.samples)
+    return out
 
 
 def posterior_actions(

@@ -120,6 +120,7 @@ user_activity as (
         sum(free_shipping_purchases) filter (where is_organic) as organic_free_shipping_purchases,
         sum(log_amount) as log_amount,
         sum(log_amount_sq) as log_amount_sq,
+        count(*) filter (where is_organic) as organic_sessions,
         sum(cosd(15 * local_hour_exact)) filter (where is_organic) as hour_cos,
         sum(sind(15 * local_hour_exact)) filter (where is_organic) as hour_sin
     from sessions_local
@@ -424,6 +425,7 @@ users as (
         coalesce(a.organic_free_shipping_purchases, 0)::integer as organic_free_shipping_purchases,
         coalesce(a.log_amount, 0) as log_amount,
         coalesce(a.log_amount_sq, 0) as log_amount_sq,
+        coalesce(a.organic_sessions, 0) as organic_sessions,
         coalesce(a.hour_cos, 0) as hour_cos,
         coalesce(a.hour_sin, 0) as hour_sin
     from user_activity as a
@@ -471,6 +473,7 @@ user_window as (
         u.free_shipping_purchases - u.organic_free_shipping_purchases as offer_free_shipping_purchases,
         u.log_amount,
         u.log_amount_sq,
+        u.organic_sessions,
         u.hour_cos,
         u.hour_sin
     from users as u
@@ -775,12 +778,15 @@ order_prior as materialized (
     from order_moments
 ),
 
--- Priors: the population's direction of organic session start hours (the sum of every user's
--- unit vectors, normalised), one pseudo-session for preferred_local_hour.
+-- Priors: the population's mean resultant of organic session start hours (the sum of every
+-- session's unit vector over the number of sessions), one pseudo-session for preferred_local_hour:
+-- the population's direction, weighted by how concentrated the population is (the resultant's
+-- length, 0 to 1). Users who read in the morning, at lunch or in the evening make a population
+-- whose direction is an hour nobody prefers, and a short resultant that barely pulls a user there.
 hour_prior as materialized (
     select
-        coalesce(sum(hour_cos) / nullif(sqrt(sum(hour_cos) ^ 2 + sum(hour_sin) ^ 2), 0), 0) as hour_cos,
-        coalesce(sum(hour_sin) / nullif(sqrt(sum(hour_cos) ^ 2 + sum(hour_sin) ^ 2), 0), 0) as hour_sin
+        coalesce(sum(hour_cos) / nullif(sum(organic_sessions), 0), 0) as hour_cos,
+        coalesce(sum(hour_sin) / nullif(sum(organic_sessions), 0), 0) as hour_sin
     from user_window
 ),
 
@@ -916,7 +922,7 @@ features as (
             0
         ) as order_value,
         -- preferred_local_hour: the circular mean of the local start hours of the user's organic
-        -- sessions in the window, with the population's direction as one pseudo-session
+        -- sessions in the window, with the population's mean resultant as one pseudo-session
         -- (hour_prior), in [0, 24); null only when the date has no organic session at all.
         -- preferred_hour_certainty: the length of the user's own resultant (sum of the sessions'
         -- unit vectors, = mean resultant length x sessions), 0 without a session
