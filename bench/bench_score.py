@@ -55,6 +55,7 @@ from recsys.config.settings import load_settings
 from recsys.data.features import partition_name
 from recsys.db import connect
 from recsys.db.migrate import migrate
+from recsys.orchestration.airflow_local import peak_rss_bytes
 
 DAY = dt.date(2026, 12, 1)
 NAIVE_DAY = dt.date(2026, 12, 2)
@@ -205,19 +206,8 @@ def child_fast(url: str, run_id: str, moment: dt.datetime, lag: float) -> None:
 
 
 def own_peak_rss() -> int:
-    """This process's peak resident set size in bytes: VmHWM of /proc/self/status on Linux.
-
-    Not `ru_maxrss`: Linux carries the parent's high-water mark over a fork and exec into the
-    child's, so a child started by a parent that had grown bigger (this script's parent after
-    writing a million users with pandas: 2.4 GB) reports the parent's peak, not its own."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's own peak RSS in bytes (VmHWM, see `peak_rss_bytes`), else its ru_maxrss."""
+    return peak_rss_bytes() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def run_fast(url: str, run_id: str, moment: dt.datetime, lag: float) -> dict | None:

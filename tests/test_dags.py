@@ -567,3 +567,17 @@ asyncio.run(notify.publish_deadline_missed(context, published_by="06:00 UTC"))
     assert [m["Subject"] for m in mails] == [
         "[recsys] recsys_nightly: run scheduled__2026-12-01T02:00:00+00:00 not published by 06:00 UTC"
     ]
+
+
+def test_a_runs_peak_memory_is_its_own_process_s_not_its_parent_s() -> None:
+    """The peak RSS a DAG run reports (`peak_rss_bytes`, in its RESULT line) grows with what this
+    process touches, and a child started by a bigger parent reports its own, smaller peak."""
+    from recsys.orchestration.airflow_local import peak_rss_bytes
+
+    block = b"\x01" * (256 * 2**20)  # 256 MB, every page written
+    parent = peak_rss_bytes()
+    assert parent >= len(block)
+    code = "from recsys.orchestration.airflow_local import peak_rss_bytes; print(peak_rss_bytes())"
+    child = int(subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert 0 < child < len(block) < parent
+    del block

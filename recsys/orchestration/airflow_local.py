@@ -194,8 +194,25 @@ def main(argv: list[str] | None = None) -> int:
     result = run_dag(
         args.dag_id, home=Path(args.home), metadata_url=args.metadata, logical_date=logical, conf=json.loads(args.conf)
     )
+    result["peak_rss_bytes"] = peak_rss_bytes()
     print("RESULT " + json.dumps(result), flush=True)
     return 0 if result["state"] == "success" else 1
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size in bytes: VmHWM of /proc/self/status on Linux.
+
+    Not `ru_maxrss`: Linux carries the parent's high-water mark over a fork and exec into the
+    child's, so a child started by a bigger parent (a benchmark that generated its data first)
+    would report the parent's peak, not its own. 0 where /proc is missing."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 if __name__ == "__main__":
