@@ -241,8 +241,10 @@ def _stage(cur: Any, sql_dir: Path, d: Decisions, rules: CampaignRules, catalog:
     # sorts and hashes of a million staged rows in memory, not in temp files
     cur.execute("set local work_mem = '256MB'")
     # A fresh daily partition has no statistics yet (autovacuum has not seen it): the planner would
-    # guess one row and pick nested loops over a million. Every join here is a bulk one.
-    cur.execute("set local enable_nestloop = off")
+    # guess one row and pick nested loops over a million. Every join here is a bulk one. Disabling a
+    # join method adds a huge cost to plans that would use it, which crosses jit_above_cost: the
+    # schedule's 648-row query then spent 2 s compiling (1M users, auto_explain), so no JIT here.
+    cur.execute("set local enable_nestloop = off; set local jit = off")
     return bad_timezones
 
 
