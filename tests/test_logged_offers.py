@@ -186,6 +186,8 @@ def with_rests(logged: Connection) -> Connection:
             " ('night', %s, 'published'), ('tonight', %s, 'published'), ('unfinished', %s, 'scoring')",
             (DAY, today, DAY - dt.timedelta(days=1)),
         )
+        for day in {DAY, today, DAY - dt.timedelta(days=1)}:  # a night's decisions live in its partition
+            cur.execute("select recsys.ensure_decisions_partition(%s)", (day,))
         cur.execute(
             "insert into recsys.campaign_decisions (campaign_date, run_id, user_id, decision, action_id,"
             " propensity, features_date, skip_reason) values"

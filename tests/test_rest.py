@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from psycopg2 import sql
 from test_campaign_scoring import DAY, _population, add_users, artifact, campaign, offers, score  # noqa: F401
 from upgrade_support import PREVIOUS_RELEASE, build_release_database, sql_before
 
@@ -200,9 +201,16 @@ def test_every_scored_user_decision_is_recorded_and_rests_never_reach_senders(re
     (rest_group,) = [g for g in groups if g["offer_type"] == REST and g["treated_users"] > 0]
     assert (rest_group["channel"], rest_group["offers"], rest_group["treated_users"]) == ("none", 0, len(by["rest"]))
 
+    # the night's decisions are its own partition, built by the run and attached
+    partition = f"recsys.campaign_decisions_{DAY:%Y%m%d}"
+    in_partition = sql.SQL("select count(*) from only {}").format(sql.Identifier(*partition.split(".")))
+    assert fetch_value(conn, in_partition) == len(decisions)
+    assert fetch_value(conn, "select relispartition from pg_class where oid = %s::regclass", (partition,))
+
     # a re-run of the date replaces the decisions: same users, no duplicates, the new run's id
     again = score(settings, DAY, run_id="rest-2", rules=dataclasses.replace(rules, exploration_share=0.0))
     after = _decisions(conn)
+    assert fetch_value(conn, in_partition) == len(after)
     assert [d["user_id"] for d in after] == [d["user_id"] for d in decisions]
     assert {d["run_id"] for d in after} == {"rest-2"}
     assert again["rests"] == 0 == sum(d["decision"] == "rest" for d in after)  # the champion never rests
@@ -217,10 +225,13 @@ def test_a_run_killed_after_writing_its_decisions_leaves_none(rested, monkeypatc
     def boom(*args, **kwargs) -> None:
         raise RuntimeError("killed before the shard's commit")
 
+    partition = f"recsys.campaign_decisions_{DAY:%Y%m%d}"
+    existed = fetch_value(conn, "select to_regclass(%s)", (partition,))
     monkeypatch.setattr(score_module, "finish_shard", boom)  # after every write, before the commit
     with pytest.raises(RuntimeError, match="killed"):
         score(settings, DAY, run_id="dead")
     assert _decisions(conn) == [] and offers(conn) == []
+    assert fetch_value(conn, "select to_regclass(%s)", (partition,)) == existed  # no partition left behind
     assert fetch_value(conn, "select state from recsys.campaign_runs where run_id = 'dead'") == "failed"
 
 
@@ -229,7 +240,12 @@ def test_migration_011_upgrades_a_database_at_head_010_and_its_champion_keeps_sc
 ) -> None:
     """A database at head 010 with data and a rule heuristic champion of the 108 offers: 011 adds
     campaign_decisions, keeps every row, and the champion scores on the catalog with the rest."""
-    previous = sql_before(tmp_path / "sql", "011_campaign_decisions.sql", "012_exploration_source.sql")
+    previous = sql_before(
+        tmp_path / "sql",
+        "011_campaign_decisions.sql",
+        "012_exploration_source.sql",
+        "014_campaign_decisions_partitions.sql",
+    )
     build_release_database(empty_database_url, PREVIOUS_RELEASE)
     with connect(empty_database_url) as conn:
         migrate(conn, load_settings(env={}, database_url=empty_database_url, sql_dir=previous))
@@ -244,7 +260,11 @@ def test_migration_011_upgrades_a_database_at_head_010_and_its_champion_keeps_sc
         assert fetch_value(conn, "select to_regclass('recsys.campaign_decisions')") is None
     with connect(empty_database_url) as conn:
         applied = migrate(conn, load_settings(env={}, database_url=empty_database_url)).applied
-    assert applied == ["011_campaign_decisions.sql", "012_exploration_source.sql"]
+    assert applied == [
+        "011_campaign_decisions.sql",
+        "012_exploration_source.sql",
+        "014_campaign_decisions_partitions.sql",
+    ]
     with connect(empty_database_url) as conn:
         after = {t: fetch_value(conn, f"select count(*) from recsys.{t}") for t in tables}  # noqa: S608
         assert after == before

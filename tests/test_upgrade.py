@@ -168,10 +168,9 @@ def test_migration_010_upgrades_a_registry_at_the_previous_head(empty_database_u
     from recsys.config.catalog import load_catalog
     from recsys.evaluation.registry import champion, load_policy, record_decision, register, rule_heuristic_record
 
-    # head 009: none of the later migrations
-    previous = sql_before(
-        tmp_path / "sql", "010_rule_heuristic_models.sql", "011_campaign_decisions.sql", "012_exploration_source.sql"
-    )
+    # head 009: none of the later migrations that build on it
+    later = ("010_rule_heuristic_models.sql", "011_campaign_decisions.sql", "012_exploration_source.sql")
+    previous = sql_before(tmp_path / "sql", *later, "014_campaign_decisions_partitions.sql")
     build_release_database(empty_database_url, PREVIOUS_RELEASE)
     with connect(empty_database_url) as conn:
         migrate(conn, load_settings(env={}, database_url=empty_database_url, sql_dir=previous))
@@ -182,7 +181,7 @@ def test_migration_010_upgrades_a_registry_at_the_previous_head(empty_database_u
     before = _counts(empty_database_url)
     with connect(empty_database_url) as conn:
         applied = migrate(conn, load_settings(env={}, database_url=empty_database_url)).applied
-    assert applied == ["010_rule_heuristic_models.sql", "011_campaign_decisions.sql", "012_exploration_source.sql"]
+    assert applied == [*later, "014_campaign_decisions_partitions.sql"]
     assert _counts(empty_database_url) == before
     with connect(empty_database_url) as conn:
         assert champion(conn).model_version == "m-010"  # the old champion, untouched
@@ -272,3 +271,58 @@ def test_migration_012_describes_the_explorer_and_keeps_every_offer(empty_databa
     assert applied == ["012_exploration_source.sql"]
     assert _counts(empty_database_url) == before
     assert "explorer" in comment and comment.startswith("The offer came from the exploration draw (a hash")
+
+
+def test_migration_014_partitions_the_decisions_and_keeps_every_row(empty_database_url: str, tmp_path: Path) -> None:
+    """A database at the head before 014, with today's views over campaign_decisions and decisions of
+    two nights in it: 014 moves every row into a partition per night, the views answer again in the
+    same migrate, and retention then drops a night's partition."""
+    import shutil
+
+    previous = tmp_path / "sql"
+    shutil.copytree(PROJECT_ROOT / "sql", previous)
+    (previous / "migrations" / "014_campaign_decisions_partitions.sql").unlink()
+    build_release_database(empty_database_url, PREVIOUS_RELEASE)
+    nights = [dt.date(2026, 11, 30), dt.date(2026, 12, 1)]
+    with connect(empty_database_url) as conn:
+        migrate(conn, load_settings(env={}, database_url=empty_database_url, sql_dir=previous))
+        with conn.cursor() as cur:
+            cur.execute(
+                "insert into recsys.campaign_decisions (campaign_date, run_id, user_id, decision, action_id,"
+                " propensity, is_exploration, model_version, features_date, skip_reason, segment)"
+                " select d, 'run-' || d, u, (array['offer', 'rest', 'holdout', 'skipped'])[1 + u %% 4],"
+                " case when u %% 4 <> 3 then u %% 109 end, case when u %% 4 <> 3 then 0.5 end, u %% 5 = 0, 'm-1', d,"
+                " case when u %% 4 = 3 then 'cooldown' end, 'loyal'"
+                " from unnest(%s::date[]) as d, generate_series(1, 50) as u",
+                (nights,),
+            )
+        conn.commit()
+        before = fetch_all(conn, "select * from recsys.campaign_decisions order by campaign_date, user_id")
+    assert len(before) == 100
+
+    with connect(empty_database_url) as conn:
+        result = migrate(conn, load_settings(env={}, database_url=empty_database_url))
+        after = fetch_all(conn, "select * from recsys.campaign_decisions order by campaign_date, user_id")
+        kind = fetch_value(conn, "select relkind from pg_class where oid = 'recsys.campaign_decisions'::regclass")
+        parts = fetch_all(
+            conn,
+            "select c.relname, pg_get_expr(c.relpartbound, c.oid) as bound from pg_inherits as i"
+            " join pg_class as c on c.oid = i.inhrelid"
+            " where i.inhparent = 'recsys.campaign_decisions'::regclass order by 1",
+        )
+        summary = fetch_value(conn, "select count(*) from recsys.v_campaign_summary")
+        logged = fetch_value(conn, "select count(*) from recsys.v_logged_offers")
+        leftover = fetch_value(conn, "select to_regclass('recsys.campaign_decisions_013')")
+    assert result.applied == ["014_campaign_decisions_partitions.sql"]
+    assert "views/40_v_campaign_summary.sql" in result.reapplied
+    assert after == before
+    assert kind == "p" and leftover is None
+    assert [p["relname"] for p in parts] == ["campaign_decisions_20261130", "campaign_decisions_20261201"]
+    assert parts[0]["bound"] == "FOR VALUES FROM ('2026-11-30') TO ('2026-12-01')"
+    assert summary >= 0 and logged >= 0  # the re-created views answer
+
+    with connect(empty_database_url) as conn:
+        fetch_value(conn, "select recsys.drop_campaign_partitions_before(%s)", (nights[1],))
+        left = fetch_all(conn, "select distinct campaign_date from recsys.campaign_decisions")
+        gone = fetch_value(conn, "select to_regclass('recsys.campaign_decisions_20261130')")
+    assert [r["campaign_date"] for r in left] == [nights[1]] and gone is None

@@ -1,8 +1,8 @@
 """Retention: drop date partitions older than the configured windows (`recsys db retention`).
 
 Behaviour events are kept `event_retention_days` (whole monthly partitions only), features
-`feature_retention_days` (per `as_of`), campaign offers the `[campaign] retention_days` of the config
-file (daily partitions, with their holdout rows). Dropping a partition is instant and leaves no
+`feature_retention_days` (per `as_of`), campaign offers and decisions the `[campaign] retention_days`
+of the config file (daily partitions, with their holdout rows). Dropping a partition is instant and leaves no
 bloat, which is why these tables are partitioned by date. Called by the CLI and, later, the nightly run.
 """
 

@@ -3,7 +3,8 @@
 Versioned files `sql/migrations/NNN_name.sql` are applied in order, each once, and recorded with
 their sha256 in `recsys.schema_migrations`; an applied file whose content changed is refused.
 Repeatable files (`sql/functions/*.sql`, then `sql/views/*.sql`, by name) hold functions and views:
-when any of them is new or changed, all of them are re-applied in order, so views that depend on
+when any of them is new or changed, or a versioned migration was applied (it may rebuild a table
+the views read, dropping them first), all of them are re-applied in order, so views that depend on
 each other are rebuilt together. Roles are created idempotently and granted what they need.
 Everything runs in one transaction under an advisory lock, so concurrent calls are safe and a
 failed migration leaves the database as it was.
@@ -225,7 +226,8 @@ def migrate(conn: Connection, settings: Settings) -> MigrateResult:
             applied.append(f.path.name)
 
         changed = [f for f in repeatable if done.get(f.version, {}).get("checksum") != f.checksum]
-        if changed:
+        # a migration may rebuild a table the views read (dropping them first): re-apply after any
+        if changed or applied:
             for f in repeatable:
                 _execute_file(cur, f)
                 cur.execute(
@@ -237,7 +239,7 @@ def migrate(conn: Connection, settings: Settings) -> MigrateResult:
                     """,
                     (f.version, f.path.name, f.kind, f.checksum),
                 )
-            reapplied = [f.label for f in changed]
+            reapplied = [f.label for f in repeatable]
         ensure_roles(cur, settings)
         store_attribution_window(cur, settings)
     result = MigrateResult(applied, reapplied)

@@ -1,4 +1,5 @@
--- every user the shard scored, with its decision: the staged decisions (codes) as campaign_decisions rows
+-- every user the shard scored, with its decision: the staged decisions (codes) as campaign_decisions rows,
+-- into target: campaign_decisions, or the date's new standalone partition (attached after)
 with staged as (
     select
         s.user_id,
@@ -28,7 +29,7 @@ final as (
     from staged
 )
 
-insert into recsys.campaign_decisions (
+insert into {target} (
     campaign_date, run_id, user_id, decision, action_id, propensity, is_exploration, model_version,
     features_date, skip_reason, segment
 )

@@ -160,6 +160,28 @@ $$;
 comment on function recsys.ensure_campaign_partition(date) is
 'Creates the daily campaign_offers partition of a campaign date if it is missing; true when it was created.';
 
+create or replace function recsys.ensure_decisions_partition(p_campaign_date date)
+returns boolean
+language plpgsql
+as $$
+declare
+    part_name text := 'campaign_decisions_' || to_char(p_campaign_date, 'YYYYMMDD');
+begin
+    if to_regclass('recsys.' || part_name) is not null then
+        return false;
+    end if;
+    execute format(
+        'create table recsys.%I partition of recsys.campaign_decisions for values from (%L) to (%L)',
+        part_name, p_campaign_date, p_campaign_date + 1
+    );
+    execute format('comment on table recsys.%I is %L', part_name, 'campaign_decisions of ' || p_campaign_date);
+    return true;
+end;
+$$;
+
+comment on function recsys.ensure_decisions_partition(date) is
+'Creates the daily campaign_decisions partition of a campaign date if it is missing; true when it was created.';
+
 create or replace function recsys.drop_campaign_partitions_before(p_cutoff date)
 returns integer
 language plpgsql
@@ -172,10 +194,12 @@ begin
         'recsys.campaign_offers', 'YYYYMMDD', interval '1 day', p_cutoff::timestamp at time zone 'UTC'
     );
     delete from recsys.campaign_holdout where campaign_date < p_cutoff;
-    delete from recsys.campaign_decisions where campaign_date < p_cutoff;
+    perform recsys.drop_partitions_before(
+        'recsys.campaign_decisions', 'YYYYMMDD', interval '1 day', p_cutoff::timestamp at time zone 'UTC'
+    );
     return dropped;
 end;
 $$;
 
 comment on function recsys.drop_campaign_partitions_before(date) is
-'Retention: drops campaign_offers partitions of campaign dates before the cutoff (and their holdout and decision rows); returns how many.';
+'Retention: drops campaign_offers and campaign_decisions partitions of campaign dates before the cutoff (and their holdout rows); returns how many campaign_offers partitions.';

@@ -1,0 +1,1 @@
+alter table recsys.campaign_decisions attach partition {part} for values from (%(lo)s) to (%(hi)s)
