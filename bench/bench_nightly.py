@@ -12,6 +12,10 @@ on `RECSYS_BENCH_DATABASE_URL` (default: the local server at 127.0.0.1:5432; unl
 scripts, it does not fall back to `RECSYS_DATABASE_URL`).
 
     python bench/bench_nightly.py [--users 100000] [--days 90] [--timesteps 200000] [--shards 2]
+        [--logs DIR]
+
+Each night's log (each task's log lines, its seconds included) goes to
+`--logs` (default data/bench/nightly), kept after the run's temporary folder is gone.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from recsys.benchmark.synth.generate import generate_data
 from recsys.db import airflow_connection
 
 
-def night(home: Path, url: str, inbox: Path, date: dt.date, conf: dict) -> dict:
+def night(home: Path, url: str, inbox: Path, date: dt.date, conf: dict, logs: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RECSYS_"))}
     env.update(
         AIRFLOW_CONN_RECSYS_DB=airflow_connection(url),
@@ -48,10 +52,12 @@ def night(home: Path, url: str, inbox: Path, date: dt.date, conf: dict) -> dict:
     started = time.perf_counter()
     proc = subprocess.run(command, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
-    (home / f"night-{date}.log").write_text(proc.stdout + proc.stderr)
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"night-{date}-{conf['mode']}.log"
+    log.write_text(proc.stdout + proc.stderr)
     lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
     if not lines:
-        raise SystemExit(f"night {date}: no result; see {home / f'night-{date}.log'}")
+        raise SystemExit(f"night {date}: no result; see {log}")
     result = json.loads(lines[-1].removeprefix("RESULT "))
     result["wall_seconds"] = wall
     return result
@@ -76,6 +82,7 @@ def main() -> int:
     parser.add_argument("--timesteps", type=int, default=200_000, help="PPO steps of each night")
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--logs", type=Path, default=Path("data/bench/nightly"), help="where each night's log goes")
     args = parser.parse_args()
 
     day1 = dt.date.today() + dt.timedelta(days=1)
@@ -96,10 +103,10 @@ def main() -> int:
             shutil.copy2(f, inbox / f.name)
 
         conf = {"mode": "retrain", "total_timesteps": args.timesteps, "shards": args.shards}
-        first = night(work, url, inbox, day1, conf)
+        first = night(work, url, inbox, day1, conf, args.logs)
         print(f"\nnight 1 ({day1}, retrain, {args.users:,} users):\n{table(first)}")
         conf = {"mode": "fine_tune", "total_timesteps": args.timesteps, "shards": args.shards}
-        second = night(work, url, inbox, day2, conf)
+        second = night(work, url, inbox, day2, conf, args.logs)
         print(f"\nnight 2 ({day2}, fine_tune, {args.users:,} users):\n{table(second)}")
         limit = 180 if args.users <= 100_000 else 900
         ok = second["state"] == "success" and second["wall_seconds"] <= limit
