@@ -680,6 +680,41 @@ def test_paired_doubly_robust_difference(conn: Connection) -> None:
     assert (same.value, same.lower, same.upper) == pytest.approx((0.0, 0.0, 0.0), abs=1e-12)
 
 
+def test_a_reward_matrix_gives_the_estimates_of_the_per_action_reward_model(conn: Connection) -> None:
+    # uniform random spreads over every allowed action: the per-action path calls the model once
+    # per action, the matrix path once per chunk for all policies; the estimates must not move
+    rule, uniform = RuleHeuristicPolicy(CATALOG), UniformRandomPolicy(CATALOG)
+    offer_type = np.array([CATALOG.offer_types.index(a.offer_type) for a in CATALOG.actions])
+
+    def by_type(obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        return 1.0 + offer_type[actions] + obs[:, 4]
+
+    def matrix(obs: np.ndarray) -> np.ndarray:
+        return 1.0 + offer_type[None, :] + obs[:, 4:5]
+
+    def ope(**q: object) -> dict:
+        return off_policy_evaluation(
+            conn,
+            uniform,
+            catalog=CATALOG,
+            reward_fn=revenue_reward,
+            n_boot=50,
+            seed=5,
+            baseline=rule,
+            paired={"again": uniform},
+            **q,
+        )
+
+    by_action, by_matrix = ope(q_fn=by_type), ope(q_matrix=matrix)
+    assert set(by_matrix) == set(by_action) >= {"dm", "dr", "dr_diff", "baseline_dr", "again_dr", "again_dr_diff"}
+    for key, e in by_action.items():
+        got = by_matrix[key]
+        assert (got.value, got.lower, got.upper) == pytest.approx((e.value, e.lower, e.upper), rel=1e-9, abs=1e-12), key
+    assert by_matrix["again_dr_diff"].value == pytest.approx(0.0, abs=1e-12)
+    # given both, the matrix is the one used
+    assert ope(q_fn=lambda obs, actions: np.zeros(len(actions)), q_matrix=matrix)["dm"] == by_matrix["dm"]
+
+
 def test_reward_fn_must_return_one_value_per_decision(conn: Connection) -> None:
     with pytest.raises(ValueError, match="reward_fn returned shape"):
         off_policy_evaluation(

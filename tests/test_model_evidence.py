@@ -198,3 +198,36 @@ def test_the_gate_config_refuses_bad_evidence_settings() -> None:
         GateConfig(model_evidence_min_offers=-1)
     with pytest.raises(ValueError, match="model_evidence_quantile must be in"):
         GateConfig(model_evidence_quantile=0.5)
+
+
+def test_the_gates_off_policy_checks_read_a_bounded_sample_of_the_logs(loaded: Connection, settings: Settings) -> None:
+    from recsys.data.logged_offers import ensure_point_in_time_features
+    from recsys.evaluation.challenger import off_policy_values
+    from recsys.evaluation.model_eval import realised_reward
+    from recsys.evaluation.ope import load_logged_offers, off_policy_evaluation
+    from recsys.model.baselines import UniformRandomPolicy
+    from recsys.model.response import prior_response_model
+
+    catalog = CONFIG.catalog
+    response = prior_response_model(catalog, CONFIG.reward)
+    policy = UniformRandomPolicy(catalog)  # spread over every offer: a large effective sample
+    ensure_point_in_time_features(loaded, settings, END)
+    n = len(load_logged_offers(loaded, catalog, until=END))
+    assert n > 1000
+    full = off_policy_values(loaded, END, catalog, response, policy, None)
+    bounded = off_policy_values(loaded, END, catalog, response, policy, None, max_decisions=n // 4)
+    assert full is not None and bounded is not None
+    expected = off_policy_evaluation(
+        loaded,
+        policy,
+        catalog=catalog,
+        reward_fn=lambda rows: realised_reward(rows, CONFIG.reward),
+        q_fn=response.expected_reward,
+        n_boot=200,
+        max_offers=n // 4,
+    )["dr"]
+    # the sample of `off_policy_evaluation(max_offers=...)`: the same estimate, on fewer decisions
+    assert (bounded.challenger.value, bounded.challenger.lower) == pytest.approx((expected.value, expected.lower))
+    assert bounded.challenger.effective_sample_size < full.challenger.effective_sample_size
+    assert GateConfig().off_policy_max_decisions == 200_000  # the shipped bound (recsys/config.toml)
+    assert load_config().gate.off_policy_max_decisions == 200_000

@@ -54,10 +54,12 @@ def crown_baseline(
     response: ResponseModel,
     seed: int,
     reason: str,
+    max_decisions: int | None = None,
 ) -> tuple[ModelRecord, GateDecision] | None:
     """Register (once per catalog and feature set) and crown the catalog's rule heuristic, with
     verdict `bootstrap`; evaluated like a challenger (simulator and logs) for the leaderboard.
-    `reason` says why there was no champion. Commits. None when the catalog cannot express the rule."""
+    `reason` says why there was no champion; `max_decisions` bounds the logged decisions its
+    off-policy estimates read (`evaluate_challenger`). Commits. None when the catalog cannot express the rule."""
     baseline = conservative_baseline(catalog)
     if baseline is None:
         return None
@@ -66,7 +68,15 @@ def crown_baseline(
     if record is None:
         record = rule_heuristic_record(catalog, as_of=as_of, response_model=response.to_dict())
         evaluation = evaluate_challenger(
-            conn, policy, as_of=as_of, states=states, response=response, catalog=catalog, current=None, seed=seed
+            conn,
+            policy,
+            as_of=as_of,
+            states=states,
+            response=response,
+            catalog=catalog,
+            current=None,
+            seed=seed,
+            max_decisions=max_decisions,
         )
         record.evaluation = evaluation.to_json()
         register(conn, record)

@@ -79,50 +79,55 @@ def off_policy_values(
     *,
     seed: int = 0,
     baseline_policy: Policy | None = None,
+    max_decisions: int | None = None,
 ) -> OffPolicyValues | None:
     """Doubly robust estimates, on the decisions logged before `as_of`, of the challenger, uniform
     random (over the offers, when the catalog has the rest), the champion and the conservative
     baseline (pass None when the baseline is the champion: the champion's difference is the
     baseline's), as given: `evaluate_challenger` passes them conditioned on offering when the
     catalog has the rest, so a logged rest counts as a context in which each policy's best offer
-    is valued by the reward model (its importance weight is 0). None without logs."""
+    is valued by the reward model (its importance weight is 0). All on the same rows and
+    resamples: a uniform sample of at most `max_decisions` logged decisions (None: all). None
+    without logs."""
     from recsys.evaluation.model_eval import realised_reward
-    from recsys.evaluation.ope import Estimate, load_logged_offers, off_policy_evaluation
+    from recsys.evaluation.ope import load_logged_offers, off_policy_evaluation
     from recsys.model.baselines import UniformRandomPolicy
 
     logs = load_logged_offers(conn, catalog, until=as_of)
     if len(logs) == 0:
         return None
     rules = response.rules
+    paired: dict[str, Policy] = {"random": OffersOnly(UniformRandomPolicy(catalog), catalog)}
+    if baseline_policy is not None:
+        paired["conservative"] = baseline_policy
+    estimates = off_policy_evaluation(
+        conn,
+        challenger,
+        catalog=catalog,
+        reward_fn=lambda rows: realised_reward(rows, rules),
+        q_fn=response.expected_reward,
+        q_matrix=response.reward_matrix,
+        logs=logs,
+        n_boot=200,
+        seed=seed,
+        baseline=champion_policy,
+        paired=paired,
+        max_offers=max_decisions,
+    )
+    if not estimates:
+        return None
 
-    def dr(
-        policy: Policy, baseline: Policy | None = None, paired: dict[str, Policy] | None = None
-    ) -> dict[str, Estimate]:
-        return off_policy_evaluation(
-            conn,
-            policy,
-            catalog=catalog,
-            reward_fn=lambda rows: realised_reward(rows, rules),
-            q_fn=response.expected_reward,
-            logs=logs,
-            n_boot=200,
-            seed=seed,
-            baseline=baseline,
-            paired=paired,
-        )
-
-    def value(e: Estimate, *, ess: bool = True) -> OffPolicyValue:
+    def value(key: str, *, ess: bool = True) -> OffPolicyValue:
+        e = estimates[key]
         return OffPolicyValue(e.value, e.lower, e.upper, e.effective_sample_size if ess else None)
 
-    estimates = dr(challenger, champion_policy, {"conservative": baseline_policy} if baseline_policy else None)
-    paired = "dr_diff" in estimates
-    conservative = estimates.get("conservative_dr_diff")
+    paired_with_champion = "dr_diff" in estimates
     return OffPolicyValues(
-        challenger=value(estimates["dr"]),
-        random_value=dr(OffersOnly(UniformRandomPolicy(catalog), catalog))["dr"].value,
-        champion=value(estimates["baseline_dr"], ess=False) if paired else None,
-        difference=value(estimates["dr_diff"], ess=False) if paired else None,
-        baseline_difference=value(conservative, ess=False) if conservative is not None else None,
+        challenger=value("dr"),
+        random_value=estimates["random_dr"].value,
+        champion=value("baseline_dr", ess=False) if paired_with_champion else None,
+        difference=value("dr_diff", ess=False) if paired_with_champion else None,
+        baseline_difference=value("conservative_dr_diff", ess=False) if "conservative_dr_diff" in estimates else None,
     )
 
 
@@ -140,6 +145,7 @@ def evaluate_challenger(
     refits: Iterable[ResponseModel] | None = None,
     training_offers: int | None = None,
     horizon: tuple[int, int] = (7, 20_000),
+    max_decisions: int | None = None,
 ) -> ChallengerEvaluation:
     """The challenger next to random, the champion (when it scores on this catalog: trained on it,
     or on a catalog it contains) and the conservative
@@ -151,7 +157,8 @@ def evaluate_challenger(
 
     With the rest in the catalog, every one-night value is of the policies conditioned on offering
     (random too: uniform over the offers), and `horizon` (nights, at most that many users) sets the
-    rollouts that judge the rests (`horizon_rests`)."""
+    rollouts that judge the rests (`horizon_rests`). The off-policy estimates read a uniform sample
+    of at most `max_decisions` logged decisions (`GateConfig.off_policy_max_decisions`; None: all)."""
     full_challenger = challenger
     champion_full = None
     if current is not None and _scores_on(current, catalog):
@@ -172,7 +179,15 @@ def evaluate_challenger(
     baseline_is_champion = baseline is not None and current is not None and baseline[0] == current.model_version
     baseline_policy = baseline[1] if baseline is not None and not baseline_is_champion else None
     logged = off_policy_values(
-        conn, as_of, catalog, response, challenger, champion_policy, seed=seed, baseline_policy=baseline_policy
+        conn,
+        as_of,
+        catalog,
+        response,
+        challenger,
+        champion_policy,
+        seed=seed,
+        baseline_policy=baseline_policy,
+        max_decisions=max_decisions,
     )
     champion_eval = None
     if champion_value is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
@@ -172,16 +172,19 @@ def evaluate_model(
     model_version: str | None = None,
     as_of: dt.date | None = None,
     n_boot: int = 200,
-    max_offers: int | None = 200_000,
+    max_offers: int | Literal["gate"] | None = "gate",
 ) -> ModelEvaluation:
     """The model (the champion by default) on the users as of `as_of` (the latest features by
     default) in its response model's simulator, and off-policy on the logged decisions: on a
-    uniform sample of at most `max_offers` of them (None: all), so that the night's evaluation
-    costs the same however long the logs grow; the intervals include the sampling."""
+    uniform sample of at most `max_offers` of them (None: all; by default the gate's
+    `off_policy_max_decisions`), so that the night's evaluation costs the same however long the
+    logs grow; the intervals include the sampling."""
     from recsys.model.response import ResponseModel
 
     catalog = config.catalog
     rules = config.reward
+    if max_offers == "gate":
+        max_offers = config.gate.off_policy_max_decisions
     record = _model(conn, model_version, catalog)
     if as_of is None:
         as_of = fetch_value(conn, "select max(as_of) from recsys.user_features")
@@ -217,6 +220,7 @@ def evaluate_model(
         catalog=catalog,
         reward_fn=lambda rows: realised_reward(rows, rules),
         q_fn=response.expected_reward,
+        q_matrix=response.reward_matrix,
         n_boot=n_boot,
         max_offers=max_offers,
     )

@@ -67,38 +67,52 @@ def load_logged_offers(
     return load_offer_log(conn, catalog, since=since, until=until).evaluable()
 
 
-def target_probabilities(policy: Policy, logs: OfferLog, *, chunk: int = 65_536) -> np.ndarray:
+def target_probabilities(policy: Policy, logs: OfferLog) -> np.ndarray:
     """The policy's probability of each logged action in its logged context (0 for off-catalog offers)."""
-    out = np.zeros(len(logs), dtype=np.float64)
-    for lo in range(0, len(logs), chunk):
-        sl = slice(lo, lo + chunk)
-        probs = checked_probabilities(policy, logs.obs[sl], logs.mask[sl])
-        a = logs.action_ids[sl]
-        known = a >= 0
-        out[sl][known] = probs[np.flatnonzero(known), a[known]]
-    return out
+    return _policy_terms([policy], logs, None, None)[0][0]
 
 
-def _reward_model_terms(
-    policy: Policy, logs: OfferLog, q_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], chunk: int = 65_536
-) -> tuple[np.ndarray, np.ndarray]:
-    """q(x, logged action) (0 where off-catalog: its weight is 0) and E_{a ~ policy}[q(x, a)]."""
+def _policy_terms(
+    policies: list[Policy],
+    logs: OfferLog,
+    q_fn: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
+    q_matrix: Callable[[np.ndarray], np.ndarray] | None,
+    chunk: int = 65_536,
+) -> tuple[list[np.ndarray], np.ndarray | None, list[np.ndarray]]:
+    """In one pass over the logs, for each policy: its probability of the logged action (0 where
+    off-catalog) and E_{a ~ policy}[q(x, a)]; and q(x, logged action) (0 where off-catalog: its
+    weight is 0). Without a reward model, only the probabilities (and None, []).
+
+    Each policy's probabilities are computed once per chunk. With `q_matrix` (every action's value
+    at once), the reward model runs once per chunk for all the policies; with `q_fn` alone, once
+    per action a policy may choose, per policy."""
     n = len(logs)
-    q_logged = np.zeros(n)
-    q_target = np.zeros(n)
+    targets = [np.zeros(n) for _ in policies]
+    with_q = q_fn is not None or q_matrix is not None
+    q_logged = np.zeros(n) if with_q else None
+    q_targets = [np.zeros(n) for _ in policies] if with_q else []
     for lo in range(0, n, chunk):
         sl = slice(lo, lo + chunk)
         obs = logs.obs[sl]
         a = logs.action_ids[sl]
         known = np.flatnonzero(a >= 0)
-        if len(known):
-            q_logged[lo + known] = np.asarray(q_fn(obs[known], a[known]), dtype=np.float64)
-        probs = checked_probabilities(policy, obs, logs.mask[sl])
-        for action in np.flatnonzero(probs.max(axis=0) > 0):
-            rows = np.flatnonzero(probs[:, action] > 0)
-            q = np.asarray(q_fn(obs[rows], np.full(len(rows), action, dtype=np.int64)), dtype=np.float64)
-            q_target[lo + rows] += probs[rows, action] * q
-    return q_logged, q_target
+        probs = [checked_probabilities(policy, obs, logs.mask[sl]) for policy in policies]
+        for p, target in zip(probs, targets, strict=True):
+            target[lo + known] = p[known, a[known]]
+        if q_matrix is not None:
+            q = np.asarray(q_matrix(obs), dtype=np.float64)
+            q_logged[lo + known] = q[known, a[known]]  # type: ignore[index]
+            for p, q_target in zip(probs, q_targets, strict=True):
+                q_target[sl] = np.einsum("na,na->n", p, q)
+        elif q_fn is not None:
+            if len(known):
+                q_logged[lo + known] = np.asarray(q_fn(obs[known], a[known]), dtype=np.float64)  # type: ignore[index]
+            for p, q_target in zip(probs, q_targets, strict=True):
+                for action in np.flatnonzero(p.max(axis=0) > 0):
+                    rows = np.flatnonzero(p[:, action] > 0)
+                    value = np.asarray(q_fn(obs[rows], np.full(len(rows), action, dtype=np.int64)), dtype=np.float64)
+                    q_target[lo + rows] += p[rows, action] * value
+    return targets, q_logged, q_targets
 
 
 def _rest_valued_zero(
@@ -111,6 +125,21 @@ def _rest_valued_zero(
     def q(obs: np.ndarray, action_ids: np.ndarray) -> np.ndarray:
         values = np.asarray(q_fn(obs, action_ids), dtype=np.float64)
         return np.where(catalog.is_rest(action_ids), 0.0, values)
+
+    return q
+
+
+def _rest_column_zero(
+    q_matrix: Callable[[np.ndarray], np.ndarray], catalog: Catalog
+) -> Callable[[np.ndarray], np.ndarray]:
+    """`q_matrix` with the rest's column 0 (`_rest_valued_zero` for every action at once)."""
+    if catalog.rest_id is None:
+        return q_matrix
+
+    def q(obs: np.ndarray) -> np.ndarray:
+        values = np.array(q_matrix(obs), dtype=np.float64)
+        values[:, catalog.rest_id] = 0.0
+        return values
 
     return q
 
@@ -131,13 +160,17 @@ def off_policy_evaluation(
     baseline: Policy | None = None,
     paired: Mapping[str, Policy] | None = None,
     max_offers: int | None = None,
+    q_matrix: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, Estimate]:
     """Estimates of `policy`'s mean value per logged decision, from `recsys.v_logged_offers`.
 
     `reward_fn(rows)` turns the logged rows (`OfferLog.rows`, a DataFrame with the outcome
     columns converted / revenue / channel / ...) into the realised net value of each decision.
     `q_fn(obs, action_ids)` is a reward model's expected reward; without it the doubly robust
-    and direct-method estimates are skipped. Keys: "logged" (the logging policy's own mean reward),
+    and direct-method estimates are skipped. `q_matrix(obs)`, the same model's value of every
+    action at once ((n, n_actions), `ResponseModel.reward_matrix`), computes the same estimates
+    in one reward-model pass per chunk for every policy (pass either or both; with it, `q_fn` is
+    not called). Keys: "logged" (the logging policy's own mean reward),
     "ips", "snips", and with `q_fn` "dm" and "dr". Empty when no logged decision can be used.
     Every estimate uses the same bootstrap resamples (`seed`). Pass `logs` (from
     `load_logged_offers`) to evaluate several policies on one read of the view. With `baseline` and
@@ -171,20 +204,22 @@ def off_policy_evaluation(
     if rewards.shape != (len(logs),):
         raise ValueError(f"reward_fn returned shape {rewards.shape} for {len(logs)} logged offers")
     rewards = np.where(logs.is_rest, 0.0, rewards)
-    target = target_probabilities(policy, logs)
-    if q_fn is None:
-        return bootstrap_estimates(
-            estimator_specs(rewards, target, logs.propensity), n_boot=n_boot, seed=seed, alpha=alpha
-        )
-    q_fn = _rest_valued_zero(q_fn, catalog)
-    q_logged, q_target = _reward_model_terms(policy, logs, q_fn)
-    specs = estimator_specs(rewards, target, logs.propensity, q_logged, q_target)
     comparisons = {"baseline": baseline} if baseline is not None else {}
-    for name, other in {**comparisons, **(paired or {})}.items():
-        base_target = target_probabilities(other, logs)
-        base = estimator_specs(
-            rewards, base_target, logs.propensity, q_logged, _reward_model_terms(other, logs, q_fn)[1]
+    others = {**comparisons, **(paired or {})}
+    if q_fn is not None:
+        q_fn = _rest_valued_zero(q_fn, catalog)
+    if q_matrix is not None:
+        q_matrix = _rest_column_zero(q_matrix, catalog)
+    with_q = q_fn is not None or q_matrix is not None
+    policies = [policy, *others.values()] if with_q else [policy]  # the pairs are doubly robust
+    targets, q_logged, q_targets = _policy_terms(policies, logs, q_fn, q_matrix)
+    if q_logged is None:
+        return bootstrap_estimates(
+            estimator_specs(rewards, targets[0], logs.propensity), n_boot=n_boot, seed=seed, alpha=alpha
         )
+    specs = estimator_specs(rewards, targets[0], logs.propensity, q_logged, q_targets[0])
+    for k, name in enumerate(others, start=1):
+        base = estimator_specs(rewards, targets[k], logs.propensity, q_logged, q_targets[k])
         diff = (specs["dr"][0] - base["dr"][0], None, min(specs["dr"][2], base["dr"][2]))
         specs[f"{name}_dr"] = base["dr"]
         specs["dr_diff" if name == "baseline" and baseline is not None else f"{name}_dr_diff"] = diff

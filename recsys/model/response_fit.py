@@ -269,8 +269,8 @@ def _fit_logistic(
         lr=1.0,
         max_iter=config.max_iter,
         history_size=20,
-        tolerance_grad=1e-9,
-        tolerance_change=1e-12,
+        tolerance_grad=config.tolerance * 1e-2,
+        tolerance_change=config.tolerance,
         line_search_fn="strong_wolfe",
     )
 

@@ -268,7 +268,13 @@ def _window_date(response: ResponseModel, key: str) -> dt.date | None:
 
 
 def _champion_of_catalog(
-    conn: Connection, catalog: Catalog, as_of: dt.date, states: States, response: ResponseModel, seed: int
+    conn: Connection,
+    catalog: Catalog,
+    as_of: dt.date,
+    states: States,
+    response: ResponseModel,
+    seed: int,
+    gate: GateConfig,
 ) -> tuple[ModelRecord | None, tuple[ModelRecord, GateDecision] | None]:
     """(the champion, the rule heuristic if it was crowned now): with no champion for the running
     catalog, the rule heuristic is registered and crowned first (`crown_baseline`)."""
@@ -276,7 +282,16 @@ def _champion_of_catalog(
     gap = no_champion_reason(current, catalog)
     if not gap:
         return current, None
-    crowned = crown_baseline(conn, catalog, as_of=as_of, states=states, response=response, seed=seed, reason=gap)
+    crowned = crown_baseline(
+        conn,
+        catalog,
+        as_of=as_of,
+        states=states,
+        response=response,
+        seed=seed,
+        reason=gap,
+        max_decisions=gate.off_policy_max_decisions,
+    )
     return (crowned[0] if crowned is not None else current), crowned
 
 
@@ -309,7 +324,7 @@ def train(
     response, bootstrap = fit_response_model_with_bootstrap(
         conn, settings, catalog, config.reward, as_of, seed=hyper.seed, config=config.learning
     )
-    current, crowned = _champion_of_catalog(conn, catalog, as_of, states, response, hyper.seed)
+    current, crowned = _champion_of_catalog(conn, catalog, as_of, states, response, hyper.seed, gate)
     parent = fine_tune_parent(conn, current, catalog)
     mode, why = resolve_mode(mode, current, catalog, parent)
     log.info("train: %s (%s) on %d users as of %s", mode, why, len(states), as_of)
@@ -415,6 +430,7 @@ def register_challenger(
             refits=_refits(bootstrap, response, gate, seed=config.seed),
             training_offers=bootstrap.offers if bootstrap is not None else 0,
             horizon=(gate.horizon_nights, gate.horizon_users),
+            max_decisions=gate.off_policy_max_decisions,
         ),
         env_steps_per_second=config.total_timesteps / seconds if seconds > 0 else None,
         warm_start=warm_start,
