@@ -37,12 +37,16 @@ def test_a_shop_file_changes_the_settings_and_none_lifts_a_bound(tmp_path: Path)
         path.read_text(encoding="utf-8")
         .replace("recent_days = 7\n", "recent_days = 3\n", 1)
         .replace("min_effective_sample_size = 1000.0", "min_effective_sample_size = 250", 1)
-        .replace("require_evidence_over_baseline = true", "require_evidence_over_baseline = false", 1),
+        .replace("require_evidence_over_baseline = true", "require_evidence_over_baseline = false", 1)
+        .replace("off_policy_max_decisions = 200000", 'off_policy_max_decisions = "none"', 1)
+        .replace("refit_on_all = true\n", "refit_on_all = true\ntolerance = 1e-6\n", 1),
         encoding="utf-8",
     )
     config = load_config(path)
-    assert config.learning == dataclasses.replace(FitConfig(), max_offers=None, recent_days=3)
-    assert config.gate == GateConfig(min_effective_sample_size=250.0, require_evidence_over_baseline=False)
+    assert config.learning == dataclasses.replace(FitConfig(), max_offers=None, recent_days=3, tolerance=1e-6)
+    assert config.gate == GateConfig(
+        min_effective_sample_size=250.0, require_evidence_over_baseline=False, off_policy_max_decisions=None
+    )
     # a file without the sections runs on the defaults
     bare = tmp_path / "bare.toml"
     text = DEFAULT_CONFIG.read_text(encoding="utf-8")
@@ -67,6 +71,12 @@ def test_a_shop_file_changes_the_settings_and_none_lifts_a_bound(tmp_path: Path)
             r"\[gate\] model_evidence_refits must be a whole",
         ),
         ("model_evidence_quantile = 0.05", "model_evidence_quantile = 0.7", r"model_evidence_quantile must be in"),
+        ("refit_on_all = true", "refit_on_all = true\ntolerance = 0.0", r"\[learning\] tolerance must be in \(0, 1\)"),
+        (
+            "off_policy_max_decisions = 200000",
+            "off_policy_max_decisions = 0",
+            r"\[gate\] off_policy_max_decisions must be >= 1",
+        ),
     ],
 )
 def test_bad_settings_are_refused_naming_the_file_section_and_setting(

@@ -577,6 +577,29 @@ def test_the_nights_model_is_refitted_on_every_user_after_the_held_out_report(
     assert not np.allclose(train_only.params["open"].w, everyone.params["open"].w, atol=2e-3)
 
 
+def test_the_fit_stops_at_its_tolerance_near_the_optimum(
+    db: Connection, settings: Settings, catalog: Catalog, rules: RewardRules
+) -> None:
+    _write_truth_logs(db, catalog, users=800, send_share=0.8, seed=11)
+    as_of = TRUTH_DATES[-1] + dt.timedelta(days=1)
+
+    def fit(tolerance: float) -> ResponseModel:
+        config = FitConfig(tolerance=tolerance, max_iter=1000)
+        return fit_response_model(db, settings, catalog, rules, as_of, holdout_fraction=0, config=config)
+
+    tight, shipped, loose = fit(1e-13), fit(FitConfig().tolerance), fit(1e-4)
+    iterations = [m.fit_report["heads"]["open"]["iterations"] for m in (tight, shipped, loose)]
+    assert iterations[0] > iterations[1] > iterations[2]  # a looser tolerance stops sooner
+    obs = np.vstack([_user(email_responsiveness=r) for r in np.linspace(0, 1, 50)])
+    for head in ("open", "click", "convert"):
+        # the shipped tolerance stops within a hair of the optimum; a much looser one does not
+        np.testing.assert_allclose(shipped.params[head].w, tight.params[head].w, atol=2e-3)
+    assert (
+        np.abs(loose.reward_matrix(obs) - tight.reward_matrix(obs)).max()
+        > np.abs(shipped.reward_matrix(obs) - tight.reward_matrix(obs)).max()
+    )
+
+
 def test_a_bounded_fit_keeps_the_recent_offers_weights_the_rest_and_stays_close_to_the_full_fit(
     db: Connection, settings: Settings, catalog: Catalog, rules: RewardRules
 ) -> None:
