@@ -35,14 +35,11 @@ class FitConfig:
     """Precision of the prior (centred on 0) on the terms of the prior-shrunk features
     (`recsys.model.response_terms.PRIOR_SHRUNK_TERMS`): dozens of slopes of features that are already
     posterior means, so each moves only where many offers say so."""
-    max_iter: int = 300
-    """L-BFGS iterations per head (full batch), at most."""
+    max_iter: int = 50
+    """Newton steps per head, at most (each on the whole sample; a head converges in a handful)."""
     tolerance: float = 1e-9
-    """L-BFGS stops when the head's objective (its weighted log-loss per offer, with the prior)
-    changes by less than this from one iteration to the next (or its largest gradient falls
-    below a hundredth of it). Measured at 100k users (300,000 offers; docs/performance.md): at
-    1e-12 the open head ran all 300 iterations and the fit took 58 s; at 1e-9 it took 25 s, and
-    greedy on the two models agreed for 99.8% of users, losing 1.5e-7 per user."""
+    """A head's fit stops when its objective (the weighted log-loss per offer, with the prior) is
+    within this of its minimum, by the Newton decrement (half of gradient x Newton step)."""
     order_value_l2: float = 20.0
     """Ridge precision of the log order value's deviation from the user's basket."""
     order_value_prior_sd: float = 0.5
