@@ -547,18 +547,55 @@ def test_a_bounded_evaluation_uses_a_uniform_sample_and_widens_its_interval(conn
     policy = UniformRandomPolicy(CATALOG)
     full = off_policy_evaluation(conn, policy, catalog=CATALOG, reward_fn=revenue_reward, n_boot=200, seed=2)
     n = full["ips"].n
-    bounded = off_policy_evaluation(
-        conn, policy, catalog=CATALOG, reward_fn=revenue_reward, n_boot=200, seed=2, max_offers=n // 3
-    )
-    assert bounded["ips"].n == n // 3 < n
-    assert bounded["ips"].upper - bounded["ips"].lower > full["ips"].upper - full["ips"].lower
-    assert bounded["ips"].lower < full["ips"].value < bounded["ips"].upper  # the same quantity
+
+    def bounded(seed: int) -> Estimate:
+        return off_policy_evaluation(
+            conn, policy, catalog=CATALOG, reward_fn=revenue_reward, n_boot=100, seed=seed, max_offers=n // 3
+        )["ips"]
+
+    samples = [bounded(seed) for seed in range(12)]
+    assert {e.n for e in samples} == {n // 3} and n // 3 < n
+    # unbiased: over samples, the estimates centre on the full one (within 3 standard errors)
+    values = np.array([e.value for e in samples])
+    assert abs(values.mean() - full["ips"].value) < 3 * values.std(ddof=1) / np.sqrt(len(values))
+    assert len(set(values)) == len(values)  # each seed draws its own sample
+    # a third of the rows: intervals about sqrt(3) times wider
+    widths = np.array([e.upper - e.lower for e in samples])
+    assert np.median(widths) > 1.3 * (full["ips"].upper - full["ips"].lower)
     # the sample is the usable decisions' own rows, in their order
     logs = load_logged_offers(conn, CATALOG)
     sample = logs.sample(n // 3, seed=2)
     assert len(sample) == n // 3 and set(sample.rows["offer_id"]) <= set(logs.rows["offer_id"])
     assert sample.rows["offer_id"].tolist() == [i for i in logs.rows["offer_id"] if i in set(sample.rows["offer_id"])]
     assert logs.sample(None) is logs and logs.sample(n) is logs
+
+
+def test_the_database_draws_the_sample_a_bounded_evaluation_reads(conn: Connection) -> None:
+    from recsys.data.logged_offers import load_logged_offers as read
+    from recsys.evaluation.ope import load_logged_sample
+
+    everything = read(conn, CATALOG)
+    ids = set(everything.rows["offer_id"])
+    third, half = (
+        read(conn, CATALOG, sample_rate=1 / 3, sample_seed=7),
+        read(conn, CATALOG, sample_rate=0.5, sample_seed=7),
+    )
+    n = len(everything)
+    for part, rate in ((third, 1 / 3), (half, 0.5)):
+        assert abs(len(part) - rate * n) < 4 * np.sqrt(n * rate * (1 - rate))  # each decision in with that chance
+        assert set(part.rows["offer_id"]) <= ids
+    assert set(third.rows["offer_id"]) <= set(half.rows["offer_id"])  # a larger rate keeps the smaller's rows
+    other = read(conn, CATALOG, sample_rate=1 / 3, sample_seed=8)
+    assert set(other.rows["offer_id"]) != set(third.rows["offer_id"])
+    with pytest.raises(ValueError, match=r"sample_rate must be in \(0, 1\)"):
+        read(conn, CATALOG, sample_rate=1.0)
+    # sized from an upper bound of the window's decisions, it holds enough usable ones to draw from
+    usable = len(everything.evaluable())
+    for bound in (usable // 10, usable // 2, usable - 1):
+        logs = load_logged_sample(conn, CATALOG, max_decisions=bound, seed=3)
+        assert bound <= len(logs) <= usable and set(logs.rows["offer_id"]) <= ids
+    assert len(load_logged_sample(conn, CATALOG, max_decisions=usable + 1, seed=3)) == usable
+    assert len(load_logged_sample(conn, CATALOG, max_decisions=None)) == usable
 
 
 def test_reading_the_logs_leaves_the_session_settings_alone(conn: Connection) -> None:

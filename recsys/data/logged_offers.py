@@ -123,7 +123,7 @@ def ensure_point_in_time_features(
     """
     rows = fetch_all(
         conn,
-        _sql("missing_feature_dates"),
+        logged_offers_sql("missing_feature_dates"),
         {"before": _midnight(as_of), "after": None if since is None else _midnight(since)},
     )
     missing = [r["as_of"] for r in rows]
@@ -140,7 +140,7 @@ def ensure_point_in_time_features(
     return missing
 
 
-def _sql(name: str) -> str:
+def logged_offers_sql(name: str) -> str:
     """The text of sql/logged_offers/<name>.sql."""
     return load_sql(package_dir("sql"), f"logged_offers/{name}")
 
@@ -277,6 +277,8 @@ def load_logged_offers(
     until: date | None = None,
     by: Literal["decision", "send"] = "decision",
     rests: bool = True,
+    sample_rate: float | None = None,
+    sample_seed: int = 0,
 ) -> OfferLog:
     """Every decision of `recsys.v_logged_offers` with since <= its date < until (None: open), in one
     COPY: the offers, and with `rests` the rests (the policy chose no offer; reward 0).
@@ -298,9 +300,15 @@ def load_logged_offers(
     before it. The mask allows a channel with consent at the send and an address now (addresses
     keep no history), and always the offer's own channel: it reached the user there.
     (sql/logged_offers/logged_offers.sql.)
+
+    `sample_rate` (in (0, 1); None: all) reads a uniform sample of the decisions instead, chosen
+    in the database by a hash of each offer id with `sample_seed`: each decision is in it with
+    that probability, and a larger rate with the same seed keeps every decision of a smaller one.
     """
     if by not in ("decision", "send"):
         raise ValueError(f"by must be 'decision' or 'send', got {by!r}")
+    if sample_rate is not None and not 0.0 < sample_rate < 1.0:
+        raise ValueError(f"sample_rate must be in (0, 1) (or None: all), got {sample_rate!r}")
     by_send = by == "send"
     params = {
         "sent_from": _midnight(since) if by_send else None,
@@ -309,6 +317,8 @@ def load_logged_offers(
         "decided_before": None if by_send else until,
         "by_send": by_send,
         "with_rests": rests,
+        "sample_rate": sample_rate,
+        "sample_seed": int(sample_seed),
     }
     buffer = io.StringIO()
     with conn.cursor() as cur:
@@ -316,7 +326,7 @@ def load_logged_offers(
         saved = dict(zip(_QUERY_SETTINGS, cur.fetchone(), strict=True))
         for name, value in _QUERY_SETTINGS.items():
             cur.execute("select set_config(%s, %s, true)", (name, value))
-        select = cur.mogrify(_sql("logged_offers"), params).decode()
+        select = cur.mogrify(logged_offers_sql("logged_offers"), params).decode()
         cur.copy_expert(f"copy ({select}) to stdout with (format csv, header)", buffer)
         for name, value in saved.items():
             cur.execute("select set_config(%s, %s, true)", (name, value))

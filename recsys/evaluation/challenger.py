@@ -90,10 +90,10 @@ def off_policy_values(
     resamples: a uniform sample of at most `max_decisions` logged decisions (None: all). None
     without logs."""
     from recsys.evaluation.model_eval import realised_reward
-    from recsys.evaluation.ope import load_logged_offers, off_policy_evaluation
+    from recsys.evaluation.ope import load_logged_sample, off_policy_evaluation
     from recsys.model.baselines import UniformRandomPolicy
 
-    logs = load_logged_offers(conn, catalog, until=as_of)
+    logs = load_logged_sample(conn, catalog, max_decisions=max_decisions, seed=seed, until=as_of)
     if len(logs) == 0:
         return None
     rules = response.rules

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from recsys.config.catalog import Catalog
-from recsys.data.logged_offers import OfferLog
+from recsys.data.logged_offers import OfferLog, logged_offers_sql
 from recsys.data.logged_offers import load_logged_offers as load_offer_log
-from recsys.db import Connection
+from recsys.db import Connection, fetch_value
 from recsys.evaluation.estimators import (
     USER_CHUNK,
     Estimate,
@@ -65,6 +65,43 @@ def load_logged_offers(
     had when the offer was sent).
     """
     return load_offer_log(conn, catalog, since=since, until=until).evaluable()
+
+
+def load_logged_sample(
+    conn: Connection,
+    catalog: Catalog,
+    *,
+    max_decisions: int | None,
+    seed: int = 0,
+    since: dt.date | None = None,
+    until: dt.date | None = None,
+) -> OfferLog:
+    """`load_logged_offers`, read as a uniform sample in the database when the window holds more
+    than `max_decisions` decisions (None: all), so that a night reads a bounded part of growing
+    logs. The sample holds at least `max_decisions` usable decisions (or all of them):
+    `OfferLog.sample` then draws exactly that many, uniformly. Its rate starts from an upper bound
+    of the window's decisions (sql/logged_offers/decisions_upper_bound.sql) with a margin for
+    those that cannot be used (no features of their day, no propensity); a sample that still falls
+    short is read again at a higher rate, which keeps every decision of the first. `skipped`
+    counts those of the sample."""
+    if max_decisions is None:
+        return load_logged_offers(conn, catalog, since=since, until=until)
+    window = {"decided_from": since, "decided_before": until}
+    upper = fetch_value(conn, logged_offers_sql("decisions_upper_bound"), window)
+    rate = min(1.0, _SAMPLE_MARGIN * max_decisions / max(int(upper or 0), 1))
+    while True:
+        logs = load_offer_log(
+            conn, catalog, since=since, until=until, sample_rate=rate if rate < 1.0 else None, sample_seed=seed
+        ).evaluable()
+        if rate >= 1.0 or len(logs) >= max_decisions:
+            return logs
+        log.info("off-policy evaluation: %d usable decisions at rate %.3f: reading a larger sample", len(logs), rate)
+        rate = min(1.0, rate * _SAMPLE_MARGIN * max_decisions / max(len(logs), 1))
+
+
+_SAMPLE_MARGIN = 1.5
+"""How many more decisions a database sample reads than it needs: room for those that cannot be
+used (a quarter of a large shop's logs have no features of their day) and for chance."""
 
 
 def target_probabilities(policy: Policy, logs: OfferLog) -> np.ndarray:
@@ -187,7 +224,9 @@ def off_policy_evaluation(
     (`OfferLog.sample`, by `seed`): the night's cost stays flat as the logs grow, and the intervals
     widen accordingly.
     """
-    logs = (logs if logs is not None else load_offer_log(conn, catalog, since=since, until=until)).evaluable()
+    if logs is None:
+        logs = load_logged_sample(conn, catalog, max_decisions=max_offers, seed=seed, since=since, until=until)
+    logs = logs.evaluable()
     if max_offers is not None and len(logs) > max_offers:
         log.info("off-policy evaluation: a uniform sample of %d of %d logged decisions", max_offers, len(logs))
         logs = logs.sample(max_offers, seed)
@@ -291,6 +330,7 @@ __all__ = [
     "evaluation_report",
     "ips",
     "load_logged_offers",
+    "load_logged_sample",
     "off_policy_evaluation",
     "on_policy_mean",
     "ope_table",

@@ -7,6 +7,9 @@
 -- (each null: open). Order: by send time when by_send, else by decision date; then offer id.
 -- Rests (decision 'rest': no offer, reward 0) only when with_rests: off-policy evaluation reads
 -- them, the response model's fit does not (nothing was sent, so they say nothing of responses).
+-- With sample_rate (null: every decision), a uniform sample of the decisions: those whose
+-- offer id hashes (with sample_seed) below that share of the hash range; a larger rate with the
+-- same seed keeps every decision of the smaller one.
 --
 -- Consent at send time. No table keeps a history of consent, so it is read from the records the
 -- database holds of a user's consent on a channel at a moment:
@@ -27,6 +30,11 @@ with logged as (
         and (%(decided_from)s::date is null or o.features_as_of >= %(decided_from)s::date)
         and (%(decided_before)s::date is null or o.features_as_of < %(decided_before)s::date)
         and (%(with_rests)s or o.decision = 'offer')
+        and (
+            %(sample_rate)s::float8 is null
+            or (hashtextextended(o.offer_id, %(sample_seed)s::bigint) & 4294967295)::float8 / 4294967296.0
+            < %(sample_rate)s::float8
+        )
 ),
 
 logged_users as (
