@@ -653,6 +653,39 @@ def test_a_bounded_fit_keeps_the_recent_offers_weights_the_rest_and_stays_close_
     assert held["model"]["log_loss"] < held["prior"]["log_loss"]
 
 
+def test_far_over_its_bound_the_fit_reads_a_weighted_database_sample(
+    db: Connection, settings: Settings, catalog: Catalog, rules: RewardRules
+) -> None:
+    _write_truth_logs(db, catalog, users=1500, send_share=0.8, seed=7)
+    as_of = TRUTH_DATES[-1] + dt.timedelta(days=1)
+    full = fit_response_model(db, settings, catalog, rules, as_of, holdout_fraction=0.2, seed=3)
+    logged, used = full.fit_report["offers"]["logged"], full.fit_report["offers"]["used"]
+
+    def bounded(seed: int) -> ResponseModel:
+        config = FitConfig(max_offers=1500, recent_days=1)
+        return fit_response_model(db, settings, catalog, rules, as_of, holdout_fraction=0.2, seed=seed, config=config)
+
+    model = bounded(3)
+    sample, offers = model.fit_report["sample"], model.fit_report["offers"]
+    # read: every offer of the last day, and about read_rate x 1.5 more older ones than the bound needs
+    assert 0 < sample["read_rate"] <= 0.5 and offers["logged"] < logged
+    per_day = logged // len(TRUTH_DATES)
+    assert sample["recent"] == sample["recent_kept"] == pytest.approx(per_day, rel=0.15)
+    assert sample["recent_kept"] + sample["older_kept"] == 1500
+    assert sample["recent_weight"] == 1.0
+    assert sample["older_weight"] == pytest.approx(
+        sample["older"] / sample["older_kept"] / sample["read_rate"], rel=1e-5
+    )
+    # the weights stand for every usable offer: over seeds, they add up to the full count
+    totals = []
+    for seed in range(6):
+        s = bounded(seed).fit_report["sample"]
+        totals.append(s["recent"] + s["older_kept"] * s["older_weight"])
+    assert np.mean(totals) == pytest.approx(used, rel=0.05)
+    held = model.fit_report["holdout"]["open"]
+    assert held["model"]["log_loss"] < held["prior"]["log_loss"]  # it still learns the open rates
+
+
 def test_bounded_sample_weights_sum_to_the_offers_they_stand_for() -> None:
     from recsys.model.fit_sample import LoggedOffers, bounded_sample
 

@@ -19,7 +19,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -94,19 +94,89 @@ def fit_response_model_with_bootstrap(
 
 def _response_fit_logs(
     conn: Connection, settings: Settings, request: FitRequest
-) -> tuple[LoggedOffers, dict[str, float]]:
+) -> tuple[LoggedOffers, dict[str, Any]]:
     """The logged offers the fit of `request` reads (point-in-time features built first), and what
-    building and loading took."""
+    building and loading took.
+
+    Far over the fit's bound (`FitConfig.max_offers`), the read itself is a sample, drawn in the
+    database (`_database_sample`): every offer of the last `recent_days` days and a uniform share
+    of the older ones, each weighted by the inverse of that share (`LoggedOffers.weight`), so that
+    the fit's bounded sample (`recsys.model.fit_sample.bounded_sample`), drawn from it, stands for
+    all the logs as before. The prepared report's `read_rate` is that share (1: every offer)."""
     started = time.perf_counter()
-    as_of, window_days = request.as_of, request.config.log_window_days
-    since = None if window_days is None else as_of - timedelta(days=window_days)
+    as_of, config = request.as_of, request.config
+    since = None if config.log_window_days is None else as_of - timedelta(days=config.log_window_days)
     built = ensure_point_in_time_features(conn, settings, as_of, since=since)
     built_seconds = time.perf_counter() - started
-    logs = load_logged_offers(
-        conn, request.catalog, since=since, until=as_of, by="send", rests=False
-    ).response_fit_logs(request.catalog)
+    rate, keep_from = _database_sample(conn, request, since)
+    while True:
+        logs = load_logged_offers(
+            conn,
+            request.catalog,
+            since=since,
+            until=as_of,
+            by="send",
+            rests=False,
+            sample_rate=rate,
+            sample_seed=request.seed,
+            sample_keep_from=keep_from,
+        ).response_fit_logs(request.catalog)
+        if rate is None:
+            break
+        older = np.ones(len(logs.usable), dtype=bool)
+        if keep_from is not None:
+            older = logs.send_day < _day_number(keep_from)
+        sampled = int((logs.usable & older).sum())
+        needed = config.max_offers - int((logs.usable & ~older).sum())  # type: ignore[operator]
+        if sampled >= needed:
+            logs.weight = np.where(older, 1.0 / rate, 1.0)  # each sampled offer stands for 1 / rate
+            break
+        log.info("response model: %d sampled offers read at rate %.3f, %d needed: reading more", sampled, rate, needed)
+        rate = min(1.0, rate * _READ_MARGIN * needed / max(sampled, 1))
+        rate = None if rate >= 1.0 else rate
     load_seconds = time.perf_counter() - started - built_seconds
-    return logs, {"feature_dates_built": len(built), "build_seconds": built_seconds, "load_seconds": load_seconds}
+    return logs, {
+        "feature_dates_built": len(built),
+        "build_seconds": built_seconds,
+        "load_seconds": load_seconds,
+        "read_rate": 1.0 if rate is None else round(rate, 6),
+    }
+
+
+_READ_MARGIN = 1.5
+"""How many more older offers a database sample reads than the fit's bound needs: room for those
+the fit cannot use (no features of their day: a quarter of a large shop's) and for chance."""
+
+_READ_WORTH_IT = 0.5
+"""The fit reads a database sample only when it would read at most this share of the older offers:
+nearer to all of them, the sample would save little and add a second stage to the weights."""
+
+
+def _day_number(day: date) -> int:
+    return (day - date(1970, 1, 1)).days
+
+
+def _database_sample(conn: Connection, request: FitRequest, since: date | None) -> tuple[float | None, date | None]:
+    """(the share of the older offers the fit's read keeps, the first decision date it keeps
+    whole): (None, None) to read every offer. From upper bounds of the window's offers
+    (sql/logged_offers/sent_upper_bound.sql), mirroring `bounded_sample`: every recent offer and
+    enough older ones to fill `max_offers` with a margin; when the recent ones alone exceed it,
+    a uniform share of all of them."""
+    config = request.config
+    if config.max_offers is None:
+        return None, None
+    recent_from = request.as_of - timedelta(days=config.recent_days)
+    row = fetch_all(
+        conn,
+        logged_offers_sql("sent_upper_bound"),
+        {"sent_from": _midnight(since), "sent_before": _midnight(request.as_of), "recent_from": recent_from},
+    )[0]
+    recent, older = int(row["recent"]), int(row["older"])
+    if recent >= config.max_offers:
+        rate, keep_from = _READ_MARGIN * config.max_offers / max(recent + older, 1), None
+    else:
+        rate, keep_from = _READ_MARGIN * (config.max_offers - recent) / max(older, 1), recent_from
+    return (rate, keep_from) if rate <= _READ_WORTH_IT else (None, None)
 
 
 def ensure_point_in_time_features(
@@ -279,6 +349,7 @@ def load_logged_offers(
     rests: bool = True,
     sample_rate: float | None = None,
     sample_seed: int = 0,
+    sample_keep_from: date | None = None,
 ) -> OfferLog:
     """Every decision of `recsys.v_logged_offers` with since <= its date < until (None: open), in one
     COPY: the offers, and with `rests` the rests (the policy chose no offer; reward 0).
@@ -304,6 +375,7 @@ def load_logged_offers(
     `sample_rate` (in (0, 1); None: all) reads a uniform sample of the decisions instead, chosen
     in the database by a hash of each offer id with `sample_seed`: each decision is in it with
     that probability, and a larger rate with the same seed keeps every decision of a smaller one.
+    With `sample_keep_from`, every decision of that date or later (`features_as_of`) is kept whole.
     """
     if by not in ("decision", "send"):
         raise ValueError(f"by must be 'decision' or 'send', got {by!r}")
@@ -319,6 +391,7 @@ def load_logged_offers(
         "with_rests": rests,
         "sample_rate": sample_rate,
         "sample_seed": int(sample_seed),
+        "sample_keep_from": sample_keep_from,
     }
     buffer = io.StringIO()
     with conn.cursor() as cur:

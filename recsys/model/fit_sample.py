@@ -55,15 +55,19 @@ def bounded_sample(
 ) -> tuple[LoggedOffers, dict[str, Any]]:
     """The usable offers a fit learns from, at most `max_offers`, and what was kept.
 
-    Under the bound (or with None): every usable offer, weight 1. Over it: every offer sent in the
+    Under the bound (or with None): every usable offer, with its weight. Over it: every offer sent in the
     `recent_days` days before `as_of`, and a uniform random sample (by `seed`) of the older ones that
     fills the bound, each weighted by the inverse of its sampling rate, so that a weighted sum over
     the sample is an unbiased estimate of the sum over all. When the recent offers alone exceed the
-    bound: one uniform sample of all of them."""
+    bound: one uniform sample of all of them.
+
+    Offers that arrive weighted (`logs.weight`: the read was itself a sample, drawn in the
+    database) keep their weight, multiplied by this sample's own."""
     usable = np.flatnonzero(logs.usable)
+    base = logs.weights()
     cap = max_offers
     if cap is None or len(usable) <= cap:
-        return logs.take(usable, np.ones(len(usable))), {"bounded": False, "offers": len(usable)}
+        return logs.take(usable, base[usable]), {"bounded": False, "offers": len(usable)}
     recent_from = (as_of - timedelta(days=recent_days) - date(1970, 1, 1)).days
     is_recent = logs.send_day[usable] >= recent_from
     recent, older = usable[is_recent], usable[~is_recent]
@@ -80,6 +84,9 @@ def bounded_sample(
         keep = np.concatenate([sample, recent])
         kept_recent = len(recent)
         weight = np.concatenate([np.full(kept_older, 1.0 / rate), np.ones(len(recent))])
+    weight = weight * base[keep]
+    older_base = float(base[older[0]]) if len(older) else 1.0
+    recent_base = float(base[recent[0]]) if len(recent) else 1.0
     order = np.argsort(keep, kind="stable")
     report = {
         "bounded": True,
@@ -90,7 +97,7 @@ def bounded_sample(
         "recent_kept": kept_recent,
         "older": len(older),
         "older_kept": kept_older,
-        "older_weight": round(1.0 / rate, 6),
-        "recent_weight": 1.0 if len(recent) < cap else round(1.0 / rate, 6),
+        "older_weight": round(older_base / rate, 6),
+        "recent_weight": recent_base if len(recent) < cap else round(recent_base / rate, 6),
     }
     return logs.take(keep[order], weight[order]), report

@@ -73,8 +73,8 @@ def fit_response_model_to_logs(
     to the prior's in `fit_report`. The returned model is then refitted on every user's offers
     (`FitConfig.refit_on_all`, warm-started from the training users' fit): the report describes
     how the training users' model did on users it never saw; the night's model learns from all.
-    `prepared` carries what loading took (`feature_dates_built`, `build_seconds`, `load_seconds`)
-    into the report.
+    `prepared` carries what loading took (`feature_dates_built`, `build_seconds`, `load_seconds`,
+    and `read_rate` when the read was a database sample: `recsys.data.logged_offers`) into the report.
     """
     catalog, rules, as_of, config = request.catalog, request.rules, request.as_of, request.config
     holdout_fraction, seed = request.holdout_fraction, request.seed
@@ -104,6 +104,8 @@ def fit_response_model_to_logs(
     logs, report["sample"] = bounded_sample(
         logs, as_of, max_offers=config.max_offers, recent_days=config.recent_days, seed=seed
     )
+    if float(prepared.get("read_rate", 1.0)) < 1.0:  # the read was itself a sample of the older offers
+        report["sample"]["read_rate"] = float(prepared["read_rate"])
     x_all = logs.obs[:, _DESIGN_IDX]
     a_all = attrs.rows(catalog, rules, logs.type_idx, logs.value, logs.channel_idx, logs.timing_idx)
     train, held, n_users, n_holdout = _split_users(logs.user_id, logs.usable, holdout_fraction, seed)

@@ -9,7 +9,8 @@
 -- them, the response model's fit does not (nothing was sent, so they say nothing of responses).
 -- With sample_rate (null: every decision), a uniform sample of the decisions: those whose
 -- offer id hashes (with sample_seed) below that share of the hash range; a larger rate with the
--- same seed keeps every decision of the smaller one.
+-- same seed keeps every decision of the smaller one. With sample_keep_from too, every decision
+-- of that date or later is kept whole and only the earlier ones are sampled.
 --
 -- Consent at send time. No table keeps a history of consent, so it is read from the records the
 -- database holds of a user's consent on a channel at a moment:
@@ -32,6 +33,7 @@ with logged as (
         and (%(with_rests)s or o.decision = 'offer')
         and (
             %(sample_rate)s::float8 is null
+            or o.features_as_of >= %(sample_keep_from)s::date
             or (hashtextextended(o.offer_id, %(sample_seed)s::bigint) & 4294967295)::float8 / 4294967296.0
             < %(sample_rate)s::float8
         )
