@@ -20,10 +20,13 @@ The users and their features are written directly with COPY from numpy (not the 
 generated users take minutes); the model is an untrained PPO of the production shapes (39 features,
 108 actions, SB3's default 64x64 MLP, 64 learning steps): the bar is throughput, not quality. The
 catalog is the seed's 108 offers without the rest action (issue 12's bars); `--rest` scores on the
-configured catalog with the rest (109 actions).
+configured catalog with the rest (109 actions). `--shards N` scores in N shards, each in its own
+process, side by side (as the nightly DAG's mapped score tasks on N workers), then publishes once:
+the end to end is from the first shard's start to the publish's end; the stage seconds are those
+of the shard that finished last, the peak RSS the largest shard's.
 
     python bench/bench_score.py [--users 1000000] [--naive-users 100000] [--publish-at MOMENT ...]
-        [--scoring-lag 60] [--rest]
+        [--scoring-lag 60] [--rest] [--shards 1]
 
 Uses a scratch database on RECSYS_BENCH_DATABASE_URL (else RECSYS_TEST_DATABASE_URL, else
 RECSYS_DATABASE_URL, else the embedded server), dropped at the end.
@@ -41,6 +44,7 @@ import resource
 import subprocess
 import sys
 import time
+from subprocess import PIPE
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -181,11 +185,12 @@ def moment_arg(text: str) -> dt.datetime:
     return moment
 
 
-def child_fast(url: str, run_id: str, moment: dt.datetime, lag: float) -> None:
+def child_fast(url: str, run_id: str, moment: dt.datetime, lag: float, shard: int = 0, shards: int = 1) -> None:
     """The measured fast path at a pinned moment, alone in this process: prints a JSON line.
 
     Shard 0 of 1 then `publish_run`: what the unsharded `score_campaign` does, with the publish timed.
-    Scoring's clock is `lag` seconds before the publish moment."""
+    With `shards` > 1, shard `shard` only, without the publish (the parent publishes once every
+    shard's process is done). Scoring's clock is `lag` seconds before the publish moment."""
     from recsys.campaign import publish_run, score_campaign
 
     settings = load_settings(env={}, database_url=url)
@@ -194,10 +199,11 @@ def child_fast(url: str, run_id: str, moment: dt.datetime, lag: float) -> None:
     with connect(url) as conn:
         t = time.perf_counter()
         summary = score_campaign(
-            conn, settings, DAY, config=config, run_id=run_id, shard=0, shards=1, publish_at=scored_at
+            conn, settings, DAY, config=config, run_id=run_id, shard=shard, shards=shards, publish_at=scored_at
         )
         p = time.perf_counter()
-        summary["publish"] = publish_run(conn, settings, run_id, published_at=moment)
+        if shards == 1:
+            summary["publish"] = publish_run(conn, settings, run_id, published_at=moment)
         conn.commit()
         end = time.perf_counter()
     peak = own_peak_rss()
@@ -210,29 +216,48 @@ def own_peak_rss() -> int:
     return peak_rss_bytes() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run_fast(url: str, run_id: str, moment: dt.datetime, lag: float) -> dict | None:
-    """The fast path in a child process on a fresh night: the date without offers (its partition
-    dropped first) and without recorded decisions (a run after the first would otherwise replace
-    the first's million: a re-run, which costs more, not the nightly case measured)."""
+def run_fast(url: str, run_id: str, moment: dt.datetime, lag: float, shards: int = 1) -> dict | None:
+    """The fast path in child processes (one per shard, side by side) on a fresh night: the date
+    without offers and without recorded decisions (both its partitions dropped first: a run after
+    the first would otherwise replace the first's million, a re-run, which costs more, not the
+    nightly case measured). With shards, the parent publishes once every shard is done."""
     with connect(url) as conn, conn.cursor() as cur:
-        cur.execute(sql.SQL("drop table if exists recsys.{}").format(sql.Identifier(f"campaign_offers_{DAY:%Y%m%d}")))
-        cur.execute("truncate recsys.campaign_decisions")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            *("--child-fast", url, "--child-run", run_id),
-            *("--publish-at", moment.isoformat(), "--scoring-lag", str(lag)),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    if proc.returncode != 0:
-        print(proc.stderr, file=sys.stderr)
+        for table in ("campaign_offers", "campaign_decisions"):
+            cur.execute(sql.SQL("drop table if exists recsys.{}").format(sql.Identifier(f"{table}_{DAY:%Y%m%d}")))
+    command = [sys.executable, __file__, *("--child-fast", url, "--child-run", run_id)]
+    command += [*("--publish-at", moment.isoformat(), "--scoring-lag", str(lag), "--shards", str(shards))]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    started = time.perf_counter()
+    procs = [
+        subprocess.Popen([*command, "--child-shard", str(k)], stdout=PIPE, stderr=PIPE, text=True, env=env)
+        for k in range(shards)
+    ]
+    outputs = [proc.communicate() for proc in procs]
+    if any(proc.returncode != 0 for proc in procs):
+        for (_, err), proc in zip(outputs, procs, strict=True):
+            if proc.returncode != 0:
+                print(err, file=sys.stderr)
         return None
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    reports = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    if shards == 1:
+        return reports[0]
+    from recsys.campaign import publish_run
+
+    p = time.perf_counter()
+    with connect(url) as conn:
+        published = publish_run(conn, load_settings(env={}, database_url=url), run_id, published_at=moment)
+        conn.commit()
+    end = time.perf_counter()
+    summary = {k: sum(r["summary"][k] for r in reports) for k in ("users", "offers", "holdout", "exploration")}
+    slowest = max(reports, key=lambda r: r["wall"])["summary"]
+    summary.update(
+        timings=slowest["timings"],  # the stages of the shard that finished last
+        skipped=reports[0]["summary"]["skipped"],
+        write_path=" + ".join(r["summary"].get("write_path", "?") for r in reports),
+        publish=published,
+    )
+    peak = max(r["peak"] for r in reports)
+    return {"wall": end - started, "publish": end - p, "peak": peak, "load": os.getloadavg()[0], "summary": summary}
 
 
 def fast_rows(users: int, moment: dt.datetime, fast: dict) -> list[tuple[str, str, str]]:
@@ -251,8 +276,14 @@ def fast_rows(users: int, moment: dt.datetime, fast: dict) -> list[tuple[str, st
         (
             "  stage seconds: model load / staging / upsert / attach / decisions",
             " / ".join(
-                f"{timings.get(k, 0):.1f}"
-                for k in ("model_load", "write_staging", "write_upsert", "write_attach", "write_decisions")
+                f"{sum(timings.get(k, 0) for k in keys):.1f}"
+                for keys in (
+                    ("model_load",),
+                    ("write_staging",),
+                    ("write_upsert",),
+                    ("write_attach", "write_attach_shard"),
+                    ("write_decisions",),
+                )
             ),
             f"write path: {s.get('write_path')}",
         ),
@@ -353,6 +384,10 @@ def main() -> int:
     )
     parser.add_argument("--child-fast", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-run", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child-shard", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--shards", type=int, default=1, help="score in this many shards, each in its own process, side by side"
+    )
     parser.add_argument("--keep-db", action="store_true", help="keep the scratch database (to inspect it)")
     parser.add_argument(
         "--rest", action="store_true", help="score on the catalog with the rest action (default: the 108 offers)"
@@ -361,7 +396,7 @@ def main() -> int:
     if args.rest:
         os.environ[REST_ENV] = "1"
     if args.child_fast:
-        child_fast(args.child_fast, args.child_run, args.publish_at[0], args.scoring_lag)
+        child_fast(args.child_fast, args.child_run, args.publish_at[0], args.scoring_lag, args.child_shard, args.shards)
         return 0
 
     server = bench_server(os.environ.get("RECSYS_TEST_DATABASE_URL"))
@@ -375,7 +410,7 @@ def main() -> int:
 
         runs = []
         for i, moment in enumerate(args.publish_at):
-            fast = run_fast(url, f"bench-fast-{i}", moment, args.scoring_lag)
+            fast = run_fast(url, f"bench-fast-{i}", moment, args.scoring_lag, args.shards)
             if fast is None:
                 return 1
             runs.append((moment, fast))
@@ -383,7 +418,7 @@ def main() -> int:
 
         naive_rate = naive_rows / naive_seconds
         s = runs[0][1]["summary"]
-        rows = [("users scored", f"{s['users']:,}", "")]
+        rows = [("users scored", f"{s['users']:,}", f"in {args.shards} shard(s), one process each")]
         for moment, fast in runs:
             rows += fast_rows(args.users, moment, fast)
         rows.append((f"naive path on {naive_rows:,} users", f"{naive_seconds:.1f} s ({naive_rate:,.0f} users/s)", ""))

@@ -614,6 +614,93 @@ def test_attach_path_and_upsert_path_write_identical_rows_and_indexes(campaign) 
     assert again["write_path"] == "upsert" and _comparable(conn, day) == attached
 
 
+def _decisions(conn: Connection, day: dt.date) -> list[tuple]:
+    return [
+        tuple(r.values())
+        for r in fetch_all(
+            conn,
+            "select user_id, decision, action_id, propensity, is_exploration, skip_reason, segment "
+            "from recsys.campaign_decisions where campaign_date = %s order by user_id",
+            (day,),
+        )
+    ]
+
+
+def _sub_partitions(conn: Connection, table: str, day: dt.date) -> list[str]:
+    return [
+        r["bound"]
+        for r in fetch_all(
+            conn,
+            "select pg_get_expr(c.relpartbound, c.oid) as bound from pg_inherits as i "
+            "join pg_class as c on c.oid = i.inhrelid where i.inhparent = %s::regclass order by 1",
+            (f"recsys.{table}_{day:%Y%m%d}",),
+        )
+    ]
+
+
+def test_shards_of_a_new_date_each_attach_their_own_hash_sub_partition(campaign) -> None:
+    conn, settings = campaign
+    day = dt.date(2035, 3, 15)  # a future date: release at the local send time, whenever the run publishes
+    add_users(conn, day, _population(300))
+    whole = score(settings, day, run_id="whole")
+    assert whole["write_path"] == "attach"
+    expected, decided = _comparable(conn, day), _decisions(conn, day)
+    with conn.cursor() as cur:  # the date afresh
+        cur.execute(f"drop table recsys.campaign_offers_{day:%Y%m%d}, recsys.campaign_decisions_{day:%Y%m%d}")
+        cur.execute("delete from recsys.campaign_holdout where campaign_date = %s", (day,))
+    conn.commit()
+
+    shards = [score(settings, day, run_id="sharded", shard=k, shards=2) for k in (0, 1)]
+    assert [s["write_path"] for s in shards] == ["attach_shard", "attach_shard"]
+    assert all(s["offers"] > 0 for s in shards)
+    publish(settings, "sharded")
+    assert _comparable(conn, day) == expected and _decisions(conn, day) == decided
+    hashed = ["FOR VALUES WITH (modulus 2, remainder 0)", "FOR VALUES WITH (modulus 2, remainder 1)"]
+    assert _sub_partitions(conn, "campaign_offers", day) == hashed
+    assert _sub_partitions(conn, "campaign_decisions", day) == hashed
+    # each shard's table holds exactly its shard's users, and has every index campaign_offers declares
+    for k in (0, 1):
+        part = f"recsys.campaign_offers_{day:%Y%m%d}_s{k}of2"
+        [held] = fetch_all(
+            conn,
+            "select count(*) as n, count(*) filter (where not recsys.in_campaign_shard(user_id, 2, %s)) as stray"
+            " from recsys.campaign_offers where tableoid = %s::regclass",
+            (k, part),
+        )
+        assert held["stray"] == 0 and held["n"] == shards[k]["offers"]
+        indexes = fetch_value(conn, "select count(*) from pg_index where indrelid = %s::regclass", (part,))
+        assert indexes == fetch_value(
+            conn, "select count(*) from pg_index where indrelid = 'recsys.campaign_offers'::regclass"
+        )
+    # a re-run in two shards, then unsharded, goes through the sub-partitions in place
+    for k in (0, 1):
+        assert score(settings, day, run_id="again", shard=k, shards=2)["write_path"] == "upsert"
+    publish(settings, "again")
+    assert _comparable(conn, day) == expected and _decisions(conn, day) == decided
+    assert score(settings, day, run_id="once")["write_path"] == "upsert"
+    assert _comparable(conn, day) == expected and _decisions(conn, day) == decided
+
+
+def test_a_date_whose_sharded_run_failed_halfway_is_completed_by_any_later_run(campaign) -> None:
+    conn, settings = campaign
+    day = dt.date(2035, 3, 16)
+    add_users(conn, day, _population(300))
+    score(settings, day, run_id="half", shard=0, shards=2)  # shard 1 never comes
+    assert len(_sub_partitions(conn, "campaign_offers", day)) == 1
+    # a run in three shards: the date is sub-partitioned for two, so its shards write through it
+    for k in (0, 1, 2):
+        assert score(settings, day, run_id="three", shard=k, shards=3)["write_path"] == "upsert"
+    publish(settings, "three")
+    assert _sub_partitions(conn, "campaign_offers", day) == [
+        "FOR VALUES WITH (modulus 2, remainder 0)",
+        "FOR VALUES WITH (modulus 2, remainder 1)",
+    ]
+    rows = offers(conn, day)
+    held = fetch_value(conn, "select count(*) from recsys.campaign_holdout where campaign_date = %s", (day,))
+    assert len({r["user_id"] for r in rows}) == len(rows) > 0 and {r["run_id"] for r in rows} == {"three"}
+    assert len(_decisions(conn, day)) == 300 and len(rows) + held <= 300
+
+
 def test_a_run_killed_inside_the_attach_path_leaves_nothing_and_claims_on_other_dates_go_on(campaign) -> None:
     import signal
     import subprocess

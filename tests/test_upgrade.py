@@ -326,3 +326,39 @@ def test_migration_014_partitions_the_decisions_and_keeps_every_row(empty_databa
         left = fetch_all(conn, "select distinct campaign_date from recsys.campaign_decisions")
         gone = fetch_value(conn, "select to_regclass('recsys.campaign_decisions_20261130')")
     assert [r["campaign_date"] for r in left] == [nights[1]] and gone is None
+
+
+def test_migration_015_keeps_every_row_and_shards_new_dates_by_hash(empty_database_url: str, tmp_path: Path) -> None:
+    """A database at the head before 015 with the previous release's campaigns in it: 015 keeps every
+    row, the date-partition helpers answer as before when called with a date alone, a date created
+    for a sharded run is sub-partitioned by hash of user_id, and a user's shard is its remainder."""
+    previous = sql_before(tmp_path / "sql", "015_campaign_shard_partitions.sql")
+    build_release_database(empty_database_url, PREVIOUS_RELEASE)
+    with connect(empty_database_url) as conn:
+        migrate(conn, load_settings(env={}, database_url=empty_database_url, sql_dir=previous))
+    before = _counts(empty_database_url)
+    with connect(empty_database_url) as conn:
+        assert migrate(conn, load_settings(env={}, database_url=empty_database_url)).applied == [
+            "015_campaign_shard_partitions.sql"
+        ]
+        assert _counts(empty_database_url) == before
+        day = dt.date(2035, 1, 1)
+        assert fetch_value(conn, "select recsys.ensure_campaign_partition(%s)", (day,)) is True
+        assert fetch_value(conn, "select recsys.ensure_campaign_partition(%s)", (day,)) is False
+        assert fetch_value(conn, "select recsys.ensure_decisions_partition(%s, 2)", (day + dt.timedelta(days=1),))
+        strategies = fetch_all(
+            conn,
+            "select c.relname, coalesce(p.partstrat, '-') as strategy from pg_class as c"
+            " left join pg_partitioned_table as p on p.partrelid = c.oid"
+            " where c.relname in ('campaign_offers_20350101', 'campaign_decisions_20350102') order by 1",
+        )
+        assert [r["strategy"] for r in strategies] == ["h", "-"]
+        shards = fetch_all(
+            conn,
+            "select u, recsys.campaign_shard(u, 3) as k,"
+            " (select count(*) from generate_series(0, 2) as s where recsys.in_campaign_shard(u, 3, s)) as member_of"
+            " from generate_series(1::bigint, 300) as u",
+        )
+    assert all(r["member_of"] == 1 for r in shards)
+    sizes = [sum(r["k"] == k for r in shards) for k in range(3)]
+    assert sum(sizes) == 300 and min(sizes) > 60  # every user in exactly one shard, the shards balanced

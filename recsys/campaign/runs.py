@@ -78,11 +78,16 @@ def start_run(
         cur.execute(campaign_sql(sql_dir, "shard_start"), params)
         cur.execute(campaign_sql(sql_dir, "run_scoring"), params)
         if not dry_run and shards > 1:
-            # shards upsert into one shared partition: DDL in this short transaction, not in the long
-            # write (creating a partition locks campaign_offers exclusively, briefly)
+            # shards share the date's partitions, sub-partitioned by hash of user_id, each attaching
+            # its own: DDL in this short transaction, not in the long write (creating a partition
+            # locks campaign_offers exclusively, briefly)
             cur.execute(campaign_sql(sql_dir, "partition_ensure"), params)
         elif not dry_run:
             drop_empty_partition(cur, sql_dir, campaign_date)
+        if not dry_run:
+            # a date sub-partitioned for another shard count (or by a failed sharded run) gets its
+            # missing sub-partitions, so every row this run writes has one
+            cur.execute(campaign_sql(sql_dir, "partition_complete"), params)
     conn.commit()
 
 

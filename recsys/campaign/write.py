@@ -3,8 +3,9 @@ transaction (the caller commits).
 
 The decisions go into staging tables with COPY BINARY; the offers (the schedule and the first-name
 fill computed in SQL) then either fill a new daily partition that is attached at the end (the
-nightly common case) or are upserted into the existing one (re-runs, shards), replacing only
-still-scheduled offers. A run killed before its commit leaves nothing.
+nightly common case; in a sharded run, each shard's own hash sub-partition of the date's) or are
+upserted into the existing one (re-runs), replacing only still-scheduled offers. A run killed before
+its commit leaves nothing.
 """
 
 from __future__ import annotations
@@ -172,8 +173,9 @@ def _write_decisions(cur: Any, sql_dir: Path, d: Decisions, params: dict[str, An
 
     As for the offers: a date without a decisions partition (the nightly case) gets one built as a
     bare table and attached (one sorted build of its key: 1M rows in 3.0 s against 4.8 s through the
-    key of a table already holding two nights, level on an empty one; docs/performance.md);
-    otherwise (re-runs, shards) the shard's earlier decisions go and the new ones are inserted."""
+    key of a table already holding two nights, level on an empty one; docs/performance.md), and so
+    does a shard of a sharded date (its own hash sub-partition); otherwise (re-runs) the shard's
+    earlier decisions go and the new ones are inserted."""
     name = f"campaign_decisions_{d.campaign_date:%Y%m%d}"
     part = sql.Identifier("recsys", name)
     cur.execute(campaign_sql(sql_dir, "partition_exists"), {"name": f"recsys.{name}"})
@@ -188,10 +190,63 @@ def _write_decisions(cur: Any, sql_dir: Path, d: Decisions, params: dict[str, An
         cur.execute("set local maintenance_work_mem = '256MB'")  # the key's sort stays in memory
         cur.execute(composed(sql_dir, "decisions_partition_attach", part=part), bounds)
         return written
+    own = _shard_partition(cur, sql_dir, "campaign_decisions", d)
+    if own is not None:
+        cur.execute(composed(sql_dir, "decisions_insert", target=own.part), params)
+        written = cur.rowcount
+        own.attach(cur, sql_dir)
+        return written
     shard = {"day": d.campaign_date, "shards": d.shards, "shard": d.shard}
     cur.execute(campaign_sql(sql_dir, "decisions_clear"), shard)
     cur.execute(composed(sql_dir, "decisions_insert", target=sql.Identifier("recsys", "campaign_decisions")), params)
     return cur.rowcount
+
+
+@dataclass(frozen=True)
+class _ShardPartition:
+    """A shard's own hash sub-partition of a sharded date's partition, created bare: fill, then attach."""
+
+    part: sql.Identifier
+    date_part: sql.Identifier
+    bounds: dict[str, Any]
+
+    def attach(self, cur: Any, sql_dir: Path) -> None:
+        cur.execute("set local maintenance_work_mem = '256MB'")  # the index sorts stay in memory
+        cur.execute(composed(sql_dir, "shard_partition_attach", part=self.part, date_part=self.date_part), self.bounds)
+
+
+def _shard_partition(cur: Any, sql_dir: Path, table: str, d: Decisions) -> _ShardPartition | None:
+    """Shard K of N's own sub-partition of the date's `table` partition, created bare, when that
+    partition is sub-partitioned by hash of user_id for N shards and K's is not there yet (the
+    nightly case of a sharded run: `recsys.ensure_date_partition`); None otherwise (a re-run of the
+    shard, or a date scored another way: the write goes through the date's partition).
+
+    The shard's users are exactly the remainder K of the hash (`recsys.in_campaign_shard`), so the
+    shard fills the table alone and ATTACH builds its indexes in one sorted pass each, as the
+    unsharded night does for the whole date; shards on other workers do the same in parallel."""
+    if d.shards == 1:
+        return None
+    date_name = f"{table}_{d.campaign_date:%Y%m%d}"
+    shard = {"name": f"recsys.{date_name}", "shards": d.shards, "shard": d.shard}
+    cur.execute(campaign_sql(sql_dir, "shard_partition_target"), shard)
+    row = cur.fetchone()
+    if row is None or not row[0]:
+        return None
+    name = f"{date_name}_s{d.shard}of{d.shards}"
+    part, date_part = sql.Identifier("recsys", name), sql.Identifier("recsys", date_name)
+    bounds = {
+        "lo": d.campaign_date,
+        "hi": d.campaign_date + dt.timedelta(days=1),
+        "date_part": f"recsys.{date_name}",
+        "shards": d.shards,
+        "shard": d.shard,
+    }
+    names = {"check_name": sql.Identifier(f"{name}_bound"), "hash_name": sql.Identifier(f"{name}_hash")}
+    parent = sql.Identifier("recsys", table)
+    cur.execute(composed(sql_dir, "shard_partition_create", part=part, parent=parent, **names), bounds)
+    comment = {"comment": f"{table} of {d.campaign_date}, shard {d.shard} of {d.shards}"}
+    cur.execute(composed(sql_dir, "partition_comment", part=part), comment)
+    return _ShardPartition(part, date_part, bounds)
 
 
 def _codes(codes: np.ndarray, m: int) -> np.ndarray:
@@ -299,12 +354,22 @@ def _offer_params(d: Decisions, rules: CampaignRules, publish_at: dt.datetime | 
 
 
 def _write_offers(cur: Any, sql_dir: Path, d: Decisions, params: dict[str, Any]) -> tuple[str, int, int]:
-    """Step 2: the offers, by attaching a new partition or upserting; (path, written, removed)."""
+    """Step 2: the offers, by attaching a new partition (the date's, or a sharded date's shard's) or
+    upserting; (path, written, removed)."""
     cur.execute(campaign_sql(sql_dir, "stage_schedule"), params)
     cur.execute("analyze stage_schedule")
     if d.shards == 1 and not partition_exists(cur, sql_dir, d.campaign_date):
         cur.execute(campaign_sql(sql_dir, "holdout_clear_date"), {"day": d.campaign_date})
         return "attach", _attach_partition(cur, sql_dir, d.campaign_date, params), 0
+    own = _shard_partition(cur, sql_dir, "campaign_offers", d)
+    if own is not None:
+        shard = {"day": d.campaign_date, "shards": d.shards, "shard": d.shard}
+        cur.execute(campaign_sql(sql_dir, "upsert_remove_holdout"), shard)
+        cur.execute(_offers(sql_dir, "offers_insert", target=own.part), params)
+        written = cur.rowcount
+        own.attach(cur, sql_dir)
+        _attached()
+        return "attach_shard", written, 0
     written, replaced = _upsert(cur, sql_dir, d.campaign_date, d.shard, d.shards, params)
     return "upsert", written, replaced
 
@@ -320,9 +385,10 @@ def partition_exists(cur: Any, sql_dir: Path, campaign_date: dt.date) -> bool:
 
 
 def drop_empty_partition(cur: Any, sql_dir: Path, campaign_date: dt.date) -> None:
-    """An empty partition of the date (left by an older version or a helper) goes, so the write can
-    build the partition standalone and attach it. Dropping locks campaign_offers exclusively, so it
-    happens here, in the short committed start transaction, never inside the long write."""
+    """An empty partition of the date (left by an older version, a helper or a failed sharded run)
+    goes, so the write can build the partition standalone and attach it. Dropping locks
+    campaign_offers exclusively, so it happens here, in the short committed start transaction, never
+    inside the long write."""
     part = sql.Identifier("recsys", partition_name(campaign_date))
     if partition_exists(cur, sql_dir, campaign_date):
         cur.execute(composed(sql_dir, "partition_has_rows", part=part))

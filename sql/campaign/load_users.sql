@@ -78,6 +78,6 @@ copy (
         on sp.channel = 'push' and sp.address = recsys.normalized_address('push', u.push_token)
     left join offer_counts as n on f.user_id = n.user_id
     left join (select distinct user_id from conversions) as c on f.user_id = c.user_id
-    where f.as_of = %(day)s and (%(shards)s = 1 or recsys.campaign_shard(f.user_id, %(shards)s) = %(shard)s)
+    where f.as_of = %(day)s and (%(shards)s = 1 or recsys.in_campaign_shard(f.user_id, %(shards)s, %(shard)s))
 -- exempt from the linter's parser on the next line: it reads no binary format in copy options
 ) to stdout with (format binary)  -- noqa: PRS

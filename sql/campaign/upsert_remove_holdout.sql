@@ -1,2 +1,2 @@
 delete from recsys.campaign_holdout as o
-where o.campaign_date = %(day)s and (%(shards)s = 1 or recsys.campaign_shard(o.user_id, %(shards)s) = %(shard)s)
+where o.campaign_date = %(day)s and (%(shards)s = 1 or recsys.in_campaign_shard(o.user_id, %(shards)s, %(shard)s))

@@ -1,19 +1,35 @@
--- Campaign scoring helpers (recsys/campaign): the shard hash, the one definition of an offer's
+-- Campaign scoring helpers (recsys/campaign): the shard of a user, the one definition of an offer's
 -- scheduled_at (contract section 0), daily campaign_offers partitions and their retention.
 -- The small SQL functions are single expressions so the planner inlines them into the bulk
 -- INSERT and UPDATE that use them.
 
+create or replace function recsys.in_campaign_shard(p_user_id bigint, p_shard_count integer, p_shard integer)
+returns boolean
+language sql
+stable
+parallel safe
+as $$
+    select
+        p_shard_count = 1
+        or satisfies_hash_partition(to_regclass('recsys.campaign_shard_hash')::oid, p_shard_count, p_shard, p_user_id)
+$$;
+
+comment on function recsys.in_campaign_shard(bigint, integer, integer) is
+'Whether a user is in shard K (0..N-1) of a campaign run scored in N shards: PostgreSQL''s hash partitioning of '
+'user_id (modulus N, remainder K), so a shard''s users are exactly one hash sub-partition of a sharded date.';
+
 create or replace function recsys.campaign_shard(p_user_id bigint, p_shard_count integer)
 returns integer
 language sql
-immutable
+stable
 parallel safe
 as $$
-    select ((hashtextextended(p_user_id::text, 0) & 9223372036854775807) % p_shard_count)::integer
+    select min(k)::integer from generate_series(0, p_shard_count - 1) as k
+    where recsys.in_campaign_shard(p_user_id, p_shard_count, k)
 $$;
 
 comment on function recsys.campaign_shard(bigint, integer) is
-'Shard (0..N-1) of a user in a campaign run: PostgreSQL''s 64-bit text hash of user_id, mod N.';
+'Shard (0..N-1) of a user in a campaign run scored in N shards (recsys.in_campaign_shard; filters call that).';
 
 create or replace function recsys.offer_release(
     p_campaign_date date, p_timezone text, p_send_time time, p_publish_at timestamptz
@@ -138,49 +154,107 @@ $$;
 comment on function recsys.html_escape(text) is
 'HTML-escapes text exactly as Jinja2 autoescaping (markupsafe) does: & < > " and single quote.';
 
-create or replace function recsys.ensure_campaign_partition(p_campaign_date date)
+create or replace function recsys.hash_partition_bounds(p_partition regclass)
+returns table (modulus integer, remainder integer)
+language sql
+stable
+as $$
+    select b[1]::integer, b[2]::integer
+    from pg_inherits as i
+    inner join pg_class as c on i.inhrelid = c.oid
+    cross join lateral regexp_match(pg_get_expr(c.relpartbound, c.oid), 'modulus (\d+), remainder (\d+)') as b
+    where i.inhparent = p_partition
+$$;
+
+comment on function recsys.hash_partition_bounds(regclass) is
+'The (modulus, remainder) of each hash sub-partition of a partition; none when it has none.';
+
+create or replace function recsys.ensure_date_partition(p_table text, p_campaign_date date, p_shards integer)
 returns boolean
 language plpgsql
 as $$
 declare
-    part_name text := 'campaign_offers_' || to_char(p_campaign_date, 'YYYYMMDD');
+    part_name text := p_table || '_' || to_char(p_campaign_date, 'YYYYMMDD');
 begin
     if to_regclass('recsys.' || part_name) is not null then
         return false;
     end if;
+    -- a date scored in shards is sub-partitioned by hash of user_id: each shard attaches its own
     execute format(
-        'create table recsys.%I partition of recsys.campaign_offers for values from (%L) to (%L)',
-        part_name, p_campaign_date, p_campaign_date + 1
+        'create table recsys.%I partition of recsys.%I for values from (%L) to (%L)%s',
+        part_name, p_table, p_campaign_date, p_campaign_date + 1,
+        case when p_shards > 1 then ' partition by hash (user_id)' else '' end
     );
-    execute format('comment on table recsys.%I is %L', part_name, 'campaign_offers of ' || p_campaign_date);
+    execute format('comment on table recsys.%I is %L', part_name, p_table || ' of ' || p_campaign_date);
     return true;
 end;
 $$;
 
-comment on function recsys.ensure_campaign_partition(date) is
-'Creates the daily campaign_offers partition of a campaign date if it is missing; true when it was created.';
+comment on function recsys.ensure_date_partition(text, date, integer) is
+'Creates the daily partition of campaign_offers or campaign_decisions for a campaign date if it is missing, '
+'sub-partitioned by hash of user_id when the run has more than one shard; true when it was created.';
 
-create or replace function recsys.ensure_decisions_partition(p_campaign_date date)
+create or replace function recsys.ensure_campaign_partition(p_campaign_date date, p_shards integer default 1)
 returns boolean
+language sql
+as $$
+    select recsys.ensure_date_partition('campaign_offers', p_campaign_date, p_shards)
+$$;
+
+comment on function recsys.ensure_campaign_partition(date, integer) is
+'Creates the daily campaign_offers partition of a campaign date if it is missing (recsys.ensure_date_partition).';
+
+create or replace function recsys.ensure_decisions_partition(p_campaign_date date, p_shards integer default 1)
+returns boolean
+language sql
+as $$
+    select recsys.ensure_date_partition('campaign_decisions', p_campaign_date, p_shards)
+$$;
+
+comment on function recsys.ensure_decisions_partition(date, integer) is
+'Creates the daily campaign_decisions partition of a campaign date if it is missing (recsys.ensure_date_partition).';
+
+create or replace function recsys.complete_date_partition(p_table text, p_campaign_date date, p_shards integer)
+returns integer
 language plpgsql
 as $$
 declare
-    part_name text := 'campaign_decisions_' || to_char(p_campaign_date, 'YYYYMMDD');
+    part_name text := p_table || '_' || to_char(p_campaign_date, 'YYYYMMDD');
+    part regclass := to_regclass('recsys.' || part_name);
+    n integer;
+    k integer;
+    created integer := 0;
 begin
-    if to_regclass('recsys.' || part_name) is not null then
-        return false;
+    if part is null or not exists (
+        select from pg_partitioned_table as pt where pt.partrelid = part and pt.partstrat = 'h'
+    ) then
+        return 0;
     end if;
-    execute format(
-        'create table recsys.%I partition of recsys.campaign_decisions for values from (%L) to (%L)',
-        part_name, p_campaign_date, p_campaign_date + 1
-    );
-    execute format('comment on table recsys.%I is %L', part_name, 'campaign_decisions of ' || p_campaign_date);
-    return true;
+    select max(b.modulus) into n from recsys.hash_partition_bounds(part) as b;
+    -- a run of the same shard count attaches its shards' own tables; any other run writes through
+    -- the date's sub-partitions, so each remainder gets one (empty), whoever failed to attach it
+    if p_shards > 1 and (n is null or n = p_shards) then
+        return 0;
+    end if;
+    n := coalesce(n, 1);
+    for k in
+        select r from generate_series(0, n - 1) as r
+        except
+        select b.remainder from recsys.hash_partition_bounds(part) as b
+    loop
+        execute format(
+            'create table recsys.%I partition of %s for values with (modulus %s, remainder %s)',
+            part_name || '_s' || k || 'of' || n, part, n, k
+        );
+        created := created + 1;
+    end loop;
+    return created;
 end;
 $$;
 
-comment on function recsys.ensure_decisions_partition(date) is
-'Creates the daily campaign_decisions partition of a campaign date if it is missing; true when it was created.';
+comment on function recsys.complete_date_partition(text, date, integer) is
+'For a run that cannot attach its own hash sub-partitions (one shard, or another shard count than the date''s): '
+'creates the missing (empty) hash sub-partitions of a sharded date''s partition so every row has one; returns how many.';
 
 create or replace function recsys.drop_campaign_partitions_before(p_cutoff date)
 returns integer
