@@ -253,6 +253,23 @@ def independent(shop: dict) -> dict:
     return {"states": states, "mask": states.action_mask(CATALOG), "values": values, "truth": truth}
 
 
+def test_states_over_max_users_are_a_uniform_sample_fixed_by_the_seed(shop: dict) -> None:
+    conn = shop["conn"]
+    everyone = load_states(conn, END)
+    assert len(load_states(conn, END, max_users=len(everyone))) == len(everyone)  # at the bound: all
+    first = load_states(conn, END, max_users=500, seed=1)
+    again = load_states(conn, END, max_users=500, seed=1)
+    other = load_states(conn, END, max_users=500, seed=2)
+    assert 400 < len(first) < 600 and np.array_equal(first.user_ids, again.user_ids)
+    assert set(first.user_ids) <= set(everyone.user_ids) and set(first.user_ids) != set(other.user_ids)
+    assert np.all(np.diff(first.user_ids) > 0)  # still in user order
+    rows = np.searchsorted(everyone.user_ids, first.user_ids)
+    assert np.array_equal(first.raw, everyone.raw[rows]) and np.array_equal(first.obs, everyone.obs[rows])
+    # uniform: the sample's mean features are the population's, within sampling noise
+    spread = everyone.obs.std(axis=0) / np.sqrt(len(first))
+    assert np.all(np.abs(first.obs.mean(axis=0) - everyone.obs.mean(axis=0)) <= 5 * spread + 1e-9)
+
+
 def test_truth_table_orders_the_rows_and_the_oracle_is_best(truth_eval: TruthEvaluation) -> None:
     names = [r.name for r in truth_eval.rows]
     assert names == [RANDOM_ROW, FIXED_ROW, "rule", "uniform greedy", ORACLE_ROW]

@@ -36,6 +36,7 @@ def test_a_shop_file_changes_the_settings_and_none_lifts_a_bound(tmp_path: Path)
     path.write_text(
         path.read_text(encoding="utf-8")
         .replace("recent_days = 7\n", "recent_days = 3\n", 1)
+        .replace("max_users = 100000\n", 'max_users = "none"\n', 1)
         .replace("min_effective_sample_size = 1000.0", "min_effective_sample_size = 250", 1)
         .replace("require_evidence_over_baseline = true", "require_evidence_over_baseline = false", 1)
         .replace("off_policy_max_decisions = 200000", 'off_policy_max_decisions = "none"', 1)
@@ -43,7 +44,9 @@ def test_a_shop_file_changes_the_settings_and_none_lifts_a_bound(tmp_path: Path)
         encoding="utf-8",
     )
     config = load_config(path)
-    assert config.learning == dataclasses.replace(FitConfig(), max_offers=None, recent_days=3, tolerance=1e-6)
+    assert config.learning == dataclasses.replace(
+        FitConfig(), max_offers=None, recent_days=3, tolerance=1e-6, max_users=None
+    )
     assert config.gate == GateConfig(
         min_effective_sample_size=250.0, require_evidence_over_baseline=False, off_policy_max_decisions=None
     )
@@ -60,6 +63,7 @@ def test_a_shop_file_changes_the_settings_and_none_lifts_a_bound(tmp_path: Path)
     [
         ("recent_days = 7", "recent_day = 7", r"\[learning\] has no setting recent_day \(settings: l2_main, "),
         ("max_offers = 300000", "max_offers = 0", r"\[learning\] max_offers must be >= 1"),
+        ("max_users = 100000", "max_users = 0", r"\[learning\] max_users must be >= 1"),
         ("max_offers = 300000", 'max_offers = "lots"', r"\[learning\] max_offers must be a whole number or \"none\""),
         ("l2_main = 10.0", "l2_main = -1.0", r"\[learning\] l2_main must be > 0"),
         ("refit_on_all = true", "refit_on_all = 1", r"\[learning\] refit_on_all must be true or false"),

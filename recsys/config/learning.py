@@ -58,6 +58,14 @@ class FitConfig:
     recent_days: int = 7
     """The days before as_of whose offers a bounded fit always keeps whole: the system's own latest
     outcomes are what the night's model most needs to learn from."""
+    max_users: int | None = 100_000
+    """Bound on the users a night's training and evaluation read (their states, as of the night):
+    over it, a uniform sample of about this many, drawn by a hash of the user id with the night's
+    seed (None: every user). PPO's simulator, the warm start, the gate's simulator values, the
+    model evidence's refits, the horizon simulation and `recsys evaluate`'s simulator values all
+    compute on every user they read (each a users x actions matrix or more), so their memory and
+    time stay flat from this size on; scoring still reads and scores everyone. Measured: the 1M-user
+    night's peak memory (docs/performance.md)."""
     calibration_bins: int = 10
     """Bins (equal counts, by predicted probability) of the reliability table."""
     min_holdout_users: int = 1
@@ -88,6 +96,8 @@ class FitConfig:
             raise ValueError(f"max_offers must be >= 1 (or unset: no bound), got {self.max_offers}")
         if self.recent_days < 0:
             raise ValueError(f"recent_days must be >= 0, got {self.recent_days}")
+        if self.max_users is not None and self.max_users < 1:
+            raise ValueError(f"max_users must be >= 1 (or unset: every user), got {self.max_users}")
         if self.calibration_bins < 1:
             raise ValueError(f"calibration_bins must be >= 1, got {self.calibration_bins}")
 

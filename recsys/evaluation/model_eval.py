@@ -175,7 +175,8 @@ def evaluate_model(
     max_offers: int | Literal["gate"] | None = "gate",
 ) -> ModelEvaluation:
     """The model (the champion by default) on the users as of `as_of` (the latest features by
-    default) in its response model's simulator, and off-policy on the logged decisions: on a
+    default; at most about `[learning] max_users` of them, a uniform sample) in its response model's
+    simulator, and off-policy on the logged decisions: on a
     uniform sample of at most `max_offers` of them (None: all; by default the gate's
     `off_policy_max_decisions`), so that the night's evaluation costs the same however long the
     logs grow; the intervals include the sampling."""
@@ -190,7 +191,7 @@ def evaluate_model(
         as_of = fetch_value(conn, "select max(as_of) from recsys.user_features")
         if as_of is None:
             raise RecsysError("no features have been built: run `recsys features --as-of DATE` first")
-    states = load_states(conn, as_of)
+    states = load_states(conn, as_of, max_users=config.learning.max_users)
     if len(states) == 0:
         raise RecsysError(f"no user features as of {as_of}")
     policy = load_policy(record, catalog)

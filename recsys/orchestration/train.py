@@ -318,7 +318,7 @@ def train(
     set_torch_threads()
     seed_everything(hyper.seed)
     catalog = config.catalog
-    states = load_states(conn, as_of)
+    states = load_states(conn, as_of, max_users=config.learning.max_users, seed=hyper.seed)
     if len(states) == 0:
         raise RecsysError(f"no user features as of {as_of}: run `recsys features --as-of {as_of}` first")
     response, bootstrap = fit_response_model_with_bootstrap(

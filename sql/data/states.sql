@@ -1,6 +1,8 @@
 -- Users as the policy sees them on a night: the stored features as of %(as_of)s ({features}: the
 -- feature columns, in observation order), then the consent and the reachability per channel
 -- (consent and an address), then the top category. %(ids)s: only these users (null: all).
+-- %(rate)s: a uniform sample, each user kept when the hash of its id with %(seed)s falls below the
+-- rate (null: every user); the same users for the same seed, night after night.
 select
     f.user_id,
     {features},
@@ -16,4 +18,8 @@ left join recsys.users as u on f.user_id = u.user_id
 where
     f.as_of = %(as_of)s
     and (%(ids)s::bigint[] is null or f.user_id = any(%(ids)s::bigint[]))
+    and (
+        %(rate)s::float8 is null
+        or (hashint8extended(f.user_id, %(seed)s::bigint) & 4294967295)::float8 / 4294967296.0 < %(rate)s::float8
+    )
 order by f.user_id
