@@ -12,7 +12,7 @@ on `RECSYS_BENCH_DATABASE_URL` (default: the local server at 127.0.0.1:5432; unl
 scripts, it does not fall back to `RECSYS_DATABASE_URL`).
 
     python bench/bench_nightly.py [--users 100000] [--days 90] [--timesteps 200000] [--shards 2]
-        [--logs DIR]
+        [--logs DIR] [--keep DIR]
 
 Each night's log (each task's log lines, its seconds included) goes to
 `--logs` (default data/bench/nightly), kept after the run's temporary folder is gone.
@@ -83,6 +83,13 @@ def main() -> int:
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--logs", type=Path, default=Path("data/bench/nightly"), help="where each night's log goes")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep the scratch database, and the nights' folder (Airflow home, data, inbox) in DIR",
+    )
     args = parser.parse_args()
 
     day1 = dt.date.today() + dt.timedelta(days=1)
@@ -90,9 +97,12 @@ def main() -> int:
     server = bench_server(LOCAL_SERVER)
     with (
         tempfile.TemporaryDirectory(prefix="bench-nightly-", ignore_cleanup_errors=True) as folder,
-        scratch_database(server, "recsys_bench_nightly") as url,
+        scratch_database(server, "recsys_bench_nightly", keep=args.keep is not None) as url,
     ):
-        work = Path(folder)
+        work = Path(folder) if args.keep is None else args.keep.resolve()
+        if args.keep is not None:
+            work.mkdir(parents=True, exist_ok=True)
+            print(f"keeping the database {url.rsplit('/', 1)[-1]} and the nights' folder {work}")
         started = time.perf_counter()
         shop = work / "shop"
         summary = generate_data(users=args.users, days=args.days, seed=args.seed, out=shop, end_date=day1)
