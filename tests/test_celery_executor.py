@@ -1,7 +1,7 @@
 """The nightly DAG scaled out on Airflow's CeleryExecutor, as `docker compose --profile celery` runs it.
 
 Redis is the broker (127.0.0.1:6379 on this project's machines; `RECSYS_TEST_REDIS_URL` points
-elsewhere). The test starts, each as a process of its own: two Celery workers with their own
+elsewhere). The test starts, each as a process of its own: five Celery workers with their own
 hostnames, the scheduler, and the API server whose Execution API Airflow 3 workers report to, with
 Airflow's metadata in a fresh PostgreSQL database. It triggers the real `recsys_nightly` DAG with
 `airflow dags trigger`, waits for the run, and checks in the metadata database that the mapped score
@@ -38,12 +38,15 @@ from recsys.db import airflow_connection, connect, fetch_all, fetch_value, scrat
 PY = sys.executable
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 REDIS_URL = os.environ.get("RECSYS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-WORKERS = ("worker-a", "worker-b", "worker-c")
+WORKERS = ("worker-a", "worker-b", "worker-c", "worker-d", "worker-e")
 SHARDS = 2
 # One task at a time per worker and no broker prefetching (recsys.orchestration.celery_config), so
 # two shards queued together go to two workers: with prefetching, a busy worker took the second
-# shard off the queue and ran both in turn (3 of 7 runs). Logs stay in the shared AIRFLOW_HOME (no
-# log server per worker on one machine's port 8793).
+# shard off the queue and ran both in turn (3 of 7 runs). A worker stays busy for up to about 5 s
+# after its task ends (Airflow's supervisor finishing the workload), so the three tasks just before
+# the shards (train, evaluate, shard_list) can still hold three workers when the shards are queued:
+# with three workers, one free worker ran both shards in turn (seen twice in a row). Five leave two
+# free. Logs stay in the shared AIRFLOW_HOME (no log server per worker on one machine's port 8793).
 WORKER_OPTIONS = ("--concurrency", "1", "--skip-serve-logs", "--without-mingle", "--without-gossip")
 COMPARED = "campaign_date, user_id, action_id, scheduled_at, propensity"
 
