@@ -686,6 +686,29 @@ def test_far_over_its_bound_the_fit_reads_a_weighted_database_sample(
     assert held["model"]["log_loss"] < held["prior"]["log_loss"]  # it still learns the open rates
 
 
+def test_a_read_that_falls_short_reads_again_with_the_share_it_measured(
+    db: Connection, settings: Settings, catalog: Catalog, rules: RewardRules, monkeypatch, caplog
+) -> None:
+    import logging
+
+    import recsys.data.logged_offers as logged_offers
+
+    _write_truth_logs(db, catalog, users=1500, send_share=0.8, seed=7)
+    as_of = TRUTH_DATES[-1] + dt.timedelta(days=1)
+    monkeypatch.setattr(logged_offers, "_READ_MARGIN", 0.4)  # the first read keeps too few on purpose
+    config = FitConfig(max_offers=1500, recent_days=1)
+    with caplog.at_level(logging.INFO, logger="recsys.data.logged_offers"):
+        model = fit_response_model(db, settings, catalog, rules, as_of, holdout_fraction=0.2, seed=3, config=config)
+    [short] = [r.getMessage() for r in caplog.records if "reading more" in r.getMessage()]
+    sampled, first, needed = (
+        float(x) for x in re.findall(r"([0-9.]+) sampled offers read at rate ([0-9.]+), (\d+)", short)[0]
+    )
+    sample = model.fit_report["sample"]
+    # the second read's rate: what the first measured, scaled to the need, with 5% for chance
+    assert sample["read_rate"] == pytest.approx(first * 1.05 * needed / sampled, rel=1e-3)
+    assert sample["recent_kept"] + sample["older_kept"] == 1500  # it filled the bound
+
+
 def test_bounded_sample_weights_sum_to_the_offers_they_stand_for() -> None:
     from recsys.model.fit_sample import LoggedOffers, bounded_sample
 
