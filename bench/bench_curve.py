@@ -20,7 +20,7 @@ import os
 import sys
 import time
 
-from _support import bench_server, scratch_database
+from _support import bench_server, machine_speed, scratch_database
 from bench_score import DAY, default_moments, make_population, register_model, run_fast
 
 from recsys.config.settings import load_settings
@@ -76,6 +76,7 @@ def main() -> int:
     parser.add_argument("--users", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
     args = parser.parse_args()
     server = bench_server(os.environ.get("RECSYS_TEST_DATABASE_URL"))
+    print(machine_speed(server), flush=True)
     results = {n: measure(server, n) for n in args.users}
     print()
     print(report(results))

@@ -29,7 +29,7 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
-from _support import LOCAL_SERVER, bench_server, scratch_database
+from _support import LOCAL_SERVER, bench_server, machine_speed, scratch_database
 from psycopg2 import sql
 
 from recsys.config.settings import load_settings
@@ -120,6 +120,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1, help="rounds of the comparison (default 1)")
     args = parser.parse_args()
 
+    print(machine_speed(args.url), flush=True)
     with scratch_database(args.url, "recsys_bench_features", keep=args.keep) as url:
         settings = load_settings(env={}, database_url=url)
         with connect(url) as conn:

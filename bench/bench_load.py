@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from _support import bench_server, scratch_database
+from _support import bench_server, machine_speed, scratch_database
 from psycopg2 import sql
 
 from recsys.config.settings import PROJECT_ROOT, load_settings
@@ -64,6 +64,7 @@ def main() -> int:
         )  # fmt: skip
         print(f"generated in {time.perf_counter() - started:.1f} s", flush=True)
 
+    print(machine_speed(bench_server()), flush=True)
     with scratch_database(bench_server(), "recsys_bench_load", keep=args.keep) as url:
         settings = load_settings(env={}, database_url=url)
         print(f"server: {server_settings(url)}")

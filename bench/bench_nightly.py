@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _support import LOCAL_SERVER, bench_server, scratch_database
+from _support import LOCAL_SERVER, bench_server, machine_speed, scratch_database
 
 from recsys.benchmark.synth.generate import generate_data
 from recsys.db import airflow_connection
@@ -95,6 +95,7 @@ def main() -> int:
     day1 = dt.date.today() + dt.timedelta(days=1)
     day2 = day1 + dt.timedelta(days=1)
     server = bench_server(LOCAL_SERVER)
+    print(machine_speed(server), flush=True)
     with (
         tempfile.TemporaryDirectory(prefix="bench-nightly-", ignore_cleanup_errors=True) as folder,
         scratch_database(server, "recsys_bench_nightly", keep=args.keep is not None) as url,

@@ -49,7 +49,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
-from _support import bench_server, scratch_database
+from _support import bench_server, machine_speed, scratch_database
 from psycopg2 import sql
 
 from recsys.config import load_config
@@ -400,6 +400,7 @@ def main() -> int:
         return 0
 
     server = bench_server(os.environ.get("RECSYS_TEST_DATABASE_URL"))
+    print(machine_speed(server), flush=True)
     with scratch_database(server, "recsys_bench_score", keep=args.keep_db) as url:
         with connect(url) as conn:
             migrate(conn, load_settings(env={}, database_url=url))
