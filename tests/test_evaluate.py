@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from collections.abc import Iterator
 
 import numpy as np
@@ -24,7 +25,7 @@ from recsys.config.settings import load_settings
 from recsys.data.extract import extract_path
 from recsys.data.features import build_feature_range
 from recsys.data.states import load_states
-from recsys.db import Connection, connect, fetch_all
+from recsys.db import Connection, connect, fetch_all, fetch_value
 from recsys.errors import RecsysError
 from recsys.evaluation.ope import (
     Estimate,
@@ -560,14 +561,21 @@ def test_off_policy_evaluation_agrees_with_the_estimator_functions(conn: Connect
         assert (got.n, got.effective_sample_size) == pytest.approx((e.n, e.effective_sample_size)), key
 
 
+def click_reward(rows: pd.DataFrame) -> np.ndarray:
+    return rows["clicked"].to_numpy(dtype=np.float64, na_value=0.0)
+
+
 def test_a_bounded_evaluation_uses_a_uniform_sample_and_widens_its_interval(conn: Connection) -> None:
+    # Clicks, not revenue: a third of this shop's decisions holds a few dozen conversions, so the
+    # bootstrap width of a revenue estimate depends on which large orders a sample happens to hold
+    # (widths of 0.14 to 0.86 for one full width of 0.34), and a median over 12 samples is a lottery.
     policy = UniformRandomPolicy(CATALOG)
-    full = off_policy_evaluation(conn, policy, catalog=CATALOG, reward_fn=revenue_reward, n_boot=200, seed=2)
+    full = off_policy_evaluation(conn, policy, catalog=CATALOG, reward_fn=click_reward, n_boot=200, seed=2)
     n = full["ips"].n
 
     def bounded(seed: int) -> Estimate:
         return off_policy_evaluation(
-            conn, policy, catalog=CATALOG, reward_fn=revenue_reward, n_boot=100, seed=seed, max_offers=n // 3
+            conn, policy, catalog=CATALOG, reward_fn=click_reward, n_boot=100, seed=seed, max_offers=n // 3
         )["ips"]
 
     samples = [bounded(seed) for seed in range(12)]
@@ -613,6 +621,34 @@ def test_the_database_draws_the_sample_a_bounded_evaluation_reads(conn: Connecti
         assert bound <= len(logs) <= usable and set(logs.rows["offer_id"]) <= ids
     assert len(load_logged_sample(conn, CATALOG, max_decisions=usable + 1, seed=3)) == usable
     assert len(load_logged_sample(conn, CATALOG, max_decisions=None)) == usable
+
+
+def test_a_bounded_read_is_sized_by_the_share_of_usable_decisions_and_read_once(
+    conn: Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    from recsys.data.logged_offers import load_logged_offers as read
+    from recsys.data.logged_offers import logged_offers_sql, probe_window
+    from recsys.evaluation.ope import load_logged_sample
+
+    everything = read(conn, CATALOG)
+    usable = len(everything.evaluable())
+    assert 0 < usable < len(everything)  # this shop has decisions without the features of their day
+    window = {"decided_from": None, "decided_before": None}
+    upper = int(fetch_value(conn, logged_offers_sql("decisions_upper_bound"), window))
+    # a probe of every decision counts the shares exactly (one added to both counts)
+    whole = probe_window(conn, upper=1, rests=True)
+    assert whole.share("usable") == (usable + 1) / (len(everything) + 1)
+    # a probe of a sample estimates them
+    probe = probe_window(conn, upper=upper * 20, rests=True, seed=3)  # about 1,000 of them
+    counted = sum(v for (_, column), v in probe.counts.items() if column == "decisions")
+    assert 0 < counted < len(everything) / 4
+    share = usable / len(everything)
+    assert abs(probe.share("usable") - share) < 4 * np.sqrt(share * (1 - share) / counted) + 1 / counted
+    # sized with the share, the sample holds enough usable decisions at the first read
+    with caplog.at_level(logging.INFO, logger="recsys.evaluation.ope"):
+        for bound in (usable // 10, usable // 3, usable // 2):
+            assert len(load_logged_sample(conn, CATALOG, max_decisions=bound, seed=3)) >= bound
+    assert "reading a larger sample" not in caplog.text
 
 
 def test_reading_the_logs_leaves_the_session_settings_alone(conn: Connection) -> None:

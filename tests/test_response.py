@@ -654,8 +654,10 @@ def test_a_bounded_fit_keeps_the_recent_offers_weights_the_rest_and_stays_close_
 
 
 def test_far_over_its_bound_the_fit_reads_a_weighted_database_sample(
-    db: Connection, settings: Settings, catalog: Catalog, rules: RewardRules
+    db: Connection, settings: Settings, catalog: Catalog, rules: RewardRules, caplog
 ) -> None:
+    import logging
+
     _write_truth_logs(db, catalog, users=1500, send_share=0.8, seed=7)
     as_of = TRUTH_DATES[-1] + dt.timedelta(days=1)
     full = fit_response_model(db, settings, catalog, rules, as_of, holdout_fraction=0.2, seed=3)
@@ -665,7 +667,9 @@ def test_far_over_its_bound_the_fit_reads_a_weighted_database_sample(
         config = FitConfig(max_offers=1500, recent_days=1)
         return fit_response_model(db, settings, catalog, rules, as_of, holdout_fraction=0.2, seed=seed, config=config)
 
-    model = bounded(3)
+    with caplog.at_level(logging.INFO, logger="recsys.data.logged_offers"):
+        model = bounded(3)
+    assert "reading more" not in caplog.text  # sized by the probe's share of usable offers: one read
     sample, offers = model.fit_report["sample"], model.fit_report["offers"]
     # read: every offer of the last day, and about read_rate x 1.5 more older ones than the bound needs
     assert 0 < sample["read_rate"] <= 0.5 and offers["logged"] < logged

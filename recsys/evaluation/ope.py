@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from recsys.config.catalog import Catalog
-from recsys.data.logged_offers import OfferLog, logged_offers_sql
+from recsys.data.logged_offers import OfferLog, logged_offers_sql, probe_window
 from recsys.data.logged_offers import load_logged_offers as load_offer_log
 from recsys.db import Connection, fetch_value
 from recsys.evaluation.estimators import (
@@ -80,15 +80,17 @@ def load_logged_sample(
     than `max_decisions` decisions (None: all), so that a night reads a bounded part of growing
     logs. The sample holds at least `max_decisions` usable decisions (or all of them):
     `OfferLog.sample` then draws exactly that many, uniformly. Its rate starts from an upper bound
-    of the window's decisions (sql/logged_offers/decisions_upper_bound.sql) with a margin for
-    those that cannot be used (no features of their day, no propensity); a sample that still falls
+    of the window's decisions (sql/logged_offers/decisions_upper_bound.sql) times the share of
+    them that can be used (the features of their day and a known propensity, counted on a small
+    sample of the same hash: `probe_window`), with a margin for chance; a sample that still falls
     short is read again at a higher rate, which keeps every decision of the first. `skipped`
     counts those of the sample."""
     if max_decisions is None:
         return load_logged_offers(conn, catalog, since=since, until=until)
     window = {"decided_from": since, "decided_before": until}
-    upper = fetch_value(conn, logged_offers_sql("decisions_upper_bound"), window)
-    rate = min(1.0, _SAMPLE_MARGIN * max_decisions / max(int(upper or 0), 1))
+    upper = int(fetch_value(conn, logged_offers_sql("decisions_upper_bound"), window) or 0)
+    probe = probe_window(conn, upper=upper, decided_from=since, decided_before=until, rests=True, seed=seed)
+    rate = min(1.0, _SAMPLE_MARGIN * max_decisions / max(upper * probe.share("usable"), 1))
     while True:
         logs = load_offer_log(
             conn, catalog, since=since, until=until, sample_rate=rate if rate < 1.0 else None, sample_seed=seed
@@ -100,8 +102,8 @@ def load_logged_sample(
 
 
 _SAMPLE_MARGIN = 1.5
-"""How many more decisions a database sample reads than it needs: room for those that cannot be
-used (a quarter of a large shop's logs have no features of their day) and for chance."""
+"""How many more usable decisions a database sample reads than it needs: room for chance (in the
+sample and in the probe's share)."""
 
 
 def target_probabilities(policy: Policy, logs: OfferLog) -> np.ndarray:
