@@ -135,6 +135,30 @@ def test_snips_is_unchanged_by_a_common_propensity_scale_and_ips_is_not() -> Non
     assert ips_scaled.value == pytest.approx(2 * ips_base.value, rel=1e-12)
 
 
+def test_a_sample_mean_covers_the_population_mean_and_is_exact_over_everyone() -> None:
+    from recsys.evaluation.estimators import sample_mean
+
+    rng = np.random.default_rng(5)
+    # per-user values shaped like the simulator's: mostly small, a long right tail, some negative
+    population = np.where(rng.random(20_000) < 0.1, rng.lognormal(-2.0, 1.0, 20_000), -0.002)
+    everyone = sample_mean(population)
+    assert everyone.value == everyone.lower == everyone.upper == pytest.approx(population.mean())
+    assert sample_mean(population, population=len(population)).upper == everyone.value
+    covered, widths = 0, []
+    for _ in range(400):
+        e = sample_mean(rng.choice(population, 2_000, replace=False), population=len(population))
+        covered += e.lower <= population.mean() <= e.upper
+        widths.append(e.upper - e.lower)
+    assert 0.92 <= covered / 400 <= 0.98  # a 95% interval
+    # the finite-population correction: a tenth of the users keeps sqrt(0.9) of the plain width
+    plain = 2 * 1.959964 * population.std(ddof=1) / np.sqrt(2_000)
+    assert np.mean(widths) == pytest.approx(plain * np.sqrt(18_000 / 19_999), rel=0.05)
+    with pytest.raises(ValueError, match=r"population \(10\) must be at least the sample's 20 users"):
+        sample_mean(np.ones(20), population=10)
+    with pytest.raises(ValueError, match="no users to average over"):
+        sample_mean(np.array([]))
+
+
 def test_snips_returns_a_constant_reward_exactly() -> None:
     logs = bandit_logs(4, 500)
     ones = np.ones(500)

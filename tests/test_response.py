@@ -671,7 +671,7 @@ def test_far_over_its_bound_the_fit_reads_a_weighted_database_sample(
         model = bounded(3)
     assert "reading more" not in caplog.text  # sized by the probe's share of usable offers: one read
     sample, offers = model.fit_report["sample"], model.fit_report["offers"]
-    # read: every offer of the last day, and about read_rate x 1.5 more older ones than the bound needs
+    # read: every offer of the last day, and a share of the older ones (read_rate) sized to fill the bound
     assert 0 < sample["read_rate"] <= 0.5 and offers["logged"] < logged
     per_day = logged // len(TRUTH_DATES)
     assert sample["recent"] == sample["recent_kept"] == pytest.approx(per_day, rel=0.15)

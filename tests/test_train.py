@@ -91,6 +91,27 @@ def test_an_empty_registry_crowns_the_rule_heuristic_and_a_challenger_without_ev
     assert again.record.total_timesteps == 2048 + 1024
     assert "continuing the newest PPO model" in again.mode_reason and "mode: fine_tune because" in again.describe()
     assert fetch_value(loaded, "select count(*) from recsys.policy_models where algorithm = 'rule_heuristic'") == 1
+    # the champion (the rule) evaluated on every user of the night and on a sample of them
+    _evaluation_on_a_sample_of_users_has_intervals_for_all_of_them(loaded)
+
+
+def _evaluation_on_a_sample_of_users_has_intervals_for_all_of_them(conn: Connection) -> None:
+    from recsys.evaluation.model_eval import evaluate_model
+
+    full = evaluate_model(conn, CONFIG, as_of=END, max_offers=500, n_boot=20)
+    s = full.simulator
+    assert s["users"] == s["population"] > 300
+    # every user of the night: the values are theirs, exactly
+    assert s["simulator_value_lower"] == s["simulator_value"] == s["simulator_value_upper"]
+    assert f"every one of the night's {int(s['users']):,} users" in full.report()
+    learning = dataclasses.replace(CONFIG.learning, max_users=int(s["users"]) // 3)
+    sampled = evaluate_model(conn, dataclasses.replace(CONFIG, learning=learning), as_of=END, max_offers=500, n_boot=20)
+    t = sampled.simulator
+    assert t["population"] == s["population"] and t["users"] < s["population"] / 2
+    for name in ("simulator_value", "model_greedy_value", "rule_value", "random_value"):
+        assert t[f"{name}_lower"] < t[name] < t[f"{name}_upper"]
+        assert t[f"{name}_lower"] <= s[name] <= t[f"{name}_upper"]  # the sample's interval holds everyone's value
+    assert "a uniform sample of " in sampled.report() and f" [{t['rule_value_lower']:.5f}, " in sampled.report()
 
 
 def test_the_paired_lower_bound_over_the_rule_decides_the_promotion(loaded: Connection, settings: Settings) -> None:

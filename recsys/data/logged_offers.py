@@ -142,14 +142,17 @@ def _response_fit_logs(
         "feature_dates_built": len(built),
         "build_seconds": built_seconds,
         "load_seconds": load_seconds,
-        "read_rate": 1.0 if rate is None else round(rate, 6),
+        "read_rate": 1.0 if rate is None else float(f"{rate:.6g}"),
     }
 
 
-_READ_MARGIN = 1.5
+_READ_MARGIN = 1.1
 """How many more older offers a database sample reads than the fit's bound needs, after the share
-without the features of their day (`probe_window`): room for chance and for offers outside the
-catalog."""
+the probe measured with the features of their day (`probe_window`): room for chance, in the probe
+(its share of about 20,000 offers is known to within about 3% at three standard errors) and in the
+sample. Each offer read costs memory: with 1.5 here, the 300k-user retrain night of
+bench/bench_nightly.py peaked at 3.71 GB, against 2.98 GB with two reads (the second at
+`_REREAD_MARGIN`). A read that still falls short is read again."""
 
 _REREAD_MARGIN = 1.05
 """The same, for a read after one that fell short: that read measured the share of the sampled

@@ -71,4 +71,5 @@ def load_states(
         obs=normalise(raw),
         channel_ok=channel_ok,
         top_category=table[:, -1],
+        population=population if rate is not None else None,
     )

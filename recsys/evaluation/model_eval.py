@@ -27,6 +27,7 @@ from recsys.config.reward import RewardRules
 from recsys.data.states import load_states
 from recsys.db import Connection, fetch_value
 from recsys.errors import RecsysError
+from recsys.evaluation.estimators import sample_mean
 from recsys.evaluation.ope import Estimate, evaluation_report, off_policy_evaluation
 from recsys.evaluation.registry import ModelRecord, get_model, load_policy, require_champion
 from recsys.model.baselines import Policy, RuleHeuristicPolicy, UniformRandomPolicy
@@ -115,7 +116,9 @@ class ModelEvaluation:
     model_version: str
     as_of: dt.date
     simulator: dict[str, float]
-    """simulator_value, model_greedy_value, rule_value, random_value: value per user-night; with the
+    """simulator_value, model_greedy_value, rule_value, random_value: value per user-night, each with
+    its 95% interval (`<name>_lower`, `<name>_upper`: for every user of the night when `users`, the
+    users evaluated, are a uniform sample of `population`; no width when they are all of them); with the
     rest, horizon_nights, horizon_value (with horizon_lower / horizon_upper), horizon_rest_share and
     horizon_rests_value (with its rests - always offering, per user-night, and its interval)."""
     off_policy: dict[str, Estimate] = field(default_factory=dict)
@@ -140,8 +143,8 @@ class ModelEvaluation:
             f"model {self.model_version}, users as of {self.as_of}",
             "",
             "Simulator (the response model the policy trained on), value per user-night:",
-            f"  policy {s['simulator_value']:.5f}   greedy on the model {s['model_greedy_value']:.5f}   "
-            f"rule heuristic {s['rule_value']:.5f}   uniform random {s['random_value']:.5f}",
+            "  " + "   ".join(f"{label} {self._simulator_value(key)}" for key, label in _SIMULATOR_ROWS),
+            f"  {self._simulator_users()}",
         ]
         if "horizon_value" in s:
             lines.append(
@@ -157,6 +160,26 @@ class ModelEvaluation:
             lines += ["", "Response model fit on held-out logs:", format_fit_report(fit)]
         lines += ["", evaluation_report(self.truth_eval, self.off_policy or None, policy_name=self.model_version)]
         return "\n".join(lines)
+
+    def _simulator_value(self, key: str) -> str:
+        s = self.simulator
+        if f"{key}_lower" not in s or s[f"{key}_lower"] == s[f"{key}_upper"]:
+            return f"{s[key]:.5f}"
+        return f"{s[key]:.5f} [{s[f'{key}_lower']:.5f}, {s[f'{key}_upper']:.5f}]"
+
+    def _simulator_users(self) -> str:
+        users, population = int(self.simulator.get("users", 0)), int(self.simulator.get("population", 0))
+        if users < population:
+            return f"(a uniform sample of {users:,} of the night's {population:,} users; 95% intervals for all of them)"
+        return f"(every one of the night's {users:,} users)" if users else ""
+
+
+_SIMULATOR_ROWS = (
+    ("simulator_value", "policy"),
+    ("model_greedy_value", "greedy on the model"),
+    ("rule_value", "rule heuristic"),
+    ("random_value", "uniform random"),
+)
 
 
 def _model(conn: Connection, model_version: str | None, catalog: Catalog) -> ModelRecord:
@@ -175,8 +198,9 @@ def evaluate_model(
     max_offers: int | Literal["gate"] | None = "gate",
 ) -> ModelEvaluation:
     """The model (the champion by default) on the users as of `as_of` (the latest features by
-    default; at most about `[learning] max_users` of them, a uniform sample) in its response model's
-    simulator, and off-policy on the logged decisions: on a
+    default; at most about `[learning] max_users` of them, a uniform sample, and then each simulator
+    value with its interval for every user: `sample_mean`) in its response model's simulator, and
+    off-policy on the logged decisions: on a
     uniform sample of at most `max_offers` of them (None: all; by default the gate's
     `off_policy_max_decisions`), so that the night's evaluation costs the same however long the
     logs grow; the intervals include the sampling."""
@@ -199,20 +223,25 @@ def evaluate_model(
     mask = states.action_mask(catalog)
     rewards = response.reward_matrix(states.obs)
 
-    def value(p: Any) -> float:
+    def per_user(p: Any) -> np.ndarray:
         probs = p.probabilities(states.obs, mask)
         greedy = probs.argmax(axis=1)
         has = probs.max(axis=1) > 0
-        return float(np.where(has, rewards[np.arange(len(greedy)), greedy], 0.0).mean())
+        return np.where(has, rewards[np.arange(len(greedy)), greedy], 0.0)
 
     uniform = UniformRandomPolicy(catalog).probabilities(states.obs, mask)
-    simulator = {
-        "simulator_value": value(policy),
+    values = {
+        "simulator_value": per_user(policy),
         # greedy on the model, from the rewards above (ResponseGreedyPolicy would compute them again)
-        "model_greedy_value": float(np.where(mask.any(axis=1), np.where(mask, rewards, -np.inf).max(axis=1), 0).mean()),
-        "rule_value": value(RuleHeuristicPolicy(catalog)),
-        "random_value": float((uniform * rewards).sum(axis=1).mean()),
+        "model_greedy_value": np.where(mask.any(axis=1), np.where(mask, rewards, -np.inf).max(axis=1), 0.0),
+        "rule_value": per_user(RuleHeuristicPolicy(catalog)),
+        "random_value": (uniform * rewards).sum(axis=1),
     }
+    # each value's interval for every user of the night, when the users are a sample of them
+    simulator: dict[str, float] = {"users": float(len(states)), "population": float(states.population or len(states))}
+    for name, v in values.items():
+        estimate = sample_mean(v, population=states.population)
+        simulator |= {name: estimate.value, f"{name}_lower": estimate.lower, f"{name}_upper": estimate.upper}
     if catalog.rest_id is not None:
         simulator |= _horizon(policy, states, response, catalog, config.gate)
     ope = off_policy_evaluation(

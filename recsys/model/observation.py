@@ -117,6 +117,8 @@ class States:
     obs: np.ndarray  # float32 (n, N_FEATURES)
     channel_ok: np.ndarray  # bool (n, 3): per ALLOWED_CHANNELS, consent and an address
     top_category: np.ndarray  # object (n,)
+    population: int | None = None
+    """How many users these stand for when they are a uniform sample of them; None: all of them."""
 
     def __len__(self) -> int:
         return len(self.user_ids)
