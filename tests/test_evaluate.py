@@ -651,7 +651,8 @@ def test_a_bounded_read_is_sized_by_the_share_of_usable_decisions_and_read_once(
     conn: Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
     from recsys.data.logged_offers import load_logged_offers as read
-    from recsys.data.logged_offers import logged_offers_sql, probe_window
+    from recsys.data.logged_offers import logged_offers_sql
+    from recsys.data.logged_sample import probe_window
     from recsys.evaluation.ope import load_logged_sample
 
     everything = read(conn, CATALOG)

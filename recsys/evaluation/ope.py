@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from recsys.config.catalog import Catalog
-from recsys.data.logged_offers import OfferLog, logged_offers_sql, probe_window
+from recsys.data.logged_offers import OfferLog, logged_offers_sql
 from recsys.data.logged_offers import load_logged_offers as load_offer_log
+from recsys.data.logged_sample import probe_window
 from recsys.db import Connection, fetch_value
 from recsys.evaluation.estimators import (
     USER_CHUNK,

@@ -6,7 +6,7 @@
 -- later (is_recent; none when recent_from is null) and the others. Usable: the features of the
 -- decision's day and a known propensity (what off-policy evaluation reads; the response model's
 -- fit reads with_features). The readers size their database samples with the shares
--- (recsys.data.logged_offers.UsableShares): half of a large shop's logged offers can lack the
+-- (recsys.data.logged_sample.probe_window): half of a large shop's logged offers can lack the
 -- features of their day, and a sample sized for all of them fell short and was read again.
 select
     coalesce(o.features_as_of >= %(recent_from)s::date, false) as is_recent,
