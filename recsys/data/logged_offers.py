@@ -173,7 +173,7 @@ def _database_sample(conn: Connection, request: FitRequest, since: date | None) 
     (sql/logged_offers/sent_upper_bound.sql) and the share of them with the features of their day
     (`probe_window`), mirroring `bounded_sample`: every recent offer and enough older ones to fill
     `max_offers` with usable offers, with a margin; when the recent ones alone exceed it, a uniform
-    share of all of them."""
+    share of all of them. Upper bounds within `max_offers`: every offer, without the probe."""
     config = request.config
     if config.max_offers is None:
         return None, None
@@ -184,6 +184,8 @@ def _database_sample(conn: Connection, request: FitRequest, since: date | None) 
         {"sent_from": _midnight(since), "sent_before": _midnight(request.as_of), "recent_from": recent_from},
     )[0]
     recent, older = int(row["recent"]), int(row["older"])
+    if recent + older <= config.max_offers:  # every offer fits, whatever share of them is usable
+        return None, None
     probe = probe_window(
         conn,
         upper=recent + older,
@@ -419,6 +421,12 @@ def load_logged_offers(
     return _offer_log(_read_rows(buffer, catalog), catalog)
 
 
+TEXT_COLUMNS = ("offer_id", "source", "offer_type", "channel", "timing", "segment", "decision")
+"""The text columns of recsys.v_logged_offers, read as text: a column whose first rows are all
+empty (`segment` on decisions without features, the first rows of a large shop's read) would
+otherwise be guessed chunk by chunk, with pandas' DtypeWarning and mixed types."""
+
+
 def _read_rows(buffer: io.StringIO, catalog: Catalog) -> pd.DataFrame:
     """The CSV of sql/logged_offers/logged_offers.sql as a DataFrame with typed columns and the
     catalog's `action_id` of each logged offer (-1: not in the catalog)."""
@@ -427,7 +435,7 @@ def _read_rows(buffer: io.StringIO, catalog: Catalog) -> pd.DataFrame:
     booleans = (*OUTCOMES, "has_features", *(f"{c}_{s}" for s in ("consent", "reachable") for c in ALLOWED_CHANNELS))
     rows = pd.read_csv(
         buffer,
-        dtype={"offer_id": str, "source": str, "offer_type": str, "channel": str, "timing": str, "decision": str}
+        dtype=dict.fromkeys(TEXT_COLUMNS, str)
         | {c: "boolean" for c in booleans},
         true_values=["t"],
         false_values=["f"],

@@ -84,12 +84,15 @@ def load_logged_sample(
     of the window's decisions (sql/logged_offers/decisions_upper_bound.sql) times the share of
     them that can be used (the features of their day and a known propensity, counted on a small
     sample of the same hash: `probe_window`), with a margin for chance; a sample that still falls
-    short is read again at a higher rate, which keeps every decision of the first. `skipped`
-    counts those of the sample."""
+    short is read again at a higher rate, which keeps every decision of the first. A window whose
+    upper bound is within `max_decisions` is read whole, without the probe. `skipped` counts those
+    of the sample."""
     if max_decisions is None:
         return load_logged_offers(conn, catalog, since=since, until=until)
     window = {"decided_from": since, "decided_before": until}
     upper = int(fetch_value(conn, logged_offers_sql("decisions_upper_bound"), window) or 0)
+    if upper <= max_decisions:  # a small shop: every decision, whatever share of them is usable
+        return load_offer_log(conn, catalog, since=since, until=until).evaluable()
     probe = probe_window(conn, upper=upper, decided_from=since, decided_before=until, rests=True, seed=seed)
     rate = min(1.0, _SAMPLE_MARGIN * max_decisions / max(upper * probe.share("usable"), 1))
     while True:
