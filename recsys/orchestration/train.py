@@ -94,7 +94,7 @@ class TrainConfig:
     """Discount per night. An offer's fatigue weighs on the user's next 7 nights, and the gate judges
     rests by the value per user-night over the horizon, undiscounted; at 0.5 those later nights
     counted for about one night in all. Measured over 30 simulated nights, 3 seeds
-    (docs/decision-quality.md): at 0.7 the policy sends 10% to 40% fewer offers for the same value
+    (docs/decision-quality.md): at 0.7 the policy sends 8% to 38% fewer offers for the same value
     under the shipped cap and at least the same with the cap at 7 a week; at 0.9 it rests so much
     that under the shipped cap it loses value."""
     gae_lambda: float = 0.9
