@@ -118,7 +118,10 @@ def _night() -> tuple[Any, dt.date, dict[str, Any]]:
             None,
             type=["null", "integer"],
             minimum=1,
-            description="Offers per user in the frequency-cap window for this run (empty: the configuration's rule).",
+            description=(
+                "Offers per user in the frequency-cap window for this run (empty: the configuration's rule); "
+                "training and evaluation simulate the same cap."
+            ),
         ),
         "force_train": Param(
             False, type="boolean", description="Train again even if a model was already trained for this date."
@@ -179,14 +182,15 @@ def recsys_nightly() -> None:
             mode=params["mode"],
             total_timesteps=params["total_timesteps"],
             force=params["force_train"],
+            frequency_cap=params.get("frequency_cap"),
         )
 
     @task(execution_timeout=TIMEOUTS.of("evaluate"))
     def evaluate() -> dict[str, Any]:
         from recsys.orchestration import pipeline
 
-        settings, campaign_date, _ = _night()
-        return pipeline.evaluate(settings, campaign_date)
+        settings, campaign_date, params = _night()
+        return pipeline.evaluate(settings, campaign_date, frequency_cap=params.get("frequency_cap"))
 
     @task
     def shard_list() -> list[int]:

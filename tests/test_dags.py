@@ -266,7 +266,7 @@ def test_nightly_dag_end_to_end_rerun_and_cleared_shard(
         assert [m["algorithm"] for m in models] == ["rule_heuristic", "PPO"]
 
     # a shard of the published run cleared in the UI: a no-op
-    from recsys.orchestration.pipeline import publish, score_shard
+    from recsys.orchestration.pipeline import evaluate, publish, score_shard, train
 
     settings = load_settings(env={}, database_url=campaign_db, data_dir=tmp_path / "data", inbox=inbox)
     again = score_shard(settings, night, run_id=second["run_id"], shard=1, shards=2)
@@ -288,6 +288,12 @@ def test_nightly_dag_end_to_end_rerun_and_cleared_shard(
     assert stored == "1"
     with pytest.raises(RecsysError, match="param frequency_cap: expected >= 1, got 0"):
         score_shard(settings, night, run_id="capped-0", shard=0, shards=1, dry_run=True, frequency_cap=0)
+    # training and evaluation simulate the same cap, and refuse the same bad value (a re-run of a
+    # trained night too, before it reuses the night's model)
+    for stage in (train, evaluate):
+        with pytest.raises(RecsysError, match="param frequency_cap: expected >= 1, got 0"):
+            stage(settings, night, frequency_cap=0)
+    assert train(settings, night, frequency_cap=2)["reused"] is True
     assert _offers(campaign_db) == offers
 
     # the dispatch DAG: offers made due are sent once each through the jsonl adapter, per channel

@@ -22,7 +22,9 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from recsys.benchmark.toy import plausible_observations
 from recsys.config.catalog import DEFAULT_CONFIG, Catalog, load_catalog
 from recsys.config.reward import load_reward_rules
-from recsys.model.env import ENV_ID, OfferEnv
+from recsys.config.rules import CampaignRules
+from recsys.model.contact_rules import ContactRules
+from recsys.model.env import ENV_ID, OfferDynamics, OfferEnv
 from recsys.model.observation import FEATURE_NAMES, N_FEATURES
 from recsys.model.response import ResponseModel, prior_response_model
 from recsys.model.vec_env import OfferVecEnv
@@ -221,6 +223,136 @@ def test_offers_before_the_episode_leave_the_window(model: ResponseModel, catalo
         obs, *_ = env.step(nothing)
         counts.append(round(float(obs[COL["offers_last_7d"]]) * 7))
     assert counts == [6, 5, 4, 3, 2, 1, 0, 0]
+
+
+def _core(model: ResponseModel, start: np.ndarray, rules: ContactRules, horizon: int) -> OfferDynamics:
+    """The dynamics the horizon's valuation steps night by night, one user, no event sampled."""
+    core = OfferDynamics(model, start, None, n=1, horizon=horizon, reward_mode="expected", rules=rules)
+    core.reset(np.zeros(1, dtype=np.int64), [0], draws=np.full((1, 1 + horizon * 4), 0.9999))
+    return core
+
+
+def _cap_rule_nights(before: int, cap: int, nights: int) -> list[bool]:
+    """Night by night, whether a user offered on every open night may be sent to: fewer than `cap`
+    offers in the last 7 nights, the `before` offers of the 7 nights before spread evenly."""
+    open_: list[bool] = []
+    for t in range(nights):
+        open_.append(sum(open_[max(0, t - 7) : t]) + round(before * max(7 - t, 0) / 7) < cap)
+    return open_
+
+
+def test_the_frequency_cap_skips_a_capped_user_as_scoring_does(model: ResponseModel, catalog: Catalog) -> None:
+    """At most 3 offers in any 7 nights, counting the 2 of the 7 nights before (spread evenly over
+    them): a user at the cap gets no action at all (skipped, never rested), and an offer asked for
+    anyway sends nothing."""
+    email = _action(catalog, "discount", 10, "email")
+    start = _starts(1, offers_last_7d=2, email_consent=1, sms_consent=0, push_consent=0)
+    core = _core(model, start, ContactRules(cap_total=3), horizon=14)
+    sent, allowed = [], []
+    for _ in range(14):
+        mask = core.action_mask()[0]
+        allowed.append(bool(mask.any()))
+        assert mask[catalog.rest_id] == mask.any()
+        sent.append(bool(core.step(np.array([email])).sent[0]))  # an offer asked for every night
+    expected = _cap_rule_nights(2, 3, 14)
+    assert sent == allowed == expected
+    assert expected[:9] == [True, False, True, False, False, False, True, False, True]
+
+    free = _core(model, start, ContactRules(), horizon=14)
+    assert all(free.step(np.array([email])).sent[0] for _ in range(14))  # without rules: every night
+
+
+def test_the_training_environments_decide_only_on_open_nights(model: ResponseModel, catalog: Catalog) -> None:
+    """The nights the rules close pass without a decision: PPO learns only from choices that
+    change something, and the vectorised environment still equals the single one."""
+    email = _action(catalog, "discount", 10, "email")
+    start = _starts(1, offers_last_7d=2, email_consent=1, sms_consent=0, push_consent=0)
+    env = OfferEnv(model, start, horizon=14, rules=ContactRules(cap_total=3))
+    env.reset(seed=0)
+    nights, done = [], False
+    while not done:
+        nights.append(env._core.night[0])
+        *_, terminated, truncated, info = env.step(email)
+        assert info["sent"] is True  # every decision is on a night it can be sent
+        done = terminated or truncated
+    expected = _cap_rule_nights(2, 3, 14)
+    assert nights == [t for t in range(14) if expected[t]]
+
+    starts = _starts(40, seed=5)
+    rules = ContactRules(cap_total=2, cooldown_nights=2)
+    vec = OfferVecEnv(model, starts, num_envs=4, horizon=7, rules=rules, seed=9)
+    dummy = DummyVecEnv([lambda: OfferEnv(model, starts, horizon=7, rules=rules) for _ in range(4)])
+    dummy.seed(9)
+    a, b = vec.reset(), dummy.reset()
+    np.testing.assert_array_equal(a, b)
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        actions = rng.integers(0, catalog.n_actions, 4)
+        oa, ra, da, _ = vec.step(actions)
+        ob, rb, db, _ = dummy.step(actions)
+        np.testing.assert_allclose(oa, ob, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(ra, rb, rtol=1e-6, atol=1e-9)
+        np.testing.assert_array_equal(da, db)
+
+
+def test_the_cap_counts_the_offers_before_the_episode(model: ResponseModel, catalog: Catalog) -> None:
+    email = _action(catalog, "discount", 10, "email")
+    core = _core(model, _starts(1, offers_last_7d=3, email_consent=1), ContactRules(cap_total=3), horizon=7)
+    assert not core.action_mask().any()  # 3 in the 7 nights before: nothing tonight
+    result = core.step(np.array([email]))
+    assert not result.sent[0] and result.expected_reward[0] == 0.0
+    sends = [bool(core.step(np.array([email])).sent[0]) for _ in range(6)]
+    assert sends == _cap_rule_nights(3, 3, 7)[1:]
+
+
+def test_a_per_channel_cap_closes_that_channel_only(model: ResponseModel, catalog: Catalog) -> None:
+    email, sms = _action(catalog, "discount", 10, "email"), _action(catalog, "discount", 10, "sms")
+    rules = ContactRules(cap_per_channel=(1, None, None))  # one email a week
+    env = OfferEnv(model, _starts(1, offers_last_7d=0, email_consent=1, sms_consent=1), horizon=7, rules=rules)
+    env.reset(seed=0)
+    assert env.step(email)[-1]["sent"] is True
+    channels = np.array([a.channel for a in catalog.actions])
+    mask = env.action_masks()
+    assert not mask[channels == "email"].any() and mask[channels == "sms"].all()
+    assert env.step(email)[-1]["sent"] is False
+    assert env.step(sms)[-1]["sent"] is True
+
+
+def test_the_cooldown_closes_the_nights_after_a_purchase(catalog: Catalog, tmp_path: Path) -> None:
+    model = _model_with(
+        catalog,
+        tmp_path,
+        [
+            *CERTAIN_EMAIL_OPEN,
+            ("[reward.prior.click_rate]\nemail = 0.05", "[reward.prior.click_rate]\nemail = 0.9999"),
+            ("convert_rate = 0.10", "convert_rate = 0.9999"),
+        ],
+    )
+    offer = _action(catalog, "recommendation", 10, "email")
+    start = _starts(1, days_since_last_purchase=200, email_consent=1, sms_consent=0, push_consent=0)
+    env = OfferEnv(model, start, horizon=7, rules=ContactRules(cooldown_nights=2))
+    env.reset(seed=0)
+    nights = []
+    for _ in range(3):
+        nights.append(int(env._core.night[0]))
+        *_, info = env.step(offer)
+        assert info["sent"] and info["converted"]
+    assert nights == [0, 3, 6]  # each conversion closes the next 2 nights
+    # a purchase the day before the episode closes its first nights
+    core = _core(model, _starts(1, days_since_last_purchase=1, email_consent=1), ContactRules(cooldown_nights=2), 3)
+    assert [bool(core.step(np.array([offer])).sent[0]) for _ in range(3)] == [False, False, True]
+
+
+def test_contact_rules_from_the_campaign_rules() -> None:
+    rules = ContactRules.of(CampaignRules(cap_total=4, cap_window_days=10, cap_per_channel={"sms": 1}, cooldown_days=3))
+    assert rules == ContactRules(cap_total=4, cap_window=10, cap_per_channel=(None, 1, None), cooldown_nights=3)
+    assert rules.can_block and not ContactRules().can_block
+    with pytest.raises(ValueError, match="cap_total"):
+        ContactRules(cap_total=0)
+    with pytest.raises(ValueError, match="cap_window"):
+        ContactRules(cap_window=0)
+    with pytest.raises(ValueError, match="one entry per channel"):
+        ContactRules(cap_per_channel=(1,))
 
 
 def test_unsubscribe_revokes_the_channel(catalog: Catalog, tmp_path: Path) -> None:

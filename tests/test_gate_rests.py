@@ -23,6 +23,8 @@ from recsys.evaluation.results import (
     HorizonValue,
 )
 from recsys.model.baselines import FixedActionPolicy, OffersOnly, ResponseGreedyPolicy, UniformRandomPolicy
+from recsys.model.contact_rules import ContactRules
+from recsys.model.env import OfferDynamics
 from recsys.model.observation import FEATURE_NAMES, N_FEATURES, States
 from recsys.model.response import prior_response_model
 
@@ -117,6 +119,33 @@ def test_the_horizon_values_are_paired_on_the_same_users_and_draws(response) -> 
         {"greedy": greedy}, {}, states=states, response=response, catalog=CATALOG, nights=5, max_users=300, seed=2
     )
     assert other.values["greedy"].value != pytest.approx(greedy_value.value, rel=1e-9)
+
+
+def test_the_horizon_applies_the_campaigns_contact_rules(response) -> None:
+    """An offer every night is what the cap of 3 a week cuts: its value over the horizon drops, and
+    the capped nights count as skipped, not as rests."""
+    states = _states()
+    offer = FixedActionPolicy(CATALOG, 0)
+    kwargs = {"states": states, "response": response, "catalog": CATALOG, "nights": 7, "max_users": 300, "seed": 3}
+    free = horizon_values({"offer": offer}, {}, **kwargs)
+    capped = horizon_values({"offer": offer}, {}, rules=ContactRules(cap_total=3), **kwargs)
+    assert free.rest_share["offer"] == capped.rest_share["offer"] == 0.0
+    per_night = response.reward_matrix(states.obs)[:, 0]
+    assert (per_night > 0).mean() > 0.5  # the offer earns, so fewer sends earn less
+    assert capped.values["offer"].value < free.values["offer"].value
+    # the same rollout in the simulator the horizon runs: 3 nights offered, then 4 skipped (-1)
+    core = OfferDynamics(
+        response,
+        states.obs,
+        states.channel_ok,
+        n=len(states),
+        horizon=7,
+        reward_mode="expected",
+        rules=ContactRules(cap_total=3),
+    )
+    core.reset(np.arange(len(states)), list(range(len(states))), draws=np.full((len(states), 29), 0.999))
+    reward, chosen = core.rollout(lambda obs, mask: np.where(mask.any(axis=1), 0, -1))
+    assert (chosen[:, :3] == 0).all() and (chosen[:, 3:] == -1).all() and (reward[:, 3:] == 0).all()
 
 
 def _horizon(rests: HorizonValue, vs_champion: HorizonValue | None, share: float = 0.3) -> HorizonEvaluation:

@@ -165,6 +165,10 @@ def test_same_seed_twice_gives_the_same_policy(loaded: Connection, settings: Set
     assert np.allclose(probs(a), probs(b), atol=1e-6)
     assert not np.allclose(probs(a), probs(c), atol=1e-4)
     assert a.evaluation.simulator_value == pytest.approx(b.evaluation.simulator_value, abs=1e-9)
+    # the campaign's caps in the nights PPO learns in (off by default): another policy, on record
+    d = train(loaded, settings, config=CONFIG, as_of=END, mode="retrain", train_config=_tiny(contact_rules=True))
+    assert d.record.hyperparameters["contact_rules"] is True and a.record.hyperparameters["contact_rules"] is False
+    assert not np.allclose(probs(a), probs(d), atol=1e-4)
 
 
 def test_fine_tune_continues_the_champion(loaded: Connection, settings: Settings) -> None:

@@ -13,6 +13,7 @@ from the response model's bootstrap refits, when the logs do not contradict them
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 from recsys.config.catalog import Catalog
 from recsys.db import Connection
@@ -28,6 +29,9 @@ from recsys.evaluation.results import GateCheck, GateDecision
 from recsys.model.baselines import Policy, RuleHeuristicPolicy
 from recsys.model.observation import States
 from recsys.model.response import ResponseModel
+
+if TYPE_CHECKING:
+    from recsys.model.contact_rules import ContactRules
 
 BOOTSTRAP_CHECK = "conservative baseline first"
 
@@ -55,11 +59,13 @@ def crown_baseline(
     seed: int,
     reason: str,
     max_decisions: int | None = None,
+    contact_rules: ContactRules | None = None,
 ) -> tuple[ModelRecord, GateDecision] | None:
     """Register (once per catalog and feature set) and crown the catalog's rule heuristic, with
     verdict `bootstrap`; evaluated like a challenger (simulator and logs) for the leaderboard.
     `reason` says why there was no champion; `max_decisions` bounds the logged decisions its
-    off-policy estimates read (`evaluate_challenger`). Commits. None when the catalog cannot express the rule."""
+    off-policy estimates read and `contact_rules` the caps of its rollouts (`evaluate_challenger`).
+    Commits. None when the catalog cannot express the rule."""
     baseline = conservative_baseline(catalog)
     if baseline is None:
         return None
@@ -77,6 +83,7 @@ def crown_baseline(
             current=None,
             seed=seed,
             max_decisions=max_decisions,
+            contact_rules=contact_rules,
         )
         record.evaluation = evaluation.to_json()
         register(conn, record)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from recsys.evaluation.results import ChallengerEvaluation, ChampionEvaluation, 
 from recsys.model.baselines import OffersOnly, Policy
 from recsys.model.observation import States
 from recsys.model.response import ResponseModel
+
+if TYPE_CHECKING:
+    from recsys.model.contact_rules import ContactRules
 
 
 def simulator_values(policy: Policy, states: States, response: ResponseModel, catalog: Catalog) -> tuple[float, float]:
@@ -146,6 +150,7 @@ def evaluate_challenger(
     training_offers: int | None = None,
     horizon: tuple[int, int] = (7, 20_000),
     max_decisions: int | None = None,
+    contact_rules: ContactRules | None = None,
 ) -> ChallengerEvaluation:
     """The challenger next to random, the champion (when it scores on this catalog: trained on it,
     or on a catalog it contains) and the conservative
@@ -158,7 +163,8 @@ def evaluate_challenger(
     With the rest in the catalog, every one-night value is of the policies conditioned on offering
     (random too: uniform over the offers), and `horizon` (nights, at most that many users) sets the
     rollouts that judge the rests (`horizon_rests`). The off-policy estimates read a uniform sample
-    of at most `max_decisions` logged decisions (`GateConfig.off_policy_max_decisions`; None: all)."""
+    of at most `max_decisions` logged decisions (`GateConfig.off_policy_max_decisions`; None: all).
+    `contact_rules`: the campaign's caps and cooldown, applied on every night of those rollouts."""
     full_challenger = challenger
     champion_full = None
     if current is not None and _scores_on(current, catalog):
@@ -205,6 +211,7 @@ def evaluate_challenger(
             catalog=catalog,
             horizon=horizon,
             seed=seed,
+            rules=contact_rules,
         )
     evidence = None
     if baseline is not None and refits is not None:
@@ -243,12 +250,13 @@ def horizon_rests(
     catalog: Catalog,
     horizon: tuple[int, int],
     seed: int,
+    rules: ContactRules | None = None,
 ) -> HorizonEvaluation:
     """The challenger with its rests, the same challenger always offering (where it rests, its
     best offer), the champion (when there is one) and uniform random (drawn, rests included),
     followed over the horizon
     on the same users and draws; differences: `rests` (challenger - challenger always offering:
-    what its rests are worth) and `vs_champion`."""
+    what its rests are worth) and `vs_champion`; `rules`: the contact rules of every night."""
     from recsys.evaluation.horizon import horizon_values
     from recsys.model.baselines import UniformRandomPolicy
 
@@ -272,4 +280,5 @@ def horizon_rests(
         max_users=users,
         seed=seed,
         drawn=("random",),
+        rules=rules,
     )

@@ -23,7 +23,7 @@ from recsys.config.catalog import Catalog
 from recsys.evaluation.estimators import bootstrap_estimates
 from recsys.evaluation.results import HorizonEvaluation, HorizonValue
 from recsys.model.baselines import Policy, choose, greedy_actions
-from recsys.model.env import DRAWS_PER_NIGHT, OfferDynamics
+from recsys.model.env import DRAWS_PER_NIGHT, ContactRules, OfferDynamics
 from recsys.model.observation import States
 from recsys.model.response import ResponseModel
 
@@ -41,12 +41,14 @@ def horizon_values(
     n_boot: int = 200,
     alpha: float = 0.05,
     drawn: Collection[str] = (),
+    rules: ContactRules | None = None,
 ) -> HorizonEvaluation:
     """Each policy's greedy choices over `nights` nights on the same sample of at most `max_users`
     of tonight's users (uniform, by `seed`), and for each name of `pairs` the paired difference
     first - second. Values are mean reward per user-night; `rest_share` is the share of user-nights
     (with some action allowed) on which the policy rested. The policies named in `drawn` act by a
-    draw from their probabilities (a generator of `seed`), the others greedily."""
+    draw from their probabilities (a generator of `seed`), the others greedily. `rules`: the
+    campaign's contact rules, applied every night (a user they block is skipped that night)."""
     rng = np.random.default_rng(seed)
     n = len(states)
     rows = np.arange(n) if n <= max_users else np.sort(rng.choice(n, max_users, replace=False))
@@ -56,7 +58,13 @@ def horizon_values(
     rest_share: dict[str, float] = {}
     for name, policy in policies.items():
         core = OfferDynamics(
-            response, states.obs[rows], states.channel_ok[rows], n=len(rows), horizon=nights, reward_mode="expected"
+            response,
+            states.obs[rows],
+            states.channel_ok[rows],
+            n=len(rows),
+            horizon=nights,
+            reward_mode="expected",
+            rules=rules,
         )
         core.reset(np.arange(len(rows)), list(range(len(rows))), draws=draws)
         if name in drawn:

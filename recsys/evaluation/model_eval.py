@@ -34,6 +34,7 @@ from recsys.model.baselines import Policy, RuleHeuristicPolicy, UniformRandomPol
 
 if TYPE_CHECKING:
     from recsys.config.learning import GateConfig
+    from recsys.model.contact_rules import ContactRules
     from recsys.model.observation import States
     from recsys.model.response import ResponseModel
 
@@ -72,10 +73,16 @@ def realised_reward(rows: pd.DataFrame, rules: RewardRules) -> np.ndarray:
 
 
 def _horizon(
-    policy: Policy, states: States, response: ResponseModel, catalog: Catalog, gate: GateConfig
+    policy: Policy,
+    states: States,
+    response: ResponseModel,
+    catalog: Catalog,
+    gate: GateConfig,
+    rules: ContactRules | None = None,
 ) -> dict[str, float]:
     """The policy over the gate's horizon, rests included, and what its rests add over its best
-    offers on the same users and draws (`recsys.evaluation.horizon`)."""
+    offers on the same users and draws (`recsys.evaluation.horizon`), under the campaign's contact
+    `rules`."""
     from recsys.evaluation.horizon import horizon_values
     from recsys.model.baselines import OffersOnly
 
@@ -87,6 +94,7 @@ def _horizon(
         catalog=catalog,
         nights=gate.horizon_nights,
         max_users=gate.horizon_users,
+        rules=rules,
     )
     value, rests = h.values["policy"], h.differences["rests"]
     return {
@@ -243,7 +251,9 @@ def evaluate_model(
         estimate = sample_mean(v, population=states.population)
         simulator |= {name: estimate.value, f"{name}_lower": estimate.lower, f"{name}_upper": estimate.upper}
     if catalog.rest_id is not None:
-        simulator |= _horizon(policy, states, response, catalog, config.gate)
+        from recsys.model.contact_rules import ContactRules
+
+        simulator |= _horizon(policy, states, response, catalog, config.gate, ContactRules.of(config.rules))
     ope = off_policy_evaluation(
         conn,
         policy,

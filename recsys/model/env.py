@@ -21,14 +21,12 @@ import numpy as np
 from gymnasium import spaces
 
 from recsys.config.catalog import ALLOWED_CHANNELS
+from recsys.model.contact_rules import WINDOW_NIGHTS, ContactRules
 from recsys.model.observation import FEATURE_NAMES, FEATURES, N_FEATURES, States
 from recsys.model.response import ResponseModel
 
 REWARD_MODES = ("expected", "sampled")
 """expected: the expected net value of the chosen offer in the current state; sampled: the realised one."""
-
-WINDOW_NIGHTS = 7
-"""offers_last_7d counts the offers of this many previous nights."""
 
 # Engagement is 1 - exp(-points / 25), points = views + 3 add-to-carts + 10 purchases in the feature
 # window (sql/features/user_features.sql). A click is a session with a view; a conversion adds a
@@ -90,6 +88,10 @@ class OfferDynamics:
     Randomness: each user slot has its own generator (`rngs[i]`), used only when the slot resets:
     it draws the starting row and every uniform number the episode will use, so a slot's episode
     depends on its generator alone, never on how many users are simulated next to it.
+
+    `rules` (`ContactRules`) close nights as scoring does: the action mask is empty and nothing is
+    sent. With `pass_blocked_nights` (the training environments), those nights pass within the step
+    and the reset, so each step is a decision; the horizon's valuation steps every night instead.
     """
 
     def __init__(
@@ -101,6 +103,8 @@ class OfferDynamics:
         n: int,
         horizon: int,
         reward_mode: str,
+        rules: ContactRules | None = None,
+        pass_blocked_nights: bool = False,
     ) -> None:
         if reward_mode not in REWARD_MODES:
             raise ValueError(f"reward_mode must be one of {list(REWARD_MODES)}, got {reward_mode!r}")
@@ -119,8 +123,12 @@ class OfferDynamics:
         self.night = np.zeros(n, dtype=np.int64)
         self.start_index = np.zeros(n, dtype=np.int64)
         self._draws = np.zeros((n, self.horizon, _DRAWS))
-        self._recent = np.zeros((n, WINDOW_NIGHTS), dtype=bool)  # sends of the last 7 nights, slot night % 7
-        self._recent_count = np.zeros(n, dtype=np.int64)
+        self.rules = rules or ContactRules()
+        # the channel of each night's send (-1: none), slot night % window: the last 7 nights, or
+        # the cap's window when it is longer
+        self._window = max(WINDOW_NIGHTS, self.rules.cap_window)
+        self._sends = np.full((n, self._window), -1, dtype=np.int8)
+        self.pass_blocked_nights = bool(pass_blocked_nights) and self.rules.can_block
         self._initial_offers = np.zeros(n)
         self._ready = np.zeros(n, dtype=bool)
         self._rows = np.arange(n)
@@ -161,17 +169,54 @@ class OfferDynamics:
         self.obs[idx] = self.start_obs[starts]
         self.channel_ok[idx] = self.start_channel_ok[starts]
         self.night[idx] = 0
-        self._recent[idx] = False
-        self._recent_count[idx] = 0
+        self._sends[idx] = -1
         self._initial_offers[idx] = np.rint(self.obs[idx, _COL["offers_last_7d"]] * FEATURES[_COL["offers_last_7d"]][2])
         self._ready[idx] = True
+        if self.pass_blocked_nights:  # the episode's first decision is its first open night (or its last night)
+            live = np.zeros(self.n, dtype=bool)
+            live[idx] = self.channel_ok[idx].any(axis=1)
+            self._pass_blocked(live, until=self.horizon - 1)
 
     # --- step --------------------------------------------------------------------------------
 
     def action_mask(self) -> np.ndarray:
-        """bool (n, n_actions): the actions whose channel each user can receive now; the rest
-        wherever some offer is."""
-        return self.model.catalog.action_mask(self.channel_ok)
+        """bool (n, n_actions): the actions whose channel each user can receive now and the
+        contact rules allow; the rest wherever some offer is (a user the rules block tonight gets
+        no action at all: skipped, as scoring skips them)."""
+        return self.model.catalog.action_mask(self.usable_channels())
+
+    def usable_channels(self) -> np.ndarray:
+        """bool (n, 3): the channels each user can be sent on tonight (consent, the contact rules)."""
+        if not self.rules.can_block:
+            return self.channel_ok
+        return self.channel_ok & ~self._blocked()
+
+    def _blocked(self) -> np.ndarray:
+        """bool (n, 3): the channels the contact rules close tonight."""
+        rules, n = self.rules, self.n
+        blocked = np.zeros((n, len(ALLOWED_CHANNELS)), dtype=bool)
+        if rules.cap_total is not None:
+            blocked |= (self._window_sends(rules.cap_window) >= rules.cap_total)[:, None]
+        for j, cap in enumerate(rules.cap_per_channel):
+            if cap is not None:
+                blocked[:, j] |= self._window_sends(rules.cap_window, channel=j) >= cap
+        if rules.cooldown_nights > 0:
+            days = self.obs[:, _COL["days_since_last_purchase"]] * FEATURES[_COL["days_since_last_purchase"]][2]
+            blocked |= (days <= rules.cooldown_nights + 1e-6)[:, None]
+        return blocked
+
+    def _window_sends(self, nights: int, channel: int | None = None) -> np.ndarray:
+        """int (n,): offers of the last `nights` nights (those before the episode too, spread evenly
+        over its 7 nights before, for the total only)."""
+        back = (self.night[:, None] - 1 - np.arange(min(nights, self._window))) % self._window
+        past = np.take_along_axis(self._sends, back, axis=1)
+        inside = np.arange(back.shape[1])[None, :] < self.night[:, None]  # nights of this episode
+        count = ((past == channel) if channel is not None else (past >= 0)) & inside
+        total = count.sum(axis=1)
+        if channel is None:
+            left = np.maximum(np.minimum(nights, WINDOW_NIGHTS) - self.night, 0) / WINDOW_NIGHTS
+            total = total + np.rint(self._initial_offers * left).astype(np.int64)
+        return total
 
     def step(self, actions: np.ndarray) -> StepResult:
         """One night for every slot: send, sample the outcomes, reward, move the state."""
@@ -184,8 +229,9 @@ class OfferDynamics:
             raise ValueError(f"action ids must be in [0, {self.model.n_actions}), got {a.min()}..{a.max()}")
         rows = self._rows
         channel = self._action_channel[a]
-        # the rest (channel -1) sends nothing: no reward, no contact, no fatigue, no unsubscribe
-        sent = self.channel_ok[rows, channel] & (channel >= 0)
+        # the rest (channel -1) sends nothing: no reward, no contact, no fatigue, no unsubscribe;
+        # nor does an offer on a channel the user cannot receive or the contact rules close tonight
+        sent = self.usable_channels()[rows, channel] & (channel >= 0)
         o = self.model.evaluate_unchecked(self.obs, a)
         u = self._draws[rows, np.minimum(self.night, self.horizon - 1)]
         opened = sent & (u[:, 0] < o.open)
@@ -203,9 +249,32 @@ class OfferDynamics:
         self._advance(a, channel, sent, clicked, converted, unsubscribed, o.order_value)
         terminated = ~self.channel_ok.any(axis=1)
         truncated = (self.night >= self.horizon) & ~terminated
+        if self.pass_blocked_nights:
+            truncated |= self._pass_blocked(~(terminated | truncated), until=self.horizon)
         done = terminated | truncated
         self._ready[done] = False
         return StepResult(reward, expected, terminated, truncated, sent, opened, clicked, converted, unsubscribed)
+
+    def _pass_blocked(self, live: np.ndarray, *, until: int) -> np.ndarray:
+        """The nights the contact rules close for the `live` slots pass without contact (no
+        decision, nothing to learn from) until a night is open or the slot reaches night `until`.
+        Returns bool (n,): the live slots whose horizon ended so."""
+        while True:
+            rows = np.flatnonzero(live & (self.night < until) & ~self.usable_channels().any(axis=1))
+            if not len(rows):
+                return live & (self.night >= self.horizon)
+            self._sends[rows, self.night[rows] % self._window] = -1
+            self.night[rows] += 1
+            self.obs[rows, _COL["offers_last_7d"]] = np.minimum(
+                self._window_sends(WINDOW_NIGHTS)[rows] / WINDOW_NIGHTS, 1.0
+            )
+            self._clocks_tick(rows)
+
+    def _clocks_tick(self, rows: np.ndarray | slice) -> None:
+        """A night passes on the days-since features of `rows`."""
+        for name in ("recency_days", "days_since_last_purchase", "days_since_last_offer"):
+            j = _COL[name]
+            self.obs[rows, j] = np.minimum(self.obs[rows, j] + 1.0 / FEATURES[j][2], 1.0)
 
     def _advance(
         self,
@@ -223,23 +292,17 @@ class OfferDynamics:
         that one more offer does not change.
         """
         obs, rows = self.obs, self._rows
-        # Contact history: this night's send enters the 7-night window, the one 7 nights ago leaves.
-        slot = self.night % WINDOW_NIGHTS
-        self._recent_count += sent.astype(np.int64) - self._recent[rows, slot]
-        self._recent[rows, slot] = sent
+        # Contact history: this night's send enters the window; the offers of the 7 nights before
+        # the episode, spread evenly, leave it one by one.
+        self._sends[rows, self.night % self._window] = np.where(sent, channel, -1)
         self.night += 1
-        # The offers of the 7 nights before the episode, spread evenly, leave the window one by one.
-        left = np.maximum(WINDOW_NIGHTS - self.night, 0) / WINDOW_NIGHTS
-        before = np.rint(self._initial_offers * left)
-        obs[:, _COL["offers_last_7d"]] = np.minimum((self._recent_count + before) / WINDOW_NIGHTS, 1.0)
+        obs[:, _COL["offers_last_7d"]] = np.minimum(self._window_sends(WINDOW_NIGHTS) / WINDOW_NIGHTS, 1.0)
 
         # A click is a session (an event), a conversion a purchase: those clocks restart.
         obs[clicked, _COL["recency_days"]] = 0.0
         obs[converted, _COL["days_since_last_purchase"]] = 0.0
         obs[sent, _COL["days_since_last_offer"]] = 0.0
-        for name in ("recency_days", "days_since_last_purchase", "days_since_last_offer"):
-            j = _COL[name]
-            obs[:, j] = np.minimum(obs[:, j] + 1.0 / FEATURES[j][2], 1.0)
+        self._clocks_tick(slice(None))
 
         c = np.flatnonzero(clicked)
         if len(c):
@@ -297,8 +360,9 @@ class OfferEnv(gym.Env):
     ## Action Space
     `Discrete(catalog.n_actions)`: the action id of the offer to send (offer type, value, channel,
     timing, in the catalog's order). An action on a channel the user cannot receive (no consent or
-    no address, or unsubscribed during the episode) sends nothing; `action_masks()` says which can be
-    sent (the interface of sb3-contrib's MaskablePPO).
+    no address, or unsubscribed during the episode) or that the contact rules close tonight
+    (`ContactRules`: frequency caps, the cooldown after a purchase) sends nothing; `action_masks()`
+    says which can be sent (the interface of sb3-contrib's MaskablePPO).
 
     ## Observation Space
     `Box(0, 1, (N_FEATURES,), float32)` (39 today): the user's normalised features
@@ -320,6 +384,12 @@ class OfferEnv(gym.Env):
     or `options={"start_index": i}`. Offers in the 7 nights before the start are taken as spread
     evenly over those nights.
 
+    ## Contact rules
+    With `rules` (`ContactRules`: the campaign's frequency caps and the cooldown after a purchase),
+    a night the rules close for the user passes without a decision, as scoring skips the user: the
+    next step is the user's next open night (`info["night"]`), so every step is a choice that
+    changes something. The reward of a step is its night's; the nights passed earn nothing.
+
     ## Episode End
     Truncated after `horizon` nights (default 7). Terminated when the user can receive no channel
     any more (all unsubscribed, or none to begin with): nothing that follows can earn anything.
@@ -335,12 +405,22 @@ class OfferEnv(gym.Env):
         *,
         horizon: int = 7,
         reward_mode: str = "expected",
+        rules: ContactRules | None = None,
         render_mode: str | None = None,
     ) -> None:
         if render_mode is not None:
             raise ValueError(f"OfferEnv has no render modes, got {render_mode!r}")
         self.render_mode = render_mode
-        self._core = OfferDynamics(model, start_obs, channel_ok, n=1, horizon=horizon, reward_mode=reward_mode)
+        self._core = OfferDynamics(
+            model,
+            start_obs,
+            channel_ok,
+            n=1,
+            horizon=horizon,
+            reward_mode=reward_mode,
+            rules=rules,
+            pass_blocked_nights=True,
+        )
         self.observation_space = _observation_space()
         self.action_space = spaces.Discrete(model.n_actions)
         self.model = model

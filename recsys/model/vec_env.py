@@ -15,7 +15,7 @@ from gymnasium.utils import seeding
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvStepReturn
 
-from recsys.model.env import OfferDynamics, StepResult, _observation_space
+from recsys.model.env import ContactRules, OfferDynamics, StepResult, _observation_space
 from recsys.model.observation import States
 from recsys.model.response import ResponseModel
 
@@ -42,9 +42,19 @@ class OfferVecEnv(VecEnv):
         num_envs: int = 1024,
         horizon: int = 7,
         reward_mode: str = "expected",
+        rules: ContactRules | None = None,
         seed: int | None = None,
     ) -> None:
-        self._core = OfferDynamics(model, start_obs, channel_ok, n=num_envs, horizon=horizon, reward_mode=reward_mode)
+        self._core = OfferDynamics(
+            model,
+            start_obs,
+            channel_ok,
+            n=num_envs,
+            horizon=horizon,
+            reward_mode=reward_mode,
+            rules=rules,
+            pass_blocked_nights=True,
+        )
         self.model = model
         self.horizon = self._core.horizon
         super().__init__(num_envs, _observation_space(), spaces.Discrete(model.n_actions))

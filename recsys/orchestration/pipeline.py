@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from recsys.config import load_config
+from recsys.config import Config, load_config
 from recsys.config.settings import Settings
 from recsys.errors import RecsysError
 from recsys.orchestration.runtime import (
@@ -191,16 +191,20 @@ def train(
     total_timesteps: int | None = None,
     seed: int | None = None,
     force: bool = False,
+    frequency_cap: int | None = None,
 ) -> dict[str, Any]:
     """Retrain or fine-tune PPO on the night's users, gate it and register it.
 
     A model already trained on this campaign date is reused (a re-run of the night must give the
-    same offers); `force` trains another one anyway.
+    same offers); `force` trains another one anyway. `frequency_cap` (the DAG param) replaces the
+    configuration's cap in the simulated nights PPO learns in and the gate's rollouts, as scoring
+    applies it.
     """
     from recsys.db import connect, fetch_all
 
     if mode not in MODES:
         raise RecsysError(f"param mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    config = _run_config(settings, frequency_cap)
     started = time.perf_counter()
     with connect(url(settings)) as conn:
         if not force:
@@ -222,7 +226,12 @@ def train(
 
         hyper = TrainConfig().with_overrides(total_timesteps=total_timesteps, seed=seed)
         result = fit(
-            conn, settings, config=load_config(settings.config), as_of=campaign_date, mode=mode, train_config=hyper
+            conn,
+            settings,
+            config=config,
+            as_of=campaign_date,
+            mode=mode,
+            train_config=hyper,
         )
     record, decision = result.record, result.decision
     return jsonable(
@@ -244,19 +253,30 @@ def train(
 
 
 @step("evaluate")
-def evaluate(settings: Settings, campaign_date: dt.date, *, model_version: str | None = None) -> dict[str, Any]:
-    """The champion's metrics on the night's users: simulator values and off-policy estimates."""
+def evaluate(
+    settings: Settings, campaign_date: dt.date, *, model_version: str | None = None, frequency_cap: int | None = None
+) -> dict[str, Any]:
+    """The champion's metrics on the night's users: simulator values and off-policy estimates
+    (`frequency_cap`: the DAG param, in the rollouts over the horizon)."""
     from recsys.db import connect
     from recsys.evaluation.model_eval import evaluate_model
 
     started = time.perf_counter()
+    config = _run_config(settings, frequency_cap)
     with connect(url(settings)) as conn:
-        result = evaluate_model(
-            conn, load_config(settings.config), model_version=model_version, as_of=campaign_date, n_boot=100
-        )
+        result = evaluate_model(conn, config, model_version=model_version, as_of=campaign_date, n_boot=100)
     metrics = result.to_dict()
     metrics.pop("off_policy", None)
     return jsonable({"model_version": result.model_version, **metrics, "seconds": seconds(started)})
+
+
+def _run_config(settings: Settings, frequency_cap: int | None) -> Config:
+    """The product configuration of this run: the file's, with the DAG param `frequency_cap`
+    replacing its `[campaign.frequency_cap] total` when given."""
+    config = load_config(settings.config)
+    if frequency_cap is not None:
+        config = config.with_rules(cap_total=whole(frequency_cap, "frequency_cap", minimum=1))
+    return config
 
 
 def shard_list(shards: int) -> list[int]:
@@ -294,9 +314,7 @@ def score_shard(
     if done:  # a shard of a published run cleared in the UI: its offers are out already, keep them
         log.info("score: run %s is published and shard %s is done: nothing to do", run_id, shard)
         return jsonable({**done[0]["counts"], "shard": int(shard), "already_published": True, "seconds": 0.0})
-    config = load_config(settings.config)
-    if frequency_cap is not None:
-        config = config.with_rules(cap_total=whole(frequency_cap, "frequency_cap", minimum=1))
+    config = _run_config(settings, frequency_cap)
     with connect(url(settings)) as conn:
         result = score_campaign(
             conn,

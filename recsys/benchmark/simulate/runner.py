@@ -29,8 +29,10 @@ def run_night_in_process(
         "extract": pipeline.extract(settings, night),
         "ingest_feedback": pipeline.ingest_feedback(settings, night),
         "features": pipeline.build_features(settings, night),
-        "train": pipeline.train(settings, night, mode="auto", total_timesteps=timesteps, seed=seed),
-        "evaluate": pipeline.evaluate(settings, night),
+        "train": pipeline.train(
+            settings, night, mode="auto", total_timesteps=timesteps, seed=seed, frequency_cap=frequency_cap
+        ),
+        "evaluate": pipeline.evaluate(settings, night, frequency_cap=frequency_cap),
     }
     tasks["score"] = [
         pipeline.score_shard(settings, night, run_id=run_id, shard=k, shards=shards, frequency_cap=frequency_cap)
