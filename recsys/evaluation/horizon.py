@@ -23,7 +23,8 @@ from recsys.config.catalog import Catalog
 from recsys.evaluation.estimators import bootstrap_estimates
 from recsys.evaluation.results import HorizonEvaluation, HorizonValue
 from recsys.model.baselines import Policy, choose, greedy_actions
-from recsys.model.env import DRAWS_PER_NIGHT, ContactRules, OfferDynamics
+from recsys.model.contact_rules import ContactRules
+from recsys.model.env import DRAWS_PER_NIGHT, OfferDynamics
 from recsys.model.observation import States
 from recsys.model.response import ResponseModel
 
