@@ -29,7 +29,7 @@ class OffPolicyValue:
 
 @dataclass(frozen=True)
 class WarmStart:
-    """What the supervised warm start of a retrained actor did (`train.warm_start_actor`)."""
+    """What the supervised warm start of a retrained actor did (`recsys.orchestration.warm_start.warm_start_actor`)."""
 
     examples: int
     steps: int
