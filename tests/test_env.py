@@ -70,6 +70,11 @@ CERTAIN_EMAIL_OPEN = [
     ("fatigue_per_offer = 0.15", "fatigue_per_offer = 0.0"),
     ("responsiveness_weight = 3.0", "responsiveness_weight = 0.0"),
 ]
+CERTAIN_EMAIL_CONVERSION = [
+    *CERTAIN_EMAIL_OPEN,
+    ("[reward.prior.click_rate]\nemail = 0.05", "[reward.prior.click_rate]\nemail = 0.9999"),
+    ("convert_rate = 0.10", "convert_rate = 0.9999"),
+]
 
 
 def _rollout(env: OfferEnv, seed: int, actions: list[int]) -> list:
@@ -319,15 +324,7 @@ def test_a_per_channel_cap_closes_that_channel_only(model: ResponseModel, catalo
 
 
 def test_the_cooldown_closes_the_nights_after_a_purchase(catalog: Catalog, tmp_path: Path) -> None:
-    model = _model_with(
-        catalog,
-        tmp_path,
-        [
-            *CERTAIN_EMAIL_OPEN,
-            ("[reward.prior.click_rate]\nemail = 0.05", "[reward.prior.click_rate]\nemail = 0.9999"),
-            ("convert_rate = 0.10", "convert_rate = 0.9999"),
-        ],
-    )
+    model = _model_with(catalog, tmp_path, CERTAIN_EMAIL_CONVERSION)
     offer = _action(catalog, "recommendation", 10, "email")
     start = _starts(1, days_since_last_purchase=200, email_consent=1, sms_consent=0, push_consent=0)
     env = OfferEnv(model, start, horizon=7, rules=ContactRules(cooldown_nights=2))
@@ -384,15 +381,7 @@ def test_unsubscribe_revokes_the_channel(catalog: Catalog, tmp_path: Path) -> No
 
 
 def test_conversion_moves_purchase_features(catalog: Catalog, tmp_path: Path) -> None:
-    model = _model_with(
-        catalog,
-        tmp_path,
-        [
-            *CERTAIN_EMAIL_OPEN,
-            ("[reward.prior.click_rate]\nemail = 0.05", "[reward.prior.click_rate]\nemail = 0.9999"),
-            ("convert_rate = 0.10", "convert_rate = 0.9999"),
-        ],
-    )
+    model = _model_with(catalog, tmp_path, CERTAIN_EMAIL_CONVERSION)
     start = _starts(
         1, purchase_count=2, monetary_value=100, days_since_last_purchase=200, recency_days=100, email_consent=1
     )
