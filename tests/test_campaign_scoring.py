@@ -16,6 +16,7 @@ from psycopg2.extras import execute_values
 import recsys.campaign.write as write_module
 from recsys.benchmark.toy import toy_ppo_artifact, toy_record
 from recsys.campaign import CampaignRules, load_rules, publish_run, score_campaign
+from recsys.campaign.load import load_users
 from recsys.campaign.score import choose_actions
 from recsys.cli import main
 from recsys.config import load_config
@@ -218,6 +219,45 @@ def test_a_suppressed_address_is_no_way_to_reach_the_user(campaign) -> None:
     assert 11 not in rows and 21 not in rows
     assert all(rows[u]["channel"] != "email" for u in (5, 15) if u in rows)
     assert any(u in rows for u in (5, 15))  # still reached, on another channel
+
+
+def test_the_load_reaches_a_channel_only_with_consent_an_address_and_no_suppression(campaign) -> None:
+    """Each channel's reachability in the campaign load, on every channel: consent, an address, and the
+    address (written however the shop wrote it) not suppressed. Suppressions of other channels, or of
+    another user's address, do not count."""
+    conn, settings = campaign
+    add_users(
+        conn,
+        DAY,
+        [
+            {"user_id": 1},  # reachable everywhere
+            {"user_id": 2, "email_address": "  U2@Example.COM ", "phone": "+1 (555) 000-0002", "push_token": " tk2 "},
+            {"user_id": 3, "phone": "+1 555 000 0003"},  # only the phone suppressed
+            {"user_id": 4, "email": False, "sms": False, "push": False},  # suppressed and no consent
+            {"user_id": 5, "phone": None, "push_token": None},  # no addresses: email only
+        ],
+    )
+    with conn.cursor() as cur:
+        execute_values(
+            cur,
+            "insert into recsys.address_suppressions (channel, address, reason, suppressed_at) "
+            "select v.channel, recsys.normalized_address(v.channel, v.address), 'bounced', now() "
+            "from (values %s) as v (channel, address)",
+            [
+                ("email", "u2@example.com"),
+                ("sms", "+15550000002"),
+                ("push", "tk2"),
+                ("sms", "+1-555-000-0003"),
+                ("email", "u4@example.com"),
+                ("push", "u1@example.com"),  # user 1's email, suppressed as a push token: no effect
+            ],
+        )
+    users = load_users(conn, settings.sql_dir, DAY, load_rules(), 0, 1)
+    reach = {
+        int(u): tuple(int(users[f"ok_{ch}"][i]) for ch in ("email", "sms", "push"))
+        for i, u in enumerate(users.user_ids)
+    }
+    assert reach == {1: (1, 1, 1), 2: (0, 0, 0), 3: (1, 0, 1), 4: (0, 0, 0), 5: (1, 0, 0)}
 
 
 def test_frequency_cap_per_channel_cap_and_cooldown_mask_actions(campaign) -> None:
