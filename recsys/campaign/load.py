@@ -68,19 +68,44 @@ class Users:
         return np.array(["", *self.categories], dtype=object)[self.inputs["category_code"][rows]]
 
 
+@dataclass(frozen=True)
+class DateCodes:
+    """The date's categories and segments, sorted: the codes the campaign load reads them as."""
+
+    categories: list[str]
+    segments: list[str]
+
+    @property
+    def longest_category(self) -> list[str]:
+        """The longest category name (the templates are checked with it), or none."""
+        return [max(self.categories, key=len)] if self.categories else []
+
+
+def date_codes(conn: Connection, sql_dir: Path, campaign_date: dt.date) -> DateCodes:
+    """The date's categories and segments, in one pass over its features."""
+    pairs = fetch_all(conn, campaign_sql(sql_dir, "load_category_pairs"), {"day": campaign_date})
+    return DateCodes(sorted({r["top_category"] for r in pairs}), sorted({r["segment"] for r in pairs}))
+
+
 def load_users(
-    conn: Connection, sql_dir: Path, campaign_date: dt.date, rules: CampaignRules, shard: int, shards: int
+    conn: Connection,
+    sql_dir: Path,
+    campaign_date: dt.date,
+    rules: CampaignRules,
+    shard: int,
+    shards: int,
+    codes: DateCodes | None = None,
 ) -> Users:
     """Every user with features as of the date (in the shard), with eligibility inputs.
 
     One COPY BINARY of fixed-width, non-null fields (the category as a code into the date's sorted
-    categories), read by one numpy structured array: no text parsing of a million rows. Each field
-    is copied once, in user order, into its place in `Users` (no DataFrame: a million users' 39
-    features are one 156 MB float32 matrix), and the COPY's bytes are released before returning.
+    categories, `codes`, read here when not given), read by one numpy structured array: no text
+    parsing of a million rows. Each field is copied once, in user order, into its place in `Users`
+    (no DataFrame: a million users' 39 features are one 156 MB float32 matrix), and the COPY's bytes
+    are released before returning.
     """
-    pairs = fetch_all(conn, campaign_sql(sql_dir, "load_category_pairs"), {"day": campaign_date})
-    categories = sorted({r["top_category"] for r in pairs})
-    segments = sorted({r["segment"] for r in pairs})
+    codes = codes or date_codes(conn, sql_dir, campaign_date)
+    categories, segments = codes.categories, codes.segments
     # features stored as double travel as real: half the bytes, and float32 is what the policy reads
     # (the prior-shrunk ones are null on a date built before migration 013: NaN keeps the row's
     # layout fixed, and scoring refuses such a date to a model that reads them)

@@ -45,7 +45,7 @@ from recsys.campaign.decide import (
     skip_reasons,
 )
 from recsys.campaign.explore import load_explorer, resolve_explorer
-from recsys.campaign.load import load_users, resolve_model
+from recsys.campaign.load import DateCodes, date_codes, load_users, resolve_model
 from recsys.campaign.messages import Renderer
 from recsys.campaign.pgcopy import binary_copy
 from recsys.campaign.publish import check_moment, publish_run
@@ -57,7 +57,7 @@ from recsys.config.features import BEFORE_PRIORS_HINT
 from recsys.config.product import Config
 from recsys.config.rules import CampaignRules
 from recsys.config.settings import Settings
-from recsys.db import Connection, fetch_all, fetch_value
+from recsys.db import Connection, fetch_value
 from recsys.errors import RecsysError
 from recsys.evaluation.registry import ModelRecord, get_model, load_policy
 from recsys.model.observation import normalise
@@ -121,9 +121,10 @@ def score_campaign(
         raise RecsysError(
             f"no features as of {campaign_date}: build them first (`recsys features --as-of {campaign_date}`)"
         )
-    longest = fetch_all(conn, campaign_sql(sql_dir, "longest_category"), {"day": campaign_date})
-    categories = [r["top_category"] for r in longest]
-    renderer.check_all(categories)  # template problems surface before anything is written
+    # one pass over the date's features for its categories and segments: the longest category checks
+    # the templates, and the load reads the users' categories and segments as codes into them
+    codes = date_codes(conn, sql_dir, campaign_date)
+    renderer.check_all(codes.longest_category)  # template problems surface before anything is written
     version = resolve_model(conn, sql_dir, run_id, campaign_date, model_version)
     record = get_model(conn, version)
     record.check_compatible(catalog)
@@ -153,7 +154,7 @@ def score_campaign(
             (record, explorer),
             rules,
             catalog,
-            renderer,
+            (renderer, codes),
             timings,
             publish_at,
         )
@@ -191,7 +192,7 @@ def _score_shard(
     records: tuple[ModelRecord, ModelRecord | None],
     rules: CampaignRules,
     catalog: Catalog,
-    renderer: Renderer,
+    render: tuple[Renderer, DateCodes],
     timings: dict[str, float],
     publish_at: dt.datetime | None,
 ) -> dict[str, Any]:
@@ -199,6 +200,7 @@ def _score_shard(
     # waits on the server with the GIL released; "model_load" is what is left to wait for after it.
     # The explorer's policy (a challenger) is loaded the same way, once per shard.
     record, explorer_record = records
+    renderer, codes = render
     version = record.model_version
     # the champion exploring with itself is loaded once, and scores and explores in one pass
     itself = explorer_record is not None and explorer_record.model_version == version
@@ -206,7 +208,7 @@ def _score_shard(
         model = pool.submit(load_policy, record, catalog)
         explorer = pool.submit(load_explorer, None if itself else explorer_record, catalog, rules)
         t = time.perf_counter()
-        users = load_users(conn, sql_dir, campaign_date, rules, k, n)
+        users = load_users(conn, sql_dir, campaign_date, rules, k, n, codes)
         timings["load"] = time.perf_counter() - t
 
         t = time.perf_counter()
