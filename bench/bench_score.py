@@ -70,6 +70,7 @@ TIMEZONES = ["UTC", "Europe/Berlin", "America/Los_Angeles", "Asia/Tokyo", "Austr
 NAMES = ["Ann", "Bob", "Chloé", "Dmitri", "Eve", "<b>Frank</b>", "", "Grace", "Hiro", "Inès"]
 BAR_SECONDS = 15.0  # issue 14: end to end on both publish paths
 BAR_RATIO = 50.0  # issue 14: fast / naive users/s, in the same run
+NAIVE_USERS = 100_000  # the naive path's sample the ratio's bar is measured on
 CATEGORIES = ["books", "electronics", "home & garden", "toys", "fashion", "sports", "beauty", "grocery"]
 
 
@@ -399,7 +400,7 @@ def naive(url: str, n: int) -> tuple[float, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=1_000_000)
-    parser.add_argument("--naive-users", type=int, default=100_000)
+    parser.add_argument("--naive-users", type=int, default=NAIVE_USERS)
     parser.add_argument(
         "--publish-at",
         type=moment_arg,
@@ -451,11 +452,15 @@ def main() -> int:
         rows = [("users scored", f"{s['users']:,}", f"in {args.shards} shard(s), one process each")]
         for moment, fast in runs:
             rows += fast_rows(args.users, moment, fast)
-        rows.append((f"naive path on {naive_rows:,} users", f"{naive_seconds:.1f} s ({naive_rate:,.0f} users/s)", ""))
+        # the naive rate moves with its sample's size (per-row INSERTs into a growing table), so only
+        # a sample of the default size is compared with the bar
+        small = naive_rows < NAIVE_USERS
+        note = f"a sample under {NAIVE_USERS:,} users: not comparable with the bar" if small else ""
+        rows.append((f"naive path on {naive_rows:,} users", f"{naive_seconds:.1f} s ({naive_rate:,.0f} users/s)", note))
         for moment, fast in runs:
             ratio = args.users / fast["wall"] / naive_rate
             label = f"ratio fast / naive (users/s), publish at {moment:%m-%d %H:%M}"
-            rows.append((label, f"{ratio:.0f}x", f"bar >= {BAR_RATIO:.0f}x"))
+            rows.append((label, f"{ratio:.0f}x", "(not compared)" if small else f"bar >= {BAR_RATIO:.0f}x"))
         floor = copy_floor(url)
         rows.append(
             (
