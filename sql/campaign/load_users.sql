@@ -72,9 +72,11 @@ copy (
         (coalesce(u.sms_opt_in, false))::int as sms_opt_in,
         (coalesce(u.push_opt_in, false))::int as push_opt_in,
         -- a hard-bounced address is no way to reach the user until the address changes. Each check is
-        -- a hashed subplan: one hash of the channel's suppressed addresses (hashed while they fit the
-        -- load's work_mem, millions of them), probed only for the users who opted in, with no join
-        -- level that every user passes through (about a fifth less time for the whole query than joins)
+        -- a hashed subplan: one hash of the channel's suppressed addresses, probed only for the users
+        -- who opted in, with no join level that every user passes through (about a fifth less time for
+        -- the whole query than joins). Limit: PostgreSQL hashes the list while it fits the load's hash
+        -- memory (256MB work_mem x hash_mem_multiplier 2: about 10 million addresses of one channel);
+        -- past that it would scan the list for every user
         (coalesce(
             u.email_opt_in and u.email is not null
             and not coalesce(recsys.normalized_address('email', u.email) in (select * from suppressed_email), false),
