@@ -76,8 +76,8 @@ class DateCodes:
     segments: list[str]
 
     @property
-    def longest_category(self) -> list[str]:
-        """The longest category name (the templates are checked with it), or none."""
+    def longest_categories(self) -> list[str]:
+        """[the longest category name] (the templates are checked with it), or [] when none."""
         return [max(self.categories, key=len)] if self.categories else []
 
 

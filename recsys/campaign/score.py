@@ -124,7 +124,7 @@ def score_campaign(
     # one pass over the date's features for its categories and segments: the longest category checks
     # the templates, and the load reads the users' categories and segments as codes into them
     codes = date_codes(conn, sql_dir, campaign_date)
-    renderer.check_all(codes.longest_category)  # template problems surface before anything is written
+    renderer.check_all(codes.longest_categories)  # template problems surface before anything is written
     version = resolve_model(conn, sql_dir, run_id, campaign_date, model_version)
     record = get_model(conn, version)
     record.check_compatible(catalog)
@@ -154,7 +154,8 @@ def score_campaign(
             (record, explorer),
             rules,
             catalog,
-            (renderer, codes),
+            renderer,
+            codes,
             timings,
             publish_at,
         )
@@ -192,7 +193,8 @@ def _score_shard(
     records: tuple[ModelRecord, ModelRecord | None],
     rules: CampaignRules,
     catalog: Catalog,
-    render: tuple[Renderer, DateCodes],
+    renderer: Renderer,
+    codes: DateCodes,
     timings: dict[str, float],
     publish_at: dt.datetime | None,
 ) -> dict[str, Any]:
@@ -200,7 +202,6 @@ def _score_shard(
     # waits on the server with the GIL released; "model_load" is what is left to wait for after it.
     # The explorer's policy (a challenger) is loaded the same way, once per shard.
     record, explorer_record = records
-    renderer, codes = render
     version = record.model_version
     # the champion exploring with itself is loaded once, and scores and explores in one pass
     itself = explorer_record is not None and explorer_record.model_version == version
