@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from recsys.campaign.messages import (
+    GSM_BASIC,
+    GSM_BASIC_PATTERN,
     MARKER,
     UNSUBSCRIBE_MARKER,
     Renderer,
@@ -18,6 +20,7 @@ from recsys.campaign.messages import (
 )
 from recsys.config.catalog import DEFAULT_CONFIG, load_catalog
 from recsys.config.rules import load_rules
+from recsys.db import Connection, fetch_value
 from recsys.errors import ConfigError
 
 
@@ -98,6 +101,22 @@ def test_template_errors_name_the_template(templates: Path, name: str, text: str
     with pytest.raises(TemplateProblem, match=message) as info:
         _renderer(templates).check_all(["books"])
     assert name in str(info.value)
+
+
+def test_the_sql_pattern_accepts_exactly_the_gsm_basic_characters(db: Connection) -> None:
+    # every code point PostgreSQL can hold (the surrogates cannot be text), matched in the database
+    matched = fetch_value(
+        db,
+        "select array_agg(i order by i) from generate_series(1, 1114111) as i "
+        "where (i < 55296 or i > 57343) and chr(i) ~ %s",
+        (GSM_BASIC_PATTERN,),
+    )
+    assert matched == sorted(ord(c) for c in GSM_BASIC)
+    names = ["José", "Zoë", "O'Brien", "Jean-Luc", "A^B", "[Ann]", "Ann\\", "Łukasz", "Bob", "ÆØÅ äöñü", ""]
+    sql = "select array_agg(n ~ %s order by k) from unnest(%s::text[]) with ordinality as t(n, k)"
+    in_sql = fetch_value(db, sql, (GSM_BASIC_PATTERN, names))
+    assert in_sql == [all(c in GSM_BASIC for c in n) for n in names]
+    assert in_sql.count(True) == 6  # José, O'Brien, Jean-Luc, Bob, ÆØÅ äöñü and the empty name
 
 
 def test_gsm7_lengths() -> None:

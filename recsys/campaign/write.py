@@ -22,7 +22,7 @@ from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from recsys.campaign.decide import CHANNELS, SKIP_REASONS
-from recsys.campaign.messages import GSM_BASIC, MARKER, Renderer
+from recsys.campaign.messages import GSM_BASIC_PATTERN, MARKER, Renderer
 from recsys.campaign.pgcopy import binary_copy
 from recsys.campaign.queries import campaign_sql, composed
 from recsys.config.catalog import BEST_HOUR, Catalog
@@ -347,7 +347,7 @@ def _offer_params(d: Decisions, rules: CampaignRules, publish_at: dt.datetime | 
         "validity": rules.validity_hours,
         "max_attempts": rules.max_attempts,
         "marker": MARKER,
-        "gsm": GSM_BASIC,
+        "gsm_pattern": GSM_BASIC_PATTERN,
         "run_id": d.run_id,
         "model": d.model_version,
     }

@@ -47,7 +47,7 @@ named as (
             when first_name is null then null
             when max_chars is null then first_name
             when
-                translate(first_name, %(gsm)s, '') = ''
+                first_name ~ %(gsm_pattern)s
                 and base_chars + marker_count * char_length(first_name) <= max_chars
                 then first_name
         end as usable_name
