@@ -8,6 +8,7 @@ point-in-time test loads generated data and lets the fit build the missing featu
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -808,3 +809,101 @@ def test_a_model_stored_before_the_level_attributes_reads_them_as_zero(catalog: 
     stored["attributes"] = stored["attributes"][::-1]
     with pytest.raises(ConfigError, match="attribute names"):
         ResponseModel.from_dict(stored, catalog)
+
+
+def _synthetic_logs(catalog: Catalog, users: list[np.ndarray], seed: int, n: int = 40_000):
+    """Logged offers of random actions to users drawn from `users`: every offer opened and clicked,
+    none converted, unless the caller overwrites the outcomes."""
+    from recsys.model.fit_sample import LoggedOffers
+
+    rng = np.random.default_rng(seed)
+    day0 = (dt.date(2025, 1, 1) - dt.date(1970, 1, 1)).days
+    who = rng.integers(0, len(users), n)
+    return (
+        rng,
+        who,
+        LoggedOffers(
+            user_id=rng.integers(0, 4000, n),
+            send_day=day0 + rng.integers(0, 30, n),
+            obs=np.vstack(users)[who].astype(np.float64),
+            type_idx=rng.integers(0, len(catalog.offer_types), n),
+            value=np.asarray(catalog.values)[rng.integers(0, len(catalog.values), n)],
+            channel_idx=rng.integers(0, len(catalog.channels), n),
+            timing_idx=rng.integers(0, len(catalog.timings), n),
+            outcomes={"opened": np.ones(n), "clicked": np.ones(n), "converted": np.zeros(n)},
+            revenue=np.zeros(n),
+            usable=np.ones(n, dtype=bool),
+        ),
+    )
+
+
+def test_the_conversion_reads_the_features_the_offer_types_name_as_their_preference(
+    catalog: Catalog, rules: RewardRules
+) -> None:
+    """Discount conversions rise with the purchase count: the conversion's offer-type terms read it
+    once the config names it as the discount's preference, and not before (a feature no offer type
+    names only moves every offer type alike)."""
+    from recsys.model.response_fit import FitRequest, fit_response_model_to_logs
+
+    few, many = _user(purchase_count=0), _user(purchase_count=40)
+    rng, who, logs = _synthetic_logs(catalog, [few, many], seed=4)
+    discount = np.asarray(catalog.offer_types)[logs.type_idx] == "discount"
+    logs.outcomes["converted"] = (rng.random(len(who)) < _sigmoid(-2.0 + 2.0 * (discount & (who == 1)))).astype(float)
+    offer = [_action(catalog, "discount", 15, "email"), _action(catalog, "free_shipping", 15, "email")]
+
+    def lift(rules: RewardRules) -> float:
+        """How much more the discount converts than free shipping for many purchases than for few (log-odds)."""
+        model = fit_response_model_to_logs(logs, FitRequest(catalog, rules, dt.date(2025, 2, 1), holdout_fraction=0))
+        p = model.stage_probabilities(np.vstack([few, few, many, many]), np.array(offer * 2))["convert"]
+        logit = np.log(p / (1 - p))
+        return float((logit[2] - logit[3]) - (logit[0] - logit[1]))
+
+    named = dataclasses.replace(
+        rules,
+        offer_types={
+            **rules.offer_types,
+            "discount": dataclasses.replace(rules.offer_types["discount"], preference="purchase_count"),
+        },
+    )
+    assert lift(named) > 1.0  # the truth: 2.0
+    assert lift(rules) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_the_recommendations_best_number_of_products_moves_with_the_category_focus(
+    catalog: Catalog, rules: RewardRules
+) -> None:
+    """Focused users click most on the middle number of products, browsing users least: the curve's
+    bend itself changes with the focus, which a value slope on the focus (a straight line in the
+    value) cannot draw; the focus's slope per catalog value can."""
+    from recsys.model.response_fit import FitRequest, fit_response_model_to_logs
+
+    focused, browsing = _user(category_focus_posterior=0.9), _user(category_focus_posterior=0.1)
+    rng, who, logs = _synthetic_logs(catalog, [focused, browsing], seed=5)
+    recommendation = np.asarray(catalog.offer_types)[logs.type_idx] == "recommendation"
+    middle = logs.value == np.median(catalog.values)
+    fits = recommendation & np.where(who == 0, middle, ~middle)
+    logs.outcomes["clicked"] = (rng.random(len(who)) < _sigmoid(-2.5 + 2.0 * fits)).astype(float)
+    model = fit_response_model_to_logs(logs, FitRequest(catalog, rules, dt.date(2025, 2, 1), holdout_fraction=0))
+    offers = np.array([_action(catalog, "recommendation", v, "email") for v in sorted(catalog.values)])
+    focused_clicks = model.stage_probabilities(np.vstack([focused] * 3), offers)["click"]
+    browsing_clicks = model.stage_probabilities(np.vstack([browsing] * 3), offers)["click"]
+    assert focused_clicks[1] > max(focused_clicks[0], focused_clicks[2])
+    assert browsing_clicks[1] < min(browsing_clicks[0], browsing_clicks[2])
+
+
+def test_a_timings_open_rate_moves_with_the_time_of_day_a_user_shops(catalog: Catalog, rules: RewardRules) -> None:
+    """Evening shoppers open the six-hour delay more: the open head's timings read the morning and
+    evening shares; another feature moves every timing alike."""
+    from recsys.model.response_fit import FitRequest, fit_response_model_to_logs
+
+    users = [_user(evening_share=0.1), _user(evening_share=0.8), _user(purchase_count=0), _user(purchase_count=40)]
+    rng, who, logs = _synthetic_logs(catalog, users, seed=6)
+    late = np.asarray(catalog.timings)[logs.timing_idx] == "delay_6hours"
+    logs.outcomes["opened"] = (rng.random(len(who)) < _sigmoid(-1.0 + 1.5 * (late & (who == 1)))).astype(float)
+    logs.outcomes["clicked"] = np.zeros(len(who))  # a click implies an open
+    model = fit_response_model_to_logs(logs, FitRequest(catalog, rules, dt.date(2025, 2, 1), holdout_fraction=0))
+    offer = [_action(catalog, "discount", 15, "email", t) for t in ("delay_6hours", "immediate")]
+    p = model.stage_probabilities(np.vstack([u for u in users for _ in offer]), np.array(offer * len(users)))["open"]
+    gap = np.log(p / (1 - p)).reshape(len(users), 2) @ np.array([1.0, -1.0])  # 6 hours minus immediate, per user
+    assert gap[1] - gap[0] > 1.0  # the truth: 1.5
+    assert gap[3] - gap[2] == pytest.approx(0.0, abs=1e-9)

@@ -26,12 +26,15 @@ The prior-shrunk features (each user's own funnel rates, purchase shares, catego
 value as posterior means, `recsys.config.features.PRIOR_SHRUNK_FEATURES`) enter only where their
 stage meets them (`PRIOR_SHRUNK_TERMS`): a channel's open rate in the open head next to that
 channel, an offer type's click and convert rates next to that type, the shares and the focus next
-to the offer types, the order value in the order value head; their slopes are held near 0 by their
+to the offer types (the focus also next to each catalog value of a type without a configured value
+effect, in the click head), the order value in the order value head; their slopes are held near 0 by their
 own prior (`FitConfig.l2_prior_shrunk`).
 
-    P(open | x, a)                 channel, timing; channel x features; fatigue via offers_last_7d
-    P(click | open, x, a)          channel, type, value; each x features; the value's level per type
-    P(convert | click, x, a)       type, value; each x features
+    P(open | x, a)                 channel, timing; channel x features, timing x the morning and
+                                   evening shares; fatigue via offers_last_7d
+    P(click | open, x, a)          channel, type, value; each x features; the value's level per
+                                   type, and its slope on the category focus
+    P(convert | click, x, a)       type, value; each x the offer types' preference features
     P(unsubscribe | open, x, a)    channel; offers_last_7d (learned from the system's own offers,
                                    whose unsubscribes are recorded; past campaigns have none: with
                                    only those it is the prior)
@@ -69,6 +72,7 @@ from recsys.model.response_terms import (
     _Attributes,
     _catalog_attribute_rows,
     _masks,
+    preference_features,
 )
 
 FORMAT = "recsys.model.response/1"
@@ -155,7 +159,7 @@ def _prior_params(catalog: Catalog, rules: RewardRules, attrs: _Attributes) -> d
     head.w[feature("offers_last_7d")] = rules.unsubscribe_fatigue_per_offer * per_offer
 
     for h, p in heads.items():
-        mw, mg, md = _masks(attrs, h)
+        mw, mg, md = _masks(attrs, h, preference_features(rules))
         if np.any(p.w * (1 - mw)) or np.any(p.gamma * (1 - mg)) or np.any(p.D * (1 - md)):
             raise AssertionError(f"prior of head {h!r} sets a coefficient the head does not have")
     return heads

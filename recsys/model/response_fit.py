@@ -36,6 +36,7 @@ from recsys.model.response_terms import (
     STAGES,
     _Attributes,
     _masks,
+    preference_features,
 )
 
 
@@ -188,7 +189,7 @@ def _fit_heads(
             y[sel],
             weight[sel],
             prior[head],
-            _masks(attrs, head),
+            _masks(attrs, head, preference_features(rules)),
             config,
             start=None if start is None else start[head],
         )
@@ -343,7 +344,7 @@ def _fit_order_value(
         return zero, {"fitted": False, "reason": "no converted offer with revenue; the basket is kept"}
     list_value = logs.revenue[rows] / share_paid[rows]
     y = np.log(list_value) - np.log(basket_value(logs.obs[rows], rules.default_order_value))
-    mw, mg, _ = _masks(attrs, "order_value")
+    mw, mg, _ = _masks(attrs, "order_value", preference_features(rules))
     cols_w, cols_g = np.flatnonzero(mw), np.flatnonzero(mg)
     design = np.hstack([x[rows][:, cols_w], a[rows][:, cols_g]])
     weight = logs.weights()[rows]
