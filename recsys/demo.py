@@ -13,6 +13,7 @@ reproducible); with it set, it uses that database as it is.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ from psycopg2 import sql
 from recsys.config import load_config
 from recsys.config.settings import PROJECT_ROOT, Settings, load_settings
 from recsys.db import airflow_connection, connect, create_database, database_url, fetch_all, redact
+from recsys.errors import RecsysError
 
 DEMO_DATABASE = "recsys_demo"
 AIRFLOW_HOME = PROJECT_ROOT / ".airflow"
@@ -77,7 +79,30 @@ def _quiet_fds(log_path: Path) -> Iterator[TextIO]:
             terminal.close()
 
 
+@contextmanager
+def _one_demo_at_a_time() -> Iterator[None]:
+    """Hold the checkout's demo lock (`.airflow/demo.lock`) for the run: two demos in one checkout
+    would overwrite each other's sample, inbox, Airflow metadata and demo database. Refuses at once,
+    before anything is written, when another demo holds it; the lock goes with the process."""
+    AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
+    with open(AIRFLOW_HOME / "demo.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RecsysError(
+                f"another `recsys demo` is running in this checkout (it holds {AIRFLOW_HOME / 'demo.lock'}): "
+                "wait for it to finish, or run the demo from another copy of the project"
+            ) from None
+        yield
+
+
 def run_demo(*, users: int = 2000, days: int = 60, seed: int = 7, timesteps: int = 60_000, shards: int = 2) -> int:
+    """Generate a sample shop, load it, run the nightly DAG on it and show the result (module docstring)."""
+    with _one_demo_at_a_time():
+        return _run_demo(users=users, days=days, seed=seed, timesteps=timesteps, shards=shards)
+
+
+def _run_demo(*, users: int, days: int, seed: int, timesteps: int, shards: int) -> int:
     # The stages' own log lines would repeat what the progress display says.
     logging.getLogger("recsys").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")  # no login session: harmless
