@@ -103,10 +103,10 @@ def _retime(cur: Any, sql_dir: Path, params: dict[str, Any]) -> int:
     returns how many changed.
 
     The schedule is computed once per (time zone, timing, channel, local send time) of the released
-    zones the users are in, then joined to the offers (a run with the best_hour timing: every zone,
-    its best_hour offers' send times recomputed from the features they were scored with). No zone
-    released (a run for a later date): no pass over the users or the offers; none of the users in a
-    released zone: no pass over the offers.
+    zones the users are in (a run with the best_hour timing: every zone, its best_hour offers' send
+    times recomputed from the features they were scored with); the update joins it with the users of
+    those zones and reads the run's offers once. No zone released (a run for a later date): no pass
+    over the users or the offers; none of the users in a released zone: no pass over the offers.
     """
     cur.execute(campaign_sql(sql_dir, "publish_released"), params)
     if not cur.rowcount:

@@ -1,38 +1,52 @@
 -- still-scheduled offers of the run whose time zone's send time precedes the publish moment: re-timed
 -- from it by joining the schedule of their (time zone, timing, channel, local send time), never
--- computed per offer
--- (materialized: the zone is joined with the schedule on all three keys at once, never fanned out by timing)
+-- computed per offer. Only the users of the zones publish_schedule has (the released ones) are read,
+-- and the offers are read once: the update joins them with those users and the schedule directly.
+-- A user in a zone PostgreSQL does not know is scheduled in UTC; a user without a users row too
+-- (the second branch, read only when UTC is released).
 with zoned as materialized (
     select
-        o.offer_id,
-        o.timing,
-        o.channel,
-        coalesce(z.tz, 'UTC') as tz,
-        coalesce(b.send_time, %(send_time)s::time) as send_time
-    from recsys.campaign_offers as o
-    left join recsys.users as u on o.user_id = u.user_id
+        u.user_id,
+        coalesce(z.tz, 'UTC') as tz
+    from recsys.users as u
     left join publish_timezones as z on u.timezone = z.tz
-    left join publish_best_times as b on o.offer_id = b.offer_id
-    where o.run_id = %(run_id)s and o.campaign_date = %(day)s and o.status = 'scheduled'
-),
-
-timed as (
+    where coalesce(z.tz, 'UTC') in (select s.tz from publish_schedule as s)
+    union all
     select
-        zoned.offer_id,
-        s.scheduled_at
-    from zoned
-    inner join publish_schedule as s
-        on
-            zoned.tz = s.tz and zoned.timing = s.timing and zoned.channel = s.channel
-            and zoned.send_time = s.send_time
+        o.user_id,
+        'UTC' as tz
+    from recsys.campaign_offers as o
+    where
+        exists (
+            select from publish_schedule as s
+            where s.tz = 'UTC'
+        )
+        and o.run_id = %(run_id)s and o.campaign_date = %(day)s and o.status = 'scheduled'
+        and not exists (
+            select from recsys.users as u
+            where u.user_id = o.user_id
+        )
 )
 
 update recsys.campaign_offers as o
 set
-    scheduled_at = timed.scheduled_at,
-    expires_at = timed.scheduled_at + make_interval(hours => %(validity)s),
+    scheduled_at = s.scheduled_at,
+    expires_at = s.scheduled_at + make_interval(hours => %(validity)s),
     updated_at = clock_timestamp()
-from timed
+from zoned, publish_schedule as s
 where
-    o.campaign_date = %(day)s and o.offer_id = timed.offer_id
-    and o.scheduled_at is distinct from timed.scheduled_at
+    o.run_id = %(run_id)s and o.campaign_date = %(day)s and o.status = 'scheduled'
+    and o.user_id = zoned.user_id
+    and s.tz = zoned.tz and s.timing = o.timing and s.channel = o.channel
+    and s.send_time = case
+        when %(best_hour)s
+            then coalesce(
+                (
+                    select b.send_time from publish_best_times as b
+                    where b.offer_id = o.offer_id
+                ),
+                %(send_time)s::time
+            )
+        else %(send_time)s::time
+    end
+    and o.scheduled_at is distinct from s.scheduled_at
