@@ -96,9 +96,10 @@ SEGMENTS = ("champion", "loyal", "promising", "new", "at_risk", "hibernating", "
 # Settings for the build transaction only (`set local`), measured on 1M users / 10M events:
 # - sort-based grouping (enable_hashagg off): the (user, session) and (user, category) groups are
 #   millions and the planner, which cannot estimate them, picks hash tables that spill to disk;
-#   parallel sorts do the same work in 60-70% of the time (37 s instead of 55 s with every event in
+#   sorts do the same work in 60-70% of the time (37 s instead of 55 s with every event in
 #   the feature window, 21 s instead of 25 s with them spread over a year);
-# - work_mem 256MB per sort (parallel workers each have their own); 512MB measured no faster;
+# - work_mem 256MB per sort; 512MB measured no faster (PostgreSQL never runs the SELECT of an
+#   INSERT ... SELECT in parallel, so the build is one backend's work: docs/performance.md);
 # - no JIT: compiling this wide query costs about 5 s and wins nothing back.
 BUILD_SETTINGS = {"work_mem": "256MB", "enable_hashagg": "off", "jit": "off"}
 
