@@ -708,10 +708,29 @@ def test_shards_of_a_new_date_each_attach_their_own_hash_sub_partition(campaign)
             (k, part),
         )
         assert held["stray"] == 0 and held["n"] == shards[k]["offers"]
-        indexes = fetch_value(conn, "select count(*) from pg_index where indrelid = %s::regclass", (part,))
-        assert indexes == fetch_value(
-            conn, "select count(*) from pg_index where indrelid = 'recsys.campaign_offers'::regclass"
-        )
+        # the indexes and constraints each shard built before its ATTACH are the ones ATTACH adopted:
+        # one per index of the table, each a child of the date's, none left over or built twice
+        for table in ("campaign_offers", "campaign_decisions"):
+            own, date_part = f"recsys.{table}_{day:%Y%m%d}_s{k}of2", f"recsys.{table}_{day:%Y%m%d}"
+            [built] = fetch_all(
+                conn,
+                "select count(*) as n, count(p.inhparent) as adopted,"
+                " count(*) filter (where c.conname is not null) as constraints"
+                " from pg_index as i left join pg_inherits as p on p.inhrelid = i.indexrelid"
+                " and p.inhparent in (select indexrelid from pg_index where indrelid = %s::regclass)"
+                " left join pg_constraint as c on c.conindid = i.indexrelid and c.conrelid = i.indrelid"
+                " where i.indrelid = %s::regclass",
+                (date_part, own),
+            )
+            [declared] = fetch_all(
+                conn,
+                "select count(*) as n, count(c.conname) as constraints from pg_index as i"
+                " left join pg_constraint as c on c.conindid = i.indexrelid and c.conrelid = i.indrelid"
+                " where i.indrelid = %s::regclass",
+                (f"recsys.{table}",),
+            )
+            assert built == {"n": declared["n"], "adopted": declared["n"], "constraints": declared["constraints"]}
+            assert declared["constraints"] == 1  # the one row per user and date
     # a re-run in two shards, then unsharded, goes through the sub-partitions in place
     for k in (0, 1):
         assert score(settings, day, run_id="again", shard=k, shards=2)["write_path"] == "upsert"

@@ -120,11 +120,12 @@ def write_decisions(
     The offers are scheduled for the publish moment `publish_at` (None: now); publishing re-times
     those whose release it moves."""
     t = time.perf_counter()
+    pending: list[_ShardPartition] = []  # a sharded date's own sub-partitions, attached last
     with conn.cursor() as cur:
         bad_timezones = _stage(cur, sql_dir, d, rules, catalog)
         timings["write_staging"] = time.perf_counter() - t
         t = time.perf_counter()
-        path, written, replaced = _write_offers(cur, sql_dir, d, _offer_params(d, rules, publish_at))
+        path, written, replaced = _write_offers(cur, sql_dir, d, _offer_params(d, rules, publish_at), pending)
         timings[f"write_{path}"] = time.perf_counter() - t
         # step 3: the holdout rows
         params = {"run_id": d.run_id, "day": d.campaign_date, "model": d.model_version}
@@ -132,8 +133,18 @@ def write_decisions(
         # step 4: every scored user's decision, replacing the shard's of an earlier run
         t = time.perf_counter()
         _stage_decisions(cur, d)
-        decided = _write_decisions(cur, sql_dir, d, params)
+        decided = _write_decisions(cur, sql_dir, d, params, pending)
         timings["write_decisions"] = time.perf_counter() - t
+        # step 5: the shard's own tables, already indexed, join the date's partitions. ATTACH holds
+        # the date's partition against the other shards' ATTACHes until this transaction commits,
+        # so it comes last: the shards build their tables and indexes side by side, not in turn.
+        t = time.perf_counter()
+        for own in pending:
+            own.attach(cur, sql_dir)
+            if own.table == "campaign_offers":
+                _attached()
+        if pending:
+            timings[f"write_{path}"] += time.perf_counter() - t
     return {
         "offers_written": written,
         "offers_removed": replaced,
@@ -168,13 +179,16 @@ def _stage_decisions(cur: Any, d: Decisions) -> None:
     cur.copy_expert("copy stage_decisions from stdin with (format binary)", binary_copy(columns))
 
 
-def _write_decisions(cur: Any, sql_dir: Path, d: Decisions, params: dict[str, Any]) -> int:
+def _write_decisions(
+    cur: Any, sql_dir: Path, d: Decisions, params: dict[str, Any], pending: list[_ShardPartition]
+) -> int:
     """The staged decisions into campaign_decisions; returns the rows written.
 
     As for the offers: a date without a decisions partition (the nightly case) gets one built as a
     bare table and attached (one sorted build of its key: 1M rows in 3.0 s against 4.8 s through the
     key of a table already holding two nights, level on an empty one; docs/performance.md), and so
-    does a shard of a sharded date (its own hash sub-partition); otherwise (re-runs) the shard's
+    does a shard of a sharded date (its own hash sub-partition, indexed here and appended to
+    `pending`, which the caller attaches last); otherwise (re-runs) the shard's
     earlier decisions go and the new ones are inserted."""
     name = f"campaign_decisions_{d.campaign_date:%Y%m%d}"
     part = sql.Identifier("recsys", name)
@@ -194,7 +208,8 @@ def _write_decisions(cur: Any, sql_dir: Path, d: Decisions, params: dict[str, An
     if own is not None:
         cur.execute(composed(sql_dir, "decisions_insert", target=own.part), params)
         written = cur.rowcount
-        own.attach(cur, sql_dir)
+        own.build_indexes(cur, sql_dir)
+        pending.append(own)
         return written
     shard = {"day": d.campaign_date, "shards": d.shards, "shard": d.shard}
     cur.execute(campaign_sql(sql_dir, "decisions_clear"), shard)
@@ -204,14 +219,20 @@ def _write_decisions(cur: Any, sql_dir: Path, d: Decisions, params: dict[str, An
 
 @dataclass(frozen=True)
 class _ShardPartition:
-    """A shard's own hash sub-partition of a sharded date's partition, created bare: fill, then attach."""
+    """A shard's own hash sub-partition of a sharded date's partition, created bare: fill, index, attach."""
 
+    table: str
     part: sql.Identifier
     date_part: sql.Identifier
     bounds: dict[str, Any]
 
-    def attach(self, cur: Any, sql_dir: Path) -> None:
+    def build_indexes(self, cur: Any, sql_dir: Path) -> None:
+        """Every index the date's partition declares, built on the filled table (one sorted build
+        each), so ATTACH adopts them instead of building them while it holds the date's partition."""
         cur.execute("set local maintenance_work_mem = '256MB'")  # the index sorts stay in memory
+        cur.execute(campaign_sql(sql_dir, "shard_partition_indexes"), self.bounds)
+
+    def attach(self, cur: Any, sql_dir: Path) -> None:
         cur.execute(composed(sql_dir, "shard_partition_attach", part=self.part, date_part=self.date_part), self.bounds)
 
 
@@ -222,8 +243,10 @@ def _shard_partition(cur: Any, sql_dir: Path, table: str, d: Decisions) -> _Shar
     shard, or a date scored another way: the write goes through the date's partition).
 
     The shard's users are exactly the remainder K of the hash (`recsys.in_campaign_shard`), so the
-    shard fills the table alone and ATTACH builds its indexes in one sorted pass each, as the
-    unsharded night does for the whole date; shards on other workers do the same in parallel."""
+    shard fills the table alone and builds its indexes in one sorted pass each, as the unsharded
+    night's ATTACH does for the whole date; shards on other workers do the same in parallel. The
+    ATTACH itself, which adopts those indexes, waits for the end of the write: it holds the date's
+    partition against the other shards' ATTACHes until the transaction commits."""
     if d.shards == 1:
         return None
     date_name = f"{table}_{d.campaign_date:%Y%m%d}"
@@ -237,6 +260,7 @@ def _shard_partition(cur: Any, sql_dir: Path, table: str, d: Decisions) -> _Shar
     bounds = {
         "lo": d.campaign_date,
         "hi": d.campaign_date + dt.timedelta(days=1),
+        "part": f"recsys.{name}",
         "date_part": f"recsys.{date_name}",
         "shards": d.shards,
         "shard": d.shard,
@@ -246,7 +270,7 @@ def _shard_partition(cur: Any, sql_dir: Path, table: str, d: Decisions) -> _Shar
     cur.execute(composed(sql_dir, "shard_partition_create", part=part, parent=parent, **names), bounds)
     comment = {"comment": f"{table} of {d.campaign_date}, shard {d.shard} of {d.shards}"}
     cur.execute(composed(sql_dir, "partition_comment", part=part), comment)
-    return _ShardPartition(part, date_part, bounds)
+    return _ShardPartition(table, part, date_part, bounds)
 
 
 def _codes(codes: np.ndarray, m: int) -> np.ndarray:
@@ -353,9 +377,12 @@ def _offer_params(d: Decisions, rules: CampaignRules, publish_at: dt.datetime | 
     }
 
 
-def _write_offers(cur: Any, sql_dir: Path, d: Decisions, params: dict[str, Any]) -> tuple[str, int, int]:
-    """Step 2: the offers, by attaching a new partition (the date's, or a sharded date's shard's) or
-    upserting; (path, written, removed)."""
+def _write_offers(
+    cur: Any, sql_dir: Path, d: Decisions, params: dict[str, Any], pending: list[_ShardPartition]
+) -> tuple[str, int, int]:
+    """Step 2: the offers, by attaching a new partition (the date's; a sharded date's shard's own,
+    indexed here and appended to `pending` for the caller to attach) or upserting; (path, written,
+    removed)."""
     cur.execute(campaign_sql(sql_dir, "stage_schedule"), params)
     cur.execute("analyze stage_schedule")
     if d.shards == 1 and not partition_exists(cur, sql_dir, d.campaign_date):
@@ -367,8 +394,8 @@ def _write_offers(cur: Any, sql_dir: Path, d: Decisions, params: dict[str, Any])
         cur.execute(campaign_sql(sql_dir, "upsert_remove_holdout"), shard)
         cur.execute(_offers(sql_dir, "offers_insert", target=own.part), params)
         written = cur.rowcount
-        own.attach(cur, sql_dir)
-        _attached()
+        own.build_indexes(cur, sql_dir)
+        pending.append(own)
         return "attach_shard", written, 0
     written, replaced = _upsert(cur, sql_dir, d.campaign_date, d.shard, d.shards, params)
     return "upsert", written, replaced

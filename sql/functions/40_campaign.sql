@@ -169,6 +169,58 @@ $$;
 comment on function recsys.hash_partition_bounds(regclass) is
 'The (modulus, remainder) of each hash sub-partition of a partition; none when it has none.';
 
+create or replace function recsys.build_partition_indexes(p_table regclass, p_parent regclass)
+returns integer
+language plpgsql
+as $$
+declare
+    idx record;
+    table_name text := (select c.relname from pg_class as c where c.oid = p_table);
+    parent_name text := (select c.relname from pg_class as c where c.oid = p_parent);
+    constraint_name text;
+    n integer := 0;
+begin
+    -- each index of the parent, on the standalone table with the same method, keys and predicate
+    -- (pg_get_indexdef from its USING on); a unique or primary-key constraint's index backs the
+    -- same kind of constraint, as ATTACH PARTITION requires to adopt it
+    for idx in
+        select
+            i.indisunique as is_unique,
+            c.conname,
+            c.contype,
+            substring(pg_get_indexdef(i.indexrelid) from ' USING .*$') as definition
+        from pg_index as i
+        left join pg_constraint as c on i.indexrelid = c.conindid and c.conrelid = p_parent and c.contype in ('p', 'u')
+        where i.indrelid = p_parent
+        order by i.indexrelid
+    loop
+        if idx.conname is null then
+            execute format(
+                'create %sindex on %s%s', case when idx.is_unique then 'unique ' else '' end, p_table, idx.definition
+            );
+        else
+            -- named as the parent's, with the table's name in place of the parent's
+            constraint_name := table_name || case
+                when starts_with(idx.conname, parent_name) then substr(idx.conname, length(parent_name) + 1)
+                else '_' || idx.conname
+            end;
+            execute format('create unique index %I on %s%s', constraint_name, p_table, idx.definition);
+            execute format(
+                'alter table %s add constraint %I %s using index %I',
+                p_table, constraint_name, case idx.contype when 'p' then 'primary key' else 'unique' end, constraint_name
+            );
+        end if;
+        n := n + 1;
+    end loop;
+    return n;
+end;
+$$;
+
+comment on function recsys.build_partition_indexes(regclass, regclass) is
+'Builds on a standalone table an index matching each index of a partitioned table (and the unique or '
+'primary-key constraints they back), so that ATTACH PARTITION adopts them instead of building them; '
+'returns how many. Shards build theirs side by side before attaching (docs/performance.md).';
+
 create or replace function recsys.ensure_date_partition(p_table text, p_campaign_date date, p_shards integer)
 returns boolean
 language plpgsql
