@@ -19,9 +19,11 @@ MIDNIGHT = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 
 @pytest.fixture
 def cdb(cdb: Connection) -> Connection:
-    """conftest's cdb, without the purchases an earlier test of this module wrote."""
+    """conftest's cdb, without behaviour or past campaigns of earlier tests (this module's purchases, or
+    another module's shop): the features built here read only this test's rows, the population's
+    priors included."""
     with cdb.cursor() as cur:
-        cur.execute("delete from recsys.behavior_events where session_id like 'summary-%'")
+        cur.execute("truncate recsys.behavior_events, recsys.offer_history")
     cdb.commit()
     return cdb
 

@@ -46,15 +46,26 @@ own as (
         coalesce(e.revenue, 0)::numeric(14, 2) as revenue,
         coalesce(e.unsubscribed, false) as unsubscribed
     from recsys.campaign_offers as o
+    -- an offer has at most one event of each kind (the key is offer_id, event): they are read by the
+    -- key alone and the window is applied to them here. With the window in the WHERE, the planner
+    -- could AND the key with a range scan of offer_events_event_at_idx (every event before the
+    -- window's end, tens of thousands of rows per offer): seen on a 5,000-user simulation, where
+    -- the features took 45 s instead of 1 s
     left join lateral (
         select
-            bool_or(ev.event in ('opened', 'clicked', 'unsubscribed')) as opened,
-            bool_or(ev.event = 'clicked') as clicked,
-            bool_or(ev.event = 'converted') as converted,
-            sum(ev.revenue) filter (where ev.event = 'converted') as revenue,
-            bool_or(ev.event = 'unsubscribed') as unsubscribed
-        from recsys.offer_events as ev
-        where ev.offer_id = o.offer_id and ev.event_at < o.sent_at + recsys.attribution_window()
+            bool_or(ev.event in ('opened', 'clicked', 'unsubscribed')) filter (where ev.inside) as opened,
+            bool_or(ev.event = 'clicked') filter (where ev.inside) as clicked,
+            bool_or(ev.event = 'converted') filter (where ev.inside) as converted,
+            sum(ev.revenue) filter (where ev.inside and ev.event = 'converted') as revenue,
+            bool_or(ev.event = 'unsubscribed') filter (where ev.inside) as unsubscribed
+        from (
+            select
+                x.event,
+                x.revenue,
+                x.event_at < o.sent_at + recsys.attribution_window() as inside
+            from recsys.offer_events as x
+            where x.offer_id = o.offer_id
+        ) as ev
     ) as e on true
     where o.status = 'sent' and o.sent_at + recsys.attribution_window() <= now()
 ),
