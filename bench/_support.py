@@ -48,6 +48,13 @@ def machine_speed(url: str) -> str:
     return f"machine speed probes: sql {sql_s:.2f} s, numpy {numpy_s:.2f} s (lower is faster)"
 
 
+def paired(diff: np.ndarray) -> tuple[float, float, float]:
+    """Mean and normal 95% interval of a paired difference over users."""
+    m = float(diff.mean())
+    h = 1.96 * float(diff.std(ddof=1)) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+    return m, m - h, m + h
+
+
 def _best_of(n: int, work) -> float:
     best = float("inf")
     for _ in range(n):

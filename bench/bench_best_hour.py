@@ -30,7 +30,7 @@ import dataclasses
 import datetime as dt
 
 import numpy as np
-from _support import LOCAL_SERVER, bench_server, scratch_database
+from _support import LOCAL_SERVER, bench_server, paired, scratch_database
 
 from recsys.benchmark.synth.generate import generate_data, truth_path_for
 from recsys.benchmark.synth.truth import GroundTruth
@@ -85,13 +85,6 @@ cross join lateral recsys.offer_schedule(
 ) as n
 order by x.user_id
 """
-
-
-def paired(diff: np.ndarray) -> tuple[float, float, float]:
-    """Mean and normal 95% interval of a paired difference over users."""
-    m = float(diff.mean())
-    h = 1.96 * float(diff.std(ddof=1)) / np.sqrt(len(diff))
-    return m, m - h, m + h
 
 
 def one_link(

@@ -32,7 +32,7 @@ import datetime as dt
 from pathlib import Path
 
 import numpy as np
-from _support import bench_server
+from _support import bench_server, paired
 
 from recsys.benchmark.synth.truth import GroundTruth
 from recsys.campaign.decide import allowed_mask
@@ -45,10 +45,10 @@ from recsys.model.baselines import greedy_actions
 from recsys.model.observation import FEATURE_NAMES, normalise
 
 
-def paired(diff: np.ndarray) -> str:
+def points(diff: np.ndarray) -> str:
     """mean [95% interval] of per-user differences, in points."""
-    half = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
-    return f"{100 * diff.mean():+.1f} [{100 * (diff.mean() - half):+.1f}, {100 * (diff.mean() + half):+.1f}]"
+    m, lo, hi = paired(diff)
+    return f"{100 * m:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
 
 
 def main() -> int:
@@ -119,9 +119,9 @@ def main() -> int:
     once, once_p = tired[1]
     print("\nthe same users, paired (points [95% interval]):")
     for k, (rested, p_rest) in tired.items():
-        line = f"  {k} offers - fresh: rested {paired(rested - fresh)}; P(rest) {paired(p_rest - fresh_p)}"
+        line = f"  {k} offers - fresh: rested {points(rested - fresh)}; P(rest) {points(p_rest - fresh_p)}"
         if k > 1:
-            line += f"   |   {k} offers - 1 offer: rested {paired(rested - once)}; P(rest) {paired(p_rest - once_p)}"
+            line += f"   |   {k} offers - 1 offer: rested {points(rested - once)}; P(rest) {points(p_rest - once_p)}"
         print(line)
     if args.truth is not None:
         truth = GroundTruth.load(args.truth)
@@ -130,7 +130,7 @@ def main() -> int:
         print("\nby tercile of the hidden fatigue trait (least / middle / most), rested K offers - 1 offer:")
         for k, (rested, _) in tired.items():
             if k > 1:
-                cells = [paired((rested - once)[tercile == t]) for t in range(3)]
+                cells = [points((rested - once)[tercile == t]) for t in range(3)]
                 print(f"  {k} offers: " + " / ".join(cells))
     return 0
 
