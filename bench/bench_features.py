@@ -8,12 +8,15 @@ prints the seconds and this process's peak RSS. The database is dropped at the e
 
     .venv/bin/python bench/bench_features.py [--url postgresql://postgres@127.0.0.1:5432/postgres]
         [--users 1000000] [--events 10000000] [--offers 2000000] [--history-days 400]
-        [--explain] [--keep] [--compare-sql DIR [--rounds N]]
+        [--workers N] [--keep] [--compare-sql DIR | --compare-workers N [--rounds R]]
 
-With --compare-sql, the same database is built alternately with the feature query of DIR (the
-`sql` folder of another checkout, e.g. the commit before a change: "before") and with this one
-("this"), N rounds, and the two results are compared row by row (every column exactly, `except
-all` both ways): a change meant to make the build faster must print IDENTICAL.
+--workers sets `feature_workers` (the connections the build's shards run on; default the settings').
+With --compare-sql, the same database is built alternately with the SQL of DIR (the `sql` folder of
+another checkout with the same build steps: "before") and with this one ("this"); with
+--compare-workers, with one worker ("before") and with N ("this"). R rounds, then the two results
+are compared row by row: IDENTICAL (every column exactly, `except all` both ways), or each column
+that differs with how many rows and its largest relative difference. Each step's plan:
+PGOPTIONS="-c session_preload_libraries=auto_explain -c auto_explain.log_min_duration=1000".
 
 The bars: a rebuild of 1M users / 10M events in at most 60 s on a 2-core machine; issue 14 asks for
 15 s.
@@ -33,8 +36,8 @@ from _support import LOCAL_SERVER, bench_server, machine_speed, scratch_database
 from psycopg2 import sql
 
 from recsys.config.settings import load_settings
-from recsys.data.features import build_features, feature_query, query_params
-from recsys.db import connect, fetch_value
+from recsys.data.features import TABLE_COLUMNS, build_features
+from recsys.db import connect, fetch_all, fetch_value
 from recsys.db.migrate import migrate
 
 AS_OF = date(2026, 11, 1)
@@ -112,17 +115,20 @@ def main() -> int:
         default=HISTORY_DAYS,
         help=f"events spread over this many days before as_of (default {HISTORY_DAYS}; 90 puts all in the window)",
     )
-    parser.add_argument("--explain", action="store_true", help="also print EXPLAIN ANALYZE of the query")
+    parser.add_argument("--workers", type=int, help="feature_workers for the builds (default: the settings')")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database (prints its name)")
     parser.add_argument(
-        "--compare-sql", type=Path, help="also build with the feature query of this sql folder, alternately"
+        "--compare-sql", type=Path, help="also build with the feature SQL of this sql folder, alternately"
     )
+    parser.add_argument("--compare-workers", type=int, help="build with one worker and with this many, alternately")
     parser.add_argument("--rounds", type=int, default=1, help="rounds of the comparison (default 1)")
     args = parser.parse_args()
 
     print(machine_speed(args.url), flush=True)
     with scratch_database(args.url, "recsys_bench_features", keep=args.keep) as url:
         settings = load_settings(env={}, database_url=url)
+        if args.workers is not None:
+            settings = dataclasses.replace(settings, feature_workers=args.workers)
         with connect(url) as conn:
             migrate(conn, settings)
         gen = {
@@ -156,20 +162,17 @@ def main() -> int:
         )
 
         with connect(url) as conn:
-            if args.explain:
-                with conn.cursor() as cur:
-                    cur.execute("set local work_mem = '256MB'")
-                    cur.execute("explain (analyze, buffers) " + feature_query(settings), query_params(settings, AS_OF))
-                    print("\n".join(r[0] for r in cur.fetchall()))
-                conn.rollback()
-            if args.compare_sql is None:
+            if args.compare_sql is not None:
+                before = dataclasses.replace(settings, sql_dir=args.compare_sql)
+                compare(conn, {"before": before, "this": settings}, args)
+            elif args.compare_workers is not None:
+                one, many = (dataclasses.replace(settings, feature_workers=n) for n in (1, args.compare_workers))
+                compare(conn, {"before": one, "this": many}, args)
+            else:
+                print(f"feature_workers {settings.feature_workers}")
                 for label in ("build", "rebuild"):
                     result = build_features(conn, settings, AS_OF)
                     print(f"{label}: {result.describe()} (peak RSS of this process {peak_rss_mb():.0f} MB)")
-            else:
-                compare(
-                    conn, {"before": dataclasses.replace(settings, sql_dir=args.compare_sql), "this": settings}, args
-                )
     return 0
 
 
@@ -202,6 +205,26 @@ def compare(conn, variants: dict, args: argparse.Namespace) -> None:
     rows = fetch_value(conn, "select count(*) from rows_this")
     verdict = "IDENTICAL" if differ == [0, 0] else f"DIFFERENT: {differ[0]:,} rows only before, {differ[1]:,} only this"
     print(f"{rows:,} rows: {verdict}")
+    if differ != [0, 0]:
+        for column in TABLE_COLUMNS[2:]:
+            c = sql.Identifier(column)
+            n, worst = fetch_all(
+                conn,
+                sql.SQL(
+                    "select count(*) filter (where b.{c} is distinct from t.{c}) as n, max(case when b.{c} <> t.{c} "
+                    "then abs(b.{c}::float8 - t.{c}::float8) / greatest(abs(b.{c}::float8), 1e-300) end) as worst "
+                    "from rows_before as b full join rows_this as t using (user_id)"
+                ).format(c=c)
+                if column not in ("top_category", "segment")
+                else sql.SQL(
+                    "select count(*) filter (where b.{c} is distinct from t.{c}) as n, null as worst "
+                    "from rows_before as b full join rows_this as t using (user_id)"
+                ).format(c=c),
+            )[0].values()
+            if n:
+                print(
+                    f"  {column}: {n:,} rows differ" + (f", largest relative difference {worst:.1e}" if worst else "")
+                )
     for label, values in seconds.items():
         print(
             f"{label}: "

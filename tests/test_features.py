@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import math
 import random
+import shutil
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -19,6 +21,7 @@ import pytest
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
+import recsys.data.features as features_module
 from recsys.config.settings import Settings
 from recsys.data.features import (
     FEATURE_COLUMNS,
@@ -33,7 +36,7 @@ from recsys.data.features import (
     feature_summary,
     query_params,
 )
-from recsys.db import Connection, fetch_all, fetch_value
+from recsys.db import Connection, fetch_all, fetch_value, with_database
 from recsys.errors import RecsysError
 
 AS_OF = date(2026, 6, 15)
@@ -131,6 +134,15 @@ def clear_inputs(conn: Connection) -> None:
     with conn.cursor() as cur:
         cur.execute("truncate recsys.behavior_events, recsys.offer_history")
     conn.commit()
+
+
+def step_tables(conn: Connection) -> list[str]:
+    """The tables of a build of AS_OF other than its partition (steps, staging), left behind."""
+    rows = fetch_all(
+        conn,
+        "select tablename from pg_tables where schemaname = 'recsys' and tablename like 'user_features\\_20260615\\_%'",
+    )
+    return sorted(r["tablename"] for r in rows)
 
 
 def stored(conn: Connection, as_of: date) -> dict[int, dict[str, object]]:
@@ -320,7 +332,19 @@ def random_data(seed: int, users: int, as_of_at: datetime, days: float = 420) ->
 # Tests ------------------------------------------------------------------------------------------
 
 
-def test_query_produces_exactly_the_table_columns(fdb: Connection, settings: Settings) -> None:
+def test_query_produces_exactly_the_table_columns(
+    fdb: Connection, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events, offers = random_data(3, users=20, as_of_at=MIDNIGHT)
+    insert_events(fdb, events)
+    insert_offers(fdb, offers)
+    # keep the earlier steps' tables of a one-shard build, then run the last step's SELECT on them
+    keep_steps = features_module._drop_steps
+    monkeypatch.setattr(
+        features_module, "_drop_steps", lambda conn, name, *, keep: None if keep else keep_steps(conn, name, keep=keep)
+    )
+    build_features(fdb, dataclasses.replace(settings, feature_workers=1), AS_OF)
+    monkeypatch.undo()
     table = [
         r["column_name"]
         for r in fetch_all(
@@ -329,11 +353,23 @@ def test_query_produces_exactly_the_table_columns(fdb: Connection, settings: Set
             "where table_schema = 'recsys' and table_name = 'user_features' order by ordinal_position",
         )
     ]
+    steps = {
+        name: sql.Identifier("recsys", f"user_features_20260615_build_{suffix}")
+        for name, suffix in (
+            ("stats", "stats0"),
+            ("cats", "cats0"),
+            ("priors", "priors"),
+            ("rfm", "rfm"),
+            ("zones", "zones"),
+        )
+    }
     with fdb.cursor() as cur:
-        cur.execute(feature_query(settings), query_params(settings, AS_OF))
+        cur.execute(sql.SQL(feature_query(settings)).format(**steps), query_params(settings, AS_OF))
         produced = [d.name for d in cur.description]
+        assert cur.rowcount == len(stored(fdb, AS_OF)) > 0
     fdb.rollback()
     assert produced == table == list(TABLE_COLUMNS)
+    features_module._drop_steps(fdb, "user_features_20260615", keep=())
 
 
 @pytest.mark.parametrize(
@@ -656,7 +692,9 @@ def test_rebuild_replaces_the_date(fdb: Connection, settings: Settings) -> None:
     assert stored(fdb, other_day) == other_before
 
 
-def test_failed_build_leaves_the_old_rows(fdb: Connection, settings: Settings, tmp_path) -> None:
+def test_failed_build_leaves_the_old_rows(
+    fdb: Connection, settings: Settings, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     events, offers = random_data(8, users=30, as_of_at=MIDNIGHT)
     insert_events(fdb, events)
     insert_offers(fdb, offers)
@@ -665,8 +703,9 @@ def test_failed_build_leaves_the_old_rows(fdb: Connection, settings: Settings, t
     assert before
 
     broken_dir = tmp_path / "sql"
-    (broken_dir / "features").mkdir(parents=True)
-    # the real query, failing at its end
+    monkeypatch.setattr(features_module, "SHARD_MIN_EVENT_BYTES", 1)  # fail on two shards
+    shutil.copytree(settings.sql_dir / "features", broken_dir / "features")
+    # the real query of the last step, failing at its end on every shard
     broken = feature_query(settings).replace("select * from final", "select * from final where 1 / 0 = 1")
     assert broken != feature_query(settings)
     (broken_dir / "features" / "user_features.sql").write_text(broken)
@@ -677,9 +716,72 @@ def test_failed_build_leaves_the_old_rows(fdb: Connection, settings: Settings, t
     assert stored(fdb, AS_OF) == before
     assert feature_partitions(fdb) == {"user_features_20260615": [AS_OF]}
     assert fetch_value(fdb, "select to_regclass('recsys.user_features_20260615_build')") is None
+    # nor any step's table (the shards' stats, the priors, ...)
+    assert step_tables(fdb) == []
     # the lock was released: the next build of the date goes through
     assert build_features(fdb, settings, AS_OF).users == 0
     assert stored(fdb, AS_OF) == {}
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_the_shards_build_the_same_rows(
+    fdb: Connection, settings: Settings, workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The users split by id across connections give the rows of the whole date at once: the
+    priors and the RFM quintiles are the date's, not the shard's."""
+    monkeypatch.setattr(features_module, "SHARD_MIN_EVENT_BYTES", 1)  # shards even for a small date
+    events, offers = random_data(12, users=60, as_of_at=MIDNIGHT)
+    insert_events(fdb, events)
+    insert_offers(fdb, offers)
+    build_features(fdb, dataclasses.replace(settings, feature_workers=2), AS_OF)
+    two = stored(fdb, AS_OF)
+    build_features(fdb, dataclasses.replace(settings, feature_workers=workers), AS_OF)
+    other = stored(fdb, AS_OF)
+    assert sorted(other) == sorted(two) and len(two) > 30
+    for uid, row in two.items():
+        for column in TABLE_COLUMNS:
+            if isinstance(row[column], float):
+                # sums of floats may add a user's sessions in another order
+                assert other[uid][column] == pytest.approx(row[column], rel=1e-12, abs=1e-12), (uid, column)
+            else:
+                assert other[uid][column] == row[column], (uid, column)
+    assert step_tables(fdb) == []
+
+
+def test_a_killed_build_s_tables_are_dropped_by_the_next(
+    fdb: Connection, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(features_module, "SHARD_MIN_EVENT_BYTES", 1)
+    events, offers = random_data(13, users=20, as_of_at=MIDNIGHT)
+    insert_events(fdb, events)
+    insert_offers(fdb, offers)
+    with fdb.cursor() as cur:
+        # what a build killed in its shards' step leaves: the staging table and step tables
+        cur.execute("create table recsys.user_features_20260615_build (like recsys.user_features)")
+        cur.execute("create unlogged table recsys.user_features_20260615_build_stats5 (user_id bigint)")
+        cur.execute("create unlogged table recsys.user_features_20260615_build_pop (product_category text)")
+    fdb.commit()
+    result = build_features(fdb, settings, AS_OF)
+    assert result.users == len(stored(fdb, AS_OF)) > 0
+    assert step_tables(fdb) == []
+
+
+def test_workers_on_another_database_build_on_one_connection(
+    fdb: Connection, settings: Settings, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Settings whose URL names another database than the caller's connection: the build does not
+    read that database, it builds on the caller's connection alone and says so."""
+    monkeypatch.setattr(features_module, "SHARD_MIN_EVENT_BYTES", 1)
+    events, offers = random_data(14, users=20, as_of_at=MIDNIGHT)
+    insert_events(fdb, events)
+    insert_offers(fdb, offers)
+    build_features(fdb, dataclasses.replace(settings, feature_workers=1), AS_OF)
+    alone = stored(fdb, AS_OF)
+    elsewhere = dataclasses.replace(settings, database_url=with_database(settings.database_url, "postgres"))
+    with caplog.at_level(logging.WARNING, logger="recsys.data.features"):
+        build_features(fdb, elsewhere, AS_OF)
+    assert "building on one connection" in caplog.text
+    assert stored(fdb, AS_OF) == alone
 
 
 def test_range_builds_every_date(fdb: Connection, settings: Settings) -> None:

@@ -75,6 +75,8 @@ class Settings:
     """Look-back window for frequency, monetary, engagement and preference features."""
     recency_cap_days: int = 365
     """Cap for recency-type features; also their value when there was no such event."""
+    feature_workers: int = 2
+    """Connections that build a date's features side by side, each for a range of user ids (1: one)."""
     attribution_days: int = 3
     """Offers count towards responsiveness once their attribution window closed before `as_of`."""
     sender_batch: int = 100

@@ -13,16 +13,20 @@ and `make demo` (`feature_summary`).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import re
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
 
 from psycopg2 import sql
 
 from recsys.config.settings import Settings
-from recsys.db import Connection, fetch_all, fetch_value
+from recsys.db import Connection, connect, database_url, fetch_all, fetch_value
 from recsys.db.sqlfiles import load_sql
 from recsys.errors import RecsysError
 
@@ -103,6 +107,15 @@ SEGMENTS = ("champion", "loyal", "promising", "new", "at_risk", "hibernating", "
 # - no JIT: compiling this wide query costs about 5 s and wins nothing back.
 BUILD_SETTINGS = {"work_mem": "256MB", "enable_hashagg": "off", "jit": "off"}
 
+# Each step's settings: the build's, and its statements in a fixed order. The shards are the
+# parallelism (no parallel workers), and a scan starts at the table's first row (no synchronized scans,
+# which join a scan already under way on another connection): the priors add their terms in user order.
+STEP_SETTINGS = {**BUILD_SETTINGS, "max_parallel_workers_per_gather": "0", "synchronize_seqscans": "off"}
+
+# A shard per feature worker only when the events take at least this much disk per shard (about
+# 400,000 events); a smaller shop is built on the caller's connection alone.
+SHARD_MIN_EVENT_BYTES = 64 * 1024 * 1024
+
 # Session advisory lock (namespace, date ordinal): two builds of the same date never interleave
 # their build and swap transactions. The namespace is arbitrary but fixed: "features".
 _LOCK_NAMESPACE = 7_301_958
@@ -131,7 +144,8 @@ def partition_name(as_of: date) -> str:
 
 
 def feature_query(settings: Settings) -> str:
-    """The text of the feature query (one SELECT, pyformat parameters)."""
+    """The text of the build's last step, the features' SELECT (`{stats}`, `{cats}`, `{priors}`,
+    `{rfm}` and `{zones}` name the earlier steps' tables; pyformat parameters)."""
     return load_sql(settings, "features/user_features")
 
 
@@ -165,8 +179,10 @@ def feature_partitions(conn: Connection) -> dict[str, list[date]]:
 def build_features(conn: Connection, settings: Settings, as_of: date) -> FeatureBuild:
     """Build (or rebuild) the features as of `as_of` and swap them in; commits.
 
-    Call it with no uncommitted work on `conn`: it commits the build and the swap separately, so
-    the exclusive lock on `user_features` is held only for the swap, not for the whole build.
+    Call it with no uncommitted work on `conn`: it commits each step of the build and the swap
+    separately, so the exclusive lock on `user_features` is held only for the swap, not for the
+    whole build. With `settings.feature_workers` above 1 the users are split into that many shards
+    by user id, built side by side on as many connections of their own (see `_Workers`).
     """
     started = time.perf_counter()
     final_name = partition_name(as_of)
@@ -177,14 +193,12 @@ def build_features(conn: Connection, settings: Settings, as_of: date) -> Feature
         cur.execute("select pg_advisory_lock(%s, %s)", lock_key)
     conn.commit()
     try:
-        users = _build_table(conn, settings, as_of, staging_name, final_name)
         try:
+            users = _build_table(conn, settings, as_of, staging_name, final_name)
             _swap_in(conn, as_of, staging_name, final_name)
         except BaseException:
             conn.rollback()
-            with conn.cursor() as cur:
-                cur.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(_SCHEMA, staging_name)))
-            conn.commit()
+            _drop_steps(conn, final_name, keep=())
             raise
     finally:
         if not conn.closed:
@@ -198,19 +212,64 @@ def build_features(conn: Connection, settings: Settings, as_of: date) -> Feature
     return result
 
 
+@dataclass(frozen=True)
+class _Step:
+    """One statement of the build: `sql/features/<name>.sql` into a new unlogged table `table`
+    (`create ... as`), or with `insert` into the existing table `table`."""
+
+    name: str
+    table: sql.Identifier
+    identifiers: dict[str, sql.Composable]
+    params: dict[str, object]
+    insert: bool = False
+    settings: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Settings of this step over `STEP_SETTINGS`."""
+    analyze: bool = False
+    """Analyze the new table: a small one the next steps join (a new table has no statistics)."""
+
+
+def _drop_steps(conn: Connection, final_name: str, *, keep: tuple[str, ...]) -> None:
+    """Drop the tables a build of the date makes before its swap (`<partition>_build`, and the steps'
+    `<partition>_build_<step>` of any shard count), except `keep`; commits."""
+    rows = fetch_all(
+        conn,
+        "select tablename from pg_tables where schemaname = %s and tablename like %s",
+        (_SCHEMA, f"{final_name}_build".replace("_", r"\_") + "%"),
+    )
+    with conn.cursor() as cur:
+        for name in sorted(r["tablename"] for r in rows):
+            if name not in keep:
+                cur.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(_SCHEMA, name)))
+    conn.commit()
+
+
+def _shard_bounds(conn: Connection, settings: Settings, shards: int) -> list[tuple[int | None, int | None]]:
+    """`shards` ranges [from, to) of user ids covering every id (None: open). One open range when
+    `shards` is 1, the ids are unknown (no users row and no purchase) or the events take less than
+    `SHARD_MIN_EVENT_BYTES` per shard on disk (a small shop: the shards' extra statements and
+    connections would cost more than they save)."""
+    row = fetch_all(conn, load_sql(settings, "features/user_id_range"))[0]
+    conn.commit()
+    lo, hi = row["lo"], row["hi"]
+    shards = min(shards, int(row["event_bytes"]) // max(SHARD_MIN_EVENT_BYTES, 1))
+    if shards <= 1 or lo is None or hi is None or hi - lo + 1 < shards:
+        return [(None, None)]
+    cuts = [lo + (hi - lo + 1) * k // shards for k in range(1, shards)]
+    return list(zip([None, *cuts], [*cuts, None], strict=True))
+
+
 def _build_table(conn: Connection, settings: Settings, as_of: date, staging_name: str, final_name: str) -> int:
     """Fill a new standalone table with the features as of `as_of`, ready to attach; commits.
 
-    Returns the number of users. Nobody reads the table yet; a crash before the swap could leave it
-    behind, so an older one of the same name is dropped first.
+    Returns the number of users. Nobody reads the table yet; a killed build leaves it and its step
+    tables behind, so the date's older ones are dropped first. The steps (sql/features/, described
+    in user_features.sql): the category shares; per shard the users' categories and stats; over all
+    shards the priors, the RFM quintiles' bounds and the zones' release hours; per shard the
+    features, inserted into the new table. Each step commits, so the shards' connections see it.
     """
+    _drop_steps(conn, final_name, keep=())
     staging = sql.Identifier(_SCHEMA, staging_name)
     with conn.cursor() as cur:
-        for name, value in BUILD_SETTINGS.items():
-            cur.execute("select set_config(%s, %s, true)", (name, value))
-        # the window recsys.attribution_window() (v_offer_log) uses: the same as attribution_days here
-        cur.execute("select set_config('recsys.attribution_days', %s, true)", (str(settings.attribution_days),))
-        cur.execute(sql.SQL("drop table if exists {}").format(staging))
         cur.execute(
             sql.SQL("create table {} (like {} including defaults including constraints)").format(
                 staging, sql.Identifier(_SCHEMA, _PARENT)
@@ -224,11 +283,49 @@ def _build_table(conn: Connection, settings: Settings, as_of: date, staging_name
             ),
             (as_of,),
         )
-        insert = sql.SQL("insert into {} ({}) ").format(
-            staging, sql.SQL(", ").join(map(sql.Identifier, TABLE_COLUMNS))
+    conn.commit()
+
+    def table(suffix: str) -> sql.Identifier:
+        return sql.Identifier(_SCHEMA, f"{staging_name}_{suffix}")
+
+    params = query_params(settings, as_of)
+    bounds = _shard_bounds(conn, settings, max(1, settings.feature_workers))
+    with _Workers(conn, settings, len(bounds)) as workers:
+        shards = range(len(bounds))
+        pop = table("pop")
+        cats = [table(f"cats{k}") for k in shards]
+        stats = [table(f"stats{k}") for k in shards]
+        every_stats = sql.SQL("({})").format(
+            sql.SQL(" union all ").join(sql.SQL("select * from {}").format(s) for s in stats)
         )
-        cur.execute(insert + sql.SQL(feature_query(settings)), query_params(settings, as_of))
-        users = cur.rowcount
+        shard_params = [{**params, "user_from": lo, "user_to": hi} for lo, hi in bounds]
+        # a dozen categories: hash aggregation, and PostgreSQL's parallel workers on this lone step
+        whole = {"enable_hashagg": "on", "max_parallel_workers_per_gather": "2"}
+        workers.run([_Step("category_population", pop, {}, params, settings=whole, analyze=True)])
+        workers.run([_Step("user_categories", cats[k], {"pop": pop}, shard_params[k]) for k in shards])
+        # the last event before the window, grouped by user: a sort of every event of the cap window
+        # before it (3.4M for 500k users), kept in memory
+        sort = {"work_mem": "512MB"}
+        workers.run([_Step("user_stats", stats[k], {"cats": cats[k]}, shard_params[k], settings=sort) for k in shards])
+        priors, rfm, zones = table("priors"), table("rfm"), table("zones")
+        workers.run(
+            [
+                _Step("rfm_bounds", rfm, {"stats": every_stats}, params, analyze=True),
+                _Step("priors", priors, {"stats": every_stats, "pop": pop}, params, analyze=True),
+                _Step("zone_release", zones, {"stats": every_stats}, params, analyze=True),
+            ]
+        )
+        last = {"priors": priors, "rfm": rfm, "zones": zones}
+        users = sum(
+            workers.run(
+                [
+                    _Step("user_features", staging, {**last, "stats": stats[k], "cats": cats[k]}, params, insert=True)
+                    for k in shards
+                ]
+            )
+        )
+    _drop_steps(conn, final_name, keep=(staging_name,))
+    with conn.cursor() as cur:
         cur.execute(
             sql.SQL("alter table {} add constraint {} primary key (as_of, user_id)").format(
                 staging, sql.Identifier(f"{staging_name}_pkey")
@@ -237,6 +334,106 @@ def _build_table(conn: Connection, settings: Settings, as_of: date, staging_name
         cur.execute(sql.SQL("analyze {}").format(staging))
     conn.commit()
     return users
+
+
+class _Workers:
+    """The connections a build runs its steps on: `n` connections of their own to the database of
+    `settings`, or the caller's connection alone (`n` is 1, or the settings' URL names another
+    database than the caller's connection: logged).
+
+    `run` executes a list of steps, each connection taking the next step when it is free, and returns
+    each step's row count in order. Every step runs in its own transaction with `STEP_SETTINGS` and
+    commits, so the next step's connection sees its table.
+    """
+
+    def __init__(self, conn: Connection, settings: Settings, n: int) -> None:
+        self.n = n
+        self.settings = settings
+        self.conn = conn
+        self.connections: list[Connection] = [conn]
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> _Workers:
+        n = self.n
+        if n == 1:
+            return self
+        try:
+            url = database_url(self.settings)
+            opened = [self._stack.enter_context(connect(url)) for _ in range(n)]
+        except BaseException:
+            self._stack.close()
+            raise
+        if _server_identity(opened[0]) != _server_identity(self.conn):
+            log.warning("features: the settings' database is not the caller's; building on one connection")
+            self._stack.close()
+            return self
+        self.connections = opened
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def run(self, steps: list[_Step]) -> list[int]:
+        if len(self.connections) == 1 or len(steps) == 1:
+            return [_execute(self.connections[0], self.settings, step) for step in steps]
+        pending = list(enumerate(steps))
+        counts: dict[int, int] = {}
+        lock = threading.Lock()
+        failed = threading.Event()
+
+        def work(conn: Connection) -> None:
+            while not failed.is_set():
+                with lock:
+                    if not pending:
+                        return
+                    i, step = pending.pop(0)
+                try:
+                    counts[i] = _execute(conn, self.settings, step)
+                except BaseException:
+                    failed.set()
+                    raise
+
+        with ThreadPoolExecutor(len(self.connections), thread_name_prefix="features") as pool:
+            futures = [pool.submit(work, c) for c in self.connections]
+            for future in futures:
+                future.result()
+        return [counts[i] for i in range(len(steps))]
+
+
+def _server_identity(conn: Connection) -> tuple:
+    row = fetch_all(
+        conn, "select current_database() as db, pg_postmaster_start_time() as started, inet_server_port() as port"
+    )[0]
+    conn.commit()
+    return (row["db"], row["started"], row["port"])
+
+
+def _execute(conn: Connection, settings: Settings, step: _Step) -> int:
+    """Run one step in its own transaction (`set local` settings) and commit; its row count."""
+    body = sql.SQL(load_sql(settings, f"features/{step.name}")).format(**step.identifiers)
+    if step.insert:
+        head = sql.SQL("insert into {} ({}) ").format(
+            step.table, sql.SQL(", ").join(map(sql.Identifier, TABLE_COLUMNS))
+        )
+    else:
+        head = sql.SQL("create unlogged table {} as ").format(step.table)
+    try:
+        with conn.cursor() as cur:
+            for name, value in {**STEP_SETTINGS, **step.settings}.items():
+                cur.execute("select set_config(%s, %s, true)", (name, value))
+            # the window recsys.attribution_window() (v_offer_log) uses: the same as attribution_days here
+            cur.execute("select set_config('recsys.attribution_days', %s, true)", (str(settings.attribution_days),))
+            cur.execute(head + body, step.params)
+            rows = cur.rowcount
+            if step.analyze:
+                # statistics for the next steps' plans (a new table has none)
+                cur.execute(sql.SQL("analyze {}").format(step.table))
+        conn.commit()
+    except BaseException:
+        if not conn.closed:
+            conn.rollback()
+        raise
+    return rows
 
 
 def _swap_in(conn: Connection, as_of: date, staging_name: str, final_name: str) -> None:
