@@ -9,57 +9,44 @@
 --
 -- The shards' rows hold both the users with events (user_window's columns, null for the others) and
 -- the users with offers (contact_history's columns, null for the others): each aggregate skips the
--- nulls, so it reads the users it did as one query.
+-- nulls, so it reads the users it did in the single query this build replaced.
 
-with user_window as not materialized (
-    select s.* from {stats} as s
-),
-
-contact_history as not materialized (
-    select s.* from {stats} as s
-),
-
-top_categories as not materialized (
-    select s.* from {stats} as s
-),
-
-category_population as not materialized (
-    select c.* from {pop} as c
-),
-
--- Priors: the Dirichlet concentration kappa of the category interest (method of moments over the
--- users with a categorised view), and the population's largest share and sum pi^2.
-category_prior as materialized (
+with population_shares as (
     select
-        recsys.eb_prior_strength(
-            avg(
-                t.category_views_sq / t.category_views ^ 2
-                - 2 * t.category_views_share / t.category_views
-                + p.share_sq
-            ) / nullif(1 - max(p.share_sq), 0),
-            avg(1.0 / t.category_views),
-            %(prior_strength_min)s, %(prior_strength_max)s
-        ) as strength,
-        max(p.share_max) as share_max
-    from top_categories as t
-    cross join (
-        select
-            coalesce(sum(share ^ 2 order by product_category), 0) as share_sq,
-            coalesce(max(share), 0) as share_max
-        from category_population
-    ) as p
-    where t.category_views > 0
+        coalesce(sum(c.share ^ 2 order by c.product_category), 0) as share_sq,
+        coalesce(max(c.share), 0) as share_max
+    from {pop} as c
 ),
 
-
+-- Every moment of the priors in one pass over the shards' rows.
+--
 -- Priors: the moments of each Beta-Binomial rate over the users with at least one trial (n > 0):
 -- the mean m of their rates x / n, the variance of the rates around it, and the mean of 1 / n.
--- The funnel rates come from contact_history (a user without offers has no trial), the purchase
--- shares from user_window. Those split the window's purchases into organic ones (in a session no
--- event of which names email, sms or push) and offer-driven ones (the rest: in a session a message
--- brought, which is how an offer click shows in the events; a newsletter visit counts there too,
--- the events cannot tell them apart).
-offer_rate_moments as (
+-- The funnel rates come from contact_history's columns (a user without offers has no trial), the
+-- purchase shares from user_window's. Those split the window's purchases into organic ones (in a
+-- session no event of which names email, sms or push) and offer-driven ones (the rest: in a session a
+-- message brought, which is how an offer click shows in the events; a newsletter visit counts there
+-- too, the events cannot tell them apart).
+--
+-- Priors: the order value's normal-normal model on y = ln(1 + amount) per purchase in the window.
+-- Users with purchases have mean ybar_i of their n_i values; the prior mean mu is the average of
+-- the ybar_i, the within-user variance s2 pools the users with two or more purchases
+-- (sum of squared deviations / sum (n_i - 1)), the between-user variance
+-- t2 = var(ybar_i) - s2 mean(1 / n_i), and the prior strength k = s2 / t2 pseudo-orders, clamped
+-- to [prior_strength_min, prior_strength_max] (the maximum when t2 <= 0, the minimum when s2 is
+-- undefined). The posterior mean is (sum y + k mu) / (n + k).
+--
+-- Priors: the population's mean resultant of organic session start hours (the sum of every
+-- session's unit vector over the number of sessions), one pseudo-session for preferred_local_hour:
+-- the population's direction, weighted by how concentrated the population is (the resultant's
+-- length, 0 to 1). Users who read in the morning, at lunch or in the evening make a population
+-- whose direction is an hour nobody prefers, and a short resultant that barely pulls a user there
+-- (hour_cos, hour_sin).
+--
+-- Priors: the Dirichlet concentration kappa of the category interest (method of moments over the
+-- users with a categorised view: the filters), and the population's largest share
+-- (population_shares: also sum pi^2).
+rate_moments as materialized (
     select
         avg(email_open_x::double precision / nullif(email_open_n, 0)) as email_open_mean,
         var_pop(email_open_x::double precision / nullif(email_open_n, 0)) as email_open_var,
@@ -107,12 +94,7 @@ offer_rate_moments as (
         avg(1.0 / nullif(recommendation_convert_n, 0)) as recommendation_convert_inv,
         avg(bundle_convert_x::double precision / nullif(bundle_convert_n, 0)) as bundle_convert_mean,
         var_pop(bundle_convert_x::double precision / nullif(bundle_convert_n, 0)) as bundle_convert_var,
-        avg(1.0 / nullif(bundle_convert_n, 0)) as bundle_convert_inv
-    from contact_history
-),
-
-purchase_rate_moments as (
-    select
+        avg(1.0 / nullif(bundle_convert_n, 0)) as bundle_convert_inv,
         avg(organic_discount_purchases::double precision / nullif(organic_purchases, 0)) as organic_discount_mean,
         var_pop(organic_discount_purchases::double precision / nullif(organic_purchases, 0)) as organic_discount_var,
         avg(1.0 / nullif(organic_purchases, 0)) as organic_discount_inv,
@@ -127,14 +109,27 @@ purchase_rate_moments as (
         avg(offer_free_shipping_purchases::double precision / nullif(offer_purchases, 0)) as offer_free_shipping_mean,
         var_pop(offer_free_shipping_purchases::double precision / nullif(offer_purchases, 0))
             as offer_free_shipping_var,
-        avg(1.0 / nullif(offer_purchases, 0)) as offer_free_shipping_inv
-    from user_window
-),
-
-rate_moments as (
-    select *
-    from offer_rate_moments
-    cross join purchase_rate_moments
+        avg(1.0 / nullif(offer_purchases, 0)) as offer_free_shipping_inv,
+        avg(log_amount / nullif(purchase_count, 0)) as mu,
+        var_pop(log_amount / nullif(purchase_count, 0)) as ybar_var,
+        avg(1.0 / nullif(purchase_count, 0)) as mean_inverse_n,
+        sum(log_amount_sq - log_amount ^ 2 / purchase_count) filter (where purchase_count >= 2)
+        / nullif(sum(purchase_count - 1) filter (where purchase_count >= 2), 0) as s2,
+        coalesce(sum(hour_cos) / nullif(sum(organic_sessions), 0), 0) as hour_cos,
+        coalesce(sum(hour_sin) / nullif(sum(organic_sessions), 0), 0) as hour_sin,
+        recsys.eb_prior_strength(
+            avg(
+                s.category_views_sq / s.category_views ^ 2
+                - 2 * s.category_views_share / s.category_views
+                + p.share_sq
+            ) filter (where s.category_views > 0)
+            / nullif(1 - max(p.share_sq) filter (where s.category_views > 0), 0),
+            avg(1.0 / s.category_views) filter (where s.category_views > 0),
+            %(prior_strength_min)s, %(prior_strength_max)s
+        ) as category_strength,
+        max(p.share_max) filter (where s.category_views > 0) as category_share_max
+    from {stats} as s
+    cross join population_shares as p
 ),
 
 -- Priors: each rate's Beta(kappa m, kappa (1 - m)) population prior, as its mean m (0.5 when no
@@ -297,23 +292,6 @@ rate_pseudo as materialized (
     from rate_priors
 ),
 
--- Priors: the order value's normal-normal model on y = ln(1 + amount) per purchase in the window.
--- Users with purchases have mean ybar_i of their n_i values; the prior mean mu is the average of
--- the ybar_i, the within-user variance s2 pools the users with two or more purchases
--- (sum of squared deviations / sum (n_i - 1)), the between-user variance
--- t2 = var(ybar_i) - s2 mean(1 / n_i), and the prior strength k = s2 / t2 pseudo-orders, clamped
--- to [prior_strength_min, prior_strength_max] (the maximum when t2 <= 0, the minimum when s2 is
--- undefined). The posterior mean is (sum y + k mu) / (n + k).
-order_moments as (
-    select
-        avg(log_amount / nullif(purchase_count, 0)) as mu,
-        var_pop(log_amount / nullif(purchase_count, 0)) as ybar_var,
-        avg(1.0 / nullif(purchase_count, 0)) as mean_inverse_n,
-        sum(log_amount_sq - log_amount ^ 2 / purchase_count) filter (where purchase_count >= 2)
-        / nullif(sum(purchase_count - 1) filter (where purchase_count >= 2), 0) as s2
-    from user_window
-),
-
 order_prior as materialized (
     select
         mu,
@@ -325,30 +303,17 @@ order_prior as materialized (
                 %(prior_strength_max)s
             )
         end as strength
-    from order_moments
-),
-
--- Priors: the population's mean resultant of organic session start hours (the sum of every
--- session's unit vector over the number of sessions), one pseudo-session for preferred_local_hour:
--- the population's direction, weighted by how concentrated the population is (the resultant's
--- length, 0 to 1). Users who read in the morning, at lunch or in the evening make a population
--- whose direction is an hour nobody prefers, and a short resultant that barely pulls a user there.
-hour_prior as materialized (
-    select
-        coalesce(sum(hour_cos) / nullif(sum(organic_sessions), 0), 0) as hour_cos,
-        coalesce(sum(hour_sin) / nullif(sum(organic_sessions), 0), 0) as hour_sin
-    from user_window
+    from rate_moments
 )
 
 select
     rp.*,
-    cp.strength as category_strength,
-    cp.share_max as category_share_max,
+    m.category_strength,
+    m.category_share_max,
     op.mu as order_mu,
     op.strength as order_strength,
-    hp.hour_cos,
-    hp.hour_sin
+    m.hour_cos,
+    m.hour_sin
 from rate_pseudo as rp
-cross join category_prior as cp
 cross join order_prior as op
-cross join hour_prior as hp
+cross join rate_moments as m

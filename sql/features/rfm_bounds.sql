@@ -8,9 +8,10 @@
 --   m: monetary_value, then user_id, among the users who spent something (5 = highest spend; 1 for
 --      the users who spent nothing).
 -- ntile(5) over n rows gives the first n mod 5 quintiles n / 5 + 1 rows and the others n / 5, so
--- quintile b (1 to 4) ends at row b (n / 5) + least(b, n mod 5). Each array holds the key of those 4
--- last rows; a user's score is 1 plus the number of them the user's key comes after. An array entry
--- is null only where its quintile is empty (no user spent anything: every m score is 1).
+-- quintile b (1 to 4) ends at row b (n / 5) + least(b, n mod 5). The row holds the key of those 4
+-- last rows (r_recency_days_b, r_user_id_b, ...); a user's score is 1 plus the number of them the
+-- user's key comes after. A key is null only where its quintile is empty (no user spent anything:
+-- every m score is 1).
 --
 -- Identifiers: {stats}, every shard's user_stats.sql rows.
 
@@ -93,9 +94,42 @@ m_bounds as (
 )
 
 select
-    (select array_agg(recency_days order by b) from r_bounds) as r_recency_days,
-    (select array_agg(user_id order by b) from r_bounds) as r_user_id,
-    (select array_agg(frequency_sessions order by b) from f_bounds) as f_frequency_sessions,
-    (select array_agg(user_id order by b) from f_bounds) as f_user_id,
-    (select array_agg(monetary_value order by b) from m_bounds) as m_monetary_value,
-    (select array_agg(user_id order by b) from m_bounds) as m_user_id
+    r.*,
+    f.*,
+    m.*
+from (
+    select
+        max(recency_days) filter (where b = 1) as r_recency_days_1,
+        max(recency_days) filter (where b = 2) as r_recency_days_2,
+        max(recency_days) filter (where b = 3) as r_recency_days_3,
+        max(recency_days) filter (where b = 4) as r_recency_days_4,
+        max(user_id) filter (where b = 1) as r_user_id_1,
+        max(user_id) filter (where b = 2) as r_user_id_2,
+        max(user_id) filter (where b = 3) as r_user_id_3,
+        max(user_id) filter (where b = 4) as r_user_id_4
+    from r_bounds
+) as r
+cross join (
+    select
+        max(frequency_sessions) filter (where b = 1) as f_frequency_sessions_1,
+        max(frequency_sessions) filter (where b = 2) as f_frequency_sessions_2,
+        max(frequency_sessions) filter (where b = 3) as f_frequency_sessions_3,
+        max(frequency_sessions) filter (where b = 4) as f_frequency_sessions_4,
+        max(user_id) filter (where b = 1) as f_user_id_1,
+        max(user_id) filter (where b = 2) as f_user_id_2,
+        max(user_id) filter (where b = 3) as f_user_id_3,
+        max(user_id) filter (where b = 4) as f_user_id_4
+    from f_bounds
+) as f
+cross join (
+    select
+        max(monetary_value) filter (where b = 1) as m_monetary_value_1,
+        max(monetary_value) filter (where b = 2) as m_monetary_value_2,
+        max(monetary_value) filter (where b = 3) as m_monetary_value_3,
+        max(monetary_value) filter (where b = 4) as m_monetary_value_4,
+        max(user_id) filter (where b = 1) as m_user_id_1,
+        max(user_id) filter (where b = 2) as m_user_id_2,
+        max(user_id) filter (where b = 3) as m_user_id_3,
+        max(user_id) filter (where b = 4) as m_user_id_4
+    from m_bounds
+) as m

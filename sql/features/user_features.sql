@@ -46,26 +46,26 @@ user_window as (
         s.*,
         (
             1
-            + coalesce(s.recency_days < b.r_recency_days[1] or (s.recency_days = b.r_recency_days[1] and s.user_id > b.r_user_id[1]), false)::int
-            + coalesce(s.recency_days < b.r_recency_days[2] or (s.recency_days = b.r_recency_days[2] and s.user_id > b.r_user_id[2]), false)::int
-            + coalesce(s.recency_days < b.r_recency_days[3] or (s.recency_days = b.r_recency_days[3] and s.user_id > b.r_user_id[3]), false)::int
-            + coalesce(s.recency_days < b.r_recency_days[4] or (s.recency_days = b.r_recency_days[4] and s.user_id > b.r_user_id[4]), false)::int
+            + coalesce(s.recency_days < b.r_recency_days_1 or (s.recency_days = b.r_recency_days_1 and s.user_id > b.r_user_id_1), false)::int
+            + coalesce(s.recency_days < b.r_recency_days_2 or (s.recency_days = b.r_recency_days_2 and s.user_id > b.r_user_id_2), false)::int
+            + coalesce(s.recency_days < b.r_recency_days_3 or (s.recency_days = b.r_recency_days_3 and s.user_id > b.r_user_id_3), false)::int
+            + coalesce(s.recency_days < b.r_recency_days_4 or (s.recency_days = b.r_recency_days_4 and s.user_id > b.r_user_id_4), false)::int
         )::smallint as r_score,
         (
             1
-            + coalesce(s.frequency_sessions > b.f_frequency_sessions[1] or (s.frequency_sessions = b.f_frequency_sessions[1] and s.user_id > b.f_user_id[1]), false)::int
-            + coalesce(s.frequency_sessions > b.f_frequency_sessions[2] or (s.frequency_sessions = b.f_frequency_sessions[2] and s.user_id > b.f_user_id[2]), false)::int
-            + coalesce(s.frequency_sessions > b.f_frequency_sessions[3] or (s.frequency_sessions = b.f_frequency_sessions[3] and s.user_id > b.f_user_id[3]), false)::int
-            + coalesce(s.frequency_sessions > b.f_frequency_sessions[4] or (s.frequency_sessions = b.f_frequency_sessions[4] and s.user_id > b.f_user_id[4]), false)::int
+            + coalesce(s.frequency_sessions > b.f_frequency_sessions_1 or (s.frequency_sessions = b.f_frequency_sessions_1 and s.user_id > b.f_user_id_1), false)::int
+            + coalesce(s.frequency_sessions > b.f_frequency_sessions_2 or (s.frequency_sessions = b.f_frequency_sessions_2 and s.user_id > b.f_user_id_2), false)::int
+            + coalesce(s.frequency_sessions > b.f_frequency_sessions_3 or (s.frequency_sessions = b.f_frequency_sessions_3 and s.user_id > b.f_user_id_3), false)::int
+            + coalesce(s.frequency_sessions > b.f_frequency_sessions_4 or (s.frequency_sessions = b.f_frequency_sessions_4 and s.user_id > b.f_user_id_4), false)::int
         )::smallint as f_score,
         case
             when s.monetary_value > 0
                 then (
                     1
-                    + coalesce(s.monetary_value > b.m_monetary_value[1] or (s.monetary_value = b.m_monetary_value[1] and s.user_id > b.m_user_id[1]), false)::int
-                    + coalesce(s.monetary_value > b.m_monetary_value[2] or (s.monetary_value = b.m_monetary_value[2] and s.user_id > b.m_user_id[2]), false)::int
-                    + coalesce(s.monetary_value > b.m_monetary_value[3] or (s.monetary_value = b.m_monetary_value[3] and s.user_id > b.m_user_id[3]), false)::int
-                    + coalesce(s.monetary_value > b.m_monetary_value[4] or (s.monetary_value = b.m_monetary_value[4] and s.user_id > b.m_user_id[4]), false)::int
+                    + coalesce(s.monetary_value > b.m_monetary_value_1 or (s.monetary_value = b.m_monetary_value_1 and s.user_id > b.m_user_id_1), false)::int
+                    + coalesce(s.monetary_value > b.m_monetary_value_2 or (s.monetary_value = b.m_monetary_value_2 and s.user_id > b.m_user_id_2), false)::int
+                    + coalesce(s.monetary_value > b.m_monetary_value_3 or (s.monetary_value = b.m_monetary_value_3 and s.user_id > b.m_user_id_3), false)::int
+                    + coalesce(s.monetary_value > b.m_monetary_value_4 or (s.monetary_value = b.m_monetary_value_4 and s.user_id > b.m_user_id_4), false)::int
                 )
             else 1
         end::smallint as m_score
