@@ -1,7 +1,9 @@
 """Features: `recsys features --as-of DATE` builds `recsys.user_features` for a date, in PostgreSQL.
 
-The query is `sql/features/user_features.sql` (its comments define every feature). Python only
-orchestrates: the rows never leave the server. Each date is one list partition of
+The build is the steps of `sql/features/` (listed at the top of `user_features.sql`, whose comments
+with `user_stats.sql`'s and `priors.sql`'s define every feature), its users split by id into
+`feature_workers` shards run side by side on connections of their own. Python only orchestrates:
+the rows never leave the server. Each date is one list partition of
 `recsys.user_features`, named `user_features_YYYYMMDD`. A rebuild fills a new standalone table,
 indexes it and adds the `check (as_of = D)` constraint that lets `attach partition` skip its scan,
 then swaps it in with one short transaction: readers see the old rows or the new ones, never a
