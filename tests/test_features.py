@@ -21,6 +21,7 @@ import pytest
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
+import recsys.data.feature_steps as feature_steps
 import recsys.data.features as features_module
 from recsys.config.settings import Settings
 from recsys.data.features import (
@@ -339,9 +340,9 @@ def test_query_produces_exactly_the_table_columns(
     insert_events(fdb, events)
     insert_offers(fdb, offers)
     # keep the earlier steps' tables of a one-shard build, then run the last step's SELECT on them
-    keep_steps = features_module._drop_steps
+    keep_steps = features_module.drop_steps
     monkeypatch.setattr(
-        features_module, "_drop_steps", lambda conn, name, *, keep: None if keep else keep_steps(conn, name, keep=keep)
+        features_module, "drop_steps", lambda conn, name, *, keep: None if keep else keep_steps(conn, name, keep=keep)
     )
     build_features(fdb, dataclasses.replace(settings, feature_workers=1), AS_OF)
     monkeypatch.undo()
@@ -369,7 +370,7 @@ def test_query_produces_exactly_the_table_columns(
         assert cur.rowcount == len(stored(fdb, AS_OF)) > 0
     fdb.rollback()
     assert produced == table == list(TABLE_COLUMNS)
-    features_module._drop_steps(fdb, "user_features_20260615", keep=())
+    features_module.drop_steps(fdb, "user_features_20260615", keep=())
 
 
 @pytest.mark.parametrize(
@@ -703,7 +704,7 @@ def test_failed_build_leaves_the_old_rows(
     assert before
 
     broken_dir = tmp_path / "sql"
-    monkeypatch.setattr(features_module, "SHARD_MIN_EVENT_BYTES", 1)  # fail on two shards
+    monkeypatch.setattr(feature_steps, "SHARD_MIN_EVENT_BYTES", 1)  # fail on two shards
     shutil.copytree(settings.sql_dir / "features", broken_dir / "features")
     # the real query of the last step, failing at its end on every shard
     broken = feature_query(settings).replace("select * from final", "select * from final where 1 / 0 = 1")
@@ -729,7 +730,7 @@ def test_the_shards_build_the_same_rows(
 ) -> None:
     """The users split by id across connections give the rows of the whole date at once: the
     priors and the RFM quintiles are the date's, not the shard's."""
-    monkeypatch.setattr(features_module, "SHARD_MIN_EVENT_BYTES", 1)  # shards even for a small date
+    monkeypatch.setattr(feature_steps, "SHARD_MIN_EVENT_BYTES", 1)  # shards even for a small date
     events, offers = random_data(12, users=60, as_of_at=MIDNIGHT)
     insert_events(fdb, events)
     insert_offers(fdb, offers)
@@ -751,7 +752,7 @@ def test_the_shards_build_the_same_rows(
 def test_a_killed_build_s_tables_are_dropped_by_the_next(
     fdb: Connection, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(features_module, "SHARD_MIN_EVENT_BYTES", 1)
+    monkeypatch.setattr(feature_steps, "SHARD_MIN_EVENT_BYTES", 1)
     events, offers = random_data(13, users=20, as_of_at=MIDNIGHT)
     insert_events(fdb, events)
     insert_offers(fdb, offers)
@@ -771,14 +772,14 @@ def test_workers_on_another_database_build_on_one_connection(
 ) -> None:
     """Settings whose URL names another database than the caller's connection: the build does not
     read that database, it builds on the caller's connection alone and says so."""
-    monkeypatch.setattr(features_module, "SHARD_MIN_EVENT_BYTES", 1)
+    monkeypatch.setattr(feature_steps, "SHARD_MIN_EVENT_BYTES", 1)
     events, offers = random_data(14, users=20, as_of_at=MIDNIGHT)
     insert_events(fdb, events)
     insert_offers(fdb, offers)
     build_features(fdb, dataclasses.replace(settings, feature_workers=1), AS_OF)
     alone = stored(fdb, AS_OF)
     elsewhere = dataclasses.replace(settings, database_url=with_database(settings.database_url, "postgres"))
-    with caplog.at_level(logging.WARNING, logger="recsys.data.features"):
+    with caplog.at_level(logging.WARNING, logger="recsys.data.feature_steps"):
         build_features(fdb, elsewhere, AS_OF)
     assert "building on one connection" in caplog.text
     assert stored(fdb, AS_OF) == alone

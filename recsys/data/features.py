@@ -15,20 +15,17 @@ and `make demo` (`feature_summary`).
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import logging
 import re
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
 
 from psycopg2 import sql
 
 from recsys.config.settings import Settings
-from recsys.db import Connection, connect, database_url, fetch_all, fetch_value
+from recsys.data.feature_steps import Step, Workers, drop_steps, shard_bounds
+from recsys.db import Connection, fetch_all, fetch_value
 from recsys.db.sqlfiles import load_sql
 from recsys.errors import RecsysError
 
@@ -99,25 +96,6 @@ third; at most 1000, so a population without spread beyond noise still lets a he
 SUMMARY_COLUMNS = tuple(c for c in FEATURE_COLUMNS if c not in ("as_of", "user_id", "top_category", "segment"))
 SEGMENTS = ("champion", "loyal", "promising", "new", "at_risk", "hibernating", "browser", "dormant")
 
-# Settings for the build transaction only (`set local`), measured on 1M users / 10M events:
-# - sort-based grouping (enable_hashagg off): the (user, session) and (user, category) groups are
-#   millions and the planner, which cannot estimate them, picks hash tables that spill to disk;
-#   sorts do the same work in 60-70% of the time (37 s instead of 55 s with every event in
-#   the feature window, 21 s instead of 25 s with them spread over a year);
-# - work_mem 256MB per sort; 512MB measured no faster (PostgreSQL never runs the SELECT of an
-#   INSERT ... SELECT in parallel, so the build is one backend's work: docs/performance.md);
-# - no JIT: compiling this wide query costs about 5 s and wins nothing back.
-BUILD_SETTINGS = {"work_mem": "256MB", "enable_hashagg": "off", "jit": "off"}
-
-# Each step's settings: the build's, and its statements in a fixed order. The shards are the
-# parallelism (no parallel workers), and a scan starts at the table's first row (no synchronized scans,
-# which join a scan already under way on another connection): the priors add their terms in user order.
-STEP_SETTINGS = {**BUILD_SETTINGS, "max_parallel_workers_per_gather": "0", "synchronize_seqscans": "off"}
-
-# A shard per feature worker only when the events take at least this much disk per shard (about
-# 400,000 events); a smaller shop is built on the caller's connection alone.
-SHARD_MIN_EVENT_BYTES = 64 * 1024 * 1024
-
 # Session advisory lock (namespace, date ordinal): two builds of the same date never interleave
 # their build and swap transactions. The namespace is arbitrary but fixed: "features".
 _LOCK_NAMESPACE = 7_301_958
@@ -184,7 +162,7 @@ def build_features(conn: Connection, settings: Settings, as_of: date) -> Feature
     Call it with no uncommitted work on `conn`: it commits each step of the build and the swap
     separately, so the exclusive lock on `user_features` is held only for the swap, not for the
     whole build. With `settings.feature_workers` above 1 the users are split into that many shards
-    by user id, built side by side on as many connections of their own (see `_Workers`).
+    by user id, built side by side on as many connections of their own (`recsys.data.feature_steps`).
     """
     started = time.perf_counter()
     final_name = partition_name(as_of)
@@ -200,7 +178,7 @@ def build_features(conn: Connection, settings: Settings, as_of: date) -> Feature
             _swap_in(conn, as_of, staging_name, final_name)
         except BaseException:
             conn.rollback()
-            _drop_steps(conn, final_name, keep=())
+            drop_steps(conn, final_name, keep=())
             raise
     finally:
         if not conn.closed:
@@ -214,52 +192,6 @@ def build_features(conn: Connection, settings: Settings, as_of: date) -> Feature
     return result
 
 
-@dataclass(frozen=True)
-class _Step:
-    """One statement of the build: `sql/features/<name>.sql` into a new unlogged table `table`
-    (`create ... as`), or with `insert` into the existing table `table`."""
-
-    name: str
-    table: sql.Identifier
-    identifiers: dict[str, sql.Composable]
-    params: dict[str, object]
-    insert: bool = False
-    settings: dict[str, str] = dataclasses.field(default_factory=dict)
-    """Settings of this step over `STEP_SETTINGS`."""
-    analyze: bool = False
-    """Analyze the new table: a small one the next steps join (a new table has no statistics)."""
-
-
-def _drop_steps(conn: Connection, final_name: str, *, keep: tuple[str, ...]) -> None:
-    """Drop the tables a build of the date makes before its swap (`<partition>_build`, and the steps'
-    `<partition>_build_<step>` of any shard count), except `keep`; commits."""
-    rows = fetch_all(
-        conn,
-        "select tablename from pg_tables where schemaname = %s and tablename like %s",
-        (_SCHEMA, f"{final_name}_build".replace("_", r"\_") + "%"),
-    )
-    with conn.cursor() as cur:
-        for name in sorted(r["tablename"] for r in rows):
-            if name not in keep:
-                cur.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(_SCHEMA, name)))
-    conn.commit()
-
-
-def _shard_bounds(conn: Connection, settings: Settings, shards: int) -> list[tuple[int | None, int | None]]:
-    """`shards` ranges [from, to) of user ids covering every id (None: open). One open range when
-    `shards` is 1, the ids are unknown (no users row and no purchase) or the events take less than
-    `SHARD_MIN_EVENT_BYTES` per shard on disk (a small shop: the shards' extra statements and
-    connections would cost more than they save)."""
-    row = fetch_all(conn, load_sql(settings, "features/user_id_range"))[0]
-    conn.commit()
-    lo, hi = row["lo"], row["hi"]
-    shards = min(shards, int(row["event_bytes"]) // max(SHARD_MIN_EVENT_BYTES, 1))
-    if shards <= 1 or lo is None or hi is None or hi - lo + 1 < shards:
-        return [(None, None)]
-    cuts = [lo + (hi - lo + 1) * k // shards for k in range(1, shards)]
-    return list(zip([None, *cuts], [*cuts, None], strict=True))
-
-
 def _build_table(conn: Connection, settings: Settings, as_of: date, staging_name: str, final_name: str) -> int:
     """Fill a new standalone table with the features as of `as_of`, ready to attach; commits.
 
@@ -269,7 +201,7 @@ def _build_table(conn: Connection, settings: Settings, as_of: date, staging_name
     shards the priors, the RFM quintiles' bounds and the zones' release hours; per shard the
     features, inserted into the new table. Each step commits, so the shards' connections see it.
     """
-    _drop_steps(conn, final_name, keep=())
+    drop_steps(conn, final_name, keep=())
     staging = sql.Identifier(_SCHEMA, staging_name)
     with conn.cursor() as cur:
         cur.execute(
@@ -291,8 +223,8 @@ def _build_table(conn: Connection, settings: Settings, as_of: date, staging_name
         return sql.Identifier(_SCHEMA, f"{staging_name}_{suffix}")
 
     params = query_params(settings, as_of)
-    bounds = _shard_bounds(conn, settings, max(1, settings.feature_workers))
-    with _Workers(conn, settings, len(bounds)) as workers:
+    bounds = shard_bounds(conn, settings, max(1, settings.feature_workers))
+    with Workers(conn, settings, len(bounds)) as workers:
         shards = range(len(bounds))
         pop = table("pop")
         cats = [table(f"cats{k}") for k in shards]
@@ -303,30 +235,36 @@ def _build_table(conn: Connection, settings: Settings, as_of: date, staging_name
         shard_params = [{**params, "user_from": lo, "user_to": hi} for lo, hi in bounds]
         # a dozen categories: hash aggregation, and PostgreSQL's parallel workers on this lone step
         whole = {"enable_hashagg": "on", "max_parallel_workers_per_gather": "2"}
-        workers.run([_Step("category_population", pop, {}, params, settings=whole, analyze=True)])
-        workers.run([_Step("user_categories", cats[k], {"pop": pop}, shard_params[k]) for k in shards])
+        workers.run([Step("category_population", pop, {}, params, settings=whole, analyze=True)])
+        workers.run([Step("user_categories", cats[k], {"pop": pop}, shard_params[k]) for k in shards])
         # the last event before the window, grouped by user: a sort of every event of the cap window
         # before it (3.4M for 500k users), kept in memory
         sort = {"work_mem": "512MB"}
-        workers.run([_Step("user_stats", stats[k], {"cats": cats[k]}, shard_params[k], settings=sort) for k in shards])
+        workers.run([Step("user_stats", stats[k], {"cats": cats[k]}, shard_params[k], settings=sort) for k in shards])
         priors, rfm, zones = table("priors"), table("rfm"), table("zones")
         workers.run(
             [
-                _Step("rfm_bounds", rfm, {"stats": every_stats}, params, analyze=True),
-                _Step("priors", priors, {"stats": every_stats, "pop": pop}, params, analyze=True),
-                _Step("zone_release", zones, {"stats": every_stats}, params, analyze=True),
+                Step("rfm_bounds", rfm, {"stats": every_stats}, params, analyze=True),
+                Step("priors", priors, {"stats": every_stats, "pop": pop}, params, analyze=True),
+                Step("zone_release", zones, {"stats": every_stats}, params, analyze=True),
             ]
         )
         last = {"priors": priors, "rfm": rfm, "zones": zones}
         users = sum(
             workers.run(
                 [
-                    _Step("user_features", staging, {**last, "stats": stats[k], "cats": cats[k]}, params, insert=True)
+                    Step(
+                        "user_features",
+                        staging,
+                        {**last, "stats": stats[k], "cats": cats[k]},
+                        params,
+                        insert=TABLE_COLUMNS,
+                    )
                     for k in shards
                 ]
             )
         )
-    _drop_steps(conn, final_name, keep=(staging_name,))
+    drop_steps(conn, final_name, keep=(staging_name,))
     with conn.cursor() as cur:
         cur.execute(
             sql.SQL("alter table {} add constraint {} primary key (as_of, user_id)").format(
@@ -336,106 +274,6 @@ def _build_table(conn: Connection, settings: Settings, as_of: date, staging_name
         cur.execute(sql.SQL("analyze {}").format(staging))
     conn.commit()
     return users
-
-
-class _Workers:
-    """The connections a build runs its steps on: `n` connections of their own to the database of
-    `settings`, or the caller's connection alone (`n` is 1, or the settings' URL names another
-    database than the caller's connection: logged).
-
-    `run` executes a list of steps, each connection taking the next step when it is free, and returns
-    each step's row count in order. Every step runs in its own transaction with `STEP_SETTINGS` and
-    commits, so the next step's connection sees its table.
-    """
-
-    def __init__(self, conn: Connection, settings: Settings, n: int) -> None:
-        self.n = n
-        self.settings = settings
-        self.conn = conn
-        self.connections: list[Connection] = [conn]
-        self._stack = contextlib.ExitStack()
-
-    def __enter__(self) -> _Workers:
-        n = self.n
-        if n == 1:
-            return self
-        try:
-            url = database_url(self.settings)
-            opened = [self._stack.enter_context(connect(url)) for _ in range(n)]
-        except BaseException:
-            self._stack.close()
-            raise
-        if _server_identity(opened[0]) != _server_identity(self.conn):
-            log.warning("features: the settings' database is not the caller's; building on one connection")
-            self._stack.close()
-            return self
-        self.connections = opened
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stack.close()
-
-    def run(self, steps: list[_Step]) -> list[int]:
-        if len(self.connections) == 1 or len(steps) == 1:
-            return [_execute(self.connections[0], self.settings, step) for step in steps]
-        pending = list(enumerate(steps))
-        counts: dict[int, int] = {}
-        lock = threading.Lock()
-        failed = threading.Event()
-
-        def work(conn: Connection) -> None:
-            while not failed.is_set():
-                with lock:
-                    if not pending:
-                        return
-                    i, step = pending.pop(0)
-                try:
-                    counts[i] = _execute(conn, self.settings, step)
-                except BaseException:
-                    failed.set()
-                    raise
-
-        with ThreadPoolExecutor(len(self.connections), thread_name_prefix="features") as pool:
-            futures = [pool.submit(work, c) for c in self.connections]
-            for future in futures:
-                future.result()
-        return [counts[i] for i in range(len(steps))]
-
-
-def _server_identity(conn: Connection) -> tuple:
-    row = fetch_all(
-        conn, "select current_database() as db, pg_postmaster_start_time() as started, inet_server_port() as port"
-    )[0]
-    conn.commit()
-    return (row["db"], row["started"], row["port"])
-
-
-def _execute(conn: Connection, settings: Settings, step: _Step) -> int:
-    """Run one step in its own transaction (`set local` settings) and commit; its row count."""
-    body = sql.SQL(load_sql(settings, f"features/{step.name}")).format(**step.identifiers)
-    if step.insert:
-        head = sql.SQL("insert into {} ({}) ").format(
-            step.table, sql.SQL(", ").join(map(sql.Identifier, TABLE_COLUMNS))
-        )
-    else:
-        head = sql.SQL("create unlogged table {} as ").format(step.table)
-    try:
-        with conn.cursor() as cur:
-            for name, value in {**STEP_SETTINGS, **step.settings}.items():
-                cur.execute("select set_config(%s, %s, true)", (name, value))
-            # the window recsys.attribution_window() (v_offer_log) uses: the same as attribution_days here
-            cur.execute("select set_config('recsys.attribution_days', %s, true)", (str(settings.attribution_days),))
-            cur.execute(head + body, step.params)
-            rows = cur.rowcount
-            if step.analyze:
-                # statistics for the next steps' plans (a new table has none)
-                cur.execute(sql.SQL("analyze {}").format(step.table))
-        conn.commit()
-    except BaseException:
-        if not conn.closed:
-            conn.rollback()
-        raise
-    return rows
 
 
 def _swap_in(conn: Connection, as_of: date, staging_name: str, final_name: str) -> None:
