@@ -25,14 +25,16 @@ from recsys.db.sqlfiles import load_sql
 
 log = logging.getLogger(__name__)
 
-# Settings for the build transaction only (`set local`), measured on 1M users / 10M events:
+# Settings for each step's transaction only (`set local`), measured on 1M users / 10M events with
+# the build as one query:
 # - sort-based grouping (enable_hashagg off): the (user, session) and (user, category) groups are
 #   millions and the planner, which cannot estimate them, picks hash tables that spill to disk;
 #   sorts do the same work in 60-70% of the time (37 s instead of 55 s with every event in
-#   the feature window, 21 s instead of 25 s with them spread over a year);
-# - work_mem 256MB per sort; 512MB measured no faster (PostgreSQL never runs the SELECT of an
-#   INSERT ... SELECT in parallel, so the build is one backend's work: docs/performance.md);
-# - no JIT: compiling this wide query costs about 5 s and wins nothing back.
+#   the feature window, 21 s instead of 25 s with them spread over a year); the category shares'
+#   step, a dozen groups, turns it back on;
+# - work_mem 256MB per sort (the users' stats step takes 512MB: its sort of the events before the
+#   window spilled to disk at 256MB with 500,000 users per shard);
+# - no JIT: compiling these wide queries costs seconds and wins nothing back.
 BUILD_SETTINGS = {"work_mem": "256MB", "enable_hashagg": "off", "jit": "off"}
 
 # Each step's settings: the build's, and its statements in a fixed order. The shards are the
