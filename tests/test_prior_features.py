@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+import sender_support
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
@@ -382,6 +383,63 @@ def test_later_data_never_changes_a_date(fdb: Connection, settings: Settings) ->
     for u in before:
         for c in PRIOR_FEATURE_COLUMNS:
             assert after[u][c] == before[u][c], (u, c)
+
+
+def test_own_offers_count_by_the_dates_clock_not_the_wall_clock(fdb: Connection, settings: Settings) -> None:
+    """The system's own offer whose window closed before the date counts with its outcome even when
+    the wall clock has not reached the window's end (a date built ahead of time): the row equals the
+    one the same offer gives as a past campaign's, and a still-open window's events are not read."""
+    as_of = datetime.now(UTC).date() + timedelta(days=30)
+    midnight = datetime(as_of.year, as_of.month, as_of.day, tzinfo=UTC)
+    judged_at, open_at = midnight - timedelta(days=10), midnight - timedelta(days=1)
+    sender_support.reset(fdb)
+    insert(
+        fdb,
+        events=[(1, "1a", midnight - timedelta(days=2), "view", "toys", "web", None, None, None)],
+        offers=[],
+        zones={},
+    )
+    try:
+        # user 1 (a view two days before the date): an email opened and clicked 10 days before the
+        # date (its window closed 7 days before it), and an sms of the day before, clicked, whose
+        # window is still open at the date
+        ids = sender_support.published_offers(fdb, as_of - timedelta(days=10), 1, channel="email")
+        sender_support.add_run(fdb, "r2", as_of - timedelta(days=1))
+        ids += sender_support.add_offers(fdb, "r2", as_of - timedelta(days=1), 1, 1, channel="sms")
+        with fdb.cursor() as cur:
+            for offer_id, sent_at in zip(ids, (judged_at, open_at), strict=True):
+                cur.execute(
+                    "update recsys.campaign_offers set status = 'sent', sent_at = %s where offer_id = %s",
+                    (sent_at, offer_id),
+                )
+                cur.execute(
+                    "insert into recsys.offer_events (offer_id, event, event_at) values (%s, 'opened', %s), "
+                    "(%s, 'clicked', %s)",
+                    (offer_id, sent_at + timedelta(hours=1), offer_id, sent_at + timedelta(hours=2)),
+                )
+        fdb.commit()
+        build_features(fdb, settings, as_of)
+        own = rows(fdb, as_of)
+        sender_support.reset(fdb)
+        # the same contacts as a past campaign's: the email with its outcome, the sms without one
+        insert(
+            fdb,
+            events=[],
+            zones={},
+            offers=[
+                (1, judged_at, "discount", "email", "immediate", True, True, False),
+                (1, open_at, "discount", "sms", "immediate", None, None, None),
+            ],
+        )
+        build_features(fdb, settings, as_of)
+        history = rows(fdb, as_of)
+    finally:
+        fdb.rollback()
+        sender_support.reset(fdb)
+    assert sorted(own) == sorted(history) == [1]
+    assert own[1]["email_click_rate"] > own[1]["sms_click_rate"]  # the email's click was read, the sms's not
+    for c in own[1]:
+        assert own[1][c] == history[1][c], c
 
 
 def test_backfill_rebuilds_only_the_dates_built_before_the_new_columns(fdb: Connection, settings: Settings) -> None:

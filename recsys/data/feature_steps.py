@@ -177,7 +177,7 @@ def execute(conn: Connection, settings: Settings, step: Step) -> int:
         with conn.cursor() as cur:
             for name, value in {**STEP_SETTINGS, **step.settings}.items():
                 cur.execute("select set_config(%s, %s, true)", (name, value))
-            # the window recsys.attribution_window() (v_offer_log) uses: the same as attribution_days here
+            # the window recsys.attribution_window() (v_sent_offers) uses: the same as attribution_days here
             cur.execute("select set_config('recsys.attribution_days', %s, true)", (str(settings.attribution_days),))
             cur.execute(head + body, step.params)
             rows = cur.rowcount

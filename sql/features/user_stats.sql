@@ -161,14 +161,12 @@ top_categories as (
     group by s.user_id
 ),
 
--- Every offer sent before as_of 00:00 UTC: the logged ones (history, and the system's own once
--- their attribution window closed, v_offer_log) and the system's own sent offers still in their
--- window. Those are contacts already (fatigue: offers_last_7d, days_since_last_offer) but their
--- outcome is not final, so they never count towards responsiveness. The second branch is the
--- complement of v_offer_log's own offers (same now(), same window: recsys.attribution_window(), set
--- from attribution_days by the build); its campaign_date bound prunes partitions and reaches back 8
--- days or the window plus 2, whichever is longer (an offer is sent within a day or so of its
--- campaign date; one sent later than that after it is missed).
+-- Every offer sent before as_of 00:00 UTC, logged (history) or the system's own (v_sent_offers), by
+-- the date's clock: each is a contact (fatigue: offers_last_7d, days_since_last_offer), and its
+-- outcome counts towards responsiveness and the funnel's rates only when its attribution window
+-- (attribution_days, the window recsys.attribution_window() applies to the own offers' events:
+-- set from it by the build) closed before as_of. An own offer still in its window shows the events
+-- reported so far; they are not read. Nothing here depends on when the build runs.
 offers as not materialized (
     select
         o.user_id,
@@ -184,35 +182,12 @@ offers as not materialized (
         o.timing,
         case when o.opened or o.clicked then true when o.opened is not null then false end as opened,
         o.converted
-    from recsys.v_offer_log as o
+    from recsys.v_sent_offers as o
     cross join params as p
     where
         o.sent_at < p.as_of_at
         and (%(user_from)s::bigint is null or o.user_id >= %(user_from)s::bigint)
         and (%(user_to)s::bigint is null or o.user_id < %(user_to)s::bigint)
-    union all
-    select
-        c.user_id,
-        c.sent_at,
-        c.channel,
-        null::boolean as clicked,
-        false as is_outcome_known,
-        c.sent_at >= p.offers_7d_start_at as is_last_7d,
-        false as is_closed,
-        c.offer_type,
-        c.timing,
-        null::boolean as opened,
-        null::boolean as converted
-    from recsys.campaign_offers as c
-    cross join params as p
-    where
-        c.campaign_date >= %(as_of)s::date - greatest(8, %(attribution_days)s + 2)
-        and c.campaign_date <= %(as_of)s::date
-        and c.status = 'sent'
-        and c.sent_at < p.as_of_at
-        and c.sent_at + recsys.attribution_window() > now()
-        and (%(user_from)s::bigint is null or c.user_id >= %(user_from)s::bigint)
-        and (%(user_to)s::bigint is null or c.user_id < %(user_to)s::bigint)
 ),
 
 contact_history as (
