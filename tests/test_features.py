@@ -138,11 +138,15 @@ def clear_inputs(conn: Connection) -> None:
 
 
 def step_tables(conn: Connection) -> list[str]:
-    """The tables of a build of AS_OF other than its partition (steps, staging), left behind."""
+    """The tables of a build of AS_OF other than its partition (steps, staging), left behind in
+    `recsys` or in this session's temporary schema (the steps of a one-connection build)."""
     rows = fetch_all(
         conn,
-        "select tablename from pg_tables where schemaname = 'recsys' and tablename like 'user_features\\_20260615\\_%'",
+        "select tablename from pg_tables "
+        "where (schemaname = 'recsys' or schemaname::regnamespace = pg_my_temp_schema()) "
+        "and tablename like 'user_features\\_20260615\\_%'",
     )
+    conn.commit()
     return sorted(r["tablename"] for r in rows)
 
 
@@ -354,8 +358,9 @@ def test_query_produces_exactly_the_table_columns(
             "where table_schema = 'recsys' and table_name = 'user_features' order by ordinal_position",
         )
     ]
+    # one connection: the steps' tables are its temporary ones
     steps = {
-        name: sql.Identifier("recsys", f"user_features_20260615_build_{suffix}")
+        name: sql.Identifier(feature_steps.TEMP_SCHEMA, f"user_features_20260615_build_{suffix}")
         for name, suffix in (
             ("stats", "stats0"),
             ("cats", "cats0"),
@@ -658,6 +663,7 @@ def test_rebuild_replaces_the_date(fdb: Connection, settings: Settings) -> None:
     build_features(fdb, settings, other_day)
     first = build_features(fdb, settings, AS_OF)
     assert first.users == len(stored(fdb, AS_OF)) > 0
+    assert step_tables(fdb) == []  # a small shop's steps ran in temporary tables, dropped at the end
     other_before = stored(fdb, other_day)
 
     clear_inputs(fdb)
@@ -693,8 +699,9 @@ def test_rebuild_replaces_the_date(fdb: Connection, settings: Settings) -> None:
     assert stored(fdb, other_day) == other_before
 
 
+@pytest.mark.parametrize("shards", [2, 1])
 def test_failed_build_leaves_the_old_rows(
-    fdb: Connection, settings: Settings, tmp_path, monkeypatch: pytest.MonkeyPatch
+    fdb: Connection, settings: Settings, tmp_path, monkeypatch: pytest.MonkeyPatch, shards: int
 ) -> None:
     events, offers = random_data(8, users=30, as_of_at=MIDNIGHT)
     insert_events(fdb, events)
@@ -704,7 +711,9 @@ def test_failed_build_leaves_the_old_rows(
     assert before
 
     broken_dir = tmp_path / "sql"
-    monkeypatch.setattr(feature_steps, "SHARD_MIN_EVENT_BYTES", 1)  # fail on two shards
+    # fail on two shards (connections of their own) or on the caller's connection alone
+    monkeypatch.setattr(feature_steps, "SHARD_MIN_EVENT_BYTES", 1)
+    settings = dataclasses.replace(settings, feature_workers=shards)
     shutil.copytree(settings.sql_dir / "features", broken_dir / "features")
     # the real query of the last step, failing at its end on every shard
     broken = feature_query(settings).replace("select * from final", "select * from final where 1 / 0 = 1")

@@ -1,8 +1,9 @@
 """The steps of a date's feature build (`recsys.data.features.build_features`): how each runs, and on
 which connections.
 
-A step is one statement of `sql/features/` into a new unlogged table, or into the date's new
-partition. `Workers` runs a list of steps on connections of their own to the database (one per
+A step is one statement of `sql/features/` into a new unlogged table (a temporary one when a single
+connection runs every step: no other session reads it, and creating it writes nothing to disk), or
+into the date's new partition. `Workers` runs a list of steps on connections of their own to the database (one per
 shard of users, `shard_bounds`), each connection taking the next step when it is free; every step
 commits, so the next step's connection sees its table. `drop_steps` removes what a failed or killed
 build left.
@@ -42,6 +43,9 @@ BUILD_SETTINGS = {"work_mem": "256MB", "enable_hashagg": "off", "jit": "off"}
 # which join a scan already under way on another connection): the priors add their terms in user order.
 STEP_SETTINGS = {**BUILD_SETTINGS, "max_parallel_workers_per_gather": "0", "synchronize_seqscans": "off"}
 
+# The schema of a step's table when a single connection runs every step (`Step`).
+TEMP_SCHEMA = "pg_temp"
+
 # A shard per feature worker only when the events take at least this much disk per shard (about
 # 400,000 events); a smaller shop is built on the caller's connection alone.
 SHARD_MIN_EVENT_BYTES = 64 * 1024 * 1024
@@ -50,8 +54,8 @@ SHARD_MIN_EVENT_BYTES = 64 * 1024 * 1024
 @dataclass(frozen=True)
 class Step:
     """One statement of the build: `sql/features/<name>.sql` into a new unlogged table `table`
-    (`create ... as`), or with `insert` (the columns, in the SELECT's order) into the existing table
-    `table`."""
+    (`create ... as`; a temporary table when `table` is in `TEMP_SCHEMA`), or with `insert` (the
+    columns, in the SELECT's order) into the existing table `table`."""
 
     name: str
     table: sql.Identifier
@@ -66,16 +70,19 @@ class Step:
 
 def drop_steps(conn: Connection, final_name: str, *, keep: tuple[str, ...]) -> None:
     """Drop the tables a build of the date makes before its swap (`<partition>_build`, and the steps'
-    `<partition>_build_<step>` of any shard count), except `keep`; commits."""
+    `<partition>_build_<step>` of any shard count, in `recsys` or this session's temporary schema),
+    except `keep`; commits."""
     rows = fetch_all(
         conn,
-        "select tablename from pg_tables where schemaname = %s and tablename like %s",
-        ("recsys", f"{final_name}_build".replace("_", r"\_") + "%"),
+        "select schemaname = 'recsys' as is_shared, tablename from pg_tables "
+        "where (schemaname = 'recsys' or schemaname::regnamespace = pg_my_temp_schema()) and tablename like %s",
+        (f"{final_name}_build".replace("_", r"\_") + "%",),
     )
     with conn.cursor() as cur:
-        for name in sorted(r["tablename"] for r in rows):
-            if name not in keep:
-                cur.execute(sql.SQL("drop table if exists {}").format(sql.Identifier("recsys", name)))
+        for r in sorted(rows, key=lambda r: r["tablename"]):
+            if r["tablename"] not in keep:
+                schema = "recsys" if r["is_shared"] else TEMP_SCHEMA
+                cur.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(schema, r["tablename"])))
     conn.commit()
 
 
@@ -171,6 +178,8 @@ def execute(conn: Connection, settings: Settings, step: Step) -> int:
     body = sql.SQL(load_sql(settings, f"features/{step.name}")).format(**step.identifiers)
     if step.insert:
         head = sql.SQL("insert into {} ({}) ").format(step.table, sql.SQL(", ").join(map(sql.Identifier, step.insert)))
+    elif step.table.strings[0] == TEMP_SCHEMA:
+        head = sql.SQL("create table {} as ").format(step.table)
     else:
         head = sql.SQL("create unlogged table {} as ").format(step.table)
     try:

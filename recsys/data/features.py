@@ -24,7 +24,7 @@ from datetime import date, timedelta
 from psycopg2 import sql
 
 from recsys.config.settings import Settings
-from recsys.data.feature_steps import Step, Workers, drop_steps, shard_bounds
+from recsys.data.feature_steps import TEMP_SCHEMA, Step, Workers, drop_steps, shard_bounds
 from recsys.db import Connection, fetch_all, fetch_value
 from recsys.db.sqlfiles import load_sql
 from recsys.errors import RecsysError
@@ -219,12 +219,15 @@ def _build_table(conn: Connection, settings: Settings, as_of: date, staging_name
         )
     conn.commit()
 
-    def table(suffix: str) -> sql.Identifier:
-        return sql.Identifier(_SCHEMA, f"{staging_name}_{suffix}")
-
     params = query_params(settings, as_of)
     bounds = shard_bounds(conn, settings, max(1, settings.feature_workers))
     with Workers(conn, settings, len(bounds)) as workers:
+        # steps that one connection runs alone go to its temporary tables (a killed build leaves none)
+        schema = TEMP_SCHEMA if len(workers.connections) == 1 else _SCHEMA
+
+        def table(suffix: str) -> sql.Identifier:
+            return sql.Identifier(schema, f"{staging_name}_{suffix}")
+
         shards = range(len(bounds))
         pop = table("pop")
         cats = [table(f"cats{k}") for k in shards]
