@@ -3,10 +3,10 @@ which connections.
 
 A step is one statement of `sql/features/` into a new unlogged table (a temporary one when a single
 connection runs every step: no other session reads it, and creating it writes nothing to disk), or
-into the date's new partition. `Workers` runs a list of steps on connections of their own to the database (one per
-shard of users, `shard_bounds`), each connection taking the next step when it is free; every step
-commits, so the next step's connection sees its table. `drop_steps` removes what a failed or killed
-build left.
+into the date's new partition. `Workers` runs a list of steps on connections of their own to the
+database (one per shard of users, `shard_bounds`), each connection taking the next step when it is
+free; every step commits, so the next step's connection sees its table. `drop_steps` removes what a
+failed or killed build left.
 """
 
 from __future__ import annotations
