@@ -1030,3 +1030,38 @@ def test_cleaning_shortcuts_give_what_trim_and_lower_give(db: Connection, settin
         ("c4", "view", None, None),
     ]
     assert [(r["row_number"], r["column_name"], r["value"]) for r in _rejects(db)] == [(6, "action", "\tview")]
+
+
+def test_offer_cleaning_shortcuts_give_what_trim_and_lower_give(
+    db: Connection, settings: Settings, tmp_path: Path
+) -> None:
+    # parse_bool reads the common spellings before lower(); it must agree with the full reading
+    for value in ["true", "false", "TRUE", "False", "t", "F", "yes", "No", "1", "0", "1.0", "0.0", "maybe", "", None]:
+        row = fetch_all(
+            db,
+            "select recsys.parse_bool(%(v)s) as fast, case lower(%(v)s) when 'true' then true when 't' then true "
+            "when 'yes' then true when 'y' then true when '1' then true when '1.0' then true when 'false' then false "
+            "when 'f' then false when 'no' then false when 'n' then false when '0' then false when '0.0' then false "
+            "end as plain",
+            {"v": value},
+        )[0]
+        assert row["fast"] == row["plain"], repr(value)
+    # offer types, channels and timings spelt in lower case skip lower(); any other spelling is still cleaned
+    path = _write(
+        tmp_path / "offers.csv",
+        "offer_id,user_id,sent_at,offer_type,offer_value,channel,timing,opened",
+        "k1,1,2026-03-01T10:00:00Z,discount,10,email,immediate,true",
+        "k2,1,2026-03-01T10:00:00Z, Bundle ,10,SMS ,Delay_1hour,FALSE",
+        "k3,1,2026-03-01T10:00:00Z,FREE_SHIPPING,10, Push,delay_6hours, yes ",
+        "k4,1,2026-03-01T10:00:00Z,discount ,10,email,immediate,",
+    )
+    result = _load(db, settings, path)
+    assert result.sheets["offers"].as_dict() == {"read": 4, "loaded": 4, "rejected": 0, "duplicate": 0, "dropped": 0}
+    assert [o[:4] for o in _offers(db)] == [
+        ("k1", "discount", "email", "immediate"),
+        ("k2", "bundle", "sms", "delay_1hour"),
+        ("k3", "free_shipping", "push", "delay_6hours"),
+        ("k4", "discount", "email", "immediate"),
+    ]
+    opened = fetch_all(db, "select offer_id, opened from recsys.offer_history order by 1")
+    assert [r["opened"] for r in opened] == [True, False, True, None]

@@ -1,23 +1,37 @@
 -- Validate the staged past offers of one file. Reads pg_temp.stage_offers, writes
 -- pg_temp.offers_checked. Params: reference_at.
+-- Cleaning takes the events check's shortcuts (events_check.sql): recsys.trim_to_null, and an offer
+-- type, channel or timing already spelt in lower case skips lower().
 
 create temp table offers_checked on commit drop as
 with trimmed as (
     select
         row_number,
-        nullif(btrim(raw_offer_id), '') as offer_id,
-        nullif(btrim(raw_user_id), '') as user_id,
-        nullif(btrim(raw_sent_at), '') as sent_at,
-        nullif(lower(btrim(raw_offer_type)), '') as offer_type,
-        nullif(btrim(raw_offer_value), '') as offer_value,
-        nullif(lower(btrim(raw_channel)), '') as channel,
-        nullif(lower(btrim(raw_timing)), '') as timing,
-        nullif(btrim(raw_propensity), '') as propensity,
-        nullif(btrim(raw_opened), '') as opened,
-        nullif(btrim(raw_clicked), '') as clicked,
-        nullif(btrim(raw_converted), '') as converted,
-        nullif(btrim(raw_revenue), '') as revenue
+        recsys.trim_to_null(raw_offer_id) as offer_id,
+        recsys.trim_to_null(raw_user_id) as user_id,
+        recsys.trim_to_null(raw_sent_at) as sent_at,
+        case
+            when raw_offer_type in ('discount', 'free_shipping', 'recommendation', 'bundle') then raw_offer_type
+            else nullif(lower(btrim(raw_offer_type)), '')
+        end as offer_type,
+        recsys.trim_to_null(raw_offer_value) as offer_value,
+        case
+            when raw_channel in ('email', 'sms', 'push') then raw_channel
+            else nullif(lower(btrim(raw_channel)), '')
+        end as channel,
+        case
+            when raw_timing in ('immediate', 'delay_1hour', 'delay_6hours') then raw_timing
+            else nullif(lower(btrim(raw_timing)), '')
+        end as timing,
+        recsys.trim_to_null(raw_propensity) as propensity,
+        recsys.trim_to_null(raw_opened) as opened,
+        recsys.trim_to_null(raw_clicked) as clicked,
+        recsys.trim_to_null(raw_converted) as converted,
+        recsys.trim_to_null(raw_revenue) as revenue
     from pg_temp.stage_offers
+    -- keeps the cleaned values computed once per row, so that the parsers below, which read their
+    -- value more than once, are inlined on a column instead of being called
+    offset 0
 ),
 
 typed as materialized (

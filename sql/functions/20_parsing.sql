@@ -55,11 +55,15 @@ returns boolean
 language sql
 immutable
 as $$
-    select case lower(value)
-        when 'true' then true when 't' then true when 'yes' then true when 'y' then true
-        when '1' then true when '1.0' then true
-        when 'false' then false when 'f' then false when 'no' then false when 'n' then false
-        when '0' then false when '0.0' then false
+    -- the common spellings first: lower() converts through the locale's wide characters (slow)
+    select case value
+        when 'true' then true when 'false' then false
+        else case lower(value)
+            when 'true' then true when 't' then true when 'yes' then true when 'y' then true
+            when '1' then true when '1.0' then true
+            when 'false' then false when 'f' then false when 'no' then false when 'n' then false
+            when '0' then false when '0.0' then false
+        end
     end
 $$;
 
