@@ -514,6 +514,40 @@ def test_overlapping_file_adds_only_new_rows(db: Connection, settings: Settings,
     ]
 
 
+def test_a_load_analyzes_the_tables_it_changed_a_lot(db: Connection, settings: Settings, tmp_path: Path) -> None:
+    # The readers after a load (the features, scoring) plan on the statistics the load leaves: it
+    # analyzes a table it changed by more than autovacuum's rule (50 rows + 10% of the rows at the
+    # last analyze), whether or not autovacuum runs. Autovacuum is kept off the partition here, so
+    # that every analyze seen is the load's.
+    partition = "behavior_events_202604"
+    with db.cursor() as cur:
+        cur.execute("select recsys.ensure_event_partitions('2026-04-01', '2026-04-30')")
+        cur.execute(f"alter table recsys.{partition} set (autovacuum_enabled = false)")
+        cur.execute(f"analyze recsys.{partition}")
+    db.commit()
+
+    def rows_known() -> float:
+        return fetch_value(db, "select reltuples from pg_class where oid = %s::regclass", (f"recsys.{partition}",))
+
+    def events(prefix: str, n: int) -> list[str]:
+        return [f"{prefix}{i},{1 + i % 7},s{i},2026-04-{1 + i % 28:02d}T10:00:00Z,view,books,web," for i in range(n)]
+
+    try:
+        assert rows_known() == 0
+        _load(db, settings, _write(tmp_path / "events_1.csv", EVENT_HEADER, *events("a", 200)))
+        assert rows_known() == 200
+        # 10 rows, under 50 + 20: the statistics stay as they were
+        _load(db, settings, _write(tmp_path / "events_2.csv", EVENT_HEADER, *events("b", 10)))
+        assert rows_known() == 200
+        # 80 rows more, over it: analyzed with everything there
+        _load(db, settings, _write(tmp_path / "events_3.csv", EVENT_HEADER, *events("c", 80)))
+        assert rows_known() == 290
+    finally:
+        with db.cursor() as cur:
+            cur.execute(f"alter table recsys.{partition} reset (autovacuum_enabled)")
+        db.commit()
+
+
 def test_derived_event_ids(db: Connection, settings: Settings, tmp_path: Path) -> None:
     header = "user_id,session_id,timestamp,action,amount"
     a = "1,s1,2026-03-01T10:00:00Z,view,"
