@@ -516,10 +516,12 @@ def test_overlapping_file_adds_only_new_rows(db: Connection, settings: Settings,
 
 def test_a_load_analyzes_the_tables_it_changed_a_lot(db: Connection, settings: Settings, tmp_path: Path) -> None:
     # The readers after a load (the features, scoring) plan on the statistics the load leaves: it
-    # analyzes a table it changed by more than autovacuum's rule (50 rows + 10% of the rows at the
-    # last analyze), whether or not autovacuum runs. Autovacuum is kept off the partition here, so
-    # that every analyze seen is the load's.
+    # analyzes a table it changed by more rows than autovacuum's rule asks (its threshold + its scale
+    # factor x the rows at the last analyze), whether or not autovacuum runs. Autovacuum is kept off
+    # the partition here, so that every analyze seen is the load's.
     partition = "behavior_events_202604"
+    threshold = int(fetch_value(db, "select current_setting('autovacuum_analyze_threshold')::int"))
+    scale = float(fetch_value(db, "select current_setting('autovacuum_analyze_scale_factor')::float8"))
     with db.cursor() as cur:
         cur.execute("select recsys.ensure_event_partitions('2026-04-01', '2026-04-30')")
         cur.execute(f"alter table recsys.{partition} set (autovacuum_enabled = false)")
@@ -529,19 +531,20 @@ def test_a_load_analyzes_the_tables_it_changed_a_lot(db: Connection, settings: S
     def rows_known() -> float:
         return fetch_value(db, "select reltuples from pg_class where oid = %s::regclass", (f"recsys.{partition}",))
 
-    def events(prefix: str, n: int) -> list[str]:
-        return [f"{prefix}{i},{1 + i % 7},s{i},2026-04-{1 + i % 28:02d}T10:00:00Z,view,books,web," for i in range(n)]
+    def load(name: str, n: int) -> None:
+        rows = [f"{name}{i},{1 + i % 7},s{i},2026-04-{1 + i % 28:02d}T10:00:00Z,view,books,web," for i in range(n)]
+        _load(db, settings, _write(tmp_path / f"events_{name}.csv", EVENT_HEADER, *rows))
 
+    first = threshold + 150
+    ask = threshold + scale * first  # changes that ask for an analyze after the first load's
     try:
         assert rows_known() == 0
-        _load(db, settings, _write(tmp_path / "events_1.csv", EVENT_HEADER, *events("a", 200)))
-        assert rows_known() == 200
-        # 10 rows, under 50 + 20: the statistics stay as they were
-        _load(db, settings, _write(tmp_path / "events_2.csv", EVENT_HEADER, *events("b", 10)))
-        assert rows_known() == 200
-        # 80 rows more, over it: analyzed with everything there
-        _load(db, settings, _write(tmp_path / "events_3.csv", EVENT_HEADER, *events("c", 80)))
-        assert rows_known() == 290
+        load("a", first)
+        assert rows_known() == first
+        load("b", 1)  # under the rule: the statistics stay as they were
+        assert rows_known() == first
+        load("c", int(ask) + 1)  # over it: analyzed with everything there
+        assert rows_known() == first + 1 + int(ask) + 1
     finally:
         with db.cursor() as cur:
             cur.execute(f"alter table recsys.{partition} reset (autovacuum_enabled)")
