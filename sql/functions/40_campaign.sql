@@ -3,16 +3,25 @@
 -- The small SQL functions are single expressions so the planner inlines them into the bulk
 -- INSERT and UPDATE that use them.
 
+-- Its body names recsys.campaign_shard_hash (migration 015) as a constant, so it is not checked when
+-- the function is created: a database migrated part of the way (the upgrade tests stop at older
+-- heads, with these files) can still create it. Scoring in shards needs the table anyway.
+set local check_function_bodies = off;
+
 create or replace function recsys.in_campaign_shard(p_user_id bigint, p_shard_count integer, p_shard integer)
 returns boolean
 language sql
 stable
 parallel safe
 as $$
+    -- the table as a regclass constant, resolved once when the planner inlines the function (a
+    -- to_regclass call here looked its name up for every row: 0.29 s against 0.06 s for 1M users)
     select
         p_shard_count = 1
-        or satisfies_hash_partition(to_regclass('recsys.campaign_shard_hash')::oid, p_shard_count, p_shard, p_user_id)
+        or satisfies_hash_partition('recsys.campaign_shard_hash'::regclass, p_shard_count, p_shard, p_user_id)
 $$;
+
+set local check_function_bodies = on;
 
 comment on function recsys.in_campaign_shard(bigint, integer, integer) is
 'Whether a user is in shard K (0..N-1) of a campaign run scored in N shards: PostgreSQL''s hash partitioning of '
