@@ -20,8 +20,8 @@ Called by the CLI and the nightly DAG (`recsys.orchestration.pipeline`).
 
 This package holds the load itself (one file, one transaction: stage, validate, write) and
 re-exports the names of its modules: `sheets` (what is loaded), `inbox` (which files, when),
-`readers` (CSV and workbook input), `staging` (COPY into temporary tables) and `reporting`
-(refusal messages, the night's refusals).
+`readers` (CSV and workbook input), `staging` (COPY into temporary tables), `statistics` (the
+analyze of what a load changed a lot) and `reporting` (refusal messages, the night's refusals).
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ from recsys.data.extract.sheets import (
     sql_text,
 )
 from recsys.data.extract.staging import HEADER_MAX_BYTES, stage_csv, stage_rows
+from recsys.data.extract.statistics import analyze_changed, changed_tables
 from recsys.db import Connection, fetch_all
 from recsys.errors import InputFileError, RecsysError
 
@@ -303,7 +304,7 @@ def _load_in_transaction(
         )
         load_id = cur.fetchone()[0]
         params = _params(settings, load_id, path, reference_at)
-        changed_before = _changed_tables(cur, settings)
+        changed_before = changed_tables(cur, settings)
         sheets: dict[str, SheetCounts] = {}
         if kind == "workbook":
             for name, rows, formula_rejects in workbook_sheets(path):
@@ -324,7 +325,9 @@ def _load_in_transaction(
         if not refusals:
             for name, counts in sheets.items():
                 _write(cur, settings, SHEETS[name], params, path, counts)
-            _analyze_changed(cur, settings, path, changed_before)
+            step = _Steps(path.name)
+            if analyzed := analyze_changed(cur, settings, changed_before):
+                step(f"analyze ({', '.join(analyzed)})")
         message = "; ".join(refusals) or None
         cur.execute(
             """
@@ -462,40 +465,6 @@ def _write(
     counts.loaded = cur.rowcount if spec.name == "events" else cur.fetchone()[0]
     step("write")
     counts.duplicate = counts.read - counts.rejected - counts.loaded
-
-
-def _changed_tables(cur: psycopg2.extensions.cursor, settings: Settings) -> dict[tuple[str, str], tuple[int, float]]:
-    """Rows changed per table not yet reported to the statistics, and the changes an analyze asks
-    for (`changed_tables.sql`)."""
-    cur.execute(sql_text(settings, "changed_tables"))
-    return {(schema, table): (changed, after) for schema, table, changed, after in cur.fetchall()}
-
-
-def _analyze_changed(
-    cur: psycopg2.extensions.cursor,
-    settings: Settings,
-    path: Path,
-    before: dict[tuple[str, str], tuple[int, float]],
-) -> None:
-    """Analyze each table this load changed by more rows than autovacuum's rule asks for.
-
-    A bulk load followed at once by the night's features would otherwise be planned on the
-    statistics of the tables before it (none for a new shop's or a new month's), or on whatever
-    autovacuum gathered by then: nothing at all on a server where it is off. The statistics are
-    part of the load's transaction: they become visible with its rows. Only the load's own
-    changes count (many small loads add up in autovacuum's count alone): an analyze inside a
-    transaction leaves its changes in `n_mod_since_analyze`, which counts them again at the commit.
-    """
-    step = _Steps(path.name)
-    tables = [
-        name
-        for name, (changed, after) in _changed_tables(cur, settings).items()
-        if changed - before.get(name, (0, 0.0))[0] > after
-    ]
-    for name in sorted(tables):
-        cur.execute(sql.SQL("analyze {}").format(sql.Identifier(*name)))
-    if tables:
-        step(f"analyze ({', '.join(sorted(table for _, table in tables))})")
 
 
 def _run_check(cur: psycopg2.extensions.cursor, check_sql: str, params: dict[str, Any]) -> None:
