@@ -15,6 +15,7 @@ import fnmatch
 import importlib.util
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -28,7 +29,7 @@ from recsys.benchmark.synth.generate import generate_data
 from recsys.config.settings import Settings
 from recsys.data import extract
 from recsys.data.extract import LoadResult, extract_path, load_file, load_inbox
-from recsys.db import Connection, fetch_all, fetch_value
+from recsys.db import Connection, connect, fetch_all, fetch_value
 from recsys.errors import RecsysError
 
 REF = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)  # the corpus' reference time
@@ -724,6 +725,65 @@ def test_offers_load_into_offer_history_and_later_loads_complete_them(
             first.load_id,
         ),
     ]
+
+
+def test_an_offer_sent_again_unchanged_is_already_present_and_keeps_its_load(
+    db: Connection, settings: Settings, tmp_path: Path
+) -> None:
+    header = "offer_id,user_id,sent_at,offer_type,offer_value,channel,timing,propensity,opened,converted,revenue"
+    o1 = "o1,1,2026-03-01T09:00:00Z,discount,15,email,immediate,0.2,,,"
+    o2 = "o2,2,2026-03-01T09:00:00Z,bundle,2,push,delay_1hour,,false,false,0"
+    first = _load(db, settings, _write(tmp_path / "offers_1.csv", header, o1, o2))
+    # o1 as it was (the value spelt otherwise, the same once typed), o2 with its outcome, o3 new
+    again = _load(
+        db,
+        settings,
+        _write(
+            tmp_path / "offers_2.csv",
+            header,
+            "o1, 1 ,2026-03-01T10:00:00+01:00,discount,15.00,email,immediate,0.20,,,",
+            "o2,2,2026-03-01T09:00:00Z,bundle,2,push,delay_1hour,,true,true,30",
+            "o3,3,2026-03-02T09:00:00Z,bundle,2,sms,immediate,,,,",
+        ),
+    )
+    assert again.sheets["offers"].as_dict() == {"read": 3, "loaded": 2, "rejected": 0, "duplicate": 1, "dropped": 0}
+    rows = fetch_all(db, "select offer_id, opened, converted, revenue, load_id from recsys.offer_history order by 1")
+    assert [tuple(r.values()) for r in rows] == [
+        ("o1", None, None, None, first.load_id),
+        ("o2", True, True, Decimal("30.00"), again.load_id),
+        ("o3", None, None, None, again.load_id),
+    ]
+    same = _load(db, settings, _write(tmp_path / "offers_3.csv", header, o1, o2), force=True)
+    assert same.sheets["offers"].as_dict() == {"read": 2, "loaded": 1, "rejected": 0, "duplicate": 1, "dropped": 0}
+
+
+def test_a_load_waits_for_another_writer_of_the_same_new_offer(
+    db: Connection, settings: Settings, tmp_path: Path, migrated_url: str
+) -> None:
+    """Another transaction has inserted offer o1 and not committed: the load waits for it, then
+    finds o1 there (without the lock its insert would fail on the offer's key once the other
+    commits)."""
+    header = "offer_id,user_id,sent_at,offer_type,offer_value,channel,timing"
+    path = _write(tmp_path / "offers.csv", header, "o1,1,2026-03-01T09:00:00Z,bundle,2,sms,immediate")
+    results: list[LoadResult] = []
+    with connect(migrated_url) as other:
+        with other.cursor() as cur:
+            cur.execute(
+                "insert into recsys.offer_history (offer_id, user_id, sent_at, offer_type, offer_value, channel, "
+                "timing, load_id) values ('o1', 1, '2026-03-01T09:00:00Z', 'bundle', 2, 'sms', 'immediate', 0)"
+            )
+        loader = threading.Thread(target=lambda: results.append(_load(db, settings, path)))
+        loader.start()
+        loader.join(timeout=1.0)
+        waited = loader.is_alive()
+        other.commit()
+        loader.join(timeout=60)
+    assert waited, "the load did not wait for the other writer"
+    assert results, "the load failed (see the thread's exception above)"
+    assert results[0].sheets["offers"].as_dict() == {
+        "read": 1, "loaded": 0, "rejected": 0, "duplicate": 1, "dropped": 0
+    }  # fmt: skip
+    assert fetch_value(db, "select count(*) from recsys.offer_history") == 1
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 -- Validate the staged past offers of one file. Reads pg_temp.stage_offers, writes
 -- pg_temp.offers_checked. Params: reference_at.
 -- Cleaning takes the events check's shortcuts (events_check.sql): recsys.trim_to_null, and an offer
--- type, channel or timing already spelt in lower case skips lower().
+-- type, channel or timing already spelt in lower case skips lower(). The `offset 0` levels keep each
+-- cleaned and parsed value computed once per row and streamed upwards, as in users_check.sql, instead
+-- of materialising every row between them.
 
 create temp table offers_checked on commit drop as
 with trimmed as (
@@ -34,7 +36,7 @@ with trimmed as (
     offset 0
 ),
 
-typed as materialized (
+typed as (
     select
         *,
         recsys.parse_bigint(user_id) as user_id_v,
@@ -46,6 +48,7 @@ typed as materialized (
         recsys.parse_bool(converted) as converted_v,
         recsys.parse_numeric(revenue) as revenue_v
     from trimmed
+    offset 0
 ),
 
 reasons as (

@@ -460,6 +460,10 @@ def _write(
         params["min_at"], params["max_at"] = cur.fetchone()
         if params["min_at"] is not None:
             cur.execute("select recsys.ensure_event_partitions(%(min_at)s, %(max_at)s)", params)
+    if spec.name == "offers":
+        # offers_upsert inserts after an anti-join: a concurrent load's offer writes wait for this
+        # load's commit (readers do not)
+        cur.execute("lock table recsys.offer_history in share row exclusive mode")
     cur.execute(sql_text(settings, WRITERS[spec.name]), params)
     # events_insert is a plain insert: the row count is the number of events added
     counts.loaded = cur.rowcount if spec.name == "events" else cur.fetchone()[0]
