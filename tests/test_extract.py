@@ -650,6 +650,21 @@ def test_users_upsert_rules(db: Connection, settings: Settings, tmp_path: Path) 
     ]
     load_ids = {r["user_id"]: r["load_id"] for r in fetch_all(db, "select user_id, load_id from recsys.users")}
     assert load_ids[1] != second.load_id and all(load_ids[u] == second.load_id for u in range(2, 9))
+    before = {r["user_id"]: r["loaded_at"] for r in fetch_all(db, "select user_id, loaded_at from recsys.users")}
+
+    # sent again as stored (the spelling aside), a user stays as it was and counts as already there
+    third = _load(
+        db,
+        settings,
+        _write(tmp_path / "users_c.csv", header, "2, no ,, B2 ,2026-01-03T01:00:00+01:00", "3,true,,B3,2025-01-01"),
+    )
+    assert third.sheets["users"].as_dict() == {"read": 2, "loaded": 1, "rejected": 0, "duplicate": 1, "dropped": 0}
+    after = {
+        r["user_id"]: r for r in fetch_all(db, "select user_id, email_opt_in, load_id, loaded_at from recsys.users")
+    }
+    assert (after[2]["email_opt_in"], after[2]["load_id"], after[2]["loaded_at"]) == (False, second.load_id, before[2])
+    assert (after[3]["email_opt_in"], after[3]["load_id"]) == (True, third.load_id)
+    assert after[3]["loaded_at"] > before[3]
 
 
 def test_users_bad_timezone_rejected_and_default_utc(db: Connection, settings: Settings, tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 -- without one lose to rows with one; ties go to the later row). Against the table: the newer
 -- updated_at wins when both rows have one, else this (later) load wins. Missing consent = none.
 -- A header field dropped at validation (a line break in it) is stored as null.
--- Params: load_id. Returns the number of users inserted or updated.
+-- A user sent again with every value as stored is left as it is. Params: load_id. Returns the
+-- number of users inserted or changed.
 
 with latest as (
     select distinct on (user_id_v) *
@@ -44,9 +45,16 @@ upserted as (
             load_id = excluded.load_id,
             loaded_at = excluded.loaded_at
         where
-        u.updated_at is null
-        or excluded.updated_at is null
-        or excluded.updated_at >= u.updated_at
+        (u.updated_at is null or excluded.updated_at is null or excluded.updated_at >= u.updated_at)
+        -- a row sent again as it is stays as it was (no new row version, its load_id and loaded_at
+        -- kept): it counts as already present
+        and (
+            u.email_opt_in, u.sms_opt_in, u.push_opt_in, u.email, u.phone, u.push_token, u.timezone,
+            u.first_name, u.updated_at
+        ) is distinct from (
+            excluded.email_opt_in, excluded.sms_opt_in, excluded.push_opt_in, excluded.email, excluded.phone,
+            excluded.push_token, excluded.timezone, excluded.first_name, excluded.updated_at
+        )
     returning 1
 )
 
